@@ -1,0 +1,156 @@
+//! Finding archives under a directory.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use walkdir::WalkDir;
+
+/// An archive to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub path: PathBuf,
+    /// Size of the file (of its target, for a symlink).
+    pub size: u64,
+}
+
+/// A path that looks like an archive but cannot be one; reported, never opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+const ARCHIVE_SUFFIXES: &[&str] = &[".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"];
+const PARTIAL_SUFFIXES: &[&str] = &[".tmp", ".part", ".partial", ".download", ".crdownload"];
+
+/// Whether a file name is one of the archive names we read.
+pub fn is_archive_name(name: &str) -> bool {
+    !name.starts_with('.')
+        && !PARTIAL_SUFFIXES.iter().any(|s| name.ends_with(s))
+        && ARCHIVE_SUFFIXES.iter().any(|s| name.len() > s.len() && name.ends_with(s))
+}
+
+/// Every archive under `root` (or `root` itself when it is a file), sorted by path.
+///
+/// Hidden files and directories and partial downloads are skipped. Symlinks are followed
+/// only when they stay inside `root`. Anything named like an archive that is not a regular
+/// file (a directory, a FIFO, a device, a dangling link) is returned as rejected, never opened,
+/// so a FIFO cannot block the run.
+pub fn discover(root: &Path) -> Result<(Vec<Found>, Vec<Rejected>)> {
+    let meta = fs::metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
+    if meta.is_file() {
+        return Ok((vec![Found { path: root.to_path_buf(), size: meta.len() }], vec![]));
+    }
+    if !meta.is_dir() {
+        anyhow::bail!("{} is neither a directory nor a regular file", root.display());
+    }
+    let canonical_root = fs::canonicalize(root)
+        .with_context(|| format!("cannot resolve {}", root.display()))?;
+    let mut found = Vec::new();
+    let mut rejected = Vec::new();
+    let walker = WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(err) => {
+                let path = err.path().unwrap_or(root).to_path_buf();
+                let reason = err
+                    .io_error()
+                    .map_or_else(|| err.to_string(), |e| format!("cannot read: {e}"));
+                rejected.push(Rejected { path, reason });
+                continue;
+            }
+        };
+        if entry.depth() == 0 {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy();
+        if !is_archive_name(&name) {
+            continue;
+        }
+        let path = entry.path().to_path_buf();
+        let ft = entry.file_type();
+        if ft.is_file() {
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            found.push(Found { path, size });
+        } else if ft.is_symlink() {
+            match check_link(&path, &canonical_root) {
+                Ok(size) => found.push(Found { path, size }),
+                Err(reason) => rejected.push(Rejected { path, reason }),
+            }
+        } else {
+            let kind = describe(&ft);
+            rejected.push(Rejected {
+                path,
+                reason: format!("is {kind}, not a regular file"),
+            });
+        }
+    }
+    Ok((found, rejected))
+}
+
+/// A symlink is used when it resolves to a regular file inside the images directory.
+fn check_link(path: &Path, root: &Path) -> Result<u64, String> {
+    let target = match fs::canonicalize(path) {
+        Ok(t) => t,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err("is a symlink loop".to_string())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err("is a symlink to a file that does not exist".to_string())
+        }
+        Err(e) => return Err(format!("cannot resolve symlink: {e}")),
+    };
+    if !target.starts_with(root) {
+        return Err(format!(
+            "is a symlink to {}, outside the images path; copy the file in instead",
+            target.display()
+        ));
+    }
+    let meta = fs::metadata(&target).map_err(|e| format!("cannot read symlink target: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "is a symlink to {}, not a regular file",
+            describe(&meta.file_type())
+        ));
+    }
+    Ok(meta.len())
+}
+
+fn describe(ft: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else {
+        "not a regular file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_names_are_recognised_and_partials_skipped() {
+        for ok in ["a.tar", "a.tar.gz", "a.tgz", "a.tar.zst", "my image.tar"] {
+            assert!(is_archive_name(ok), "{ok}");
+        }
+        for no in [".a.tar", "a.tar.gz.tmp", "a.tar.part", "SHA256SUMS", "images.json", ".tar", "a.gz"] {
+            assert!(!is_archive_name(no), "{no}");
+        }
+    }
+}

@@ -1,0 +1,661 @@
+//! Reading what an archive holds from one sequential pass over its tar stream.
+//!
+//! Only small JSON documents (manifests, indexes, configs) are kept in memory, each under a
+//! cap; layer data is skipped (seeked over in a plain tar file, read and dropped in a
+//! compressed stream), so memory stays flat whatever the archive's size.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{open, ArchiveInfo, Compression, Format, Image, Platform, PlatformImage};
+use crate::reference;
+
+/// Caps on what is held in memory while reading an archive.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `manifest.json`, `index.json`, `repositories`, `oci-layout`.
+    pub metadata_max: u64,
+    /// A blob small enough to be a manifest or a config is kept when it is JSON.
+    pub blob_json_max: u64,
+    /// All JSON kept for one archive together.
+    pub total_json_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            metadata_max: 8 << 20,
+            blob_json_max: 4 << 20,
+            total_json_max: 32 << 20,
+        }
+    }
+}
+
+const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
+const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+const METADATA_FILES: &[&str] = &["manifest.json", "index.json", "oci-layout", "repositories"];
+
+/// Inspect an archive file. A plain tar is read by seeking over layer data; a compressed one
+/// is decompressed once, as a stream.
+pub fn inspect_path(path: &Path, limits: Limits) -> Result<ArchiveInfo> {
+    let opened = open(path)?;
+    if opened.compression == Compression::None {
+        drop(opened);
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut archive = tar::Archive::new(file);
+        let entries = archive.entries_with_seek().map_err(tar_error)?;
+        let scan = scan(entries, limits)?;
+        return resolve(scan, Compression::None, size);
+    }
+    inspect_stream(opened.reader, opened.compression, limits)
+}
+
+/// Inspect a decompressed tar stream, reading it to its very end (so a caller that tees the
+/// stream into a runtime has passed on every byte when this returns).
+pub fn inspect_stream<R: Read>(reader: R, compression: Compression, limits: Limits) -> Result<ArchiveInfo> {
+    let mut counted = Counting { inner: reader, count: 0 };
+    let scan = {
+        let mut archive = tar::Archive::new(&mut counted);
+        let entries = archive.entries().map_err(tar_error)?;
+        scan(entries, limits)?
+    };
+    // Past the end-of-archive blocks there may be padding; a tee must see it all.
+    io::copy(&mut counted, &mut io::sink()).map_err(tar_error)?;
+    resolve(scan, compression, counted.count)
+}
+
+struct Counting<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// What one pass over the tar entries collected.
+#[derive(Default)]
+struct Scan {
+    /// Regular files: name -> size.
+    files: HashMap<String, u64>,
+    /// Symlinks and hard links: name -> target name.
+    links: HashMap<String, String>,
+    /// Small JSON documents kept for resolving: name -> bytes.
+    json: HashMap<String, Vec<u8>>,
+    json_total: u64,
+}
+
+impl Scan {
+    /// Follow links (a few hops at most) to the regular file a name stands for.
+    fn resolve_name<'a>(&'a self, mut name: &'a str) -> Option<&'a str> {
+        for _ in 0..8 {
+            if self.files.contains_key(name) {
+                return Some(name);
+            }
+            name = self.links.get(name)?;
+        }
+        None
+    }
+
+    fn size_of(&self, name: &str) -> Option<u64> {
+        self.resolve_name(name).and_then(|n| self.files.get(n).copied())
+    }
+
+    fn json_of(&self, name: &str) -> Option<&[u8]> {
+        self.resolve_name(name).and_then(|n| self.json.get(n)).map(Vec::as_slice)
+    }
+}
+
+fn tar_error(e: io::Error) -> anyhow::Error {
+    // Decompression errors already say what is wrong; tar's own need the word "tar".
+    let msg = e.to_string();
+    if msg.contains("gzip") || msg.contains("zstd") {
+        anyhow!(msg)
+    } else {
+        anyhow!("the tar stream is corrupt or truncated: {msg}")
+    }
+}
+
+fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
+    let mut scan = Scan::default();
+    for entry in entries {
+        let mut entry = entry.map_err(tar_error)?;
+        let name = normalize_name(&entry.path_bytes())?;
+        if name.is_empty() {
+            continue;
+        }
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| anyhow!("link {name:?} has no target"))?;
+            let target = String::from_utf8_lossy(&target).into_owned();
+            let target = if kind.is_symlink() && !target.starts_with('/') {
+                match name.rfind('/') {
+                    Some(i) => format!("{}/{}", &name[..i], target),
+                    None => target,
+                }
+            } else {
+                target
+            };
+            if let Ok(t) = normalize_name(target.as_bytes()) {
+                scan.links.insert(name, t);
+            }
+            continue;
+        }
+        if !(kind.is_file() || kind.is_contiguous()) {
+            continue;
+        }
+        let size = entry.size();
+        scan.files.insert(name.clone(), size);
+        let is_metadata = METADATA_FILES.contains(&name.as_str());
+        let may_be_json = is_metadata || is_blob_name(&name) || is_legacy_config_name(&name);
+        if !may_be_json {
+            continue;
+        }
+        let cap = if is_metadata { limits.metadata_max } else { limits.blob_json_max };
+        if size > cap {
+            if is_metadata {
+                bail!(
+                    "{name} is {} long, over the {} limit for image metadata: this is not an image archive's {name}",
+                    human_bytes(size),
+                    human_bytes(cap)
+                );
+            }
+            continue;
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        (&mut entry).take(size).read_to_end(&mut data).map_err(tar_error)?;
+        if (data.len() as u64) < size {
+            bail!(
+                "the tar stream is truncated: {name} has {} of its {size} bytes",
+                data.len()
+            );
+        }
+        let first = data.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') && first != Some(&b'[') {
+            continue;
+        }
+        if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+            let actual = hex_sha256(&data);
+            if actual != hex {
+                bail!("blob sha256:{hex} is corrupt: its content hashes to sha256:{actual}");
+            }
+        }
+        scan.json_total += size;
+        if scan.json_total > limits.total_json_max {
+            bail!(
+                "the archive holds more than {} of JSON metadata: refusing it",
+                human_bytes(limits.total_json_max)
+            );
+        }
+        scan.json.insert(name, data);
+    }
+    Ok(scan)
+}
+
+/// `./a/b` -> `a/b`. Absolute names and `..` are refused: no image archive has them.
+fn normalize_name(raw: &[u8]) -> Result<String> {
+    let s = String::from_utf8_lossy(raw);
+    if s.starts_with('/') {
+        bail!("the archive has an entry with an absolute name ({s:?}); refusing it");
+    }
+    let mut parts = Vec::new();
+    for part in s.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => bail!("the archive has an entry that climbs out with '..' ({s:?}); refusing it"),
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+fn is_blob_name(name: &str) -> bool {
+    name.starts_with("blobs/") && name.matches('/').count() == 2
+}
+
+fn is_legacy_config_name(name: &str) -> bool {
+    !name.contains('/') && name.ends_with(".json") && !METADATA_FILES.contains(&name)
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Bytes as a person reads them: `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+// ---- the documents we read -------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    config: Descriptor,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(default)]
+    layers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ConfigPlatform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+fn parse<'a, T: Deserialize<'a>>(name: &str, data: &'a [u8]) -> Result<T> {
+    serde_json::from_slice(data).map_err(|e| anyhow!("{name} is not valid: {e}"))
+}
+
+fn blob_path(digest: &str) -> String {
+    format!("blobs/{}", digest.replacen(':', "/", 1))
+}
+
+fn config_platform(data: &[u8]) -> Option<Platform> {
+    let p: ConfigPlatform = serde_json::from_slice(data).ok()?;
+    if p.os.is_empty() || p.architecture.is_empty() {
+        return None;
+    }
+    Some(Platform {
+        os: p.os,
+        architecture: p.architecture,
+        variant: p.variant.filter(|v| !v.is_empty()),
+    })
+}
+
+fn is_index_type(media_type: &str) -> bool {
+    media_type == "application/vnd.oci.image.index.v1+json"
+        || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+// ---- resolving the images ----------------------------------------------------------------
+
+fn resolve(scan: Scan, compression: Compression, tar_size: u64) -> Result<ArchiveInfo> {
+    let mut warnings = Vec::new();
+    let index = scan.json_of("index.json");
+    let manifest = scan.json_of("manifest.json");
+    let (format, mut images) = match (index, manifest) {
+        (None, None) => {
+            if scan.files.is_empty() {
+                bail!("the archive holds no files");
+            }
+            bail!("it has no manifest.json or index.json: this tar is not a docker-archive or OCI image archive");
+        }
+        (Some(index), manifest) => {
+            let index: Index = parse("index.json", index)?;
+            let mut images = Vec::new();
+            for desc in &index.manifests {
+                images.push(oci_image(&scan, desc, &mut warnings)?);
+            }
+            let format = if let Some(m) = manifest {
+                merge_docker_names(&scan, m, &mut images, &mut warnings)?;
+                Format::DockerOci
+            } else {
+                Format::Oci
+            };
+            (format, images)
+        }
+        (None, Some(manifest)) => {
+            let entries: Vec<DockerManifestEntry> = parse("manifest.json", manifest)?;
+            let mut images = Vec::new();
+            for entry in &entries {
+                images.push(docker_image(&scan, entry, &mut warnings)?);
+            }
+            (Format::DockerArchive, images)
+        }
+    };
+    if images.is_empty() {
+        bail!("the archive's index lists no images");
+    }
+    for image in &mut images {
+        image.names.dedup();
+    }
+    let mut seen = std::collections::HashSet::new();
+    for name in images.iter().flat_map(|i| &i.names) {
+        if !seen.insert(name) {
+            warnings.push(format!("{name} is named twice in this archive; the last one wins"));
+        }
+    }
+    Ok(ArchiveInfo {
+        format,
+        compression,
+        tar_size,
+        images,
+        warnings,
+    })
+}
+
+fn normalize_names<'a>(names: impl IntoIterator<Item = &'a str>, warnings: &mut Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in names {
+        match reference::normalize(n) {
+            Ok(r) => {
+                if !out.contains(&r) {
+                    out.push(r)
+                }
+            }
+            Err(e) => warnings.push(e.to_string()),
+        }
+    }
+    out
+}
+
+/// Name precedence, as containerd's importer has it: `io.containerd.image.name`, then
+/// `org.opencontainers.image.ref.name` when it is a whole reference.
+fn oci_names(desc: &Descriptor, warnings: &mut Vec<String>) -> Vec<String> {
+    if let Some(n) = desc.annotations.get(ANNOTATION_CONTAINERD_NAME) {
+        return normalize_names([n.as_str()], warnings);
+    }
+    match desc.annotations.get(ANNOTATION_REF_NAME) {
+        Some(n) if n.contains('/') || n.contains(':') => normalize_names([n.as_str()], warnings),
+        Some(tag) => {
+            warnings.push(format!(
+                "image {} is named only by the tag {tag:?} (no repository); it will be imported without that name",
+                desc.digest
+            ));
+            Vec::new()
+        }
+        None => Vec::new(),
+    }
+}
+
+fn oci_image(scan: &Scan, desc: &Descriptor, warnings: &mut Vec<String>) -> Result<Image> {
+    let names = oci_names(desc, warnings);
+    let mut platforms = Vec::new();
+    collect_platforms(scan, desc, None, 0, &mut platforms)?;
+    Ok(Image {
+        names,
+        digest: Some(desc.digest.clone()),
+        platforms,
+    })
+}
+
+fn collect_platforms(
+    scan: &Scan,
+    desc: &Descriptor,
+    platform: Option<Platform>,
+    depth: usize,
+    out: &mut Vec<PlatformImage>,
+) -> Result<()> {
+    if depth > 4 {
+        bail!("the archive's indexes nest more than 4 deep");
+    }
+    let path = blob_path(&desc.digest);
+    let Some(data) = scan.json_of(&path) else {
+        if depth == 0 {
+            bail!("index.json points to {}, which is not in the archive", desc.digest);
+        }
+        // Another platform's manifest, left out of a single-platform export: fine.
+        out.push(PlatformImage {
+            manifest_digest: Some(desc.digest.clone()),
+            platform,
+            config_digest: None,
+            layers: 0,
+            size: 0,
+            complete: false,
+        });
+        return Ok(());
+    };
+    let looks_like_index = is_index_type(&desc.media_type)
+        || (desc.media_type.is_empty() && serde_json::from_slice::<Manifest>(data).is_err());
+    if looks_like_index {
+        let index: Index = parse(&path, data)?;
+        for child in &index.manifests {
+            if child.annotations.get("vnd.docker.reference.type").map(String::as_str)
+                == Some("attestation-manifest")
+            {
+                continue;
+            }
+            collect_platforms(scan, child, child.platform.clone(), depth + 1, out)?;
+        }
+        return Ok(());
+    }
+    let manifest: Manifest = parse(&path, data)?;
+    let config = scan.json_of(&blob_path(&manifest.config.digest));
+    let mut size = 0;
+    let mut complete = config.is_some();
+    for layer in &manifest.layers {
+        match scan.size_of(&blob_path(&layer.digest)) {
+            Some(s) => size += s,
+            None => complete = false,
+        }
+    }
+    out.push(PlatformImage {
+        manifest_digest: Some(desc.digest.clone()),
+        platform: platform.or_else(|| config.and_then(config_platform)),
+        config_digest: Some(manifest.config.digest.clone()),
+        layers: manifest.layers.len(),
+        size,
+        complete,
+    });
+    Ok(())
+}
+
+/// docker save 25+ writes `manifest.json` beside the OCI index; its `RepoTags` name images too.
+fn merge_docker_names(
+    scan: &Scan,
+    manifest: &[u8],
+    images: &mut Vec<Image>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let entries: Vec<DockerManifestEntry> = parse("manifest.json", manifest)?;
+    for entry in &entries {
+        let tags = entry.repo_tags.iter().flatten().map(String::as_str);
+        let names = normalize_names(tags, warnings);
+        let config_digest = entry
+            .config
+            .strip_prefix("blobs/")
+            .map(|rest| rest.replacen('/', ":", 1));
+        let existing = images.iter_mut().find(|img| {
+            img.platforms
+                .iter()
+                .any(|p| p.config_digest.is_some() && p.config_digest == config_digest)
+        });
+        match existing {
+            Some(img) => {
+                for n in names {
+                    if !img.names.contains(&n) {
+                        img.names.push(n);
+                    }
+                }
+            }
+            None => images.push(docker_image(scan, entry, warnings)?),
+        }
+    }
+    Ok(())
+}
+
+fn docker_image(scan: &Scan, entry: &DockerManifestEntry, warnings: &mut Vec<String>) -> Result<Image> {
+    let config_name = normalize_name(entry.config.as_bytes())?;
+    let config = scan.json_of(&config_name).ok_or_else(|| {
+        anyhow!("manifest.json names the config {config_name}, which is not in the archive")
+    })?;
+    let mut size = 0;
+    for layer in &entry.layers {
+        let name = normalize_name(layer.as_bytes())?;
+        size += scan.size_of(&name).ok_or_else(|| {
+            anyhow!("manifest.json names the layer {name}, which is not in the archive")
+        })?;
+    }
+    let tags = entry.repo_tags.iter().flatten().map(String::as_str);
+    Ok(Image {
+        names: normalize_names(tags, warnings),
+        digest: None,
+        platforms: vec![PlatformImage {
+            manifest_digest: None,
+            platform: config_platform(config),
+            config_digest: Some(format!("sha256:{}", hex_sha256(config))),
+            layers: entry.layers.len(),
+            size,
+            complete: true,
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_legacy_docker_archive_gives_names_config_digest_and_platform() {
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let manifest = br#"[{"Config":"abc.json","RepoTags":["demo:1"],"Layers":["l1/layer.tar"]}]"#;
+        let tar = tar_of(&[("l1/layer.tar", b"xx"), ("abc.json", config), ("manifest.json", manifest)]);
+        let info = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap();
+        assert_eq!(info.format, Format::DockerArchive);
+        assert_eq!(info.images[0].names, vec!["docker.io/library/demo:1"]);
+        let p = &info.images[0].platforms[0];
+        assert_eq!(p.config_digest.as_deref(), Some(format!("sha256:{}", hex_sha256(config)).as_str()));
+        assert_eq!(p.platform.as_ref().unwrap().to_string(), "linux/amd64");
+        assert_eq!(info.tar_size, tar.len() as u64);
+    }
+
+    #[test]
+    fn a_manifest_naming_an_absent_layer_is_refused_naming_the_layer() {
+        let manifest = br#"[{"Config":"abc.json","RepoTags":["demo:1"],"Layers":["gone/layer.tar"]}]"#;
+        let tar = tar_of(&[("abc.json", b"{}"), ("manifest.json", manifest)]);
+        let err = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("gone/layer.tar"), "{err}");
+    }
+
+    #[test]
+    fn entries_climbing_out_are_refused() {
+        let tar = {
+            let mut data = tar_of(&[("manifest.json", b"[]")]);
+            // tar::Builder refuses '..', so write the name into the header by hand.
+            data[..100].fill(0);
+            data[..16].copy_from_slice(b"../manifest.json");
+            let mut h = tar::Header::from_byte_slice(&data[..512]).clone();
+            h.set_cksum();
+            data[..512].copy_from_slice(h.as_bytes());
+            data
+        };
+        let err = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap_err();
+        assert!(err.to_string().contains(".."), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_manifest_is_refused_not_buffered() {
+        let big = vec![b' '; 2048];
+        let tar = tar_of(&[("manifest.json", &big)]);
+        let limits = Limits { metadata_max: 1024, ..Limits::default() };
+        let err = inspect_stream(&tar[..], Compression::None, limits).unwrap_err();
+        assert!(err.to_string().contains("over the"), "{err}");
+    }
+
+    #[test]
+    fn a_plain_tar_with_no_image_metadata_is_named_for_what_it_is() {
+        let tar = tar_of(&[("etc/hosts", b"127.0.0.1 localhost")]);
+        let err = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("not a docker-archive or OCI"), "{err}");
+    }
+
+    #[test]
+    fn a_multi_platform_index_with_only_one_platforms_blobs_is_usable_for_that_platform() {
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let cfg_d = hex_sha256(config);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{cfg_d}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{}","size":2}}]}}"#,
+            config.len(),
+            hex_sha256(b"xx")
+        );
+        let man_d = hex_sha256(manifest.as_bytes());
+        let other = "0".repeat(64);
+        let idx = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{man_d}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{other}","size":1,"platform":{{"os":"linux","architecture":"arm64"}}}}]}}"#
+        );
+        let idx_d = hex_sha256(idx.as_bytes());
+        let top = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:{idx_d}","size":1,"annotations":{{"io.containerd.image.name":"example.com/multi:1","org.opencontainers.image.ref.name":"1"}}}}]}}"#
+        );
+        let files: Vec<(String, Vec<u8>)> = vec![
+            ("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+            (format!("blobs/sha256/{}", hex_sha256(b"xx")), b"xx".to_vec()),
+            (format!("blobs/sha256/{cfg_d}"), config.to_vec()),
+            (format!("blobs/sha256/{man_d}"), manifest.into_bytes()),
+            (format!("blobs/sha256/{idx_d}"), idx.into_bytes()),
+            ("index.json".into(), top.into_bytes()),
+        ];
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+        let tar = tar_of(&refs);
+        let info = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap();
+        assert_eq!(info.format, Format::Oci);
+        let image = &info.images[0];
+        assert_eq!(image.names, vec!["example.com/multi:1"]);
+        assert_eq!(image.platforms.len(), 2);
+        let amd64 = image.for_platform(&Platform::parse("linux/amd64").unwrap()).unwrap();
+        assert_eq!(amd64.config_digest.as_deref(), Some(format!("sha256:{cfg_d}").as_str()));
+        assert!(image.for_platform(&Platform::parse("linux/arm64").unwrap()).is_none());
+    }
+}

@@ -1,0 +1,198 @@
+//! Command-line interface: the names here are a contract (DESIGN.md "CLI contract").
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Get a release's container images onto air-gapped nodes.
+///
+/// On a connected host, `export` pulls every image a release needs into a bundle of
+/// compressed archives with SHA256SUMS and images.json. On the node (usually as a Helm
+/// pre-install hook Job), `import` loads every archive of the bundle into containerd or
+/// Docker, skipping what is already there and carrying on past bad archives.
+#[derive(Debug, Parser)]
+#[command(name = "offline-images", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import every .tar / .tar.gz / .tgz / .tar.zst of a directory into the node's runtime.
+    Import(ImportArgs),
+    /// Show the images inside archives (references, digests, platforms), without importing.
+    List(ListArgs),
+    /// Check that every image of every archive is present in the runtime (exit 1 if not).
+    Verify(VerifyArgs),
+    /// Pull images and write them as a bundle: archives, SHA256SUMS and images.json.
+    Export(ExportArgs),
+}
+
+/// Which container runtime to talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// containerd if one of its sockets answers, else Docker.
+    Auto,
+    Containerd,
+    Docker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, for a person reading `kubectl logs`.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// How to reach the runtime. Socket paths are paths on the node: with `--host-root`
+/// they are looked up under that directory.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Runtime to import into.
+    #[arg(long, value_enum, env = "IMAGE_RUNTIME", default_value = "auto")]
+    pub runtime: RuntimeKind,
+
+    /// containerd socket (default: probe the usual sockets of kubeadm, k3s/RKE2, MicroK8s, k0s).
+    #[arg(long, env = "CONTAINERD_ADDRESS", value_name = "SOCK")]
+    pub containerd_address: Option<PathBuf>,
+
+    /// containerd namespace; kubelet only sees images in k8s.io.
+    #[arg(long, env = "CONTAINERD_NAMESPACE", default_value = "k8s.io", value_name = "NS")]
+    pub namespace: String,
+
+    /// Docker Engine socket, as unix:///path (default: unix:///var/run/docker.sock).
+    #[arg(long, env = "DOCKER_HOST", value_name = "unix:///PATH")]
+    pub docker_host: Option<String>,
+
+    /// The node's root filesystem as mounted in this container (e.g. /host): sockets and
+    /// the node's `ctr` are looked up there, and `ctr` runs chrooted into it.
+    #[arg(long, env = "HOST_ROOT", value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// Directory holding the archives (searched recursively; hidden and partial files skipped).
+    #[arg(long, env = "IMAGES_PATH", default_value = "/images", value_name = "DIR")]
+    pub images_path: PathBuf,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+
+    /// Archives imported at the same time.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// Exit 1 if any archive failed (default: report failures and exit 0).
+    #[arg(long, env = "IMPORT_STRICT")]
+    pub strict: bool,
+
+    /// Import even archives whose images are already present.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Inspect and plan, but import nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Also write the run's summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Archives, or directories to search for archives.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// One JSON object per archive, one per line, on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Directory holding the archives.
+    #[arg(long, env = "IMAGES_PATH", default_value = "/images", value_name = "DIR")]
+    pub images_path: PathBuf,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    /// Multi-threaded gzip: readable by every runtime and by `gzip -d`.
+    Gzip,
+    /// zstd: smaller and faster to decompress; needs a reader that knows it.
+    Zstd,
+    /// Plain tar.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// docker, then podman, then skopeo, whichever is found first on PATH.
+    Auto,
+    Docker,
+    Podman,
+    Skopeo,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Image references to export (e.g. nginx:1.27, ghcr.io/org/app@sha256:...).
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+
+    /// A Helm values file to collect `image:` references from (repeatable).
+    #[arg(long = "values", value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+
+    /// Rendered manifests (e.g. `helm template` output) to collect images from; `-` is stdin.
+    #[arg(long = "manifests", value_name = "FILE|-")]
+    pub manifests: Vec<PathBuf>,
+
+    /// A file with one image reference per line (`#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub images_file: Vec<PathBuf>,
+
+    /// Bundle directory to write (created; an existing bundle is merged into).
+    #[arg(long, short, default_value = "./images", value_name = "DIR")]
+    pub output: PathBuf,
+
+    /// Platform to export.
+    #[arg(long, default_value = "linux/amd64", value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: String,
+
+    /// Compression of the written archives.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compress: Compression,
+
+    /// Images exported at the same time.
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// Export every image again, even when its archive is present and up to date.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Tool used to pull and save images.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: Engine,
+
+    /// Only print the collected references; pull nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}

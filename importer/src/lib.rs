@@ -1,0 +1,23 @@
+//! offline-images: export a release's images into a bundle on a connected host, and import
+//! that bundle into containerd or Docker on air-gapped nodes.
+
+pub mod archive;
+pub mod cli;
+pub mod exit;
+pub mod list;
+pub mod reference;
+
+use anyhow::Result;
+
+use cli::{Cli, Command};
+use exit::Code;
+
+/// Run one command; `main` only parses arguments and prints the error this returns.
+pub fn run(cli: Cli) -> Result<Code> {
+    match cli.command {
+        Command::List(args) => list::run(&args),
+        Command::Import(_) => Err(exit::usage("`import` is not implemented yet")),
+        Command::Verify(_) => Err(exit::usage("`verify` is not implemented yet")),
+        Command::Export(_) => Err(exit::usage("`export` is not implemented yet")),
+    }
+}

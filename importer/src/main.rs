@@ -1,0 +1,17 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = offline_images::cli::Cli::parse();
+    match offline_images::run(cli) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            if offline_images::exit::is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("offline-images: {err:#}");
+            offline_images::exit::Code::from_error(&err).into()
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration tests against real daemons (started by scripts/test.sh).
