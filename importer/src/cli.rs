@@ -11,7 +11,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// pre-install hook Job), `import` loads every archive of the bundle into containerd or
 /// Docker, skipping what is already there and carrying on past bad archives.
 #[derive(Debug, Parser)]
-#[command(name = "offline-images", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "offline-images",
+    version,
+    about,
+    long_about,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -59,7 +65,12 @@ pub struct RuntimeArgs {
     pub containerd_address: Option<PathBuf>,
 
     /// containerd namespace; kubelet only sees images in k8s.io.
-    #[arg(long, env = "CONTAINERD_NAMESPACE", default_value = "k8s.io", value_name = "NS")]
+    #[arg(
+        long,
+        env = "CONTAINERD_NAMESPACE",
+        default_value = "k8s.io",
+        value_name = "NS"
+    )]
     pub namespace: String,
 
     /// Docker Engine socket, as unix:///path (default: unix:///var/run/docker.sock).
@@ -75,7 +86,12 @@ pub struct RuntimeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ImportArgs {
     /// Directory holding the archives (searched recursively; hidden and partial files skipped).
-    #[arg(long, env = "IMAGES_PATH", default_value = "/images", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "IMAGES_PATH",
+        default_value = "/images",
+        value_name = "DIR"
+    )]
     pub images_path: PathBuf,
 
     #[command(flatten)]
@@ -120,7 +136,12 @@ pub struct ListArgs {
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
     /// Directory holding the archives.
-    #[arg(long, env = "IMAGES_PATH", default_value = "/images", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "IMAGES_PATH",
+        default_value = "/images",
+        value_name = "DIR"
+    )]
     pub images_path: PathBuf,
 
     #[command(flatten)]

@@ -37,7 +37,10 @@ pub fn run(args: &ListArgs) -> Result<Code> {
             failed += 1;
         }
         if found.is_empty() && rejected.is_empty() {
-            eprintln!("offline-images: {}: no archives (.tar, .tar.gz, .tgz, .tar.zst) found", root.display());
+            eprintln!(
+                "offline-images: {}: no archives (.tar, .tar.gz, .tgz, .tar.zst) found",
+                root.display()
+            );
             failed += 1;
         }
         for f in &found {
@@ -45,7 +48,14 @@ pub fn run(args: &ListArgs) -> Result<Code> {
                 Ok(info) => {
                     listed += 1;
                     if args.json {
-                        serde_json::to_writer(&mut out, &JsonLine { file: &f.path, file_size: f.size, info: &info })?;
+                        serde_json::to_writer(
+                            &mut out,
+                            &JsonLine {
+                                file: &f.path,
+                                file_size: f.size,
+                                info: &info,
+                            },
+                        )?;
                         writeln!(out)?;
                     } else {
                         write_text(&mut out, &f.path, f.size, &info)?;
@@ -86,7 +96,10 @@ fn write_text(out: &mut impl Write, path: &Path, size: u64, info: &ArchiveInfo) 
             writeln!(out, "    digest   {d}")?;
         }
         for p in &image.platforms {
-            let platform = p.platform.as_ref().map_or_else(|| "unknown".to_string(), |p| p.to_string());
+            let platform = p
+                .platform
+                .as_ref()
+                .map_or_else(|| "unknown".to_string(), |p| p.to_string());
             if p.complete {
                 writeln!(
                     out,

@@ -43,7 +43,9 @@ impl Reference {
             None => (s, None),
         };
         if let Some(d) = digest {
-            let (algo, hex) = d.split_once(':').ok_or_else(|| err("the digest has no algorithm"))?;
+            let (algo, hex) = d
+                .split_once(':')
+                .ok_or_else(|| err("the digest has no algorithm"))?;
             if algo.is_empty() || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(err("the digest is not of the form sha256:<hex>"));
             }
@@ -60,10 +62,15 @@ impl Reference {
         if let Some(t) = tag {
             let valid = !t.is_empty()
                 && t.len() <= 128
-                && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+                && t.bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
             if !valid {
-                return Err(err("the tag may hold only letters, digits, '_', '.' and '-'"));
+                return Err(err(
+                    "the tag may hold only letters, digits, '_', '.' and '-'",
+                ));
             }
         }
         if name.is_empty() {
@@ -94,7 +101,8 @@ impl Reference {
         };
         let path_ok = path.split('/').all(|c| {
             !c.is_empty()
-                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
                 && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         });
         if !path_ok {
@@ -123,7 +131,11 @@ impl Reference {
     /// `docker.io/library/nginx:1.27` becomes `docker.io_library_nginx_1.27`
     /// ('/' and ':' become '_', and '@sha256:' becomes '_sha256_').
     pub fn file_stem(&self) -> String {
-        let mut s = format!("{}_{}", self.domain.replace(':', "_"), self.path.replace('/', "_"));
+        let mut s = format!(
+            "{}_{}",
+            self.domain.replace(':', "_"),
+            self.path.replace('/', "_")
+        );
         if let Some(t) = &self.tag {
             s.push('_');
             s.push_str(t);
@@ -160,18 +172,39 @@ mod tests {
 
     #[test]
     fn short_names_get_docker_io_library_and_latest() {
-        assert_eq!(normalize("nginx").unwrap(), "docker.io/library/nginx:latest");
-        assert_eq!(normalize("nginx:1.27").unwrap(), "docker.io/library/nginx:1.27");
-        assert_eq!(normalize("bitnami/redis:7").unwrap(), "docker.io/bitnami/redis:7");
-        assert_eq!(normalize("index.docker.io/library/busybox").unwrap(), "docker.io/library/busybox:latest");
+        assert_eq!(
+            normalize("nginx").unwrap(),
+            "docker.io/library/nginx:latest"
+        );
+        assert_eq!(
+            normalize("nginx:1.27").unwrap(),
+            "docker.io/library/nginx:1.27"
+        );
+        assert_eq!(
+            normalize("bitnami/redis:7").unwrap(),
+            "docker.io/bitnami/redis:7"
+        );
+        assert_eq!(
+            normalize("index.docker.io/library/busybox").unwrap(),
+            "docker.io/library/busybox:latest"
+        );
     }
 
     #[test]
     fn registries_with_ports_keep_their_port_and_no_default_tag_with_digest() {
         let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        assert_eq!(normalize("localhost:5000/app").unwrap(), "localhost:5000/app:latest");
-        assert_eq!(normalize(&format!("ghcr.io/o/app@{d}")).unwrap(), format!("ghcr.io/o/app@{d}"));
-        assert_eq!(normalize(&format!("quay.io/o/app:v1@{d}")).unwrap(), format!("quay.io/o/app:v1@{d}"));
+        assert_eq!(
+            normalize("localhost:5000/app").unwrap(),
+            "localhost:5000/app:latest"
+        );
+        assert_eq!(
+            normalize(&format!("ghcr.io/o/app@{d}")).unwrap(),
+            format!("ghcr.io/o/app@{d}")
+        );
+        assert_eq!(
+            normalize(&format!("quay.io/o/app:v1@{d}")).unwrap(),
+            format!("quay.io/o/app:v1@{d}")
+        );
         let r = Reference::parse("registry.k8s.io:443/pause:3.9").unwrap();
         assert_eq!(r.domain, "registry.k8s.io:443");
         assert_eq!(r.file_stem(), "registry.k8s.io_443_pause_3.9");
@@ -179,7 +212,14 @@ mod tests {
 
     #[test]
     fn bad_references_are_refused_with_a_reason() {
-        for bad in ["", "UPPER/case", "nginx:", "nginx:bad/tag", "a@sha256:zz", "a//b"] {
+        for bad in [
+            "",
+            "UPPER/case",
+            "nginx:",
+            "nginx:bad/tag",
+            "a@sha256:zz",
+            "a//b",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -29,7 +29,9 @@ const PARTIAL_SUFFIXES: &[&str] = &[".tmp", ".part", ".partial", ".download", ".
 pub fn is_archive_name(name: &str) -> bool {
     !name.starts_with('.')
         && !PARTIAL_SUFFIXES.iter().any(|s| name.ends_with(s))
-        && ARCHIVE_SUFFIXES.iter().any(|s| name.len() > s.len() && name.ends_with(s))
+        && ARCHIVE_SUFFIXES
+            .iter()
+            .any(|s| name.len() > s.len() && name.ends_with(s))
 }
 
 /// Every archive under `root` (or `root` itself when it is a file), sorted by path.
@@ -41,13 +43,22 @@ pub fn is_archive_name(name: &str) -> bool {
 pub fn discover(root: &Path) -> Result<(Vec<Found>, Vec<Rejected>)> {
     let meta = fs::metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
     if meta.is_file() {
-        return Ok((vec![Found { path: root.to_path_buf(), size: meta.len() }], vec![]));
+        return Ok((
+            vec![Found {
+                path: root.to_path_buf(),
+                size: meta.len(),
+            }],
+            vec![],
+        ));
     }
     if !meta.is_dir() {
-        anyhow::bail!("{} is neither a directory nor a regular file", root.display());
+        anyhow::bail!(
+            "{} is neither a directory nor a regular file",
+            root.display()
+        );
     }
-    let canonical_root = fs::canonicalize(root)
-        .with_context(|| format!("cannot resolve {}", root.display()))?;
+    let canonical_root =
+        fs::canonicalize(root).with_context(|| format!("cannot resolve {}", root.display()))?;
     let mut found = Vec::new();
     let mut rejected = Vec::new();
     let walker = WalkDir::new(root)
@@ -149,7 +160,15 @@ mod tests {
         for ok in ["a.tar", "a.tar.gz", "a.tgz", "a.tar.zst", "my image.tar"] {
             assert!(is_archive_name(ok), "{ok}");
         }
-        for no in [".a.tar", "a.tar.gz.tmp", "a.tar.part", "SHA256SUMS", "images.json", ".tar", "a.gz"] {
+        for no in [
+            ".a.tar",
+            "a.tar.gz.tmp",
+            "a.tar.part",
+            "SHA256SUMS",
+            "images.json",
+            ".tar",
+            "a.gz",
+        ] {
             assert!(!is_archive_name(no), "{no}");
         }
     }

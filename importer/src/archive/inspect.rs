@@ -59,8 +59,15 @@ pub fn inspect_path(path: &Path, limits: Limits) -> Result<ArchiveInfo> {
 
 /// Inspect a decompressed tar stream, reading it to its very end (so a caller that tees the
 /// stream into a runtime has passed on every byte when this returns).
-pub fn inspect_stream<R: Read>(reader: R, compression: Compression, limits: Limits) -> Result<ArchiveInfo> {
-    let mut counted = Counting { inner: reader, count: 0 };
+pub fn inspect_stream<R: Read>(
+    reader: R,
+    compression: Compression,
+    limits: Limits,
+) -> Result<ArchiveInfo> {
+    let mut counted = Counting {
+        inner: reader,
+        count: 0,
+    };
     let scan = {
         let mut archive = tar::Archive::new(&mut counted);
         let entries = archive.entries().map_err(tar_error)?;
@@ -109,11 +116,14 @@ impl Scan {
     }
 
     fn size_of(&self, name: &str) -> Option<u64> {
-        self.resolve_name(name).and_then(|n| self.files.get(n).copied())
+        self.resolve_name(name)
+            .and_then(|n| self.files.get(n).copied())
     }
 
     fn json_of(&self, name: &str) -> Option<&[u8]> {
-        self.resolve_name(name).and_then(|n| self.json.get(n)).map(Vec::as_slice)
+        self.resolve_name(name)
+            .and_then(|n| self.json.get(n))
+            .map(Vec::as_slice)
     }
 }
 
@@ -164,7 +174,11 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
         if !may_be_json {
             continue;
         }
-        let cap = if is_metadata { limits.metadata_max } else { limits.blob_json_max };
+        let cap = if is_metadata {
+            limits.metadata_max
+        } else {
+            limits.blob_json_max
+        };
         if size > cap {
             if is_metadata {
                 bail!(
@@ -176,7 +190,10 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
             continue;
         }
         let mut data = Vec::with_capacity(size as usize);
-        (&mut entry).take(size).read_to_end(&mut data).map_err(tar_error)?;
+        (&mut entry)
+            .take(size)
+            .read_to_end(&mut data)
+            .map_err(tar_error)?;
         if (data.len() as u64) < size {
             bail!(
                 "the tar stream is truncated: {name} has {} of its {size} bytes",
@@ -215,7 +232,9 @@ fn normalize_name(raw: &[u8]) -> Result<String> {
     for part in s.split('/') {
         match part {
             "" | "." => {}
-            ".." => bail!("the archive has an entry that climbs out with '..' ({s:?}); refusing it"),
+            ".." => {
+                bail!("the archive has an entry that climbs out with '..' ({s:?}); refusing it")
+            }
             p => parts.push(p),
         }
     }
@@ -372,7 +391,9 @@ fn resolve(scan: Scan, compression: Compression, tar_size: u64) -> Result<Archiv
     let mut seen = std::collections::HashSet::new();
     for name in images.iter().flat_map(|i| &i.names) {
         if !seen.insert(name) {
-            warnings.push(format!("{name} is named twice in this archive; the last one wins"));
+            warnings.push(format!(
+                "{name} is named twice in this archive; the last one wins"
+            ));
         }
     }
     Ok(ArchiveInfo {
@@ -384,7 +405,10 @@ fn resolve(scan: Scan, compression: Compression, tar_size: u64) -> Result<Archiv
     })
 }
 
-fn normalize_names<'a>(names: impl IntoIterator<Item = &'a str>, warnings: &mut Vec<String>) -> Vec<String> {
+fn normalize_names<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    warnings: &mut Vec<String>,
+) -> Vec<String> {
     let mut out = Vec::new();
     for n in names {
         match reference::normalize(n) {
@@ -442,7 +466,10 @@ fn collect_platforms(
     let path = blob_path(&desc.digest);
     let Some(data) = scan.json_of(&path) else {
         if depth == 0 {
-            bail!("index.json points to {}, which is not in the archive", desc.digest);
+            bail!(
+                "index.json points to {}, which is not in the archive",
+                desc.digest
+            );
         }
         // Another platform's manifest, left out of a single-platform export: fine.
         out.push(PlatformImage {
@@ -460,7 +487,10 @@ fn collect_platforms(
     if looks_like_index {
         let index: Index = parse(&path, data)?;
         for child in &index.manifests {
-            if child.annotations.get("vnd.docker.reference.type").map(String::as_str)
+            if child
+                .annotations
+                .get("vnd.docker.reference.type")
+                .map(String::as_str)
                 == Some("attestation-manifest")
             {
                 continue;
@@ -524,7 +554,11 @@ fn merge_docker_names(
     Ok(())
 }
 
-fn docker_image(scan: &Scan, entry: &DockerManifestEntry, warnings: &mut Vec<String>) -> Result<Image> {
+fn docker_image(
+    scan: &Scan,
+    entry: &DockerManifestEntry,
+    warnings: &mut Vec<String>,
+) -> Result<Image> {
     let config_name = normalize_name(entry.config.as_bytes())?;
     let config = scan.json_of(&config_name).ok_or_else(|| {
         anyhow!("manifest.json names the config {config_name}, which is not in the archive")
@@ -569,21 +603,31 @@ mod tests {
 
     #[test]
     fn a_legacy_docker_archive_gives_names_config_digest_and_platform() {
-        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-        let manifest = br#"[{"Config":"abc.json","RepoTags":["demo:1"],"Layers":["l1/layer.tar"]}]"#;
-        let tar = tar_of(&[("l1/layer.tar", b"xx"), ("abc.json", config), ("manifest.json", manifest)]);
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let manifest =
+            br#"[{"Config":"abc.json","RepoTags":["demo:1"],"Layers":["l1/layer.tar"]}]"#;
+        let tar = tar_of(&[
+            ("l1/layer.tar", b"xx"),
+            ("abc.json", config),
+            ("manifest.json", manifest),
+        ]);
         let info = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap();
         assert_eq!(info.format, Format::DockerArchive);
         assert_eq!(info.images[0].names, vec!["docker.io/library/demo:1"]);
         let p = &info.images[0].platforms[0];
-        assert_eq!(p.config_digest.as_deref(), Some(format!("sha256:{}", hex_sha256(config)).as_str()));
+        assert_eq!(
+            p.config_digest.as_deref(),
+            Some(format!("sha256:{}", hex_sha256(config)).as_str())
+        );
         assert_eq!(p.platform.as_ref().unwrap().to_string(), "linux/amd64");
         assert_eq!(info.tar_size, tar.len() as u64);
     }
 
     #[test]
     fn a_manifest_naming_an_absent_layer_is_refused_naming_the_layer() {
-        let manifest = br#"[{"Config":"abc.json","RepoTags":["demo:1"],"Layers":["gone/layer.tar"]}]"#;
+        let manifest =
+            br#"[{"Config":"abc.json","RepoTags":["demo:1"],"Layers":["gone/layer.tar"]}]"#;
         let tar = tar_of(&[("abc.json", b"{}"), ("manifest.json", manifest)]);
         let err = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap_err();
         assert!(err.to_string().contains("gone/layer.tar"), "{err}");
@@ -609,7 +653,10 @@ mod tests {
     fn an_oversized_manifest_is_refused_not_buffered() {
         let big = vec![b' '; 2048];
         let tar = tar_of(&[("manifest.json", &big)]);
-        let limits = Limits { metadata_max: 1024, ..Limits::default() };
+        let limits = Limits {
+            metadata_max: 1024,
+            ..Limits::default()
+        };
         let err = inspect_stream(&tar[..], Compression::None, limits).unwrap_err();
         assert!(err.to_string().contains("over the"), "{err}");
     }
@@ -618,7 +665,10 @@ mod tests {
     fn a_plain_tar_with_no_image_metadata_is_named_for_what_it_is() {
         let tar = tar_of(&[("etc/hosts", b"127.0.0.1 localhost")]);
         let err = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap_err();
-        assert!(err.to_string().contains("not a docker-archive or OCI"), "{err}");
+        assert!(
+            err.to_string().contains("not a docker-archive or OCI"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -640,22 +690,38 @@ mod tests {
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:{idx_d}","size":1,"annotations":{{"io.containerd.image.name":"example.com/multi:1","org.opencontainers.image.ref.name":"1"}}}}]}}"#
         );
         let files: Vec<(String, Vec<u8>)> = vec![
-            ("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
-            (format!("blobs/sha256/{}", hex_sha256(b"xx")), b"xx".to_vec()),
+            (
+                "oci-layout".into(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            (
+                format!("blobs/sha256/{}", hex_sha256(b"xx")),
+                b"xx".to_vec(),
+            ),
             (format!("blobs/sha256/{cfg_d}"), config.to_vec()),
             (format!("blobs/sha256/{man_d}"), manifest.into_bytes()),
             (format!("blobs/sha256/{idx_d}"), idx.into_bytes()),
             ("index.json".into(), top.into_bytes()),
         ];
-        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
         let tar = tar_of(&refs);
         let info = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap();
         assert_eq!(info.format, Format::Oci);
         let image = &info.images[0];
         assert_eq!(image.names, vec!["example.com/multi:1"]);
         assert_eq!(image.platforms.len(), 2);
-        let amd64 = image.for_platform(&Platform::parse("linux/amd64").unwrap()).unwrap();
-        assert_eq!(amd64.config_digest.as_deref(), Some(format!("sha256:{cfg_d}").as_str()));
-        assert!(image.for_platform(&Platform::parse("linux/arm64").unwrap()).is_none());
+        let amd64 = image
+            .for_platform(&Platform::parse("linux/amd64").unwrap())
+            .unwrap();
+        assert_eq!(
+            amd64.config_digest.as_deref(),
+            Some(format!("sha256:{cfg_d}").as_str())
+        );
+        assert!(image
+            .for_platform(&Platform::parse("linux/arm64").unwrap())
+            .is_none());
     }
 }

@@ -137,9 +137,9 @@ pub struct Image {
 impl Image {
     /// The complete image that runs on `node`, if the archive carries one.
     pub fn for_platform(&self, node: &Platform) -> Option<&PlatformImage> {
-        self.platforms.iter().find(|p| {
-            p.complete && p.platform.as_ref().is_none_or(|pl| pl.runs_on(node))
-        })
+        self.platforms
+            .iter()
+            .find(|p| p.complete && p.platform.as_ref().is_none_or(|pl| pl.runs_on(node)))
     }
 
     /// Names for a log line: the references, or `<untagged>`.

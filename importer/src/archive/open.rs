@@ -74,7 +74,13 @@ fn is_tar_header(head: &[u8]) -> bool {
     let computed: u32 = head[..512]
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { u32::from(b' ') } else { u32::from(b) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                u32::from(b' ')
+            } else {
+                u32::from(b)
+            }
+        })
         .sum();
     stored == Some(computed) && head[0] != 0
 }
@@ -109,7 +115,11 @@ fn from_file(file: File, file_size: u64) -> Result<Opened> {
                 .map_err(|e| anyhow::anyhow!("the zstd frame header is invalid: {e}"))?,
         )),
     };
-    Ok(Opened { compression, file_size, reader })
+    Ok(Opened {
+        compression,
+        file_size,
+        reader,
+    })
 }
 
 /// Names gzip in its error messages, which flate2 does not.
@@ -136,7 +146,10 @@ struct ZstdReader<R>(R);
 impl<R: Read> Read for ZstdReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         self.0.read(out).map_err(|e| {
-            io::Error::new(e.kind(), format!("the zstd stream is corrupt or truncated: {e}"))
+            io::Error::new(
+                e.kind(),
+                format!("the zstd stream is corrupt or truncated: {e}"),
+            )
         })
     }
 }
@@ -148,7 +161,10 @@ mod tests {
     #[test]
     fn compression_is_found_from_magic_bytes() {
         assert_eq!(sniff(&[0x1f, 0x8b, 8, 0]).unwrap(), Compression::Gzip);
-        assert_eq!(sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]).unwrap(), Compression::Zstd);
+        assert_eq!(
+            sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]).unwrap(),
+            Compression::Zstd
+        );
         let mut header = tar::Header::new_ustar();
         header.set_path("manifest.json").unwrap();
         header.set_size(0);
@@ -164,8 +180,17 @@ mod tests {
     #[test]
     fn non_archives_are_refused_with_a_reason() {
         assert!(sniff(&[]).unwrap_err().to_string().contains("empty"));
-        assert!(sniff(b"hello").unwrap_err().to_string().contains("too short"));
-        assert!(sniff(&[0x42u8; 600]).unwrap_err().to_string().contains("neither"));
-        assert!(sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0]).unwrap_err().to_string().contains("xz"));
+        assert!(sniff(b"hello")
+            .unwrap_err()
+            .to_string()
+            .contains("too short"));
+        assert!(sniff(&[0x42u8; 600])
+            .unwrap_err()
+            .to_string()
+            .contains("neither"));
+        assert!(sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+            .unwrap_err()
+            .to_string()
+            .contains("xz"));
     }
 }

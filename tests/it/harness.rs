@@ -1,0 +1,231 @@
+//! The test harness: the daemons scripts/test.sh started, and fixture archives built on them.
+//!
+//! Fixtures are generated, never committed: tiny images are built FROM scratch around the
+//! static busybox on the real dockerd, then saved in every archive flavour the importer reads.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// Addresses of the private daemons started by scripts/test.sh.
+pub struct Daemons {
+    pub containerd_sock: PathBuf,
+    /// `unix:///path/docker.sock`
+    pub docker_host: String,
+    /// `127.0.0.1:PORT`
+    pub registry: String,
+    pub docker_cli: String,
+    /// Scratch space that scripts/test.sh removes at the end.
+    pub tmp: PathBuf,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which starts the daemons")
+    })
+}
+
+pub fn daemons() -> &'static Daemons {
+    static D: OnceLock<Daemons> = OnceLock::new();
+    D.get_or_init(|| Daemons {
+        containerd_sock: var("OI_CONTAINERD_SOCK").into(),
+        docker_host: var("OI_DOCKER_HOST"),
+        registry: var("OI_REGISTRY"),
+        docker_cli: std::env::var("OI_DOCKER_CLI").unwrap_or_else(|_| "docker".into()),
+        tmp: var("OI_TMP").into(),
+    })
+}
+
+/// A fresh directory under the test temp dir.
+pub fn temp_dir(label: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = daemons().tmp.join(format!(
+        "{label}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The binary under test.
+pub fn offline_images() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_offline-images"))
+}
+
+/// Run a command; panic with its output when it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+pub fn stdout_of(cmd: &mut Command) -> String {
+    String::from_utf8(run(cmd).stdout).unwrap()
+}
+
+/// The docker CLI, pointed at the test dockerd.
+pub fn docker() -> Command {
+    let d = daemons();
+    let mut c = Command::new(&d.docker_cli);
+    c.env("DOCKER_HOST", &d.docker_host)
+        .env("DOCKER_BUILDKIT", "0");
+    c
+}
+
+/// ctr, pointed at the test containerd, in namespace `ns`.
+pub fn ctr(ns: &str) -> Command {
+    let mut c = Command::new("ctr");
+    c.arg("-a")
+        .arg(&daemons().containerd_sock)
+        .arg("-n")
+        .arg(ns);
+    c
+}
+
+pub fn skopeo() -> Command {
+    Command::new("skopeo")
+}
+
+/// A test image as the daemon knows it.
+#[derive(Debug, Clone)]
+pub struct TestImage {
+    /// As given to docker build, e.g. `oi-test/alpha:1`.
+    pub tag: String,
+    /// Normalised, e.g. `docker.io/oi-test/alpha:1`.
+    pub reference: String,
+    /// The config digest, as `docker image inspect` reports it (`.Id`).
+    pub config_digest: String,
+}
+
+/// Build an image FROM scratch with the static busybox and a file of its own, so that each
+/// image has a distinct config and a layer shared with the others (busybox).
+pub fn build_image(tag: &str, message: &str) -> TestImage {
+    let ctx = temp_dir("build");
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox-static is installed");
+    std::fs::write(ctx.join("message"), format!("{message}\n")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY message /message\n\
+         ENTRYPOINT [\"/bin/busybox\"]\nCMD [\"cat\", \"/message\"]\n",
+    )
+    .unwrap();
+    run(docker().args(["build", "-q", "-t", tag]).arg(&ctx));
+    let id = stdout_of(docker().args(["image", "inspect", "--format", "{{.Id}}", tag]));
+    TestImage {
+        tag: tag.to_string(),
+        reference: offline_images::reference::normalize(tag).unwrap(),
+        config_digest: id.trim().to_string(),
+    }
+}
+
+/// Every archive flavour the importer reads, built once per test process.
+pub struct Fixtures {
+    pub alpha: TestImage,
+    pub beta: TestImage,
+    pub dir: PathBuf,
+    /// (flavour, archive path, the image it holds)
+    pub flavours: Vec<(&'static str, PathBuf, TestImage)>,
+    /// `docker save` of alpha and beta together.
+    pub two_images: PathBuf,
+    /// `docker save` of alpha by image ID: no name inside.
+    pub untagged: PathBuf,
+}
+
+pub fn fixtures() -> &'static Fixtures {
+    static F: OnceLock<Fixtures> = OnceLock::new();
+    F.get_or_init(build_fixtures)
+}
+
+fn build_fixtures() -> Fixtures {
+    let alpha = build_image("oi-test/alpha:1", "hello from alpha");
+    let beta = build_image("oi-test/beta:1", "hello from beta");
+    let dir = temp_dir("fixtures");
+    let p = |name: &str| dir.join(name);
+
+    run(docker()
+        .args(["save", "-o"])
+        .arg(p("docker.tar"))
+        .arg(&alpha.tag));
+    gzip(&p("docker.tar"), &p("docker.tar.gz"));
+
+    // ctr export writes an OCI layout; the image goes through containerd first.
+    let ns = "oi-fixtures";
+    run(ctr(ns).args(["images", "import"]).arg(p("docker.tar")));
+    run(ctr(ns)
+        .args(["images", "export", "--platform", "linux/amd64"])
+        .arg(p("ctr-oci.tar"))
+        .arg(&alpha.reference));
+
+    let daemon = daemons().docker_host.clone();
+    for (dest, file) in [
+        ("docker-archive", "skopeo-docker.tar"),
+        ("oci-archive", "skopeo-oci.tar"),
+    ] {
+        run(skopeo()
+            .args(["copy", "--quiet", "--src-daemon-host", &daemon])
+            .arg(format!("docker-daemon:{}", alpha.tag))
+            .arg(format!("{dest}:{}:{}", p(file).display(), alpha.tag)));
+    }
+
+    run(docker()
+        .args(["save", "-o"])
+        .arg(p("two-images.tar"))
+        .args([&alpha.tag, &beta.tag]));
+    run(docker()
+        .args(["save", "-o"])
+        .arg(p("untagged.tar"))
+        .arg(&alpha.config_digest));
+
+    // skopeo converts the config to OCI media types when it writes an OCI archive, so that
+    // image has a config digest of its own: take it from skopeo's own reading of the archive.
+    let oci_manifest: serde_json::Value = serde_json::from_str(&stdout_of(
+        skopeo()
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}", p("skopeo-oci.tar").display())),
+    ))
+    .unwrap();
+    let alpha_oci = TestImage {
+        config_digest: oci_manifest["config"]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        ..alpha.clone()
+    };
+    let flavours = vec![
+        ("docker save", p("docker.tar"), alpha.clone()),
+        ("docker save | gzip", p("docker.tar.gz"), alpha.clone()),
+        ("ctr export", p("ctr-oci.tar"), alpha.clone()),
+        (
+            "skopeo docker-archive",
+            p("skopeo-docker.tar"),
+            alpha.clone(),
+        ),
+        ("skopeo oci-archive", p("skopeo-oci.tar"), alpha_oci),
+    ];
+    Fixtures {
+        two_images: p("two-images.tar"),
+        untagged: p("untagged.tar"),
+        alpha,
+        beta,
+        dir,
+        flavours,
+    }
+}
+
+/// gzip a file with the system gzip, as operators' scripts do.
+pub fn gzip(src: &Path, dst: &Path) {
+    let out = std::fs::File::create(dst).unwrap();
+    run(Command::new("gzip").arg("-c").arg(src).stdout(out));
+}
