@@ -27,7 +27,7 @@ trap 'exit 130' INT TERM
 
 say "building the static importer (release, musl)"
 cargo build --quiet --release --target x86_64-unknown-linux-musl
-export OI_STATIC_BIN=$ROOT/target/x86_64-unknown-linux-musl/release/offline-images
+export OI_STATIC_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-musl/release/offline-images
 file_is_static "$OI_STATIC_BIN" || die "$OI_STATIC_BIN is not static"
 
 say "starting containerd, dockerd and a registry under $WORK"

@@ -2,10 +2,12 @@
 //! that bundle into containerd or Docker on air-gapped nodes.
 
 pub mod archive;
+pub mod bundle;
 pub mod cli;
 pub mod exit;
 pub mod list;
 pub mod reference;
+pub mod runtime;
 
 use anyhow::Result;
 

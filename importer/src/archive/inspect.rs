@@ -250,13 +250,7 @@ fn is_legacy_config_name(name: &str) -> bool {
 }
 
 fn hex_sha256(data: &[u8]) -> String {
-    let digest = Sha256::digest(data);
-    let mut s = String::with_capacity(64);
-    for b in digest {
-        use std::fmt::Write;
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    crate::bundle::hex(&Sha256::digest(data))
 }
 
 /// Bytes as a person reads them: `1.5 GiB`.

@@ -1,0 +1,270 @@
+//! A bundle: the directory `export` writes and `import` reads. Archives, plus
+//!
+//! - `SHA256SUMS`: `sha256sum -c` compatible, one line per archive, paths relative to the bundle;
+//! - `images.json`: what each archive holds (names, config digest, platform), so `import` can
+//!   tell which archives are already in the runtime without reading them.
+//!
+//! Both are written atomically (temp file, fsync, rename): a reader never sees half a file.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::archive::{Compression, Format};
+
+pub const SUMS_FILE: &str = "SHA256SUMS";
+pub const INDEX_FILE: &str = "images.json";
+pub const INDEX_VERSION: u32 = 1;
+
+/// `images.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleIndex {
+    /// Format version of this file; readers refuse versions they do not know.
+    pub version: u32,
+    /// The tool and version that last wrote the file, e.g. `offline-images 0.1.0`.
+    #[serde(default)]
+    pub generator: String,
+    /// Sorted by `file`.
+    #[serde(default)]
+    pub archives: Vec<BundleArchive>,
+}
+
+/// One archive of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleArchive {
+    /// Path relative to the bundle directory, with `/` separators.
+    pub file: String,
+    pub size: u64,
+    /// Hex SHA-256 of the file, as in `SHA256SUMS`.
+    pub sha256: String,
+    pub compression: Compression,
+    pub format: Format,
+    pub images: Vec<BundleImage>,
+}
+
+/// One image of an archive, for the platform that was exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleImage {
+    /// Normalised references (`docker.io/library/nginx:1.27`).
+    pub names: Vec<String>,
+    pub config_digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
+    /// `os/arch[/variant]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
+impl BundleIndex {
+    pub fn new() -> Self {
+        BundleIndex {
+            version: INDEX_VERSION,
+            generator: generator(),
+            archives: Vec::new(),
+        }
+    }
+
+    pub fn archive(&self, file: &str) -> Option<&BundleArchive> {
+        self.archives.iter().find(|a| a.file == file)
+    }
+
+    /// Add or replace the entry for `archive.file`, keeping the list sorted.
+    pub fn upsert(&mut self, archive: BundleArchive) {
+        match self
+            .archives
+            .binary_search_by(|a| a.file.cmp(&archive.file))
+        {
+            Ok(i) => self.archives[i] = archive,
+            Err(i) => self.archives.insert(i, archive),
+        }
+    }
+}
+
+pub fn generator() -> String {
+    format!("offline-images {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Read `images.json` from a bundle directory; `None` when there is none.
+pub fn read_index(dir: &Path) -> Result<Option<BundleIndex>> {
+    let path = dir.join(INDEX_FILE);
+    let data = match fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let index: BundleIndex = serde_json::from_slice(&data)
+        .with_context(|| format!("{} is not valid", path.display()))?;
+    if index.version != INDEX_VERSION {
+        bail!(
+            "{} has version {}; this offline-images reads version {INDEX_VERSION}",
+            path.display(),
+            index.version
+        );
+    }
+    Ok(Some(index))
+}
+
+pub fn write_index(dir: &Path, index: &BundleIndex) -> Result<()> {
+    let mut data = serde_json::to_vec_pretty(index)?;
+    data.push(b'\n');
+    write_atomic(&dir.join(INDEX_FILE), &data)
+}
+
+/// Read `SHA256SUMS`: file (relative, `/` separators) -> hex digest. `None` when there is none.
+pub fn read_sums(dir: &Path) -> Result<Option<BTreeMap<String, String>>> {
+    let path = dir.join(SUMS_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    parse_sums(&text)
+        .map(Some)
+        .with_context(|| format!("{} is not valid", path.display()))
+}
+
+/// Parse `sha256sum` output: `<64 hex>  <file>` (text mode) or `<64 hex> *<file>` (binary mode).
+pub fn parse_sums(text: &str) -> Result<BTreeMap<String, String>> {
+    let mut sums = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed = line
+            .split_once(' ')
+            .filter(|(hex, _)| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|(hex, rest)| {
+                let file = rest
+                    .strip_prefix(' ')
+                    .or_else(|| rest.strip_prefix('*'))
+                    .unwrap_or(rest);
+                (
+                    hex.to_ascii_lowercase(),
+                    file.strip_prefix("./").unwrap_or(file).to_string(),
+                )
+            });
+        match parsed {
+            Some((hex, file)) if !file.is_empty() => {
+                sums.insert(file, hex);
+            }
+            _ => bail!("line {} is not `<sha256>  <file>`: {line:?}", n + 1),
+        }
+    }
+    Ok(sums)
+}
+
+pub fn write_sums(dir: &Path, sums: &BTreeMap<String, String>) -> Result<()> {
+    let mut text = String::new();
+    for (file, hex) in sums {
+        text.push_str(hex);
+        text.push_str("  ");
+        text.push_str(file);
+        text.push('\n');
+    }
+    write_atomic(&dir.join(SUMS_FILE), text.as_bytes())
+}
+
+/// The path of `file` relative to the bundle `dir`, with `/` separators (as `SHA256SUMS` has it).
+pub fn relative_name(dir: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(dir).unwrap_or(file);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Hex SHA-256 of everything `reader` yields.
+pub fn sha256_reader(mut reader: impl Read) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    sha256_reader(file).with_context(|| format!("cannot read {}", path.display()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// Write a file so that readers see the old content or the new, never a part:
+/// a temp file beside it, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = temp_name(path);
+    let result = (|| -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            // Make the rename itself durable; not every filesystem allows fsync on a directory.
+            if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            }) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `dir/.name.<pid>.tmp`: hidden and `.tmp`, so `import` never mistakes it for an archive.
+pub fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_in_text_and_binary_mode_are_read_and_written_back_in_sha256sum_form() {
+        let a = "a".repeat(64);
+        let b = "B".repeat(64);
+        let sums = parse_sums(&format!("{a}  x.tar.gz\n{b} *./sub/y file.tar\n\n")).unwrap();
+        assert_eq!(sums["x.tar.gz"], a);
+        assert_eq!(sums["sub/y file.tar"], "b".repeat(64));
+        assert!(parse_sums("nothex  x.tar").is_err());
+    }
+
+    #[test]
+    fn hex_and_sha256_match_known_vectors() {
+        assert_eq!(
+            sha256_reader(&b"abc"[..]).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
