@@ -365,6 +365,14 @@ fn resolve(scan: Scan, compression: Compression, tar_size: u64) -> Result<Archiv
             } else {
                 Format::Oci
             };
+            for (desc, image) in index.manifests.iter().zip(&images) {
+                if let (true, Some(tag)) = (image.names.is_empty(), bare_tag(desc)) {
+                    warnings.push(format!(
+                        "image {} is named only by the tag {tag:?} (no repository); it is imported without a name",
+                        desc.digest
+                    ));
+                }
+            }
             (format, images)
         }
         (None, Some(manifest)) => {
@@ -418,22 +426,23 @@ fn normalize_names<'a>(
 }
 
 /// Name precedence, as containerd's importer has it: `io.containerd.image.name`, then
-/// `org.opencontainers.image.ref.name` when it is a whole reference.
+/// `org.opencontainers.image.ref.name` when it is a whole reference (not just a tag).
 fn oci_names(desc: &Descriptor, warnings: &mut Vec<String>) -> Vec<String> {
     if let Some(n) = desc.annotations.get(ANNOTATION_CONTAINERD_NAME) {
         return normalize_names([n.as_str()], warnings);
     }
     match desc.annotations.get(ANNOTATION_REF_NAME) {
         Some(n) if n.contains('/') || n.contains(':') => normalize_names([n.as_str()], warnings),
-        Some(tag) => {
-            warnings.push(format!(
-                "image {} is named only by the tag {tag:?} (no repository); it will be imported without that name",
-                desc.digest
-            ));
-            Vec::new()
-        }
-        None => Vec::new(),
+        _ => Vec::new(),
     }
+}
+
+/// The bare tag an OCI index gives an image that has no whole name, e.g. `latest`.
+fn bare_tag(desc: &Descriptor) -> Option<&str> {
+    desc.annotations
+        .get(ANNOTATION_REF_NAME)
+        .filter(|n| !n.contains('/') && !n.contains(':'))
+        .map(String::as_str)
 }
 
 fn oci_image(scan: &Scan, desc: &Descriptor, warnings: &mut Vec<String>) -> Result<Image> {
