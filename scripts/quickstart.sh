@@ -30,10 +30,12 @@ say "built $BIN ($(du -h "$BIN" | cut -f1), static)"
 
 WORK=$(mktemp -d /tmp/offline-images-quickstart.XXXXXX)
 cleanup() {
-  if [ "${QUICKSTART_KEEP:-0}" = 1 ]; then say "kept $WORK (daemons stopped)"; fi
-  local keep=${QUICKSTART_KEEP:-0}
-  if [ "$keep" = 1 ]; then
-    for n in registry docker containerd; do [ -f "$WORK/$n/pid" ] && kill "$(cat "$WORK/$n/pid")" 2>/dev/null; done
+  if [ "${QUICKSTART_KEEP:-0}" = 1 ]; then
+    local n
+    for n in registry docker containerd; do
+      [ -f "$WORK/$n/pid" ] && kill "$(cat "$WORK/$n/pid")" 2>/dev/null || true
+    done
+    say "kept $WORK (daemons stopped)"
   else
     oi_stop_all "$WORK"
   fi
