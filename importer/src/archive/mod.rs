@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use discover::{discover, Found, Rejected};
 pub use inspect::{human_bytes, inspect_path, inspect_stream, Limits};
-pub use open::{open, sniff, Compression, Opened};
+pub use open::{gzip_reader, open, sniff, Compression, Opened};
 
 /// The layout an archive was written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -109,7 +109,7 @@ fn from_file(file: File, file_size: u64) -> Result<Opened> {
     let compression = sniff(head)?;
     let reader: Box<dyn Read + Send> = match compression {
         Compression::None => Box::new(buf),
-        Compression::Gzip => Box::new(GzipReader(flate2::bufread::MultiGzDecoder::new(buf))),
+        Compression::Gzip => Box::new(gzip_reader(buf)),
         Compression::Zstd => Box::new(ZstdReader(
             ruzstd::decoding::StreamingDecoder::new(buf)
                 .map_err(|e| anyhow::anyhow!("the zstd frame header is invalid: {e}"))?,
@@ -120,6 +120,12 @@ fn from_file(file: File, file_size: u64) -> Result<Opened> {
         file_size,
         reader,
     })
+}
+
+/// Decompress a gzip stream, multi-member (pigz, our exporter) included, with errors that say
+/// what is wrong with it.
+pub fn gzip_reader<R: BufRead>(compressed: R) -> impl Read {
+    GzipReader(flate2::bufread::MultiGzDecoder::new(compressed))
 }
 
 /// Names gzip in its error messages, which flate2 does not.
