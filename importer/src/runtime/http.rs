@@ -236,6 +236,7 @@ impl Request {
 
     fn read_response(self, wait: Wait) -> Result<Response> {
         let peer = self.client.describe_peer();
+        let api = self.client.peer;
         let what = self.what;
         let short = Some(self.client.header_timeout);
         let header_timeout = match wait {
@@ -251,14 +252,19 @@ impl Request {
                 "{peer} did not answer {what} within {}s",
                 self.client.header_timeout.as_secs()
             ),
-            io::ErrorKind::UnexpectedEof => {
-                anyhow!("{peer} closed the connection without answering {what}")
-            }
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => anyhow!(
+                "{peer}: not a {api} API: it {} the connection without an HTTP answer to {what}",
+                if e.kind() == io::ErrorKind::ConnectionReset {
+                    "reset"
+                } else {
+                    "closed"
+                }
+            ),
             _ => anyhow!("{peer}: reading the answer to {what}: {e}"),
         })?;
         let not_http = || {
             anyhow!(
-                "{peer}: not a Docker API: it answered {what} with {:?}",
+                "{peer}: not a {api} API: it answered {what} with {:?}",
                 truncate(&status_line, 120)
             )
         };
@@ -281,11 +287,11 @@ impl Request {
                 break;
             }
             if headers.len() >= MAX_HEADERS {
-                bail!("{peer}: not a Docker API: more than {MAX_HEADERS} header lines in the answer to {what}");
+                bail!("{peer}: not a {api} API: more than {MAX_HEADERS} header lines in the answer to {what}");
             }
             let (name, value) = line.split_once(':').ok_or_else(|| {
                 anyhow!(
-                    "{peer}: not a Docker API: a header line without ':' ({:?}) in the answer to {what}",
+                    "{peer}: not a {api} API: a header line without ':' ({:?}) in the answer to {what}",
                     truncate(&line, 120)
                 )
             })?;
@@ -320,7 +326,7 @@ impl Request {
             }
         } else if let Some(len) = find("Content-Length") {
             let n: u64 = len.parse().map_err(|_| {
-                anyhow!("{peer}: not a Docker API: Content-Length {len:?} in the answer to {what}")
+                anyhow!("{peer}: not a {api} API: Content-Length {len:?} in the answer to {what}")
             })?;
             BodyKind::Length(n)
         } else {
