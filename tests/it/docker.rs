@@ -86,6 +86,11 @@ fn docker_loads_a_skopeo_oci_archive_with_its_own_config_digest_and_it_runs() {
 }
 
 #[test]
+fn docker_loads_an_oci_archive_whose_layers_are_gzipped() {
+    load_flavour_and_run("skopeo oci-archive, gzip layers");
+}
+
+#[test]
 fn docker_loads_both_images_of_a_two_image_archive() {
     let (a, b) = (unique_tag("two-a"), unique_tag("two-b"));
     let built = [

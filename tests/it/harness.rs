@@ -281,14 +281,37 @@ pub fn save_as(flavour: &str, image: &TestImage) -> (PathBuf, TestImage) {
             let _ = ctr(&ns).args(["images", "rm", &image.reference]).output();
         }
         "skopeo docker-archive" => skopeo_to("docker-archive"),
-        "skopeo oci-archive" => {
-            skopeo_to("oci-archive");
+        "skopeo oci-archive" | "skopeo oci-archive, gzip layers" => {
+            if flavour.ends_with("gzip layers") {
+                // As images copied from a registry are stored: compressed layers.
+                run(skopeo()
+                    .args([
+                        "copy",
+                        "--quiet",
+                        "--dest-compress",
+                        "--src-daemon-host",
+                        &daemon,
+                    ])
+                    .arg(format!("docker-daemon:{}", image.tag))
+                    .arg(format!("oci-archive:{}:{}", tar.display(), image.tag)));
+            } else {
+                skopeo_to("oci-archive");
+            }
             let manifest: serde_json::Value = serde_json::from_str(&stdout_of(
                 skopeo()
                     .args(["inspect", "--raw"])
                     .arg(format!("oci-archive:{}", tar.display())),
             ))
             .unwrap();
+            if flavour.ends_with("gzip layers") {
+                let layers = manifest["layers"].as_array().unwrap();
+                assert!(
+                    layers.iter().all(|l| l["mediaType"]
+                        .as_str()
+                        .is_some_and(|t| t.ends_with("+gzip"))),
+                    "skopeo did not compress the layers: {manifest}"
+                );
+            }
             let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
             return (
                 tar,
