@@ -44,9 +44,12 @@ pub fn connect(socket: &Path) -> Result<Docker> {
     let peer = client.describe_peer();
     let mut ping = client.get("/_ping")?;
     if ping.status != 200 {
+        // Docker sets Api-Version on every answer, errors included; another server does not.
+        let docker = ping.header("Api-Version").is_some();
         let body = ping.text(SMALL_ANSWER).unwrap_or_default();
         bail!(
-            "{peer}: GET /_ping answered HTTP {} {}: {}",
+            "{peer}: {}GET /_ping answered HTTP {} {}: {}",
+            if docker { "" } else { "not a Docker API: " },
             ping.status,
             ping.reason,
             message_of(&body)
@@ -631,6 +634,77 @@ mod tests {
             );
             assert_eq!(out.len() % BLOCK, 0);
         }
+    }
+
+    /// A one-shot server on a unix socket that answers a load with `answer`.
+    fn answer_load(answer: &'static str) -> Result<Vec<String>> {
+        use std::os::unix::net::UnixListener;
+        let dir = std::env::temp_dir().join(format!("oi-docker-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.sock", answer.len()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.ends_with(b"0\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(answer.as_bytes()).unwrap();
+        });
+        let client = Client::new(&path, "Docker");
+        let mut req = client
+            .start("POST", "/v1.41/images/load", &[], None)
+            .unwrap();
+        req.write_all(b"tar").unwrap();
+        let mut resp = req.response(Wait::Short).unwrap();
+        let result = read_load_answer("Docker at test.sock", &mut resp);
+        server.join().unwrap();
+        result
+    }
+
+    #[test]
+    fn a_load_answered_with_200_and_an_error_line_is_an_error_with_dockers_words() {
+        let err = answer_load(concat!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n",
+            "{\"stream\":\"Loaded image: a:1\\n\"}\r\n",
+            "{\"errorDetail\":{\"message\":\"open /var/lib/docker/tmp/x: no space left on device\"},",
+            "\"error\":\"open /var/lib/docker/tmp/x: no space left on device\"}\r\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("refused the image archive"), "{err}");
+        assert!(err.contains("no space left on device"), "{err}");
+    }
+
+    #[test]
+    fn every_loaded_name_is_read_from_a_chunked_answer() {
+        let names = answer_load(concat!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "2e\r\n{\"stream\":\"Loaded image: oi-test/alpha:1\\n\"}\r\n\r\n",
+            "30\r\n{\"stream\":\"Loaded image: quay.io/o/beta:2\\n\"}\r\n\r\n",
+            "0\r\n\r\n"
+        ))
+        .unwrap();
+        assert_eq!(names, ["docker.io/oi-test/alpha:1", "quay.io/o/beta:2"]);
+    }
+
+    #[test]
+    fn a_load_refused_with_an_http_error_gives_dockers_message() {
+        let err = answer_load(
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 29\r\n\r\n{\"message\":\"disk on fire\"}\n\r\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("HTTP 500") && err.contains("disk on fire"),
+            "{err}"
+        );
     }
 
     #[test]
