@@ -818,5 +818,32 @@ mod tests {
         assert!(image
             .for_platform(&Platform::parse("linux/arm64").unwrap())
             .is_none());
+
+        // The same archive described as a docker-archive, for a loader that reads only those.
+        let inspected =
+            inspect_stream_detailed(&tar[..], Compression::None, Limits::default()).unwrap();
+        assert!(!inspected.has_docker_manifest);
+        assert_eq!(inspected.end_of_entries, tar.len() as u64 - 1024);
+        let (json, left_out) = inspected
+            .docker_manifest_for(&Platform::parse("linux/amd64").unwrap())
+            .unwrap();
+        assert!(left_out.is_empty());
+        let m: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            m,
+            serde_json::json!([{
+                "Config": format!("blobs/sha256/{cfg_d}"),
+                "RepoTags": ["example.com/multi:1"],
+                "Layers": [format!("blobs/sha256/{}", hex_sha256(b"xx"))],
+            }])
+        );
+        let err = inspected
+            .docker_manifest_for(&Platform::parse("linux/arm64").unwrap())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no complete image for linux/arm64 (it has: linux/amd64)"),
+            "{err}"
+        );
     }
 }
