@@ -264,8 +264,10 @@ impl Runtime for Docker {
         if let Err(e) = finished {
             if forward.sink_error.is_some() {
                 drop(forward);
-                let mut resp = request.response_after_failed_write()?;
-                read_load_answer(&peer, &mut resp)?;
+                // Docker's own reason, when it gave one, says more than the broken pipe.
+                if let Ok(mut resp) = request.response_after_failed_write() {
+                    read_load_answer(&peer, &mut resp)?;
+                }
             }
             return Err(e);
         }
