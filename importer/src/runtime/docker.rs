@@ -641,10 +641,8 @@ mod tests {
     /// A one-shot server on a unix socket that answers a load with `answer`.
     fn answer_load(answer: &'static str) -> Result<Vec<String>> {
         use std::os::unix::net::UnixListener;
-        let dir = std::env::temp_dir().join(format!("oi-docker-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{}.sock", answer.len()));
-        let _ = std::fs::remove_file(&path);
+        let dir = crate::runtime::http::tests::SocketDir::new("docker");
+        let path = dir.0.join("docker.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();

@@ -569,17 +569,37 @@ pub fn truncate(s: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
 
+    /// A fresh directory for test sockets, removed when dropped.
+    pub(crate) struct SocketDir(pub PathBuf);
+
+    impl SocketDir {
+        pub(crate) fn new(label: &str) -> SocketDir {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "oi-{label}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            SocketDir(dir)
+        }
+    }
+
+    impl Drop for SocketDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     /// A listener that answers every connection with `answer`, after reading the request.
-    fn serve(answer: &'static [u8]) -> (PathBuf, std::thread::JoinHandle<Vec<u8>>) {
-        let dir =
-            std::env::temp_dir().join(format!("oi-http-{}-{}", std::process::id(), answer.len()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join(format!("s{}.sock", answer.as_ptr() as usize));
-        let _ = std::fs::remove_file(&path);
+    fn serve(answer: &'static [u8]) -> (SocketDir, PathBuf, std::thread::JoinHandle<Vec<u8>>) {
+        let dir = SocketDir::new("http");
+        let path = dir.0.join("s.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let handle = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
@@ -599,12 +619,12 @@ mod tests {
             s.write_all(answer).unwrap();
             req
         });
-        (path, handle)
+        (dir, path, handle)
     }
 
     #[test]
     fn a_chunked_answer_is_decoded_and_a_chunked_body_is_sent() {
-        let (path, server) = serve(
+        let (_dir, path, server) = serve(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\n",
         );
         let client = Client::new(&path, "Docker");
@@ -620,19 +640,19 @@ mod tests {
 
     #[test]
     fn content_length_and_close_delimited_answers_are_read_to_their_end() {
-        let (path, _s) =
+        let (_dir, path, _s) =
             serve(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nApi-Version: 1.41\r\n\r\nOKOKtrailing");
         let mut resp = Client::new(&path, "Docker").get("/_ping").unwrap();
         assert_eq!(resp.header("api-version"), Some("1.41"));
         assert_eq!(resp.text(1024).unwrap(), "OKOK");
-        let (path, _s) = serve(b"HTTP/1.0 200 OK\r\n\r\nuntil close");
+        let (_dir, path, _s) = serve(b"HTTP/1.0 200 OK\r\n\r\nuntil close");
         let mut resp = Client::new(&path, "Docker").get("/x").unwrap();
         assert_eq!(resp.text(1024).unwrap(), "until close");
     }
 
     #[test]
     fn a_socket_that_does_not_speak_http_is_named_as_not_a_docker_api() {
-        let (path, _s) = serve(b"SSH-2.0-OpenSSH_9.2\r\n");
+        let (_dir, path, _s) = serve(b"SSH-2.0-OpenSSH_9.2\r\n");
         let err = Client::new(&path, "Docker").get("/_ping").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("not a Docker API"), "{msg}");
@@ -642,8 +662,8 @@ mod tests {
 
     #[test]
     fn connecting_to_a_missing_or_dead_socket_says_so() {
-        let dir = std::env::temp_dir().join(format!("oi-http-dead-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let guard = SocketDir::new("http-dead");
+        let dir = &guard.0;
         let missing = dir.join("missing.sock");
         let msg = Client::new(&missing, "Docker")
             .get("/_ping")
@@ -665,10 +685,8 @@ mod tests {
 
     #[test]
     fn a_daemon_that_never_answers_times_out_naming_the_request() {
-        let dir = std::env::temp_dir().join(format!("oi-http-mute-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("mute.sock");
-        let _ = std::fs::remove_file(&path);
+        let dir = SocketDir::new("http-mute");
+        let path = dir.0.join("mute.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let mut client = Client::new(&path, "Docker");
         client.header_timeout = Duration::from_millis(200);
