@@ -140,7 +140,8 @@ oi_stop_all() {
   done
   # containerd-shim processes of containers still running under this root.
   pkill -f "containerd-shim.*$base" 2>/dev/null || true
-  grep -o " $base[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # No mounts left is the usual case: grep then fails, which must not end the trap early.
+  { grep -o " $base[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$base"
 }
 

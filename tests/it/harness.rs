@@ -229,3 +229,120 @@ pub fn gzip(src: &Path, dst: &Path) {
     let out = std::fs::File::create(dst).unwrap();
     run(Command::new("gzip").arg("-c").arg(src).stdout(out));
 }
+
+/// The test dockerd's socket path (OI_DOCKER_HOST without `unix://`).
+pub fn docker_socket() -> PathBuf {
+    let host = &daemons().docker_host;
+    PathBuf::from(host.strip_prefix("unix://").unwrap_or(host))
+}
+
+/// A name no other test uses, for images a test builds and removes on its own.
+pub fn unique_tag(label: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "oi-test/{label}:{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Save `image` in one archive flavour (the names are those of `fixtures().flavours`), the
+/// way `build_fixtures` does, into a fresh directory. Returns the archive and the image as
+/// that archive holds it (skopeo's OCI archive has a config digest of its own).
+pub fn save_as(flavour: &str, image: &TestImage) -> (PathBuf, TestImage) {
+    let dir = temp_dir("flavour");
+    let tar = dir.join("image.tar");
+    let daemon = daemons().docker_host.clone();
+    let skopeo_to = |dest: &str| {
+        run(skopeo()
+            .args(["copy", "--quiet", "--src-daemon-host", &daemon])
+            .arg(format!("docker-daemon:{}", image.tag))
+            .arg(format!("{dest}:{}:{}", tar.display(), image.tag)));
+    };
+    match flavour {
+        "docker save" | "docker save | gzip" => {
+            run(docker().args(["save", "-o"]).arg(&tar).arg(&image.tag));
+            if flavour.ends_with("gzip") {
+                let gz = dir.join("image.tar.gz");
+                gzip(&tar, &gz);
+                return (gz, image.clone());
+            }
+        }
+        "ctr export" => {
+            let saved = dir.join("saved.tar");
+            run(docker().args(["save", "-o"]).arg(&saved).arg(&image.tag));
+            let ns = format!("oi-save-{}", dir.file_name().unwrap().to_string_lossy());
+            run(ctr(&ns).args(["images", "import"]).arg(&saved));
+            run(ctr(&ns)
+                .args(["images", "export", "--platform", "linux/amd64"])
+                .arg(&tar)
+                .arg(&image.reference));
+            let _ = ctr(&ns).args(["images", "rm", &image.reference]).output();
+        }
+        "skopeo docker-archive" => skopeo_to("docker-archive"),
+        "skopeo oci-archive" | "skopeo oci-archive, gzip layers" => {
+            if flavour.ends_with("gzip layers") {
+                // As images copied from a registry are stored: compressed layers.
+                run(skopeo()
+                    .args([
+                        "copy",
+                        "--quiet",
+                        "--dest-compress",
+                        "--src-daemon-host",
+                        &daemon,
+                    ])
+                    .arg(format!("docker-daemon:{}", image.tag))
+                    .arg(format!("oci-archive:{}:{}", tar.display(), image.tag)));
+            } else {
+                skopeo_to("oci-archive");
+            }
+            let manifest: serde_json::Value = serde_json::from_str(&stdout_of(
+                skopeo()
+                    .args(["inspect", "--raw"])
+                    .arg(format!("oci-archive:{}", tar.display())),
+            ))
+            .unwrap();
+            if flavour.ends_with("gzip layers") {
+                let layers = manifest["layers"].as_array().unwrap();
+                assert!(
+                    layers.iter().all(|l| l["mediaType"]
+                        .as_str()
+                        .is_some_and(|t| t.ends_with("+gzip"))),
+                    "skopeo did not compress the layers: {manifest}"
+                );
+            }
+            let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+            return (
+                tar,
+                TestImage {
+                    config_digest,
+                    ..image.clone()
+                },
+            );
+        }
+        other => panic!("unknown archive flavour {other:?}"),
+    }
+    (tar, image.clone())
+}
+
+/// Remove an image (by tag or ID) from the test dockerd; absent is fine. Its untagged parents
+/// stay: they are the build cache other tests' builds share.
+pub fn docker_rmi(image: &str) {
+    let _ = docker()
+        .args(["image", "rm", "--force", "--no-prune", image])
+        .stdin(Stdio::null())
+        .output();
+}
+
+/// `docker image inspect --format {{.Id}}`, or None when the daemon has no such image.
+pub fn docker_image_id(image: &str) -> Option<String> {
+    let out = docker()
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}

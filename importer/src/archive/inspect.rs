@@ -52,7 +52,7 @@ pub fn inspect_path(path: &Path, limits: Limits) -> Result<ArchiveInfo> {
         let mut archive = tar::Archive::new(file);
         let entries = archive.entries_with_seek().map_err(tar_error)?;
         let scan = scan(entries, limits)?;
-        return resolve(scan, Compression::None, size);
+        return resolve(&scan, Compression::None, size);
     }
     inspect_stream(opened.reader, opened.compression, limits)
 }
@@ -64,6 +64,16 @@ pub fn inspect_stream<R: Read>(
     compression: Compression,
     limits: Limits,
 ) -> Result<ArchiveInfo> {
+    inspect_stream_detailed(reader, compression, limits).map(|i| i.info)
+}
+
+/// [`inspect_stream`], keeping what a caller needs to re-describe the archive (for a runtime
+/// that reads only one of the layouts) and where its entries end.
+pub fn inspect_stream_detailed<R: Read>(
+    reader: R,
+    compression: Compression,
+    limits: Limits,
+) -> Result<Inspected> {
     let mut counted = Counting {
         inner: reader,
         count: 0,
@@ -75,7 +85,95 @@ pub fn inspect_stream<R: Read>(
     };
     // Past the end-of-archive blocks there may be padding; a tee must see it all.
     io::copy(&mut counted, &mut io::sink()).map_err(tar_error)?;
-    resolve(scan, compression, counted.count)
+    let end_of_entries = scan.end_of_entries;
+    let has_docker_manifest = scan.json_of("manifest.json").is_some();
+    let info = resolve(&scan, compression, counted.count)?;
+    Ok(Inspected {
+        info,
+        end_of_entries,
+        has_docker_manifest,
+        scan,
+    })
+}
+
+/// What one pass over an archive learned, beyond [`ArchiveInfo`].
+pub struct Inspected {
+    pub info: ArchiveInfo,
+    /// Offset in the tar stream where the last entry's data (and its padding) ends: the
+    /// end-of-archive blocks start here.
+    pub end_of_entries: u64,
+    /// The archive carries a docker-archive `manifest.json` (docker save, podman, skopeo
+    /// docker-archive), which every Docker version loads.
+    pub has_docker_manifest: bool,
+    scan: Scan,
+}
+
+impl Inspected {
+    /// A docker-archive `manifest.json` describing this OCI layout, for a loader that reads only
+    /// docker-archives: one entry per image, for the manifest of `node`'s platform, whose
+    /// `Config` and `Layers` are the blob files already in the archive. Images with no complete
+    /// manifest for `node` are left out and named in the second value; an error when none is left.
+    pub fn docker_manifest_for(&self, node: &Platform) -> Result<(Vec<u8>, Vec<String>)> {
+        let mut entries = Vec::new();
+        let mut left_out = Vec::new();
+        for image in &self.info.images {
+            let Some(chosen) = image.for_platform(node) else {
+                left_out.push(format!(
+                    "{} has no complete image for {node} in this archive",
+                    image.display_names()
+                ));
+                continue;
+            };
+            let manifest_digest = chosen.manifest_digest.as_deref().ok_or_else(|| {
+                anyhow!(
+                    "{} has no image manifest in this archive",
+                    image.display_names()
+                )
+            })?;
+            let path = blob_path(manifest_digest);
+            let data = self
+                .scan
+                .json_of(&path)
+                .ok_or_else(|| anyhow!("the manifest {manifest_digest} is not in the archive"))?;
+            let manifest: Manifest = parse(&path, data)?;
+            // A tag names an image in Docker; a digest reference cannot be a RepoTag.
+            let tags: Vec<String> = image
+                .names
+                .iter()
+                .filter(|n| reference::Reference::parse(n).is_ok_and(|r| r.digest.is_none()))
+                .cloned()
+                .collect();
+            entries.push(serde_json::json!({
+                "Config": blob_path(&manifest.config.digest),
+                "RepoTags": if tags.is_empty() { serde_json::Value::Null } else { tags.into() },
+                "Layers": manifest.layers.iter().map(|l| blob_path(&l.digest)).collect::<Vec<_>>(),
+            }));
+        }
+        if entries.is_empty() {
+            let platforms: Vec<String> = self
+                .info
+                .images
+                .iter()
+                .flat_map(|i| &i.platforms)
+                .filter(|p| p.complete)
+                .map(|p| {
+                    p.platform
+                        .as_ref()
+                        .map_or("unknown".into(), Platform::to_string)
+                })
+                .collect();
+            bail!(
+                "the archive has no complete image for {node} (it has: {})",
+                if platforms.is_empty() {
+                    "no complete image at all".to_string()
+                } else {
+                    platforms.join(", ")
+                }
+            );
+        }
+        let json = serde_json::to_vec(&entries).map_err(|e| anyhow!("manifest.json: {e}"))?;
+        Ok((json, left_out))
+    }
 }
 
 struct Counting<R> {
@@ -101,6 +199,8 @@ struct Scan {
     /// Small JSON documents kept for resolving: name -> bytes.
     json: HashMap<String, Vec<u8>>,
     json_total: u64,
+    /// Where the last entry's data, padded to a whole block, ends.
+    end_of_entries: u64,
 }
 
 impl Scan {
@@ -141,6 +241,7 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
     let mut scan = Scan::default();
     for entry in entries {
         let mut entry = entry.map_err(tar_error)?;
+        scan.end_of_entries = entry.raw_file_position() + entry.size().div_ceil(512) * 512;
         let name = normalize_name(&entry.path_bytes())?;
         if name.is_empty() {
             continue;
@@ -342,7 +443,7 @@ fn is_index_type(media_type: &str) -> bool {
 
 // ---- resolving the images ----------------------------------------------------------------
 
-fn resolve(scan: Scan, compression: Compression, tar_size: u64) -> Result<ArchiveInfo> {
+fn resolve(scan: &Scan, compression: Compression, tar_size: u64) -> Result<ArchiveInfo> {
     let mut warnings = Vec::new();
     let index = scan.json_of("index.json");
     let manifest = scan.json_of("manifest.json");
@@ -357,10 +458,10 @@ fn resolve(scan: Scan, compression: Compression, tar_size: u64) -> Result<Archiv
             let index: Index = parse("index.json", index)?;
             let mut images = Vec::new();
             for desc in &index.manifests {
-                images.push(oci_image(&scan, desc, &mut warnings)?);
+                images.push(oci_image(scan, desc, &mut warnings)?);
             }
             let format = if let Some(m) = manifest {
-                merge_docker_names(&scan, m, &mut images, &mut warnings)?;
+                merge_docker_names(scan, m, &mut images, &mut warnings)?;
                 Format::DockerOci
             } else {
                 Format::Oci
@@ -379,7 +480,7 @@ fn resolve(scan: Scan, compression: Compression, tar_size: u64) -> Result<Archiv
             let entries: Vec<DockerManifestEntry> = parse("manifest.json", manifest)?;
             let mut images = Vec::new();
             for entry in &entries {
-                images.push(docker_image(&scan, entry, &mut warnings)?);
+                images.push(docker_image(scan, entry, &mut warnings)?);
             }
             (Format::DockerArchive, images)
         }
@@ -726,5 +827,32 @@ mod tests {
         assert!(image
             .for_platform(&Platform::parse("linux/arm64").unwrap())
             .is_none());
+
+        // The same archive described as a docker-archive, for a loader that reads only those.
+        let inspected =
+            inspect_stream_detailed(&tar[..], Compression::None, Limits::default()).unwrap();
+        assert!(!inspected.has_docker_manifest);
+        assert_eq!(inspected.end_of_entries, tar.len() as u64 - 1024);
+        let (json, left_out) = inspected
+            .docker_manifest_for(&Platform::parse("linux/amd64").unwrap())
+            .unwrap();
+        assert!(left_out.is_empty());
+        let m: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            m,
+            serde_json::json!([{
+                "Config": format!("blobs/sha256/{cfg_d}"),
+                "RepoTags": ["example.com/multi:1"],
+                "Layers": [format!("blobs/sha256/{}", hex_sha256(b"xx"))],
+            }])
+        );
+        let err = inspected
+            .docker_manifest_for(&Platform::parse("linux/arm64").unwrap())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no complete image for linux/arm64 (it has: linux/amd64)"),
+            "{err}"
+        );
     }
 }

@@ -14,7 +14,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use discover::{discover, Found, Rejected};
-pub use inspect::{human_bytes, inspect_path, inspect_stream, Limits};
+pub use inspect::{
+    human_bytes, inspect_path, inspect_stream, inspect_stream_detailed, Inspected, Limits,
+};
 pub use open::{gzip_reader, open, sniff, Compression, Opened};
 
 /// The layout an archive was written in.

@@ -3,6 +3,9 @@
 //! The containerd backend drives the node's own `ctr`; the trait is kept narrow enough that a
 //! native gRPC backend (no host binaries) can take its place later.
 
+pub mod docker;
+mod http;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 

@@ -1,0 +1,718 @@
+//! The Docker backend: the Engine API over its unix socket, no docker CLI needed.
+//!
+//! `POST /images/load` takes the archive as a streamed (chunked) body. Docker 20.10 loads only
+//! docker-archives (`manifest.json`), so an OCI layout without one is given one on the fly:
+//! the tar entries pass through unchanged and a `manifest.json` naming the blob files is
+//! appended before the end-of-archive blocks (Docker reads the whole tar before it reads
+//! `manifest.json`). Archives that carry `manifest.json` pass through byte for byte.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+use super::http::{truncate, Client, Response, Wait};
+use super::{Imported, Present, Runtime};
+use crate::archive::{inspect_stream_detailed, Compression, Limits, Platform};
+use crate::reference;
+
+/// The newest API version this backend has been tested against (Docker 20.10).
+const API_TESTED: (u32, u32) = (1, 41);
+/// The oldest API version with everything used here (`/images/load?quiet`, `RepoTags`).
+const API_OLDEST: (u32, u32) = (1, 24);
+/// Most bytes read from an error answer or a small document.
+const SMALL_ANSWER: u64 = 1 << 20;
+/// `GET /images/json` on a node with thousands of images is a few MiB.
+const IMAGE_LIST_MAX: u64 = 256 << 20;
+
+/// A Docker daemon, reached through its API socket.
+#[derive(Debug)]
+pub struct Docker {
+    client: Client,
+    /// The API version every request is made with, e.g. `1.41`.
+    api: String,
+    /// The daemon's version, e.g. `20.10.24+dfsg1`.
+    version: String,
+}
+
+/// Connect to the Docker daemon at `socket`, agree on an API version (`GET /_ping`), and ask
+/// its version (`GET /version`).
+pub fn connect(socket: &Path) -> Result<Docker> {
+    let client = Client::new(socket, "Docker");
+    let peer = client.describe_peer();
+    let mut ping = client.get("/_ping")?;
+    if ping.status != 200 {
+        // Docker sets Api-Version on every answer, errors included; another server does not.
+        let docker = ping.header("Api-Version").is_some();
+        let body = ping.text(SMALL_ANSWER).unwrap_or_default();
+        bail!(
+            "{peer}: {}GET /_ping answered HTTP {} {}: {}",
+            if docker { "" } else { "not a Docker API: " },
+            ping.status,
+            ping.reason,
+            message_of(&body)
+        );
+    }
+    let offered = ping.header("Api-Version").map(str::to_string);
+    let server = ping.header("Server").unwrap_or("").to_string();
+    let body = ping.text(1024).unwrap_or_default();
+    let offered = offered.ok_or_else(|| {
+        anyhow!(
+            "{peer}: not a Docker API: GET /_ping answered without an Api-Version header (server {:?}, body {:?})",
+            server,
+            truncate(body.trim(), 80)
+        )
+    })?;
+    let daemon_api = parse_api_version(&offered).ok_or_else(|| {
+        anyhow!("{peer}: not a Docker API: GET /_ping gave the API version {offered:?}")
+    })?;
+    let api = negotiate(daemon_api).map_err(|e| anyhow!("{peer}: {e}"))?;
+    let api = format!("{}.{}", api.0, api.1);
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Version {
+        #[serde(default)]
+        version: String,
+    }
+    let docker = Docker {
+        client,
+        api,
+        version: String::new(),
+    };
+    let v: Version = docker.get_json("/version", SMALL_ANSWER)?;
+    Ok(Docker {
+        version: if v.version.is_empty() {
+            "(version unknown)".into()
+        } else {
+            v.version
+        },
+        ..docker
+    })
+}
+
+/// `1.41` -> (1, 41).
+fn parse_api_version(s: &str) -> Option<(u32, u32)> {
+    let (major, minor) = s.trim().split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// The version to speak: the daemon's, capped at the newest one tested.
+fn negotiate(daemon: (u32, u32)) -> Result<(u32, u32)> {
+    if daemon < API_OLDEST {
+        bail!(
+            "the daemon speaks Docker API {}.{}, older than {}.{}, the oldest this importer speaks",
+            daemon.0,
+            daemon.1,
+            API_OLDEST.0,
+            API_OLDEST.1
+        );
+    }
+    Ok(daemon.min(API_TESTED))
+}
+
+impl Docker {
+    /// The API version requests are made with, e.g. `1.41`.
+    pub fn api_version(&self) -> &str {
+        &self.api
+    }
+
+    /// The daemon's own version, e.g. `20.10.24+dfsg1`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn socket(&self) -> &Path {
+        self.client.socket()
+    }
+
+    fn path(&self, p: &str) -> String {
+        format!("/v{}{p}", self.api)
+    }
+
+    fn get_json<T: for<'de> Deserialize<'de>>(&self, p: &str, max: u64) -> Result<T> {
+        let peer = self.client.describe_peer();
+        let mut resp = self.client.get(&self.path(p))?;
+        if resp.status != 200 {
+            return Err(refusal(&peer, &format!("GET {p}"), &mut resp));
+        }
+        let mut data = Vec::new();
+        (&mut resp.body)
+            .take(max)
+            .read_to_end(&mut data)
+            .map_err(|e| anyhow!("{peer}: reading the answer to GET {p}: {e}"))?;
+        serde_json::from_slice(&data).map_err(|e| {
+            anyhow!(
+                "{peer}: GET {p} answered something unexpected ({e}): {:?}",
+                truncate(&String::from_utf8_lossy(&data), 200)
+            )
+        })
+    }
+}
+
+/// The error for a non-200 answer: the daemon's own `message`.
+fn refusal(peer: &str, what: &str, resp: &mut Response) -> anyhow::Error {
+    let body = resp.text(SMALL_ANSWER).unwrap_or_default();
+    anyhow!(
+        "{peer} refused {what} (HTTP {} {}): {}",
+        resp.status,
+        resp.reason,
+        message_of(&body)
+    )
+}
+
+/// Docker's error bodies are `{"message": "..."}`; anything else is shown as it came.
+fn message_of(body: &str) -> String {
+    #[derive(Deserialize)]
+    struct Message {
+        message: String,
+    }
+    match serde_json::from_str::<Message>(body) {
+        Ok(m) => m.message,
+        Err(_) if body.trim().is_empty() => "(no message)".into(),
+        Err(_) => truncate(body.trim(), 500),
+    }
+}
+
+impl Runtime for Docker {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "docker {} (API {}) at {}",
+            self.version,
+            self.api,
+            self.client.socket().display()
+        )
+    }
+
+    fn present(&self) -> Result<Vec<Present>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Summary {
+            id: String,
+            #[serde(default)]
+            repo_tags: Option<Vec<String>>,
+            #[serde(default)]
+            labels: Option<BTreeMap<String, String>>,
+        }
+        let images: Vec<Summary> = self.get_json("/images/json", IMAGE_LIST_MAX)?;
+        let mut out = Vec::new();
+        for image in images {
+            for tag in image.repo_tags.iter().flatten() {
+                if tag == "<none>:<none>" {
+                    continue;
+                }
+                // Docker's own names are valid references; one that is not cannot match
+                // anything an archive names, so it is left out.
+                let Ok(name) = reference::normalize(tag) else {
+                    continue;
+                };
+                out.push(Present {
+                    name,
+                    config_digest: Some(image.id.clone()).filter(|s| !s.is_empty()),
+                    labels: image.labels.clone().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
+        let peer = self.client.describe_peer();
+        let mut request = self.client.start(
+            "POST",
+            &self.path("/images/load?quiet=1"),
+            &[("Content-Type", "application/x-tar")],
+            None,
+        )?;
+        // Docker takes the body as fast as it can unpack it; a large layer is not a hang.
+        request.no_write_timeout()?;
+        let mut forward = Forward::new(tar, &mut request);
+        let inspected = inspect_stream_detailed(&mut forward, Compression::None, Limits::default());
+        let sink_error = forward.sink_error.take();
+        let inspected = match (inspected, sink_error) {
+            (_, Some(write_error)) => {
+                drop(forward);
+                // Docker stopped taking the archive: it may have said why.
+                return Err(match request.response_after_failed_write() {
+                    Ok(mut resp) => match read_load_answer(&peer, &mut resp) {
+                        Err(e) => e,
+                        Ok(_) => anyhow!(
+                            "{peer} stopped reading the archive before its end ({write_error}) and reported no error"
+                        ),
+                    },
+                    Err(_) => anyhow!("{peer} stopped reading the archive before its end: {write_error}"),
+                });
+            }
+            // Dropping the request without its last chunk makes Docker drop what it read.
+            (Err(e), None) => return Err(e.context("the archive cannot be read")),
+            (Ok(i), None) => i,
+        };
+        let mut info = inspected.info.clone();
+        let finished = if inspected.has_docker_manifest {
+            forward.pass_through_end()
+        } else {
+            let (manifest, left_out) = inspected.docker_manifest_for(platform)?;
+            info.warnings.extend(left_out);
+            forward.append_manifest(inspected.end_of_entries, &manifest)
+        };
+        if let Err(e) = finished {
+            if forward.sink_error.is_some() {
+                drop(forward);
+                // Docker's own reason, when it gave one, says more than the broken pipe.
+                if let Ok(mut resp) = request.response_after_failed_write() {
+                    read_load_answer(&peer, &mut resp)?;
+                }
+            }
+            return Err(e);
+        }
+        drop(forward);
+        let mut resp = request.response(Wait::Unlimited)?;
+        let names = read_load_answer(&peer, &mut resp)?;
+        Ok(Imported { info, names })
+    }
+}
+
+/// Read every line of a load's answer. A failed load still answers HTTP 200, with an
+/// `{"error": ...}` line; its message is the error. Returns the names Docker loaded.
+fn read_load_answer(peer: &str, resp: &mut Response) -> Result<Vec<String>> {
+    if resp.status != 200 {
+        return Err(refusal(peer, "the image archive", resp));
+    }
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(default)]
+        stream: Option<String>,
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(default, rename = "errorDetail")]
+        error_detail: Option<ErrorDetail>,
+    }
+    #[derive(Deserialize)]
+    struct ErrorDetail {
+        #[serde(default)]
+        message: Option<String>,
+    }
+    let mut names = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    let mut odd: Vec<String> = Vec::new();
+    let read = resp.body.for_each_line(1 << 20, |line| {
+        let line = line.trim();
+        if line.is_empty() {
+            return Ok(());
+        }
+        match serde_json::from_str::<Line>(line) {
+            Ok(l) => {
+                let detail = l.error_detail.and_then(|d| d.message);
+                if let Some(msg) = detail.or(l.error) {
+                    if !errors.contains(&msg) {
+                        errors.push(msg);
+                    }
+                }
+                for text in l.stream.iter().flat_map(|s| s.lines()) {
+                    if let Some(name) = text.trim().strip_prefix("Loaded image: ") {
+                        let name = reference::normalize(name.trim())
+                            .unwrap_or_else(|_| name.trim().to_string());
+                        if !names.contains(&name) {
+                            names.push(name);
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                if odd.len() < 5 {
+                    odd.push(truncate(line, 200));
+                }
+            }
+        }
+        Ok(())
+    });
+    let read = read.map_err(|e| anyhow!("{peer}: reading the answer to the load: {e}"))?;
+    read?;
+    if !errors.is_empty() {
+        bail!("{peer} refused the image archive: {}", errors.join("; "));
+    }
+    if !odd.is_empty() {
+        bail!(
+            "{peer}: not a Docker API: the answer to the load has lines that are not JSON: {}",
+            odd.join(" | ")
+        );
+    }
+    Ok(names)
+}
+
+const BLOCK: usize = 512;
+static ZEROS: [u8; BLOCK] = [0; BLOCK];
+
+/// Reads the archive for the inspector and passes every byte on to Docker, except that
+/// all-zero tar blocks are held back (counted, not stored) until a non-zero block follows.
+/// At the end of the stream the held blocks are the end-of-archive marker (and padding), so a
+/// `manifest.json` entry can still be put in front of them.
+struct Forward<'a, R: Read + ?Sized, W: Write> {
+    inner: &'a mut R,
+    out: &'a mut W,
+    /// Stream offset of the first byte of `partial` (always a block boundary).
+    pos: u64,
+    /// The start of a block not yet complete.
+    partial: Vec<u8>,
+    /// Zero blocks held back, and where the run of them starts.
+    zeros: u64,
+    zeros_start: u64,
+    /// Docker stopped taking the body.
+    sink_error: Option<io::Error>,
+}
+
+impl<'a, R: Read + ?Sized, W: Write> Forward<'a, R, W> {
+    fn new(inner: &'a mut R, out: &'a mut W) -> Self {
+        Forward {
+            inner,
+            out,
+            pos: 0,
+            partial: Vec::with_capacity(BLOCK),
+            zeros: 0,
+            zeros_start: 0,
+            sink_error: None,
+        }
+    }
+
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        if let Some(e) = &self.sink_error {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        self.out.write_all(data).inspect_err(|e| {
+            self.sink_error = Some(io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+
+    fn send_zeros(&mut self, mut bytes: u64) -> io::Result<()> {
+        while bytes > 0 {
+            let n = bytes.min(BLOCK as u64) as usize;
+            self.send(&ZEROS[..n])?;
+            bytes -= n as u64;
+        }
+        Ok(())
+    }
+
+    fn release_zeros(&mut self) -> io::Result<()> {
+        let held = self.zeros * BLOCK as u64;
+        self.zeros = 0;
+        self.send_zeros(held)
+    }
+
+    /// Take in bytes read from the archive, block by block.
+    fn take_in(&mut self, mut data: &[u8]) -> io::Result<()> {
+        if !self.partial.is_empty() {
+            let need = BLOCK - self.partial.len();
+            let n = need.min(data.len());
+            self.partial.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.partial.len() < BLOCK {
+                return Ok(());
+            }
+            let block = std::mem::take(&mut self.partial);
+            self.blocks(&block)?;
+            self.partial = block;
+            self.partial.clear();
+        }
+        let whole = data.len() / BLOCK * BLOCK;
+        self.blocks(&data[..whole])?;
+        self.partial.extend_from_slice(&data[whole..]);
+        Ok(())
+    }
+
+    /// Whole blocks: runs of non-zero blocks go out in one write, zero blocks are held.
+    fn blocks(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut run_start = 0;
+        for (i, block) in data.chunks_exact(BLOCK).enumerate() {
+            let offset = i * BLOCK;
+            if block.iter().all(|&b| b == 0) {
+                if run_start < offset {
+                    self.send(&data[run_start..offset])?;
+                }
+                if self.zeros == 0 {
+                    self.zeros_start = self.pos + offset as u64;
+                }
+                self.zeros += 1;
+                run_start = offset + BLOCK;
+            } else if self.zeros > 0 {
+                if run_start < offset {
+                    self.send(&data[run_start..offset])?;
+                }
+                self.release_zeros()?;
+                run_start = offset;
+            }
+        }
+        if run_start < data.len() {
+            self.send(&data[run_start..])?;
+        }
+        self.pos += data.len() as u64;
+        Ok(())
+    }
+
+    /// The archive already suits Docker: send the held bytes as they were.
+    fn pass_through_end(&mut self) -> Result<()> {
+        self.release_zeros()?;
+        let tail = std::mem::take(&mut self.partial);
+        self.send(&tail)?;
+        Ok(())
+    }
+
+    /// Send the entry data held back, then a `manifest.json` entry, then the end-of-archive.
+    fn append_manifest(&mut self, end: u64, manifest: &[u8]) -> Result<()> {
+        let zeros_start = if self.zeros == 0 {
+            self.pos
+        } else {
+            self.zeros_start
+        };
+        let held = self.zeros * BLOCK as u64;
+        if end < zeros_start || end > zeros_start + held {
+            bail!(
+                "the archive has data after its end-of-archive blocks, so no manifest.json can be added for Docker"
+            );
+        }
+        // Zero blocks that belong to the last entry's data.
+        let of_entries = end - zeros_start;
+        self.zeros = 0;
+        self.send_zeros(of_entries)?;
+        let mut header = tar::Header::new_ustar();
+        header
+            .set_path("manifest.json")
+            .context("cannot write the manifest.json header")?;
+        header.set_size(manifest.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        );
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        self.send(header.as_bytes())?;
+        self.send(manifest)?;
+        let pad = (BLOCK - manifest.len() % BLOCK) % BLOCK;
+        self.send_zeros(pad as u64)?;
+        // The end-of-archive: two zero blocks at least, and the padding that followed.
+        let rest = held - of_entries;
+        self.send_zeros(rest.max(2 * BLOCK as u64))?;
+        Ok(())
+    }
+}
+
+impl<R: Read + ?Sized, W: Write> Read for Forward<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.take_in(&buf[..n]).map_err(|e| {
+            io::Error::new(e.kind(), format!("Docker stopped reading the archive: {e}"))
+        })?;
+        Ok(n)
+    }
+}
+
+/// The socket path in a `DOCKER_HOST` value: `unix:///run/docker.sock` -> `/run/docker.sock`.
+/// Other schemes (tcp, ssh) are refused: the importer talks only to a node's local socket.
+pub fn socket_from_host(host: &str) -> Result<PathBuf> {
+    match host.strip_prefix("unix://") {
+        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        Some(_) => bail!("DOCKER_HOST {host:?} must name an absolute socket path (unix:///run/docker.sock)"),
+        None if host.starts_with('/') => Ok(PathBuf::from(host)),
+        None => bail!(
+            "DOCKER_HOST {host:?} is not a unix socket; the importer talks only to the node's local Docker socket (unix:///run/docker.sock)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_version_is_the_daemons_capped_at_the_newest_tested() {
+        assert_eq!(negotiate((1, 41)).unwrap(), (1, 41));
+        assert_eq!(negotiate((1, 45)).unwrap(), (1, 41));
+        assert_eq!(negotiate((1, 40)).unwrap(), (1, 40));
+        assert!(negotiate((1, 12))
+            .unwrap_err()
+            .to_string()
+            .contains("older"));
+        assert_eq!(parse_api_version("1.41"), Some((1, 41)));
+        assert_eq!(parse_api_version("one"), None);
+    }
+
+    #[test]
+    fn docker_error_bodies_give_their_message() {
+        assert_eq!(
+            message_of(r#"{"message":"no such image"}"#),
+            "no such image"
+        );
+        assert_eq!(message_of("plain text\n"), "plain text");
+        assert_eq!(message_of(""), "(no message)");
+    }
+
+    fn tar_of(files: &[(&str, &[u8])], trailing_zero_blocks: usize) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        let mut tar = b.into_inner().unwrap();
+        tar.extend(std::iter::repeat_n(0u8, trailing_zero_blocks * BLOCK));
+        tar
+    }
+
+    /// Pass `tar` through a forwarder in reads of `step` bytes, as the inspector does.
+    fn forward(tar: &[u8], step: usize, manifest: Option<&[u8]>) -> Vec<u8> {
+        let mut input = tar;
+        let mut out = Vec::new();
+        let mut f = Forward::new(&mut input, &mut out);
+        let mut buf = vec![0u8; step];
+        while f.read(&mut buf).unwrap() > 0 {}
+        match manifest {
+            None => f.pass_through_end().unwrap(),
+            Some(m) => {
+                let end = {
+                    let mut a = tar::Archive::new(tar);
+                    let last = a.entries().unwrap().last().unwrap().unwrap();
+                    last.raw_file_position() + last.size().div_ceil(512) * 512
+                };
+                f.append_manifest(end, m).unwrap()
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_archive_passes_through_byte_for_byte_whatever_the_read_sizes() {
+        // A last entry whose data ends in zero blocks, and extra padding after the end.
+        let mut layer = vec![7u8; 700];
+        layer.extend(vec![0u8; 3 * BLOCK]);
+        let tar = tar_of(&[("a", b"x"), ("layer.tar", &layer)], 16);
+        for step in [1, 100, 512, 513, 4096, 1 << 20] {
+            assert_eq!(forward(&tar, step, None), tar, "read size {step}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_goes_after_the_last_entrys_zero_data_and_before_the_end_blocks() {
+        let mut layer = vec![7u8; 700];
+        layer.extend(vec![0u8; 3 * BLOCK]);
+        let tar = tar_of(&[("index.json", b"{}"), ("blobs/sha256/l", &layer)], 8);
+        for step in [1, 512, 777, 1 << 20] {
+            let out = forward(&tar, step, Some(b"[{}]"));
+            let mut a = tar::Archive::new(&out[..]);
+            let entries: Vec<(String, Vec<u8>)> = a
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let mut e = e.unwrap();
+                    let mut data = Vec::new();
+                    e.read_to_end(&mut data).unwrap();
+                    (e.path().unwrap().display().to_string(), data)
+                })
+                .collect();
+            let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(
+                names,
+                ["index.json", "blobs/sha256/l", "manifest.json"],
+                "read size {step}"
+            );
+            assert_eq!(
+                entries[1].1, layer,
+                "the layer's own zero blocks stay in it"
+            );
+            assert_eq!(entries[2].1, b"[{}]");
+            assert!(
+                out.ends_with(&[0u8; 2 * BLOCK]),
+                "end-of-archive blocks follow"
+            );
+            assert_eq!(out.len() % BLOCK, 0);
+        }
+    }
+
+    /// A one-shot server on a unix socket that answers a load with `answer`.
+    fn answer_load(answer: &'static str) -> Result<Vec<String>> {
+        use std::os::unix::net::UnixListener;
+        let dir = crate::runtime::http::tests::SocketDir::new("docker");
+        let path = dir.0.join("docker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.ends_with(b"0\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(answer.as_bytes()).unwrap();
+        });
+        let client = Client::new(&path, "Docker");
+        let mut req = client
+            .start("POST", "/v1.41/images/load", &[], None)
+            .unwrap();
+        req.write_all(b"tar").unwrap();
+        let mut resp = req.response(Wait::Short).unwrap();
+        let result = read_load_answer("Docker at test.sock", &mut resp);
+        server.join().unwrap();
+        result
+    }
+
+    #[test]
+    fn a_load_answered_with_200_and_an_error_line_is_an_error_with_dockers_words() {
+        let err = answer_load(concat!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n",
+            "{\"stream\":\"Loaded image: a:1\\n\"}\r\n",
+            "{\"errorDetail\":{\"message\":\"open /var/lib/docker/tmp/x: no space left on device\"},",
+            "\"error\":\"open /var/lib/docker/tmp/x: no space left on device\"}\r\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("refused the image archive"), "{err}");
+        assert!(err.contains("no space left on device"), "{err}");
+    }
+
+    #[test]
+    fn every_loaded_name_is_read_from_a_chunked_answer() {
+        let names = answer_load(concat!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "2e\r\n{\"stream\":\"Loaded image: oi-test/alpha:1\\n\"}\r\n\r\n",
+            "30\r\n{\"stream\":\"Loaded image: quay.io/o/beta:2\\n\"}\r\n\r\n",
+            "0\r\n\r\n"
+        ))
+        .unwrap();
+        assert_eq!(names, ["docker.io/oi-test/alpha:1", "quay.io/o/beta:2"]);
+    }
+
+    #[test]
+    fn a_load_refused_with_an_http_error_gives_dockers_message() {
+        let err = answer_load(
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 29\r\n\r\n{\"message\":\"disk on fire\"}\n\r\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("HTTP 500") && err.contains("disk on fire"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn docker_host_values_give_the_socket_path() {
+        assert_eq!(
+            socket_from_host("unix:///run/docker.sock").unwrap(),
+            PathBuf::from("/run/docker.sock")
+        );
+        assert!(socket_from_host("tcp://1.2.3.4:2375").is_err());
+    }
+}

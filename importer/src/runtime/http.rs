@@ -1,0 +1,697 @@
+//! A small HTTP/1.1 client over a unix socket, enough for a daemon's local API.
+//!
+//! One request per connection (`Connection: close`), request bodies sent with
+//! `Content-Length` or `Transfer-Encoding: chunked`, response bodies read by `Content-Length`,
+//! chunked encoding, or until the daemon closes. Built on std alone, so the static importer
+//! stays small.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Longest status or header line accepted from the daemon.
+const MAX_LINE: usize = 16 * 1024;
+/// Most header lines accepted in one response.
+const MAX_HEADERS: usize = 200;
+
+/// Where a daemon listens, and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+    /// What to call the daemon in messages, e.g. `Docker`.
+    peer: &'static str,
+    pub connect_timeout: Duration,
+    /// For the status line and headers of a response (unless a request says otherwise), and
+    /// for each read of a small response's body.
+    pub header_timeout: Duration,
+}
+
+/// What to wait for the answer to a request.
+#[derive(Debug, Clone, Copy)]
+pub enum Wait {
+    /// The client's header timeout, for the headers and each read of the body.
+    Short,
+    /// No limit: the daemon answers only when a long job (a load) is done.
+    Unlimited,
+}
+
+/// A response whose headers have been read; the body is read from `body`.
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    headers: Vec<(String, String)>,
+    pub body: Body,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {} {}", self.status, self.reason)
+    }
+}
+
+impl Response {
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The whole body, up to `max` bytes (the rest is not read), as text for a message.
+    pub fn text(&mut self, max: u64) -> Result<String> {
+        let mut buf = Vec::new();
+        (&mut self.body)
+            .take(max)
+            .read_to_end(&mut buf)
+            .map_err(|e| anyhow!("reading the answer's body: {e}"))?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+impl Client {
+    pub fn new(socket: &Path, peer: &'static str) -> Client {
+        Client {
+            socket: socket.to_path_buf(),
+            peer,
+            connect_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(60),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `what` for messages: `Docker at /run/docker.sock`.
+    pub fn describe_peer(&self) -> String {
+        format!("{} at {}", self.peer, self.socket.display())
+    }
+
+    /// Connect, within the connect timeout, with errors that say what is wrong with the socket.
+    pub fn connect(&self) -> Result<UnixStream> {
+        let path = self.socket.clone();
+        let (tx, rx) = mpsc::channel();
+        // A unix socket connect does not take a timeout; a thread stands in for one (a daemon
+        // whose accept backlog is full leaves connect hanging).
+        std::thread::Builder::new()
+            .name("connect".into())
+            .spawn(move || {
+                let _ = tx.send(UnixStream::connect(&path));
+            })
+            .context("cannot start a thread to connect")?;
+        let peer = self.describe_peer();
+        match rx.recv_timeout(self.connect_timeout) {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(anyhow!(
+                "cannot connect to {peer}: {}",
+                connect_error(&e, self.peer)
+            )),
+            Err(_) => bail!(
+                "cannot connect to {peer}: no answer within {}s",
+                self.connect_timeout.as_secs()
+            ),
+        }
+    }
+
+    /// A request without a body.
+    pub fn get(&self, path: &str) -> Result<Response> {
+        let mut conn = self.start("GET", path, &[], None)?;
+        conn.flush()?;
+        conn.response(Wait::Short)
+    }
+
+    /// Start a request; its body (if any) is written to the returned [`Request`], then
+    /// [`Request::response`] reads the answer. `body_len`: `Some(n)` for a body of exactly `n`
+    /// bytes, `None` for a chunked body (or none at all, for `GET`).
+    pub fn start(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body_len: Option<u64>,
+    ) -> Result<Request> {
+        let stream = self.connect()?;
+        stream
+            .set_write_timeout(Some(self.header_timeout))
+            .with_context(|| format!("cannot set a timeout on {}", self.socket.display()))?;
+        let chunked = method != "GET" && method != "HEAD" && body_len.is_none();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+        head.push_str(concat!(
+            "User-Agent: offline-images/",
+            env!("CARGO_PKG_VERSION"),
+            "\r\n"
+        ));
+        head.push_str("Connection: close\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if chunked {
+            head.push_str("Transfer-Encoding: chunked\r\n");
+        } else if let Some(n) = body_len {
+            head.push_str(&format!("Content-Length: {n}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut request = Request {
+            client: self.clone(),
+            stream,
+            what: format!("{method} {}", path_only(path)),
+            chunked,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        request.send_raw(head.as_bytes())?;
+        Ok(request)
+    }
+}
+
+/// Bytes gathered before one chunk is sent.
+const CHUNK: usize = 64 * 1024;
+
+/// A request being sent: write its body, then read the response.
+pub struct Request {
+    client: Client,
+    stream: UnixStream,
+    what: String,
+    chunked: bool,
+    buf: Vec<u8>,
+}
+
+impl Request {
+    fn send_raw(&mut self, data: &[u8]) -> io::Result<()> {
+        send_all(&self.stream, data)
+    }
+
+    fn send_chunk(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if self.chunked {
+            let size = format!("{:x}\r\n", self.buf.len());
+            send_all(&self.stream, size.as_bytes())?;
+            send_all(&self.stream, &self.buf)?;
+            send_all(&self.stream, b"\r\n")?;
+        } else {
+            send_all(&self.stream, &self.buf)?;
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Wait as long as it takes for the daemon to take the body (a large load is read slowly).
+    pub fn no_write_timeout(&self) -> Result<()> {
+        self.stream
+            .set_write_timeout(None)
+            .with_context(|| format!("cannot clear the timeout on {}", self.what))
+    }
+
+    /// End the body (the last chunk) and read the response.
+    pub fn response(mut self, wait: Wait) -> Result<Response> {
+        let what = self.what.clone();
+        let peer = self.client.describe_peer();
+        let sent = self.send_chunk().and_then(|()| {
+            if self.chunked {
+                send_all(&self.stream, b"0\r\n\r\n")
+            } else {
+                Ok(())
+            }
+        });
+        match sent {
+            Ok(()) => self.read_response(wait),
+            // The daemon stopped reading: what it said, if anything, or else the write error.
+            Err(e) => self
+                .read_response(Wait::Short)
+                .map_err(|_| anyhow!("{peer} stopped reading the request ({what}): {e}")),
+        }
+    }
+
+    /// The daemon stopped taking the body: read what it said, if anything.
+    pub fn response_after_failed_write(self) -> Result<Response> {
+        self.read_response(Wait::Short)
+    }
+
+    fn read_response(self, wait: Wait) -> Result<Response> {
+        let peer = self.client.describe_peer();
+        let api = self.client.peer;
+        let what = self.what;
+        let short = Some(self.client.header_timeout);
+        let header_timeout = match wait {
+            Wait::Short => short,
+            Wait::Unlimited => None,
+        };
+        self.stream
+            .set_read_timeout(header_timeout)
+            .with_context(|| format!("cannot set a timeout on {}", self.client.socket.display()))?;
+        let mut reader = BufReader::with_capacity(16 * 1024, self.stream);
+        let status_line = read_line(&mut reader).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => anyhow!(
+                "{peer} did not answer {what} within {}s",
+                self.client.header_timeout.as_secs()
+            ),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => anyhow!(
+                "{peer}: not a {api} API: it {} the connection without an HTTP answer to {what}",
+                if e.kind() == io::ErrorKind::ConnectionReset {
+                    "reset"
+                } else {
+                    "closed"
+                }
+            ),
+            _ => anyhow!("{peer}: reading the answer to {what}: {e}"),
+        })?;
+        let not_http = || {
+            anyhow!(
+                "{peer}: not a {api} API: it answered {what} with {:?}",
+                truncate(&status_line, 120)
+            )
+        };
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or("");
+        if !version.starts_with("HTTP/1.") {
+            return Err(not_http());
+        }
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .filter(|s| (100..600).contains(s))
+            .ok_or_else(not_http)?;
+        let reason = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let line = read_line(&mut reader)
+                .map_err(|e| anyhow!("{peer}: reading the headers of the answer to {what}: {e}"))?;
+            if line.is_empty() {
+                break;
+            }
+            if headers.len() >= MAX_HEADERS {
+                bail!("{peer}: not a {api} API: more than {MAX_HEADERS} header lines in the answer to {what}");
+            }
+            let (name, value) = line.split_once(':').ok_or_else(|| {
+                anyhow!(
+                    "{peer}: not a {api} API: a header line without ':' ({:?}) in the answer to {what}",
+                    truncate(&line, 120)
+                )
+            })?;
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+        if status == 100 {
+            // "100 Continue" precedes the real answer.
+            let next = Request {
+                client: self.client.clone(),
+                stream: reader.into_inner(),
+                what,
+                chunked: false,
+                buf: Vec::new(),
+            };
+            return next.read_response(wait);
+        }
+        // Reading a small body keeps the short timeout; a long job's answer may trickle.
+        let find = |n: &str| {
+            headers
+                .iter()
+                .find(|(h, _)| h.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        let kind = if status == 204 || status == 304 {
+            BodyKind::Length(0)
+        } else if find("Transfer-Encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
+            BodyKind::Chunked {
+                left: 0,
+                done: false,
+            }
+        } else if let Some(len) = find("Content-Length") {
+            let n: u64 = len.parse().map_err(|_| {
+                anyhow!("{peer}: not a {api} API: Content-Length {len:?} in the answer to {what}")
+            })?;
+            BodyKind::Length(n)
+        } else {
+            BodyKind::Close
+        };
+        Ok(Response {
+            status,
+            reason,
+            headers,
+            body: Body { reader, kind, peer },
+        })
+    }
+}
+
+impl Write for Request {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_chunk()
+    }
+}
+
+enum BodyKind {
+    Length(u64),
+    Chunked { left: u64, done: bool },
+    Close,
+}
+
+/// A response body, decoded from its framing.
+pub struct Body {
+    reader: BufReader<UnixStream>,
+    kind: BodyKind,
+    peer: String,
+}
+
+impl Read for Body {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        match &mut self.kind {
+            BodyKind::Close => self.reader.read(out),
+            BodyKind::Length(left) => {
+                if *left == 0 {
+                    return Ok(0);
+                }
+                let max = (*left).min(out.len() as u64) as usize;
+                let n = self.reader.read(&mut out[..max])?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "{} closed the connection before the end of its answer",
+                            self.peer
+                        ),
+                    ));
+                }
+                *left -= n as u64;
+                Ok(n)
+            }
+            BodyKind::Chunked { left, done } => {
+                if *done {
+                    return Ok(0);
+                }
+                if *left == 0 {
+                    let line = read_line(&mut self.reader)?;
+                    let size = line.split(';').next().unwrap_or("").trim();
+                    let size = u64::from_str_radix(size, 16).map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "{} sent a bad chunk size {:?}",
+                                self.peer,
+                                truncate(&line, 60)
+                            ),
+                        )
+                    })?;
+                    if size == 0 {
+                        // Trailers, then the blank line.
+                        while !read_line(&mut self.reader)?.is_empty() {}
+                        *done = true;
+                        return Ok(0);
+                    }
+                    *left = size;
+                }
+                let max = (*left).min(out.len() as u64) as usize;
+                let n = self.reader.read(&mut out[..max])?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "{} closed the connection in the middle of its answer",
+                            self.peer
+                        ),
+                    ));
+                }
+                *left -= n as u64;
+                if *left == 0 {
+                    let end = read_line(&mut self.reader)?;
+                    if !end.is_empty() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{} sent a chunk longer than it announced", self.peer),
+                        ));
+                    }
+                }
+                Ok(n)
+            }
+        }
+    }
+}
+
+impl Body {
+    /// Read the rest of the body line by line (lines up to `max_line` bytes; longer ones are
+    /// cut), calling `f` on each line without its line ending.
+    pub fn for_each_line(
+        &mut self,
+        max_line: usize,
+        mut f: impl FnMut(&str) -> Result<()>,
+    ) -> io::Result<Result<()>> {
+        let mut line = Vec::new();
+        let mut byte_buf = [0u8; 8192];
+        loop {
+            let n = self.read(&mut byte_buf)?;
+            if n == 0 {
+                break;
+            }
+            for &b in &byte_buf[..n] {
+                if b == b'\n' {
+                    let text = String::from_utf8_lossy(&line);
+                    if let Err(e) = f(text.trim_end_matches('\r')) {
+                        return Ok(Err(e));
+                    }
+                    line.clear();
+                } else if line.len() < max_line {
+                    line.push(b);
+                }
+            }
+        }
+        if !line.is_empty() {
+            let text = String::from_utf8_lossy(&line);
+            return Ok(f(text.trim_end_matches('\r')));
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// One CRLF- (or LF-) terminated line, without its ending; at most [`MAX_LINE`] bytes.
+fn read_line<R: BufRead>(r: &mut R) -> io::Result<String> {
+    let mut buf = Vec::new();
+    let n = r.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the connection closed",
+        ));
+    }
+    if buf.last() != Some(&b'\n') {
+        if buf.len() > MAX_LINE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a line longer than {MAX_LINE} bytes"),
+            ));
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the connection closed in the middle of a line",
+        ));
+    }
+    buf.pop();
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Write everything, with MSG_NOSIGNAL: a daemon that hangs up must give an error, not a
+/// SIGPIPE that ends the process.
+fn send_all(stream: &UnixStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: the pointer and length describe `data`, a live slice; the fd is open for as
+        // long as `stream` is borrowed.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
+fn connect_error(e: &io::Error, peer: &str) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => {
+            format!("no such socket (is {peer} running, and is this its socket?)")
+        }
+        io::ErrorKind::ConnectionRefused => {
+            format!("connection refused (nothing listens on the socket: is {peer} running?)")
+        }
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (the importer must run as root or in the socket's group)".into()
+        }
+        _ if e.raw_os_error() == Some(libc::ENOTSOCK) => "it is not a socket".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn path_only(path: &str) -> &str {
+    path.split('?').next().unwrap_or(path)
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(max).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A fresh directory for test sockets, removed when dropped.
+    pub(crate) struct SocketDir(pub PathBuf);
+
+    impl SocketDir {
+        pub(crate) fn new(label: &str) -> SocketDir {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "oi-{label}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            SocketDir(dir)
+        }
+    }
+
+    impl Drop for SocketDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A listener that answers every connection with `answer`, after reading the request.
+    fn serve(answer: &'static [u8]) -> (SocketDir, PathBuf, std::thread::JoinHandle<Vec<u8>>) {
+        let dir = SocketDir::new("http");
+        let path = dir.0.join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let handle = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read until the end of the head and, when chunked, the last chunk.
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req);
+                let head_done = text.contains("\r\n\r\n");
+                let chunked = text.contains("Transfer-Encoding: chunked");
+                if n == 0 || (head_done && (!chunked || text.ends_with("0\r\n\r\n"))) {
+                    break;
+                }
+            }
+            s.write_all(answer).unwrap();
+            req
+        });
+        (dir, path, handle)
+    }
+
+    #[test]
+    fn a_chunked_answer_is_decoded_and_a_chunked_body_is_sent() {
+        let (_dir, path, server) = serve(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\n",
+        );
+        let client = Client::new(&path, "Docker");
+        let mut req = client.start("POST", "/load", &[], None).unwrap();
+        req.write_all(b"abc").unwrap();
+        let mut resp = req.response(Wait::Short).unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(1024).unwrap(), "hello, world");
+        let sent = String::from_utf8(server.join().unwrap()).unwrap();
+        assert!(sent.starts_with("POST /load HTTP/1.1\r\n"), "{sent}");
+        assert!(sent.ends_with("\r\n\r\n3\r\nabc\r\n0\r\n\r\n"), "{sent}");
+    }
+
+    #[test]
+    fn content_length_and_close_delimited_answers_are_read_to_their_end() {
+        let (_dir, path, _s) =
+            serve(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nApi-Version: 1.41\r\n\r\nOKOKtrailing");
+        let mut resp = Client::new(&path, "Docker").get("/_ping").unwrap();
+        assert_eq!(resp.header("api-version"), Some("1.41"));
+        assert_eq!(resp.text(1024).unwrap(), "OKOK");
+        let (_dir, path, _s) = serve(b"HTTP/1.0 200 OK\r\n\r\nuntil close");
+        let mut resp = Client::new(&path, "Docker").get("/x").unwrap();
+        assert_eq!(resp.text(1024).unwrap(), "until close");
+    }
+
+    #[test]
+    fn a_socket_that_does_not_speak_http_is_named_as_not_a_docker_api() {
+        let (_dir, path, _s) = serve(b"SSH-2.0-OpenSSH_9.2\r\n");
+        let err = Client::new(&path, "Docker").get("/_ping").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("not a Docker API"), "{msg}");
+        assert!(msg.contains("SSH-2.0"), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn connecting_to_a_missing_or_dead_socket_says_so() {
+        let guard = SocketDir::new("http-dead");
+        let dir = &guard.0;
+        let missing = dir.join("missing.sock");
+        let msg = Client::new(&missing, "Docker")
+            .get("/_ping")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("no such socket") && msg.contains("missing.sock"),
+            "{msg}"
+        );
+        let dead = dir.join("dead.sock");
+        let _ = std::fs::remove_file(&dead);
+        drop(UnixListener::bind(&dead).unwrap());
+        let msg = Client::new(&dead, "Docker")
+            .get("/_ping")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("connection refused"), "{msg}");
+    }
+
+    #[test]
+    fn a_daemon_that_never_answers_times_out_naming_the_request() {
+        let dir = SocketDir::new("http-mute");
+        let path = dir.0.join("mute.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let mut client = Client::new(&path, "Docker");
+        client.header_timeout = Duration::from_millis(200);
+        let err = client.get("/_ping").unwrap_err().to_string();
+        drop(listener);
+        assert!(err.contains("did not answer GET /_ping"), "{err}");
+    }
+}
