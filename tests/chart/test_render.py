@@ -188,6 +188,10 @@ def test_the_job_runs_the_import_command_of_the_binary():
     assert c["args"] == ["import", "--jobs=1"]
 
 
+def test_a_failed_import_shows_the_end_of_its_log_in_the_pod_status():
+    assert container(job())["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
 def test_the_default_job_does_not_retry_and_has_a_deadline():
     spec = job()["spec"]
     assert spec["backoffLimit"] == 0
