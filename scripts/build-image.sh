@@ -52,6 +52,9 @@ say "saving $IMAGE to $OUT"
 "$DOCKER" save "$IMAGE" | gzip -9 >"$OUT.partial"
 mv "$OUT.partial" "$OUT"
 
+# The result on stdout: the image and the archive, with their sizes.
+human() { numfmt --to=iec-i --suffix=B --format=%.1f "$1"; }
 size=$("$DOCKER" image inspect --format '{{.Size}}' "$IMAGE")
-printf '%s\t%s bytes (image)\n' "$IMAGE" "$size"
-printf '%s\t%s bytes (archive)\n' "$OUT" "$(stat -c %s "$OUT")"
+archive_size=$(stat -c %s "$OUT")
+printf 'image    %s  %s (%s bytes)\n' "$IMAGE" "$(human "$size")" "$size"
+printf 'archive  %s  %s (%s bytes)\n' "$OUT" "$(human "$archive_size")" "$archive_size"

@@ -162,6 +162,15 @@ def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = N
     return args
 
 
+def timestamp_key(stamp: str) -> str:
+    """An RFC 3339 timestamp from `docker logs --timestamps` that sorts as text: docker drops
+    trailing zeros of the nanoseconds, so pad them back."""
+    match = re.fullmatch(r"([^.]+)(?:\.(\d+))?Z", stamp)
+    if not match:
+        return stamp
+    return f"{match.group(1)}.{(match.group(2) or '').ljust(9, '0')}Z"
+
+
 def run_like_kubelet(job_doc: dict[str, Any], *, stdin: bytes | None = None, **kwargs: Any) -> tuple[int, str]:
     """Run the Job's container to its end; returns its exit code and its log (stdout and stderr)."""
     name = f"chart-test-{uuid.uuid4().hex[:10]}"
@@ -172,8 +181,15 @@ def run_like_kubelet(job_doc: dict[str, Any], *, stdin: bytes | None = None, **k
     try:
         docker(*args, input=stdin, check=False, timeout=deadline)
         state = docker("inspect", "--format", "{{.State.ExitCode}} {{.State.Error}}", name).stdout.decode().strip()
-        logs = docker("logs", name)
-        log = logs.stdout.decode(errors="replace") + logs.stderr.decode(errors="replace")
+        # Both streams in time order, as `kubectl logs` shows them.
+        logs = docker("logs", "--timestamps", name)
+        stamped = [
+            line.split(" ", 1)
+            for stream in (logs.stdout, logs.stderr)
+            for line in stream.decode(errors="replace").splitlines()
+        ]
+        stamped.sort(key=lambda parts: timestamp_key(parts[0]))
+        log = "".join((parts[1] if len(parts) > 1 else "") + "\n" for parts in stamped)
         code = int(state.split(" ", 1)[0])
         return code, log + state.partition(" ")[2]
     finally:
@@ -208,7 +224,9 @@ def test_build_image_builds_a_from_scratch_image_with_oci_labels_and_saves_it(im
     archive = importer_image["dist"] / "offline-images-0.1.0.tar.gz"
     assert archive.read_bytes()[:2] == b"\x1f\x8b"
     assert not list(importer_image["dist"].glob("*.partial"))
-    assert f"{importer_image['image']}\t" in importer_image["stdout"] and "bytes" in importer_image["stdout"]
+    printed = importer_image["stdout"].splitlines()
+    assert printed[0].startswith(f"image    {importer_image['image']}  ") and printed[0].endswith(" bytes)")
+    assert printed[1].startswith(f"archive  {archive}  ")
 
 
 def test_the_importer_image_runs_the_static_binary(importer_image):
@@ -248,3 +266,18 @@ def test_the_rendered_job_imports_the_bundle_into_containerd_as_the_kubelet_woul
     lines = [line for line in log.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("summary:"), log
     assert bundle["ref"] in ctr("images", "ls", "-q").split()
+
+
+def test_build_image_refuses_a_binary_that_is_not_static_and_writes_nothing(tmp_path):
+    env = dict(
+        os.environ,
+        DOCKER_HOST=os.environ["OI_DOCKER_HOST"],
+        DOCKER=os.environ["OI_DOCKER_CLI"],
+        BINARY="/bin/sh",
+        IMAGE=f"chart-test.local/not-static:{RUN_ID}",
+        OUTPUT_DIR=str(tmp_path / "out"),
+    )
+    result = subprocess.run([str(ROOT / "scripts" / "build-image.sh")], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0
+    assert "/bin/sh is missing or not a static executable" in result.stderr
+    assert not (tmp_path / "out").exists()
