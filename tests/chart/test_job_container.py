@@ -154,7 +154,8 @@ def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = N
             raise AssertionError(f"volume {m['name']}: only hostPath and emptyDir can be run here")
         args += ["--mount", spec]
 
-    argv = (command if command is not None else c.get("command", [])) + ([] if command is not None else c.get("args", []))
+    # `command` replaces the image's entrypoint and `args` its CMD; a test may swap both.
+    argv = command if command is not None else c.get("command", []) + c.get("args", [])
     if argv:
         args += ["--entrypoint", argv[0]]
     args.append(image or c["image"])
@@ -179,7 +180,10 @@ def run_like_kubelet(job_doc: dict[str, Any], *, stdin: bytes | None = None, **k
         args.insert(1, "--interactive")
     deadline = job_doc["spec"]["activeDeadlineSeconds"]
     try:
-        docker(*args, input=stdin, check=False, timeout=deadline)
+        try:
+            docker(*args, input=stdin, check=False, timeout=deadline)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the container ran past activeDeadlineSeconds ({deadline}s)") from None
         state = docker("inspect", "--format", "{{.State.ExitCode}} {{.State.Error}}", name).stdout.decode().strip()
         # Both streams in time order, as `kubectl logs` shows them.
         logs = docker("logs", "--timestamps", name)
