@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from chartlib import ROOT, container, job
+from chartlib import CHART, ROOT, container, job
 
 ENV = ("OI_DOCKER_HOST", "OI_DOCKER_CLI", "OI_STATIC_BIN", "OI_CONTAINERD_SOCK")
 pytestmark = pytest.mark.skipif(
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 RUN_ID = uuid.uuid4().hex[:10]
+VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 NAMESPACE = f"chart-test-{RUN_ID}"
 
 
@@ -221,11 +223,11 @@ def test_build_image_builds_a_from_scratch_image_with_oci_labels_and_saves_it(im
     assert len(image["RootFS"]["Layers"]) == 1
     labels = image["Config"]["Labels"]
     assert labels["org.opencontainers.image.title"] == "offline-images"
-    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.version"] == VERSION
     assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
     assert labels["org.opencontainers.image.source"].startswith("https://")
     assert labels["org.opencontainers.image.description"]
-    archive = importer_image["dist"] / "offline-images-0.1.0.tar.gz"
+    archive = importer_image["dist"] / f"offline-images-{VERSION}.tar.gz"
     assert archive.read_bytes()[:2] == b"\x1f\x8b"
     assert not list(importer_image["dist"].glob("*.partial"))
     printed = importer_image["stdout"].splitlines()
@@ -235,7 +237,7 @@ def test_build_image_builds_a_from_scratch_image_with_oci_labels_and_saves_it(im
 
 def test_the_importer_image_runs_the_static_binary(importer_image):
     result = docker("run", "--rm", "--network", "none", importer_image["image"], "--version")
-    assert result.stdout.decode().strip() == "offline-images 0.1.0"
+    assert result.stdout.decode().strip() == f"offline-images {VERSION}"
 
 
 def test_the_job_security_context_lets_the_node_ctr_run_chrooted_in_the_node_root(importer_image, bundle):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 
 import helm_python
 import kubernetes_validate
@@ -11,6 +12,7 @@ import yaml
 
 from chartlib import (
     CHART,
+    ROOT,
     ENABLED,
     KUBE_VERSION,
     container,
@@ -180,6 +182,13 @@ def test_the_importer_image_tag_defaults_to_the_app_version_and_is_never_latest(
     assert c["image"] == "ghcr.io/offline-images/offline-images:0.1.0"
     assert c["imagePullPolicy"] == "IfNotPresent"
     assert default_values()["imagePull"]["importerImage"]["tag"] != "latest"
+
+
+def test_the_chart_app_version_is_the_importer_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    assert chart["appVersion"] == cargo["package"]["version"]
+    assert chart["apiVersion"] == "v2" and chart["name"] == "offline-images"
 
 
 def test_the_job_runs_the_import_command_of_the_binary():
