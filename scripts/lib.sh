@@ -140,7 +140,9 @@ oi_stop_all() {
   done
   # containerd-shim processes of containers still running under this root.
   pkill -f "containerd-shim.*$base" 2>/dev/null || true
-  grep -o " $base[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # `|| true`: no mount left is the usual case, and under `set -eo pipefail` grep's status 1
+  # would end this function before the directory is removed.
+  { grep -o " $base[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$base"
 }
 
