@@ -1,0 +1,289 @@
+"""The rendered import Job's container, run as the kubelet would run it, on the real dockerd
+against the real containerd that scripts/test.sh starts.
+
+No Kubernetes runs here, so `run_like_kubelet` maps the pod spec onto `docker run`: command,
+args and env as rendered; hostPath volumes become bind mounts (the node root `/` is this
+machine's `/`, read-only; the images hostPath is a test bundle directory); emptyDir becomes a
+tmpfs; the security context becomes user, read-only root filesystem, dropped and added
+capabilities, no-new-privileges and the default seccomp profile; limits become docker limits.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chartlib import CHART, ROOT, container, job
+
+ENV = ("OI_DOCKER_HOST", "OI_DOCKER_CLI", "OI_STATIC_BIN", "OI_CONTAINERD_SOCK")
+pytestmark = pytest.mark.skipif(
+    not all(os.environ.get(name) for name in ENV),
+    reason=f"needs the daemons of scripts/test.sh ({', '.join(ENV)})",
+)
+
+RUN_ID = uuid.uuid4().hex[:10]
+VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+NAMESPACE = f"chart-test-{RUN_ID}"
+
+
+def docker(*args: str, input: bytes | None = None, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DOCKER_HOST=os.environ["OI_DOCKER_HOST"], DOCKER_BUILDKIT="0")
+    result = subprocess.run(
+        [os.environ["OI_DOCKER_CLI"], *args], input=input, capture_output=True, env=env, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}): {result.stderr.decode(errors='replace')}")
+    return result
+
+
+def ctr(*args: str) -> str:
+    result = subprocess.run(
+        ["ctr", "-a", os.environ["OI_CONTAINERD_SOCK"], "-n", NAMESPACE, *args], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"ctr {' '.join(args)} failed: {result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def importer_image(tmp_path_factory) -> dict[str, Any]:
+    """The importer image, built from the Dockerfile by scripts/build-image.sh around OI_STATIC_BIN."""
+    out = tmp_path_factory.mktemp("dist")
+    image = f"chart-test.local/offline-images:{RUN_ID}"
+    env = dict(
+        os.environ,
+        DOCKER_HOST=os.environ["OI_DOCKER_HOST"],
+        DOCKER=os.environ["OI_DOCKER_CLI"],
+        BINARY=os.environ["OI_STATIC_BIN"],
+        IMAGE=image,
+        OUTPUT_DIR=str(out),
+    )
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "build-image.sh")], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, f"build-image.sh failed:\n{result.stderr}"
+    yield {"image": image, "dist": out, "stdout": result.stdout}
+    docker("rmi", "--force", image, check=False)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> dict[str, Any]:
+    """A bundle directory holding one tiny image (FROM scratch, /bin/busybox) as .tar.gz."""
+    context = tmp_path_factory.mktemp("busybox-context")
+    shutil.copy("/bin/busybox", context / "busybox")
+    (context / "Dockerfile").write_text('FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "true"]\n')
+    ref = f"chart-test.local/busybox:{RUN_ID}"
+    docker("build", "--quiet", "--tag", ref, str(context))
+    directory = tmp_path_factory.mktemp("bundle")
+    saved = docker("save", ref).stdout
+    (directory / "busybox.tar.gz").write_bytes(gzip.compress(saved, compresslevel=1))
+    yield {"dir": directory, "ref": ref, "tar": saved}
+    docker("rmi", "--force", ref, check=False)
+
+
+def quantity(value: str | int | float) -> float:
+    """A Kubernetes quantity ("512Mi", "100m", "1") as a number."""
+    text = str(value)
+    suffixes = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "m": 10**-3}
+    match = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", text)
+    assert match, f"not a quantity: {text}"
+    number, suffix = float(match.group(1)), match.group(2)
+    return number * suffixes[suffix] if suffix else number
+
+
+def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = None, command: list[str] | None = None) -> list[str]:
+    """`docker run` arguments that run the Job's one container as the kubelet would."""
+    pod = job_doc["spec"]["template"]["spec"]
+    c = container(job_doc)
+    assert pod.get("hostNetwork") in (None, False) and pod.get("hostPID") in (None, False)
+    args = ["run", "--name", name, "--network", "none"]
+
+    pull = {"IfNotPresent": "missing", "Never": "never", "Always": "always"}[c["imagePullPolicy"]]
+    args += ["--pull", pull]
+
+    sc = {**pod.get("securityContext", {}), **c.get("securityContext", {})}
+    if "runAsUser" in sc:
+        args += ["--user", f"{sc['runAsUser']}:{sc.get('runAsGroup', 0)}"]
+    if sc.get("privileged"):
+        args.append("--privileged")
+    if sc.get("readOnlyRootFilesystem"):
+        args.append("--read-only")
+    if sc.get("allowPrivilegeEscalation") is False:
+        args += ["--security-opt", "no-new-privileges"]
+    seccomp = sc.get("seccompProfile", {}).get("type", "RuntimeDefault")
+    assert seccomp in ("RuntimeDefault", "Unconfined"), f"unsupported seccomp profile {seccomp}"
+    if seccomp == "Unconfined":
+        args += ["--security-opt", "seccomp=unconfined"]
+    for cap in sc.get("capabilities", {}).get("drop", []):
+        args += ["--cap-drop", cap]
+    for cap in sc.get("capabilities", {}).get("add", []):
+        args += ["--cap-add", cap]
+
+    limits = c.get("resources", {}).get("limits", {})
+    if "memory" in limits:
+        args += ["--memory", str(int(quantity(limits["memory"])))]
+    if "cpu" in limits:
+        args += ["--cpus", f"{quantity(limits['cpu']):g}"]
+
+    for env in c.get("env", []):
+        assert "valueFrom" not in env, f"env {env['name']}: valueFrom needs a Kubernetes API"
+        args += ["--env", f"{env['name']}={env.get('value', '')}"]
+
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for m in c.get("volumeMounts", []):
+        v = volumes[m["name"]]
+        if "hostPath" in v:
+            source = Path(v["hostPath"]["path"]) / m.get("subPath", "")
+            if v["hostPath"].get("type") == "Directory":
+                assert source.is_dir(), f"hostPath {source} is not a directory (the kubelet would refuse to start the pod)"
+            spec = f"type=bind,source={source},target={m['mountPath']}"
+            if m.get("readOnly"):
+                spec += ",readonly"
+        elif "emptyDir" in v:
+            spec = f"type=tmpfs,target={m['mountPath']}"
+            if "sizeLimit" in v["emptyDir"]:
+                spec += f",tmpfs-size={int(quantity(v['emptyDir']['sizeLimit']))}"
+        else:
+            raise AssertionError(f"volume {m['name']}: only hostPath and emptyDir can be run here")
+        args += ["--mount", spec]
+
+    # `command` replaces the image's entrypoint and `args` its CMD; a test may swap both.
+    argv = command if command is not None else c.get("command", []) + c.get("args", [])
+    if argv:
+        args += ["--entrypoint", argv[0]]
+    args.append(image or c["image"])
+    args += argv[1:]
+    return args
+
+
+def timestamp_key(stamp: str) -> str:
+    """An RFC 3339 timestamp from `docker logs --timestamps` that sorts as text: docker drops
+    trailing zeros of the nanoseconds, so pad them back."""
+    match = re.fullmatch(r"([^.]+)(?:\.(\d+))?Z", stamp)
+    if not match:
+        return stamp
+    return f"{match.group(1)}.{(match.group(2) or '').ljust(9, '0')}Z"
+
+
+def run_like_kubelet(job_doc: dict[str, Any], *, stdin: bytes | None = None, **kwargs: Any) -> tuple[int, str]:
+    """Run the Job's container to its end; returns its exit code and its log (stdout and stderr)."""
+    name = f"chart-test-{uuid.uuid4().hex[:10]}"
+    args = docker_run_args(job_doc, name, **kwargs)
+    if stdin is not None:
+        args.insert(1, "--interactive")
+    deadline = job_doc["spec"]["activeDeadlineSeconds"]
+    try:
+        try:
+            docker(*args, input=stdin, check=False, timeout=deadline)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the container ran past activeDeadlineSeconds ({deadline}s)") from None
+        state = docker("inspect", "--format", "{{.State.ExitCode}} {{.State.Error}}", name).stdout.decode().strip()
+        # Both streams in time order, as `kubectl logs` shows them.
+        logs = docker("logs", "--timestamps", name)
+        stamped = [
+            line.split(" ", 1)
+            for stream in (logs.stdout, logs.stderr)
+            for line in stream.decode(errors="replace").splitlines()
+        ]
+        stamped.sort(key=lambda parts: timestamp_key(parts[0]))
+        log = "".join((parts[1] if len(parts) > 1 else "") + "\n" for parts in stamped)
+        code = int(state.split(" ", 1)[0])
+        return code, log + state.partition(" ")[2]
+    finally:
+        docker("rm", "--force", name, check=False)
+
+
+def job_values(importer_image: dict[str, Any], bundle: dict[str, Any]) -> dict[str, Any]:
+    repository, tag = importer_image["image"].rsplit(":", 1)
+    return {
+        "imagePull": {
+            "importerImage": {"repository": repository, "tag": tag},
+            "imagesPath": str(bundle["dir"]),
+            "runtime": "containerd",
+            "containerdAddress": os.environ["OI_CONTAINERD_SOCK"],
+            "containerdNamespace": NAMESPACE,
+            "activeDeadlineSeconds": 300,
+        }
+    }
+
+
+def test_build_image_builds_a_from_scratch_image_with_oci_labels_and_saves_it(importer_image):
+    image = json.loads(docker("image", "inspect", "--format", "{{json .}}", importer_image["image"]).stdout)
+    assert image["Config"]["Entrypoint"] == ["/offline-images"]
+    assert image["Config"]["Cmd"] == ["import"]
+    assert len(image["RootFS"]["Layers"]) == 1
+    labels = image["Config"]["Labels"]
+    assert labels["org.opencontainers.image.title"] == "offline-images"
+    assert labels["org.opencontainers.image.version"] == VERSION
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    assert labels["org.opencontainers.image.description"]
+    archive = importer_image["dist"] / f"offline-images-{VERSION}.tar.gz"
+    assert archive.read_bytes()[:2] == b"\x1f\x8b"
+    assert not list(importer_image["dist"].glob("*.partial"))
+    printed = importer_image["stdout"].splitlines()
+    assert printed[0].startswith(f"image    {importer_image['image']}  ") and printed[0].endswith(" bytes)")
+    assert printed[1].startswith(f"archive  {archive}  ")
+
+
+def test_the_importer_image_runs_the_static_binary(importer_image):
+    result = docker("run", "--rm", "--network", "none", importer_image["image"], "--version")
+    assert result.stdout.decode().strip() == f"offline-images {VERSION}"
+
+
+def test_the_job_security_context_lets_the_node_ctr_run_chrooted_in_the_node_root(importer_image, bundle):
+    # What the importer's containerd backend does, done by busybox in the Job's exact container
+    # settings: chroot into the node root and stream an archive into the node's ctr.
+    jb = job(job_values(importer_image, bundle))
+    node_ctr = shutil.which("ctr")
+    assert node_ctr
+    command = ["/bin/busybox", "chroot", "/host", node_ctr, "-a", os.environ["OI_CONTAINERD_SOCK"], "-n", NAMESPACE + "-chroot",
+               "images", "import", "-"]
+    code, log = run_like_kubelet(jb, image=bundle["ref"], command=command, stdin=bundle["tar"])
+    assert code == 0, log
+    listed = subprocess.run(
+        ["ctr", "-a", os.environ["OI_CONTAINERD_SOCK"], "-n", NAMESPACE + "-chroot", "images", "ls", "-q"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert bundle["ref"] in listed
+
+
+def test_without_sys_chroot_the_node_ctr_cannot_be_run_chrooted(importer_image, bundle):
+    jb = job(job_values(importer_image, bundle))
+    container(jb)["securityContext"]["capabilities"]["add"] = []
+    code, log = run_like_kubelet(jb, image=bundle["ref"], command=["/bin/busybox", "chroot", "/host", "/bin/true"])
+    assert code != 0
+    assert "Operation not permitted" in log
+
+
+def test_the_rendered_job_imports_the_bundle_into_containerd_as_the_kubelet_would_run_it(importer_image, bundle):
+    jb = job(job_values(importer_image, bundle))
+    code, log = run_like_kubelet(jb)
+    assert code == 0, f"the import Job's container exited {code}:\n{log}"
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("summary:"), log
+    assert bundle["ref"] in ctr("images", "ls", "-q").split()
+
+
+def test_build_image_refuses_a_binary_that_is_not_static_and_writes_nothing(tmp_path):
+    env = dict(
+        os.environ,
+        DOCKER_HOST=os.environ["OI_DOCKER_HOST"],
+        DOCKER=os.environ["OI_DOCKER_CLI"],
+        BINARY="/bin/sh",
+        IMAGE=f"chart-test.local/not-static:{RUN_ID}",
+        OUTPUT_DIR=str(tmp_path / "out"),
+    )
+    result = subprocess.run([str(ROOT / "scripts" / "build-image.sh")], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0
+    assert "/bin/sh is missing or not a static executable" in result.stderr
+    assert not (tmp_path / "out").exists()
