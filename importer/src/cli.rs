@@ -213,6 +213,12 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub engine: Engine,
 
+    /// A registry (host[:port]) reached over plain HTTP or without TLS verification, e.g. a
+    /// staging mirror (repeatable). Used by podman and skopeo; docker follows its daemon's
+    /// `insecure-registries` setting (127.0.0.0/8 is insecure to docker by default).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+
     /// Only print the collected references; pull nothing.
     #[arg(long)]
     pub dry_run: bool,

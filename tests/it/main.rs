@@ -1,6 +1,7 @@
 //! Integration tests against real daemons (containerd, dockerd, a registry) started by
 //! scripts/test.sh on private sockets. One binary, one module per area.
 
+mod export;
 #[allow(dead_code)] // each area uses its own part of the harness
 mod harness;
 mod list;

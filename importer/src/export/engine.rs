@@ -41,6 +41,8 @@ pub struct Engine {
     pub program: PathBuf,
     /// What the engine said about itself, for the log.
     pub version: String,
+    /// Registries (host[:port]) to reach without TLS verification.
+    pub insecure: Vec<String>,
 }
 
 /// At most this much of an engine's error output goes into a message.
@@ -66,6 +68,7 @@ impl Engine {
                 kind,
                 program,
                 version: String::new(),
+                insecure: Vec::new(),
             };
             match engine.probe() {
                 Ok(v) => {
@@ -114,6 +117,13 @@ impl Engine {
         self.kind != Kind::Skopeo
     }
 
+    /// The TLS flag of a podman or skopeo subcommand for a registry marked insecure.
+    fn tls_flag(&self, c: &mut Command, r: &Reference, flag: &str) {
+        if self.insecure.iter().any(|h| *h == r.domain) {
+            c.arg(format!("{flag}=false"));
+        }
+    }
+
     /// skopeo's platform choice, given before the subcommand.
     fn override_platform(&self, c: &mut Command, platform: &Platform) {
         c.args(["--override-os", &platform.os])
@@ -129,8 +139,11 @@ impl Engine {
             return Ok(());
         }
         let mut c = self.command();
-        c.args(["pull", "--quiet", "--platform", &platform.to_string()])
-            .arg(r.to_string());
+        c.args(["pull", "--quiet", "--platform", &platform.to_string()]);
+        if self.kind == Kind::Podman {
+            self.tls_flag(&mut c, r, "--tls-verify");
+        }
+        c.arg(r.to_string());
         output(&mut c, &format!("{} pull", self.kind)).map(drop)
     }
 
@@ -152,8 +165,9 @@ impl Engine {
             }
             Kind::Skopeo => {
                 self.override_platform(&mut c, platform);
-                c.args(["inspect", "--raw", "--config"])
-                    .arg(format!("docker://{r}"));
+                c.args(["inspect", "--raw", "--config"]);
+                self.tls_flag(&mut c, r, "--tls-verify");
+                c.arg(format!("docker://{r}"));
                 let out = c
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
@@ -218,8 +232,9 @@ impl Engine {
                 } else {
                     format!("docker-archive:{}:{r}", temp.display())
                 };
-                c.args(["copy", "--quiet", "--remove-signatures"])
-                    .arg(format!("docker://{r}"))
+                c.args(["copy", "--quiet", "--remove-signatures"]);
+                self.tls_flag(&mut c, r, "--src-tls-verify");
+                c.arg(format!("docker://{r}"))
                     .arg(dest);
                 let mut saved = Saved {
                     what: "skopeo copy".into(),

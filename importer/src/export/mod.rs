@@ -147,7 +147,12 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
     for r in &refs {
         eprintln!("  {r}");
     }
-    let engine = Engine::detect(args.engine)?;
+    let mut engine = Engine::detect(args.engine)?;
+    engine.insecure = args
+        .insecure_registry
+        .iter()
+        .map(|h| h.trim_end_matches('/').to_string())
+        .collect();
     eprintln!("offline-images: using {}", engine.describe());
 
     let dir = &args.output;
