@@ -140,7 +140,7 @@ oi_stop_all() {
   done
   # containerd-shim processes of containers still running under this root.
   pkill -f "containerd-shim.*$base" 2>/dev/null || true
-  grep -o " $base[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  grep -o " $base[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done || true
   rm -rf "$base"
 }
 
