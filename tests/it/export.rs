@@ -101,10 +101,12 @@ fn export_of_values_and_rendered_manifests_writes_a_bundle_that_checks_lists_and
     );
     let out_dir = dir.join("images");
     let out = run_with_stdin(
-        export_cmd(&out_dir)
-            .arg("--values")
-            .arg(&values)
-            .args(["--manifests", "-", "--engine", "docker"]),
+        export_cmd(&out_dir).arg("--values").arg(&values).args([
+            "--manifests",
+            "-",
+            "--engine",
+            "docker",
+        ]),
         manifests.as_bytes(),
     );
     assert_ok(&out);
@@ -180,7 +182,11 @@ fn a_second_export_writes_nothing_and_says_the_bundle_is_up_to_date() {
 
     let log = export();
     let after = std::fs::metadata(&path).unwrap();
-    assert_eq!(before.ino(), after.ino(), "the archive was rewritten:\n{log}");
+    assert_eq!(
+        before.ino(),
+        after.ino(),
+        "the archive was rewritten:\n{log}"
+    );
     assert_eq!(before.mtime_nsec(), after.mtime_nsec());
     assert_eq!(before.mtime(), after.mtime());
     assert!(log.contains("skipped (up to date"), "{log}");
@@ -209,7 +215,11 @@ fn failures_name_the_reference_or_file_and_the_other_images_are_still_exported()
     let good = pushed_image("good", "hello from good");
     let dir = temp_dir("export-failures");
     let bad_values = dir.join("broken-values.yaml");
-    std::fs::write(&bad_values, "image:\n  repository: [oi-export/x\n  tag: 1\n").unwrap();
+    std::fs::write(
+        &bad_values,
+        "image:\n  repository: [oi-export/x\n  tag: 1\n",
+    )
+    .unwrap();
     let missing = format!("{reg}/oi-export/missing:1");
     let unreachable = format!("127.0.0.1:{}/oi-export/nowhere:1", closed_port());
     let out_dir = dir.join("images");
@@ -262,7 +272,11 @@ fn zstd_and_plain_tar_bundles_hold_the_image_under_their_own_extensions() {
             .unwrap();
         assert_ok(&out);
         let file = file_for(&image, ext);
-        let listed = stdout_of(offline_images().args(["list", "--json"]).arg(dir.join(&file)));
+        let listed = stdout_of(
+            offline_images()
+                .args(["list", "--json"])
+                .arg(dir.join(&file)),
+        );
         let v: Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
         assert_eq!(v["compression"], name);
         assert_eq!(
@@ -314,4 +328,43 @@ fn dry_run_prints_the_normalised_list_on_stdout_and_pulls_nothing() {
         "docker.io/library/nginx:1.27\ndocker.io/library/redis:7\n"
     );
     assert!(!dir.join("images").exists());
+}
+
+#[test]
+fn export_images_sh_exports_a_values_file_into_the_directory_given() {
+    let image = pushed_image("script", "hello from the script");
+    let dir = temp_dir("export-script");
+    let values = dir.join("values.yaml");
+    std::fs::write(
+        &values,
+        format!(
+            "image:\n  repository: {}/oi-export/script\n  tag: \"1\"\n",
+            daemons().registry
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.join("bundle");
+    let d = daemons();
+    let cli_dir = Path::new(&d.docker_cli)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let out = Command::new("scripts/export-images.sh")
+        .arg(&values)
+        .arg(&out_dir)
+        .args(["--jobs", "1"])
+        .env("OFFLINE_IMAGES", env!("CARGO_BIN_EXE_offline-images"))
+        .env("DOCKER_HOST", &d.docker_host)
+        .env(
+            "PATH",
+            format!("{cli_dir}:{}", std::env::var("PATH").unwrap_or_default()),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let file = file_for(&image, ".tar.gz");
+    assert_eq!(indexed(&out_dir, &file).1, image.config_digest);
+    sha256sum_check(&out_dir);
 }

@@ -119,7 +119,7 @@ impl Engine {
 
     /// The TLS flag of a podman or skopeo subcommand for a registry marked insecure.
     fn tls_flag(&self, c: &mut Command, r: &Reference, flag: &str) {
-        if self.insecure.iter().any(|h| *h == r.domain) {
+        if self.insecure.contains(&r.domain) {
             c.arg(format!("{flag}=false"));
         }
     }
@@ -234,8 +234,7 @@ impl Engine {
                 };
                 c.args(["copy", "--quiet", "--remove-signatures"]);
                 self.tls_flag(&mut c, r, "--src-tls-verify");
-                c.arg(format!("docker://{r}"))
-                    .arg(dest);
+                c.arg(format!("docker://{r}")).arg(dest);
                 let mut saved = Saved {
                     what: "skopeo copy".into(),
                     source: Source::None,

@@ -173,7 +173,8 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
         dir: dir.clone(),
         state: Mutex::new((index, sums)),
     };
-    let scratch = dir.join(format!(".offline-images-export.{}", std::process::id()));
+    let scratch = dir.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
+    remove_stale_temps(dir);
 
     let jobs = usize::from(args.jobs).min(refs.len()).max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -248,6 +249,52 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
     } else {
         Code::Failure
     })
+}
+
+/// skopeo writes its docker-archive here before it is compressed into the bundle.
+const SCRATCH_PREFIX: &str = ".offline-images-export.";
+
+/// Remove what an interrupted run left in the bundle directory: hidden `.NAME.PID.tmp` files
+/// and scratch directories of a process that is gone, untouched for ten minutes (so a run on
+/// another host sharing the directory is left alone while it writes).
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = if let Some(pid) = name.strip_prefix(SCRATCH_PREFIX) {
+            pid
+        } else if name.starts_with('.') && name.ends_with(".tmp") {
+            name.trim_end_matches(".tmp")
+                .rsplit('.')
+                .next()
+                .unwrap_or("")
+        } else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let idle = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 600);
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() || !idle {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        if removed.is_ok() {
+            eprintln!("offline-images: removed {name}, left by an interrupted run");
+        }
+    }
 }
 
 /// Everything one image's export needs.
