@@ -368,3 +368,43 @@ fn export_images_sh_exports_a_values_file_into_the_directory_given() {
     assert_eq!(indexed(&out_dir, &file).1, image.config_digest);
     sha256sum_check(&out_dir);
 }
+
+#[test]
+fn a_save_that_fails_half_way_leaves_no_archive_and_no_temp_file() {
+    let image = pushed_image("broken", "hello from broken");
+    // Remove this image's own layer (not the busybox layer other images share) from the
+    // registry's storage: the manifest and config are served, the layer download fails.
+    let manifest: Value = serde_json::from_str(&stdout_of(
+        skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}", image.reference)),
+    ))
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let own = layers.last().unwrap()["digest"].as_str().unwrap();
+    let hex = own.strip_prefix("sha256:").unwrap();
+    let blob = daemons()
+        .tmp
+        .join("registry/data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    std::fs::remove_dir_all(&blob).unwrap_or_else(|e| panic!("{}: {e}", blob.display()));
+
+    let dir = temp_dir("export-broken");
+    let out = export_cmd(&dir)
+        .args(["--engine", "skopeo", "--insecure-registry", &daemons().registry])
+        .arg(&image.reference)
+        .output()
+        .unwrap();
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!("failed: {}: skopeo copy: ", image.reference)),
+        "{log}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
