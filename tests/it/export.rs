@@ -392,7 +392,12 @@ fn a_save_that_fails_half_way_leaves_no_archive_and_no_temp_file() {
 
     let dir = temp_dir("export-broken");
     let out = export_cmd(&dir)
-        .args(["--engine", "skopeo", "--insecure-registry", &daemons().registry])
+        .args([
+            "--engine",
+            "skopeo",
+            "--insecure-registry",
+            &daemons().registry,
+        ])
         .arg(&image.reference)
         .output()
         .unwrap();
