@@ -155,7 +155,7 @@ fn export_of_values_and_rendered_manifests_writes_a_bundle_that_checks_lists_and
         );
 
         // Docker reads the multi-member gzip as it is.
-        run(docker().args(["rmi", &image.tag]));
+        run(docker().args(["rmi", "--no-prune", &image.tag]));
         run(docker().arg("load").arg("-i").arg(&path));
         let id = stdout_of(docker().args(["image", "inspect", "--format", "{{.Id}}", &image.tag]));
         assert_eq!(id.trim(), image.config_digest);
@@ -285,6 +285,10 @@ fn zstd_and_plain_tar_bundles_hold_the_image_under_their_own_extensions() {
         );
         assert_eq!(indexed(&dir, &file).1, image.config_digest);
     }
+    // The second run merged its archive into the bundle the first one wrote.
+    assert_eq!(index(&dir)["archives"].as_array().unwrap().len(), 2);
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 2, "{sums}");
     sha256sum_check(&dir);
 }
 

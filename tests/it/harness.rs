@@ -236,7 +236,9 @@ pub fn pushed_image(name: &str, message: &str) -> TestImage {
     let tag = format!("{}/oi-export/{name}:1", daemons().registry);
     let image = build_image(&tag, message);
     run(docker().args(["push", "-q", &tag]));
-    run(docker().args(["rmi", &tag]));
+    // --no-prune: the untagged parent (the cached busybox step) may be the parent of an image
+    // another test is building right now.
+    run(docker().args(["rmi", "--no-prune", &tag]));
     image
 }
 
