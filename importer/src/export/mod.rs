@@ -488,3 +488,46 @@ impl Exporter<'_> {
         Ok(images)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn leftovers_of_a_dead_run_are_removed_and_live_or_recent_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("oi-stale-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        // pid_max on Linux is at most 4194304, so this process cannot exist.
+        let dead = 4_194_305u32;
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        let make = |name: &str, age: SystemTime| {
+            let f = File::create(dir.join(name)).unwrap();
+            f.set_modified(age).unwrap();
+        };
+        make(&format!(".a.tar.gz.{dead}.tmp"), old);
+        make(&format!(".b.tar.gz.{dead}.tmp"), SystemTime::now());
+        make(&format!(".c.tar.gz.{}.tmp", std::process::id()), old);
+        make(".notes.tmp", old);
+        make("a.tar.gz", old);
+        let scratch = dir.join(format!("{SCRATCH_PREFIX}{dead}"));
+        fs::create_dir_all(&scratch).unwrap();
+        File::open(&scratch).unwrap().set_modified(old).unwrap();
+
+        remove_stale_temps(&dir);
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            format!(".b.tar.gz.{dead}.tmp"),
+            format!(".c.tar.gz.{}.tmp", std::process::id()),
+            ".notes.tmp".to_string(),
+            "a.tar.gz".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
