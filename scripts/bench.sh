@@ -1,22 +1,51 @@
 #!/usr/bin/env bash
-# Benchmarks. Numbers come from here, never from timed tests.
+# Benchmarks: offline-images against the commands operators run today. Numbers come from
+# here, never from timed tests.
 #
-#   scripts/bench.sh [SECTION...]      default: every section
+#   scripts/bench.sh [SECTION...]      default: every section, in the order below
 #
 # Sections:
-#   list-memory   peak RSS and time of `offline-images list` on a 2 GiB archive, plain and gzip
+#   import-containerd  first import of a bundle into containerd (k8s.io):
+#                      `offline-images import` vs `gzip -dc | ctr images import` per archive
+#   rerun              the same two on a bundle already imported, for the bundle as
+#                      `offline-images export` wrote it and as `docker save | gzip` wrote it
+#   import-docker      first import into Docker: `offline-images import` vs `docker load -i`
+#   export             export from a registry: `offline-images export` vs
+#                      `docker pull && docker save | gzip` per image
+#   list-memory        peak RSS and time of `offline-images list` on a 2 GiB archive, plain and gzip
 #
-# Environment: BENCH_DIR (scratch space, default a temp dir; needs ~3x BENCH_SIZE_MB free),
-# BENCH_SIZE_MB (default 2048), BENCH_OUT (results file, default target/bench/results.txt).
+# Every section but list-memory starts private containerd, dockerd and registry daemons under
+# a temp dir, and builds a bundle offline: BENCH_IMAGES images (FROM scratch, `docker build`)
+# made of real files of this machine, sharing one base layer (/usr/lib/x86_64-linux-gnu) and
+# each adding a layer of its own (/usr/lib/llvm-14, /usr/lib/jvm, /usr/share, /usr/bin, ...),
+# BENCH_TOTAL_MB in all (the sum of the images' uncompressed sizes; half of each image is
+# the shared base). They are pushed to the registry, saved with `docker save | gzip` (the
+# "foreign" bundle, no images.json) and exported with `offline-images export` (the
+# "exported" bundle, with SHA256SUMS and images.json).
+#
+# Contenders run alternately (ABAB...) for BENCH_ROUNDS rounds, the runtime reset between
+# runs (images removed and their content and snapshots collected); the median of each and the
+# ratio ours/theirs are printed. The wall time is the whole command; the peak RSS of
+# offline-images is its own (VmHWM, sampled every 50 ms; children such as ctr or docker are
+# not counted), the "tree" RSS is GNU time's (the largest of the process and its children).
+#
+# Environment: BENCH_DIR (parent of the scratch dir, default /tmp; needs ~4x BENCH_TOTAL_MB
+# plus 3x BENCH_SIZE_MB free), BENCH_IMAGES (default 3), BENCH_TOTAL_MB (default 600),
+# BENCH_ROUNDS (default 3), BENCH_SIZE_MB (list-memory archive, default 2048),
+# BENCH_OUT (results file, default target/bench/results.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
+ALL_SECTIONS=(import-containerd rerun import-docker export list-memory)
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(list-memory)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=("${ALL_SECTIONS[@]}")
 SIZE_MB=${BENCH_SIZE_MB:-2048}
+IMAGES=${BENCH_IMAGES:-3}
+TOTAL_MB=${BENCH_TOTAL_MB:-600}
+ROUNDS=${BENCH_ROUNDS:-3}
 OUT=${BENCH_OUT:-$ROOT/target/bench/results.txt}
 mkdir -p "$(dirname "$OUT")"
 
@@ -26,10 +55,17 @@ say "building the static importer (release, musl)"
 cargo build --quiet --release --target x86_64-unknown-linux-musl
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-musl/release/offline-images
 
-WORK=${BENCH_DIR:-$(mktemp -d /tmp/offline-images-bench.XXXXXX)}
+mkdir -p "${BENCH_DIR:-/tmp}"
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/offline-images-bench.XXXXXX")
 trap 'oi_stop_all "$WORK"' EXIT
+trap 'exit 130' INT TERM
 
 record() { printf '%s\n' "$*" | tee -a "$OUT"; }
+
+machine() {
+  printf '%s, %s cores, %s, kernel %s' "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+    "$(nproc)" "$(free -g | awk '/Mem:/{print $2 " GiB"}')" "$(uname -r)"
+}
 
 # peak RSS (KiB) and wall seconds of a command, from GNU time.
 measure() {
@@ -38,9 +74,270 @@ measure() {
   cat "$log"
 }
 
-machine() {
-  printf '%s, %s cores, %s, %s\n' "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-    "$(nproc)" "$(free -g | awk '/Mem:/{print $2 " GiB"}')" "$(uname -r)"
+# run LOG CMD...: run a command to its end, output to LOG. Sets SECS (wall), TREE_KB (GNU
+# time's peak RSS: the largest of the command and its children) and SELF_KB (VmHWM of the
+# command's own process, sampled). A failed command ends the benchmark: its numbers would lie.
+run() {
+  local log=$1 tlog=$WORK/run.time child='' st k v _x start end rc=0
+  shift
+  SELF_KB=0
+  start=$(date +%s.%N)
+  /usr/bin/time -f '%M' -o "$tlog" "$@" >"$log" 2>&1 &
+  local tpid=$!
+  while :; do
+    if [ -z "$child" ] && [ -r "/proc/$tpid/task/$tpid/children" ]; then
+      read -r child _x <"/proc/$tpid/task/$tpid/children" || true
+    fi
+    if [ -n "$child" ] && [ -r "/proc/$child/status" ]; then
+      while read -r k v _x; do
+        [ "$k" = VmHWM: ] && { [ "$v" -gt "$SELF_KB" ] && SELF_KB=$v; break; }
+      done <"/proc/$child/status" 2>/dev/null || true
+    fi
+    st=Z
+    [ -r "/proc/$tpid/stat" ] && read -r _x _x st _x <"/proc/$tpid/stat" 2>/dev/null
+    [ "$st" = Z ] && break
+    sleep 0.05
+  done
+  wait "$tpid" || rc=$?
+  end=$(date +%s.%N)
+  SECS=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
+  TREE_KB=$(tail -1 "$tlog" | tr -dc 0-9)
+  if [ "$rc" != 0 ]; then
+    tail -30 "$log" >&2
+    die "failed (exit $rc): $* (log: $log)"
+  fi
+}
+
+median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+max() { printf '%s\n' "$@" | sort -n | tail -1; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# ---------------------------------------------------------------------------------------------
+# The daemons and the bundle.
+
+DOCKER=
+SETUP_DONE=
+setup() {
+  [ -z "$SETUP_DONE" ] || return 0
+  SETUP_DONE=1
+  say "starting containerd, dockerd and a registry under $WORK"
+  oi_start_containerd "$WORK"
+  oi_start_dockerd "$WORK"
+  oi_start_registry "$WORK"
+  DOCKER=$(oi_docker_cli)
+  export DOCKER_HOST=$OI_DOCKER_HOST DOCKER_BUILDKIT=0
+  build_images
+}
+
+# The images' references, in the registry.
+REFS=()
+
+# find_layer DIR MB OUT [SKIP_MB]: the regular files of DIR, in path order, after the first
+# SKIP_MB MiB of them, up to MB MiB, as a tar. Files that would overflow the budget are passed
+# over, so the layer comes close to it.
+find_layer() {
+  local dir=$1 mb=$2 out=$3 skip=${4:-0}
+  find "$dir" -xdev -type f -readable -printf '%s %p\n' 2>/dev/null | sort -k2 |
+    awk -v max=$((mb * 1024 * 1024)) -v skip=$((skip * 1024 * 1024)) '
+      { t += $1 } t > skip && $1 + s <= max { s += $1; sub(/^[0-9]+ /, ""); print }' |
+    tar -cf "$out" --no-recursion --verbatim-files-from -T - 2>/dev/null
+}
+
+build_images() {
+  local ctx=$WORK/build per base own i src
+  local sources=(/usr/lib/llvm-14 /usr/lib/jvm /usr/share /usr/bin /usr/lib/gcc /usr/lib/python3.11)
+  per=$((TOTAL_MB / IMAGES))
+  base=$((per / 2))
+  own=$((per - base))
+  say "building $IMAGES images of ~$per MiB each (a $base MiB base layer shared by all, $own MiB of their own)"
+  mkdir -p "$ctx/base"
+  find_layer /usr/lib/x86_64-linux-gnu "$base" "$ctx/base/layer.tar"
+  printf 'FROM scratch\nADD layer.tar /\n' >"$ctx/base/Dockerfile"
+  "$DOCKER" build -q -t bench/base:1 "$ctx/base" >/dev/null
+  rm -f "$ctx/base/layer.tar"
+  for i in $(seq 1 "$IMAGES"); do
+    src=${sources[$(((i - 1) % ${#sources[@]}))]}
+    mkdir -p "$ctx/app-$i"
+    # Past the list of trees, the next images take the files after those already taken, so
+    # no two images share their own layer.
+    find_layer "$src" "$own" "$ctx/app-$i/layer.tar" $((own * ((i - 1) / ${#sources[@]})))
+    printf 'FROM bench/base:1\nADD layer.tar /\nLABEL bench.image="%s"\n' "$i" >"$ctx/app-$i/Dockerfile"
+    "$DOCKER" build -q -t "$OI_REGISTRY/bench/app-$i:1" "$ctx/app-$i" >/dev/null
+    rm -f "$ctx/app-$i/layer.tar"
+    REFS+=("$OI_REGISTRY/bench/app-$i:1")
+  done
+  rm -rf "$ctx"
+  say "pushing to $OI_REGISTRY"
+  for r in "${REFS[@]}"; do "$DOCKER" push -q "$r" >/dev/null; done
+  "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep bench/app | sed 's/^/    /' >&2
+
+  say "writing the foreign bundle (docker save | gzip)"
+  FOREIGN=$WORK/foreign
+  mkdir -p "$FOREIGN"
+  for r in "${REFS[@]}"; do "$DOCKER" save "$r" | gzip >"$FOREIGN/$(file_of "$r").tar.gz"; done
+  reset_docker
+  say "writing the exported bundle (offline-images export)"
+  EXPORTED=$WORK/exported
+  "$BIN" export --output "$EXPORTED" "${REFS[@]}" 2>"$WORK/export-prep.log" ||
+    { tail "$WORK/export-prep.log" >&2; die "offline-images export failed"; }
+  reset_docker
+  record "bundle: $IMAGES images, $(du -cm "$FOREIGN"/*.tar.gz | tail -1 | cut -f1) MiB as docker save | gzip wrote them, $(du -cm "$EXPORTED"/*.tar.gz | tail -1 | cut -f1) MiB as offline-images export wrote them; uncompressed $(uncompressed_mb "$FOREIGN") MiB"
+}
+
+uncompressed_mb() {
+  local f total=0
+  for f in "$1"/*.tar.gz; do total=$((total + $(gzip -dc "$f" | wc -c))); done
+  echo $((total / 1024 / 1024))
+}
+
+# A reference as a file name, the way operators usually name them.
+file_of() { echo "$1" | tr '/:' '__'; }
+
+# ---------------------------------------------------------------------------------------------
+# Resetting the runtimes between runs.
+
+ctr_() { ctr -a "$OI_CONTAINERD_SOCK" -n k8s.io "$@"; }
+
+# Remove every image of k8s.io; containerd then collects their content and snapshots (with
+# --sync, before ctr returns). What is left is checked, so a reset that leaves data behind
+# shows up in the results instead of making later runs faster.
+reset_containerd() {
+  local imgs
+  imgs=$(ctr_ images ls -q)
+  # shellcheck disable=SC2086
+  [ -z "$imgs" ] || ctr_ images rm --sync $imgs >/dev/null
+  LEFT="images=$(ctr_ images ls -q | wc -l) content=$(ctr_ content ls -q | wc -l) snapshots=$(ctr_ snapshots ls | tail -n +2 | wc -l) leases=$(ctr_ leases ls -q | wc -l)"
+  [ "$LEFT" = "images=0 content=0 snapshots=0 leases=0" ] || say "containerd after reset: $LEFT"
+}
+
+reset_docker() {
+  local ids
+  ids=$("$DOCKER" images -aq | sort -u)
+  # shellcheck disable=SC2086
+  [ -z "$ids" ] || "$DOCKER" rmi -f $ids >/dev/null 2>&1 || true
+  "$DOCKER" image prune -af >/dev/null
+  LEFT="images=$("$DOCKER" images -aq | wc -l) layers=$(find "$WORK/docker/data/overlay2" -mindepth 1 -maxdepth 1 -type d ! -name l 2>/dev/null | wc -l)"
+  [ "$LEFT" = "images=0 layers=0" ] || say "docker after reset: $LEFT"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Comparing contenders.
+
+# compare NAME GOAL RESET CONTENDER... : each contender is a function name; the first is ours,
+# the second theirs (further pairs: ours, theirs again). RESET (a function, or `:`) runs
+# before every run. Medians, ratios and the goal go to the results.
+compare() {
+  local name=$1 goal=$2 reset=$3 r c i
+  shift 3
+  local contenders=("$@")
+  declare -A times=() self=() tree=()
+  for r in $(seq 1 "$ROUNDS"); do
+    for c in "${contenders[@]}"; do
+      "$reset"
+      "$c" "$WORK/$name.$c.$r.log"
+      times[$c]+="$SECS "
+      self[$c]+="$SELF_KB "
+      tree[$c]+="$TREE_KB "
+      say "$name round $r: $c ${SECS}s (own peak RSS $(mib "$SELF_KB") MiB, tree $(mib "$TREE_KB") MiB)"
+    done
+  done
+  [ "$reset" = : ] || record "  state after reset: $LEFT"
+  for c in "${contenders[@]}"; do
+    # shellcheck disable=SC2086
+    record "  $c: median $(median ${times[$c]})s (runs: ${times[$c]% }), peak RSS own $(mib "$(max ${self[$c]})") MiB, tree $(mib "$(max ${tree[$c]})") MiB"
+    record "    \$ $(describe "$c")"
+  done
+  for ((i = 0; i + 1 < ${#contenders[@]}; i += 2)); do
+    local ours=${contenders[$i]} theirs=${contenders[$((i + 1))]} ratio verdict
+    # shellcheck disable=SC2086
+    ratio=$(awk -v a="$(median ${times[$ours]})" -v b="$(median ${times[$theirs]})" 'BEGIN { printf "%.3f", a / b }')
+    verdict=$(awk -v r="$ratio" -v g="${goal#<=}" 'BEGIN { print (r <= g) ? "met" : "MISSED" }')
+    record "  RESULT $name $ours/$theirs = $ratio (goal $goal: $verdict)"
+  done
+  # The importer's and exporter's own peak RSS, against the goal.
+  for c in "${contenders[@]}"; do
+    case $c in
+    ours_*)
+      # shellcheck disable=SC2086
+      local peak=$(max ${self[$c]})
+      record "  RESULT $name $c peak RSS $(mib "$peak") MiB (goal <= 64 MiB: $( [ "$peak" -le 65536 ] && echo met || echo MISSED))"
+      ;;
+    esac
+  done
+}
+
+# The exact command a contender runs, for the results.
+describe() {
+  case $1 in
+  ours_ctr_exported) echo "offline-images import --images-path EXPORTED --runtime containerd --containerd-address SOCK --namespace k8s.io" ;;
+  ours_ctr_foreign) echo "offline-images import --images-path FOREIGN --runtime containerd --containerd-address SOCK --namespace k8s.io" ;;
+  theirs_ctr_exported) echo "for f in EXPORTED/*.tar.gz; do gzip -dc \$f | ctr -a SOCK -n k8s.io images import --digests -; done" ;;
+  theirs_ctr_foreign) echo "for f in FOREIGN/*.tar.gz; do gzip -dc \$f | ctr -a SOCK -n k8s.io images import --digests -; done" ;;
+  ours_docker) echo "offline-images import --images-path EXPORTED --runtime docker --docker-host unix://SOCK" ;;
+  theirs_docker) echo "for f in EXPORTED/*.tar.gz; do docker load -i \$f; done" ;;
+  ours_export) echo "offline-images export --output OUT REF... (DOCKER_HOST=unix://SOCK; engine docker)" ;;
+  theirs_export) echo "for r in REF...; do docker pull \$r && docker save \$r | gzip > OUT/\$(echo \$r | tr /: __).tar.gz; done" ;;
+  esac
+}
+
+import_ctr() {
+  run "$1" "$BIN" import --images-path "$2" --runtime containerd \
+    --containerd-address "$OI_CONTAINERD_SOCK" --namespace k8s.io
+}
+ctr_loop() {
+  run "$1" bash -c 'set -eo pipefail; for f in "$1"/*.tar.gz; do gzip -dc "$f" | ctr -a "$2" -n k8s.io images import --digests -; done' \
+    _ "$2" "$OI_CONTAINERD_SOCK"
+}
+ours_ctr_exported() { import_ctr "$1" "$EXPORTED"; }
+ours_ctr_foreign() { import_ctr "$1" "$FOREIGN"; }
+theirs_ctr_exported() { ctr_loop "$1" "$EXPORTED"; }
+theirs_ctr_foreign() { ctr_loop "$1" "$FOREIGN"; }
+
+ours_docker() { run "$1" "$BIN" import --images-path "$EXPORTED" --runtime docker --docker-host "$OI_DOCKER_HOST"; }
+theirs_docker() {
+  run "$1" bash -c 'set -e; for f in "$1"/*.tar.gz; do "$2" load -i "$f"; done' _ "$EXPORTED" "$DOCKER"
+}
+
+reset_export() { reset_docker; rm -rf "$WORK/export-out"; mkdir -p "$WORK/export-out"; }
+ours_export() { run "$1" "$BIN" export --output "$WORK/export-out" "${REFS[@]}"; }
+theirs_export() {
+  run "$1" bash -c 'set -eo pipefail; d=$1 docker=$2; shift 2
+    for r in "$@"; do "$docker" pull -q "$r" && "$docker" save "$r" | gzip >"$d/$(echo "$r" | tr /: __).tar.gz"; done' \
+    _ "$WORK/export-out" "$DOCKER" "${REFS[@]}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Sections.
+
+section_import_containerd() {
+  setup
+  record "import-containerd: first import into containerd (namespace k8s.io), both on the exported bundle"
+  compare import-containerd '<=0.75' reset_containerd ours_ctr_exported theirs_ctr_exported
+  reset_containerd
+}
+
+section_rerun() {
+  setup
+  record "rerun: import again, every image already present in containerd"
+  reset_containerd
+  import_ctr "$WORK/rerun.prep.log" "$EXPORTED"
+  compare rerun-exported '<=0.05' : ours_ctr_exported theirs_ctr_exported
+  compare rerun-foreign '<=0.3' : ours_ctr_foreign theirs_ctr_foreign
+  reset_containerd
+}
+
+section_import_docker() {
+  setup
+  record "import-docker: first import into Docker, both on the exported bundle"
+  compare import-docker '<=1.05' reset_docker ours_docker theirs_docker
+  reset_docker
+}
+
+section_export() {
+  setup
+  record "export: from the registry, the images absent from the local engine at the start"
+  compare export '<=0.5' reset_export ours_export theirs_export
+  reset_export
 }
 
 section_list_memory() {
@@ -54,12 +351,17 @@ section_list_memory() {
     read -r rss secs < <(measure "$BIN" list "$f")
     record "list-memory  $(basename "$f")  size=$(du -m "$f" | cut -f1) MiB  peak_rss=$((rss / 1024)) MiB  wall=${secs}s"
   done
+  rm -f "$tar" "$gz"
 }
 
-record "# $(date -u +%Y-%m-%dT%H:%M:%SZ) offline-images $("$BIN" --version | cut -d' ' -f2) on $(machine)"
 for s in "${SECTIONS[@]}"; do
-  fn=section_${s//-/_}
-  declare -F "$fn" >/dev/null || die "unknown section: $s"
-  "$fn"
+  declare -F "section_${s//-/_}" >/dev/null || die "unknown section: $s (sections: ${ALL_SECTIONS[*]})"
 done
+record ""
+record "# $(date -u +%Y-%m-%dT%H:%M:%SZ) offline-images $("$BIN" --version | cut -d' ' -f2) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')) on $(machine); containerd $(containerd --version | awk '{print $3}'), docker $(dockerd --version | awk '{print $3}' | tr -d ,); rounds=$ROUNDS images=$IMAGES total=${TOTAL_MB}MiB sections: ${SECTIONS[*]}"
+started=$(date +%s)
+for s in "${SECTIONS[@]}"; do
+  "section_${s//-/_}"
+done
+record "# done in $(($(date +%s) - started)) s"
 say "results appended to $OUT"
