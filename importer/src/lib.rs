@@ -5,9 +5,12 @@ pub mod archive;
 pub mod bundle;
 pub mod cli;
 pub mod exit;
+pub mod import;
 pub mod list;
 pub mod reference;
+pub mod report;
 pub mod runtime;
+pub mod verify;
 
 use anyhow::Result;
 
@@ -18,8 +21,8 @@ use exit::Code;
 pub fn run(cli: Cli) -> Result<Code> {
     match cli.command {
         Command::List(args) => list::run(&args),
-        Command::Import(_) => Err(exit::usage("`import` is not implemented yet")),
-        Command::Verify(_) => Err(exit::usage("`verify` is not implemented yet")),
+        Command::Import(args) => import::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Export(_) => Err(exit::usage("`export` is not implemented yet")),
     }
 }

@@ -3,4 +3,5 @@
 
 #[allow(dead_code)] // each area uses its own part of the harness
 mod harness;
+mod import;
 mod list;
