@@ -140,7 +140,9 @@ oi_stop_all() {
   done
   # containerd-shim processes of containers still running under this root.
   pkill -f "containerd-shim.*$base" 2>/dev/null || true
-  grep -o " $base[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # `|| true`: with pipefail, grep finding no mount would fail the pipeline and, under set -e,
+  # end the script with status 1 before the directory is removed.
+  { grep -o " $base[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$base"
 }
 

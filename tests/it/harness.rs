@@ -462,3 +462,44 @@ pub fn multi_platform_oci(dst: &Path) {
     }
     b.finish().unwrap();
 }
+
+/// A docker-archive holding one image whose single layer is `layer_mib` MiB of zeros: big
+/// enough that importing it takes a while.
+pub fn big_docker_archive(dst: &Path, name: &str, layer_mib: u64) {
+    let dir = temp_dir("big");
+    let layer = dir.join("layer.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&layer).unwrap());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(layer_mib << 20);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(
+            &mut h,
+            "zeros",
+            std::io::Read::take(std::io::repeat(0), layer_mib << 20),
+        )
+        .unwrap();
+        b.finish().unwrap();
+    }
+    let layer_sha = stdout_of(Command::new("sha256sum").arg(&layer));
+    let layer_sha = layer_sha.split_whitespace().next().unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer_sha}"]}}}}"#
+    );
+    let manifest = format!(
+        r#"[{{"Config":"config.json","RepoTags":["{name}"],"Layers":["{layer_sha}/layer.tar"]}}]"#
+    );
+    let mut b = tar::Builder::new(std::fs::File::create(dst).unwrap());
+    b.append_path_with_name(&layer, format!("{layer_sha}/layer.tar"))
+        .unwrap();
+    for (n, data) in [("config.json", config), ("manifest.json", manifest)] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, n, data.as_bytes()).unwrap();
+    }
+    b.finish().unwrap();
+    std::fs::remove_file(&layer).unwrap();
+}

@@ -173,6 +173,8 @@ fn bad_archives_are_reported_by_name_and_the_good_ones_imported() {
         .arg(&beta_tar)
         .arg(&f.beta.tag));
     let gz = std::fs::read(f.dir.join("docker.tar.gz")).unwrap();
+    // The corrupt and truncated copies share alpha's layer and sort before the good archive:
+    // ctr must leave no half-written layer behind that breaks the good import after them.
     let mut corrupt = gz.clone();
     let mid = corrupt.len() / 3;
     corrupt[mid..mid + 64].fill(0xAA);
@@ -406,4 +408,97 @@ fn a_missing_images_path_exits_2_asking_whether_the_volume_is_mounted() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains(&dir.display().to_string()), "{stderr}");
     assert!(stderr.contains("is the volume mounted?"), "{stderr}");
+}
+
+#[test]
+fn a_second_importer_waits_for_the_lock_held_on_the_socket_directory() {
+    let f = fixtures();
+    let dir = temp_dir("lock");
+    copy_into(&dir, &f.dir.join("docker.tar.gz"), "alpha.tar.gz");
+    let ns = unique_namespace("lock");
+    let socket_dir = daemons().containerd_sock.parent().unwrap().to_path_buf();
+    let held = std::time::Instant::now();
+    let mut holder = std::process::Command::new("flock")
+        .arg(&socket_dir)
+        .args(["sleep", "3"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, _, stderr) = outcome(&mut against_containerd("import", &dir, &ns));
+    holder.wait().unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("waiting for another importer"),
+        "the wait is logged:\n{stderr}"
+    );
+    assert!(held.elapsed() >= std::time::Duration::from_secs(3));
+    assert!(
+        line_for(&stderr, "alpha.tar.gz").starts_with("imported"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn with_a_host_root_the_nodes_ctr_runs_chrooted_there() {
+    let f = fixtures();
+    let dir = temp_dir("hostroot");
+    copy_into(&dir, &f.two_images, "two.tar");
+    let ns = unique_namespace("hostroot");
+    // The test machine is its own "node": its root is the host root.
+    let (code, _, stderr) =
+        outcome(against_containerd("import", &dir, &ns).args(["--host-root", "/", "--jobs", "2"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("via /usr/bin/ctr"), "{stderr}");
+    assert_eq!(
+        ctr_config_digest(&ns, &f.beta.reference).as_deref(),
+        Some(f.beta.config_digest.as_str())
+    );
+}
+
+#[test]
+fn sigterm_aborts_the_current_archive_prints_the_summary_and_exits_non_zero() {
+    use std::io::BufRead;
+    let dir = temp_dir("sigterm");
+    big_docker_archive(&dir.join("big.tar"), "oi-test/big:1", 768);
+    let ns = unique_namespace("sigterm");
+    let mut child = against_containerd("import", &dir, &ns)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "ended early:\n{log}"
+        );
+        log.push_str(&line);
+        if line.starts_with("offline-images") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sent = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(10),
+        "stopping took {:?}",
+        sent.elapsed()
+    );
+    let line = line_for(&log, "big.tar");
+    assert!(
+        line.starts_with("FAILED") && line.contains("aborted by SIGTERM"),
+        "{log}"
+    );
+    assert!(log.contains("INTERRUPTED"), "{log}");
+    assert!(ctr_images(&ns).is_empty(), "{:?}", ctr_images(&ns));
 }

@@ -47,6 +47,9 @@ const HOLD_BACK: usize = 64 * 1024;
 /// finished import unpacks the layers before ctr exits.
 const CTR_EXIT_WAIT: Duration = Duration::from_secs(3600);
 
+/// How long to wait for a failed import's partial uploads to be cleared.
+const INGEST_SETTLE: Duration = Duration::from_secs(15);
+
 /// Keep at most this much of ctr's stderr for the error message.
 const STDERR_MAX: usize = 16 * 1024;
 
@@ -172,6 +175,35 @@ impl Containerd {
             .into()
         } else {
             anyhow!(said)
+        }
+    }
+
+    /// After a failed import, wait (a few seconds at most) for containerd to drop the partial
+    /// uploads ("ingests") that ctr left. ctr names them after the archive's entries and a
+    /// later import of the same archive would resume one of them, which ctr 1.6 gets wrong
+    /// ("content digest ...: not found"). A ctr that fails on its own releases them at once;
+    /// containerd removes them at its next garbage collection, moments later.
+    fn settle_ingests(&self) {
+        let active = || -> Vec<String> {
+            self.output(&["content", "active"])
+                .map(|out| {
+                    out.lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_whitespace().next())
+                        .filter(|r| r.starts_with("tar-"))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let left = active();
+        let end = Instant::now() + INGEST_SETTLE;
+        while !left.is_empty() && Instant::now() < end {
+            thread::sleep(Duration::from_millis(200));
+            let now = active();
+            if !left.iter().any(|r| now.contains(r)) {
+                return;
+            }
         }
     }
 
@@ -396,15 +428,20 @@ impl Runtime for Containerd {
         let stdout = out_reader.join().unwrap_or_default();
         let stderr = err_reader.join().unwrap_or_default();
         let status = status.context("cannot wait for ctr")?;
-        let info = match result {
-            Ok(info) => info,
-            Err(Fed::Archive(e)) => return Err(e),
+        let outcome = match result {
+            Err(Fed::Archive(e)) => Err(e),
             // ctr stopped reading: its stderr says why (never a bare "broken pipe").
-            Err(Fed::CtrStopped) => return Err(self.ctr_error("images import", status, &stderr)),
+            Err(Fed::CtrStopped) => Err(self.ctr_error("images import", status, &stderr)),
+            Ok(_) if !status.success() => Err(self.ctr_error("images import", status, &stderr)),
+            Ok(info) => Ok(info),
         };
-        if !status.success() {
-            return Err(self.ctr_error("images import", status, &stderr));
-        }
+        let info = match outcome {
+            Ok(info) => info,
+            Err(e) => {
+                self.settle_ingests();
+                return Err(e);
+            }
+        };
         let mut names = Vec::new();
         for line in String::from_utf8_lossy(&stdout).lines() {
             let Some((name, _)) = line
