@@ -351,15 +351,17 @@ impl EventWatch {
     /// daemon published before is in the file by then.
     pub fn mark(&self, ns: &str, image: &str, value: &str) {
         let label = format!("oi-test.mark={value}");
-        run(ctr(ns).args(["images", "label", image, &label]));
-        for _ in 0..100 {
-            if self
-                .text()
-                .contains(&format!("\"oi-test.mark\":\"{value}\""))
-            {
-                return;
+        // Until `ctr events` has subscribed, events are not delivered to it: label again
+        // until the mark shows.
+        let seen = format!("\"oi-test.mark\":\"{value}\"");
+        for _ in 0..30 {
+            run(ctr(ns).args(["images", "label", image, &label]));
+            for _ in 0..10 {
+                if self.text().contains(&seen) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
         }
         panic!("ctr events never showed the mark {value}:\n{}", self.text());
     }
@@ -502,4 +504,85 @@ pub fn big_docker_archive(dst: &Path, name: &str, layer_mib: u64) {
     }
     b.finish().unwrap();
     std::fs::remove_file(&layer).unwrap();
+}
+
+/// A unix-socket proxy in front of the test containerd, to take the "runtime" away and bring
+/// it back while an importer runs.
+pub struct SocketProxy {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SocketProxy {
+    pub fn start(path: &Path) -> SocketProxy {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let upstream = daemons().containerd_sock.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = UnixStream::connect(&upstream) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        SocketProxy {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop accepting and remove the socket (connections already made carry on).
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for SocketProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Wait until `file` contains `text`; panic with its content after `secs` seconds.
+pub fn wait_for_text(file: &Path, text: &str, secs: u64) -> String {
+    for _ in 0..secs * 20 {
+        let got = std::fs::read_to_string(file).unwrap_or_default();
+        if got.contains(text) {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "{text:?} did not appear in {} within {secs} s:\n{}",
+        file.display(),
+        std::fs::read_to_string(file).unwrap_or_default()
+    );
 }

@@ -502,3 +502,52 @@ fn sigterm_aborts_the_current_archive_prints_the_summary_and_exits_non_zero() {
     assert!(log.contains("INTERRUPTED"), "{log}");
     assert!(ctr_images(&ns).is_empty(), "{:?}", ctr_images(&ns));
 }
+
+#[test]
+fn an_unreachable_runtime_is_retried_until_it_is_back() {
+    let f = fixtures();
+    let dir = temp_dir("retry");
+    copy_into(&dir, &f.dir.join("docker.tar.gz"), "alpha.tar.gz");
+    let ns = unique_namespace("retry");
+    let proxy_dir = temp_dir("retry-socket");
+    let socket = proxy_dir.join("containerd.sock");
+    let mut proxy = SocketProxy::start(&socket);
+    // The importer finds the runtime, then waits for the lock while the runtime goes away.
+    let mut holder = std::process::Command::new("flock")
+        .arg(&proxy_dir)
+        .args(["sleep", "2"])
+        .spawn()
+        .unwrap();
+    let log = proxy_dir.join("import.log");
+    let mut cmd = offline_images();
+    cmd.arg("import")
+        .arg("--images-path")
+        .arg(&dir)
+        .arg("--containerd-address")
+        .arg(&socket)
+        .arg("--namespace")
+        .arg(&ns)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    wait_for_text(&log, "waiting for another importer", 20);
+    proxy.stop();
+    holder.wait().unwrap();
+    wait_for_text(&log, "retrying in", 20);
+    let _back = SocketProxy::start(&socket);
+    let status = child.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("unreachable") || stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        line_for(&stderr, "alpha.tar.gz").starts_with("imported"),
+        "{stderr}"
+    );
+    assert_eq!(
+        ctr_config_digest(&ns, &f.alpha.reference).as_deref(),
+        Some(f.alpha.config_digest.as_str())
+    );
+}

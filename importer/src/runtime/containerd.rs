@@ -5,7 +5,7 @@
 //! given the socket's node path. The archive reaches `ctr images import -` on its stdin,
 //! already decompressed, while the same bytes pass through [`inspect_stream`] (one pass).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::{CString, OsString};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -42,6 +42,9 @@ pub const NODE_BIN_DIRS: &[&str] = &[
 /// read and checked: `ctr` cannot finish an import before it has seen the end of the tar,
 /// so a bad or unsuitable archive is stopped (ctr killed) before it creates any image.
 const HOLD_BACK: usize = 64 * 1024;
+
+/// Bytes are written to ctr's stdin in chunks at least this large.
+const CHUNK: usize = 256 * 1024;
 
 /// How long ctr may take to exit once its stdin is closed, before it is killed. Generous: a
 /// finished import unpacks the layers before ctr exits.
@@ -134,8 +137,22 @@ impl Containerd {
         s
     }
 
+    /// A quick check before each `ctr` run: ctr itself waits 10 s before it gives up on a
+    /// socket that is gone.
+    fn reachable(&self) -> Result<()> {
+        match detect::probe_socket(&self.socket) {
+            None => Ok(()),
+            Some(problem) => Err(Unreachable(format!(
+                "containerd socket {} {problem}",
+                self.socket.display()
+            ))
+            .into()),
+        }
+    }
+
     /// Run a short `ctr` command and return its stdout.
     fn output(&self, args: &[&str]) -> Result<String> {
+        self.reachable()?;
         let mut cmd = self.command()?;
         cmd.args(args).stdin(Stdio::null());
         let out = cmd
@@ -396,13 +413,7 @@ impl Runtime for Containerd {
     }
 
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
-        if let Some(problem) = detect::probe_socket(&self.socket) {
-            return Err(Unreachable(format!(
-                "containerd socket {} {problem}",
-                self.socket.display()
-            ))
-            .into());
-        }
+        self.reachable()?;
         let mut cmd = self.command()?;
         cmd.args(["images", "import", "--digests", "--skip-digest-for-named"])
             .arg("--platform")
@@ -487,11 +498,7 @@ impl Containerd {
         let stdin = child.stdin.take().expect("stdin is piped");
         let mut tee = Tee {
             src: tar,
-            sink: HoldBack {
-                inner: Some(stdin),
-                tail: Vec::with_capacity(HOLD_BACK * 2),
-                delivered: 0,
-            },
+            sink: HoldBack::new(stdin),
             sink_failed: false,
         };
         // On failure ctr is made to fail on its own (see `HoldBack::abort`), so that it
@@ -558,29 +565,52 @@ impl Read for Tee<'_> {
 }
 
 /// Writes through to `inner` all but the last [`HOLD_BACK`] bytes, until [`HoldBack::commit`].
+/// Bytes are passed on in chunks of at least [`CHUNK`], so the pipe sees few large writes
+/// whatever size the reads are.
 struct HoldBack {
     inner: Option<ChildStdin>,
-    tail: Vec<u8>,
+    tail: VecDeque<u8>,
     /// Bytes passed on to `inner` so far.
     delivered: u64,
 }
 
 impl HoldBack {
+    fn new(inner: ChildStdin) -> HoldBack {
+        HoldBack {
+            inner: Some(inner),
+            tail: VecDeque::with_capacity(HOLD_BACK + CHUNK * 2),
+            delivered: 0,
+        }
+    }
+
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         let total = self.tail.len() + data.len();
-        if total <= HOLD_BACK {
-            self.tail.extend_from_slice(data);
+        if total < HOLD_BACK + CHUNK {
+            self.tail.extend(data);
             return Ok(());
         }
         let inner = self.inner.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
         let out = total - HOLD_BACK;
         let from_tail = out.min(self.tail.len());
-        inner.write_all(&self.tail[..from_tail])?;
+        let (a, b) = self.tail.as_slices();
+        let from_a = from_tail.min(a.len());
+        inner.write_all(&a[..from_a])?;
+        inner.write_all(&b[..from_tail - from_a])?;
         self.tail.drain(..from_tail);
         inner.write_all(&data[..out - from_tail])?;
-        self.tail.extend_from_slice(&data[out - from_tail..]);
+        self.tail.extend(&data[out - from_tail..]);
         self.delivered += out as u64;
         Ok(())
+    }
+
+    /// Send the held-back bytes and close the stream.
+    fn commit(&mut self) -> io::Result<()> {
+        let mut inner = self.inner.take().ok_or(io::ErrorKind::BrokenPipe)?;
+        let (a, b) = self.tail.as_slices();
+        inner.write_all(a)?;
+        inner.write_all(b)?;
+        self.tail.clear();
+        inner.flush()
     }
 
     /// End the stream so that the reader fails: tar entries and headers are 512-byte blocks,
@@ -594,14 +624,6 @@ impl HoldBack {
             }
         }
         self.tail.clear();
-    }
-
-    /// Send the held-back bytes and close the stream.
-    fn commit(&mut self) -> io::Result<()> {
-        let mut inner = self.inner.take().ok_or(io::ErrorKind::BrokenPipe)?;
-        inner.write_all(&self.tail)?;
-        self.tail.clear();
-        inner.flush()
     }
 }
 
