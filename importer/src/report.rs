@@ -186,7 +186,7 @@ fn text(event: &Event<'_>) -> String {
             description,
             reason,
             ..
-        } => format!("runtime: {description}\n  chosen because the {reason}"),
+        } => format!("runtime: {description}; chosen because the {reason}"),
         Event::Start {
             version,
             runtime,
