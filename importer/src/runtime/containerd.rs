@@ -184,6 +184,14 @@ impl Containerd {
         ]
         .iter()
         .any(|s| text.contains(s));
+        if text.contains("failed to resolve layers") && text.contains("not found") {
+            // Seen when a partial upload of the same layer, left by an import that was cut
+            // short, was still held by containerd: ctr 1.6 resumes it and loses the layer.
+            return anyhow!(
+                "{said} (containerd may still have held a partial upload of this layer from an \
+                 interrupted import; running the import again usually succeeds)"
+            );
+        }
         if unreachable {
             Unreachable(format!(
                 "containerd at {} is unreachable ({said})",
@@ -547,7 +555,7 @@ impl Containerd {
 /// Passes what it reads from `src` on to `sink`.
 struct Tee<'a> {
     src: &'a mut dyn Read,
-    sink: HoldBack,
+    sink: HoldBack<ChildStdin>,
     sink_failed: bool,
 }
 
@@ -567,15 +575,15 @@ impl Read for Tee<'_> {
 /// Writes through to `inner` all but the last [`HOLD_BACK`] bytes, until [`HoldBack::commit`].
 /// Bytes are passed on in chunks of at least [`CHUNK`], so the pipe sees few large writes
 /// whatever size the reads are.
-struct HoldBack {
-    inner: Option<ChildStdin>,
+struct HoldBack<W: Write> {
+    inner: Option<W>,
     tail: VecDeque<u8>,
     /// Bytes passed on to `inner` so far.
     delivered: u64,
 }
 
-impl HoldBack {
-    fn new(inner: ChildStdin) -> HoldBack {
+impl<W: Write> HoldBack<W> {
+    fn new(inner: W) -> HoldBack<W> {
         HoldBack {
             inner: Some(inner),
             tail: VecDeque::with_capacity(HOLD_BACK + CHUNK * 2),
@@ -669,6 +677,52 @@ mod tests {
         assert_eq!(l["io.cri-containerd.pinned"], "pinned");
         assert_eq!(l["a"], "b=c");
         assert!(parse_labels("-").is_empty());
+    }
+
+    /// A writer the test can look into after the HoldBack has consumed it.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_end_of_the_stream_is_held_back_until_commit() {
+        let out = Shared::default();
+        let mut h = HoldBack::new(out.clone());
+        let data: Vec<u8> = (0..HOLD_BACK * 5 + 123).map(|i| i as u8).collect();
+        for chunk in data.chunks(10_000) {
+            h.write(chunk).unwrap();
+        }
+        let passed = out.0.lock().unwrap().len();
+        assert!(passed <= data.len() - HOLD_BACK, "{passed}");
+        assert_eq!(&out.0.lock().unwrap()[..], &data[..passed]);
+        h.commit().unwrap();
+        assert_eq!(&out.0.lock().unwrap()[..], &data[..]);
+    }
+
+    #[test]
+    fn an_aborted_stream_never_ends_on_a_tar_block_boundary() {
+        for len in [
+            HOLD_BACK + CHUNK,
+            HOLD_BACK + CHUNK + 512 * 3,
+            HOLD_BACK * 3 + 1,
+        ] {
+            let out = Shared::default();
+            let mut h = HoldBack::new(out.clone());
+            h.write(&vec![0u8; len]).unwrap();
+            h.abort();
+            let sent = out.0.lock().unwrap().len();
+            assert!(sent < len, "the tail is never sent");
+            assert_ne!(sent % 512, 0, "{len}: {sent} bytes end on a block boundary");
+        }
     }
 
     #[test]
