@@ -15,6 +15,7 @@
 #   export             export from a registry: `offline-images export` vs
 #                      `docker pull && docker save | gzip` per image
 #   list-memory        peak RSS and time of `offline-images list` on a 2 GiB archive, plain and gzip
+#   import-memory      peak RSS of `offline-images import` of that 2 GiB archive (gzip) into containerd
 #
 # Every section but list-memory starts private containerd, dockerd and registry daemons under
 # a temp dir, and builds a bundle offline: BENCH_IMAGES images (FROM scratch, `docker build`)
@@ -41,7 +42,7 @@ ROOT=$PWD
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-ALL_SECTIONS=(import-containerd rerun import-docker export list-memory)
+ALL_SECTIONS=(import-containerd rerun import-docker export list-memory import-memory)
 SECTIONS=("$@")
 [ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=("${ALL_SECTIONS[@]}")
 SIZE_MB=${BENCH_SIZE_MB:-2048}
@@ -118,16 +119,23 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 # The daemons and the bundle.
 
 DOCKER=
-SETUP_DONE=
-setup() {
-  [ -z "$SETUP_DONE" ] || return 0
-  SETUP_DONE=1
+DAEMONS_UP=
+BUNDLE_BUILT=
+start_daemons() {
+  [ -z "$DAEMONS_UP" ] || return 0
+  DAEMONS_UP=1
   say "starting containerd, dockerd and a registry under $WORK"
   oi_start_containerd "$WORK"
   oi_start_dockerd "$WORK"
   oi_start_registry "$WORK"
   DOCKER=$(oi_docker_cli)
   export DOCKER_HOST=$OI_DOCKER_HOST DOCKER_BUILDKIT=0
+}
+
+setup() {
+  start_daemons
+  [ -z "$BUNDLE_BUILT" ] || return 0
+  BUNDLE_BUILT=1
   build_images
 }
 
@@ -365,18 +373,36 @@ section_export() {
   reset_export
 }
 
+# The BENCH_SIZE_MB docker-archive (one layer of data that does not compress) and its gzip.
+big_archive() {
+  BIG_TAR=$WORK/big.tar BIG_GZ=$WORK/big.tar.gz
+  [ ! -f "$BIG_GZ" ] || return 0
+  say "writing a ${SIZE_MB} MiB docker-archive and its gzip"
+  python3 scripts/bench/make-archive.py "$BIG_TAR" "$SIZE_MB" bench/big:1 >/dev/null
+  gzip -1 -c "$BIG_TAR" >"$BIG_GZ"
+}
+
 section_list_memory() {
-  local tar=$WORK/big.tar gz=$WORK/big.tar.gz rss secs
-  if [ ! -f "$gz" ]; then
-    say "writing a ${SIZE_MB} MiB docker-archive and its gzip"
-    python3 scripts/bench/make-archive.py "$tar" "$SIZE_MB" bench/big:1 >/dev/null
-    gzip -1 -c "$tar" >"$gz"
-  fi
-  for f in "$tar" "$gz"; do
+  local f rss secs
+  big_archive
+  for f in "$BIG_TAR" "$BIG_GZ"; do
     read -r rss secs < <(measure "$BIN" list "$f")
     record "list-memory  $(basename "$f")  size=$(du -m "$f" | cut -f1) MiB  peak_rss=$((rss / 1024)) MiB  wall=${secs}s"
   done
-  rm -f "$tar" "$gz"
+}
+
+# The importer's own peak RSS on one large archive (the gzip of list-memory's) into
+# containerd: memory must not grow with the archive.
+section_import_memory() {
+  start_daemons
+  big_archive
+  mkdir -p "$WORK/big-bundle"
+  ln -f "$BIG_GZ" "$WORK/big-bundle/big.tar.gz"
+  reset_containerd
+  import_ctr "$WORK/import-memory.log" "$WORK/big-bundle"
+  record "import-memory  big.tar.gz  size=$(du -m "$BIG_GZ" | cut -f1) MiB into containerd  own peak RSS $(mib "$SELF_KB") MiB (goal <= 64 MiB: $([ "$SELF_KB" -le 65536 ] && echo met || echo MISSED)), tree $(mib "$TREE_KB") MiB, wall ${SECS}s"
+  record "    \$ $(describe ours_ctr_exported | sed 's/EXPORTED/DIR-WITH-big.tar.gz/')"
+  reset_containerd
 }
 
 for s in "${SECTIONS[@]}"; do
