@@ -357,7 +357,11 @@ section_rerun() {
 
 # Not in the default set: a foreign bundle whose images some other tool (the loop) imported,
 # so no archive carries offline-images' labels yet. Each run starts from that state.
-reset_loop_imported() { reset_containerd; theirs_ctr_foreign "$WORK/rerun-other.prep.log"; }
+reset_loop_imported() {
+  reset_containerd
+  theirs_ctr_foreign "$WORK/rerun-other.prep.log"
+  LEFT="$LEFT; then the foreign bundle imported by the ctr loop"
+}
 section_rerun_other() {
   setup
   record "rerun-other: import a foreign bundle whose images the ctr loop imported before"
