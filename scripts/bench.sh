@@ -17,8 +17,8 @@
 #   list-memory        peak RSS and time of `offline-images list` on a 2 GiB archive, plain and gzip
 #   import-memory      peak RSS of `offline-images import` of that 2 GiB archive (gzip) into containerd
 #
-# Every section but list-memory starts private containerd, dockerd and registry daemons under
-# a temp dir, and builds a bundle offline: BENCH_IMAGES images (FROM scratch, `docker build`)
+# The import, rerun and export sections start private containerd, dockerd and registry daemons
+# under a temp dir (import-memory starts only those), and build a bundle offline: BENCH_IMAGES images (FROM scratch, `docker build`)
 # made of real files of this machine, sharing one base layer (/usr/lib/x86_64-linux-gnu) and
 # each adding a layer of its own (/usr/lib/llvm-14, /usr/lib/jvm, /usr/share, /usr/bin, ...),
 # BENCH_TOTAL_MB in all (the sum of the images' uncompressed sizes; half of each image is
@@ -34,7 +34,8 @@
 #
 # Environment: BENCH_DIR (parent of the scratch dir, default /tmp; needs ~4x BENCH_TOTAL_MB
 # plus 3x BENCH_SIZE_MB free), BENCH_IMAGES (default 3), BENCH_TOTAL_MB (default 600),
-# BENCH_ROUNDS (default 3), BENCH_SIZE_MB (list-memory archive, default 2048),
+# BENCH_ROUNDS (default 3), BENCH_SIZE_MB (the archive of list-memory and import-memory,
+# default 2048),
 # BENCH_OUT (results file, default target/bench/results.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
