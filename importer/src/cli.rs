@@ -32,6 +32,17 @@ pub enum Command {
     /// Check that every image of every archive is present in the runtime (exit 1 if not).
     Verify(VerifyArgs),
     /// Pull images and write them as a bundle: archives, SHA256SUMS and images.json.
+    ///
+    /// References come from IMAGE arguments, --images-file, Helm values files (`image:`
+    /// strings and registry/repository/tag/digest maps at any depth) and rendered manifests
+    /// (every container, init container and ephemeral container of every pod template).
+    /// Each image is pulled and saved with the host's engine (docker, podman or skopeo, using
+    /// its own registry login) and written as one archive named after its reference:
+    /// `docker.io/library/nginx:1.27` becomes `docker.io_library_nginx_1.27.tar.gz`
+    /// (`.tar.zst` with --compress zstd, `.tar` with --compress none). Archives are complete or
+    /// absent, never partial. A re-run skips images whose archive matches SHA256SUMS and whose
+    /// image is unchanged at the registry. Exit 1 if any image or input failed; the others are
+    /// still exported.
     Export(ExportArgs),
 }
 
@@ -212,6 +223,12 @@ pub struct ExportArgs {
     /// Tool used to pull and save images.
     #[arg(long, value_enum, default_value = "auto")]
     pub engine: Engine,
+
+    /// A registry (host[:port]) reached over plain HTTP or without TLS verification, e.g. a
+    /// staging mirror (repeatable). Used by podman and skopeo; docker follows its daemon's
+    /// `insecure-registries` setting (127.0.0.0/8 is insecure to docker by default).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
 
     /// Only print the collected references; pull nothing.
     #[arg(long)]

@@ -5,6 +5,7 @@ pub mod archive;
 pub mod bundle;
 pub mod cli;
 pub mod exit;
+pub mod export;
 pub mod list;
 pub mod reference;
 pub mod runtime;
@@ -20,6 +21,6 @@ pub fn run(cli: Cli) -> Result<Code> {
         Command::List(args) => list::run(&args),
         Command::Import(_) => Err(exit::usage("`import` is not implemented yet")),
         Command::Verify(_) => Err(exit::usage("`verify` is not implemented yet")),
-        Command::Export(_) => Err(exit::usage("`export` is not implemented yet")),
+        Command::Export(args) => export::run(&args),
     }
 }

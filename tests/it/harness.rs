@@ -346,3 +346,54 @@ pub fn docker_image_id(image: &str) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// Build an image, push it to the test registry as `REGISTRY/oi-export/NAME:1`, and remove it
+/// from the test dockerd, so that whoever wants it must pull it from the registry.
+pub fn pushed_image(name: &str, message: &str) -> TestImage {
+    let tag = format!("{}/oi-export/{name}:1", daemons().registry);
+    let image = build_image(&tag, message);
+    run(docker().args(["push", "-q", &tag]));
+    // --no-prune: the untagged parent (the cached busybox step) may be the parent of an image
+    // another test is building right now.
+    run(docker().args(["rmi", "--no-prune", &tag]));
+    image
+}
+
+/// A 127.0.0.1 port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `offline-images export` with the test dockerd as the engine's daemon, and the same docker
+/// CLI as the harness first on PATH.
+pub fn export_cmd(output: &Path) -> Command {
+    let d = daemons();
+    let cli_dir = Path::new(&d.docker_cli)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut c = offline_images();
+    c.env("DOCKER_HOST", &d.docker_host)
+        .env(
+            "PATH",
+            format!("{cli_dir}:{}", std::env::var("PATH").unwrap_or_default()),
+        )
+        .arg("export")
+        .arg("--output")
+        .arg(output);
+    c
+}
+
+/// Run a command with `input` on its stdin; its output, whatever its exit status.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}

@@ -3,6 +3,7 @@
 
 mod docker;
 mod docker25;
+mod export;
 #[allow(dead_code)] // each area uses its own part of the harness
 mod harness;
 mod list;

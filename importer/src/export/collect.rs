@@ -1,0 +1,652 @@
+//! Collecting the image references a release needs: from the command line, from image-list
+//! files, from Helm values files and from rendered manifests (`helm template` output).
+//!
+//! A bad input never hides the others: every problem is recorded with the file (and line, where
+//! the parser gives one) at fault, and everything readable still counts.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::reference::Reference;
+
+/// Everything collected from the inputs.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Normalised, de-duplicated, sorted.
+    pub refs: BTreeSet<Reference>,
+    /// Inputs (or values inside them) that could not be used; each makes the run exit 1.
+    pub problems: Vec<String>,
+    /// Things worth knowing that do not stop anything.
+    pub warnings: Vec<String>,
+}
+
+impl Collected {
+    fn add(&mut self, origin: &str, value: &str) {
+        match Reference::parse(value) {
+            Ok(r) => {
+                self.refs.insert(r);
+            }
+            Err(e) => self.problems.push(format!("{origin}: {e}")),
+        }
+    }
+
+    /// Image references from the command line.
+    pub fn add_args(&mut self, images: &[String]) {
+        for image in images {
+            self.add("command line", image);
+        }
+    }
+
+    /// A file of references, one per line; `#` starts a comment.
+    pub fn add_images_file(&mut self, path: &Path) {
+        match read_input(path) {
+            Ok(text) => self.add_images_text(&path.display().to_string(), &text),
+            Err(e) => self.problems.push(e),
+        }
+    }
+
+    fn add_images_text(&mut self, name: &str, text: &str) {
+        for (n, line) in text.lines().enumerate() {
+            let line = line
+                .split_once('#')
+                .map_or(line, |(before, _)| before)
+                .trim();
+            if !line.is_empty() {
+                self.add(&format!("{name}:{}", n + 1), line);
+            }
+        }
+    }
+
+    /// A Helm values file. An image map without a tag takes the chart's `appVersion` when a
+    /// `Chart.yaml` sits beside the values file, as most charts' templates do.
+    pub fn add_values_file(&mut self, path: &Path) {
+        let text = match read_input(path) {
+            Ok(t) => t,
+            Err(e) => return self.problems.push(e),
+        };
+        let app_version = path
+            .parent()
+            .map(|dir| dir.join("Chart.yaml"))
+            .and_then(|chart| fs::read_to_string(chart).ok())
+            .and_then(|t| YamlLoader::load_from_str(&t).ok())
+            .and_then(|docs| docs.into_iter().next())
+            .and_then(|chart| scalar(&chart["appVersion"]));
+        self.add_values_text(&path.display().to_string(), &text, app_version.as_deref());
+    }
+
+    fn add_values_text(&mut self, name: &str, text: &str, app_version: Option<&str>) {
+        let docs = match YamlLoader::load_from_str(text) {
+            Ok(d) => d,
+            Err(e) => return self.problems.push(yaml_error(name, &e)),
+        };
+        for doc in &docs {
+            let global_registry = scalar(&doc["global"]["imageRegistry"])
+                .or_else(|| scalar(&doc["global"]["image"]["registry"]));
+            let mut walk = ValuesWalk {
+                name,
+                app_version,
+                global_registry: global_registry.as_deref(),
+                out: self,
+            };
+            walk.node(doc, &mut Vec::new());
+        }
+    }
+
+    /// Rendered manifests: every container, init container and ephemeral container image of
+    /// every object that holds a pod spec (Pod, Deployment, CronJob, custom resources alike).
+    /// `-` reads standard input.
+    pub fn add_manifests_file(&mut self, path: &Path) {
+        match read_input(path) {
+            Ok(text) => self.add_manifests_text(&display_input(path), &text),
+            Err(e) => self.problems.push(e),
+        }
+    }
+
+    fn add_manifests_text(&mut self, name: &str, text: &str) {
+        let docs = match YamlLoader::load_from_str(text) {
+            Ok(d) => d,
+            Err(e) => return self.problems.push(yaml_error(name, &e)),
+        };
+        for doc in &docs {
+            let what = object_name(doc);
+            self.pod_specs(name, &what, doc);
+        }
+    }
+
+    /// Find pod specs (a map with a `containers` list) at any depth of one object.
+    fn pod_specs(&mut self, name: &str, what: &str, node: &Yaml) {
+        match node {
+            Yaml::Hash(h) => {
+                if let Some(Yaml::Array(_)) = h.get(&key("containers")) {
+                    for field in ["initContainers", "containers", "ephemeralContainers"] {
+                        let Some(Yaml::Array(list)) = h.get(&key(field)) else {
+                            continue;
+                        };
+                        for c in list {
+                            let container = scalar(&c["name"]).unwrap_or_else(|| "?".into());
+                            match &c["image"] {
+                                Yaml::String(s) if !s.trim().is_empty() => {
+                                    self.add(&format!("{name}: {what} {field} {container}"), s)
+                                }
+                                _ => self.problems.push(format!(
+                                    "{name}: {what} {field} {container} has no image"
+                                )),
+                            }
+                        }
+                    }
+                }
+                for (k, v) in h {
+                    // A List's items, a template's spec: anything may hold a pod spec, except
+                    // the container list itself.
+                    if !matches!(
+                        k.as_str(),
+                        Some("containers" | "initContainers" | "ephemeralContainers")
+                    ) {
+                        self.pod_specs(name, what, v);
+                    }
+                }
+            }
+            Yaml::Array(items) => {
+                for item in items {
+                    let what = if item["kind"].as_str().is_some() {
+                        object_name(item)
+                    } else {
+                        what.to_string()
+                    };
+                    self.pod_specs(name, &what, item);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Walks a values tree, keeping the key path for messages.
+struct ValuesWalk<'a> {
+    name: &'a str,
+    app_version: Option<&'a str>,
+    global_registry: Option<&'a str>,
+    out: &'a mut Collected,
+}
+
+impl ValuesWalk<'_> {
+    fn node(&mut self, node: &Yaml, path: &mut Vec<String>) {
+        match node {
+            Yaml::Hash(h) => {
+                for (k, v) in h {
+                    let Some(k) = k.as_str().map(str::to_string).or_else(|| scalar(k)) else {
+                        continue;
+                    };
+                    path.push(k.clone());
+                    self.entry(&k, v, path);
+                    path.pop();
+                }
+            }
+            Yaml::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push(format!("[{i}]"));
+                    self.node(item, path);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn origin(&self, path: &[String]) -> String {
+        let mut p = String::new();
+        for part in path {
+            if !part.starts_with('[') {
+                p.push('.');
+            }
+            p.push_str(part);
+        }
+        format!("{}: {p}", self.name)
+    }
+
+    fn entry(&mut self, key: &str, value: &Yaml, path: &mut Vec<String>) {
+        let image_key = is_image_key(key);
+        match value {
+            Yaml::String(s) if image_key => {
+                let s = s.trim();
+                // `image: ""` switches a component off in many charts; a key such as
+                // `sidecarImage: true` or a non-reference string is someone else's setting.
+                if s.is_empty() {
+                    return;
+                }
+                if key == "image" || Reference::parse(s).is_ok() {
+                    self.out.add(&self.origin(path), s);
+                }
+            }
+            Yaml::Hash(h) => {
+                let repo_key = ["repository", "name", "image"].into_iter().find(|k| {
+                    (*k == "repository" || image_key)
+                        && matches!(h.get(&self::key(k)), Some(Yaml::String(_)))
+                });
+                match repo_key {
+                    Some(rk) if image_key => self.image_map(value, rk, path, true),
+                    Some(rk) if looks_like_image_map(value) => {
+                        self.image_map(value, rk, path, false)
+                    }
+                    _ => self.node(value, path),
+                }
+            }
+            _ => self.node(value, path),
+        }
+    }
+
+    /// `{registry, repository, tag, digest}` and the `name`/`image` variants. Under a key that
+    /// is not an image key (`strict` false), a map that does not make a reference is ignored.
+    fn image_map(&mut self, map: &Yaml, repo_key: &str, path: &[String], strict: bool) {
+        let origin = self.origin(path);
+        let repository = scalar(&map[repo_key]).unwrap_or_default();
+        if repository.is_empty() {
+            return;
+        }
+        let registry = self
+            .global_registry
+            .map(str::to_string)
+            .or_else(|| scalar(&map["registry"]))
+            .filter(|r| !r.is_empty());
+        let tag = scalar(&map["tag"]).filter(|t| !t.is_empty());
+        let digest = scalar(&map["digest"]).filter(|d| !d.is_empty());
+        let mut reference = match registry {
+            Some(r) => format!("{}/{repository}", r.trim_end_matches('/')),
+            None => repository,
+        };
+        if let Some(d) = digest {
+            // Charts that take a digest render `repository@digest` (the tag is then ignored).
+            reference = format!("{reference}@{d}");
+        } else if let Some(t) = tag.or_else(|| self.app_version.map(str::to_string)) {
+            if !last_component_has_tag(&reference) {
+                reference = format!("{reference}:{t}");
+            }
+        } else if !last_component_has_tag(&reference) {
+            if !strict {
+                return;
+            }
+            self.out.warnings.push(format!(
+                "{origin}: no tag and no Chart.yaml appVersion beside the values file; \
+                 skipped (pass the rendered manifests with --manifests to get the tag the chart uses)"
+            ));
+            return;
+        }
+        if strict || Reference::parse(&reference).is_ok() {
+            self.out.add(&origin, &reference);
+        }
+    }
+}
+
+/// `image`, and keys that name one: `initImage`, `sidecarImage`, `kubectl_image`.
+fn is_image_key(key: &str) -> bool {
+    key == "image" || key.ends_with("Image") || key.ends_with("_image")
+}
+
+/// A map under some other key that is still clearly an image: `repository` plus a tag, digest
+/// or registry (`controller: {repository: ..., tag: ...}` is rare, but `repository` alone is
+/// also how charts name git repositories and Helm repositories).
+fn looks_like_image_map(map: &Yaml) -> bool {
+    let has = |k: &str| !matches!(map[k], Yaml::BadValue | Yaml::Null);
+    matches!(map["repository"], Yaml::String(_)) && (has("tag") || has("digest") || has("registry"))
+}
+
+fn last_component_has_tag(reference: &str) -> bool {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    last.contains(':') || last.contains('@')
+}
+
+fn key(k: &str) -> Yaml {
+    Yaml::String(k.to_string())
+}
+
+/// A scalar as text (tags like `1.27` or `7` are read as numbers by YAML).
+fn scalar(node: &Yaml) -> Option<String> {
+    match node {
+        Yaml::String(s) => Some(s.trim().to_string()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Real(r) => Some(r.clone()),
+        _ => None,
+    }
+}
+
+/// `Deployment/web` for messages.
+fn object_name(doc: &Yaml) -> String {
+    match (doc["kind"].as_str(), doc["metadata"]["name"].as_str()) {
+        (Some(k), Some(n)) => format!("{k}/{n}"),
+        (Some(k), None) => k.to_string(),
+        _ => "object".to_string(),
+    }
+}
+
+fn yaml_error(name: &str, e: &yaml_rust2::ScanError) -> String {
+    let m = e.marker();
+    // The parser counts lines from 1 and columns from 0.
+    format!(
+        "{name}:{}:{}: not valid YAML: {}",
+        m.line(),
+        m.col() + 1,
+        e.info()
+    )
+}
+
+fn display_input(path: &Path) -> String {
+    if path == Path::new("-") {
+        "<stdin>".to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// Read a file (or standard input for `-`) as UTF-8, with an error that names it.
+fn read_input(path: &Path) -> Result<String, String> {
+    let bytes = if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf)
+            .map_err(|e| format!("<stdin>: cannot read: {e}"))?;
+        buf
+    } else {
+        fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?
+    };
+    String::from_utf8(bytes).map_err(|_| format!("{}: is not UTF-8 text", display_input(path)))
+}
+
+/// All inputs of an `export` run, in the order an operator gave them.
+pub struct Inputs<'a> {
+    pub images: &'a [String],
+    pub images_files: &'a [PathBuf],
+    pub values: &'a [PathBuf],
+    pub manifests: &'a [PathBuf],
+}
+
+pub fn collect(inputs: &Inputs) -> Collected {
+    let mut c = Collected::default();
+    c.add_args(inputs.images);
+    for f in inputs.images_files {
+        c.add_images_file(f);
+    }
+    for f in inputs.values {
+        c.add_values_file(f);
+    }
+    for f in inputs.manifests {
+        c.add_manifests_file(f);
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn refs(c: &Collected) -> Vec<String> {
+        let mut v: Vec<String> = c.refs.iter().map(ToString::to_string).collect();
+        v.sort();
+        v
+    }
+
+    fn values(text: &str) -> Collected {
+        let mut c = Collected::default();
+        c.add_values_text("values.yaml", text, None);
+        c
+    }
+
+    fn manifests(text: &str) -> Collected {
+        let mut c = Collected::default();
+        c.add_manifests_text("manifests.yaml", text);
+        c
+    }
+
+    #[test]
+    fn values_strings_and_maps_at_any_depth_are_collected_and_normalised() {
+        let c = values(&format!(
+            r#"
+image: "nginx:1.27"
+app:
+  image:
+    registry: quay.io
+    repository: org/app
+    tag: 1.10
+  sidecars:
+    - name: proxy
+      image: envoyproxy/envoy:v1.30.1
+  pinned:
+    image:
+      repository: ghcr.io/org/pinned
+      tag: "2"
+      digest: {DIGEST}
+metrics:
+  exporter:
+    image:
+      name: prom/exporter
+      tag: 7
+  kubectlImage: bitnami/kubectl:1.29
+  legacy:
+    image:
+      image: busybox
+      tag: "1.36"
+controller:
+  repository: registry.k8s.io/ingress-nginx/controller
+  tag: v1.10.0
+disabled:
+  image: ""
+"#
+        ));
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(
+            refs(&c),
+            vec![
+                "docker.io/bitnami/kubectl:1.29".to_string(),
+                "docker.io/envoyproxy/envoy:v1.30.1".into(),
+                "docker.io/library/busybox:1.36".into(),
+                "docker.io/library/nginx:1.27".into(),
+                "docker.io/prom/exporter:7".into(),
+                format!("ghcr.io/org/pinned@{DIGEST}"),
+                "quay.io/org/app:1.10".into(),
+                "registry.k8s.io/ingress-nginx/controller:v1.10.0".into(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_global_image_registry_overrides_the_registry_of_image_maps() {
+        for global in [
+            "global:\n  imageRegistry: mirror.local:5000\n",
+            "global:\n  image:\n    registry: mirror.local:5000\n",
+        ] {
+            let c = values(&format!(
+                "{global}db:\n  image:\n    registry: docker.io\n    repository: bitnami/postgresql\n    tag: \"16\"\n"
+            ));
+            assert_eq!(
+                refs(&c),
+                vec!["mirror.local:5000/bitnami/postgresql:16"],
+                "{global}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_image_map_without_tag_takes_the_app_version_or_is_reported() {
+        let text = "image:\n  repository: org/app\n  tag: \"\"\n";
+        let mut c = Collected::default();
+        c.add_values_text("values.yaml", text, Some("3.2.1"));
+        assert_eq!(refs(&c), vec!["docker.io/org/app:3.2.1"]);
+
+        let c = values(text);
+        assert!(c.refs.is_empty());
+        assert!(
+            c.warnings[0].contains("values.yaml: .image: no tag"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn non_image_repositories_and_settings_are_left_alone() {
+        let c = values(
+            "git:\n  repository: https://github.com/org/repo.git\nhelm:\n  repository: https://charts.example.com\n\
+             image:\n  pullPolicy: IfNotPresent\n  repository: org/app\n  tag: v1\n",
+        );
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(refs(&c), vec!["docker.io/org/app:v1"]);
+    }
+
+    #[test]
+    fn a_bad_image_value_is_reported_with_its_key_path() {
+        let c = values("app:\n  image: \"Not A Reference\"\nother:\n  image: nginx\n");
+        assert_eq!(refs(&c), vec!["docker.io/library/nginx:latest"]);
+        assert_eq!(c.problems.len(), 1);
+        assert!(c.problems[0].starts_with("values.yaml: .app.image: invalid image reference"));
+    }
+
+    #[test]
+    fn malformed_values_name_the_file_and_line_and_other_inputs_still_count() {
+        let mut c = Collected::default();
+        c.add_values_text("broken.yaml", "a:\n  b: [1, 2\nc: d\n", None);
+        c.add_args(&["redis:7".to_string()]);
+        assert_eq!(refs(&c), vec!["docker.io/library/redis:7"]);
+        assert_eq!(c.problems.len(), 1);
+        assert!(
+            c.problems[0].starts_with("broken.yaml:"),
+            "{}",
+            c.problems[0]
+        );
+        assert!(
+            c.problems[0].contains("not valid YAML"),
+            "{}",
+            c.problems[0]
+        );
+    }
+
+    #[test]
+    fn manifests_yield_every_container_of_every_workload_kind() {
+        let c = manifests(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: debug}}
+spec:
+  containers: [{{name: main, image: "pod-main:1"}}]
+  ephemeralContainers: [{{name: dbg, image: "busybox:1.36"}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  template:
+    spec:
+      initContainers:
+        - name: migrate
+          image: registry.example.com/org/migrate:2
+      containers:
+        - name: web
+          image: nginx:1.27
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: backup}}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          containers:
+            - name: backup
+              image: org/backup@{DIGEST}
+---
+# a comment-only document and an empty one
+---
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: apps/v1
+    kind: StatefulSet
+    metadata: {{name: db}}
+    spec:
+      template:
+        spec:
+          containers: [{{name: db, image: "postgres:16"}}]
+  - apiVersion: v1
+    kind: ReplicationController
+    metadata: {{name: rc}}
+    spec:
+      template:
+        spec:
+          containers: [{{name: rc, image: "nginx:1.27"}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cfg}}
+data:
+  image: "not-collected:1"
+---
+apiVersion: example.com/v1
+kind: Rollout
+metadata: {{name: custom}}
+spec:
+  template:
+    spec:
+      containers: [{{name: app, image: "quay.io/org/rollout:5"}}]
+"#
+        ));
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(
+            refs(&c),
+            vec![
+                "docker.io/library/busybox:1.36".to_string(),
+                "docker.io/library/nginx:1.27".into(),
+                "docker.io/library/pod-main:1".into(),
+                "docker.io/library/postgres:16".into(),
+                format!("docker.io/org/backup@{DIGEST}"),
+                "quay.io/org/rollout:5".into(),
+                "registry.example.com/org/migrate:2".into(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_container_without_image_is_reported_with_its_object() {
+        let c = manifests(
+            "kind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n",
+        );
+        assert!(c.refs.is_empty());
+        assert_eq!(
+            c.problems,
+            vec!["manifests.yaml: Deployment/web containers app has no image"]
+        );
+    }
+
+    #[test]
+    fn malformed_manifests_name_the_file_and_line() {
+        let c = manifests("kind: Pod\nspec:\n  containers:\n  - name: a\n    image: [\n");
+        assert_eq!(c.problems.len(), 1);
+        assert!(
+            c.problems[0].starts_with("manifests.yaml:"),
+            "{}",
+            c.problems[0]
+        );
+    }
+
+    #[test]
+    fn image_files_skip_comments_and_report_bad_lines_by_number() {
+        let mut c = Collected::default();
+        c.add_images_text(
+            "list.txt",
+            "# release 1.2\nnginx:1.27   # web\n\n  redis:7\nBAD:ref\nnginx:1.27\n",
+        );
+        assert_eq!(
+            refs(&c),
+            vec!["docker.io/library/nginx:1.27", "docker.io/library/redis:7"]
+        );
+        assert_eq!(c.problems.len(), 1);
+        assert!(
+            c.problems[0].starts_with("list.txt:5: "),
+            "{}",
+            c.problems[0]
+        );
+    }
+}

@@ -1,0 +1,533 @@
+//! `offline-images export`: collect a release's image references, pull each image with the
+//! host's engine, and write the bundle: one compressed archive per image, `SHA256SUMS` and
+//! `images.json`.
+//!
+//! Archive names: `Reference::file_stem()` plus the compression's extension, e.g.
+//! `docker.io/library/nginx:1.27` becomes `docker.io_library_nginx_1.27.tar.gz` (gzip),
+//! `.tar.zst` (zstd) or `.tar` (none). Each archive is written to a hidden temp file in the
+//! bundle directory and renamed only once complete and on disk, so a failure leaves no
+//! partial archive behind; `SHA256SUMS` and `images.json` are rewritten atomically after each
+//! archive, merged with what an earlier run wrote.
+
+mod collect;
+mod compress;
+mod engine;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::archive::{human_bytes, ArchiveInfo, Compression, Platform};
+use crate::bundle::{self, BundleArchive, BundleImage, BundleIndex};
+use crate::cli::{self, ExportArgs};
+use crate::exit::{self, Code};
+use crate::reference::Reference;
+
+pub use collect::{collect, Collected, Inputs};
+pub use engine::Engine;
+
+/// The file extension for a compression choice.
+pub fn extension(c: cli::Compression) -> &'static str {
+    match c {
+        cli::Compression::Gzip => ".tar.gz",
+        cli::Compression::Zstd => ".tar.zst",
+        cli::Compression::None => ".tar",
+    }
+}
+
+fn compression(c: cli::Compression) -> Compression {
+    match c {
+        cli::Compression::Gzip => Compression::Gzip,
+        cli::Compression::Zstd => Compression::Zstd,
+        cli::Compression::None => Compression::None,
+    }
+}
+
+/// How one image went.
+enum Outcome {
+    Written { bytes: u64 },
+    UpToDate,
+    Failed(String),
+}
+
+/// What the workers share.
+struct Bundle {
+    dir: PathBuf,
+    state: Mutex<(BundleIndex, BTreeMap<String, String>)>,
+}
+
+impl Bundle {
+    /// Record a written archive and rewrite `SHA256SUMS` and `images.json`.
+    fn record(&self, archive: BundleArchive) -> Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (index, sums) = &mut *state;
+        sums.insert(archive.file.clone(), archive.sha256.clone());
+        index.generator = bundle::generator();
+        index.upsert(archive);
+        bundle::write_sums(&self.dir, sums)?;
+        bundle::write_index(&self.dir, index)
+    }
+}
+
+/// One line per event on stderr; a person reads it later, so no carriage returns, ever.
+fn progress(n: usize, total: usize, r: &Reference, event: &str) {
+    eprintln!("[{n}/{total}] {r}: {event}");
+}
+
+pub fn run(args: &ExportArgs) -> Result<Code> {
+    let platform = Platform::parse(&args.platform).ok_or_else(|| {
+        exit::usage(format!(
+            "--platform {:?} is not of the form os/arch[/variant], e.g. linux/amd64",
+            args.platform
+        ))
+    })?;
+    let collected = collect(&Inputs {
+        images: &args.images,
+        images_files: &args.images_file,
+        values: &args.values,
+        manifests: &args.manifests,
+    });
+    for w in &collected.warnings {
+        eprintln!("offline-images: warning: {w}");
+    }
+    for p in &collected.problems {
+        eprintln!("offline-images: error: {p}");
+    }
+    let ext = extension(args.compress);
+    let mut refs = Vec::new();
+    let mut names: HashMap<String, Reference> = HashMap::new();
+    let mut problems = collected.problems.len();
+    for r in collected.refs {
+        let file = format!("{}{ext}", r.file_stem());
+        if let Some(other) = names.get(&file) {
+            eprintln!(
+                "offline-images: error: {r} and {other} would both be written to {file}; export {r} on its own"
+            );
+            problems += 1;
+            continue;
+        }
+        names.insert(file, r.clone());
+        refs.push(r);
+    }
+
+    if args.dry_run {
+        let stdout = io::stdout();
+        let mut out = stdout.lock();
+        for r in &refs {
+            writeln!(out, "{r}")?;
+        }
+        out.flush()?;
+        return Ok(if problems > 0 {
+            Code::Failure
+        } else {
+            Code::Success
+        });
+    }
+    if refs.is_empty() {
+        if problems > 0 {
+            eprintln!("offline-images: nothing to export: every input had errors");
+            return Ok(Code::Failure);
+        }
+        return Err(exit::usage(
+            "nothing to export: give IMAGE arguments, --images-file, --values or --manifests",
+        ));
+    }
+
+    eprintln!(
+        "offline-images: {} image(s) to export to {}, platform {platform}:",
+        refs.len(),
+        args.output.display()
+    );
+    for r in &refs {
+        eprintln!("  {r}");
+    }
+    let mut engine = Engine::detect(args.engine)?;
+    engine.insecure = args
+        .insecure_registry
+        .iter()
+        .map(|h| h.trim_end_matches('/').to_string())
+        .collect();
+    eprintln!("offline-images: using {}", engine.describe());
+
+    let dir = &args.output;
+    fs::create_dir_all(dir).map_err(|e| {
+        exit::usage(format!(
+            "cannot create the bundle directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    // An unreadable images.json is not overwritten: it may be an operator's only record.
+    let index = bundle::read_index(dir)
+        .map_err(|e| exit::usage(format!("{e:#}; move it away to start a new bundle")))?
+        .unwrap_or_else(BundleIndex::new);
+    let sums = bundle::read_sums(dir)
+        .map_err(|e| exit::usage(format!("{e:#}; move it away to start a new bundle")))?
+        .unwrap_or_default();
+    let shared = Bundle {
+        dir: dir.clone(),
+        state: Mutex::new((index, sums)),
+    };
+    let scratch = dir.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
+    remove_stale_temps(dir);
+
+    let jobs = usize::from(args.jobs).min(refs.len()).max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ctx = Exporter {
+        engine: &engine,
+        platform: &platform,
+        bundle: &shared,
+        scratch: &scratch,
+        ext,
+        compression: compression(args.compress),
+        no_cache: args.no_cache,
+        threads: (cores / jobs).max(1),
+        total: refs.len(),
+    };
+    let started = Instant::now();
+    let next = AtomicUsize::new(0);
+    let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..refs.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(r) = refs.get(i) else { return };
+                let outcome = match ctx.export_one(i + 1, r) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        progress(i + 1, ctx.total, r, &format!("FAILED: {msg}"));
+                        Outcome::Failed(msg)
+                    }
+                };
+                outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
+            });
+        }
+    });
+    let _ = fs::remove_dir_all(&scratch);
+
+    let outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
+    let (mut written, mut bytes, mut up_to_date, mut failed) = (0, 0u64, 0, Vec::new());
+    for (r, o) in refs.iter().zip(outcomes) {
+        match o {
+            Some(Outcome::Written { bytes: b }) => {
+                written += 1;
+                bytes += b;
+            }
+            Some(Outcome::UpToDate) => up_to_date += 1,
+            Some(Outcome::Failed(msg)) => failed.push(format!("{r}: {msg}")),
+            None => failed.push(format!("{r}: not exported")),
+        }
+    }
+    if written == 0 && failed.is_empty() {
+        eprintln!(
+            "offline-images: nothing new to export: all {up_to_date} image(s) in {} are up to date",
+            dir.display()
+        );
+    } else {
+        eprintln!(
+            "offline-images: exported {written} image(s) ({}), {up_to_date} up to date, {} failed, in {:.1} s, to {}",
+            human_bytes(bytes),
+            failed.len(),
+            started.elapsed().as_secs_f64(),
+            dir.display()
+        );
+    }
+    for f in &failed {
+        eprintln!("offline-images: failed: {f}");
+    }
+    if problems > 0 {
+        eprintln!("offline-images: {problems} input problem(s), listed above");
+    }
+    Ok(if failed.is_empty() && problems == 0 {
+        Code::Success
+    } else {
+        Code::Failure
+    })
+}
+
+/// skopeo writes its docker-archive here before it is compressed into the bundle.
+const SCRATCH_PREFIX: &str = ".offline-images-export.";
+
+/// Remove what an interrupted run left in the bundle directory: hidden `.NAME.PID.tmp` files
+/// and scratch directories of a process that is gone, untouched for ten minutes (so a run on
+/// another host sharing the directory is left alone while it writes).
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = if let Some(pid) = name.strip_prefix(SCRATCH_PREFIX) {
+            pid
+        } else if name.starts_with('.') && name.ends_with(".tmp") {
+            name.trim_end_matches(".tmp")
+                .rsplit('.')
+                .next()
+                .unwrap_or("")
+        } else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let idle = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 600);
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() || !idle {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        if removed.is_ok() {
+            eprintln!("offline-images: removed {name}, left by an interrupted run");
+        }
+    }
+}
+
+/// Everything one image's export needs.
+struct Exporter<'a> {
+    engine: &'a Engine,
+    platform: &'a Platform,
+    bundle: &'a Bundle,
+    scratch: &'a Path,
+    ext: &'static str,
+    compression: Compression,
+    no_cache: bool,
+    threads: usize,
+    total: usize,
+}
+
+/// Removes a temp file unless the file was completed.
+struct TempFile(Option<PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+impl Exporter<'_> {
+    /// The config digest the bundle holds for `file`, when the file is there and its checksum
+    /// still matches `SHA256SUMS`.
+    fn cached_config(&self, file: &str) -> Result<Option<String>> {
+        let path = self.bundle.dir.join(file);
+        let (expected_sum, config) = {
+            let state = self.bundle.state.lock().unwrap_or_else(|e| e.into_inner());
+            let (index, sums) = &*state;
+            let config = index
+                .archive(file)
+                .and_then(|a| a.images.first())
+                .map(|i| i.config_digest.clone());
+            (sums.get(file).cloned(), config)
+        };
+        let (Some(expected_sum), Some(config)) = (expected_sum, config) else {
+            return Ok(None);
+        };
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let actual = bundle::sha256_file(&path)?;
+        Ok((actual == expected_sum).then_some(config))
+    }
+
+    fn export_one(&self, n: usize, r: &Reference) -> Result<Outcome> {
+        let file = format!("{}{}", r.file_stem(), self.ext);
+        let cached = if self.no_cache {
+            None
+        } else {
+            self.cached_config(&file)?
+        };
+
+        if self.engine.has_local_store() {
+            progress(n, self.total, r, "pulling");
+            self.engine.pull(r, self.platform)?;
+        }
+        if let Some(config) = &cached {
+            if !self.engine.has_local_store() {
+                progress(n, self.total, r, "checking the registry");
+            }
+            let current = self.engine.config_digest(r, self.platform)?;
+            if &current == config {
+                progress(n, self.total, r, &format!("skipped (up to date: {file})"));
+                return Ok(Outcome::UpToDate);
+            }
+        }
+
+        progress(n, self.total, r, "saving");
+        let started = Instant::now();
+        let dest = self.bundle.dir.join(&file);
+        let temp_path = self
+            .bundle
+            .dir
+            .join(format!(".{file}.{}.tmp", std::process::id()));
+        let mut temp = TempFile(Some(temp_path.clone()));
+        let out = File::create(&temp_path)
+            .with_context(|| format!("cannot create {}", temp_path.display()))?;
+        let mut saved = self.engine.save(r, self.platform, self.scratch)?;
+        let mut writer = BufWriter::with_capacity(1 << 20, out);
+        let result =
+            compress::write_archive(&mut saved, &mut writer, self.compression, self.threads);
+        // The engine's own message explains a failure better than a broken stream does.
+        let finished = saved.finish();
+        let written = match (result, finished) {
+            (_, Err(e)) => return Err(e),
+            (Err(e), Ok(())) => return Err(e),
+            (Ok(w), Ok(())) => w,
+        };
+        let out = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", temp_path.display()))?;
+        out.sync_all()
+            .with_context(|| format!("cannot write {}", temp_path.display()))?;
+        drop(out);
+        let images = self.bundle_images(n, r, &written.info)?;
+        fs::rename(&temp_path, &dest).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                temp_path.display(),
+                dest.display()
+            )
+        })?;
+        temp.0 = None;
+        if let Ok(d) = File::open(&self.bundle.dir) {
+            let _ = d.sync_all();
+        }
+        self.bundle.record(BundleArchive {
+            file: file.clone(),
+            size: written.size,
+            sha256: written.sha256,
+            compression: self.compression,
+            format: written.info.format,
+            images,
+        })?;
+        let secs = started.elapsed().as_secs_f64();
+        progress(
+            n,
+            self.total,
+            r,
+            &format!(
+                "written {file} ({} from {} of tar, in {secs:.1} s)",
+                human_bytes(written.size),
+                human_bytes(written.info.tar_size)
+            ),
+        );
+        Ok(Outcome::Written {
+            bytes: written.size,
+        })
+    }
+
+    /// The bundle's record of what the archive holds, for the exported platform.
+    fn bundle_images(
+        &self,
+        n: usize,
+        r: &Reference,
+        info: &ArchiveInfo,
+    ) -> Result<Vec<BundleImage>> {
+        let mut images = Vec::new();
+        for image in &info.images {
+            let chosen = image
+                .for_platform(self.platform)
+                .or_else(|| image.platforms.iter().find(|p| p.complete));
+            let Some(p) = chosen else { continue };
+            let Some(config) = &p.config_digest else {
+                continue;
+            };
+            if let Some(pl) = &p.platform {
+                if !pl.runs_on(self.platform) {
+                    progress(
+                        n,
+                        self.total,
+                        r,
+                        &format!(
+                            "warning: the saved image is for {pl}, not {}",
+                            self.platform
+                        ),
+                    );
+                }
+            }
+            let wanted = r.to_string();
+            if !image.names.contains(&wanted) {
+                // docker-archive has no place for a digest reference: such an image is
+                // imported by its config digest and is found by it, but not by that name.
+                progress(
+                    n,
+                    self.total,
+                    r,
+                    &format!(
+                        "warning: the archive names the image {} rather than {wanted}",
+                        image.display_names()
+                    ),
+                );
+            }
+            images.push(BundleImage {
+                names: image.names.clone(),
+                config_digest: config.clone(),
+                manifest_digest: p.manifest_digest.clone(),
+                platform: p.platform.as_ref().map(ToString::to_string),
+            });
+        }
+        if images.is_empty() {
+            anyhow::bail!("the saved archive holds no complete image");
+        }
+        Ok(images)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn leftovers_of_a_dead_run_are_removed_and_live_or_recent_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("oi-stale-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        // pid_max on Linux is at most 4194304, so this process cannot exist.
+        let dead = 4_194_305u32;
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        let make = |name: &str, age: SystemTime| {
+            let f = File::create(dir.join(name)).unwrap();
+            f.set_modified(age).unwrap();
+        };
+        make(&format!(".a.tar.gz.{dead}.tmp"), old);
+        make(&format!(".b.tar.gz.{dead}.tmp"), SystemTime::now());
+        make(&format!(".c.tar.gz.{}.tmp", std::process::id()), old);
+        make(".notes.tmp", old);
+        make("a.tar.gz", old);
+        let scratch = dir.join(format!("{SCRATCH_PREFIX}{dead}"));
+        fs::create_dir_all(&scratch).unwrap();
+        File::open(&scratch).unwrap().set_modified(old).unwrap();
+
+        remove_stale_temps(&dir);
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            format!(".b.tar.gz.{dead}.tmp"),
+            format!(".c.tar.gz.{}.tmp", std::process::id()),
+            ".notes.tmp".to_string(),
+            "a.tar.gz".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
