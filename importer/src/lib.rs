@@ -6,9 +6,12 @@ pub mod bundle;
 pub mod cli;
 pub mod exit;
 pub mod export;
+pub mod import;
 pub mod list;
 pub mod reference;
+pub mod report;
 pub mod runtime;
+pub mod verify;
 
 use anyhow::Result;
 
@@ -19,8 +22,8 @@ use exit::Code;
 pub fn run(cli: Cli) -> Result<Code> {
     match cli.command {
         Command::List(args) => list::run(&args),
-        Command::Import(_) => Err(exit::usage("`import` is not implemented yet")),
-        Command::Verify(_) => Err(exit::usage("`verify` is not implemented yet")),
+        Command::Import(args) => import::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Export(args) => export::run(&args),
     }
 }

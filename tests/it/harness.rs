@@ -397,3 +397,360 @@ pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }
+
+// ---- import and verify ----------------------------------------------------------------------
+
+/// A containerd namespace of its own for one test, so tests can run in parallel.
+pub fn unique_namespace(label: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "oi-{label}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `offline-images <command> --images-path DIR` against the test containerd in `ns`, with no
+/// runtime settings inherited from the environment.
+pub fn against_containerd(command: &str, images: &Path, ns: &str) -> Command {
+    let mut c = offline_images();
+    c.arg(command)
+        .arg("--images-path")
+        .arg(images)
+        .arg("--containerd-address")
+        .arg(&daemons().containerd_sock)
+        .arg("--namespace")
+        .arg(ns);
+    for v in [
+        "IMAGE_RUNTIME",
+        "CONTAINERD_ADDRESS",
+        "CONTAINERD_NAMESPACE",
+        "DOCKER_HOST",
+        "HOST_ROOT",
+        "IMAGES_PATH",
+        "LOG_FORMAT",
+        "IMPORT_STRICT",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// Run a command that may fail; returns (exit code, stdout, stderr).
+pub fn outcome(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Image names in a containerd namespace, with their target digests.
+pub fn ctr_images(ns: &str) -> Vec<(String, String)> {
+    stdout_of(ctr(ns).args(["images", "ls"]))
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+/// The config digest containerd holds for `name` (the linux/amd64 one, for an index), read
+/// from the stored manifest with `ctr content get`.
+pub fn ctr_config_digest(ns: &str, name: &str) -> Option<String> {
+    let (_, target) = ctr_images(ns).into_iter().find(|(n, _)| n == name)?;
+    let mut digest = target;
+    for _ in 0..3 {
+        let doc: serde_json::Value =
+            serde_json::from_str(&stdout_of(ctr(ns).args(["content", "get", &digest]))).unwrap();
+        if let Some(config) = doc["config"]["digest"].as_str() {
+            return Some(config.to_string());
+        }
+        digest = doc["manifests"]
+            .as_array()?
+            .iter()
+            .find(|m| m["platform"]["architecture"] == "amd64")?["digest"]
+            .as_str()?
+            .to_string();
+    }
+    None
+}
+
+/// Labels of `name` in `ns`, as `ctr images ls` prints them (`k=v,k=v`).
+pub fn ctr_labels(ns: &str, name: &str) -> String {
+    stdout_of(ctr(ns).args(["images", "ls"]))
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().last().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// `ctr events` running in the background, its output collected in a file.
+pub struct EventWatch {
+    child: std::process::Child,
+    file: PathBuf,
+}
+
+impl EventWatch {
+    /// Start watching, and return once the watcher is seen to receive events.
+    pub fn start(ns: &str, sentinel_image: &str) -> EventWatch {
+        let file = temp_dir("events").join("events.txt");
+        let child = Command::new("ctr")
+            .arg("-a")
+            .arg(&daemons().containerd_sock)
+            .arg("events")
+            .stdout(std::fs::File::create(&file).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let w = EventWatch { child, file };
+        w.mark(ns, sentinel_image, "start");
+        w
+    }
+
+    /// Change a label on `image` and wait until the watcher has seen it: everything the
+    /// daemon published before is in the file by then.
+    pub fn mark(&self, ns: &str, image: &str, value: &str) {
+        let label = format!("oi-test.mark={value}");
+        // Until `ctr events` has subscribed, events are not delivered to it: label again
+        // until the mark shows.
+        let seen = format!("\"oi-test.mark\":\"{value}\"");
+        for _ in 0..30 {
+            run(ctr(ns).args(["images", "label", image, &label]));
+            for _ in 0..10 {
+                if self.text().contains(&seen) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        panic!("ctr events never showed the mark {value}:\n{}", self.text());
+    }
+
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(&self.file).unwrap_or_default()
+    }
+
+    /// Image and content events in `ns` between the marks `from` and `to`, marks excluded.
+    pub fn image_events_between(&self, ns: &str, from: &str, to: &str) -> Vec<String> {
+        let text = self.text();
+        let lines: Vec<&str> = text.lines().collect();
+        let pos = |v: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(&format!("\"oi-test.mark\":\"{v}\"")))
+                .unwrap_or_else(|| panic!("mark {v} not in events:\n{text}"))
+        };
+        let (a, b) = (pos(from), pos(to));
+        lines[a + 1..b]
+            .iter()
+            .filter(|l| {
+                l.contains(&format!(" {ns} /images/")) || l.contains(&format!(" {ns} /content/"))
+            })
+            .map(|l| l.to_string())
+            .collect()
+    }
+}
+
+impl Drop for EventWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An OCI archive with a multi-platform index, built from the `ctr export` fixture: the
+/// index lists the linux/amd64 manifest (whose blobs are all there) and a linux/arm64
+/// manifest whose blobs are absent, as `ctr export --platform linux/amd64` writes them for a
+/// multi-platform image.
+pub fn multi_platform_oci(dst: &Path) {
+    use sha2::{Digest, Sha256};
+    let src = fixtures().dir.join("ctr-oci.tar");
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&src).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        files.push((name, data));
+    }
+    let index_pos = files.iter().position(|(n, _)| n == "index.json").unwrap();
+    let top: serde_json::Value = serde_json::from_slice(&files[index_pos].1).unwrap();
+    let image = top["manifests"][0].clone();
+    let hex = |d: &[u8]| {
+        Sha256::digest(d)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let absent = hex(b"an arm64 manifest that is not in this archive");
+    let mut amd64 = image.clone();
+    amd64.as_object_mut().unwrap().remove("annotations");
+    amd64["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
+    let platform_index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            amd64,
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{absent}"),
+                "size": 1234,
+                "platform": {"os": "linux", "architecture": "arm64"}
+            }
+        ]
+    });
+    let index_bytes = serde_json::to_vec(&platform_index).unwrap();
+    let index_digest = hex(&index_bytes);
+    let mut new_top = top.clone();
+    new_top["manifests"][0]["mediaType"] = "application/vnd.oci.image.index.v1+json".into();
+    new_top["manifests"][0]["digest"] = format!("sha256:{index_digest}").into();
+    new_top["manifests"][0]["size"] = index_bytes.len().into();
+    files[index_pos].1 = serde_json::to_vec(&new_top).unwrap();
+    files.insert(
+        index_pos,
+        (format!("blobs/sha256/{index_digest}"), index_bytes),
+    );
+    let mut b = tar::Builder::new(std::fs::File::create(dst).unwrap());
+    for (name, data) in &files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+/// A docker-archive holding one image whose single layer is `layer_mib` MiB of zeros: big
+/// enough that importing it takes a while.
+pub fn big_docker_archive(dst: &Path, name: &str, layer_mib: u64) {
+    let dir = temp_dir("big");
+    let layer = dir.join("layer.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&layer).unwrap());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(layer_mib << 20);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(
+            &mut h,
+            "zeros",
+            std::io::Read::take(std::io::repeat(0), layer_mib << 20),
+        )
+        .unwrap();
+        b.finish().unwrap();
+    }
+    let layer_sha = stdout_of(Command::new("sha256sum").arg(&layer));
+    let layer_sha = layer_sha.split_whitespace().next().unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer_sha}"]}}}}"#
+    );
+    let manifest = format!(
+        r#"[{{"Config":"config.json","RepoTags":["{name}"],"Layers":["{layer_sha}/layer.tar"]}}]"#
+    );
+    let mut b = tar::Builder::new(std::fs::File::create(dst).unwrap());
+    b.append_path_with_name(&layer, format!("{layer_sha}/layer.tar"))
+        .unwrap();
+    for (n, data) in [("config.json", config), ("manifest.json", manifest)] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, n, data.as_bytes()).unwrap();
+    }
+    b.finish().unwrap();
+    std::fs::remove_file(&layer).unwrap();
+}
+
+/// A unix-socket proxy in front of the test containerd, to take the "runtime" away and bring
+/// it back while an importer runs.
+pub struct SocketProxy {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SocketProxy {
+    pub fn start(path: &Path) -> SocketProxy {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let upstream = daemons().containerd_sock.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = UnixStream::connect(&upstream) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        SocketProxy {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop accepting and remove the socket (connections already made carry on).
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for SocketProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Wait until `file` contains `text`; panic with its content after `secs` seconds.
+pub fn wait_for_text(file: &Path, text: &str, secs: u64) -> String {
+    for _ in 0..secs * 20 {
+        let got = std::fs::read_to_string(file).unwrap_or_default();
+        if got.contains(text) {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "{text:?} did not appear in {} within {secs} s:\n{}",
+        file.display(),
+        std::fs::read_to_string(file).unwrap_or_default()
+    );
+}

@@ -6,4 +6,5 @@ mod docker25;
 mod export;
 #[allow(dead_code)] // each area uses its own part of the harness
 mod harness;
+mod import;
 mod list;

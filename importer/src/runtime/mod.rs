@@ -3,11 +3,14 @@
 //! The containerd backend drives the node's own `ctr`; the trait is kept narrow enough that a
 //! native gRPC backend (no host binaries) can take its place later.
 
+pub mod containerd;
+pub mod detect;
 pub mod docker;
 mod http;
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::Mutex;
 
 use anyhow::Result;
 
@@ -45,4 +48,46 @@ pub trait Runtime: Send + Sync {
     /// Load one archive, given as its decompressed tar stream, for `platform`. The stream is
     /// read to its end; the error, if any, says what the runtime answered.
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported>;
+
+    /// Set `labels` on each named image. Runtimes without image labels ignore this.
+    fn label(&self, _names: &[String], _labels: &BTreeMap<String, String>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The runtime could not be reached (socket missing, connection refused): worth retrying,
+/// unlike an archive the runtime refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
+/// Whether an error (anywhere in its chain) says the runtime was unreachable.
+pub fn is_unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<Unreachable>())
+}
+
+/// Helper processes (e.g. `ctr`) running right now, so that a SIGTERM can end them at once.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Remember a running helper process; [`forget_child`] when it has been waited for.
+pub fn track_child(pid: u32) {
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
+pub fn forget_child(pid: u32) {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&p| p != pid);
+}
+
+/// SIGKILL every helper process still running (the run is being stopped).
+pub fn kill_children() {
+    for &pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        // Only pids we spawned and have not yet waited for, so the pid cannot have been reused.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }

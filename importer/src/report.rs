@@ -1,0 +1,351 @@
+//! What a run tells its reader: one line per event on stderr (text for a person reading
+//! `kubectl logs`, or JSON lines for a log pipeline), a JSON summary file on request, and a
+//! short summary in the Kubernetes termination message.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::archive::human_bytes;
+use crate::cli::LogFormat;
+
+/// Where Kubernetes reads a container's termination message from.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// Kubernetes keeps at most 4096 bytes of it.
+const TERMINATION_MAX: usize = 4000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Imported,
+    Skipped,
+    Failed,
+    /// `--dry-run`: would be imported.
+    WouldImport,
+}
+
+impl Status {
+    fn word(self) -> &'static str {
+        match self {
+            Status::Imported => "imported",
+            Status::Skipped => "skipped",
+            Status::Failed => "FAILED",
+            Status::WouldImport => "would import",
+        }
+    }
+}
+
+/// The outcome for one archive.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchiveResult {
+    /// Path relative to the images path.
+    pub file: String,
+    pub status: Status,
+    /// Image references.
+    pub names: Vec<String>,
+    /// Config digests for the node's platform.
+    pub digests: Vec<String>,
+    pub seconds: f64,
+    /// Size of the archive file.
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ArchiveResult {
+    pub fn failed(file: &str, bytes: u64, reason: impl Into<String>) -> ArchiveResult {
+        ArchiveResult {
+            file: file.to_string(),
+            status: Status::Failed,
+            names: Vec::new(),
+            digests: Vec::new(),
+            seconds: 0.0,
+            bytes,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+/// The run as a whole (`--report FILE`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub version: String,
+    pub runtime: String,
+    pub socket: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub images_path: String,
+    pub dry_run: bool,
+    pub interrupted: bool,
+    pub seconds: f64,
+    pub imported: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub would_import: usize,
+    pub archives: Vec<ArchiveResult>,
+}
+
+impl Summary {
+    pub fn count(archives: &[ArchiveResult], status: Status) -> usize {
+        archives.iter().filter(|a| a.status == status).count()
+    }
+}
+
+/// One thing that happened.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event<'a> {
+    /// Which runtime was chosen, and why.
+    Runtime {
+        runtime: &'a str,
+        socket: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<&'a str>,
+        description: &'a str,
+        reason: &'a str,
+    },
+    /// The header: what is about to happen.
+    Start {
+        version: &'a str,
+        runtime: &'a str,
+        socket: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<&'a str>,
+        images_path: &'a str,
+        archives: usize,
+        bytes: u64,
+        jobs: u16,
+        dry_run: bool,
+        force: bool,
+    },
+    Info {
+        message: &'a str,
+    },
+    Warning {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<&'a str>,
+        message: &'a str,
+    },
+    /// A long archive is still going.
+    Progress {
+        file: &'a str,
+        /// Uncompressed tar bytes passed to the runtime so far.
+        tar_bytes: u64,
+        seconds: f64,
+    },
+    Archive(&'a ArchiveResult),
+    Summary(&'a Summary),
+}
+
+pub struct Reporter {
+    format: LogFormat,
+    lock: Mutex<()>,
+}
+
+impl Reporter {
+    pub fn new(format: LogFormat) -> Reporter {
+        Reporter {
+            format,
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn emit(&self, event: &Event<'_>) {
+        let line = match self.format {
+            LogFormat::Json => serde_json::to_string(event).unwrap_or_default(),
+            LogFormat::Text => text(event),
+        };
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        // A log line that cannot be written has nowhere else to go.
+        let _ = writeln!(io::stderr().lock(), "{line}");
+    }
+
+    pub fn info(&self, message: &str) {
+        self.emit(&Event::Info { message });
+    }
+
+    pub fn warn(&self, file: Option<&str>, message: &str) {
+        self.emit(&Event::Warning { file, message });
+    }
+}
+
+/// MB/s (decimal megabytes, as disk and network rates are usually given).
+pub fn rate(bytes: u64, seconds: f64) -> String {
+    if seconds <= 0.0 {
+        return "-".to_string();
+    }
+    format!("{:.1} MB/s", bytes as f64 / 1e6 / seconds)
+}
+
+fn text(event: &Event<'_>) -> String {
+    match event {
+        Event::Runtime {
+            description,
+            reason,
+            ..
+        } => format!("runtime: {description}; chosen because the {reason}"),
+        Event::Start {
+            version,
+            runtime,
+            images_path,
+            archives,
+            bytes,
+            jobs,
+            dry_run,
+            force,
+            ..
+        } => {
+            let mut s = format!(
+                "offline-images {version}: {} {archives} archive(s), {}, from {images_path} into {runtime}",
+                if *dry_run { "planning" } else { "importing" },
+                human_bytes(*bytes)
+            );
+            if *jobs > 1 {
+                let _ = write!(s, ", {jobs} at a time");
+            }
+            if *force {
+                s.push_str(", re-importing images already present (--force)");
+            }
+            if *dry_run {
+                s.push_str(" (dry run: nothing will be imported)");
+            }
+            s
+        }
+        Event::Info { message } => message.to_string(),
+        Event::Warning {
+            file: Some(f),
+            message,
+        } => format!("warning: {f}: {message}"),
+        Event::Warning {
+            file: None,
+            message,
+        } => format!("warning: {message}"),
+        Event::Progress {
+            file,
+            tar_bytes,
+            seconds,
+        } => format!(
+            "progress: {file}: {} read in {:.0} s ({})",
+            human_bytes(*tar_bytes),
+            seconds,
+            rate(*tar_bytes, *seconds)
+        ),
+        Event::Archive(a) => archive_line(a),
+        Event::Summary(s) => summary_line(s),
+    }
+}
+
+fn archive_line(a: &ArchiveResult) -> String {
+    let mut s = format!("{:<9} {}", a.status.word(), a.file);
+    if !a.names.is_empty() {
+        let _ = write!(s, "  {}", a.names.join(", "));
+    }
+    if !a.digests.is_empty() {
+        let _ = write!(s, "  config {}", a.digests.join(", "));
+    }
+    match a.status {
+        Status::Imported => {
+            let _ = write!(
+                s,
+                "  {:.1} s, {}, {}",
+                a.seconds,
+                human_bytes(a.bytes),
+                rate(a.bytes, a.seconds)
+            );
+        }
+        Status::Skipped => s.push_str("  (already present)"),
+        Status::WouldImport => {
+            let _ = write!(s, "  {}", human_bytes(a.bytes));
+        }
+        Status::Failed => {}
+    }
+    if let Some(r) = &a.reason {
+        let _ = write!(s, ": {r}");
+    }
+    s
+}
+
+fn summary_line(s: &Summary) -> String {
+    let total = s.archives.len();
+    let mut line = if s.dry_run {
+        format!(
+            "summary (dry run): {} to import, {} already present, {} failed, of {total} archive(s)",
+            s.would_import, s.skipped, s.failed
+        )
+    } else {
+        format!(
+            "summary: {} imported, {} skipped (already present), {} failed, of {total} archive(s) in {:.1} s",
+            s.imported, s.skipped, s.failed, s.seconds
+        )
+    };
+    if s.interrupted {
+        line.push_str("; INTERRUPTED before the end");
+    }
+    if s.failed > 0 {
+        let failed: Vec<&str> = s
+            .archives
+            .iter()
+            .filter(|a| a.status == Status::Failed)
+            .map(|a| a.file.as_str())
+            .collect();
+        let _ = write!(line, "; failed: {}", failed.join(", "));
+    }
+    line
+}
+
+/// A few lines for the Kubernetes termination message, when `path` is writable.
+pub fn write_termination_message(path: &Path, s: &Summary) {
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+    else {
+        return;
+    };
+    let mut msg = summary_line(s);
+    for a in s.archives.iter().filter(|a| a.status == Status::Failed) {
+        let _ = write!(
+            msg,
+            "\n{}: {}",
+            a.file,
+            a.reason.as_deref().unwrap_or("failed")
+        );
+    }
+    if msg.len() > TERMINATION_MAX {
+        let mut cut = TERMINATION_MAX;
+        while !msg.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        msg.truncate(cut);
+    }
+    let _ = f.write_all(msg.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_archive_line_names_the_file_and_the_reason() {
+        let a = ArchiveResult::failed("bad.tar.gz", 10, "the gzip stream is truncated");
+        let line = archive_line(&a);
+        assert!(line.starts_with("FAILED"), "{line}");
+        assert!(
+            line.contains("bad.tar.gz: the gzip stream is truncated"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn json_events_carry_their_kind() {
+        let a = ArchiveResult::failed("x.tar", 1, "no");
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&Event::Archive(&a)).unwrap()).unwrap();
+        assert_eq!(v["event"], "archive");
+        assert_eq!(v["status"], "failed");
+        assert_eq!(v["file"], "x.tar");
+    }
+}

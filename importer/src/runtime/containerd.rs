@@ -1,0 +1,733 @@
+//! containerd, driven through the node's own `ctr` (or `k3s ctr` / `k0s ctr`).
+//!
+//! With `--host-root` the node's `ctr` is found under that directory and run chrooted into
+//! it, so it uses the node's own libraries and speaks the node's containerd version; it is
+//! given the socket's node path. The archive reaches `ctr images import -` on its stdin,
+//! already decompressed, while the same bytes pass through [`inspect_stream`] (one pass).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::{CString, OsString};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+use super::{detect, forget_child, track_child, Imported, Present, Runtime, Unreachable};
+use crate::archive::{inspect_stream, ArchiveInfo, Compression, Limits, Platform};
+
+/// Where nodes keep `ctr`: distribution packages, RKE2, k3s, MicroK8s, k0s, Flatcar/Talos-like
+/// layouts. Searched under `--host-root` in this order.
+pub const NODE_BIN_DIRS: &[&str] = &[
+    "/usr/local/bin",
+    "/usr/bin",
+    "/bin",
+    "/usr/local/sbin",
+    "/usr/sbin",
+    "/sbin",
+    "/var/lib/rancher/rke2/bin",
+    "/var/lib/rancher/k3s/data/current/bin",
+    "/snap/microk8s/current/bin",
+    "/var/lib/k0s/bin",
+    "/opt/bin",
+    "/opt/containerd/bin",
+];
+
+/// The last bytes of an archive are held back from `ctr` until the whole archive has been
+/// read and checked: `ctr` cannot finish an import before it has seen the end of the tar,
+/// so a bad or unsuitable archive is stopped (ctr killed) before it creates any image.
+const HOLD_BACK: usize = 64 * 1024;
+
+/// Bytes are written to ctr's stdin in chunks at least this large.
+const CHUNK: usize = 256 * 1024;
+
+/// How long ctr may take to exit once its stdin is closed, before it is killed. Generous: a
+/// finished import unpacks the layers before ctr exits.
+const CTR_EXIT_WAIT: Duration = Duration::from_secs(3600);
+
+/// How long to wait for a failed import's partial uploads to be cleared.
+const INGEST_SETTLE: Duration = Duration::from_secs(15);
+
+/// Keep at most this much of ctr's stderr for the error message.
+const STDERR_MAX: usize = 16 * 1024;
+
+pub struct Containerd {
+    /// Socket as this process sees it (for probing).
+    socket: PathBuf,
+    /// Socket as `ctr` sees it (the node path when chrooted).
+    node_socket: PathBuf,
+    namespace: String,
+    host_root: Option<PathBuf>,
+    /// Program (a node path when chrooted) and leading arguments, e.g. `k3s ctr`.
+    program: PathBuf,
+    leading: Vec<OsString>,
+    /// Where the program was found, as this process sees it.
+    found_at: PathBuf,
+    version: String,
+    platform: Platform,
+}
+
+impl Containerd {
+    /// Find `ctr` for the containerd at `socket` (`node_socket` on the node).
+    pub fn new(
+        socket: &Path,
+        node_socket: &Path,
+        namespace: &str,
+        host_root: Option<&Path>,
+    ) -> Result<Containerd> {
+        let (found_at, leading) = find_ctr(host_root)?;
+        let program = match host_root {
+            Some(root) => Path::new("/").join(found_at.strip_prefix(root).unwrap_or(&found_at)),
+            None => found_at.clone(),
+        };
+        let mut c = Containerd {
+            socket: socket.to_path_buf(),
+            node_socket: node_socket.to_path_buf(),
+            namespace: namespace.to_string(),
+            host_root: host_root.map(Path::to_path_buf),
+            program,
+            leading,
+            found_at,
+            version: String::new(),
+            platform: Platform::host(),
+        };
+        c.version = match c.output(&["version"]) {
+            Ok(out) => server_version(&out).unwrap_or_else(|| "version unknown".into()),
+            Err(e) if super::is_unreachable(&e) => return Err(e),
+            Err(e) => return Err(e.context("ctr cannot talk to containerd")),
+        };
+        Ok(c)
+    }
+
+    /// `ctr -a SOCK -n NS`, chrooted into the host root when there is one.
+    fn command(&self) -> Result<Command> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.leading)
+            .arg("-a")
+            .arg(&self.node_socket)
+            .arg("-n")
+            .arg(&self.namespace);
+        if let Some(root) = &self.host_root {
+            let root = CString::new(root.as_os_str().as_bytes())
+                .with_context(|| format!("--host-root {} is not a valid path", root.display()))?;
+            // SAFETY: only async-signal-safe system calls run between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        Ok(cmd)
+    }
+
+    fn ctr_name(&self) -> String {
+        let mut s = self.found_at.display().to_string();
+        for a in &self.leading {
+            s.push(' ');
+            s.push_str(&a.to_string_lossy());
+        }
+        s
+    }
+
+    /// A quick check before each `ctr` run: ctr itself waits 10 s before it gives up on a
+    /// socket that is gone.
+    fn reachable(&self) -> Result<()> {
+        match detect::probe_socket(&self.socket) {
+            None => Ok(()),
+            Some(problem) => Err(Unreachable(format!(
+                "containerd socket {} {problem}",
+                self.socket.display()
+            ))
+            .into()),
+        }
+    }
+
+    /// Run a short `ctr` command and return its stdout.
+    fn output(&self, args: &[&str]) -> Result<String> {
+        self.reachable()?;
+        let mut cmd = self.command()?;
+        cmd.args(args).stdin(Stdio::null());
+        let out = cmd
+            .output()
+            .with_context(|| format!("cannot run {}", self.ctr_name()))?;
+        if !out.status.success() {
+            return Err(self.ctr_error(
+                args.first().copied().unwrap_or(""),
+                out.status,
+                &out.stderr,
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// What `ctr` said when it failed, classified: an unreachable socket is worth a retry.
+    fn ctr_error(&self, what: &str, status: ExitStatus, stderr: &[u8]) -> anyhow::Error {
+        let text = String::from_utf8_lossy(stderr);
+        let text = text.trim().trim_start_matches("ctr: ");
+        let said = if text.is_empty() {
+            format!("ctr {what} exited with {status} and printed nothing")
+        } else {
+            format!("ctr {what}: {text}")
+        };
+        let unreachable = [
+            "failed to dial",
+            "error while dialing",
+            "connection refused",
+        ]
+        .iter()
+        .any(|s| text.contains(s));
+        if text.contains("failed to resolve layers") && text.contains("not found") {
+            // Seen when a partial upload of the same layer, left by an import that was cut
+            // short, was still held by containerd: ctr 1.6 resumes it and loses the layer.
+            return anyhow!(
+                "{said} (containerd may still have held a partial upload of this layer from an \
+                 interrupted import; running the import again usually succeeds)"
+            );
+        }
+        if unreachable {
+            Unreachable(format!(
+                "containerd at {} is unreachable ({said})",
+                self.socket.display()
+            ))
+            .into()
+        } else {
+            anyhow!(said)
+        }
+    }
+
+    /// After a failed import, wait (a few seconds at most) for containerd to drop the partial
+    /// uploads ("ingests") that ctr left. ctr names them after the archive's entries and a
+    /// later import of the same archive would resume one of them, which ctr 1.6 gets wrong
+    /// ("content digest ...: not found"). A ctr that fails on its own releases them at once;
+    /// containerd removes them at its next garbage collection, moments later.
+    fn settle_ingests(&self) {
+        let active = || -> Vec<String> {
+            self.output(&["content", "active"])
+                .map(|out| {
+                    out.lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_whitespace().next())
+                        .filter(|r| r.starts_with("tar-"))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let left = active();
+        let end = Instant::now() + INGEST_SETTLE;
+        while !left.is_empty() && Instant::now() < end {
+            thread::sleep(Duration::from_millis(200));
+            let now = active();
+            if !left.iter().any(|r| now.contains(r)) {
+                return;
+            }
+        }
+    }
+
+    /// `ctr` keeps an OCI archive's `org.opencontainers.image.ref.name` as it is (e.g.
+    /// `oi/app:1`), but kubelet asks for `docker.io/oi/app:1`: such an image is re-tagged
+    /// under its normalised name, and the short name removed.
+    fn normalized(&self, name: &str) -> Result<String> {
+        if name.contains('@') && !name.contains('/') {
+            // `import-2026-01-01@sha256:…`: the name ctr gives an untagged image.
+            return Ok(name.to_string());
+        }
+        let Ok(full) = crate::reference::normalize(name) else {
+            return Ok(name.to_string());
+        };
+        if full == name {
+            return Ok(full);
+        }
+        self.output(&["images", "tag", "--force", name, &full])
+            .with_context(|| format!("cannot tag {name} as {full}"))?;
+        self.output(&["images", "rm", name])
+            .with_context(|| format!("cannot remove the short name {name}"))?;
+        Ok(full)
+    }
+
+    /// Content labels by digest (`ctr content ls`): manifests carry their config's digest.
+    fn content_labels(&self) -> Result<HashMap<String, BTreeMap<String, String>>> {
+        let out = self.output(&["content", "ls"])?;
+        Ok(out
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let mut it = line.split_whitespace();
+                let digest = it.next()?;
+                let labels = it.next_back()?;
+                Some((digest.to_string(), parse_labels(labels)))
+            })
+            .collect())
+    }
+
+    /// The config digest for the node's platform of the image whose target is `target`.
+    fn config_of(
+        &self,
+        target: &str,
+        content: &HashMap<String, BTreeMap<String, String>>,
+    ) -> Option<String> {
+        let labels = content.get(target)?;
+        if let Some(c) = labels.get(GC_CONFIG) {
+            return Some(c.clone());
+        }
+        // An index: its children are labelled `gc.ref.content.m.N`. A node usually holds
+        // only its own platform's manifest; when it holds several, read the index.
+        let present: Vec<&String> = labels
+            .iter()
+            .filter(|(k, _)| k.starts_with(GC_CHILD))
+            .map(|(_, v)| v)
+            .filter(|d| content.get(*d).is_some_and(|l| l.contains_key(GC_CONFIG)))
+            .collect();
+        let child = match present.as_slice() {
+            [] => return None,
+            [one] => (*one).clone(),
+            _ => {
+                let data = self.output(&["content", "get", target]).ok()?;
+                let index: IndexDoc = serde_json::from_str(&data).ok()?;
+                index
+                    .manifests
+                    .into_iter()
+                    .find(|m| {
+                        m.platform
+                            .as_ref()
+                            .is_some_and(|p| p.runs_on(&self.platform))
+                            && present.contains(&&m.digest)
+                    })?
+                    .digest
+            }
+        };
+        content.get(&child)?.get(GC_CONFIG).cloned()
+    }
+}
+
+const GC_CONFIG: &str = "containerd.io/gc.ref.content.config";
+const GC_CHILD: &str = "containerd.io/gc.ref.content.m.";
+
+#[derive(Deserialize)]
+struct IndexDoc {
+    #[serde(default)]
+    manifests: Vec<IndexEntry>,
+}
+
+#[derive(Deserialize)]
+struct IndexEntry {
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+/// `k=v,k=v` (or `-`) as `ctr` prints labels.
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    if s == "-" {
+        return BTreeMap::new();
+    }
+    s.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The server version from `ctr version`.
+fn server_version(out: &str) -> Option<String> {
+    let server = out.split("Server:").nth(1)?;
+    let line = server
+        .lines()
+        .find(|l| l.trim_start().starts_with("Version:"))?;
+    Some(format!(
+        "containerd {}",
+        line.trim_start().trim_start_matches("Version:").trim()
+    ))
+}
+
+/// Find the node's `ctr`: `ctr` itself, else a `k3s` or `k0s` binary that embeds it.
+fn find_ctr(host_root: Option<&Path>) -> Result<(PathBuf, Vec<OsString>)> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let search = match host_root {
+        Some(root) => Some(std::env::join_paths(
+            NODE_BIN_DIRS
+                .iter()
+                .map(|d| detect::local_path(Some(root), Path::new(d))),
+        )?),
+        None => None,
+    };
+    let lookup = |name: &str| -> Option<PathBuf> {
+        match &search {
+            Some(paths) => which::which_in(name, Some(paths), &cwd).ok(),
+            None => which::which(name).ok(),
+        }
+    };
+    if let Some(p) = lookup("ctr") {
+        return Ok((p, Vec::new()));
+    }
+    for multi in ["k3s", "k0s"] {
+        if let Some(p) = lookup(multi) {
+            return Ok((p, vec![OsString::from("ctr")]));
+        }
+    }
+    match host_root {
+        Some(root) => bail!(
+            "containerd answers, but no ctr (nor k3s/k0s) was found on the node under {} in {}",
+            root.display(),
+            NODE_BIN_DIRS.join(", ")
+        ),
+        None => bail!(
+            "containerd answers, but no ctr (nor k3s/k0s) is on PATH; \
+             give --host-root with the node's root mounted to use the node's own ctr"
+        ),
+    }
+}
+
+impl Runtime for Containerd {
+    fn kind(&self) -> &'static str {
+        "containerd"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} via {} (socket {}, namespace {})",
+            self.version,
+            self.ctr_name(),
+            self.node_socket.display(),
+            self.namespace
+        )
+    }
+
+    fn present(&self) -> Result<Vec<Present>> {
+        let images = self.output(&["images", "ls"])?;
+        let content = self.content_labels()?;
+        let mut out = Vec::new();
+        for line in images.lines().skip(1) {
+            // REF TYPE DIGEST SIZE PLATFORMS LABELS; SIZE has a space in it ("1.9 MiB").
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 4 {
+                continue;
+            }
+            let target = fields[2];
+            out.push(Present {
+                name: fields[0].to_string(),
+                config_digest: self.config_of(target, &content),
+                labels: parse_labels(fields[fields.len() - 1]),
+            });
+        }
+        Ok(out)
+    }
+
+    fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
+        self.reachable()?;
+        let mut cmd = self.command()?;
+        cmd.args(["images", "import", "--digests", "--skip-digest-for-named"])
+            .arg("--platform")
+            .arg(platform.to_string())
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.ctr_name()))?;
+        track_child(child.id());
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let (out_reader, err_reader) = (
+            thread::spawn(move || read_capped(stdout)),
+            thread::spawn(move || read_capped(stderr)),
+        );
+        // By now ctr's stdin is closed in every case: it finishes, or fails on its own.
+        let result = self.feed(&mut child, tar, platform);
+        let status = wait_or_kill(&mut child, CTR_EXIT_WAIT);
+        forget_child(child.id());
+        let stdout = out_reader.join().unwrap_or_default();
+        let stderr = err_reader.join().unwrap_or_default();
+        let status = status.context("cannot wait for ctr")?;
+        let outcome = match result {
+            Err(Fed::Archive(e)) => Err(e),
+            // ctr stopped reading: its stderr says why (never a bare "broken pipe").
+            Err(Fed::CtrStopped) => Err(self.ctr_error("images import", status, &stderr)),
+            Ok(_) if !status.success() => Err(self.ctr_error("images import", status, &stderr)),
+            Ok(info) => Ok(info),
+        };
+        let info = match outcome {
+            Ok(info) => info,
+            Err(e) => {
+                self.settle_ingests();
+                return Err(e);
+            }
+        };
+        let mut names = Vec::new();
+        for line in String::from_utf8_lossy(&stdout).lines() {
+            let Some((name, _)) = line
+                .strip_prefix("unpacking ")
+                .and_then(|l| l.split_once(" ("))
+            else {
+                continue;
+            };
+            names.push(self.normalized(name)?);
+        }
+        Ok(Imported { info, names })
+    }
+
+    fn label(&self, names: &[String], labels: &BTreeMap<String, String>) -> Result<()> {
+        let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for name in names {
+            let mut args = vec!["images", "label", name.as_str()];
+            args.extend(pairs.iter().map(String::as_str));
+            self.output(&args)
+                .with_context(|| format!("cannot label {name}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why feeding an archive to ctr stopped.
+enum Fed {
+    /// The archive is bad or unsuitable (our reading of it failed).
+    Archive(anyhow::Error),
+    /// ctr stopped reading its stdin.
+    CtrStopped,
+}
+
+impl Containerd {
+    /// Stream `tar` into ctr's stdin while inspecting it; release the held-back tail (and
+    /// so let ctr finish) only when the archive read cleanly and has an image for `platform`.
+    fn feed(
+        &self,
+        child: &mut Child,
+        tar: &mut dyn Read,
+        platform: &Platform,
+    ) -> Result<ArchiveInfo, Fed> {
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let mut tee = Tee {
+            src: tar,
+            sink: HoldBack::new(stdin),
+            sink_failed: false,
+        };
+        // On failure ctr is made to fail on its own (see `HoldBack::abort`), so that it
+        // cleans up after itself: a killed ctr leaves a half-written ingest behind that
+        // makes the next import of the same layer fail.
+        let inspected = inspect_stream(&mut tee, Compression::None, Limits::default());
+        if tee.sink_failed {
+            return Err(Fed::CtrStopped);
+        }
+        let info = match inspected {
+            Ok(info) => info,
+            Err(e) => {
+                tee.sink.abort();
+                return Err(Fed::Archive(e));
+            }
+        };
+        if !info
+            .images
+            .iter()
+            .any(|i| i.for_platform(platform).is_some())
+        {
+            tee.sink.abort();
+            let have: Vec<String> = info
+                .images
+                .iter()
+                .flat_map(|i| &i.platforms)
+                .filter(|p| p.complete)
+                .map(|p| {
+                    p.platform
+                        .as_ref()
+                        .map_or("unknown".into(), |p| p.to_string())
+                })
+                .collect();
+            return Err(Fed::Archive(anyhow!(
+                "the archive holds no complete image for this node's platform {platform} (it has: {})",
+                if have.is_empty() { "none".into() } else { have.join(", ") }
+            )));
+        }
+        match tee.sink.commit() {
+            Ok(()) => Ok(info),
+            Err(_) => Err(Fed::CtrStopped),
+        }
+    }
+}
+
+/// Passes what it reads from `src` on to `sink`.
+struct Tee<'a> {
+    src: &'a mut dyn Read,
+    sink: HoldBack<ChildStdin>,
+    sink_failed: bool,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.src.read(buf)?;
+        if n > 0 {
+            if let Err(e) = self.sink.write(&buf[..n]) {
+                self.sink_failed = true;
+                return Err(io::Error::new(e.kind(), "ctr stopped reading the archive"));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Writes through to `inner` all but the last [`HOLD_BACK`] bytes, until [`HoldBack::commit`].
+/// Bytes are passed on in chunks of at least [`CHUNK`], so the pipe sees few large writes
+/// whatever size the reads are.
+struct HoldBack<W: Write> {
+    inner: Option<W>,
+    tail: VecDeque<u8>,
+    /// Bytes passed on to `inner` so far.
+    delivered: u64,
+}
+
+impl<W: Write> HoldBack<W> {
+    fn new(inner: W) -> HoldBack<W> {
+        HoldBack {
+            inner: Some(inner),
+            tail: VecDeque::with_capacity(HOLD_BACK + CHUNK * 2),
+            delivered: 0,
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let total = self.tail.len() + data.len();
+        if total < HOLD_BACK + CHUNK {
+            self.tail.extend(data);
+            return Ok(());
+        }
+        let inner = self.inner.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
+        let out = total - HOLD_BACK;
+        let from_tail = out.min(self.tail.len());
+        let (a, b) = self.tail.as_slices();
+        let from_a = from_tail.min(a.len());
+        inner.write_all(&a[..from_a])?;
+        inner.write_all(&b[..from_tail - from_a])?;
+        self.tail.drain(..from_tail);
+        inner.write_all(&data[..out - from_tail])?;
+        self.tail.extend(&data[out - from_tail..]);
+        self.delivered += out as u64;
+        Ok(())
+    }
+
+    /// Send the held-back bytes and close the stream.
+    fn commit(&mut self) -> io::Result<()> {
+        let mut inner = self.inner.take().ok_or(io::ErrorKind::BrokenPipe)?;
+        let (a, b) = self.tail.as_slices();
+        inner.write_all(a)?;
+        inner.write_all(b)?;
+        self.tail.clear();
+        inner.flush()
+    }
+
+    /// End the stream so that the reader fails: tar entries and headers are 512-byte blocks,
+    /// so a stream that stops short of a block boundary is always a truncated archive (an
+    /// end exactly on a boundary could pass for a shorter, complete one). The held-back tail,
+    /// which holds the archive's end, is never sent.
+    fn abort(&mut self) {
+        if let Some(mut inner) = self.inner.take() {
+            if self.delivered % 512 == 0 {
+                let _ = inner.write_all(&[0xff]);
+            }
+        }
+        self.tail.clear();
+    }
+}
+
+/// Wait for `child`; kill it if it has not exited within `limit`.
+fn wait_or_kill(child: &mut Child, limit: Duration) -> io::Result<ExitStatus> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            return child.wait();
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_capped(r: Option<impl Read>) -> Vec<u8> {
+    let Some(mut r) = r else { return Vec::new() };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if kept.len() < STDERR_MAX {
+                    kept.extend_from_slice(&buf[..n.min(STDERR_MAX - kept.len())]);
+                }
+            }
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_read_as_ctr_prints_them() {
+        let l = parse_labels("io.cri-containerd.pinned=pinned,a=b=c");
+        assert_eq!(l["io.cri-containerd.pinned"], "pinned");
+        assert_eq!(l["a"], "b=c");
+        assert!(parse_labels("-").is_empty());
+    }
+
+    /// A writer the test can look into after the HoldBack has consumed it.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_end_of_the_stream_is_held_back_until_commit() {
+        let out = Shared::default();
+        let mut h = HoldBack::new(out.clone());
+        let data: Vec<u8> = (0..HOLD_BACK * 5 + 123).map(|i| i as u8).collect();
+        for chunk in data.chunks(10_000) {
+            h.write(chunk).unwrap();
+        }
+        let passed = out.0.lock().unwrap().len();
+        assert!(passed <= data.len() - HOLD_BACK, "{passed}");
+        assert_eq!(&out.0.lock().unwrap()[..], &data[..passed]);
+        h.commit().unwrap();
+        assert_eq!(&out.0.lock().unwrap()[..], &data[..]);
+    }
+
+    #[test]
+    fn an_aborted_stream_never_ends_on_a_tar_block_boundary() {
+        for len in [
+            HOLD_BACK + CHUNK,
+            HOLD_BACK + CHUNK + 512 * 3,
+            HOLD_BACK * 3 + 1,
+        ] {
+            let out = Shared::default();
+            let mut h = HoldBack::new(out.clone());
+            h.write(&vec![0u8; len]).unwrap();
+            h.abort();
+            let sent = out.0.lock().unwrap().len();
+            assert!(sent < len, "the tail is never sent");
+            assert_ne!(sent % 512, 0, "{len}: {sent} bytes end on a block boundary");
+        }
+    }
+
+    #[test]
+    fn the_server_version_is_read_from_ctr_version() {
+        let out = "Client:\n  Version:  1.6.20~ds1\n\nServer:\n  Version:  1.6.21\n  UUID: x\n";
+        assert_eq!(server_version(out).unwrap(), "containerd 1.6.21");
+    }
+}

@@ -1,0 +1,277 @@
+//! Finding the node's container runtime: probe the usual sockets, take the first that answers.
+//!
+//! Socket paths are paths on the node. With `--host-root DIR` (the node's root mounted into
+//! the importer's container) each is looked up under DIR; the runtime still gets the node path
+//! where it needs one (`ctr` runs chrooted into DIR).
+
+use std::fmt::Write as _;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use super::{containerd, docker, Runtime};
+use crate::cli::{RuntimeArgs, RuntimeKind};
+use crate::exit;
+
+/// containerd sockets of the common distributions, in the order they are tried.
+pub const CONTAINERD_SOCKETS: &[&str] = &[
+    "/run/containerd/containerd.sock", // kubeadm, containerd packages
+    "/run/k3s/containerd/containerd.sock", // k3s, RKE2
+    "/var/snap/microk8s/common/run/containerd.sock", // MicroK8s
+    "/run/k0s/containerd.sock",        // k0s
+];
+
+pub const DOCKER_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock"];
+
+/// The runtime chosen, and why.
+pub struct Detected {
+    pub runtime: Box<dyn Runtime>,
+    /// The socket as this process reaches it (under `--host-root` when given).
+    pub socket: PathBuf,
+    /// The socket's path on the node.
+    pub node_socket: PathBuf,
+    /// containerd namespace; `None` for Docker.
+    pub namespace: Option<String>,
+    /// One sentence for the log: which socket, and why that one.
+    pub reason: String,
+}
+
+/// One socket that was tried.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub kind: &'static str,
+    pub node_path: PathBuf,
+    pub path: PathBuf,
+    /// `None` when the socket answered, else what was wrong.
+    pub problem: Option<String>,
+}
+
+/// Where a node path is, seen from this process.
+pub fn local_path(host_root: Option<&Path>, node_path: &Path) -> PathBuf {
+    match host_root {
+        Some(root) => root.join(node_path.strip_prefix("/").unwrap_or(node_path)),
+        None => node_path.to_path_buf(),
+    }
+}
+
+/// Is there a unix socket at `path` that accepts a connection? `None` if so, else why not.
+pub fn probe_socket(path: &Path) -> Option<String> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some("does not exist".into()),
+        Err(e) => return Some(format!("cannot be read: {e}")),
+    };
+    if !meta.file_type().is_socket() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else if meta.is_file() {
+            "a regular file"
+        } else {
+            "not a socket"
+        };
+        return Some(format!(
+            "is {what}, not a socket (a hostPath mount of a socket that did not exist yet creates a directory)"
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => None,
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            Some("is a socket, but nothing is listening (connection refused)".into())
+        }
+        Err(e) => Some(format!("is a socket, but connecting failed: {e}")),
+    }
+}
+
+/// `unix:///var/run/docker.sock` (or a plain absolute path) -> the path.
+pub fn docker_socket_path(host: &str) -> Result<PathBuf> {
+    if let Some(p) = host.strip_prefix("unix://") {
+        if p.starts_with('/') {
+            return Ok(PathBuf::from(p));
+        }
+    } else if host.starts_with('/') {
+        return Ok(PathBuf::from(host));
+    }
+    Err(exit::usage(format!(
+        "--docker-host {host:?} is not supported: give the Docker socket as unix:///path \
+         (the importer talks to the node's own daemon through its socket, not over TCP)"
+    )))
+}
+
+fn containerd_socket_path(addr: &Path) -> PathBuf {
+    let s = addr.to_string_lossy();
+    match s.strip_prefix("unix://") {
+        Some(p) => PathBuf::from(p),
+        None => addr.to_path_buf(),
+    }
+}
+
+/// The containerd then Docker sockets to try, as the flags ask.
+pub fn candidates(args: &RuntimeArgs) -> Result<Vec<(&'static str, PathBuf, &'static str)>> {
+    let mut out = Vec::new();
+    if args.runtime != RuntimeKind::Docker {
+        match &args.containerd_address {
+            Some(a) => out.push((
+                "containerd",
+                containerd_socket_path(a),
+                "--containerd-address",
+            )),
+            None => out.extend(
+                CONTAINERD_SOCKETS
+                    .iter()
+                    .map(|s| ("containerd", PathBuf::from(s), "usual location")),
+            ),
+        }
+    }
+    if args.runtime != RuntimeKind::Containerd {
+        match &args.docker_host {
+            Some(h) => out.push(("docker", docker_socket_path(h)?, "--docker-host")),
+            None => out.extend(
+                DOCKER_SOCKETS
+                    .iter()
+                    .map(|s| ("docker", PathBuf::from(s), "usual location")),
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Probe the candidate sockets in order and connect to the first runtime that answers.
+/// No answer at all is an environment error (exit 2) listing every path and its problem.
+pub fn detect(args: &RuntimeArgs) -> Result<Detected> {
+    let host_root = args.host_root.as_deref();
+    if let Some(root) = host_root {
+        if !root.is_dir() {
+            return Err(exit::usage(format!(
+                "--host-root {} is not a directory: is the node's root filesystem mounted there?",
+                root.display()
+            )));
+        }
+    }
+    let mut probes: Vec<Probe> = Vec::new();
+    for (kind, node_path, source) in candidates(args)? {
+        let path = local_path(host_root, &node_path);
+        let problem = probe_socket(&path);
+        let answered = problem.is_none();
+        probes.push(Probe {
+            kind,
+            node_path: node_path.clone(),
+            path: path.clone(),
+            problem,
+        });
+        if !answered {
+            continue;
+        }
+        let mut reason = format!("{kind} socket {} answered ({source})", path.display());
+        let skipped: Vec<_> = probes.iter().filter(|p| p.problem.is_some()).collect();
+        if !skipped.is_empty() {
+            reason.push_str("; before it: ");
+            let parts: Vec<String> = skipped
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} {}",
+                        p.path.display(),
+                        p.problem.as_deref().unwrap_or("")
+                    )
+                })
+                .collect();
+            reason.push_str(&parts.join("; "));
+        }
+        let (runtime, namespace): (Box<dyn Runtime>, _) = match kind {
+            "containerd" => (
+                Box::new(containerd::Containerd::new(
+                    &path,
+                    &node_path,
+                    &args.namespace,
+                    host_root,
+                )?),
+                Some(args.namespace.clone()),
+            ),
+            _ => (Box::new(docker::connect(&path)?), None),
+        };
+        return Ok(Detected {
+            runtime,
+            socket: path,
+            node_socket: node_path,
+            namespace,
+            reason,
+        });
+    }
+    Err(exit::usage(no_runtime_message(args, &probes)))
+}
+
+fn no_runtime_message(args: &RuntimeArgs, probes: &[Probe]) -> String {
+    let which = match args.runtime {
+        RuntimeKind::Auto => "no container runtime (containerd or Docker)",
+        RuntimeKind::Containerd => "no containerd",
+        RuntimeKind::Docker => "no Docker Engine",
+    };
+    let mut msg = format!("{which} answered on any socket probed:");
+    for p in probes {
+        let _ = write!(
+            msg,
+            "\n  {} ({}): {}",
+            p.path.display(),
+            p.kind,
+            p.problem.as_deref().unwrap_or("answered")
+        );
+    }
+    match &args.host_root {
+        Some(root) => {
+            let _ = write!(
+                msg,
+                "\nPaths were looked up under --host-root {}: is the node's root mounted there?",
+                root.display()
+            );
+        }
+        None => msg.push_str(
+            "\nMount the node's runtime socket into the container (or the node's root with \
+             --host-root), or name it with --containerd-address / --docker-host.",
+        ),
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_paths_are_looked_up_under_the_host_root() {
+        assert_eq!(
+            local_path(
+                Some(Path::new("/host")),
+                Path::new("/run/containerd/containerd.sock")
+            ),
+            PathBuf::from("/host/run/containerd/containerd.sock")
+        );
+        assert_eq!(
+            local_path(None, Path::new("/run/docker.sock")),
+            PathBuf::from("/run/docker.sock")
+        );
+    }
+
+    #[test]
+    fn docker_host_must_be_a_unix_socket() {
+        assert_eq!(
+            docker_socket_path("unix:///var/run/docker.sock").unwrap(),
+            PathBuf::from("/var/run/docker.sock")
+        );
+        assert!(docker_socket_path("tcp://10.0.0.1:2375")
+            .unwrap_err()
+            .to_string()
+            .contains("unix:///path"));
+    }
+
+    #[test]
+    fn a_missing_path_and_a_directory_are_each_named_for_what_they_are() {
+        let dir = std::env::temp_dir();
+        assert!(probe_socket(&dir).unwrap().contains("directory"));
+        assert!(probe_socket(&dir.join("surely-not-here.sock"))
+            .unwrap()
+            .contains("does not exist"));
+    }
+}
