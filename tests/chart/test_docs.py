@@ -259,3 +259,26 @@ def test_every_flag_given_to_a_subcommand_is_in_its_help(doc: Path):
             usage = help_text(sub)
             wrong += [f"{sub} {flag}" for flag in sorted(flags) if not re.search(rf"{flag}\b", usage)]
     assert not wrong, f"{doc.name} gives flags the binary does not know: {sorted(set(wrong))}"
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: p.name)
+def test_every_relative_link_points_to_a_file_of_the_repository(doc: Path):
+    links = re.findall(r"\]\(([^)\s]+)\)", "\n".join(lines_outside_code(doc.read_text())))
+    files = [link.split("#", 1)[0] for link in links if not re.match(r"[a-z]+:|#", link)]
+    missing = [f for f in files if not (doc.parent / f).exists()]
+    assert not missing, f"{doc.name} links to files that do not exist: {missing}"
+
+
+def slug(title: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to dashes."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("doc", [GUIDE, GUIDE_ZH], ids=lambda p: p.name)
+def test_every_link_inside_a_guide_points_to_one_of_its_headings(doc: Path):
+    text = doc.read_text()
+    anchors = {slug(title) for _, title in headings(text)}
+    links = re.findall(r"\]\(#([^)\s]+)\)", "\n".join(lines_outside_code(text)))
+    assert links, f"{doc.name} has no links to its own sections"
+    broken = [link for link in links if link not in anchors]
+    assert not broken, f"{doc.name} links to sections it does not have: {broken}"
