@@ -18,7 +18,9 @@ ROOT=$PWD
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-step() { printf '\n\033[1m### %s\033[0m\n' "$*" >&2; }
+# Bold step titles on a terminal; plain text in a log.
+if [ -t 2 ]; then B=$'\033[1m' N=$'\033[0m'; else B= N=; fi
+step() { printf '\n%s### %s%s\n' "$B" "$*" "$N" >&2; }
 show() { printf '$ %s\n' "$*" >&2; "$@"; }
 
 step "1. Install what is needed and build the static importer"
