@@ -481,6 +481,13 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         would_import: Summary::count(&results, Status::WouldImport),
         archives: results,
     };
+    // Said before the summary, so the summary stays the log's last line.
+    if summary.failed > 0 && !args.strict && !interrupted {
+        reporter.info(&format!(
+            "{} archive(s) failed; exiting 0 because --strict is not set",
+            summary.failed
+        ));
+    }
     reporter.emit(&Event::Summary(&summary));
     report::write_termination_message(Path::new(report::TERMINATION_LOG), &summary);
     if let Some(path) = &args.report {
@@ -489,17 +496,8 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         bundle::write_atomic(path, &data)
             .with_context(|| format!("cannot write the report {}", path.display()))?;
     }
-    if interrupted {
+    if interrupted || (summary.failed > 0 && args.strict) {
         return Ok(Code::Failure);
-    }
-    if summary.failed > 0 {
-        if args.strict {
-            return Ok(Code::Failure);
-        }
-        reporter.info(&format!(
-            "{} archive(s) failed; exiting 0 because --strict is not set",
-            summary.failed
-        ));
     }
     Ok(Code::Success)
 }
