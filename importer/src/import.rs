@@ -159,7 +159,7 @@ pub fn check_images_path(path: &Path) -> Result<()> {
 /// Hold an exclusive `flock` on the runtime socket's directory, so two importers on one node
 /// (two releases installed at once) do not interleave. A directory opened read-only can be
 /// locked, and that works through a read-only hostPath mount.
-fn lock_node(socket: &Path, reporter: &Reporter) -> Result<Option<File>> {
+pub(crate) fn lock_node(socket: &Path, reporter: &Reporter) -> Result<Option<File>> {
     let dir = socket.parent().unwrap_or(Path::new("/"));
     let file = match File::open(dir) {
         Ok(f) => f,

@@ -13,9 +13,10 @@ use std::io::{self, Write};
 
 use anyhow::{Context, Result};
 
-use crate::cli::PruneArgs;
+use crate::cli::{LogFormat, PruneArgs};
 use crate::exit::{self, Code};
 use crate::import::{release_label, LABEL_RELEASE_PREFIX};
+use crate::report::Reporter;
 use crate::runtime::{detect, Container, Present, Unsupported};
 
 /// What prune decided for one labelled image.
@@ -89,6 +90,14 @@ pub fn run(args: &PruneArgs) -> Result<Code> {
         } else {
             e
         }
+    };
+    // The node lock `import` takes: an import running now (another release's) labels images
+    // it finds present, and prune must not decide on a list that import is changing.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        let reporter = Reporter::new(LogFormat::Text);
+        crate::import::lock_node(&detected.socket, &reporter)?
     };
     let all = rt.present().context("cannot list images")?;
     let containers = rt.containers().map_err(unsupported)?;
