@@ -73,7 +73,7 @@ pub enum LogFormat {
 /// they are looked up under that directory.
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
-    /// Runtime to import into.
+    /// Runtime to work on (import into, verify, prune).
     #[arg(long, value_enum, env = "IMAGE_RUNTIME", default_value = "auto")]
     pub runtime: RuntimeKind,
 
