@@ -274,3 +274,9 @@ def test_the_schema_rejects_a_bootstrap_pull_policy_that_would_pull():
     with pytest.raises(helm_python.HelmError) as err:
         render_with(CHART, {"imagePull": {"bootstrap": {"enabled": True, "pullPolicy": "Always"}}})
     assert "pullPolicy" in str(err.value)
+
+
+def test_the_chart_lints_clean_with_every_new_mode_on():
+    result = helm_python.lint(CHART, {"imagePull": {"enabled": True, "allNodes": True, "bootstrap": {"enabled": True},
+                                                    "prune": {"enabled": True, "dryRun": True}}}, strict=True)
+    assert result["errors"] == []

@@ -146,3 +146,34 @@ fn export_refuses_an_importer_binary_that_is_not_static_before_pulling_anything(
     );
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
 }
+
+#[test]
+fn a_static_exporter_puts_itself_in_the_bundle_and_a_dynamic_one_says_why_it_does_not() {
+    let image = pushed_image("self-placed", "hello from self-placed");
+    // The static build, run the way `export_cmd` runs the test build.
+    let dir = temp_dir("export-self");
+    let template = export_cmd(&dir);
+    let mut c = Command::new(static_bin());
+    for (k, v) in template.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.args(template.get_args()).arg(&image.reference);
+    let (code, _, stderr) = outcome(&mut c);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        offline_images::bundle::sha256_file(&dir.join(".offline-images/offline-images")).unwrap(),
+        offline_images::bundle::sha256_file(&static_bin()).unwrap()
+    );
+
+    // The test build is linked dynamically: it leaves the folder out and says so.
+    let dir = temp_dir("export-dynamic-self");
+    let (code, _, stderr) = outcome(export_cmd(&dir).arg(&image.reference));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("is dynamically linked") && stderr.contains("give --importer-binary"),
+        "{stderr}"
+    );
+    assert!(!dir.join(".offline-images").exists());
+}
