@@ -11,7 +11,7 @@
 #   OUTPUT_DIR    where the archive is written (default: dist)
 #
 # The image is FROM scratch, so the build needs no network. The archive loads on a node with
-# `ctr -n k8s.io images import offline-images-<version>.tar.gz` or `docker load -i ...`.
+# `gunzip -c offline-images-<version>.tar.gz | ctr -n k8s.io images import -` or `docker load -i ...`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -44,6 +44,12 @@ pub enum Command {
     /// image is unchanged at the registry. Exit 1 if any image or input failed; the others are
     /// still exported.
     Export(ExportArgs),
+    /// Remove the images a release imported (those labelled with its name), on this node.
+    ///
+    /// containerd only: an image still used by a container is kept, and an image that another
+    /// release also imported only loses this release's label. Removed images are listed on
+    /// stdout. Docker images carry no labels after `docker load`, so Docker is refused (exit 2).
+    Prune(PruneArgs),
 }
 
 /// Which container runtime to talk to.
@@ -67,7 +73,7 @@ pub enum LogFormat {
 /// they are looked up under that directory.
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
-    /// Runtime to import into.
+    /// Runtime to work on (import into, verify, prune).
     #[arg(long, value_enum, env = "IMAGE_RUNTIME", default_value = "auto")]
     pub runtime: RuntimeKind,
 
@@ -131,6 +137,25 @@ pub struct ImportArgs {
     /// Also write the run's summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+
+    /// Label every image of the bundle (imported or already present) as used by this Helm
+    /// release, so that `offline-images prune --release NAME` can remove them later.
+    #[arg(long, env = "RELEASE_NAME", value_name = "NAME")]
+    pub release: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// The release whose images are removed (the NAME given to `import --release`).
+    #[arg(long, env = "RELEASE_NAME", value_name = "NAME")]
+    pub release: String,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+
+    /// Only list what would be removed and what would be kept.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -233,4 +258,14 @@ pub struct ExportArgs {
     /// Only print the collected references; pull nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Static importer binary to put in the bundle (under `.offline-images/`, with its
+    /// sha256), so the chart's bootstrap mode can run it from the bundle in an image every
+    /// node already has. Default: this binary, when it is statically linked.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_importer_binary")]
+    pub importer_binary: Option<PathBuf>,
+
+    /// Do not put the importer binary in the bundle.
+    #[arg(long)]
+    pub no_importer_binary: bool,
 }

@@ -31,6 +31,28 @@ pub const LABEL_MANAGED: &str = "io.offline-images.managed";
 /// `io.offline-images.archive.<fingerprint>=<images in that archive>/<config digest>`.
 /// One label per archive, so an image that several archives carry keeps them all.
 pub const LABEL_ARCHIVE_PREFIX: &str = "io.offline-images.archive.";
+/// Prefix of a label naming a Helm release that uses this image:
+/// `io.offline-images.release.<release>=true`. One label per release, so an image that two
+/// releases imported keeps both, and `prune` of one release leaves it to the other.
+pub const LABEL_RELEASE_PREFIX: &str = "io.offline-images.release.";
+
+/// The release label key for `release`, or a usage error when the name cannot be one.
+/// Helm release names are lowercase DNS labels of at most 53 characters; anything made of
+/// letters, digits, `.`, `_` and `-` is accepted here.
+pub fn release_label(release: &str) -> Result<String> {
+    let ok = !release.is_empty()
+        && release.len() <= 200
+        && release
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !ok {
+        return Err(exit::usage(format!(
+            "--release {release:?} is not a release name: use letters, digits, '.', '_' and '-' \
+             (at most 200 characters), as Helm release names do"
+        )));
+    }
+    Ok(format!("{LABEL_RELEASE_PREFIX}{release}"))
+}
 
 /// Retries when the runtime is briefly unreachable (restarting): 1+2+4+8+16 s.
 const RETRY_DELAYS: &[u64] = &[1, 2, 4, 8, 16];
@@ -137,7 +159,7 @@ pub fn check_images_path(path: &Path) -> Result<()> {
 /// Hold an exclusive `flock` on the runtime socket's directory, so two importers on one node
 /// (two releases installed at once) do not interleave. A directory opened read-only can be
 /// locked, and that works through a read-only hostPath mount.
-fn lock_node(socket: &Path, reporter: &Reporter) -> Result<Option<File>> {
+pub(crate) fn lock_node(socket: &Path, reporter: &Reporter) -> Result<Option<File>> {
     let dir = socket.parent().unwrap_or(Path::new("/"));
     let file = match File::open(dir) {
         Ok(f) => f,
@@ -295,6 +317,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     let reporter: &'static Reporter = Box::leak(Box::new(Reporter::new(args.log_format)));
     install_stop_handler(reporter);
     let root = &args.images_path;
+    let release_key = args.release.as_deref().map(release_label).transpose()?;
     check_images_path(root)?;
     let (found, rejected) = archive::discover(root)?;
     let sums = bundle::read_sums(root)
@@ -413,6 +436,9 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
             if let Some(r) =
                 skip_result(&present, index.as_ref(), &file, &f, &fingerprint, reporter)
             {
+                if let (Some(key), false) = (&release_key, args.dry_run) {
+                    label_for_release(rt, &present, &r.names, key, &file, reporter);
+                }
                 emit(r, &mut results);
                 continue;
             }
@@ -481,6 +507,13 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         would_import: Summary::count(&results, Status::WouldImport),
         archives: results,
     };
+    // Said before the summary, so the summary stays the log's last line.
+    if summary.failed > 0 && !args.strict && !interrupted {
+        reporter.info(&format!(
+            "{} archive(s) failed; exiting 0 because --strict is not set",
+            summary.failed
+        ));
+    }
     reporter.emit(&Event::Summary(&summary));
     report::write_termination_message(Path::new(report::TERMINATION_LOG), &summary);
     if let Some(path) = &args.report {
@@ -489,19 +522,42 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         bundle::write_atomic(path, &data)
             .with_context(|| format!("cannot write the report {}", path.display()))?;
     }
-    if interrupted {
+    if interrupted || (summary.failed > 0 && args.strict) {
         return Ok(Code::Failure);
     }
-    if summary.failed > 0 {
-        if args.strict {
-            return Ok(Code::Failure);
-        }
-        reporter.info(&format!(
-            "{} archive(s) failed; exiting 0 because --strict is not set",
-            summary.failed
-        ));
-    }
     Ok(Code::Success)
+}
+
+/// Images already present that this release uses are labelled with it too: another release
+/// may have imported them, and pruning that release must not take them from this one.
+fn label_for_release(
+    rt: &dyn Runtime,
+    present: &PresentSet,
+    names: &[String],
+    key: &str,
+    file: &str,
+    reporter: &Reporter,
+) {
+    let missing: Vec<String> = names
+        .iter()
+        .filter(|n| {
+            present
+                .by_name
+                .get(*n)
+                .is_some_and(|p| !p.labels.contains_key(key))
+        })
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let labels = BTreeMap::from([(key.to_string(), "true".to_string())]);
+    if let Err(e) = rt.label(&missing, &labels) {
+        reporter.warn(
+            Some(file),
+            &format!("{e:#}: `prune` of another release could remove this release's images"),
+        );
+    }
 }
 
 /// The result for an archive that need not be imported, if it need not.
@@ -677,6 +733,12 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<ArchiveResult> {
         let mut labels = BTreeMap::new();
         labels.insert(LABEL_PINNED.to_string(), "pinned".to_string());
         labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
+        if let Some(release) = &ctx.args.release {
+            labels.insert(
+                format!("{LABEL_RELEASE_PREFIX}{release}"),
+                "true".to_string(),
+            );
+        }
         if let Some(config) = config {
             labels.insert(
                 format!("{LABEL_ARCHIVE_PREFIX}{}", p.fingerprint),

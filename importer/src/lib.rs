@@ -3,11 +3,13 @@
 
 pub mod archive;
 pub mod bundle;
+pub mod bundled;
 pub mod cli;
 pub mod exit;
 pub mod export;
 pub mod import;
 pub mod list;
+pub mod prune;
 pub mod reference;
 pub mod report;
 pub mod runtime;
@@ -25,5 +27,6 @@ pub fn run(cli: Cli) -> Result<Code> {
         Command::Import(args) => import::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Prune(args) => prune::run(&args),
     }
 }

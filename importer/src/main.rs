@@ -3,6 +3,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A binary run from a bundle checks itself before anything else.
+    if let Err(err) = offline_images::bundled::verify_self() {
+        eprintln!("offline-images: {err:#}");
+        return offline_images::exit::Code::from_error(&err).into();
+    }
     let cli = offline_images::cli::Cli::parse();
     match offline_images::run(cli) {
         Ok(code) => code.into(),

@@ -11,6 +11,7 @@ capabilities, no-new-privileges and the default seccomp profile; limits become d
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chartlib import CHART, ROOT, container, job
+from chartlib import CHART, ROOT, container, job, render
 
 ENV = ("OI_DOCKER_HOST", "OI_DOCKER_CLI", "OI_STATIC_BIN", "OI_CONTAINERD_SOCK")
 pytestmark = pytest.mark.skipif(
@@ -287,3 +288,101 @@ def test_build_image_refuses_a_binary_that_is_not_static_and_writes_nothing(tmp_
     assert result.returncode != 0
     assert "/bin/sh is missing or not a static executable" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ---- bootstrap mode: no importer image on the node ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pause_image(tmp_path_factory) -> str:
+    """A stand-in for the cluster's pause image: FROM scratch, one static file, no importer."""
+    context = tmp_path_factory.mktemp("pause-context")
+    shutil.copy("/bin/busybox", context / "pause")
+    (context / "Dockerfile").write_text('FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n')
+    ref = f"chart-test.local/pause:{RUN_ID}"
+    docker("build", "--quiet", "--tag", ref, str(context))
+    yield ref
+    docker("rmi", "--force", ref, check=False)
+
+
+def with_bundled_importer(src: Path, dst: Path) -> Path:
+    """A copy of the bundle `src` carrying the static importer as `offline-images export` puts it."""
+    shutil.copytree(src, dst)
+    folder = dst / ".offline-images"
+    folder.mkdir()
+    binary = folder / "offline-images"
+    shutil.copy(os.environ["OI_STATIC_BIN"], binary)
+    binary.chmod(0o755)
+    digest = hashlib.sha256(binary.read_bytes()).hexdigest()
+    (folder / "offline-images.sha256").write_text(f"{digest}  offline-images\n")
+    return dst
+
+
+def bootstrap_values(pause_image: str, bundle_dir: Path, namespace: str) -> dict[str, Any]:
+    repository, tag = pause_image.rsplit(":", 1)
+    return {
+        "imagePull": {
+            "enabled": True,
+            "bootstrap": {"enabled": True, "image": repository, "tag": tag},
+            "imagesPath": str(bundle_dir),
+            "runtime": "containerd",
+            "containerdAddress": os.environ["OI_CONTAINERD_SOCK"],
+            "containerdNamespace": namespace,
+            "activeDeadlineSeconds": 300,
+            "prune": {"enabled": True},
+        }
+    }
+
+
+def rendered_jobs(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The rendered Jobs by component (image-import, image-prune)."""
+    return {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in render(values) if d["kind"] == "Job"}
+
+
+def ctr_in(namespace: str, *args: str) -> str:
+    result = subprocess.run(
+        ["ctr", "-a", os.environ["OI_CONTAINERD_SOCK"], "-n", namespace, *args], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"ctr {' '.join(args)} failed: {result.stderr}"
+    return result.stdout
+
+
+def test_bootstrap_imports_with_the_bundled_importer_run_in_a_pause_image_and_prune_removes_it(
+    pause_image, bundle, tmp_path
+):
+    namespace = f"{NAMESPACE}-bootstrap"
+    bundle_dir = with_bundled_importer(bundle["dir"], tmp_path / "bundle")
+    found = rendered_jobs(bootstrap_values(pause_image, bundle_dir, namespace))
+    importer, pruner = found["image-import"], found["image-prune"]
+    assert container(importer)["imagePullPolicy"] == "Never"
+
+    # The pause image alone cannot import anything: it holds no importer.
+    code, log = run_like_kubelet(importer, command=["/offline-images", "--version"])
+    assert code != 0, log
+
+    code, log = run_like_kubelet(importer)
+    assert code == 0, f"the bootstrap Job's container exited {code}:\n{log}"
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines[-1].startswith("summary: 1 imported"), log
+    assert bundle["ref"] in ctr_in(namespace, "images", "ls", "-q").split()
+    labels = ctr_in(namespace, "images", "ls")
+    assert "io.offline-images.release.shop=true" in labels, labels
+
+    # The post-delete prune Job, run the same way, removes what the release imported.
+    code, log = run_like_kubelet(pruner)
+    assert code == 0, f"the prune Job's container exited {code}:\n{log}"
+    assert f"removed  {bundle['ref']}" in log, log
+    assert bundle["ref"] not in ctr_in(namespace, "images", "ls", "-q").split()
+
+
+def test_a_tampered_bundled_importer_refuses_to_run_and_imports_nothing(pause_image, bundle, tmp_path):
+    namespace = f"{NAMESPACE}-tampered"
+    bundle_dir = with_bundled_importer(bundle["dir"], tmp_path / "bundle")
+    with open(bundle_dir / ".offline-images" / "offline-images", "ab") as binary:
+        binary.write(b"\0changed")
+    importer = rendered_jobs(bootstrap_values(pause_image, bundle_dir, namespace))["image-import"]
+    code, log = run_like_kubelet(importer)
+    assert code == 2, log
+    assert "refusing to run /images/.offline-images/offline-images" in log, log
+    assert "damaged or replaced" in log, log
+    assert bundle["ref"] not in ctr_in(namespace, "images", "ls", "-q").split()

@@ -479,7 +479,16 @@ fn sigterm_aborts_the_current_archive_prints_the_summary_and_exits_non_zero() {
             break;
         }
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Mid-archive means ctr is running and being fed: wait for it, however loaded the machine.
+    let started = std::time::Instant::now();
+    while !has_child_named(child.id(), "ctr") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "ctr never started:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let sent = std::time::Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -550,4 +559,21 @@ fn an_unreachable_runtime_is_retried_until_it_is_back() {
         ctr_config_digest(&ns, &f.alpha.reference).as_deref(),
         Some(f.alpha.config_digest.as_str())
     );
+}
+
+/// Whether process `parent` has a child process whose command name is `name` (from /proc).
+fn has_child_named(parent: u32, name: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            return false;
+        };
+        let comm = &stat[open + 1..close];
+        let ppid = stat[close + 1..].split_whitespace().nth(1);
+        comm == name && ppid == Some(parent.to_string().as_str())
+    })
 }

@@ -8,3 +8,5 @@ mod export;
 mod harness;
 mod import;
 mod list;
+mod prune;
+mod selfcheck;

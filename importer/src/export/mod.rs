@@ -139,6 +139,26 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
         ));
     }
 
+    // The importer binary for the chart's bootstrap mode: checked before anything is pulled.
+    let importer_binary = if args.no_importer_binary {
+        None
+    } else if let Some(path) = &args.importer_binary {
+        crate::bundled::check_static(path)
+            .map_err(|why| exit::usage(format!("--importer-binary {} {why}", path.display())))?;
+        Some(path.clone())
+    } else {
+        match crate::bundled::current_static() {
+            Ok(p) => Some(p),
+            Err(why) => {
+                eprintln!(
+                    "offline-images: note: this binary {why}; the bundle gets no importer \
+                     binary (the chart's bootstrap mode needs one: give --importer-binary)"
+                );
+                None
+            }
+        }
+    };
+
     eprintln!(
         "offline-images: {} image(s) to export to {}, platform {platform}:",
         refs.len(),
@@ -169,6 +189,15 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
     let sums = bundle::read_sums(dir)
         .map_err(|e| exit::usage(format!("{e:#}; move it away to start a new bundle")))?
         .unwrap_or_default();
+    if let Some(src) = &importer_binary {
+        let sum = crate::bundled::place(src, dir)?;
+        eprintln!(
+            "offline-images: importer binary written to {}/{}/{} (sha256 {sum})",
+            dir.display(),
+            crate::bundled::DIR,
+            crate::bundled::BINARY
+        );
+    }
     let shared = Bundle {
         dir: dir.clone(),
         state: Mutex::new((index, sums)),

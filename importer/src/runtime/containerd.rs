@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use super::{detect, forget_child, track_child, Imported, Present, Runtime, Unreachable};
+use super::{
+    detect, forget_child, track_child, Container, Imported, Present, Runtime, Unreachable,
+};
 use crate::archive::{inspect_stream, ArchiveInfo, Compression, Limits, Platform};
 
 /// Where nodes keep `ctr`: distribution packages, RKE2, k3s, MicroK8s, k0s, Flatcar/Talos-like
@@ -484,6 +486,45 @@ impl Runtime for Containerd {
         }
         Ok(())
     }
+
+    fn containers(&self) -> Result<Vec<Container>> {
+        let out = self
+            .output(&["containers", "ls"])
+            .context("cannot list containers")?;
+        Ok(parse_containers(&out))
+    }
+
+    fn unlabel(&self, name: &str, keys: &[String]) -> Result<()> {
+        // `ctr images label NAME key=` clears the label.
+        let mut args = vec!["images".to_string(), "label".into(), name.into()];
+        args.extend(keys.iter().map(|k| format!("{k}=")));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.output(&args)
+            .with_context(|| format!("cannot remove labels of {name}"))?;
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        self.output(&["images", "rm", name])
+            .with_context(|| format!("cannot remove {name}"))?;
+        Ok(())
+    }
+}
+
+/// `ctr containers ls`: CONTAINER IMAGE RUNTIME, with `-` for a container without image.
+fn parse_containers(out: &str) -> Vec<Container> {
+    out.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut it = line.split_whitespace();
+            let id = it.next()?.to_string();
+            let image = match it.next() {
+                Some("-") | None => String::new(),
+                Some(i) => i.to_string(),
+            };
+            Some(Container { id, image })
+        })
+        .collect()
 }
 
 /// Why feeding an archive to ctr stopped.
@@ -723,6 +764,18 @@ mod tests {
             assert!(sent < len, "the tail is never sent");
             assert_ne!(sent % 512, 0, "{len}: {sent} bytes end on a block boundary");
         }
+    }
+
+    #[test]
+    fn containers_are_read_as_ctr_lists_them() {
+        let out = "CONTAINER    IMAGE                              RUNTIME\n\
+                   app          docker.io/library/nginx:1.27       io.containerd.runc.v2\n\
+                   bare         -                                  io.containerd.runc.v2\n";
+        let c = parse_containers(out);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].id, "app");
+        assert_eq!(c[0].image, "docker.io/library/nginx:1.27");
+        assert_eq!(c[1].image, "");
     }
 
     #[test]

@@ -26,6 +26,11 @@ pub const CONTAINERD_SOCKETS: &[&str] = &[
 
 pub const DOCKER_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock"];
 
+/// On a node whose kubelet uses Docker (through cri-dockerd), containerd answers too (Docker
+/// runs on it), but kubelet reads Docker's images, not containerd's k8s.io namespace. The
+/// cri-dockerd socket tells such a node apart, so `auto` then tries Docker first.
+pub const CRI_DOCKERD_SOCKETS: &[&str] = &["/run/cri-dockerd.sock", "/var/run/cri-dockerd.sock"];
+
 /// The runtime chosen, and why.
 pub struct Detected {
     pub runtime: Box<dyn Runtime>,
@@ -108,34 +113,48 @@ fn containerd_socket_path(addr: &Path) -> PathBuf {
     }
 }
 
-/// The containerd then Docker sockets to try, as the flags ask.
+/// The sockets to try, as the flags ask: containerd then Docker, or Docker first on a node
+/// where kubelet uses Docker through cri-dockerd.
 pub fn candidates(args: &RuntimeArgs) -> Result<Vec<(&'static str, PathBuf, &'static str)>> {
-    let mut out = Vec::new();
+    let mut containerd = Vec::new();
     if args.runtime != RuntimeKind::Docker {
         match &args.containerd_address {
-            Some(a) => out.push((
+            Some(a) => containerd.push((
                 "containerd",
                 containerd_socket_path(a),
                 "--containerd-address",
             )),
-            None => out.extend(
+            None => containerd.extend(
                 CONTAINERD_SOCKETS
                     .iter()
                     .map(|s| ("containerd", PathBuf::from(s), "usual location")),
             ),
         }
     }
+    let cri_dockerd = args.runtime == RuntimeKind::Auto
+        && args.containerd_address.is_none()
+        && CRI_DOCKERD_SOCKETS
+            .iter()
+            .any(|s| local_path(args.host_root.as_deref(), Path::new(s)).exists());
+    let mut docker = Vec::new();
     if args.runtime != RuntimeKind::Containerd {
         match &args.docker_host {
-            Some(h) => out.push(("docker", docker_socket_path(h)?, "--docker-host")),
-            None => out.extend(
-                DOCKER_SOCKETS
-                    .iter()
-                    .map(|s| ("docker", PathBuf::from(s), "usual location")),
-            ),
+            Some(h) => docker.push(("docker", docker_socket_path(h)?, "--docker-host")),
+            None => docker.extend(DOCKER_SOCKETS.iter().map(|s| {
+                let source = if cri_dockerd {
+                    "usual location; tried first because a cri-dockerd socket shows kubelet uses Docker's images"
+                } else {
+                    "usual location"
+                };
+                ("docker", PathBuf::from(s), source)
+            })),
         }
     }
-    Ok(out)
+    Ok(if cri_dockerd {
+        docker.into_iter().chain(containerd).collect()
+    } else {
+        containerd.into_iter().chain(docker).collect()
+    })
 }
 
 /// Probe the candidate sockets in order and connect to the first runtime that answers.
@@ -252,6 +271,32 @@ mod tests {
             local_path(None, Path::new("/run/docker.sock")),
             PathBuf::from("/run/docker.sock")
         );
+    }
+
+    fn auto_args(host_root: &Path) -> RuntimeArgs {
+        RuntimeArgs {
+            runtime: RuntimeKind::Auto,
+            containerd_address: None,
+            namespace: "k8s.io".into(),
+            docker_host: None,
+            host_root: Some(host_root.to_path_buf()),
+        }
+    }
+
+    #[test]
+    fn auto_tries_docker_first_only_on_a_node_with_cri_dockerd() {
+        let root = std::env::temp_dir().join(format!("oi-detect-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        let first = |args: &RuntimeArgs| candidates(args).unwrap()[0].0;
+        assert_eq!(first(&auto_args(&root)), "containerd");
+        std::fs::write(root.join("run/cri-dockerd.sock"), b"").unwrap();
+        assert_eq!(first(&auto_args(&root)), "docker");
+        let explicit = RuntimeArgs {
+            containerd_address: Some("/run/containerd/containerd.sock".into()),
+            ..auto_args(&root)
+        };
+        assert_eq!(first(&explicit), "containerd", "an explicit address wins");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -53,7 +53,36 @@ pub trait Runtime: Send + Sync {
     fn label(&self, _names: &[String], _labels: &BTreeMap<String, String>) -> Result<()> {
         Ok(())
     }
+
+    /// Every container (in the configured namespace) and the image it was created from, as
+    /// the runtime records it: a name, or an image ID (`sha256:...`).
+    fn containers(&self) -> Result<Vec<Container>> {
+        Err(Unsupported(self.kind()).into())
+    }
+
+    /// Remove `keys` from the labels of image `name`.
+    fn unlabel(&self, _name: &str, _keys: &[String]) -> Result<()> {
+        Err(Unsupported(self.kind()).into())
+    }
+
+    /// Remove the image `name` (its content goes when no other image refers to it).
+    fn remove(&self, _name: &str) -> Result<()> {
+        Err(Unsupported(self.kind()).into())
+    }
 }
+
+/// A container the runtime knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    /// The image it was created from, as recorded (a name or `sha256:...`); empty if none.
+    pub image: String,
+}
+
+/// This backend cannot do what was asked (e.g. prune on Docker).
+#[derive(Debug, thiserror::Error)]
+#[error("not supported by the {0} backend")]
+pub struct Unsupported(pub &'static str);
 
 /// The runtime could not be reached (socket missing, connection refused): worth retrying,
 /// unlike an archive the runtime refused.

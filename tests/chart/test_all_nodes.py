@@ -1,0 +1,282 @@
+"""imagePull.allNodes (one Job per eligible node), bootstrap mode and the prune hook.
+
+No cluster runs here, so `lookup` returns nothing. The node list is supplied the way `lookup`
+would return it: the chart asks for it through one helper, `offline-images.clusterNodes`
+(`lookup "v1" "Node" "" ""`, its `items` as JSON), and these tests render a copy of the chart
+with one extra template that redefines that helper to return Node objects. The product chart
+has no test-only values; the tests check that the override took effect (the Jobs they expect
+exist), so they cannot pass on a chart that ignores the node list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+
+from chartlib import CHART, KUBE_VERSION, container, env_of, merge, mount, volume
+
+HOSTNAME = "kubernetes.io/hostname"
+
+
+def node(name: str, labels: dict[str, str] | None = None, taints: list[dict[str, str]] | None = None,
+         unschedulable: bool = False) -> dict[str, Any]:
+    """A Node object as the API server returns it (and `lookup` passes it on)."""
+    doc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {HOSTNAME: name, "kubernetes.io/os": "linux", **(labels or {})}},
+        "spec": {},
+    }
+    if taints:
+        doc["spec"]["taints"] = taints
+    if unschedulable:
+        doc["spec"]["unschedulable"] = True
+    return doc
+
+
+def chart_with_nodes(tmp_path: Path, nodes: list[dict[str, Any]]) -> Path:
+    """A copy of the chart whose `offline-images.clusterNodes` returns `nodes`, as `lookup` would.
+    Helm parses templates of one folder in reverse name order, so `00-...` is parsed last and
+    its definition wins over the one in _helpers.tpl."""
+    copy = tmp_path / "chart"
+    shutil.copytree(CHART, copy)
+    (copy / "templates" / "00-test-cluster-nodes.tpl").write_text(
+        '{{- define "offline-images.clusterNodes" -}}\n' + json.dumps(nodes) + "\n{{- end -}}\n"
+    )
+    return copy
+
+
+def render_with(chart: Path, values: dict[str, Any], name: str = "shop") -> tuple[list[dict[str, Any]], str]:
+    import yaml
+
+    with helm_python.Chart.load(chart) as loaded:
+        files = loaded.render(merge({"imagePull": {"enabled": True, "allNodes": True}}, values),
+                              name=name, namespace="apps", is_install=True)
+    docs = []
+    notes = ""
+    for path, text in sorted(files.items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+        else:
+            docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs, notes
+
+
+def jobs(docs: list[dict[str, Any]], component: str = "image-import") -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == "Job" and d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+
+
+def pinned_to(job_doc: dict[str, Any]) -> str:
+    return job_doc["spec"]["template"]["spec"]["nodeSelector"][HOSTNAME]
+
+
+CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
+
+
+def test_one_import_job_is_rendered_per_node_each_pinned_to_its_node(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("worker-1"), node("worker-2"), node("worker-3")])
+    docs, _ = render_with(chart, {})
+    found = jobs(docs)
+    assert sorted(pinned_to(j) for j in found) == ["worker-1", "worker-2", "worker-3"]
+    for j in found:
+        n = pinned_to(j)
+        assert j["metadata"]["name"] == f"shop-image-import-{n}-{hashlib.sha256(n.encode()).hexdigest()[:8]}"
+        assert j["metadata"]["annotations"]["offline-images.io/node"] == n
+        assert j["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert container(j)["args"][0] == "import"
+        assert env_of(j)["RELEASE_NAME"] == "shop"
+    # One ServiceAccount for all of them.
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"] == ["shop-image-import"]
+
+
+def test_every_job_and_pod_carries_the_shared_label_the_notes_use_to_read_every_log(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("worker-1"), node("worker-2")])
+    docs, notes = render_with(chart, {})
+    selector = {"app.kubernetes.io/instance": "shop", "app.kubernetes.io/component": "image-import"}
+    for j in jobs(docs):
+        for labels in (j["metadata"]["labels"], j["spec"]["template"]["metadata"]["labels"]):
+            assert selector.items() <= labels.items()
+    assert ("kubectl logs -n apps -l app.kubernetes.io/instance=shop,app.kubernetes.io/component=image-import "
+            "--prefix --tail=-1") in notes
+    assert "ran as 2 hook Jobs, one per node" in notes
+    for j in jobs(docs):
+        assert j["metadata"]["name"] in notes
+
+
+def test_job_names_stay_within_63_characters_are_stable_and_distinct_for_long_node_names(tmp_path):
+    release = "a" * 40 + "-" + "b" * 12  # the longest release name Helm accepts
+    helm_python.validate_release_name(release)
+    prefix = "ip-10-0-0-1." + "c" * 70 + ".compute.internal"
+    names = [prefix + "-one", prefix + "-two", "w.example"]
+    chart = chart_with_nodes(tmp_path, [node(n) for n in names])
+    first = {pinned_to(j): j["metadata"]["name"] for j in jobs(render_with(chart, {}, name=release)[0])}
+    assert set(first) == set(names)
+    assert len(set(first.values())) == 3
+    for n, job_name in first.items():
+        assert len(job_name) <= 63, job_name
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", job_name), job_name
+        assert job_name.endswith(hashlib.sha256(n.encode()).hexdigest()[:8])
+    # Another node joining, and a different order, change no existing name.
+    chart2 = chart_with_nodes(tmp_path / "again", [node("new-node")] + [node(n) for n in reversed(names)])
+    second = {pinned_to(j): j["metadata"]["name"] for j in jobs(render_with(chart2, {}, name=release)[0])}
+    assert {n: second[n] for n in names} == first
+    short = {pinned_to(j): j["metadata"]["name"] for j in jobs(render_with(chart, {})[0])}
+    assert short["w.example"] == f"shop-image-import-w-example-{hashlib.sha256(b'w.example').hexdigest()[:8]}"
+
+
+def test_nodes_not_matching_the_node_selector_or_with_untolerated_taints_or_cordoned_get_no_job(tmp_path):
+    nodes = [
+        node("gpu-1", {"pool": "gpu"}),
+        node("gpu-2", {"pool": "gpu"}, taints=[{"key": "gpu", "value": "true", "effect": "NoSchedule"}]),
+        node("gpu-3", {"pool": "gpu"}, taints=[{"key": "maintenance", "effect": "NoExecute"}]),
+        node("gpu-4", {"pool": "gpu"}, taints=[{"key": "spot", "effect": "PreferNoSchedule"}]),
+        node("gpu-5", {"pool": "gpu"}, unschedulable=True),
+        node("cpu-1", {"pool": "cpu"}),
+        node("plain"),
+    ]
+    chart = chart_with_nodes(tmp_path, nodes)
+    values = {"imagePull": {"nodeSelector": {"pool": "gpu"},
+                            "tolerations": [{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]}}
+    docs, notes = render_with(chart, values)
+    # PreferNoSchedule does not keep a pod away; the tolerated gpu taint neither.
+    assert sorted(pinned_to(j) for j in jobs(docs)) == ["gpu-1", "gpu-2", "gpu-4"]
+    for j in jobs(docs):
+        pod = j["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"pool": "gpu", HOSTNAME: pinned_to(j)}
+        assert pod["tolerations"] == values["imagePull"]["tolerations"]
+    assert "gpu-3: taint maintenance=:NoExecute is not tolerated (imagePull.tolerations)" in notes
+    assert "gpu-5: unschedulable (cordoned)" in notes
+    assert 'cpu-1: label pool is not "gpu" (imagePull.nodeSelector)' in notes
+
+
+def test_a_toleration_of_every_taint_lets_tainted_control_plane_nodes_in(tmp_path):
+    nodes = [node("cp-1", taints=[CONTROL_PLANE_TAINT]), node("worker-1")]
+    chart = chart_with_nodes(tmp_path, nodes)
+    assert sorted(pinned_to(j) for j in jobs(render_with(chart, {})[0])) == ["worker-1"]
+    everything = {"imagePull": {"tolerations": [{"operator": "Exists"}]}}
+    assert sorted(pinned_to(j) for j in jobs(render_with(chart, everything)[0])) == ["cp-1", "worker-1"]
+    by_key = {"imagePull": {"tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists",
+                                              "effect": "NoSchedule"}]}}
+    assert sorted(pinned_to(j) for j in jobs(render_with(chart, by_key)[0])) == ["cp-1", "worker-1"]
+    wrong_effect = {"imagePull": {"tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists",
+                                                    "effect": "NoExecute"}]}}
+    assert sorted(pinned_to(j) for j in jobs(render_with(chart, wrong_effect)[0])) == ["worker-1"]
+
+
+def test_the_job_pins_the_node_by_its_hostname_label_when_it_differs_from_the_node_name(tmp_path):
+    n = node("node-a.cluster.local")
+    n["metadata"]["labels"][HOSTNAME] = "node-a"
+    chart = chart_with_nodes(tmp_path, [n])
+    (j,) = jobs(render_with(chart, {})[0])
+    assert pinned_to(j) == "node-a"
+    assert j["metadata"]["annotations"]["offline-images.io/node"] == "node-a.cluster.local"
+
+
+def test_the_install_fails_with_the_reasons_when_no_node_can_run_the_job(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("cp-1", taints=[CONTROL_PLANE_TAINT])])
+    with pytest.raises(helm_python.HelmRenderError) as err:
+        render_with(chart, {})
+    assert "imagePull.allNodes: none of the 1 nodes can run the import Job" in str(err.value)
+    assert "cp-1: taint node-role.kubernetes.io/control-plane=:NoSchedule is not tolerated" in str(err.value)
+
+
+def test_without_a_node_list_one_unpinned_job_is_rendered_and_the_notes_say_so():
+    # The real chart, rendered as `helm template` does: lookup returns nothing.
+    docs, notes = render_with(CHART, {})
+    (j,) = jobs(docs)
+    assert j["metadata"]["name"] == "shop-image-import"
+    assert "nodeSelector" not in j["spec"]["template"]["spec"]
+    assert "imagePull.allNodes is set, but no node list was available" in notes
+    assert "ONE Job was\nrendered, not pinned to any node" in notes
+
+
+def test_per_node_jobs_are_valid_kubernetes_objects(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("worker-1"), node("w" * 200)])
+    docs, _ = render_with(chart, {"imagePull": {"prune": {"enabled": True}, "bootstrap": {"enabled": True}}})
+    assert len(jobs(docs)) == 2 and len(jobs(docs, "image-prune")) == 2
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+# ---- bootstrap mode ----------------------------------------------------------------------------
+
+
+def test_bootstrap_runs_the_bundled_importer_in_the_pause_image_that_is_never_pulled(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("worker-1")])
+    docs, notes = render_with(chart, {"imagePull": {"bootstrap": {"enabled": True}}})
+    (j,) = jobs(docs)
+    c = container(j)
+    assert c["image"] == "registry.k8s.io/pause:3.9"
+    assert c["imagePullPolicy"] == "Never"
+    assert c["command"] == ["/images/.offline-images/offline-images"]
+    assert c["args"] == ["import", "--jobs=1"]
+    assert mount(j, "/images")["readOnly"] is True
+    assert volume(j, "images")["hostPath"]["path"] == "/var/lib/offline-images/images"
+    assert "Bootstrap mode" in notes and "registry.k8s.io/pause:3.9" in notes
+
+
+def test_the_bootstrap_image_is_configurable_for_k3s_and_the_bundle_may_sit_in_a_sub_path(tmp_path):
+    values = {"imagePull": {"allNodes": False,
+                            "bootstrap": {"enabled": True, "image": "docker.io/rancher/mirrored-pause", "tag": "3.6"},
+                            "imagesVolume": {"type": "persistentVolumeClaim", "persistentVolumeClaim": {"claimName": "b"},
+                                             "subPath": "site/images"}}}
+    (j,) = jobs(render_with(CHART, values)[0])
+    c = container(j)
+    assert c["image"] == "docker.io/rancher/mirrored-pause:3.6"
+    assert mount(j, "/images")["subPath"] == "site/images"
+    assert c["command"] == ["/images/.offline-images/offline-images"]
+
+
+def test_without_bootstrap_the_importer_image_runs_its_own_binary():
+    (j,) = jobs(render_with(CHART, {})[0])
+    c = container(j)
+    assert c["command"] == ["/offline-images"]
+    assert c["image"].startswith("ghcr.io/offline-images/offline-images:")
+
+
+# ---- prune -------------------------------------------------------------------------------------
+
+
+def test_prune_is_off_by_default_and_an_opt_in_post_delete_hook_per_node(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("worker-1"), node("worker-2")])
+    assert jobs(render_with(chart, {})[0], "image-prune") == []
+    docs, notes = render_with(chart, {"imagePull": {"prune": {"enabled": True}}})
+    pruners = jobs(docs, "image-prune")
+    assert sorted(pinned_to(j) for j in pruners) == ["worker-1", "worker-2"]
+    for j in pruners:
+        assert j["metadata"]["name"].startswith("shop-image-prune-worker-")
+        assert len(j["metadata"]["name"]) <= 63
+        assert j["metadata"]["annotations"]["helm.sh/hook"] == "post-delete"
+        assert j["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        assert container(j)["args"] == ["prune"]
+        assert env_of(j)["RELEASE_NAME"] == "shop"
+        # Without bootstrap the bundle is not needed to prune: it may be gone from the node.
+        assert "images" not in {v["name"] for v in j["spec"]["template"]["spec"]["volumes"]}
+    sa = next(d for d in docs if d["kind"] == "ServiceAccount")
+    assert sa["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade,post-delete"
+    assert "io.offline-images.release.shop" in notes
+
+
+def test_a_prune_dry_run_only_lists(tmp_path):
+    (j,) = jobs(render_with(CHART, {"imagePull": {"prune": {"enabled": True, "dryRun": True}}})[0], "image-prune")
+    assert container(j)["args"] == ["prune", "--dry-run"]
+
+
+def test_the_schema_rejects_a_bootstrap_pull_policy_that_would_pull():
+    with pytest.raises(helm_python.HelmError) as err:
+        render_with(CHART, {"imagePull": {"bootstrap": {"enabled": True, "pullPolicy": "Always"}}})
+    assert "pullPolicy" in str(err.value)
+
+
+def test_the_chart_lints_clean_with_every_new_mode_on():
+    result = helm_python.lint(CHART, {"imagePull": {"enabled": True, "allNodes": True, "bootstrap": {"enabled": True},
+                                                    "prune": {"enabled": True, "dryRun": True}}}, strict=True)
+    assert result["errors"] == []
