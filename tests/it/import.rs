@@ -456,7 +456,8 @@ fn with_a_host_root_the_nodes_ctr_runs_chrooted_there() {
 }
 
 #[test]
-fn sigterm_aborts_the_current_archive_prints_the_summary_and_exits_non_zero() {
+fn sigterm_aborts_the_current_archive_prints_the_summary_exits_non_zero_and_the_next_run_finishes()
+{
     use std::io::BufRead;
     let dir = temp_dir("sigterm");
     big_docker_archive(&dir.join("big.tar"), "oi-test/big:1", 768);
@@ -501,6 +502,22 @@ fn sigterm_aborts_the_current_archive_prints_the_summary_and_exits_non_zero() {
     );
     assert!(log.contains("INTERRUPTED"), "{log}");
     assert!(ctr_images(&ns).is_empty(), "{:?}", ctr_images(&ns));
+
+    // The next run finishes what the stopped one began.
+    let again = run_bounded(&against_containerd("import", &dir, &ns), 180);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        line_for(&again.stderr, "big.tar").starts_with("imported"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        ctr_images(&ns)
+            .iter()
+            .any(|(n, _)| n == "docker.io/oi-test/big:1"),
+        "{:?}",
+        ctr_images(&ns)
+    );
 }
 
 #[test]

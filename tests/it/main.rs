@@ -8,3 +8,4 @@ mod export;
 mod harness;
 mod import;
 mod list;
+mod reliability;
