@@ -629,13 +629,15 @@ fn settle_shared_names(
     landed: Vec<(usize, NameConfigs)>,
     done: &mut [(usize, ArchiveResult)],
 ) {
-    let mut by_name: BTreeMap<String, Vec<(usize, Option<String>)>> = BTreeMap::new();
+    // Name -> (archive, config digest) for every archive that set it.
+    type Sources = Vec<(usize, Option<String>)>;
+    let mut by_name: BTreeMap<String, Sources> = BTreeMap::new();
     for (i, names) in landed {
         for (name, config) in names {
             by_name.entry(name).or_default().push((i, config));
         }
     }
-    let mut shared: Vec<(String, Vec<(usize, Option<String>)>)> = by_name
+    let mut shared: Vec<(String, Sources)> = by_name
         .into_iter()
         .filter(|(_, from)| from.len() > 1)
         .collect();

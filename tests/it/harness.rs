@@ -842,7 +842,7 @@ pub fn run_bounded(cmd: &Command, secs: u64) -> Bounded {
     let peak_rss_kib = text(&rss)
         .lines()
         .filter_map(|l| l.trim().parse().ok())
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no peak RSS from /usr/bin/time: {:?}", text(&rss)));
     Bounded {
         code: status.code().unwrap_or(-1),
