@@ -480,7 +480,18 @@ fn sigterm_aborts_the_current_archive_prints_the_summary_exits_non_zero_and_the_
             break;
         }
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Another test's importer may hold the node lock: signal only once ctr is receiving.
+    let receiving = std::time::Instant::now();
+    while !stdout_of(ctr(&ns).args(["content", "active"]))
+        .lines()
+        .any(|l| l.starts_with("tar-"))
+    {
+        assert!(
+            receiving.elapsed() < std::time::Duration::from_secs(120),
+            "the import never started:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let sent = std::time::Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

@@ -486,6 +486,7 @@ impl Runtime for Containerd {
                 GONE_AFTER.as_secs()
             ));
         }
+        let archive_at_fault = matches!(result, Err(Fed::Archive(_)));
         let outcome = match result {
             Err(Fed::Archive(e)) => Err(e),
             // ctr stopped reading: its stderr says why (never a bare "broken pipe").
@@ -496,6 +497,18 @@ impl Runtime for Containerd {
         let info = match outcome {
             Ok(info) => info,
             Err(e) => {
+                // ctr's words for a containerd that went away vary ("EOF", "transport is
+                // closing", ...): a socket that no longer answers says it plainly.
+                if !archive_at_fault {
+                    if let Some(problem) = detect::probe_socket(&self.socket) {
+                        return Err(anyhow!(
+                            "containerd at {} went away during the import (its socket {problem}); \
+                             nothing of this archive was kept, run the import again once \
+                             containerd is back: {e:#}",
+                            self.socket.display()
+                        ));
+                    }
+                }
                 self.settle_ingests();
                 return Err(e);
             }
