@@ -717,6 +717,36 @@ fn a_full_containerd_disk_is_reported_per_archive_and_every_archive_is_still_att
 }
 
 #[test]
+fn a_disk_that_fills_while_unpacking_leaves_no_half_image_and_later_archives_go_in() {
+    let f = fixtures();
+    // Room for the big layer's content, not for it unpacked as well.
+    let cd = PrivateContainerd::start("unpackfull", Some(100));
+    let dir = temp_dir("unpackfull-images");
+    big_docker_archive(&dir.join("a-big.tar"), "oi-test/unpack-big:1", 64);
+    std::fs::copy(f.dir.join("docker.tar.gz"), dir.join("b-alpha.tar.gz")).unwrap();
+    std::fs::copy(beta_tar(), dir.join("c-beta.tar")).unwrap();
+    let ns = "unpackfull";
+    let out = run_bounded(&cd.import(&dir, ns), BOUND);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let line = line_of(&out.stderr, "a-big.tar");
+    assert!(line.starts_with("FAILED"), "{}", out.stderr);
+    assert!(line.contains("no space left on device"), "{line}");
+    for file in ["b-alpha.tar.gz", "c-beta.tar"] {
+        assert!(
+            line_of(&out.stderr, file).starts_with("imported"),
+            "{}",
+            out.stderr
+        );
+    }
+    let images = cd.images(ns);
+    assert!(
+        !images.iter().any(|n| n.contains("unpack-big")),
+        "no half image: {images:?}"
+    );
+    assert!(images.contains(&f.alpha.reference), "{images:?}");
+}
+
+#[test]
 fn dockerd_restarted_during_a_run_loses_nothing_and_the_next_run_completes() {
     let f = fixtures();
     let mut d = PrivateDockerd::start("restart");

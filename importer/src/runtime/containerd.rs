@@ -510,17 +510,29 @@ impl Runtime for Containerd {
                     }
                 }
                 self.settle_ingests();
+                // ctr creates the image before it unpacks it: an unpack that fails (a full
+                // disk) leaves the name listed, pointing to an image that was never unpacked,
+                // and holding its content. Such names are removed, so that nothing half
+                // imported is listed and containerd can free the space.
+                let half: Vec<&str> = unpacking_names(&stdout);
+                let mut removed = Vec::new();
+                // --sync: containerd has collected the content before the next archive starts.
+                for name in half {
+                    if self.output(&["images", "rm", "--sync", name]).is_ok() {
+                        removed.push(name.to_string());
+                    }
+                }
+                if !removed.is_empty() {
+                    return Err(e.context(format!(
+                        "the image ctr had created before failing ({}) was removed",
+                        removed.join(", ")
+                    )));
+                }
                 return Err(e);
             }
         };
         let mut names = Vec::new();
-        for line in String::from_utf8_lossy(&stdout).lines() {
-            let Some((name, _)) = line
-                .strip_prefix("unpacking ")
-                .and_then(|l| l.split_once(" ("))
-            else {
-                continue;
-            };
+        for name in unpacking_names(&stdout) {
             names.push(self.normalized(name)?);
         }
         Ok(Imported { info, names })
@@ -685,6 +697,16 @@ impl<W: Write> HoldBack<W> {
         }
         self.tail.clear();
     }
+}
+
+/// The names `ctr images import` said it was unpacking (`unpacking NAME (sha256:...)...`).
+fn unpacking_names(stdout: &[u8]) -> Vec<&str> {
+    std::str::from_utf8(stdout)
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.strip_prefix("unpacking ")?.split_once(" ("))
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// Probes the socket while ctr runs, and kills ctr when containerd has been gone too long.
