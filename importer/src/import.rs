@@ -458,6 +458,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         platform: Platform::host(),
     };
     let done = Mutex::new(Vec::new());
+    let landed = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
     thread::scope(|s| {
         for _ in 0..usize::from(args.jobs).min(todo.len().max(1)) {
@@ -467,14 +468,22 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
                 if stop_signal().is_some() {
                     break;
                 }
-                let r = import_one(&ctx, p);
+                let (r, names) = import_one(&ctx, p);
                 reporter.emit(&Event::Archive(&r));
                 done.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
+                landed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((i, names));
             });
         }
     });
     let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
     done.sort_by_key(|(i, _)| *i);
+    if stop_signal().is_none() {
+        let landed = landed.into_inner().unwrap_or_else(|e| e.into_inner());
+        settle_shared_names(&ctx, &todo, landed, &mut done);
+    }
     let interrupted = stop_signal().is_some();
     if interrupted {
         let finished: Vec<usize> = done.iter().map(|(i, _)| *i).collect();
@@ -642,23 +651,119 @@ fn with_retries<T>(
     }
 }
 
-fn import_one(ctx: &Run<'_>, p: &Planned) -> ArchiveResult {
+/// Import one archive: its result, and each name it set with the config digest (node
+/// platform) that name now has.
+fn import_one(ctx: &Run<'_>, p: &Planned) -> (ArchiveResult, NameConfigs) {
     let started = Instant::now();
-    let mut result = match import_archive(ctx, p) {
+    let (mut result, names) = match import_archive(ctx, p) {
         Ok(r) => r,
         Err(e) => {
             let reason = match stop_signal() {
                 Some(sig) => format!("aborted by {sig}"),
                 None => format!("{e:#}"),
             };
-            ArchiveResult::failed(&p.file, p.found.size, reason)
+            (
+                ArchiveResult::failed(&p.file, p.found.size, reason),
+                Vec::new(),
+            )
         }
     };
     result.seconds = started.elapsed().as_secs_f64();
-    result
+    (result, names)
 }
 
-fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<ArchiveResult> {
+/// Image names with the config digest each was given.
+type NameConfigs = Vec<(String, Option<String>)>;
+
+/// When several archives carry the same name, the archive that sorts last (by path) wins, as
+/// it does in a one-at-a-time run, and the log says so. With `--jobs` above 1 those archives
+/// may have finished in another order: the name is then checked, and the last archive
+/// imported once more if the name points elsewhere.
+fn settle_shared_names(
+    ctx: &Run<'_>,
+    todo: &[Planned],
+    landed: Vec<(usize, NameConfigs)>,
+    done: &mut [(usize, ArchiveResult)],
+) {
+    // Name -> (archive, config digest) for every archive that set it.
+    type Sources = Vec<(usize, Option<String>)>;
+    let mut by_name: BTreeMap<String, Sources> = BTreeMap::new();
+    for (i, names) in landed {
+        for (name, config) in names {
+            by_name.entry(name).or_default().push((i, config));
+        }
+    }
+    let mut shared: Vec<(String, Sources)> = by_name
+        .into_iter()
+        .filter(|(_, from)| from.len() > 1)
+        .collect();
+    if shared.is_empty() {
+        return;
+    }
+    for (_, from) in &mut shared {
+        from.sort_by_key(|(i, _)| *i);
+    }
+    if ctx.args.jobs > 1 {
+        let present = match with_retries(ctx.reporter, None, || ctx.runtime.present()) {
+            Ok(p) => PresentSet::new(p),
+            Err(e) => {
+                ctx.reporter.warn(
+                    None,
+                    &format!("cannot check names that several archives carry: {e:#}"),
+                );
+                PresentSet::new(Vec::new())
+            }
+        };
+        let mut again: Vec<usize> = shared
+            .iter()
+            .filter_map(|(name, from)| {
+                let (last, config) = from.last()?;
+                let config = config.as_deref()?;
+                (!present.by_name.is_empty() && !present.has(name, config)).then_some(*last)
+            })
+            .collect();
+        again.sort_unstable();
+        again.dedup();
+        for i in again {
+            if stop_signal().is_some() {
+                return;
+            }
+            let p = &todo[i];
+            ctx.reporter.info(&format!(
+                "importing {} once more: it sorts after other archives carrying the same names, \
+                 which finished after it",
+                p.file
+            ));
+            let (r, _) = import_one(ctx, p);
+            if r.status == Status::Failed {
+                ctx.reporter.emit(&Event::Archive(&r));
+            }
+            if let Some(slot) = done.iter_mut().find(|(j, _)| *j == i) {
+                slot.1 = r;
+            }
+        }
+    }
+    for (name, from) in &shared {
+        let describe = |(i, config): &(usize, Option<String>)| match config {
+            Some(c) => format!("{} (config {c})", todo[*i].file),
+            None => todo[*i].file.clone(),
+        };
+        let Some((last, earlier)) = from.split_last() else {
+            continue;
+        };
+        let earlier: Vec<String> = earlier.iter().map(describe).collect();
+        ctx.reporter.warn(
+            Some(&todo[last.0].file),
+            &format!(
+                "{name} is also in {}: the archive sorting last wins, so {name} is {}",
+                earlier.join(", "),
+                describe(last)
+            ),
+        );
+    }
+}
+
+fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<(ArchiveResult, NameConfigs)> {
     let file = p.file.as_str();
     if let Some(expected) = &p.expected_sha256 {
         let f = File::open(&p.found.path)
@@ -677,7 +782,7 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<ArchiveResult> {
         // Opening reads the first bytes: an empty or non-archive file already fails here.
         let opened = archive::open(&p.found.path)?;
         drop(opened);
-        return Ok(ArchiveResult {
+        let would = ArchiveResult {
             file: file.to_string(),
             status: Status::WouldImport,
             names: Vec::new(),
@@ -685,7 +790,8 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<ArchiveResult> {
             seconds: 0.0,
             bytes: p.found.size,
             reason: None,
-        });
+        };
+        return Ok((would, Vec::new()));
     }
     let started = Instant::now();
     let imported = with_retries(ctx.reporter, Some(file), || {
@@ -754,15 +860,16 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<ArchiveResult> {
             );
         }
     }
-    Ok(ArchiveResult {
+    let result = ArchiveResult {
         file: file.to_string(),
         status: Status::Imported,
-        names,
+        names: names.clone(),
         digests: config_digests(&imported.info, &ctx.platform),
         seconds: 0.0,
         bytes: p.found.size,
         reason: None,
-    })
+    };
+    Ok((result, names.into_iter().zip(configs).collect()))
 }
 
 /// The config digest (node platform) each imported name should have: by name for named

@@ -263,7 +263,9 @@ fn archive_line(a: &ArchiveResult) -> String {
         Status::Failed => {}
     }
     if let Some(r) = &a.reason {
-        let _ = write!(s, ": {r}");
+        // One line per archive, whatever a helper printed (ctr's errors may span lines).
+        let one_line: Vec<&str> = r.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let _ = write!(s, ": {}", one_line.join("; "));
     }
     s
 }

@@ -54,6 +54,29 @@ pub fn offline_images() -> Command {
     Command::new(env!("CARGO_BIN_EXE_offline-images"))
 }
 
+/// The release build of the binary under test (scripts/test.sh builds it as OI_STATIC_BIN),
+/// for tests that stream gigabytes, where a debug build's decompression would be the
+/// bottleneck; the debug build when it is not set.
+pub fn offline_images_release() -> Command {
+    match std::env::var_os("OI_STATIC_BIN") {
+        Some(p) => Command::new(p),
+        None => offline_images(),
+    }
+}
+
+/// `cmd` (a command of the binary under test) run by the release build instead.
+pub fn in_release(cmd: &Command) -> Command {
+    let mut c = offline_images_release();
+    c.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
 /// Run a command; panic with its output when it fails.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
@@ -753,4 +776,483 @@ pub fn wait_for_text(file: &Path, text: &str, secs: u64) -> String {
         file.display(),
         std::fs::read_to_string(file).unwrap_or_default()
     );
+}
+
+// ---- reliability: bounded runs, private daemons ---------------------------------------------
+
+/// How a bounded run of a command ended.
+pub struct Bounded {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Peak resident memory of the command, in KiB (from `/usr/bin/time -f %M`).
+    pub peak_rss_kib: u64,
+    pub elapsed: std::time::Duration,
+}
+
+/// Run `cmd` under `/usr/bin/time` in a process group of its own; kill the group and panic if
+/// it runs longer than `secs`. Output goes to files, so a chatty child never blocks on a pipe.
+pub fn run_bounded(cmd: &Command, secs: u64) -> Bounded {
+    use std::os::unix::process::CommandExt;
+    let dir = temp_dir("bounded");
+    let (out, err, rss) = (dir.join("stdout"), dir.join("stderr"), dir.join("peak-rss"));
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let started = std::time::Instant::now();
+    let mut child = timed
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still ran after {secs} s and was killed; its stderr:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    let text =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    // time writes "Command exited with non-zero status N" before the number when it fails.
+    let peak_rss_kib = text(&rss)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no peak RSS from /usr/bin/time: {:?}", text(&rss)));
+    Bounded {
+        code: status.code().unwrap_or(-1),
+        stdout: text(&out),
+        stderr: text(&err),
+        peak_rss_kib,
+        elapsed,
+    }
+}
+
+/// A containerd of a test's own (its own root, state and socket), to kill, restart or starve
+/// of disk space without disturbing the daemons other tests use. Configured as
+/// scripts/lib.sh's `oi_start_containerd` configures the shared one.
+pub struct PrivateContainerd {
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    child: Option<std::process::Child>,
+    /// A tmpfs mounted as `root`, unmounted on drop.
+    mounted: bool,
+}
+
+impl PrivateContainerd {
+    /// Start one; with `root_mib`, its root is a tmpfs of that many MiB.
+    pub fn start(label: &str, root_mib: Option<u64>) -> PrivateContainerd {
+        let dir = temp_dir(label);
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let mut mounted = false;
+        if let Some(mib) = root_mib {
+            run(Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(&root));
+            mounted = true;
+        }
+        let socket = dir.join("containerd.sock");
+        std::fs::write(
+            dir.join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n\
+                 [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+                root.display(),
+                dir.join("state").display(),
+                socket.display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let mut c = PrivateContainerd {
+            dir,
+            root,
+            socket,
+            child: None,
+            mounted,
+        };
+        c.restart();
+        c
+    }
+
+    /// Start (again) on the same root and socket, and wait until it answers.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "containerd is still running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("containerd.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new("containerd")
+                .arg("--config")
+                .arg(self.dir.join("config.toml"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("containerd is installed"),
+        );
+        for _ in 0..300 {
+            if self
+                .ctr("default")
+                .arg("version")
+                .stdin(Stdio::null())
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "the private containerd did not come up:\n{}",
+            std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+        );
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would stop it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn ctr(&self, ns: &str) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("-a").arg(&self.socket).arg("-n").arg(ns);
+        c
+    }
+
+    /// Image names in `ns`.
+    pub fn images(&self, ns: &str) -> Vec<String> {
+        stdout_of(self.ctr(ns).args(["images", "ls", "-q"]))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `offline-images import` of `images` into `ns` of this containerd.
+    pub fn import(&self, images: &Path, ns: &str) -> Command {
+        let mut c = against_containerd("import", images, ns);
+        // The same flags as against_containerd, with this daemon's socket.
+        let args: Vec<std::ffi::OsString> = c.get_args().map(Into::into).collect();
+        let mut own = offline_images();
+        for (i, a) in args.iter().enumerate() {
+            if i > 0 && args[i - 1] == "--containerd-address" {
+                own.arg(&self.socket);
+            } else {
+                own.arg(a);
+            }
+        }
+        for (k, v) in c.get_envs() {
+            if v.is_none() {
+                own.env_remove(k);
+            }
+        }
+        c = own;
+        c
+    }
+}
+
+impl Drop for PrivateContainerd {
+    fn drop(&mut self) {
+        self.kill();
+        if self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.root).status();
+        }
+    }
+}
+
+/// A dockerd of a test's own, on a private containerd, to restart during a run.
+pub struct PrivateDockerd {
+    pub containerd: PrivateContainerd,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateDockerd {
+    pub fn start(label: &str) -> PrivateDockerd {
+        let containerd = PrivateContainerd::start(&format!("{label}-containerd"), None);
+        let dir = temp_dir(label);
+        std::fs::write(dir.join("daemon.json"), "{}").unwrap();
+        let mut d = PrivateDockerd {
+            containerd,
+            socket: dir.join("docker.sock"),
+            dir,
+            child: None,
+        };
+        d.restart();
+        d
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "dockerd is still running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dockerd.log"))
+            .unwrap();
+        let d = &self.dir;
+        self.child = Some(
+            Command::new("dockerd")
+                .arg("--host")
+                .arg(self.host())
+                .arg("--data-root")
+                .arg(d.join("data"))
+                .arg("--exec-root")
+                .arg(d.join("exec"))
+                .arg("--pidfile")
+                .arg(d.join("docker.pid"))
+                .arg("--containerd")
+                .arg(&self.containerd.socket)
+                .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
+                .arg("--config-file")
+                .arg(d.join("daemon.json"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("dockerd is installed"),
+        );
+        for _ in 0..600 {
+            if self
+                .docker()
+                .arg("version")
+                .stdin(Stdio::null())
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "the private dockerd did not come up:\n{}",
+            std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+        );
+    }
+
+    /// SIGKILL dockerd (its containerd stays).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn docker(&self) -> Command {
+        let mut c = Command::new(&daemons().docker_cli);
+        c.env("DOCKER_HOST", self.host());
+        c
+    }
+
+    /// `docker image inspect --format {{.Id}}` on this daemon.
+    pub fn image_id(&self, image: &str) -> Option<String> {
+        let out = self
+            .docker()
+            .args(["image", "inspect", "--format", "{{.Id}}", image])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// `offline-images import` of `images` into this dockerd.
+    pub fn import(&self, images: &Path) -> Command {
+        let mut c = offline_images();
+        c.arg("import")
+            .arg("--images-path")
+            .arg(images)
+            .args(["--runtime", "docker", "--docker-host"])
+            .arg(self.host());
+        for v in [
+            "IMAGE_RUNTIME",
+            "CONTAINERD_ADDRESS",
+            "DOCKER_HOST",
+            "HOST_ROOT",
+            "IMAGES_PATH",
+            "LOG_FORMAT",
+            "IMPORT_STRICT",
+        ] {
+            c.env_remove(v);
+        }
+        c
+    }
+}
+
+impl Drop for PrivateDockerd {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // SIGTERM first: dockerd unmounts what it mounted.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if let Some(mut c) = self.child.take() {
+            for _ in 0..100 {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Bytes of a tar archive holding `files`, names written as given (even `../x` or `/x`, which
+/// the tar crate's own path setters refuse).
+pub fn raw_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_old();
+        let field = &mut h.as_old_mut().name;
+        field[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Every regular file of a tar archive, in order.
+pub fn tar_files(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        files.push((name, data));
+    }
+    files
+}
+
+/// A command running in the background with its stderr in a file, for tests that act on a
+/// daemon while it runs. Killed (with its process group) if dropped while still running.
+pub struct Running {
+    child: std::process::Child,
+    pub log: PathBuf,
+    started: std::time::Instant,
+}
+
+impl Running {
+    pub fn spawn(cmd: &mut Command) -> Running {
+        use std::os::unix::process::CommandExt;
+        let log = temp_dir("running").join("stderr");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        Running {
+            child,
+            log,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// Wait for `text` in its stderr; panic after `secs` or if it exits first.
+    pub fn wait_for_text(&mut self, text: &str, secs: u64) -> String {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let got = self.text();
+            if got.contains(text) {
+                return got;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("exited ({status}) before printing {text:?}:\n{got}");
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "{text:?} not printed within {secs} s:\n{got}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for the exit (at most `secs` seconds from the start, else kill and panic); the
+    /// exit code and stderr.
+    pub fn finish(mut self, secs: u64) -> (i32, String) {
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code().unwrap_or(-1), self.text());
+            }
+            if self.started.elapsed() > std::time::Duration::from_secs(secs) {
+                panic!(
+                    "still running after {secs} s (killed); stderr so far:\n{}",
+                    self.text()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = self.child.wait();
+        }
+    }
 }

@@ -9,4 +9,5 @@ mod harness;
 mod import;
 mod list;
 mod prune;
+mod reliability;
 mod selfcheck;

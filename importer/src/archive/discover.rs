@@ -53,8 +53,9 @@ pub fn discover(root: &Path) -> Result<(Vec<Found>, Vec<Rejected>)> {
     }
     if !meta.is_dir() {
         anyhow::bail!(
-            "{} is neither a directory nor a regular file",
-            root.display()
+            "{} is {}, neither a directory nor a regular file",
+            root.display(),
+            describe(&meta.file_type())
         );
     }
     let canonical_root =

@@ -52,6 +52,16 @@ pub fn inspect_path(path: &Path, limits: Limits) -> Result<ArchiveInfo> {
         let mut archive = tar::Archive::new(file);
         let entries = archive.entries_with_seek().map_err(tar_error)?;
         let scan = scan(entries, limits)?;
+        // Seeking past the end of a file is no error, and the tar reader takes the end of the
+        // file for the end of the archive: a file cut inside an entry's data reads as a shorter
+        // archive unless its last entry is checked against the file's size.
+        if scan.end_of_entries > size {
+            bail!(
+                "the tar stream is truncated: the file ends at {size} bytes, inside its last entry \
+                 (whose data runs to {} bytes)",
+                scan.end_of_entries
+            );
+        }
         return resolve(&scan, Compression::None, size);
     }
     inspect_stream(opened.reader, opened.compression, limits)

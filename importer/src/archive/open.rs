@@ -110,10 +110,7 @@ fn from_file(file: File, file_size: u64) -> Result<Opened> {
     let reader: Box<dyn Read + Send> = match compression {
         Compression::None => Box::new(buf),
         Compression::Gzip => Box::new(gzip_reader(buf)),
-        Compression::Zstd => Box::new(ZstdReader(
-            ruzstd::decoding::StreamingDecoder::new(buf)
-                .map_err(|e| anyhow::anyhow!("the zstd frame header is invalid: {e}"))?,
-        )),
+        Compression::Zstd => Box::new(ZstdReader::new(buf)?),
     };
     Ok(Opened {
         compression,
@@ -147,16 +144,111 @@ impl<R: Read> Read for GzipReader<R> {
     }
 }
 
-struct ZstdReader<R>(R);
+/// Decompresses every frame of a zstd stream, one after another, as `zstd -d` does: pzstd,
+/// `zstd --long` splitting, and concatenated files all write several frames, and a reader that
+/// stops after the first would cut the archive short. Skippable frames are skipped, and each
+/// frame's checksum, when it has one, is verified.
+struct ZstdReader<R> {
+    source: R,
+    decoder: ruzstd::decoding::FrameDecoder,
+    /// A frame has been started and not yet read to its end.
+    in_frame: bool,
+}
 
-impl<R: Read> Read for ZstdReader<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        self.0.read(out).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("the zstd stream is corrupt or truncated: {e}"),
-            )
-        })
+fn zstd_error(what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the zstd stream is corrupt or truncated: {what}: {e}"),
+    )
+}
+
+impl<R: BufRead> ZstdReader<R> {
+    /// Reads the first frame header at once, so a bad one is reported when the file is opened.
+    fn new(source: R) -> Result<ZstdReader<R>> {
+        let mut r = ZstdReader {
+            source,
+            decoder: ruzstd::decoding::FrameDecoder::new(),
+            in_frame: false,
+        };
+        if !r.next_frame().context("the zstd frame header is invalid")? {
+            bail!("the zstd stream holds no frame");
+        }
+        Ok(r)
+    }
+
+    /// Start the next (non-skippable) frame; false at the end of the stream.
+    fn next_frame(&mut self) -> io::Result<bool> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        loop {
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(false);
+            }
+            match self.decoder.reset(&mut self.source) {
+                Ok(()) => {
+                    self.in_frame = true;
+                    return Ok(true);
+                }
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    let skipped =
+                        io::copy(&mut (&mut self.source).take(length.into()), &mut io::sink())?;
+                    if skipped < u64::from(length) {
+                        return Err(zstd_error("a skippable frame", "it is cut short"));
+                    }
+                }
+                Err(e) => return Err(zstd_error("a frame header", e)),
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Read for ZstdReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.in_frame && !self.next_frame()? {
+                return Ok(0);
+            }
+            let d = &mut self.decoder;
+            while d.can_collect() < buf.len() && !d.is_finished() {
+                let more = buf.len() - d.can_collect();
+                let before = (d.bytes_read_from_source(), d.can_collect());
+                d.decode_blocks(
+                    &mut self.source,
+                    ruzstd::decoding::BlockDecodingStrategy::UptoBytes(more),
+                )
+                .map_err(|e| zstd_error("a block", e))?;
+                if (d.bytes_read_from_source(), d.can_collect()) == before && !d.is_finished() {
+                    break;
+                }
+            }
+            let n = d.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if !(d.is_finished() && d.can_collect() == 0) {
+                // No progress and no error: the input ended inside the frame.
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the zstd stream is truncated (the file ends inside a frame)",
+                ));
+            }
+            if let (Some(stored), Some(computed)) =
+                (d.get_checksum_from_data(), d.get_calculated_checksum())
+            {
+                if stored != computed {
+                    return Err(zstd_error(
+                        "a frame's checksum does not match its content",
+                        format!("{stored:08x} != {computed:08x}"),
+                    ));
+                }
+            }
+            self.in_frame = false;
+        }
     }
 }
 
@@ -198,5 +290,40 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("xz"));
+    }
+
+    fn zstd(data: &[u8]) -> Vec<u8> {
+        ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+    }
+
+    fn unzstd(data: Vec<u8>) -> io::Result<Vec<u8>> {
+        let mut r = ZstdReader::new(io::Cursor::new(data)).map_err(io::Error::other)?;
+        let mut out = Vec::new();
+        r.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn every_zstd_frame_is_read_and_skippable_frames_skipped() {
+        let (a, b) = (vec![7u8; 300_000], b"the second frame".repeat(1000));
+        let mut data = zstd(&a);
+        // A skippable frame: magic 0x184D2A5x, a length, that many bytes.
+        data.extend_from_slice(&0x184D_2A53u32.to_le_bytes());
+        data.extend_from_slice(&5u32.to_le_bytes());
+        data.extend_from_slice(b"skip!");
+        data.extend_from_slice(&zstd(&b));
+        let mut want = a.clone();
+        want.extend_from_slice(&b);
+        assert_eq!(unzstd(data).unwrap(), want);
+    }
+
+    #[test]
+    fn a_zstd_stream_cut_short_is_an_error_not_a_shorter_archive() {
+        let mut data = zstd(&vec![1u8; 100_000]);
+        data.extend_from_slice(&zstd(&b"more".repeat(50_000)));
+        let cut = data.len() - 20;
+        data.truncate(cut);
+        let err = unzstd(data).unwrap_err().to_string();
+        assert!(err.contains("zstd"), "{err}");
     }
 }

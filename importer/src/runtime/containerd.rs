@@ -55,6 +55,12 @@ const CTR_EXIT_WAIT: Duration = Duration::from_secs(3600);
 /// How long to wait for a failed import's partial uploads to be cleared.
 const INGEST_SETTLE: Duration = Duration::from_secs(15);
 
+/// While an import runs, the socket is probed this often; when containerd has stopped
+/// answering for [`GONE_AFTER`], ctr is killed: ctr's own calls may wait for a containerd that
+/// never comes back, and the run must not hang with them.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+const GONE_AFTER: Duration = Duration::from_secs(5);
+
 /// Keep at most this much of ctr's stderr for the error message.
 const STDERR_MAX: usize = 16 * 1024;
 
@@ -192,6 +198,28 @@ impl Containerd {
             return anyhow!(
                 "{said} (containerd may still have held a partial upload of this layer from an \
                  interrupted import; running the import again usually succeeds)"
+            );
+        }
+        // containerd went away in the middle of the import (killed, crashed, restarted).
+        let lost = [
+            "transport is closing",
+            "error reading from server",
+            "connection reset",
+            "code = Unavailable",
+        ]
+        .iter()
+        .any(|s| text.contains(s));
+        if lost && !unreachable {
+            return anyhow!(
+                "containerd at {} closed the connection during the import (was it restarted or \
+                 killed?); nothing of this archive was kept, run the import again: {said}",
+                self.socket.display()
+            );
+        }
+        if text.contains("no space left on device") {
+            return anyhow!(
+                "the disk holding containerd's root is full (no space left on device): free space \
+                 on the node and run the import again; {said}"
             );
         }
         if unreachable {
@@ -442,13 +470,25 @@ impl Runtime for Containerd {
             thread::spawn(move || read_capped(stdout)),
             thread::spawn(move || read_capped(stderr)),
         );
+        let watch = SocketWatch::start(&self.socket, child.id());
         // By now ctr's stdin is closed in every case: it finishes, or fails on its own.
         let result = self.feed(&mut child, tar, platform);
         let status = wait_or_kill(&mut child, CTR_EXIT_WAIT);
+        let gone = watch.stop();
         forget_child(child.id());
         let stdout = out_reader.join().unwrap_or_default();
         let stderr = err_reader.join().unwrap_or_default();
         let status = status.context("cannot wait for ctr")?;
+        if let Some(problem) = gone {
+            return Err(anyhow!(
+                "containerd at {} stopped answering during the import (its socket {problem} for \
+                 {} s), so ctr was stopped; nothing of this archive was kept, run the import again \
+                 once containerd is back",
+                self.socket.display(),
+                GONE_AFTER.as_secs()
+            ));
+        }
+        let archive_at_fault = matches!(result, Err(Fed::Archive(_)));
         let outcome = match result {
             Err(Fed::Archive(e)) => Err(e),
             // ctr stopped reading: its stderr says why (never a bare "broken pipe").
@@ -459,18 +499,42 @@ impl Runtime for Containerd {
         let info = match outcome {
             Ok(info) => info,
             Err(e) => {
+                // ctr's words for a containerd that went away vary ("EOF", "transport is
+                // closing", ...): a socket that no longer answers says it plainly.
+                if !archive_at_fault {
+                    if let Some(problem) = detect::probe_socket(&self.socket) {
+                        return Err(anyhow!(
+                            "containerd at {} went away during the import (its socket {problem}); \
+                             nothing of this archive was kept, run the import again once \
+                             containerd is back: {e:#}",
+                            self.socket.display()
+                        ));
+                    }
+                }
                 self.settle_ingests();
+                // ctr creates the image before it unpacks it: an unpack that fails (a full
+                // disk) leaves the name listed, pointing to an image that was never unpacked,
+                // and holding its content. Such names are removed, so that nothing half
+                // imported is listed and containerd can free the space.
+                let half: Vec<&str> = unpacking_names(&stdout);
+                let mut removed = Vec::new();
+                // --sync: containerd has collected the content before the next archive starts.
+                for name in half {
+                    if self.output(&["images", "rm", "--sync", name]).is_ok() {
+                        removed.push(name.to_string());
+                    }
+                }
+                if !removed.is_empty() {
+                    return Err(e.context(format!(
+                        "the image ctr had created before failing ({}) was removed",
+                        removed.join(", ")
+                    )));
+                }
                 return Err(e);
             }
         };
         let mut names = Vec::new();
-        for line in String::from_utf8_lossy(&stdout).lines() {
-            let Some((name, _)) = line
-                .strip_prefix("unpacking ")
-                .and_then(|l| l.split_once(" ("))
-            else {
-                continue;
-            };
+        for name in unpacking_names(&stdout) {
             names.push(self.normalized(name)?);
         }
         Ok(Imported { info, names })
@@ -673,6 +737,59 @@ impl<W: Write> HoldBack<W> {
             }
         }
         self.tail.clear();
+    }
+}
+
+/// The names `ctr images import` said it was unpacking (`unpacking NAME (sha256:...)...`).
+fn unpacking_names(stdout: &[u8]) -> Vec<&str> {
+    std::str::from_utf8(stdout)
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.strip_prefix("unpacking ")?.split_once(" ("))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// Probes the socket while ctr runs, and kills ctr when containerd has been gone too long.
+struct SocketWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: thread::JoinHandle<Option<String>>,
+}
+
+impl SocketWatch {
+    fn start(socket: &Path, pid: u32) -> SocketWatch {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let socket = socket.to_path_buf();
+        let thread = thread::spawn(move || {
+            let mut since: Option<Instant> = None;
+            while !flag.load(Ordering::SeqCst) {
+                match detect::probe_socket(&socket) {
+                    None => since = None,
+                    Some(problem) => {
+                        let t = *since.get_or_insert_with(Instant::now);
+                        if t.elapsed() >= GONE_AFTER {
+                            // SAFETY: signalling our own child, which has not been reaped.
+                            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                            return Some(problem);
+                        }
+                    }
+                }
+                let end = Instant::now() + WATCH_EVERY;
+                while Instant::now() < end && !flag.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+            None
+        });
+        SocketWatch { stop, thread }
+    }
+
+    /// Stop watching; what was wrong with the socket if ctr was killed for it.
+    fn stop(self) -> Option<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap_or(None)
     }
 }
 

@@ -246,7 +246,12 @@ impl Runtime for Docker {
                             "{peer} stopped reading the archive before its end ({write_error}) and reported no error"
                         ),
                     },
-                    Err(_) => anyhow!("{peer} stopped reading the archive before its end: {write_error}"),
+                    // No answer at all: the daemon went away (restarted, killed) mid-archive.
+                    Err(_) => anyhow!(
+                        "{peer} closed the connection before the end of the archive \
+                         ({write_error}): was dockerd restarted? The archive was not loaded; \
+                         run the import again"
+                    ),
                 });
             }
             // Dropping the request without its last chunk makes Docker drop what it read.
