@@ -457,8 +457,9 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         reporter,
         platform: Platform::host(),
     };
-    let done = Mutex::new(Vec::new());
-    let landed = Mutex::new(Vec::new());
+    let mut done = Mutex::new(Vec::new());
+    let mut landed = Mutex::new(Vec::new());
+    let retry = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
     thread::scope(|s| {
         for _ in 0..usize::from(args.jobs).min(todo.len().max(1)) {
@@ -469,6 +470,11 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
                     break;
                 }
                 let (r, names) = import_one(&ctx, p);
+                if args.jobs > 1 && lost_a_shared_layer_race(&r) {
+                    // Tried again alone below, once the other imports are done.
+                    retry.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+                    continue;
+                }
                 reporter.emit(&Event::Archive(&r));
                 done.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
                 landed
@@ -478,6 +484,27 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
             });
         }
     });
+    let mut retry = retry.into_inner().unwrap_or_else(|e| e.into_inner());
+    retry.sort_unstable();
+    for i in retry {
+        if stop_signal().is_some() {
+            break;
+        }
+        let p = &todo[i];
+        reporter.info(&format!(
+            "{}: importing again on its own: a parallel import was writing a layer it shares",
+            p.file
+        ));
+        let (r, names) = import_one(&ctx, p);
+        reporter.emit(&Event::Archive(&r));
+        done.get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((i, r));
+        landed
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((i, names));
+    }
     let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
     done.sort_by_key(|(i, _)| *i);
     if stop_signal().is_none() {
@@ -535,6 +562,16 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         return Ok(Code::Failure);
     }
     Ok(Code::Success)
+}
+
+/// ctr 1.6 names an upload after the archive's entry, so two imports writing the same layer at
+/// once can take each other's upload: the loser fails with "content digest ...: not found".
+/// Nothing is wrong with its archive; imported again alone, it goes in.
+fn lost_a_shared_layer_race(r: &ArchiveResult) -> bool {
+    r.status == Status::Failed
+        && r.reason
+            .as_deref()
+            .is_some_and(|m| m.contains("content digest") && m.contains("not found"))
 }
 
 /// Images already present that this release uses are labelled with it too: another release
