@@ -922,22 +922,11 @@ impl PrivateContainerd {
                 .spawn()
                 .expect("containerd is installed"),
         );
-        for _ in 0..300 {
-            if self
-                .ctr("default")
-                .arg("version")
-                .stdin(Stdio::null())
-                .output()
-                .is_ok_and(|o| o.status.success())
-            {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!(
-            "the private containerd did not come up:\n{}",
-            std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
-        );
+        wait_until_up("containerd", 30, &self.dir.join("containerd.log"), || {
+            let mut c = self.ctr("default");
+            c.arg("version");
+            c
+        });
     }
 
     /// SIGKILL, as a crash or an OOM kill would stop it.
@@ -1050,22 +1039,11 @@ impl PrivateDockerd {
                 .spawn()
                 .expect("dockerd is installed"),
         );
-        for _ in 0..600 {
-            if self
-                .docker()
-                .arg("version")
-                .stdin(Stdio::null())
-                .output()
-                .is_ok_and(|o| o.status.success())
-            {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!(
-            "the private dockerd did not come up:\n{}",
-            std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
-        );
+        wait_until_up("dockerd", 60, &self.dir.join("dockerd.log"), || {
+            let mut c = self.docker();
+            c.arg("version");
+            c
+        });
     }
 
     /// SIGKILL dockerd (its containerd stays).
@@ -1255,4 +1233,23 @@ impl Drop for Running {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Retry `probe` (a command that succeeds once the daemon answers) for up to `secs` seconds;
+/// panic with the daemon's log if it never does.
+fn wait_until_up(name: &str, secs: u64, log: &Path, probe: impl Fn() -> Command) {
+    for _ in 0..secs * 10 {
+        if probe()
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!(
+        "the private {name} did not come up:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }

@@ -160,25 +160,9 @@ impl Inspected {
             }));
         }
         if entries.is_empty() {
-            let platforms: Vec<String> = self
-                .info
-                .images
-                .iter()
-                .flat_map(|i| &i.platforms)
-                .filter(|p| p.complete)
-                .map(|p| {
-                    p.platform
-                        .as_ref()
-                        .map_or("unknown".into(), Platform::to_string)
-                })
-                .collect();
             bail!(
                 "the archive has no complete image for {node} (it has: {})",
-                if platforms.is_empty() {
-                    "no complete image at all".to_string()
-                } else {
-                    platforms.join(", ")
-                }
+                self.info.complete_platforms()
             );
         }
         let json = serde_json::to_vec(&entries).map_err(|e| anyhow!("manifest.json: {e}"))?;

@@ -166,3 +166,26 @@ pub struct ArchiveInfo {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
+
+impl ArchiveInfo {
+    /// The platforms this archive holds a complete image for, for a message such as
+    /// "it has: linux/arm64"; `none` when it holds no complete image at all.
+    pub fn complete_platforms(&self) -> String {
+        let have: Vec<String> = self
+            .images
+            .iter()
+            .flat_map(|i| &i.platforms)
+            .filter(|p| p.complete)
+            .map(|p| {
+                p.platform
+                    .as_ref()
+                    .map_or("unknown".into(), Platform::to_string)
+            })
+            .collect();
+        if have.is_empty() {
+            "none".into()
+        } else {
+            have.join(", ")
+        }
+    }
+}

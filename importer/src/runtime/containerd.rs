@@ -635,20 +635,9 @@ impl Containerd {
             .any(|i| i.for_platform(platform).is_some())
         {
             tee.sink.abort();
-            let have: Vec<String> = info
-                .images
-                .iter()
-                .flat_map(|i| &i.platforms)
-                .filter(|p| p.complete)
-                .map(|p| {
-                    p.platform
-                        .as_ref()
-                        .map_or("unknown".into(), |p| p.to_string())
-                })
-                .collect();
             return Err(Fed::Archive(anyhow!(
                 "the archive holds no complete image for this node's platform {platform} (it has: {})",
-                if have.is_empty() { "none".into() } else { have.join(", ") }
+                info.complete_platforms()
             )));
         }
         match tee.sink.commit() {
