@@ -192,15 +192,22 @@ fn a_symlink_leading_outside_the_images_path_is_refused() {
     assert_failed_because(&out.stderr, "m-out.tar", &["outside the images path"]);
 }
 
+/// Write to `p` the `docker save` fixture with its entries changed by `edit`.
+fn edited_docker_tar(p: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<u8>)>)) {
+    let mut files = tar_files(&fixtures().dir.join("docker.tar"));
+    edit(&mut files);
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    std::fs::write(p, raw_tar(&refs)).unwrap();
+}
+
 fn with_extra_entry(name: &'static str) -> impl FnOnce(&Path) {
     move |p: &Path| {
-        let mut files = tar_files(&fixtures().dir.join("docker.tar"));
-        files.insert(0, (name.to_string(), b"not yours".to_vec()));
-        let refs: Vec<(&str, &[u8])> = files
-            .iter()
-            .map(|(n, d)| (n.as_str(), d.as_slice()))
-            .collect();
-        std::fs::write(p, raw_tar(&refs)).unwrap();
+        edited_docker_tar(p, |files| {
+            files.insert(0, (name.to_string(), b"not yours".to_vec()))
+        })
     }
 }
 
@@ -227,17 +234,13 @@ fn tar_entries_with_absolute_names_are_refused() {
 /// docker.tar with its manifest.json replaced by `manifest(old)`.
 fn with_manifest(manifest: impl FnOnce(&[u8]) -> Vec<u8>) -> impl FnOnce(&Path) {
     move |p: &Path| {
-        let mut files = tar_files(&fixtures().dir.join("docker.tar"));
-        let m = files
-            .iter_mut()
-            .find(|(n, _)| n == "manifest.json")
-            .unwrap();
-        m.1 = manifest(&m.1);
-        let refs: Vec<(&str, &[u8])> = files
-            .iter()
-            .map(|(n, d)| (n.as_str(), d.as_slice()))
-            .collect();
-        std::fs::write(p, raw_tar(&refs)).unwrap();
+        edited_docker_tar(p, |files| {
+            let m = files
+                .iter_mut()
+                .find(|(n, _)| n == "manifest.json")
+                .unwrap();
+            m.1 = manifest(&m.1);
+        })
     }
 }
 
