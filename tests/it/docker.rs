@@ -4,7 +4,6 @@
 //! Each loading test builds an image of its own under a unique name, saves it in one flavour,
 //! removes it from the daemon, and loads it back, so tests run in parallel in any order.
 
-use std::io::Read;
 use std::path::Path;
 
 use offline_images::archive::{self, Platform};
@@ -149,7 +148,7 @@ fn docker_loads_the_nodes_platform_from_a_multi_platform_index() {
     docker_rmi(&tag);
 
     let multi = temp_dir("multi").join("multi.tar");
-    wrap_in_multi_platform_index(&single, &multi, &built.reference);
+    multi_platform_oci(&single, &multi, &built.reference);
     let imported = import_file(&daemon(), &multi).unwrap();
 
     assert_eq!(imported.info.images[0].platforms.len(), 2, "{imported:?}");
@@ -161,68 +160,6 @@ fn docker_loads_the_nodes_platform_from_a_multi_platform_index() {
     let out = stdout_of(docker().args(["run", "--rm", "--network", "none", &tag]));
     assert_eq!(out.trim(), "hello from a multi-platform index");
     docker_rmi(&tag);
-}
-
-/// Rewrite a single-image OCI archive so its index.json points to an index of two platforms:
-/// the archive's own manifest (linux/amd64) and an arm64 manifest whose blobs are absent.
-fn wrap_in_multi_platform_index(src: &Path, dst: &Path, name: &str) {
-    use sha2::{Digest, Sha256};
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut archive = tar::Archive::new(std::fs::File::open(src).unwrap());
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry.path().unwrap().display().to_string();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).unwrap();
-        files.push((path, data));
-    }
-    let index_at = files.iter().position(|(n, _)| n == "index.json").unwrap();
-    let old: serde_json::Value = serde_json::from_slice(&files[index_at].1).unwrap();
-    let mut manifest = old["manifests"][0].clone();
-    manifest.as_object_mut().unwrap().remove("annotations");
-    manifest["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
-    let inner = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            manifest,
-            {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": format!("sha256:{}", "0".repeat(64)),
-                "size": 500,
-                "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}
-            }
-        ]
-    }))
-    .unwrap();
-    let inner_hex: String = Sha256::digest(&inner)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let top = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "digest": format!("sha256:{inner_hex}"),
-            "size": inner.len(),
-            "annotations": {"io.containerd.image.name": name}
-        }]
-    }))
-    .unwrap();
-    files[index_at].1 = top;
-    files.insert(index_at, (format!("blobs/sha256/{inner_hex}"), inner));
-    let mut b = tar::Builder::new(std::fs::File::create(dst).unwrap());
-    for (path, data) in &files {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, path, &data[..]).unwrap();
-    }
-    b.finish().unwrap();
 }
 
 #[test]

@@ -589,69 +589,52 @@ impl Drop for EventWatch {
     }
 }
 
-/// An OCI archive with a multi-platform index, built from the `ctr export` fixture: the
-/// index lists the linux/amd64 manifest (whose blobs are all there) and a linux/arm64
-/// manifest whose blobs are absent, as `ctr export --platform linux/amd64` writes them for a
-/// multi-platform image.
-pub fn multi_platform_oci(dst: &Path) {
+/// Rewrite the single-image OCI archive `src` (as `ctr export` writes it) into `dst`, whose
+/// index.json names `name` and points to an index of two platforms: the archive's own
+/// manifest (linux/amd64, every blob present) and a linux/arm64 manifest whose blobs are
+/// absent, as `ctr export --platform linux/amd64` writes a multi-platform image.
+pub fn multi_platform_oci(src: &Path, dst: &Path, name: &str) {
     use sha2::{Digest, Sha256};
-    let src = fixtures().dir.join("ctr-oci.tar");
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut archive = tar::Archive::new(std::fs::File::open(&src).unwrap());
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let name = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
-        files.push((name, data));
-    }
-    let index_pos = files.iter().position(|(n, _)| n == "index.json").unwrap();
-    let top: serde_json::Value = serde_json::from_slice(&files[index_pos].1).unwrap();
-    let image = top["manifests"][0].clone();
-    let hex = |d: &[u8]| {
-        Sha256::digest(d)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    let absent = hex(b"an arm64 manifest that is not in this archive");
-    let mut amd64 = image.clone();
+    let hex = |d: &[u8]| offline_images::bundle::hex(&Sha256::digest(d));
+    let mut files = tar_files(src);
+    let index_at = files.iter().position(|(n, _)| n == "index.json").unwrap();
+    let old: serde_json::Value = serde_json::from_slice(&files[index_at].1).unwrap();
+    let mut amd64 = old["manifests"][0].clone();
     amd64.as_object_mut().unwrap().remove("annotations");
     amd64["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
-    let platform_index = serde_json::json!({
+    let inner = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [
             amd64,
             {
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": format!("sha256:{absent}"),
-                "size": 1234,
-                "platform": {"os": "linux", "architecture": "arm64"}
+                "digest": format!("sha256:{}", hex(b"an arm64 manifest that is not in this archive")),
+                "size": 500,
+                "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}
             }
         ]
-    });
-    let index_bytes = serde_json::to_vec(&platform_index).unwrap();
-    let index_digest = hex(&index_bytes);
-    let mut new_top = top.clone();
-    new_top["manifests"][0]["mediaType"] = "application/vnd.oci.image.index.v1+json".into();
-    new_top["manifests"][0]["digest"] = format!("sha256:{index_digest}").into();
-    new_top["manifests"][0]["size"] = index_bytes.len().into();
-    files[index_pos].1 = serde_json::to_vec(&new_top).unwrap();
-    files.insert(
-        index_pos,
-        (format!("blobs/sha256/{index_digest}"), index_bytes),
-    );
+    }))
+    .unwrap();
+    let inner_hex = hex(&inner);
+    files[index_at].1 = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{inner_hex}"),
+            "size": inner.len(),
+            "annotations": {"io.containerd.image.name": name}
+        }]
+    }))
+    .unwrap();
+    files.insert(index_at, (format!("blobs/sha256/{inner_hex}"), inner));
     let mut b = tar::Builder::new(std::fs::File::create(dst).unwrap());
-    for (name, data) in &files {
+    for (path, data) in &files {
         let mut h = tar::Header::new_ustar();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
         h.set_cksum();
-        b.append_data(&mut h, name, data.as_slice()).unwrap();
+        b.append_data(&mut h, path, data.as_slice()).unwrap();
     }
     b.finish().unwrap();
 }

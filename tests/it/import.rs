@@ -264,7 +264,11 @@ fn bad_archives_are_reported_by_name_and_the_good_ones_imported() {
 fn a_multi_platform_oci_archive_with_only_amd64_blobs_imports_on_amd64() {
     let f = fixtures();
     let dir = temp_dir("multi");
-    multi_platform_oci(&dir.join("multi.tar"));
+    multi_platform_oci(
+        &f.dir.join("ctr-oci.tar"),
+        &dir.join("multi.tar"),
+        &f.alpha.reference,
+    );
     let ns = unique_namespace("multi");
     let (code, _, stderr) = outcome(&mut against_containerd("import", &dir, &ns));
     assert_eq!(code, 0, "{stderr}");
