@@ -687,17 +687,7 @@ fn docker_image(
 mod tests {
     use super::*;
 
-    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, name, *data).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
+    use crate::archive::tar_of;
 
     #[test]
     fn a_legacy_docker_archive_gives_names_config_digest_and_platform() {

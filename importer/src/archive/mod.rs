@@ -189,3 +189,17 @@ impl ArchiveInfo {
         }
     }
 }
+
+/// Small archives written in memory, for unit tests here and in the runtimes.
+#[cfg(test)]
+pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}

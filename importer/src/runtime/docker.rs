@@ -561,15 +561,7 @@ mod tests {
     }
 
     fn tar_of(files: &[(&str, &[u8])], trailing_zero_blocks: usize) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, name, *data).unwrap();
-        }
-        let mut tar = b.into_inner().unwrap();
+        let mut tar = crate::archive::tar_of(files);
         tar.extend(std::iter::repeat_n(0u8, trailing_zero_blocks * BLOCK));
         tar
     }
