@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Write small seed archives for the `inspect` fuzz target into corpus/inspect/:
-a legacy docker-archive, an OCI layout, the docker 25+ dual layout, and gzip forms."""
+a legacy docker-archive, an OCI layout, the docker 25+ dual layout, and their gzip (one and
+two members) and zstd (one and two frames, written by the `zstd` command) forms."""
 import gzip
 import hashlib
 import io
 import json
 import os
+import subprocess
 import tarfile
 
 
@@ -53,9 +55,20 @@ dual = tar(blobs + [("manifest.json", json.dumps([{
     "Config": "blobs/sha256/" + sha(config), "RepoTags": ["demo:1"],
     "Layers": ["blobs/sha256/" + sha(layer)]}]).encode())])
 
+
+
+def zstd(data):
+    """zstd-compress with the real `zstd` command (Debian's zstd package)."""
+    return subprocess.run(["zstd", "-q", "-c", "-"], input=data, check=True,
+                          stdout=subprocess.PIPE).stdout
+
+
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "inspect")
 os.makedirs(out, exist_ok=True)
 for name, data in [("legacy", legacy), ("oci", oci), ("dual", dual),
-                   ("legacy-gz", gzip.compress(legacy)), ("oci-gz", gzip.compress(oci))]:
+                   ("legacy-gz", gzip.compress(legacy)), ("oci-gz", gzip.compress(oci)),
+                   ("dual-gz-2", gzip.compress(dual[:1024]) + gzip.compress(dual[1024:])),
+                   ("legacy-zst", zstd(legacy)), ("oci-zst", zstd(oci)),
+                   ("dual-zst-2", zstd(dual[:1024]) + zstd(dual[1024:]))]:
     with open(os.path.join(out, name), "wb") as f:
         f.write(data)

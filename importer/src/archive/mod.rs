@@ -17,7 +17,7 @@ pub use discover::{discover, Found, Rejected};
 pub use inspect::{
     human_bytes, inspect_path, inspect_stream, inspect_stream_detailed, Inspected, Limits,
 };
-pub use open::{gzip_reader, open, sniff, Compression, Opened};
+pub use open::{decompress, open, sniff, Compression, Opened};
 
 /// The layout an archive was written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

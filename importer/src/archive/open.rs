@@ -103,15 +103,8 @@ pub fn open(path: &Path) -> Result<Opened> {
 }
 
 fn from_file(file: File, file_size: u64) -> Result<Opened> {
-    let mut buf = BufReader::with_capacity(READ_BUFFER, file);
     // A regular file fills the whole buffer on the first read unless it is shorter.
-    let head = buf.fill_buf().context("cannot read the file")?;
-    let compression = sniff(head)?;
-    let reader: Box<dyn Read + Send> = match compression {
-        Compression::None => Box::new(buf),
-        Compression::Gzip => Box::new(gzip_reader(buf)),
-        Compression::Zstd => Box::new(ZstdReader::new(buf)?),
-    };
+    let (compression, reader) = decompress(BufReader::with_capacity(READ_BUFFER, file))?;
     Ok(Opened {
         compression,
         file_size,
@@ -119,9 +112,25 @@ fn from_file(file: File, file_size: u64) -> Result<Opened> {
     })
 }
 
+/// The tar stream inside `source`, whatever its compression (found from its first bytes, which
+/// must be in the buffer after one `fill_buf`). Files go through [`open`]; this serves any
+/// other byte source the same way (the fuzz target reads every format through it).
+pub fn decompress<R: BufRead + Send + 'static>(
+    mut source: R,
+) -> Result<(Compression, Box<dyn Read + Send>)> {
+    let head = source.fill_buf().context("cannot read the file")?;
+    let compression = sniff(head)?;
+    let reader: Box<dyn Read + Send> = match compression {
+        Compression::None => Box::new(source),
+        Compression::Gzip => Box::new(gzip_reader(source)),
+        Compression::Zstd => Box::new(ZstdReader::new(source)?),
+    };
+    Ok((compression, reader))
+}
+
 /// Decompress a gzip stream, multi-member (pigz, our exporter) included, with errors that say
 /// what is wrong with it.
-pub fn gzip_reader<R: BufRead>(compressed: R) -> impl Read {
+fn gzip_reader<R: BufRead>(compressed: R) -> impl Read {
     GzipReader(flate2::bufread::MultiGzDecoder::new(compressed))
 }
 
