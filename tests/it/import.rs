@@ -586,3 +586,75 @@ fn an_unreachable_runtime_is_retried_until_it_is_back() {
         Some(f.alpha.config_digest.as_str())
     );
 }
+
+/// Six images on one 24 MiB base layer, each saved alone (so every archive carries the shared
+/// layer under the same entry name), imported three at a time: parallel `ctr import`s then
+/// write the same layer at once. Every archive must end imported, whether or not a run lost
+/// that race and imported an archive again on its own, and every image must run.
+#[test]
+fn jobs_3_imports_every_archive_of_images_that_share_a_layer() {
+    let base = unique_tag("shared-base");
+    let ctx = temp_dir("shared-base");
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    let mut data = vec![0u8; 24 << 20];
+    // Incompressible and distinct from any other test's layer.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(ctx.join("base.bin"), data).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY base.bin /base.bin\n",
+    )
+    .unwrap();
+    run(docker().args(["build", "-q", "-t", &base]).arg(&ctx));
+
+    let dir = temp_dir("jobs3");
+    let mut images = Vec::new();
+    for i in 0..6 {
+        let ctx = temp_dir("shared-child");
+        std::fs::write(ctx.join("message"), format!("hello from child {i}\n")).unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!(
+                "FROM {base}\nCOPY message /message\nENTRYPOINT [\"/bin/busybox\"]\n\
+                 CMD [\"cat\", \"/message\"]\n"
+            ),
+        )
+        .unwrap();
+        let tag = unique_tag(&format!("shared-child-{i}"));
+        run(docker().args(["build", "-q", "-t", &tag]).arg(&ctx));
+        run(docker()
+            .args(["save", "-o"])
+            .arg(dir.join(format!("child-{i}.tar")))
+            .arg(&tag));
+        images.push(offline_images::reference::normalize(&tag).unwrap());
+    }
+
+    let ns = unique_namespace("jobs3");
+    let (code, _, stderr) = outcome(against_containerd("import", &dir, &ns).args(["--jobs", "3"]));
+    assert_eq!(code, 0, "{stderr}");
+    for i in 0..6 {
+        // The last word on each archive: a lost race is said first, the outcome after it.
+        let file = format!("child-{i}.tar");
+        let last = stderr
+            .lines()
+            .filter(|l| l.contains(&file) && !l.starts_with("summary"))
+            .last()
+            .unwrap_or_else(|| panic!("no line for {file}:\n{stderr}"));
+        assert!(last.starts_with("imported"), "{file}: {last}\n{stderr}");
+    }
+    let races = stderr.matches("importing again on its own").count();
+    eprintln!("archives imported again after a lost shared-layer race: {races}");
+    assert!(stderr.contains("6 imported"), "{stderr}");
+    let (code, stdout, stderr) = outcome(&mut against_containerd("verify", &dir, &ns));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for (i, image) in images.iter().enumerate() {
+        let out = stdout_of(ctr(&ns).args(["run", "--rm", image, &format!("{ns}-run-{i}")]));
+        assert_eq!(out.trim(), format!("hello from child {i}"));
+    }
+}
