@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::Unreachable;
+
 /// Longest status or header line accepted from the daemon.
 const MAX_LINE: usize = 16 * 1024;
 /// Most header lines accepted in one response.
@@ -94,6 +96,7 @@ impl Client {
     }
 
     /// Connect, within the connect timeout, with errors that say what is wrong with the socket.
+    /// A daemon that cannot be reached is [`Unreachable`], which the import retries.
     pub fn connect(&self) -> Result<UnixStream> {
         let path = self.socket.clone();
         let (tx, rx) = mpsc::channel();
@@ -108,14 +111,16 @@ impl Client {
         let peer = self.describe_peer();
         match rx.recv_timeout(self.connect_timeout) {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(anyhow!(
+            Ok(Err(e)) => Err(Unreachable(format!(
                 "cannot connect to {peer}: {}",
                 connect_error(&e, self.peer)
-            )),
-            Err(_) => bail!(
+            ))
+            .into()),
+            Err(_) => Err(Unreachable(format!(
                 "cannot connect to {peer}: no answer within {}s",
                 self.connect_timeout.as_secs()
-            ),
+            ))
+            .into()),
         }
     }
 
@@ -620,6 +625,25 @@ pub(crate) mod tests {
             req
         });
         (dir, path, handle)
+    }
+
+    #[test]
+    fn a_daemon_that_is_not_listening_is_unreachable_so_the_import_retries() {
+        let dir = SocketDir::new("gone");
+        // A socket file nobody listens on: connection refused.
+        let path = dir.0.join("docker.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        let err = Client::new(&path, "Docker").get("/_ping").unwrap_err();
+        assert!(super::super::is_unreachable(&err), "{err:#}");
+        assert!(
+            format!("{err:#}").contains(&path.display().to_string()),
+            "{err:#}"
+        );
+        // No socket at all.
+        let err = Client::new(&dir.0.join("none.sock"), "Docker")
+            .get("/_ping")
+            .unwrap_err();
+        assert!(super::super::is_unreachable(&err), "{err:#}");
     }
 
     #[test]
