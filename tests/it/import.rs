@@ -643,8 +643,7 @@ fn jobs_3_imports_every_archive_of_images_that_share_a_layer() {
         let file = format!("child-{i}.tar");
         let last = stderr
             .lines()
-            .filter(|l| l.contains(&file) && !l.starts_with("summary"))
-            .last()
+            .rfind(|l| l.contains(&file) && !l.starts_with("summary"))
             .unwrap_or_else(|| panic!("no line for {file}:\n{stderr}"));
         assert!(last.starts_with("imported"), "{file}: {last}\n{stderr}");
     }
