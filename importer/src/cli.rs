@@ -1,4 +1,5 @@
-//! Command-line interface: the names here are a contract (DESIGN.md "CLI contract").
+//! Command-line interface: the names here are a contract that scripts and the chart rely on
+//! (docs/ARCHITECTURE.md, "Modules").
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Exit codes, kept in one place (see DESIGN.md "CLI contract").
+//! Exit codes, kept in one place (docs/ARCHITECTURE.md, "Data flow: import", step 4).
 
 use std::io;
 
