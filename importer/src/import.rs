@@ -5,214 +5,31 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::archive::{self, ArchiveInfo, Found, Platform};
+use crate::archive::{self, check_images_path, ArchiveInfo, Found, Platform};
 use crate::bundle::{self, BundleArchive, BundleIndex};
 use crate::cli::ImportArgs;
 use crate::exit::{self, Code};
+use crate::labels::{
+    release_label, LABEL_ARCHIVE_PREFIX, LABEL_MANAGED, LABEL_PINNED, LABEL_RELEASE_PREFIX,
+};
+use crate::lock::lock_node;
 use crate::report::{self, ArchiveResult, Event, Reporter, Status, Summary};
 use crate::runtime::{self, detect, Present, Runtime};
-
-/// Labels set on every imported image (containerd). Pinned images are never removed by
-/// kubelet's image garbage collection, so a node under disk pressure keeps what the air-gapped
-/// cluster cannot pull again.
-pub const LABEL_PINNED: &str = "io.cri-containerd.pinned";
-pub const LABEL_MANAGED: &str = "io.offline-images.managed";
-/// Prefix of a label naming an archive (by fingerprint) that gave this image:
-/// `io.offline-images.archive.<fingerprint>=<images in that archive>/<config digest>`.
-/// One label per archive, so an image that several archives carry keeps them all.
-pub const LABEL_ARCHIVE_PREFIX: &str = "io.offline-images.archive.";
-/// Prefix of a label naming a Helm release that uses this image:
-/// `io.offline-images.release.<release>=true`. One label per release, so an image that two
-/// releases imported keeps both, and `prune` of one release leaves it to the other.
-pub const LABEL_RELEASE_PREFIX: &str = "io.offline-images.release.";
-
-/// The release label key for `release`, or a usage error when the name cannot be one.
-/// Helm release names are lowercase DNS labels of at most 53 characters; anything made of
-/// letters, digits, `.`, `_` and `-` is accepted here.
-pub fn release_label(release: &str) -> Result<String> {
-    let ok = !release.is_empty()
-        && release.len() <= 200
-        && release
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !ok {
-        return Err(exit::usage(format!(
-            "--release {release:?} is not a release name: use letters, digits, '.', '_' and '-' \
-             (at most 200 characters), as Helm release names do"
-        )));
-    }
-    Ok(format!("{LABEL_RELEASE_PREFIX}{release}"))
-}
+use crate::stop::{install_stop_handler, sleep_unless_stopped, stop_signal};
 
 /// Retries when the runtime is briefly unreachable (restarting): 1+2+4+8+16 s.
 const RETRY_DELAYS: &[u64] = &[1, 2, 4, 8, 16];
-/// After SIGTERM, helper processes still running this long are killed.
-const KILL_GRACE: Duration = Duration::from_secs(5);
 /// A progress line this often while one archive is being imported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
-
-// ---- stopping on SIGTERM / SIGINT ---------------------------------------------------------
-
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    SIGNAL.store(sig, Ordering::SeqCst);
-}
-
-/// The signal that asked us to stop, if one did.
-pub fn stop_signal() -> Option<&'static str> {
-    match SIGNAL.load(Ordering::SeqCst) {
-        0 => None,
-        libc::SIGINT => Some("SIGINT"),
-        _ => Some("SIGTERM"),
-    }
-}
-
-/// Catch SIGTERM and SIGINT: the current archive is aborted (its ctr killed at once by a
-/// watcher thread, even when blocked), no new one starts, and the summary is still printed.
-fn install_stop_handler(reporter: &'static Reporter) {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-        let action = SigAction::new(
-            SigHandler::Handler(on_signal),
-            SaFlags::empty(),
-            SigSet::empty(),
-        );
-        for sig in [Signal::SIGTERM, Signal::SIGINT] {
-            // SAFETY: the handler only stores to an atomic.
-            let _ = unsafe { sigaction(sig, &action) };
-        }
-        thread::spawn(move || {
-            let mut since: Option<Instant> = None;
-            loop {
-                thread::sleep(Duration::from_millis(100));
-                let Some(sig) = stop_signal() else { continue };
-                match since {
-                    None => {
-                        reporter.warn(
-                            None,
-                            &format!("received {sig}: aborting the current import and stopping"),
-                        );
-                        since = Some(Instant::now());
-                    }
-                    // The import aborts itself at its next read, and ctr then exits on its
-                    // own (cleaning up). Only a helper stuck past a grace period is killed.
-                    Some(t) if t.elapsed() >= KILL_GRACE => runtime::kill_children(),
-                    Some(_) => {}
-                }
-            }
-        });
-    });
-}
-
-/// Sleep, waking early when asked to stop. Returns false if stopped.
-fn sleep_unless_stopped(d: Duration) -> bool {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        if stop_signal().is_some() {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    stop_signal().is_none()
-}
-
-// ---- the images path ----------------------------------------------------------------------
-
-/// The images path must be a readable directory; otherwise an environment error naming it.
-pub fn check_images_path(path: &Path) -> Result<()> {
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(exit::usage(format!(
-            "images path {} does not exist: is the volume mounted?",
-            path.display()
-        ))),
-        Err(e) => Err(exit::usage(format!(
-            "images path {} cannot be read ({e}): is the volume mounted?",
-            path.display()
-        ))),
-        Ok(m) if !m.is_dir() => Err(exit::usage(format!(
-            "images path {} is not a directory: is the volume mounted?",
-            path.display()
-        ))),
-        Ok(_) => std::fs::read_dir(path).map(|_| ()).map_err(|e| {
-            exit::usage(format!(
-                "images path {} cannot be read ({e}): is the volume mounted?",
-                path.display()
-            ))
-        }),
-    }
-}
-
-// ---- one lock per node --------------------------------------------------------------------
-
-/// Hold an exclusive `flock` on the runtime socket's directory, so two importers on one node
-/// (two releases installed at once) do not interleave. A directory opened read-only can be
-/// locked, and that works through a read-only hostPath mount.
-pub(crate) fn lock_node(socket: &Path, reporter: &Reporter) -> Result<Option<File>> {
-    let dir = socket.parent().unwrap_or(Path::new("/"));
-    let file = match File::open(dir) {
-        Ok(f) => f,
-        Err(e) => {
-            reporter.warn(
-                None,
-                &format!(
-                    "cannot open {} to take the import lock ({e}); going on without it",
-                    dir.display()
-                ),
-            );
-            return Ok(None);
-        }
-    };
-    let started = Instant::now();
-    let mut last_said: Option<Instant> = None;
-    loop {
-        // SAFETY: flock on a descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            if last_said.is_some() {
-                reporter.info(&format!(
-                    "lock on {} taken after {:.0} s",
-                    dir.display(),
-                    started.elapsed().as_secs_f64()
-                ));
-            }
-            return Ok(Some(file));
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            reporter.warn(
-                None,
-                &format!(
-                    "cannot lock {} ({err}); going on without the lock",
-                    dir.display()
-                ),
-            );
-            return Ok(None);
-        }
-        if last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
-            reporter.info(&format!(
-                "waiting for another importer on this node to finish (it holds the lock on {})",
-                dir.display()
-            ));
-            last_said = Some(Instant::now());
-        }
-        if !sleep_unless_stopped(Duration::from_secs(1)) {
-            // Nothing is imported; the run reports every archive as not started.
-            return Ok(None);
-        }
-    }
-}
 
 // ---- planning -----------------------------------------------------------------------------
 
@@ -362,7 +179,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     let _lock = if args.dry_run {
         None
     } else {
-        lock_node(&detected.socket, reporter)?
+        lock_node(&detected.socket, reporter)
     };
 
     let mut results: Vec<ArchiveResult> = Vec::new();

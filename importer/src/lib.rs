@@ -8,11 +8,14 @@ pub mod cli;
 pub mod exit;
 pub mod export;
 pub mod import;
+pub mod labels;
 pub mod list;
+mod lock;
 pub mod prune;
 pub mod reference;
 pub mod report;
 pub mod runtime;
+mod stop;
 pub mod verify;
 
 use anyhow::Result;

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::{LogFormat, PruneArgs};
 use crate::exit::{self, Code};
-use crate::import::{release_label, LABEL_RELEASE_PREFIX};
+use crate::labels::{release_label, LABEL_RELEASE_PREFIX};
 use crate::report::Reporter;
 use crate::runtime::{detect, Container, Present, Unsupported};
 
@@ -97,7 +97,7 @@ pub fn run(args: &PruneArgs) -> Result<Code> {
         None
     } else {
         let reporter = Reporter::new(LogFormat::Text);
-        crate::import::lock_node(&detected.socket, &reporter)?
+        crate::lock::lock_node(&detected.socket, &reporter)
     };
     let all = rt.present().context("cannot list images")?;
     let containers = rt.containers().map_err(unsupported)?;

@@ -6,11 +6,11 @@ use std::io::{self, Write};
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::archive::check_images_path;
 use crate::archive::{self, Limits, Platform};
 use crate::bundle;
 use crate::cli::{LogFormat, VerifyArgs};
 use crate::exit::Code;
-use crate::import::check_images_path;
 use crate::runtime::detect;
 
 #[derive(Serialize)]

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use walkdir::WalkDir;
 
+use crate::exit;
+
 /// An archive to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -149,6 +151,30 @@ fn describe(ft: &fs::FileType) -> &'static str {
         "a symlink"
     } else {
         "not a regular file"
+    }
+}
+
+/// The images path must be a readable directory; otherwise an environment error naming it.
+pub fn check_images_path(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(exit::usage(format!(
+            "images path {} does not exist: is the volume mounted?",
+            path.display()
+        ))),
+        Err(e) => Err(exit::usage(format!(
+            "images path {} cannot be read ({e}): is the volume mounted?",
+            path.display()
+        ))),
+        Ok(m) if !m.is_dir() => Err(exit::usage(format!(
+            "images path {} is not a directory: is the volume mounted?",
+            path.display()
+        ))),
+        Ok(_) => std::fs::read_dir(path).map(|_| ()).map_err(|e| {
+            exit::usage(format!(
+                "images path {} cannot be read ({e}): is the volume mounted?",
+                path.display()
+            ))
+        }),
     }
 }
 

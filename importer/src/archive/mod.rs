@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use discover::{discover, Found, Rejected};
+pub use discover::{check_images_path, discover, Found, Rejected};
 pub use inspect::{
     human_bytes, inspect_path, inspect_stream, inspect_stream_detailed, Inspected, Limits,
 };
