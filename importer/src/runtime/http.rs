@@ -6,7 +6,6 @@
 //! stays small.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -241,78 +240,23 @@ impl Request {
 
     fn read_response(self, wait: Wait) -> Result<Response> {
         let peer = self.client.describe_peer();
-        let api = self.client.peer;
-        let what = self.what;
-        let short = Some(self.client.header_timeout);
         let header_timeout = match wait {
-            Wait::Short => short,
+            Wait::Short => Some(self.client.header_timeout),
             Wait::Unlimited => None,
         };
         self.stream
             .set_read_timeout(header_timeout)
             .with_context(|| format!("cannot set a timeout on {}", self.client.socket.display()))?;
         let mut reader = BufReader::with_capacity(16 * 1024, self.stream);
-        let status_line = read_line(&mut reader).map_err(|e| match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => anyhow!(
-                "{peer} did not answer {what} within {}s",
-                self.client.header_timeout.as_secs()
-            ),
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => anyhow!(
-                "{peer}: not a {api} API: it {} the connection without an HTTP answer to {what}",
-                if e.kind() == io::ErrorKind::ConnectionReset {
-                    "reset"
-                } else {
-                    "closed"
-                }
-            ),
-            _ => anyhow!("{peer}: reading the answer to {what}: {e}"),
-        })?;
-        let not_http = || {
-            anyhow!(
-                "{peer}: not a {api} API: it answered {what} with {:?}",
-                truncate(&status_line, 120)
-            )
+        let (status, reason, headers) = loop {
+            let head = read_head(&mut reader, &self.client, &self.what)?;
+            // An interim answer ("100 Continue", "102 Processing", "103 Early Hints") precedes
+            // the real one, on the same connection and maybe in the same read.
+            if !(100..200).contains(&head.0) || head.0 == 101 {
+                break head;
+            }
         };
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or("");
-        if !version.starts_with("HTTP/1.") {
-            return Err(not_http());
-        }
-        let status: u16 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .filter(|s| (100..600).contains(s))
-            .ok_or_else(not_http)?;
-        let reason = parts.next().unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let line = read_line(&mut reader)
-                .map_err(|e| anyhow!("{peer}: reading the headers of the answer to {what}: {e}"))?;
-            if line.is_empty() {
-                break;
-            }
-            if headers.len() >= MAX_HEADERS {
-                bail!("{peer}: not a {api} API: more than {MAX_HEADERS} header lines in the answer to {what}");
-            }
-            let (name, value) = line.split_once(':').ok_or_else(|| {
-                anyhow!(
-                    "{peer}: not a {api} API: a header line without ':' ({:?}) in the answer to {what}",
-                    truncate(&line, 120)
-                )
-            })?;
-            headers.push((name.trim().to_string(), value.trim().to_string()));
-        }
-        if status == 100 {
-            // "100 Continue" precedes the real answer.
-            let next = Request {
-                client: self.client.clone(),
-                stream: reader.into_inner(),
-                what,
-                chunked: false,
-                buf: Vec::new(),
-            };
-            return next.read_response(wait);
-        }
+        let (api, what) = (self.client.peer, self.what);
         // Reading a small body keeps the short timeout; a long job's answer may trickle.
         let find = |n: &str| {
             headers
@@ -418,8 +362,20 @@ impl Read for Body {
                         )
                     })?;
                     if size == 0 {
-                        // Trailers, then the blank line.
-                        while !read_line(&mut self.reader)?.is_empty() {}
+                        // Trailers, then the blank line: as many as a head may have headers.
+                        let mut trailers = 0;
+                        while !read_line(&mut self.reader)?.is_empty() {
+                            trailers += 1;
+                            if trailers > MAX_HEADERS {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    format!(
+                                        "{} sent more than {MAX_HEADERS} trailer lines",
+                                        self.peer
+                                    ),
+                                ));
+                            }
+                        }
                         *done = true;
                         return Ok(0);
                     }
@@ -487,6 +443,64 @@ impl Body {
     }
 }
 
+/// The status line and headers of one answer: (status, reason, headers).
+type Head = (u16, String, Vec<(String, String)>);
+
+fn read_head(reader: &mut BufReader<UnixStream>, client: &Client, what: &str) -> Result<Head> {
+    let peer = client.describe_peer();
+    let api = client.peer;
+    let status_line = read_line(reader).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => anyhow!(
+            "{peer} did not answer {what} within {}s",
+            client.header_timeout.as_secs()
+        ),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => anyhow!(
+            "{peer}: not a {api} API: it {} the connection without an HTTP answer to {what}",
+            if e.kind() == io::ErrorKind::ConnectionReset {
+                "reset"
+            } else {
+                "closed"
+            }
+        ),
+        _ => anyhow!("{peer}: reading the answer to {what}: {e}"),
+    })?;
+    let not_http = || {
+        anyhow!(
+            "{peer}: not a {api} API: it answered {what} with {:?}",
+            truncate(&status_line, 120)
+        )
+    };
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") {
+        return Err(not_http());
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .filter(|s| (100..600).contains(s))
+        .ok_or_else(not_http)?;
+    let reason = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line(reader)
+            .map_err(|e| anyhow!("{peer}: reading the headers of the answer to {what}: {e}"))?;
+        if line.is_empty() {
+            return Ok((status, reason, headers));
+        }
+        if headers.len() >= MAX_HEADERS {
+            bail!("{peer}: not a {api} API: more than {MAX_HEADERS} header lines in the answer to {what}");
+        }
+        let (name, value) = line.split_once(':').ok_or_else(|| {
+            anyhow!(
+                "{peer}: not a {api} API: a header line without ':' ({:?}) in the answer to {what}",
+                truncate(&line, 120)
+            )
+        })?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+}
+
 /// One CRLF- (or LF-) terminated line, without its ending; at most [`MAX_LINE`] bytes.
 fn read_line<R: BufRead>(r: &mut R) -> io::Result<String> {
     let mut buf = Vec::new();
@@ -516,33 +530,10 @@ fn read_line<R: BufRead>(r: &mut R) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Write everything, with MSG_NOSIGNAL: a daemon that hangs up must give an error, not a
-/// SIGPIPE that ends the process.
-fn send_all(stream: &UnixStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        // SAFETY: the pointer and length describe `data`, a live slice; the fd is open for as
-        // long as `stream` is borrowed.
-        let n = unsafe {
-            libc::send(
-                stream.as_raw_fd(),
-                data.as_ptr().cast(),
-                data.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        data = &data[n as usize..];
-    }
-    Ok(())
+/// Write everything. A daemon that hangs up gives an error (EPIPE), not a SIGPIPE that ends
+/// the process: Rust's runtime ignores SIGPIPE before `main` (and restores it for children).
+fn send_all(mut stream: &UnixStream, data: &[u8]) -> io::Result<()> {
+    stream.write_all(data)
 }
 
 fn connect_error(e: &io::Error, peer: &str) -> String {
@@ -644,6 +635,30 @@ pub(crate) mod tests {
             .get("/_ping")
             .unwrap_err();
         assert!(super::super::is_unreachable(&err), "{err:#}");
+    }
+
+    #[test]
+    fn interim_answers_before_the_real_one_are_passed_over() {
+        let (_dir, path, _server) = serve(
+            b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        let mut resp = Client::new(&path, "Docker").get("/_ping").unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(16).unwrap(), "ok");
+    }
+
+    #[test]
+    fn endless_trailers_are_refused_not_read_forever() {
+        let mut answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            answer.extend_from_slice(format!("X-Trailer-{i}: y\r\n").as_bytes());
+        }
+        answer.extend_from_slice(b"\r\n");
+        let (_dir, path, _server) = serve(Box::leak(answer.into_boxed_slice()));
+        let mut resp = Client::new(&path, "Docker").get("/_ping").unwrap();
+        let err = resp.text(16).unwrap_err();
+        assert!(format!("{err:#}").contains("trailer"), "{err:#}");
     }
 
     #[test]
