@@ -110,6 +110,7 @@ fn add_group(c: &mut Collected, group: &Group, allow_empty: bool) {
         .collect::<Vec<_>>()
         .join(" + ");
     let mut tree = Yaml::Hash(Default::default());
+    let problems = c.problems.len();
     for f in &files {
         let text = match read_input(f) {
             Ok(t) => t,
@@ -123,6 +124,8 @@ fn add_group(c: &mut Collected, group: &Group, allow_empty: bool) {
             Err(e) => c.problems.push(yaml_error(&f.display().to_string(), &e)),
         }
     }
+    // A file that could not be read is already the problem; "no image" would only repeat it.
+    let allow_empty = allow_empty || c.problems.len() > problems;
     let meta = meta.unwrap_or_default();
     let subcharts = group
         .chart_dir
