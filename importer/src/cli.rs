@@ -33,9 +33,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Pull images and write them as a bundle: archives, SHA256SUMS and images.json.
     ///
-    /// References come from IMAGE arguments, --images-file, Helm values files (`image:`
-    /// strings and registry/repository/tag/digest maps at any depth) and rendered manifests
-    /// (every container, init container and ephemeral container of every pod template).
+    /// References come from IMAGE arguments, --images-file, a chart rendered with the host's
+    /// `helm template` (--chart, the recommended input), rendered manifests (every container,
+    /// init container and ephemeral container of every pod template, plus the indirect images
+    /// that operators launch, each logged) and Helm values files (`image:` strings and
+    /// registry/repository/tag/digest maps at any depth; every guess logged).
     /// Each image is pulled and saved with the host's engine (docker, podman or skopeo, using
     /// its own registry login) and written as one archive named after its reference:
     /// `docker.io/library/nginx:1.27` becomes `docker.io_library_nginx_1.27.tar.gz`
