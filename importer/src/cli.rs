@@ -277,7 +277,8 @@ pub struct ExportArgs {
     /// A Helm chart to render with the host's `helm template` (Helm 3 or 4), subcharts and
     /// dependencies included: a directory, a .tgz, oci://HOST/PATH, or REPO/NAME. The images of
     /// the rendered manifests are collected as --manifests collects them. The recommended
-    /// input: it gives exactly the images the release runs.
+    /// input: it gives exactly the images the release runs. An oci:// chart on a registry
+    /// given to --insecure-registry is fetched with `helm template --plain-http`.
     #[arg(long, value_name = "DIR|TGZ|oci://...")]
     pub chart: Option<String>,
 

@@ -5,9 +5,11 @@ on PATH that renders with the same Go engine (PyPI helm-python-sdk, Helm v4):
 
     helm template NAME CHART [--version V] [-f|--values FILE]... [--set K=V]...
                   [--namespace NS] [--kube-version V] [--api-versions GROUP/VERSION]...
+                  [--plain-http]
     helm version [--short]
 
-It prints what `helm template` prints: every rendered template as a YAML document headed by
+CHART is a directory, a .tgz, or oci://HOST/PATH/NAME (pulled by the engine first, over plain
+HTTP with --plain-http). It prints what `helm template` prints: every rendered template as a YAML document headed by
 `# Source: PATH`, in file order, NOTES.txt and empty templates left out. Values files are merged
 the way Helm merges them (deep, later wins), then `--set` values on top; the engine coalesces
 them with the chart's defaults (where `null` deletes a default).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,8 @@ def parse_template_args(argv: list[str]) -> dict[str, Any]:
                 opts[key].append(value)
             else:
                 opts[key] = value
+        elif arg == "--plain-http":
+            opts["plain_http"] = True
         elif arg.startswith("-"):
             die(f"unknown flag: {arg}")
         else:
@@ -85,7 +90,25 @@ def template(argv: list[str]) -> None:
     opts = parse_template_args(argv)
     name, chart = opts["positional"]
     if chart.startswith("oci://"):
-        die(f"{chart}: this test front end renders local charts only")
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                helm_python.pull(
+                    chart,
+                    destination=tmp,
+                    version=opts.get("version"),
+                    plain_http=bool(opts.get("plain_http")),
+                )
+            except helm_python.HelmError as e:
+                die(f"{chart}: {e}")
+            pulled = sorted(Path(tmp).glob("*.tgz"))
+            if len(pulled) != 1:
+                die(f"{chart}: pulled {[p.name for p in pulled]}, expected one chart archive")
+            render(name, str(pulled[0]), opts)
+        return
+    render(name, chart, opts)
+
+
+def render(name: str, chart: str, opts: dict[str, Any]) -> None:
     values: dict[str, Any] = {}
     for path in opts["values"]:
         try:

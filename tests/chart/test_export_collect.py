@@ -245,3 +245,23 @@ def test_values_that_yield_no_image_exit_1_unless_allow_empty(tmp_path: Path):
     assert done.returncode == 1, done.stderr
     assert f"{values}: no image reference found" in done.stderr, done.stderr
     assert export("--values", str(values), "--allow-empty").returncode == 0
+
+
+def test_an_oci_chart_is_fetched_by_helm_and_gives_the_same_images(tmp_path: Path):
+    registry = os.environ.get("OI_REGISTRY")
+    if not registry:
+        pytest.skip("OI_REGISTRY is not set: run through scripts/test.sh, which starts a registry")
+    archive = helm_python.package(CHARTS / "certs", destination=tmp_path)
+    helm_python.push(archive, f"oci://{registry}/oi-export-charts", plain_http=True)
+    done = export(
+        "--chart",
+        f"oci://{registry}/oi-export-charts/certs",
+        "--version",
+        "v1.17.0",
+        # The test registry speaks plain HTTP: helm is given --plain-http for it.
+        "--insecure-registry",
+        registry,
+        *chart_args("certs", "defaults")[2:],
+    )
+    assert "--plain-http" in done.stderr, done.stderr
+    assert listed(done) == expected("certs", "defaults"), done.stderr

@@ -17,6 +17,17 @@ pub struct ChartRequest<'a> {
     pub api_versions: &'a [String],
     /// `--helm PATH`; else `helm` on PATH.
     pub helm: Option<&'a Path>,
+    /// An `oci://` chart on a registry given to --insecure-registry: `--plain-http`.
+    pub plain_http: bool,
+}
+
+/// Whether `chart` is an `oci://` reference on one of the `insecure` registries (host[:port]).
+pub fn oci_on(chart: &str, insecure: &[String]) -> bool {
+    let Some(rest) = chart.strip_prefix("oci://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    insecure.iter().any(|h| h.trim_end_matches('/') == host)
 }
 
 /// Why rendering did not happen.
@@ -57,6 +68,9 @@ impl ChartRequest<'_> {
         }
         for av in self.api_versions {
             flag("--api-versions", av);
+        }
+        if self.plain_http {
+            a.push("--plain-http".to_string());
         }
         a
     }
@@ -150,6 +164,7 @@ mod tests {
             kube_version: None,
             api_versions: &[],
             helm: None,
+            plain_http: false,
         }
     }
 
@@ -166,6 +181,14 @@ mod tests {
             "helm template shop oci://registry.example.com/charts/app --version 1.2.3 \
              --values values.yaml --values 'my mirror.yaml' --set a.b=c --namespace apps"
         );
+    }
+
+    #[test]
+    fn an_oci_chart_on_an_insecure_registry_is_fetched_over_plain_http() {
+        let insecure = vec!["127.0.0.1:5000".to_string()];
+        assert!(oci_on("oci://127.0.0.1:5000/charts/app", &insecure));
+        assert!(!oci_on("oci://127.0.0.1:5001/charts/app", &insecure));
+        assert!(!oci_on("./127.0.0.1:5000/app", &insecure));
     }
 
     #[test]

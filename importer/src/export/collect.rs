@@ -284,6 +284,7 @@ pub fn from_args(args: &ExportArgs) -> anyhow::Result<Collected> {
                 kube_version: args.kube_version.as_deref(),
                 api_versions: &args.api_versions,
                 helm: args.helm.as_deref(),
+                plain_http: super::chart::oci_on(chart, &args.insecure_registry),
             };
             match request.render() {
                 Ok(text) => c.add_manifests_text(&format!("helm template {chart}"), &text),
