@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -265,3 +266,17 @@ def test_an_oci_chart_is_fetched_by_helm_and_gives_the_same_images(tmp_path: Pat
     )
     assert "--plain-http" in done.stderr, done.stderr
     assert listed(done) == expected("certs", "defaults"), done.stderr
+
+
+def test_a_packaged_subchart_is_read_by_values_mode_as_by_helm(tmp_path: Path):
+    chart = tmp_path / "monitoring"
+    shutil.copytree(CHARTS / "monitoring", chart)
+    sub = chart / "charts" / "kube-state-metrics"
+    helm_python.package(sub, destination=chart / "charts")
+    shutil.rmtree(sub)
+    assert (chart / "charts" / "kube-state-metrics-5.25.0.tgz").is_file()
+    ksm = "registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.13.0"
+    with_helm = export("--chart", str(chart), "--kube-version", KUBE_VERSION)
+    assert ksm in listed(with_helm), with_helm.stderr
+    from_values = export("--values", str(chart / "values.yaml"))
+    assert ksm in listed(from_values), from_values.stderr
