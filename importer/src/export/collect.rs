@@ -98,7 +98,7 @@ impl Collected {
         };
         for doc in &docs {
             let what = object_name(doc);
-            self.pod_specs(name, &what, doc);
+            self.pod_specs(name, &what, is_custom(doc), doc);
             for found in indirect::find(doc) {
                 self.add_indirect(name, &found);
             }
@@ -131,7 +131,10 @@ impl Collected {
     }
 
     /// Find pod specs (a map with a `containers` list) at any depth of one object.
-    fn pod_specs(&mut self, name: &str, what: &str, node: &Yaml) {
+    ///
+    /// In a custom resource, a container without an image is a warning only: operators take
+    /// patches of the containers they add (kube-prometheus-stack's `Prometheus` `containers:`).
+    fn pod_specs(&mut self, name: &str, what: &str, custom: bool, node: &Yaml) {
         match node {
             Yaml::Hash(h) => {
                 if let Some(Yaml::Array(_)) = h.get(&key("containers")) {
@@ -145,6 +148,10 @@ impl Collected {
                                 Yaml::String(s) if !s.trim().is_empty() => {
                                     self.add(&format!("{name}: {what} {field} {container}"), s)
                                 }
+                                _ if custom => self.warnings.push(format!(
+                                    "{name}: {what} {field} {container} has no image (a patch \
+                                     of a container its operator adds?)"
+                                )),
                                 _ => self.problems.push(format!(
                                     "{name}: {what} {field} {container} has no image"
                                 )),
@@ -159,22 +166,32 @@ impl Collected {
                         k.as_str(),
                         Some("containers" | "initContainers" | "ephemeralContainers")
                     ) {
-                        self.pod_specs(name, what, v);
+                        self.pod_specs(name, what, custom, v);
                     }
                 }
             }
             Yaml::Array(items) => {
                 for item in items {
-                    let what = if item["kind"].as_str().is_some() {
-                        object_name(item)
+                    let (what, custom) = if item["kind"].as_str().is_some() {
+                        (object_name(item), is_custom(item))
                     } else {
-                        what.to_string()
+                        (what.to_string(), custom)
                     };
-                    self.pod_specs(name, &what, item);
+                    self.pod_specs(name, &what, custom, item);
                 }
             }
             _ => {}
         }
+    }
+}
+
+/// An object of a custom resource: not of the core, apps or batch API groups.
+fn is_custom(doc: &Yaml) -> bool {
+    match doc["apiVersion"].as_str() {
+        Some(v) => v
+            .split_once('/')
+            .is_some_and(|(group, _)| !matches!(group, "apps" | "batch" | "extensions")),
+        None => false,
     }
 }
 
@@ -581,6 +598,22 @@ spec:
         assert_eq!(
             c.problems,
             vec!["manifests.yaml: Deployment/web containers app has no image"]
+        );
+    }
+
+    #[test]
+    fn a_container_patch_without_image_in_a_custom_resource_is_only_a_warning() {
+        let c = manifests(
+            "apiVersion: monitoring.coreos.com/v1\nkind: Prometheus\nmetadata: {name: k8s}\nspec:\n  \
+             image: quay.io/prometheus/prometheus:v2.54.1\n  containers:\n    - name: config-reloader\n      \
+             resources: {limits: {cpu: 100m}}\n",
+        );
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(refs(&c), vec!["quay.io/prometheus/prometheus:v2.54.1"]);
+        assert!(
+            c.warnings[0].contains("Prometheus/k8s containers config-reloader has no image"),
+            "{:?}",
+            c.warnings
         );
     }
 
