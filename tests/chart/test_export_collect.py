@@ -77,7 +77,12 @@ def engine_render(chart: str, case: str) -> str:
     values: dict[str, Any] = {}
     for f in value_files(chart, case):
         values = merge(values, yaml.safe_load(f.read_text()) or {})
-    opts = {"name": RELEASE, "namespace": NAMESPACE, "is_install": True, "kube_version": KUBE_VERSION}
+    opts = {
+        "name": RELEASE,
+        "namespace": NAMESPACE,
+        "is_install": True,
+        "kube_version": KUBE_VERSION,
+    }
     with helm_python.Chart.load(CHARTS / chart) as loaded:
         # render() takes no Kubernetes version; the engine's own call does.
         rendered = json.loads(
@@ -128,7 +133,9 @@ def expected(chart: str, case: str) -> set[str]:
     return pod_images(engine_render(chart, case)) | INDIRECT[(chart, case)]
 
 
-def export(*args: str, stdin: str | None = None, path: str | None = None) -> subprocess.CompletedProcess:
+def export(
+    *args: str, stdin: str | None = None, path: str | None = None
+) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["OI_PYTHON"] = sys.executable
     env["PATH"] = path if path is not None else f"{HELM_DIR}:{env.get('PATH', '')}"
@@ -190,7 +197,7 @@ def test_values_mode_is_equal_or_names_every_difference_as_a_guess(chart: str, c
         args += ["--values", str(f)]
     done = export(*args)
     got, want = listed(done), expected(chart, case)
-    guesses = [line for line in done.stderr.splitlines() if line.startswith("offline-images: guess: ")]
+    guesses = [g for g in done.stderr.splitlines() if g.startswith("offline-images: guess: ")]
     unnamed = [ref for ref in sorted(got - want) if not any(f": {ref}: " in g for g in guesses)]
     assert not unnamed, f"wrong references without a guess line: {unnamed}\n{done.stderr}"
     # A reference the pods run but --values missed must have a guessed stand-in for the same
@@ -208,7 +215,8 @@ def test_a_values_mode_guess_names_the_value_path_it_came_from():
         if "quay.io/prometheus-operator/prometheus-operator:0.75.2" in line
     )
     assert guess.startswith("offline-images: guess: "), guess
-    assert ".prometheusOperator.image: " in guess and ".prometheusOperator.image.tag is empty" in guess
+    assert ".prometheusOperator.image: " in guess
+    assert ".prometheusOperator.image.tag is empty" in guess
 
 
 def test_no_indirect_lists_the_indirect_images_but_leaves_them_out():
@@ -280,3 +288,11 @@ def test_a_packaged_subchart_is_read_by_values_mode_as_by_helm(tmp_path: Path):
     assert ksm in listed(with_helm), with_helm.stderr
     from_values = export("--values", str(chart / "values.yaml"))
     assert ksm in listed(from_values), from_values.stderr
+
+
+def test_a_site_values_file_alone_is_read_over_the_defaults_of_the_chart_beside_it():
+    defaults, site = CHARTS / "webapp" / "values.yaml", CHARTS / "webapp" / "mirror.yaml"
+    both = export("--values", str(defaults), "--values", str(site))
+    alone = export("--values", str(site))
+    assert listed(alone) == listed(both), alone.stderr
+    assert f"note: values: reading {defaults} first" in alone.stderr, alone.stderr
