@@ -9,8 +9,8 @@ on PATH that renders with the same Go engine (PyPI helm-python-sdk, Helm v4):
     helm version [--short]
 
 CHART is a directory, a .tgz, or oci://HOST/PATH/NAME (pulled by the engine first, over plain
-HTTP with --plain-http). It prints what `helm template` prints: every rendered template as a YAML document headed by
-`# Source: PATH`, in file order, NOTES.txt and empty templates left out. Values files are merged
+HTTP with --plain-http). It prints what `helm template` prints: every rendered template as a
+YAML document headed by `# Source: PATH`, in file order, NOTES.txt and empty templates left out. Values files are merged
 the way Helm merges them (deep, later wins), then `--set` values on top; the engine coalesces
 them with the chart's defaults (where `null` deletes a default).
 """
