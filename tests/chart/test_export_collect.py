@@ -296,3 +296,25 @@ def test_a_site_values_file_alone_is_read_over_the_defaults_of_the_chart_beside_
     alone = export("--values", str(site))
     assert listed(alone) == listed(both), alone.stderr
     assert f"note: values: reading {defaults} first" in alone.stderr, alone.stderr
+
+
+def test_export_images_sh_renders_a_chart_it_is_given(tmp_path: Path):
+    env = dict(os.environ)
+    env.update(
+        OI_PYTHON=sys.executable,
+        OFFLINE_IMAGES=binary(),
+        PATH=f"{HELM_DIR}:{env.get('PATH', '')}",
+    )
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "export-images.sh"), str(CHARTS / "certs"), str(tmp_path / "out")]
+        + ["--", "-f", str(CHARTS / "certs" / "mirror.yaml"), "--dry-run"]
+        + ["--release-name", RELEASE, "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "offline-images: rendering " in done.stderr, done.stderr
+    # The chart's own values.yaml is its default: helm reads it, only the site file is given.
+    assert set(done.stdout.split()) == expected("certs", "mirror"), done.stderr
