@@ -10,9 +10,10 @@ on PATH that renders with the same Go engine (PyPI helm-python-sdk, Helm v4):
 
 CHART is a directory, a .tgz, or oci://HOST/PATH/NAME (pulled by the engine first, over plain
 HTTP with --plain-http). It prints what `helm template` prints: every rendered template as a
-YAML document headed by `# Source: PATH`, in file order, NOTES.txt and empty templates left out. Values files are merged
-the way Helm merges them (deep, later wins), then `--set` values on top; the engine coalesces
-them with the chart's defaults (where `null` deletes a default).
+YAML document headed by `# Source: PATH`, in file order, NOTES.txt and empty templates left
+out. Values files are merged the way Helm merges them (deep, later wins), then `--set` values
+on top; the engine coalesces them with the chart's defaults (where `null` deletes a default).
+Like `helm template`, it refuses a chart whose declared dependencies are not under charts/.
 """
 
 from __future__ import annotations
@@ -42,6 +43,19 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def check_dependencies(loaded: helm_python.Chart) -> None:
+    """As `helm template` does before rendering: every declared dependency is under charts/."""
+    present = {d.get("name") for d in loaded.dependencies}
+    declared = [d.get("name") for d in loaded.metadata.get("dependencies") or []]
+    missing = [name for name in declared if name not in present]
+    if missing:
+        die(
+            "An error occurred while checking for chart dependencies. You may need to run "
+            "`helm dependency build` to fetch missing dependencies: found in Chart.yaml, but "
+            f"missing in charts/ directory: {', '.join(missing)}"
+        )
 
 
 def parse_template_args(argv: list[str]) -> dict[str, Any]:
@@ -129,6 +143,7 @@ def render(name: str, chart: str, opts: dict[str, Any]) -> None:
         render_opts["api_versions"] = opts["api_versions"]
     try:
         with helm_python.Chart.load(chart) as loaded:
+            check_dependencies(loaded)
             # The public render() takes no capabilities; the engine's own call does.
             rendered = json.loads(
                 _native.call_string(

@@ -318,3 +318,14 @@ def test_export_images_sh_renders_a_chart_it_is_given(tmp_path: Path):
     assert "offline-images: rendering " in done.stderr, done.stderr
     # The chart's own values.yaml is its default: helm reads it, only the site file is given.
     assert set(done.stdout.split()) == expected("certs", "mirror"), done.stderr
+
+
+def test_a_chart_whose_dependencies_are_missing_says_what_helm_says_and_exits_1(tmp_path: Path):
+    chart = tmp_path / "monitoring"
+    shutil.copytree(CHARTS / "monitoring", chart, ignore=shutil.ignore_patterns("charts"))
+    done = export("--chart", str(chart))
+    assert done.returncode == 1, done.stderr
+    error = next(line for line in done.stderr.splitlines() if " error: " in line)
+    assert f"error: {chart}: helm template failed" in error, error
+    assert "helm dependency build" in error and "kube-state-metrics, grafana" in error, error
+    assert done.stdout == ""
