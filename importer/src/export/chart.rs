@@ -77,9 +77,12 @@ impl ChartRequest<'_> {
 
     /// The command line to show an operator, quoted for a POSIX shell where needed.
     pub fn shown(&self) -> String {
-        let mut parts = vec!["helm".to_string()];
-        parts.extend(self.args().iter().map(|a| shell_quote(a)));
-        parts.join(" ")
+        format!("helm {}", self.quoted_args())
+    }
+
+    fn quoted_args(&self) -> String {
+        let quoted: Vec<String> = self.args().iter().map(|a| shell_quote(a)).collect();
+        quoted.join(" ")
     }
 
     fn helm(&self) -> Result<PathBuf, RenderError> {
@@ -107,7 +110,7 @@ impl ChartRequest<'_> {
             "offline-images: rendering {} with {} {}",
             self.chart,
             helm.display(),
-            self.args()[1..].join(" ")
+            self.quoted_args()
         );
         let out = Command::new(&helm)
             .args(self.args())
