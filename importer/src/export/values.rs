@@ -9,8 +9,9 @@
 //!   The chart's own `values.yaml` is read first when it was not given.
 //! - With a `charts/` directory beside the files, each subchart's `values.yaml` (directory or
 //!   `.tgz`) is read under its key (its alias, if the parent's `Chart.yaml` gives one), with the
-//!   parent's values over it and the parent's `global` over the subchart's. A subchart whose
-//!   `condition` is false is left out, as Helm leaves it out.
+//!   parent's values over it and the parent's `global` over the subchart's; a subchart
+//!   directory's own `charts/` in turn. A subchart whose `condition` is false is left out, as
+//!   Helm leaves it out.
 //! - Shapes: `image:` strings; `registry`/`repository`/`tag`/`digest` maps (`sha:` too, and the
 //!   `name` of an image under the chart's top-level `imageRegistry`/`imageNamespace`); a bare
 //!   `image:` string beside a sibling `tag:`; ingress-nginx's `image:`+`chroot`.
@@ -32,7 +33,7 @@ struct Group {
 }
 
 /// What a chart's `Chart.yaml` tells the values walk.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct ChartMeta {
     name: String,
     app_version: Option<String>,
@@ -41,11 +42,14 @@ struct ChartMeta {
 }
 
 /// A subchart found under `charts/`.
+#[derive(Clone)]
 struct Subchart {
     meta: ChartMeta,
     values: Yaml,
     /// The parent's `condition` for it, e.g. `grafana.enabled`.
     condition: Option<String>,
+    /// Its own subcharts (of a subchart directory; a packaged one's are not read).
+    children: BTreeMap<String, Subchart>,
 }
 
 /// Read every values file, group them by chart, and collect each group's images.
@@ -280,6 +284,11 @@ fn read_subcharts(c: &mut Collected, dir: &Path, parent: &ChartMeta) -> BTreeMap
             }
         };
         let meta = parse_chart_yaml(&chart);
+        let children = if path.is_dir() {
+            read_subcharts(c, &path, &meta)
+        } else {
+            BTreeMap::new()
+        };
         let values = match YamlLoader::load_from_str(&values) {
             Ok(docs) => docs.into_iter().next().unwrap_or(Yaml::Null),
             Err(e) => {
@@ -310,6 +319,7 @@ fn read_subcharts(c: &mut Collected, dir: &Path, parent: &ChartMeta) -> BTreeMap
                 },
                 values: values.clone(),
                 condition,
+                children: children.clone(),
             };
             out.insert(k, sub);
         }
@@ -353,25 +363,33 @@ fn condition_is_false(tree: &Yaml, condition: &str) -> Option<String> {
 }
 
 impl ValuesWalk<'_> {
-    /// The top level: subcharts' keys are walked with the subchart's values under the parent's.
+    /// The top level of one chart's values: subcharts' keys are walked with the subchart's
+    /// own values under the parent's, and its own subcharts in turn.
     fn root(&mut self, tree: &Yaml, subcharts: &BTreeMap<String, Subchart>) {
+        self.chart_level(tree, subcharts, &mut Vec::new());
+    }
+
+    fn chart_level(
+        &mut self,
+        tree: &Yaml,
+        subcharts: &BTreeMap<String, Subchart>,
+        path: &mut Vec<String>,
+    ) {
         let Yaml::Hash(h) = tree else { return };
-        let mut path = Vec::new();
         for (k, sub) in subcharts {
-            if h.contains_key(&key(k)) {
-                continue;
+            if !h.contains_key(&key(k)) {
+                self.subchart(k, sub, &Yaml::Null, tree, path);
             }
-            self.subchart(k, sub, &Yaml::Null, tree, &mut path);
         }
         for (k, v) in h {
             let Some(k) = k.as_str().map(str::to_string).or_else(|| scalar(k)) else {
                 continue;
             };
             match subcharts.get(&k) {
-                Some(sub) => self.subchart(&k, sub, v, tree, &mut path),
+                Some(sub) => self.subchart(&k, sub, v, tree, path),
                 None => {
                     path.push(k.clone());
-                    self.entry(&k, v, &mut path);
+                    self.entry(&k, v, path);
                     path.pop();
                 }
             }
@@ -393,15 +411,16 @@ impl ValuesWalk<'_> {
             .and_then(|c| condition_is_false(tree, c));
         if let Some(off) = off {
             self.out.guesses.push(format!(
-                "{}: .{k}: subchart {} left out: its condition {off} is false",
-                self.name, sub.meta.name
+                "{}: {}.{k}: subchart {} left out: its condition {off} is false",
+                self.name, parent_meta.1, sub.meta.name
             ));
             return;
         }
         let mut values = sub.values.clone();
         coalesce(&mut values, given);
+        // Helm copies the parent's globals into the subchart's, the parent's winning.
         let mut global = values["global"].clone();
-        coalesce(&mut global, &tree["global"]);
+        coalesce(&mut global, &self.scope.global);
         let outer = std::mem::replace(
             &mut self.scope,
             Scope {
@@ -413,7 +432,14 @@ impl ValuesWalk<'_> {
             },
         );
         path.push(k.to_string());
-        self.node(&values, path);
+        if matches!(values["enabled"], Yaml::Boolean(false)) {
+            self.out.guesses.push(format!(
+                "{}: left out, because it has enabled: false",
+                self.origin(path)
+            ));
+        } else {
+            self.chart_level(&values, &sub.children, path);
+        }
         path.pop();
         self.scope = outer;
     }
@@ -882,6 +908,43 @@ mod tests {
     fn write(path: &Path, text: &str) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn a_subchart_of_a_subchart_is_read_under_both_keys_with_the_top_global() {
+        let dir = std::env::temp_dir().join(format!("oi-values-nested-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        write(
+            &dir.join("Chart.yaml"),
+            "apiVersion: v2\nname: top\nversion: 1.0.0\n",
+        );
+        write(
+            &dir.join("values.yaml"),
+            "global:\n  imageRegistry: mirror.local\nmid:\n  inner:\n    image:\n      tag: \"2\"\n",
+        );
+        write(
+            &dir.join("charts/mid/Chart.yaml"),
+            "apiVersion: v2\nname: mid\nversion: 1.0.0\n",
+        );
+        write(
+            &dir.join("charts/mid/charts/inner/Chart.yaml"),
+            "apiVersion: v2\nname: inner\nversion: 1.0.0\n",
+        );
+        write(
+            &dir.join("charts/mid/charts/inner/values.yaml"),
+            "image:\n  registry: docker.io\n  repository: org/inner\n  tag: \"1\"\n",
+        );
+        let mut c = Collected::default();
+        c.add_values_files(&[dir.join("values.yaml")], false);
+        let r = "mirror.local/org/inner:2";
+        assert_eq!(refs(&c), vec![r]);
+        assert!(
+            guess(&c, r).unwrap().contains(".mid.inner.image: "),
+            "{:?}",
+            c.guesses
+        );
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
