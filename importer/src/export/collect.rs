@@ -499,20 +499,18 @@ disabled:
         );
     }
 
-    #[test]
-    fn manifests_yield_every_container_of_every_workload_kind() {
-        let c = manifests(&format!(
-            r#"
+    /// One object of every workload kind, in every place a pod spec can be.
+    const WORKLOADS: &str = r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: debug}}
+metadata: {name: debug}
 spec:
-  containers: [{{name: main, image: "pod-main:1"}}]
-  ephemeralContainers: [{{name: dbg, image: "busybox:1.36"}}]
+  containers: [{name: main, image: "pod-main:1"}]
+  ephemeralContainers: [{name: dbg, image: "busybox:1.36"}]
 ---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: web}}
+metadata: {name: web}
 spec:
   template:
     spec:
@@ -525,7 +523,7 @@ spec:
 ---
 apiVersion: batch/v1
 kind: CronJob
-metadata: {{name: backup}}
+metadata: {name: backup}
 spec:
   schedule: "0 3 * * *"
   jobTemplate:
@@ -543,35 +541,38 @@ kind: List
 items:
   - apiVersion: apps/v1
     kind: StatefulSet
-    metadata: {{name: db}}
+    metadata: {name: db}
     spec:
       template:
         spec:
-          containers: [{{name: db, image: "postgres:16"}}]
+          containers: [{name: db, image: "postgres:16"}]
   - apiVersion: v1
     kind: ReplicationController
-    metadata: {{name: rc}}
+    metadata: {name: rc}
     spec:
       template:
         spec:
-          containers: [{{name: rc, image: "nginx:1.27"}}]
+          containers: [{name: rc, image: "nginx:1.27"}]
 ---
 apiVersion: v1
 kind: ConfigMap
-metadata: {{name: cfg}}
+metadata: {name: cfg}
 data:
   image: "handed-to-an-operator:1"
   mode: "not-an-image:1"
 ---
 apiVersion: example.com/v1
 kind: Rollout
-metadata: {{name: custom}}
+metadata: {name: custom}
 spec:
   template:
     spec:
-      containers: [{{name: app, image: "quay.io/org/rollout:5"}}]
-"#
-        ));
+      containers: [{name: app, image: "quay.io/org/rollout:5"}]
+"#;
+
+    #[test]
+    fn manifests_yield_every_container_of_every_workload_kind() {
+        let c = manifests(&WORKLOADS.replace("{DIGEST}", DIGEST));
         assert!(c.problems.is_empty(), "{:?}", c.problems);
         assert_eq!(
             refs(&c),
