@@ -37,8 +37,18 @@ struct Group {
 struct ChartMeta {
     name: String,
     app_version: Option<String>,
-    /// (name, alias, condition) of each dependency.
-    dependencies: Vec<(String, Option<String>, Option<String>)>,
+    dependencies: Vec<Dependency>,
+}
+
+/// A dependency of `Chart.yaml`, as far as the values walk cares.
+#[derive(Default, Clone)]
+struct Dependency {
+    name: String,
+    alias: Option<String>,
+    /// e.g. `grafana.enabled` (comma-separated paths; the first that is set counts).
+    condition: Option<String>,
+    /// Switched on by `tags.NAME: true` in the parent's values, when no condition is set.
+    tags: Vec<String>,
 }
 
 /// A subchart found under `charts/`.
@@ -46,8 +56,8 @@ struct ChartMeta {
 struct Subchart {
     meta: ChartMeta,
     values: Yaml,
-    /// The parent's `condition` for it, e.g. `grafana.enabled`.
-    condition: Option<String>,
+    /// The parent's `condition` and `tags` for it.
+    switch: Dependency,
     /// Its own subcharts (of a subchart directory; a packaged one's are not read).
     children: BTreeMap<String, Subchart>,
 }
@@ -206,11 +216,15 @@ fn parse_chart_yaml(text: &str) -> ChartMeta {
         .map(|deps| {
             deps.iter()
                 .filter_map(|d| {
-                    Some((
-                        scalar(&d["name"])?,
-                        scalar(&d["alias"]).filter(|a| !a.is_empty()),
-                        scalar(&d["condition"]).filter(|c| !c.is_empty()),
-                    ))
+                    Some(Dependency {
+                        name: scalar(&d["name"])?,
+                        alias: scalar(&d["alias"]).filter(|a| !a.is_empty()),
+                        condition: scalar(&d["condition"]).filter(|c| !c.is_empty()),
+                        tags: d["tags"]
+                            .as_vec()
+                            .map(|t| t.iter().filter_map(scalar).collect())
+                            .unwrap_or_default(),
+                    })
                 })
                 .collect()
         })
@@ -299,18 +313,16 @@ fn read_subcharts(c: &mut Collected, dir: &Path, parent: &ChartMeta) -> BTreeMap
                 continue;
             }
         };
-        let mut keys: Vec<(String, Option<String>)> = parent
+        let mut keys: Vec<(String, Dependency)> = parent
             .dependencies
             .iter()
-            .filter(|(name, _, _)| *name == meta.name)
-            .map(|(name, alias, cond)| {
-                (alias.clone().unwrap_or_else(|| name.clone()), cond.clone())
-            })
+            .filter(|d| d.name == meta.name)
+            .map(|d| (d.alias.clone().unwrap_or_else(|| d.name.clone()), d.clone()))
             .collect();
         if keys.is_empty() {
-            keys.push((meta.name.clone(), None));
+            keys.push((meta.name.clone(), Dependency::default()));
         }
-        for (k, condition) in keys {
+        for (k, switch) in keys {
             let sub = Subchart {
                 meta: ChartMeta {
                     name: meta.name.clone(),
@@ -318,7 +330,7 @@ fn read_subcharts(c: &mut Collected, dir: &Path, parent: &ChartMeta) -> BTreeMap
                     dependencies: Vec::new(),
                 },
                 values: values.clone(),
-                condition,
+                switch,
                 children: children.clone(),
             };
             out.insert(k, sub);
@@ -347,19 +359,33 @@ struct ValuesWalk<'a> {
     found: usize,
 }
 
-/// Whether a dependency's `condition` (comma-separated value paths; the first that is set
-/// counts) switches it off.
-fn condition_is_false(tree: &Yaml, condition: &str) -> Option<String> {
-    for path in condition.split(',').map(str::trim) {
+/// Why the parent's values switch a dependency off, if they do: as Helm decides, the first
+/// path of its `condition` that is set counts; without one, a `tags.NAME: true` switches it on
+/// and a `tags.NAME: false` off.
+fn switched_off(tree: &Yaml, dep: &Dependency) -> Option<String> {
+    for path in dep
+        .condition
+        .iter()
+        .flat_map(|c| c.split(','))
+        .map(str::trim)
+    {
         let mut node = tree;
         for part in path.split('.') {
             node = &node[part];
         }
         if let Yaml::Boolean(b) = node {
-            return (!b).then(|| path.to_string());
+            return (!b).then(|| format!("its condition {path} is false"));
         }
     }
-    None
+    let tag = |t: &String| match tree["tags"][t.as_str()] {
+        Yaml::Boolean(b) => Some(b),
+        _ => None,
+    };
+    if dep.tags.iter().any(|t| tag(t) == Some(true)) {
+        return None;
+    }
+    let off = dep.tags.iter().find(|t| tag(t) == Some(false))?;
+    Some(format!("its tag tags.{off} is false"))
 }
 
 impl ValuesWalk<'_> {
@@ -405,13 +431,9 @@ impl ValuesWalk<'_> {
         path: &mut Vec<String>,
     ) {
         let parent_meta = (self.scope.chart.clone(), self.scope.prefix.clone());
-        let off = sub
-            .condition
-            .as_deref()
-            .and_then(|c| condition_is_false(tree, c));
-        if let Some(off) = off {
+        if let Some(why) = switched_off(tree, &sub.switch) {
             self.out.guesses.push(format!(
-                "{}: {}.{k}: subchart {} left out: its condition {off} is false",
+                "{}: {}.{k}: subchart {} left out: {why}",
                 self.name, parent_meta.1, sub.meta.name
             ));
             return;
@@ -948,18 +970,19 @@ mod tests {
     }
 
     #[test]
-    fn subcharts_values_are_read_under_their_key_with_their_own_app_version_and_condition() {
+    fn subcharts_values_are_read_under_their_key_with_their_own_app_version_condition_and_tags() {
         let dir = std::env::temp_dir().join(format!("oi-values-sub-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         write(
             &dir.join("Chart.yaml"),
             "apiVersion: v2\nname: top\nversion: 1.0.0\nappVersion: 9.9.9\ndependencies:\n  \
              - {name: metrics, version: 1.0.0, alias: kubeStateMetrics}\n  \
-             - {name: dash, version: 1.0.0, condition: dash.enabled}\n",
+             - {name: dash, version: 1.0.0, condition: dash.enabled}\n  \
+             - {name: extras, version: 1.0.0, tags: [extras]}\n",
         );
         write(
             &dir.join("values.yaml"),
-            "global:\n  imageRegistry: \"\"\ndash:\n  enabled: false\n",
+            "global:\n  imageRegistry: \"\"\ndash:\n  enabled: false\ntags:\n  extras: false\n",
         );
         write(
             &dir.join("mirror.yaml"),
@@ -977,6 +1000,14 @@ mod tests {
         write(
             &dir.join("charts/dash/Chart.yaml"),
             "apiVersion: v2\nname: dash\nversion: 1.0.0\nappVersion: 11.0.0\n",
+        );
+        write(
+            &dir.join("charts/extras/Chart.yaml"),
+            "apiVersion: v2\nname: extras\nversion: 1.0.0\n",
+        );
+        write(
+            &dir.join("charts/extras/values.yaml"),
+            "image: org/extras:1\n",
         );
         write(
             &dir.join("charts/dash/values.yaml"),
@@ -1001,6 +1032,13 @@ mod tests {
             c.guesses
                 .iter()
                 .any(|g| g.contains("subchart dash left out: its condition dash.enabled is false")),
+            "{:?}",
+            c.guesses
+        );
+        assert!(
+            c.guesses
+                .iter()
+                .any(|g| g.contains("subchart extras left out: its tag tags.extras is false")),
             "{:?}",
             c.guesses
         );
