@@ -159,6 +159,9 @@ impl Collected {
                         }
                     }
                 }
+                if let Some(Yaml::Array(_)) = h.get(&key("containers")) {
+                    self.image_volumes(name, what, node);
+                }
                 for (k, v) in h {
                     // A List's items, a template's spec: anything may hold a pod spec, except
                     // the container list itself.
@@ -181,6 +184,21 @@ impl Collected {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+impl Collected {
+    /// A pod spec's image volumes (Kubernetes 1.31+): images the kubelet pulls for the pod.
+    fn image_volumes(&mut self, name: &str, what: &str, spec: &Yaml) {
+        for v in spec["volumes"].as_vec().into_iter().flatten() {
+            if let Some(r) = v["image"]["reference"]
+                .as_str()
+                .filter(|r| !r.trim().is_empty())
+            {
+                let volume = scalar(&v["name"]).unwrap_or_else(|| "?".into());
+                self.add(&format!("{name}: {what} volume {volume}"), r);
+            }
         }
     }
 }

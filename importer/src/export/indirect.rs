@@ -9,6 +9,8 @@
 //!   (`--prometheus-config-reloader=quay.io/...:v0.75.2`);
 //! - env values of variables whose names end in `IMAGE` (and OLM's `RELATED_IMAGE_*`).
 //!
+//! A pod's image volumes (`volumes[].image.reference`) are the pod's own, so direct.
+//!
 //! An indirect image is only taken with a tag or digest: without one the operator picks it.
 
 use yaml_rust2::Yaml;
@@ -127,6 +129,10 @@ impl Walk<'_> {
                         }
                         continue;
                     }
+                    if pod && k == "volumes" {
+                        // Image volumes are the pod's own images (collect.rs).
+                        continue;
+                    }
                     if is_image_field(k) {
                         let value = match v {
                             Yaml::String(s) => Some(s.trim().to_string()),
@@ -231,6 +237,15 @@ spec:
   image: quay.io/prometheus/prometheus:v2.54.1
   version: v2.54.1
 ---
+apiVersion: v1
+kind: Pod
+metadata: {name: with-image-volume}
+spec:
+  containers: [{name: app, image: "registry.example.com/app:1"}]
+  volumes:
+    - name: models
+      image: {reference: "registry.example.com/models:2024", pullPolicy: IfNotPresent}
+---
 apiVersion: example.com/v1
 kind: Database
 metadata: {name: db}
@@ -261,7 +276,9 @@ spec:
                 "quay.io/prometheus-operator/prometheus-config-reloader:v0.75.2",
                 "quay.io/prometheus-operator/prometheus-operator:v0.75.2",
                 "quay.io/prometheus/prometheus:v2.54.1",
+                "registry.example.com/app:1",
                 "registry.example.com/db:16",
+                "registry.example.com/models:2024",
             ]
         );
         let line = |needle: &str| {
@@ -280,6 +297,8 @@ spec:
         ));
         assert!(line("trust-pkg").contains("env DEFAULT_PACKAGE_IMAGE"));
         assert!(line("backup").contains("Database/db spec.backup.image"));
+        // An image volume is the pod's own image: direct.
+        assert!(!c.indirect.iter().any(|l| l.contains("models")));
         assert_eq!(c.indirect.len(), 6, "{:?}", c.indirect);
         // The pod's own image is direct, never listed as indirect.
         assert!(!c
@@ -303,7 +322,11 @@ spec:
         let refs: Vec<String> = c.refs.iter().map(ToString::to_string).collect();
         assert_eq!(
             refs,
-            vec!["quay.io/prometheus-operator/prometheus-operator:v0.75.2"]
+            vec![
+                "quay.io/prometheus-operator/prometheus-operator:v0.75.2",
+                "registry.example.com/app:1",
+                "registry.example.com/models:2024",
+            ]
         );
         assert_eq!(c.indirect.len(), 6);
         assert!(c
