@@ -19,6 +19,8 @@ oi_install_packages
 oi_install_rust_target
 VENV=${OI_VENV:-$ROOT/.venv}
 oi_install_venv "$VENV" tests/requirements.txt
+# tests/bin/helm (the Helm engine as a `helm` command, for export --chart) runs on this Python.
+export OI_PYTHON=$VENV/bin/python
 
 WORK=$(mktemp -d /tmp/offline-images-test.XXXXXX)
 export OI_TMP=$WORK

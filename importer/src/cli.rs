@@ -34,9 +34,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Pull images and write them as a bundle: archives, SHA256SUMS and images.json.
     ///
-    /// References come from IMAGE arguments, --images-file, Helm values files (`image:`
-    /// strings and registry/repository/tag/digest maps at any depth) and rendered manifests
-    /// (every container, init container and ephemeral container of every pod template).
+    /// References come from IMAGE arguments, --images-file, a chart rendered with the host's
+    /// `helm template` (--chart, the recommended input), rendered manifests (every container,
+    /// init container and ephemeral container of every pod template, plus the indirect images
+    /// that operators launch, each logged) and Helm values files (`image:` strings and
+    /// registry/repository/tag/digest maps at any depth; every guess logged).
     /// Each image is pulled and saved with the host's engine (docker, podman or skopeo, using
     /// its own registry login) and written as one archive named after its reference:
     /// `docker.io/library/nginx:1.27` becomes `docker.io_library_nginx_1.27.tar.gz`
@@ -44,7 +46,7 @@ pub enum Command {
     /// absent, never partial. A re-run skips images whose archive matches SHA256SUMS and whose
     /// image is unchanged at the registry. Exit 1 if any image or input failed; the others are
     /// still exported.
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
     /// Remove the images a release imported (those labelled with its name), on this node.
     ///
     /// containerd only: an image still used by a container is kept, and an image that another
@@ -214,8 +216,11 @@ pub struct ExportArgs {
     #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,
 
-    /// A Helm values file to collect `image:` references from (repeatable).
-    #[arg(long = "values", value_name = "FILE")]
+    /// A Helm values file (repeatable). With --chart it is given to `helm template`. Without,
+    /// images are read from the values themselves: files merged as Helm merges them (deep,
+    /// later wins, null deletes), subcharts' values.yaml read when charts/ is beside the file,
+    /// and every reference that depends on the chart's templates logged as a guess.
+    #[arg(long = "values", short = 'f', value_name = "FILE")]
     pub values: Vec<PathBuf>,
 
     /// Rendered manifests (e.g. `helm template` output) to collect images from; `-` is stdin.
@@ -269,4 +274,52 @@ pub struct ExportArgs {
     /// Do not put the importer binary in the bundle.
     #[arg(long)]
     pub no_importer_binary: bool,
+
+    /// A Helm chart to render with the host's `helm template` (Helm 3 or 4), subcharts and
+    /// dependencies included: a directory, a .tgz, oci://HOST/PATH, or REPO/NAME. The images of
+    /// the rendered manifests are collected as --manifests collects them. The recommended
+    /// input: it gives exactly the images the release runs. An oci:// chart on a registry
+    /// given to --insecure-registry is fetched with `helm template --plain-http`.
+    #[arg(long, value_name = "DIR|TGZ|oci://...")]
+    pub chart: Option<String>,
+
+    /// The chart version, for an oci:// or REPO/NAME chart (`helm template --version`).
+    #[arg(long = "version", value_name = "VERSION", requires = "chart")]
+    pub chart_version: Option<String>,
+
+    /// A value for `helm template --set` (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", requires = "chart")]
+    pub set: Vec<String>,
+
+    /// The release's namespace, for `helm template --namespace`.
+    #[arg(long = "namespace", value_name = "NS", requires = "chart")]
+    pub chart_namespace: Option<String>,
+
+    /// The Kubernetes version the chart is rendered for (`helm template --kube-version`), for
+    /// charts whose images follow it (kubectl).
+    #[arg(long, value_name = "VERSION", requires = "chart")]
+    pub kube_version: Option<String>,
+
+    /// An API version the cluster serves, e.g. monitoring.coreos.com/v1 (`helm template
+    /// --api-versions`, repeatable), for charts that render objects only when it is there.
+    #[arg(long, value_name = "GROUP/VERSION", requires = "chart")]
+    pub api_versions: Vec<String>,
+
+    /// The helm executable for --chart (default: helm on PATH).
+    #[arg(long, value_name = "PATH", requires = "chart")]
+    pub helm: Option<PathBuf>,
+
+    /// The release name the chart is rendered with.
+    #[arg(long, default_value = "release", value_name = "NAME")]
+    pub release_name: String,
+
+    /// Leave out indirect images: those no pod template names but that the release runs
+    /// (custom resources' `image`, `--...image...=REF` arguments, env variables ending in
+    /// IMAGE). They are still listed in the log.
+    #[arg(long)]
+    pub no_indirect: bool,
+
+    /// Exit 0 even when values files yield no image.
+    #[arg(long)]
+    pub allow_empty: bool,
 }

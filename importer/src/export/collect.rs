@@ -1,8 +1,11 @@
 //! Collecting the image references a release needs: from the command line, from image-list
-//! files, from Helm values files and from rendered manifests (`helm template` output).
+//! files, from a chart rendered by `helm template` (`--chart`), from rendered manifests, and
+//! from Helm values files (values.rs).
 //!
 //! A bad input never hides the others: every problem is recorded with the file (and line, where
-//! the parser gives one) at fault, and everything readable still counts.
+//! the parser gives one) at fault, and everything readable still counts. Every reference that
+//! is not a pod's own image (indirect.rs) or that had to be guessed from values is logged with
+//! where it came from.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -10,6 +13,10 @@ use std::path::{Path, PathBuf};
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+use super::chart::{ChartRequest, RenderError};
+use super::indirect::{self, Verdict};
+use crate::cli::ExportArgs;
+use crate::exit;
 use crate::reference::Reference;
 
 /// Everything collected from the inputs.
@@ -21,10 +28,19 @@ pub struct Collected {
     pub problems: Vec<String>,
     /// Things worth knowing that do not stop anything.
     pub warnings: Vec<String>,
+    /// References (or components left out) that depend on what a chart's templates would do:
+    /// read from values, not rendered.
+    pub guesses: Vec<String>,
+    /// Images that no pod template names but that an operator or controller runs.
+    pub indirect: Vec<String>,
+    /// What was read, besides the inputs given.
+    pub notes: Vec<String>,
+    /// `--no-indirect`: indirect images are listed, but not exported.
+    pub no_indirect: bool,
 }
 
 impl Collected {
-    fn add(&mut self, origin: &str, value: &str) {
+    pub(super) fn add(&mut self, origin: &str, value: &str) {
         match Reference::parse(value) {
             Ok(r) => {
                 self.refs.insert(r);
@@ -60,39 +76,9 @@ impl Collected {
         }
     }
 
-    /// A Helm values file. An image map without a tag takes the chart's `appVersion` when a
-    /// `Chart.yaml` sits beside the values file, as most charts' templates do.
-    pub fn add_values_file(&mut self, path: &Path) {
-        let text = match read_input(path) {
-            Ok(t) => t,
-            Err(e) => return self.problems.push(e),
-        };
-        let app_version = path
-            .parent()
-            .map(|dir| dir.join("Chart.yaml"))
-            .and_then(|chart| fs::read_to_string(chart).ok())
-            .and_then(|t| YamlLoader::load_from_str(&t).ok())
-            .and_then(|docs| docs.into_iter().next())
-            .and_then(|chart| scalar(&chart["appVersion"]));
-        self.add_values_text(&path.display().to_string(), &text, app_version.as_deref());
-    }
-
-    fn add_values_text(&mut self, name: &str, text: &str, app_version: Option<&str>) {
-        let docs = match YamlLoader::load_from_str(text) {
-            Ok(d) => d,
-            Err(e) => return self.problems.push(yaml_error(name, &e)),
-        };
-        for doc in &docs {
-            let global_registry = scalar(&doc["global"]["imageRegistry"])
-                .or_else(|| scalar(&doc["global"]["image"]["registry"]));
-            let mut walk = ValuesWalk {
-                name,
-                app_version,
-                global_registry: global_registry.as_deref(),
-                out: self,
-            };
-            walk.node(doc, &mut Vec::new());
-        }
+    /// Helm values files, merged as Helm merges them (see values.rs).
+    pub fn add_values_files(&mut self, files: &[PathBuf], allow_empty: bool) {
+        super::values::add_values_files(self, files, allow_empty);
     }
 
     /// Rendered manifests: every container, init container and ephemeral container image of
@@ -105,19 +91,50 @@ impl Collected {
         }
     }
 
-    fn add_manifests_text(&mut self, name: &str, text: &str) {
+    pub(super) fn add_manifests_text(&mut self, name: &str, text: &str) {
         let docs = match YamlLoader::load_from_str(text) {
             Ok(d) => d,
             Err(e) => return self.problems.push(yaml_error(name, &e)),
         };
         for doc in &docs {
             let what = object_name(doc);
-            self.pod_specs(name, &what, doc);
+            self.pod_specs(name, &what, is_custom(doc), doc);
+            for found in indirect::find(doc) {
+                self.add_indirect(name, &found);
+            }
+        }
+    }
+
+    fn add_indirect(&mut self, name: &str, found: &indirect::Candidate) {
+        let value = found.value.trim();
+        match found.verdict() {
+            Verdict::Ignore => {}
+            Verdict::LeaveOut(why) => self.warnings.push(format!(
+                "{name}: {}: {value}: not taken as an indirect image: {why}",
+                found.place
+            )),
+            Verdict::Take => {
+                let Ok(r) = Reference::parse(value) else {
+                    return;
+                };
+                if self.no_indirect {
+                    self.indirect.push(format!(
+                        "{r} ({name}: {}), left out (--no-indirect)",
+                        found.place
+                    ));
+                } else {
+                    self.indirect.push(format!("{r} ({name}: {})", found.place));
+                    self.refs.insert(r);
+                }
+            }
         }
     }
 
     /// Find pod specs (a map with a `containers` list) at any depth of one object.
-    fn pod_specs(&mut self, name: &str, what: &str, node: &Yaml) {
+    ///
+    /// In a custom resource, a container without an image is a warning only: operators take
+    /// patches of the containers they add (kube-prometheus-stack's `Prometheus` `containers:`).
+    fn pod_specs(&mut self, name: &str, what: &str, custom: bool, node: &Yaml) {
         match node {
             Yaml::Hash(h) => {
                 if let Some(Yaml::Array(_)) = h.get(&key("containers")) {
@@ -131,12 +148,19 @@ impl Collected {
                                 Yaml::String(s) if !s.trim().is_empty() => {
                                     self.add(&format!("{name}: {what} {field} {container}"), s)
                                 }
+                                _ if custom => self.warnings.push(format!(
+                                    "{name}: {what} {field} {container} has no image (a patch \
+                                     of a container its operator adds?)"
+                                )),
                                 _ => self.problems.push(format!(
                                     "{name}: {what} {field} {container} has no image"
                                 )),
                             }
                         }
                     }
+                }
+                if let Some(Yaml::Array(_)) = h.get(&key("containers")) {
+                    self.image_volumes(name, what, node);
                 }
                 for (k, v) in h {
                     // A List's items, a template's spec: anything may hold a pod spec, except
@@ -145,18 +169,18 @@ impl Collected {
                         k.as_str(),
                         Some("containers" | "initContainers" | "ephemeralContainers")
                     ) {
-                        self.pod_specs(name, what, v);
+                        self.pod_specs(name, what, custom, v);
                     }
                 }
             }
             Yaml::Array(items) => {
                 for item in items {
-                    let what = if item["kind"].as_str().is_some() {
-                        object_name(item)
+                    let (what, custom) = if item["kind"].as_str().is_some() {
+                        (object_name(item), is_custom(item))
                     } else {
-                        what.to_string()
+                        (what.to_string(), custom)
                     };
-                    self.pod_specs(name, &what, item);
+                    self.pod_specs(name, &what, custom, item);
                 }
             }
             _ => {}
@@ -164,146 +188,42 @@ impl Collected {
     }
 }
 
-/// Walks a values tree, keeping the key path for messages.
-struct ValuesWalk<'a> {
-    name: &'a str,
-    app_version: Option<&'a str>,
-    global_registry: Option<&'a str>,
-    out: &'a mut Collected,
-}
-
-impl ValuesWalk<'_> {
-    fn node(&mut self, node: &Yaml, path: &mut Vec<String>) {
-        match node {
-            Yaml::Hash(h) => {
-                for (k, v) in h {
-                    let Some(k) = k.as_str().map(str::to_string).or_else(|| scalar(k)) else {
-                        continue;
-                    };
-                    path.push(k.clone());
-                    self.entry(&k, v, path);
-                    path.pop();
-                }
+impl Collected {
+    /// A pod spec's image volumes (Kubernetes 1.31+): images the kubelet pulls for the pod.
+    fn image_volumes(&mut self, name: &str, what: &str, spec: &Yaml) {
+        for v in spec["volumes"].as_vec().into_iter().flatten() {
+            if let Some(r) = v["image"]["reference"]
+                .as_str()
+                .filter(|r| !r.trim().is_empty())
+            {
+                let volume = scalar(&v["name"]).unwrap_or_else(|| "?".into());
+                self.add(&format!("{name}: {what} volume {volume}"), r);
             }
-            Yaml::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    path.push(format!("[{i}]"));
-                    self.node(item, path);
-                    path.pop();
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn origin(&self, path: &[String]) -> String {
-        let mut p = String::new();
-        for part in path {
-            if !part.starts_with('[') {
-                p.push('.');
-            }
-            p.push_str(part);
-        }
-        format!("{}: {p}", self.name)
-    }
-
-    fn entry(&mut self, key: &str, value: &Yaml, path: &mut Vec<String>) {
-        let image_key = is_image_key(key);
-        match value {
-            Yaml::String(s) if image_key => {
-                let s = s.trim();
-                // `image: ""` switches a component off in many charts; a key such as
-                // `sidecarImage: true` or a non-reference string is someone else's setting.
-                if s.is_empty() {
-                    return;
-                }
-                if key == "image" || Reference::parse(s).is_ok() {
-                    self.out.add(&self.origin(path), s);
-                }
-            }
-            Yaml::Hash(h) => {
-                let repo_key = ["repository", "name", "image"].into_iter().find(|k| {
-                    (*k == "repository" || image_key)
-                        && matches!(h.get(&self::key(k)), Some(Yaml::String(_)))
-                });
-                match repo_key {
-                    Some(rk) if image_key => self.image_map(value, rk, path, true),
-                    Some(rk) if looks_like_image_map(value) => {
-                        self.image_map(value, rk, path, false)
-                    }
-                    _ => self.node(value, path),
-                }
-            }
-            _ => self.node(value, path),
-        }
-    }
-
-    /// `{registry, repository, tag, digest}` and the `name`/`image` variants. Under a key that
-    /// is not an image key (`strict` false), a map that does not make a reference is ignored.
-    fn image_map(&mut self, map: &Yaml, repo_key: &str, path: &[String], strict: bool) {
-        let origin = self.origin(path);
-        let repository = scalar(&map[repo_key]).unwrap_or_default();
-        if repository.is_empty() {
-            return;
-        }
-        let registry = self
-            .global_registry
-            .map(str::to_string)
-            .or_else(|| scalar(&map["registry"]))
-            .filter(|r| !r.is_empty());
-        let tag = scalar(&map["tag"]).filter(|t| !t.is_empty());
-        let digest = scalar(&map["digest"]).filter(|d| !d.is_empty());
-        let mut reference = match registry {
-            Some(r) => format!("{}/{repository}", r.trim_end_matches('/')),
-            None => repository,
-        };
-        if let Some(d) = digest {
-            // Charts that take a digest render `repository@digest` (the tag is then ignored).
-            reference = format!("{reference}@{d}");
-        } else if let Some(t) = tag.or_else(|| self.app_version.map(str::to_string)) {
-            if !last_component_has_tag(&reference) {
-                reference = format!("{reference}:{t}");
-            }
-        } else if !last_component_has_tag(&reference) {
-            if !strict {
-                return;
-            }
-            self.out.warnings.push(format!(
-                "{origin}: no tag and no Chart.yaml appVersion beside the values file; \
-                 skipped (pass the rendered manifests with --manifests to get the tag the chart uses)"
-            ));
-            return;
-        }
-        if strict || Reference::parse(&reference).is_ok() {
-            self.out.add(&origin, &reference);
         }
     }
 }
 
-/// `image`, and keys that name one: `initImage`, `sidecarImage`, `kubectl_image`.
-fn is_image_key(key: &str) -> bool {
-    key == "image" || key.ends_with("Image") || key.ends_with("_image")
+/// An object of a custom resource: not of the core, apps or batch API groups.
+fn is_custom(doc: &Yaml) -> bool {
+    match doc["apiVersion"].as_str() {
+        Some(v) => v
+            .split_once('/')
+            .is_some_and(|(group, _)| !matches!(group, "apps" | "batch" | "extensions")),
+        None => false,
+    }
 }
 
-/// A map under some other key that is still clearly an image: `repository` plus a tag, digest
-/// or registry (`controller: {repository: ..., tag: ...}` is rare, but `repository` alone is
-/// also how charts name git repositories and Helm repositories).
-fn looks_like_image_map(map: &Yaml) -> bool {
-    let has = |k: &str| !matches!(map[k], Yaml::BadValue | Yaml::Null);
-    matches!(map["repository"], Yaml::String(_)) && (has("tag") || has("digest") || has("registry"))
-}
-
-fn last_component_has_tag(reference: &str) -> bool {
+pub(super) fn last_component_has_tag(reference: &str) -> bool {
     let last = reference.rsplit('/').next().unwrap_or(reference);
     last.contains(':') || last.contains('@')
 }
 
-fn key(k: &str) -> Yaml {
+pub(super) fn key(k: &str) -> Yaml {
     Yaml::String(k.to_string())
 }
 
 /// A scalar as text (tags like `1.27` or `7` are read as numbers by YAML).
-fn scalar(node: &Yaml) -> Option<String> {
+pub(super) fn scalar(node: &Yaml) -> Option<String> {
     match node {
         Yaml::String(s) => Some(s.trim().to_string()),
         Yaml::Integer(i) => Some(i.to_string()),
@@ -313,7 +233,7 @@ fn scalar(node: &Yaml) -> Option<String> {
 }
 
 /// `Deployment/web` for messages.
-fn object_name(doc: &Yaml) -> String {
+pub(super) fn object_name(doc: &Yaml) -> String {
     match (doc["kind"].as_str(), doc["metadata"]["name"].as_str()) {
         (Some(k), Some(n)) => format!("{k}/{n}"),
         (Some(k), None) => k.to_string(),
@@ -321,7 +241,7 @@ fn object_name(doc: &Yaml) -> String {
     }
 }
 
-fn yaml_error(name: &str, e: &yaml_rust2::ScanError) -> String {
+pub(super) fn yaml_error(name: &str, e: &yaml_rust2::ScanError) -> String {
     let m = e.marker();
     // The parser counts lines from 1 and columns from 0.
     format!(
@@ -341,7 +261,7 @@ fn display_input(path: &Path) -> String {
 }
 
 /// Read a file (or standard input for `-`) as UTF-8, with an error that names it.
-fn read_input(path: &Path) -> Result<String, String> {
+pub(super) fn read_input(path: &Path) -> Result<String, String> {
     let bytes = if path == Path::new("-") {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf)
@@ -367,13 +287,82 @@ pub fn collect(inputs: &Inputs) -> Collected {
     for f in inputs.images_files {
         c.add_images_file(f);
     }
-    for f in inputs.values {
-        c.add_values_file(f);
+    if !inputs.values.is_empty() {
+        c.add_values_files(inputs.values, false);
     }
     for f in inputs.manifests {
         c.add_manifests_file(f);
     }
     c
+}
+
+/// Everything `export` was given: with `--chart`, the values files and `--set` go to
+/// `helm template`; without it, values files are read as values (values.rs).
+pub fn from_args(args: &ExportArgs) -> anyhow::Result<Collected> {
+    let mut c = Collected {
+        no_indirect: args.no_indirect,
+        ..Collected::default()
+    };
+    c.add_args(&args.images);
+    for f in &args.images_file {
+        c.add_images_file(f);
+    }
+    match &args.chart {
+        Some(chart) => {
+            let request = ChartRequest {
+                chart,
+                release: &args.release_name,
+                version: args.chart_version.as_deref(),
+                values: &args.values,
+                set: &args.set,
+                namespace: args.chart_namespace.as_deref(),
+                kube_version: args.kube_version.as_deref(),
+                api_versions: &args.api_versions,
+                helm: args.helm.as_deref(),
+                plain_http: super::chart::oci_on(chart, &args.insecure_registry),
+            };
+            match request.render() {
+                Ok(text) => c.add_manifests_text(&format!("helm template {chart}"), &text),
+                Err(RenderError::NoHelm(m)) => return Err(exit::usage(m)),
+                Err(RenderError::Failed(m)) => c.problems.push(m),
+            }
+        }
+        None if !args.values.is_empty() => c.add_values_files(&args.values, args.allow_empty),
+        None => {}
+    }
+    for f in &args.manifests {
+        c.add_manifests_file(f);
+    }
+    Ok(c)
+}
+
+impl Collected {
+    /// One line per event on stderr: what was read, indirect images, guesses, warnings and
+    /// problems, in that order.
+    pub fn log(&self) {
+        for n in &self.notes {
+            eprintln!("offline-images: note: {n}");
+        }
+        for i in &self.indirect {
+            eprintln!("offline-images: indirect: {i}");
+        }
+        for g in &self.guesses {
+            eprintln!("offline-images: guess: {g}");
+        }
+        if !self.guesses.is_empty() {
+            eprintln!(
+                "offline-images: {} guess(es) from values above: `export --chart` renders what \
+                 the release runs",
+                self.guesses.len()
+            );
+        }
+        for w in &self.warnings {
+            eprintln!("offline-images: warning: {w}");
+        }
+        for p in &self.problems {
+            eprintln!("offline-images: error: {p}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -390,7 +379,7 @@ mod tests {
 
     fn values(text: &str) -> Collected {
         let mut c = Collected::default();
-        c.add_values_text("values.yaml", text, None);
+        super::super::values::add_values_text(&mut c, "values.yaml", text, None, true);
         c
     }
 
@@ -444,7 +433,8 @@ disabled:
                 "docker.io/library/busybox:1.36".into(),
                 "docker.io/library/nginx:1.27".into(),
                 "docker.io/prom/exporter:7".into(),
-                format!("ghcr.io/org/pinned@{DIGEST}"),
+                // As the pod names it: the tag kept beside the digest.
+                format!("ghcr.io/org/pinned:2@{DIGEST}"),
                 "quay.io/org/app:1.10".into(),
                 "registry.k8s.io/ingress-nginx/controller:v1.10.0".into(),
             ]
@@ -472,7 +462,7 @@ disabled:
     fn an_image_map_without_tag_takes_the_app_version_or_is_reported() {
         let text = "image:\n  repository: org/app\n  tag: \"\"\n";
         let mut c = Collected::default();
-        c.add_values_text("values.yaml", text, Some("3.2.1"));
+        super::super::values::add_values_text(&mut c, "values.yaml", text, Some("3.2.1"), true);
         assert_eq!(refs(&c), vec!["docker.io/org/app:3.2.1"]);
 
         let c = values(text);
@@ -505,7 +495,13 @@ disabled:
     #[test]
     fn malformed_values_name_the_file_and_line_and_other_inputs_still_count() {
         let mut c = Collected::default();
-        c.add_values_text("broken.yaml", "a:\n  b: [1, 2\nc: d\n", None);
+        super::super::values::add_values_text(
+            &mut c,
+            "broken.yaml",
+            "a:\n  b: [1, 2\nc: d\n",
+            None,
+            true,
+        );
         c.add_args(&["redis:7".to_string()]);
         assert_eq!(refs(&c), vec!["docker.io/library/redis:7"]);
         assert_eq!(c.problems.len(), 1);
@@ -521,20 +517,18 @@ disabled:
         );
     }
 
-    #[test]
-    fn manifests_yield_every_container_of_every_workload_kind() {
-        let c = manifests(&format!(
-            r#"
+    /// One object of every workload kind, in every place a pod spec can be.
+    const WORKLOADS: &str = r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: debug}}
+metadata: {name: debug}
 spec:
-  containers: [{{name: main, image: "pod-main:1"}}]
-  ephemeralContainers: [{{name: dbg, image: "busybox:1.36"}}]
+  containers: [{name: main, image: "pod-main:1"}]
+  ephemeralContainers: [{name: dbg, image: "busybox:1.36"}]
 ---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: web}}
+metadata: {name: web}
 spec:
   template:
     spec:
@@ -547,7 +541,7 @@ spec:
 ---
 apiVersion: batch/v1
 kind: CronJob
-metadata: {{name: backup}}
+metadata: {name: backup}
 spec:
   schedule: "0 3 * * *"
   jobTemplate:
@@ -565,39 +559,45 @@ kind: List
 items:
   - apiVersion: apps/v1
     kind: StatefulSet
-    metadata: {{name: db}}
+    metadata: {name: db}
     spec:
       template:
         spec:
-          containers: [{{name: db, image: "postgres:16"}}]
+          containers: [{name: db, image: "postgres:16"}]
   - apiVersion: v1
     kind: ReplicationController
-    metadata: {{name: rc}}
+    metadata: {name: rc}
     spec:
       template:
         spec:
-          containers: [{{name: rc, image: "nginx:1.27"}}]
+          containers: [{name: rc, image: "nginx:1.27"}]
 ---
 apiVersion: v1
 kind: ConfigMap
-metadata: {{name: cfg}}
+metadata: {name: cfg}
 data:
-  image: "not-collected:1"
+  image: "handed-to-an-operator:1"
+  mode: "not-an-image:1"
 ---
 apiVersion: example.com/v1
 kind: Rollout
-metadata: {{name: custom}}
+metadata: {name: custom}
 spec:
   template:
     spec:
-      containers: [{{name: app, image: "quay.io/org/rollout:5"}}]
-"#
-        ));
+      containers: [{name: app, image: "quay.io/org/rollout:5"}]
+"#;
+
+    #[test]
+    fn manifests_yield_every_container_of_every_workload_kind() {
+        let c = manifests(&WORKLOADS.replace("{DIGEST}", DIGEST));
         assert!(c.problems.is_empty(), "{:?}", c.problems);
         assert_eq!(
             refs(&c),
             vec![
                 "docker.io/library/busybox:1.36".to_string(),
+                // indirect: an `image` field outside any container
+                "docker.io/library/handed-to-an-operator:1".into(),
                 "docker.io/library/nginx:1.27".into(),
                 "docker.io/library/pod-main:1".into(),
                 "docker.io/library/postgres:16".into(),
@@ -617,6 +617,22 @@ spec:
         assert_eq!(
             c.problems,
             vec!["manifests.yaml: Deployment/web containers app has no image"]
+        );
+    }
+
+    #[test]
+    fn a_container_patch_without_image_in_a_custom_resource_is_only_a_warning() {
+        let c = manifests(
+            "apiVersion: monitoring.coreos.com/v1\nkind: Prometheus\nmetadata: {name: k8s}\nspec:\n  \
+             image: quay.io/prometheus/prometheus:v2.54.1\n  containers:\n    - name: config-reloader\n      \
+             resources: {limits: {cpu: 100m}}\n",
+        );
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(refs(&c), vec!["quay.io/prometheus/prometheus:v2.54.1"]);
+        assert!(
+            c.warnings[0].contains("Prometheus/k8s containers config-reloader has no image"),
+            "{:?}",
+            c.warnings
         );
     }
 

@@ -9,9 +9,12 @@
 //! partial archive behind; `SHA256SUMS` and `images.json` are rewritten atomically after each
 //! archive, merged with what an earlier run wrote.
 
+mod chart;
 mod collect;
 mod compress;
 mod engine;
+mod indirect;
+mod values;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -87,18 +90,8 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
             args.platform
         ))
     })?;
-    let collected = collect(&Inputs {
-        images: &args.images,
-        images_files: &args.images_file,
-        values: &args.values,
-        manifests: &args.manifests,
-    });
-    for w in &collected.warnings {
-        eprintln!("offline-images: warning: {w}");
-    }
-    for p in &collected.problems {
-        eprintln!("offline-images: error: {p}");
-    }
+    let collected = collect::from_args(args)?;
+    collected.log();
     let ext = extension(args.compress);
     let mut refs = Vec::new();
     let mut names: HashMap<String, Reference> = HashMap::new();
