@@ -142,6 +142,18 @@ pub struct ImportArgs {
     /// release, so that `offline-images prune --release NAME` can remove them later.
     #[arg(long, env = "RELEASE_NAME", value_name = "NAME")]
     pub release: Option<String>,
+
+    /// An image that must be in the runtime after the run (repeat the flag, or list them
+    /// comma-separated in REQUIRED_IMAGES). Every image the bundle's images.json lists for
+    /// this node's platform is checked too. A missing one makes the run exit 1, with or
+    /// without --strict; a bad archive still never stops the others.
+    #[arg(
+        long = "require",
+        env = "REQUIRED_IMAGES",
+        value_name = "IMAGE",
+        value_delimiter = ','
+    )]
+    pub require: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
