@@ -361,6 +361,9 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         force: args.force,
     });
 
+    for node in args.left_out_nodes.iter().filter(|n| !n.trim().is_empty()) {
+        reporter.info(&format!("left out by the chart: {}", node.trim()));
+    }
     let _lock = if args.dry_run {
         None
     } else {

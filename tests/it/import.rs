@@ -670,9 +670,22 @@ fn an_image_a_value_requires_that_no_archive_brings_fails_the_import_and_ends_it
         against_containerd("import", &dir, &ns)
             .arg("--require")
             .arg(&f.alpha.tag)
-            .env("REQUIRED_IMAGES", "ignored-because-the-flag-wins:1"),
+            .env("REQUIRED_IMAGES", "ignored-because-the-flag-wins:1")
+            .env(
+                "LEFT_OUT_NODES",
+                "w-2: NotReady (its Ready condition is False);w-3: unschedulable (cordoned)",
+            ),
     );
     assert_eq!(code, 0, "the required image is there:\n{stderr}");
+    // The nodes the chart left out are named in every node's log.
+    assert!(
+        stderr.contains("left out by the chart: w-2: NotReady (its Ready condition is False)\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("left out by the chart: w-3: unschedulable (cordoned)\n"),
+        "{stderr}"
+    );
 
     let (code, _, stderr) = outcome(
         against_containerd("import", &dir, &ns)
