@@ -345,6 +345,24 @@ def test_for_docker_the_job_mounts_only_the_socket_and_imports_through_it(import
         docker("rmi", "--force", ref, check=False)
 
 
+def test_a_per_node_job_of_all_nodes_runs_and_names_the_nodes_left_out(importer_image, bundle, tmp_path):
+    from test_all_nodes import chart_with_nodes, jobs_in, node, pinned_to
+
+    namespace = f"{NAMESPACE}-all-nodes"
+    chart = chart_with_nodes(tmp_path, [node("here"), node("down", ready="False"), node("win", os_="windows")])
+    values = merge(job_values(importer_image, bundle), {"imagePull": {"enabled": True, "allNodes": True,
+                                                                      "containerdNamespace": namespace}})
+    (only_job,) = jobs_in(render(values, chart=chart))
+    assert pinned_to(only_job) == "here"
+    code, log = run_like_kubelet(only_job)
+    assert code == 0, f"the per-node Job's container exited {code}:\n{log}"
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert "left out by the chart: down: NotReady (its Ready condition is False)" in lines, log
+    assert "left out by the chart: win: runs windows, not linux" in lines, log
+    assert lines[-1].startswith("summary: 1 imported"), log
+    assert bundle["ref"] in ctr_in(namespace, "images", "ls", "-q").split()
+
+
 def importer_has_the_native_client() -> bool:
     helped = subprocess.run([os.environ["OI_STATIC_BIN"], "import", "--help"], capture_output=True, text=True)
     return "--containerd-client" in helped.stdout
