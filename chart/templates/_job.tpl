@@ -166,7 +166,12 @@ metadata:
     {{- end }}
 spec:
   backoffLimit: {{ int $ip.backoffLimit }}
-  activeDeadlineSeconds: {{ include "offline-images.deadline" $root }}
+  {{- $deadline := include "offline-images.deadline" $root | int64 }}
+  {{- if $prune }}
+  {{- /* prune first waits up to prune.waitSeconds for the release's containers to go. */}}
+  {{- $deadline = add $deadline (int $ip.prune.waitSeconds) }}
+  {{- end }}
+  activeDeadlineSeconds: {{ $deadline }}
   {{- if not (kindIs "invalid" $ip.ttlSecondsAfterFinished) }}
   ttlSecondsAfterFinished: {{ int $ip.ttlSecondsAfterFinished }}
   {{- end }}

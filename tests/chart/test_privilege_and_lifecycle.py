@@ -193,6 +193,8 @@ def test_prune_waits_bounded_for_the_releases_containers_to_go():
     docs = render(merge(ENABLED, {"imagePull": {"prune": {"enabled": True, "waitSeconds": 300}}}))
     prune = next(d for d in docs if d["metadata"]["labels"]["app.kubernetes.io/component"] == "image-prune")
     assert container(prune)["args"] == ["prune", "--wait-for-containers=300"]
+    # The wait fits in the prune Job's deadline: the import's plus the wait.
+    assert prune["spec"]["activeDeadlineSeconds"] == 240 + 300
     with pytest.raises(helm_python.HelmValuesError):
         render(merge(ENABLED, {"imagePull": {"prune": {"enabled": True, "waitSeconds": 86400}}}))
 
