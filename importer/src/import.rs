@@ -361,9 +361,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         force: args.force,
     });
 
-    for node in args.left_out_nodes.iter().filter(|n| !n.trim().is_empty()) {
-        reporter.info(&format!("left out by the chart: {}", node.trim()));
-    }
+    say_left_out_nodes(&args.left_out_nodes, reporter);
     let _lock = if args.dry_run {
         None
     } else {
@@ -535,8 +533,11 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     let missing = if args.dry_run || interrupted {
         Vec::new()
     } else {
-        let expected = expected_images(index.as_ref(), &required, &ctx.platform);
-        check_presence(rt, &expected, reporter)
+        check_presence(
+            rt,
+            &expected_images(index.as_ref(), &required, &ctx.platform),
+            reporter,
+        )
     };
 
     let summary = Summary {
@@ -574,6 +575,13 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         return Ok(Code::Failure);
     }
     Ok(Code::Success)
+}
+
+/// One line per node the chart left out of the import (`--left-out-node`), with the reason.
+fn say_left_out_nodes(nodes: &[String], reporter: &Reporter) {
+    for node in nodes.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        reporter.info(&format!("left out by the chart: {node}"));
+    }
 }
 
 // ---- after the run: is every promised and required image there? ---------------------------

@@ -208,3 +208,9 @@ def test_objects_carry_the_revision_so_old_jobs_logs_are_not_mixed_in():
     assert jb["spec"]["template"]["metadata"]["labels"]["offline-images.io/revision"] == "7"
     text = next(t for p, t in files.items() if p.endswith("NOTES.txt"))
     assert "offline-images.io/revision=7" in text
+
+
+def test_the_notes_say_that_successful_jobs_are_gone_unless_they_are_kept():
+    assert "Helm deleted the Jobs and their pods" in notes(ENABLED)
+    kept = merge(ENABLED, {"imagePull": {"hook": {"deletePolicy": "before-hook-creation"}}})
+    assert "Helm deleted the Jobs" not in notes(kept)
