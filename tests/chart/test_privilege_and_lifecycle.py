@@ -214,3 +214,26 @@ def test_the_notes_say_that_successful_jobs_are_gone_unless_they_are_kept():
     assert "Helm deleted the Jobs and their pods" in notes(ENABLED)
     kept = merge(ENABLED, {"imagePull": {"hook": {"deletePolicy": "before-hook-creation"}}})
     assert "Helm deleted the Jobs" not in notes(kept)
+
+
+EVERY_OPTION = [
+    {"runtime": "docker", "dockerHost": "unix:///run/docker.sock", "seLinuxOptions": {"type": "spc_t"}},
+    {"containerdClient": "native", "containerdAddress": "/run/k3s/containerd/containerd.sock",
+     "importerImage": {"digest": DIGEST}, "imagePullSecrets": ["pull"], "requiredImages": ["busybox:1.36"]},
+    {"bootstrap": {"enabled": True, "binarySha256": "cd" * 32}, "prune": {"enabled": True, "waitSeconds": 0},
+     "recursiveReadOnly": "", "ttlSecondsAfterFinished": None, "bundleGiB": 50, "hook": {"outputLogPolicy": ""}},
+    {"nodes": ["worker-1", "worker-2"], "prune": {"enabled": True}, "podLabels": {"app.kubernetes.io/name": "x"}},
+]
+
+
+@pytest.mark.parametrize("values", EVERY_OPTION, ids=["docker-socket", "native-socket", "bootstrap-pinned", "named-nodes"])
+def test_every_option_renders_valid_objects_and_lints_clean(values):
+    full = merge(ENABLED, {"imagePull": values})
+    docs = render(full)
+    assert any(d["kind"] in ("Job", "List") for d in docs)
+    for doc in docs:
+        for item in doc["items"] if doc["kind"] == "List" else [doc]:
+            kubernetes_validate.validate(item, KUBE_VERSION, strict=True)
+    report = helm_python.lint(__import__("chartlib").CHART, full, strict=True, kube_version=f"v{KUBE_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
