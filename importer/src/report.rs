@@ -411,5 +411,14 @@ mod tests {
         assert_eq!(v["event"], "archive");
         assert_eq!(v["status"], "failed");
         assert_eq!(v["file"], "x.tar");
+        let m = Missing {
+            image: "docker.io/library/app:1".into(),
+            reason: "required (--require); not in the runtime".into(),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&Event::Missing(&m)).unwrap()).unwrap();
+        assert_eq!(v["event"], "missing");
+        assert_eq!(v["image"], "docker.io/library/app:1");
+        assert_eq!(v["reason"], "required (--require); not in the runtime");
     }
 }
