@@ -473,7 +473,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
                     break;
                 }
                 let (r, names) = import_one(&ctx, p);
-                if args.jobs > 1 && lost_a_shared_layer_race(&r) {
+                if args.jobs > 1 && lost_a_parallel_race(&r) {
                     // Tried again alone below, once the other imports are done.
                     retry.lock().unwrap_or_else(|e| e.into_inner()).push(i);
                     continue;
@@ -495,7 +495,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         }
         let p = &todo[i];
         reporter.info(&format!(
-            "{}: importing again on its own: a parallel import was writing a layer it shares",
+            "{}: importing again on its own: a parallel import was writing a layer or an image name it shares",
             p.file
         ));
         let (r, names) = import_one(&ctx, p);
@@ -726,14 +726,18 @@ fn check_presence(rt: &dyn Runtime, expected: &[Expected], reporter: &Reporter) 
     missing
 }
 
-/// ctr 1.6 names an upload after the archive's entry, so two imports writing the same layer at
-/// once can take each other's upload: the loser fails with "content digest ...: not found".
-/// Nothing is wrong with its archive; imported again alone, it goes in.
-fn lost_a_shared_layer_race(r: &ArchiveResult) -> bool {
+/// Two imports at once can trip over each other in ctr 1.6. Writing the same layer, one can
+/// take the other's upload (ctr names an upload after the archive's entry): the loser fails
+/// with "content digest ...: not found". Creating the same image name, both find it absent and
+/// the second create fails with `image "...": already exists`. Nothing is wrong with the
+/// archive; imported again alone, it goes in (and settle_shared_names then lets the archive
+/// that sorts last win the name).
+fn lost_a_parallel_race(r: &ArchiveResult) -> bool {
     r.status == Status::Failed
-        && r.reason
-            .as_deref()
-            .is_some_and(|m| m.contains("content digest") && m.contains("not found"))
+        && r.reason.as_deref().is_some_and(|m| {
+            (m.contains("content digest") && m.contains("not found"))
+                || (m.contains("image \"") && m.contains("\": already exists"))
+        })
 }
 
 /// Images already present that this release uses are labelled with it too: another release
@@ -1234,6 +1238,20 @@ mod tests {
             required_images(&["nginx:1.27".into(), " ".into()]).unwrap(),
             ["docker.io/library/nginx:1.27"]
         );
+    }
+
+    #[test]
+    fn an_archive_that_lost_a_layer_or_name_race_to_a_parallel_import_is_tried_again() {
+        let failed = |reason: &str| ArchiveResult::failed("a.tar", 1, reason);
+        assert!(lost_a_parallel_race(&failed(
+            "ctr images import: content digest sha256:ab: not found"
+        )));
+        assert!(lost_a_parallel_race(&failed(
+            "ctr images import: image \"docker.io/oi-test/dup:1\": already exists"
+        )));
+        assert!(!lost_a_parallel_race(&failed(
+            "the gzip stream is truncated"
+        )));
     }
 
     #[test]
