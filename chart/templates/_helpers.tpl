@@ -9,15 +9,31 @@ cannot clash with a parent chart's helpers, and every object name is cut to 63 c
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The import Job's name: <release>-image-import. Also the ServiceAccount's default name. */}}
+{{/*
+The prefix of every object name: the release name, followed by the alias when the chart is a
+dependency under an alias (two aliases of the chart in one parent must not share their Jobs).
+*/}}
+{{- define "offline-images.namePrefix" -}}
+{{- if eq .Chart.Name "offline-images" -}}
+{{- .Release.Name -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The import Job's name: <release>-image-import (<release>-<alias>-image-import under an
+alias). Also the ServiceAccount's default name. */}}
 {{- define "offline-images.importName" -}}
-{{- printf "%s-image-import" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-image-import" (include "offline-images.namePrefix" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/* The ServiceAccount the import Job runs as. */}}
 {{- define "offline-images.serviceAccountName" -}}
 {{- $sa := .Values.imagePull.serviceAccount -}}
 {{- if $sa.create -}}
+{{- if eq $sa.name "default" -}}
+{{- fail "imagePull.serviceAccount.name: default is the namespace's own account; with create: true it would become a hook object that Helm deletes at every install: set create: false to run as it, or choose another name" -}}
+{{- end -}}
 {{- default (include "offline-images.importName" .) $sa.name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
 {{- default "default" $sa.name -}}
@@ -26,39 +42,73 @@ cannot clash with a parent chart's helpers, and every object name is cut to 63 c
 
 {{/* Labels that select the importer's objects. */}}
 {{- define "offline-images.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
-app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ .Chart.Name | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/component: image-import
 {{- end -}}
 
-{{/* Labels of every object of the chart. */}}
+{{/* Labels of every object of the chart. The revision label keeps the Jobs of one install
+or upgrade apart from those an older revision left behind (failed Jobs are kept for review). */}}
 {{- define "offline-images.labels" -}}
-helm.sh/chart: {{ include "offline-images.chart" . }}
+helm.sh/chart: {{ include "offline-images.chart" . | quote }}
 {{ include "offline-images.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
+offline-images.io/revision: {{ .Release.Revision | quote }}
 {{- end -}}
 
-{{/* The importer image: repository:tag, the tag defaulting to the chart's appVersion. */}}
-{{- define "offline-images.importerImage" -}}
-{{- $image := .Values.imagePull.importerImage -}}
-{{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag | toString) -}}
+{{/* The label selector of every import pod of this revision: `kubectl logs -l <this> --prefix`. */}}
+{{- define "offline-images.logSelector" -}}
+{{- printf "app.kubernetes.io/name=%s,app.kubernetes.io/instance=%s,app.kubernetes.io/component=%s,offline-images.io/revision=%d" .root.Chart.Name (.root.Release.Name | trunc 63 | trimSuffix "-") (.component | default "image-import") (int .root.Release.Revision) -}}
 {{- end -}}
 
 {{/*
-Hook annotations of an importer object. Pass a dict with "root" (the chart context) and
-"offset" (added to hook.weight: objects the Job needs get a lower weight, so they exist first).
+A repository with global.imageRegistry in front, when set: the registry part of the repository
+(a first component with a dot or a colon, or localhost) is replaced, otherwise prefixed.
+*/}}
+{{- define "offline-images.withRegistry" -}}
+{{- $registry := dig "global" "imageRegistry" "" (.root.Values | merge dict) -}}
+{{- if $registry -}}
+{{- $parts := splitList "/" .repository -}}
+{{- $first := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- $parts = rest $parts -}}
+{{- end -}}
+{{- printf "%s/%s" (trimSuffix "/" $registry) (join "/" $parts) -}}
+{{- else -}}
+{{- .repository -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The importer image: repository:tag, the tag defaulting to the chart's appVersion, then
+@digest when importerImage.digest pins it. */}}
+{{- define "offline-images.importerImage" -}}
+{{- $image := .Values.imagePull.importerImage -}}
+{{- $ref := printf "%s:%s" (include "offline-images.withRegistry" (dict "root" . "repository" $image.repository)) (default .Chart.AppVersion $image.tag | toString) -}}
+{{- with $image.digest -}}
+{{- $ref = printf "%s@%s" $ref . -}}
+{{- end -}}
+{{- $ref -}}
+{{- end -}}
+
+{{/*
+Hook annotations of an importer object. Pass a dict with "root" (the chart context), "offset"
+(added to hook.weight: objects the Job needs get a lower weight, so they exist first), and
+optionally "hook", "deletePolicy" and "outputLogs" (true: add hook.outputLogPolicy).
 */}}
 {{- define "offline-images.hookAnnotations" -}}
 {{- $hook := .root.Values.imagePull.hook -}}
 helm.sh/hook: {{ .hook | default "pre-install,pre-upgrade" }}
 helm.sh/hook-weight: {{ add (int $hook.weight) (int .offset) | quote }}
 helm.sh/hook-delete-policy: {{ .deletePolicy | default $hook.deletePolicy | quote }}
+{{- if and .outputLogs $hook.outputLogPolicy }}
+helm.sh/hook-output-log-policy: {{ $hook.outputLogPolicy | quote }}
+{{- end }}
 {{- end -}}
 
 {{/*
 The cluster's nodes as a JSON list of Node objects, from `lookup`. Empty where `lookup` has no
-cluster to ask: `helm template`, `helm install --dry-run` (client side), `helm lint`.
+cluster to ask: `helm template`, `helm install --dry-run` (client side), `helm lint`, Argo CD.
 Needs permission to list nodes (cluster-scoped) at install time.
 */}}
 {{- define "offline-images.clusterNodes" -}}
@@ -67,24 +117,33 @@ Needs permission to list nodes (cluster-scoped) at install time.
 {{- end -}}
 
 {{/*
-Which nodes get an import Job with imagePull.allNodes, as JSON:
-  {"listed": <nodes lookup returned>, "targets": [{"node", "hostname"}], "skipped": ["<node>: <why>"]}
-A node is skipped when it is unschedulable (cordoned), when its labels do not match
-imagePull.nodeSelector, or when it has a NoSchedule or NoExecute taint that
-imagePull.tolerations do not tolerate. The pod is pinned with the node's
-kubernetes.io/hostname label (the node name when the label is missing).
+Why a node cannot run an import pod, or "" when it can. Pass a dict "root" and "node" (a Node
+object). In this order: not Ready (a toleration of every taint, `operator: Exists`, would
+otherwise reach nodes that are NotReady or unreachable), cordoned, not Linux, an architecture
+the importer does not have, labels that do not match imagePull.nodeSelector, a NoSchedule or
+NoExecute taint that imagePull.tolerations do not tolerate.
 */}}
-{{- define "offline-images.nodePlan" -}}
-{{- $ip := .Values.imagePull -}}
-{{- $nodes := include "offline-images.clusterNodes" . | fromJsonArray -}}
-{{- $targets := list -}}
-{{- $skipped := list -}}
-{{- range $node := $nodes -}}
-{{- $name := dig "metadata" "name" "" $node -}}
+{{- define "offline-images.whyNot" -}}
+{{- $ip := .root.Values.imagePull -}}
+{{- $node := .node -}}
 {{- $labels := dig "metadata" "labels" (dict) $node -}}
+{{- $ready := "" -}}
+{{- range $c := dig "status" "conditions" (list) $node -}}
+{{- if eq (toString (get $c "type")) "Ready" -}}
+{{- $ready = toString (get $c "status") -}}
+{{- end -}}
+{{- end -}}
+{{- $os := get $labels "kubernetes.io/os" | default (dig "status" "nodeInfo" "operatingSystem" "" $node) -}}
+{{- $arch := get $labels "kubernetes.io/arch" | default (dig "status" "nodeInfo" "architecture" "" $node) -}}
 {{- $why := "" -}}
-{{- if dig "spec" "unschedulable" false $node -}}
+{{- if ne $ready "True" -}}
+{{- $why = printf "NotReady (its Ready condition is %s)" ($ready | default "missing") -}}
+{{- else if dig "spec" "unschedulable" false $node -}}
 {{- $why = "unschedulable (cordoned)" -}}
+{{- else if ne $os "linux" -}}
+{{- $why = printf "runs %s, not linux" ($os | default "an unknown OS") -}}
+{{- else if not (has $arch $ip.architectures) -}}
+{{- $why = printf "architecture %s: the importer has %s (imagePull.architectures)" ($arch | default "unknown") (join ", " $ip.architectures) -}}
 {{- end -}}
 {{- if not $why -}}
 {{- range $key, $want := $ip.nodeSelector -}}
@@ -118,34 +177,65 @@ kubernetes.io/hostname label (the node name when the label is missing).
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- $why -}}
+{{- end -}}
+
+{{/*
+Which nodes get an import Job, as JSON:
+  {"listed": <nodes lookup returned>, "targets": ["<node>"], "skipped": ["<node>: <why>"]}
+With imagePull.nodes, only those nodes are considered; a listed node the cluster does not have
+fails the render. Without a node list from lookup, the targets are imagePull.nodes as given.
+*/}}
+{{- define "offline-images.nodePlan" -}}
+{{- $ip := .Values.imagePull -}}
+{{- $nodes := include "offline-images.clusterNodes" . | fromJsonArray -}}
+{{- $wanted := $ip.nodes | default list -}}
+{{- $targets := list -}}
+{{- $skipped := list -}}
+{{- $names := list -}}
+{{- range $node := $nodes -}}
+{{- $name := dig "metadata" "name" "" $node -}}
+{{- $names = append $names $name -}}
+{{- if or (not $wanted) (has $name $wanted) -}}
+{{- $why := include "offline-images.whyNot" (dict "root" $ "node" $node) -}}
 {{- if $why -}}
 {{- $skipped = append $skipped (printf "%s: %s" $name $why) -}}
 {{- else -}}
-{{- $host := get $labels "kubernetes.io/hostname" | default $name -}}
-{{- $targets = append $targets (dict "node" $name "hostname" $host) -}}
+{{- $targets = append $targets $name -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $nodes -}}
+{{- range $w := $wanted -}}
+{{- if not (has $w $names) -}}
+{{- fail (printf "imagePull.nodes: %s is not a node of this cluster (it has %s)" $w (join ", " $names)) -}}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{- $targets = $wanted -}}
 {{- end -}}
 {{- dict "listed" (len $nodes) "targets" $targets "skipped" $skipped | toJson -}}
 {{- end -}}
 
 {{/*
-The nodes to render a Job for, as JSON: a list of {"node", "hostname"}. With imagePull.allNodes
-and a node list from lookup, every eligible node; otherwise one entry with an empty node: one
-Job, not pinned to a node.
+The nodes to render a Job for, as a JSON list of node names. With imagePull.allNodes or
+imagePull.nodes, every eligible node; otherwise [""]: one Job, not pinned to a node.
+allNodes with no node list to be had (lookup answers nothing under `helm template` and Argo CD)
+fails, unless imagePull.nodes names the nodes.
 */}}
 {{- define "offline-images.jobTargets" -}}
-{{- $one := list (dict "node" "" "hostname" "") -}}
-{{- if .Values.imagePull.allNodes -}}
+{{- $ip := .Values.imagePull -}}
+{{- if or $ip.allNodes $ip.nodes -}}
 {{- $plan := include "offline-images.nodePlan" . | fromJson -}}
-{{- if eq (int $plan.listed) 0 -}}
-{{- $one | toJson -}}
+{{- if and (eq (int $plan.listed) 0) (not $ip.nodes) -}}
+{{- fail "imagePull.allNodes: no node list to be had: Helm's lookup answers nothing here (helm template, helm install --dry-run, Argo CD), so the nodes cannot be chosen. Name them in imagePull.nodes, or install with helm install/upgrade against the cluster as a user who may list nodes" -}}
 {{- else if not $plan.targets -}}
 {{- fail (printf "imagePull.allNodes: none of the %d nodes can run the import Job: %s" (int $plan.listed) (join "; " $plan.skipped)) -}}
 {{- else -}}
 {{- $plan.targets | toJson -}}
 {{- end -}}
 {{- else -}}
-{{- $one | toJson -}}
+{{- list "" | toJson -}}
 {{- end -}}
 {{- end -}}
 
@@ -153,20 +243,22 @@ Job, not pinned to a node.
 The name of a Job for one node: dict "base" (e.g. <release>-image-import) and "node" (empty
 for the one unpinned Job, which is then just the base). Per node: <base>-<node>-<hash>, at most
 63 characters: the node name (dots made dashes) is cut to fit, and the first 8 hex digits of
-the node name's sha256 keep apart two long names that share a prefix. Stable per node.
+the sha256 of "<base>/<node>" keep apart two long names that share a prefix, and a node's
+import and prune Jobs when a long release name cuts both bases to the same prefix. Stable per
+node.
 */}}
 {{- define "offline-images.nodeJobName" -}}
 {{- if .node -}}
 {{- $prefix := printf "%s-%s" .base (.node | replace "." "-") | trunc 54 | trimSuffix "-" -}}
-{{- printf "%s-%s" $prefix (sha256sum .node | trunc 8) -}}
+{{- printf "%s-%s" $prefix (printf "%s/%s" .base .node | sha256sum | trunc 8) -}}
 {{- else -}}
 {{- .base -}}
 {{- end -}}
 {{- end -}}
 
-{{/* The prune Job's base name: <release>-image-prune. */}}
+{{/* The prune Job's base name: <release>-image-prune (<release>-<alias>-image-prune). */}}
 {{- define "offline-images.pruneName" -}}
-{{- printf "%s-image-prune" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-image-prune" (include "offline-images.namePrefix" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/* The container image of the Jobs: the importer image, or in bootstrap mode an image every

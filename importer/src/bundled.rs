@@ -143,6 +143,18 @@ pub fn current_static() -> Result<PathBuf, String> {
     Ok(exe.to_path_buf())
 }
 
+/// The environment variable (set by the chart's `bootstrap.binarySha256`) that pins the
+/// bundled binary to one sha256, whatever the checksum file beside it says.
+pub const PIN_ENV: &str = "OFFLINE_IMAGES_BINARY_SHA256";
+
+/// The pinned sha256, lowercased, when [`PIN_ENV`] is set and not empty.
+fn pinned_sha256() -> Option<String> {
+    std::env::var(PIN_ENV)
+        .ok()
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+}
+
 /// If this process runs a binary from a bundle's [`DIR`], check it against the checksum beside
 /// it; a mismatch or a missing checksum is an error (exit 2) and nothing else runs.
 pub fn verify_self() -> Result<()> {
@@ -185,6 +197,15 @@ pub fn verify(path: &Path, contents: &Path) -> Result<()> {
             ))
         })?;
     let actual = bundle::sha256_file(contents)?;
+    if let Some(pinned) = pinned_sha256() {
+        if actual != pinned {
+            return Err(exit::usage(format!(
+                "refusing to run {}: its sha256 is {actual} but {PIN_ENV} pins {pinned}; this \
+                 is not the importer binary the release was set up with",
+                path.display()
+            )));
+        }
+    }
     if actual != expected {
         return Err(exit::usage(format!(
             "refusing to run {}: its sha256 is {actual} but {} says {expected}; the binary \

@@ -145,6 +145,29 @@ pub struct ImportArgs {
     /// release, so that `offline-images prune --release NAME` can remove them later.
     #[arg(long, env = "RELEASE_NAME", value_name = "NAME")]
     pub release: Option<String>,
+
+    /// An image that must be in the runtime after the run (repeat the flag, or list them
+    /// comma-separated in REQUIRED_IMAGES). Every image the bundle's images.json lists for
+    /// this node's platform is checked too. A missing one makes the run exit 1, with or
+    /// without --strict; a bad archive still never stops the others.
+    #[arg(
+        long = "require",
+        env = "REQUIRED_IMAGES",
+        value_name = "IMAGE",
+        value_delimiter = ','
+    )]
+    pub require: Vec<String>,
+
+    /// A node the chart left out of the import, with the reason ("node: why"; a list is
+    /// `;`-separated in LEFT_OUT_NODES): named in the log, so each node's log says which
+    /// nodes did not get the images.
+    #[arg(
+        long = "left-out-node",
+        env = "LEFT_OUT_NODES",
+        value_name = "NODE: WHY",
+        value_delimiter = ';'
+    )]
+    pub left_out_nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -159,6 +182,12 @@ pub struct PruneArgs {
     /// Only list what would be removed and what would be kept.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Wait up to this many seconds for the containers that use the release's images to go
+    /// (after `helm uninstall` the release's pods are still terminating); an image still in
+    /// use then is kept. 0 decides at once.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub wait_for_containers: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,7 +7,8 @@ use std::io;
 pub enum Code {
     /// Done. In tolerant mode also when some archives failed: the summary says so.
     Success = 0,
-    /// `--strict` and at least one archive failed, `verify` found missing images,
+    /// `--strict` and at least one archive failed, an image the bundle promises or
+    /// `--require` names is missing after `import`, `verify` found missing images,
     /// or `list`/`export` could not process every input.
     Failure = 1,
     /// Usage or environment error: bad flag, no runtime found, images path unreadable.

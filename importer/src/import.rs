@@ -22,7 +22,8 @@ use crate::labels::{
     release_label, LABEL_ARCHIVE_PREFIX, LABEL_MANAGED, LABEL_PINNED, LABEL_RELEASE_PREFIX,
 };
 use crate::lock::lock_node;
-use crate::report::{self, ArchiveResult, Event, Reporter, Status, Summary};
+use crate::reference;
+use crate::report::{self, ArchiveResult, Event, Missing, Reporter, Status, Summary};
 use crate::runtime::{self, detect, Present, Runtime};
 use crate::stop::{install_stop_handler, sleep_unless_stopped, stop_signal};
 
@@ -135,6 +136,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     install_stop_handler(reporter);
     let root = &args.images_path;
     let release_key = args.release.as_deref().map(release_label).transpose()?;
+    let required = required_images(&args.require)?;
     check_images_path(root)?;
     let (found, rejected) = archive::discover(root)?;
     let sums = bundle::read_sums(root)
@@ -176,6 +178,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         force: args.force,
     });
 
+    say_left_out_nodes(&args.left_out_nodes, reporter);
     let _lock = if args.dry_run {
         None
     } else {
@@ -287,7 +290,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
                     break;
                 }
                 let (r, names) = import_one(&ctx, p);
-                if args.jobs > 1 && lost_a_shared_layer_race(&r) {
+                if args.jobs > 1 && lost_a_parallel_race(&r) {
                     // Tried again alone below, once the other imports are done.
                     retry.lock().unwrap_or_else(|e| e.into_inner()).push(i);
                     continue;
@@ -309,7 +312,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         }
         let p = &todo[i];
         reporter.info(&format!(
-            "{}: importing again on its own: a parallel import was writing a layer it shares",
+            "{}: importing again on its own: a parallel import was writing a layer or an image name it shares",
             p.file
         ));
         let (r, names) = import_one(&ctx, p);
@@ -344,6 +347,15 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         }
     }
     results.extend(done.into_iter().map(|(_, r)| r));
+    let missing = if args.dry_run || interrupted {
+        Vec::new()
+    } else {
+        check_presence(
+            rt,
+            &expected_images(index.as_ref(), &required, &ctx.platform),
+            reporter,
+        )
+    };
 
     let summary = Summary {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -359,9 +371,10 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         failed: Summary::count(&results, Status::Failed),
         would_import: Summary::count(&results, Status::WouldImport),
         archives: results,
+        missing,
     };
     // Said before the summary, so the summary stays the log's last line.
-    if summary.failed > 0 && !args.strict && !interrupted {
+    if summary.failed > 0 && !args.strict && !interrupted && summary.missing.is_empty() {
         reporter.info(&format!(
             "{} archive(s) failed; exiting 0 because --strict is not set",
             summary.failed
@@ -375,20 +388,173 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         bundle::write_atomic(path, &data)
             .with_context(|| format!("cannot write the report {}", path.display()))?;
     }
-    if interrupted || (summary.failed > 0 && args.strict) {
+    if interrupted || (summary.failed > 0 && args.strict) || !summary.missing.is_empty() {
         return Ok(Code::Failure);
     }
     Ok(Code::Success)
 }
 
-/// ctr 1.6 names an upload after the archive's entry, so two imports writing the same layer at
-/// once can take each other's upload: the loser fails with "content digest ...: not found".
-/// Nothing is wrong with its archive; imported again alone, it goes in.
-fn lost_a_shared_layer_race(r: &ArchiveResult) -> bool {
+/// One line per node the chart left out of the import (`--left-out-node`), with the reason.
+fn say_left_out_nodes(nodes: &[String], reporter: &Reporter) {
+    for node in nodes.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        reporter.info(&format!("left out by the chart: {node}"));
+    }
+}
+
+// ---- after the run: is every promised and required image there? ---------------------------
+
+/// An image the run must leave in the runtime, and who asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Expected {
+    /// References; empty for an image the bundle lists without a name (found by config).
+    names: Vec<String>,
+    config_digest: Option<String>,
+    manifest_digest: Option<String>,
+    /// "listed in images.json for <file>" or "required (--require)".
+    source: String,
+}
+
+/// The `--require` references, normalised; a usage error names the one that is not a reference.
+fn required_images(values: &[String]) -> Result<Vec<String>> {
+    values
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            reference::normalize(v)
+                .map_err(|e| exit::usage(format!("--require {v:?} is not an image reference: {e}")))
+        })
+        .collect()
+}
+
+/// Whether an images.json platform (`os/arch[/variant]`, or none) is the node's.
+fn platform_matches(entry: Option<&str>, platform: &Platform) -> bool {
+    let Some(entry) = entry else { return true };
+    let mut parts = entry.split('/');
+    parts.next() == Some(platform.os.as_str())
+        && parts.next() == Some(platform.architecture.as_str())
+}
+
+/// Every image of images.json for this node's platform, then every required one.
+fn expected_images(
+    index: Option<&BundleIndex>,
+    required: &[String],
+    platform: &Platform,
+) -> Vec<Expected> {
+    let mut out = Vec::new();
+    for archive in index.map(|i| i.archives.as_slice()).unwrap_or_default() {
+        for img in &archive.images {
+            if platform_matches(img.platform.as_deref(), platform) {
+                out.push(Expected {
+                    names: img.names.clone(),
+                    config_digest: Some(img.config_digest.clone()),
+                    manifest_digest: img.manifest_digest.clone(),
+                    source: format!("listed in {} for {}", bundle::INDEX_FILE, archive.file),
+                });
+            }
+        }
+    }
+    for name in required {
+        out.push(Expected {
+            names: vec![name.clone()],
+            config_digest: None,
+            manifest_digest: None,
+            source: "required (--require)".to_string(),
+        });
+    }
+    out
+}
+
+/// What of `expected` is not in `present`, each with the reason.
+fn missing_images(present: &[Present], expected: &[Expected]) -> Vec<Missing> {
+    let mut out: Vec<Missing> = Vec::new();
+    let mut add = |image: &str, reason: String| {
+        if !out.iter().any(|m| m.image == image) {
+            out.push(Missing {
+                image: image.to_string(),
+                reason,
+            });
+        }
+    };
+    for e in expected {
+        // The runtime may report the config digest, or (a containerd-backed store) the
+        // manifest's; an unknown digest counts as a match on the name.
+        let same = |p: &Present| match p.config_digest.as_deref() {
+            None => true,
+            Some(d) => {
+                e.config_digest.is_none()
+                    || e.config_digest.as_deref() == Some(d)
+                    || e.manifest_digest.as_deref() == Some(d)
+            }
+        };
+        if e.names.is_empty() {
+            let config = e.config_digest.as_deref().unwrap_or_default();
+            if !present
+                .iter()
+                .any(|p| p.config_digest.as_deref() == Some(config))
+            {
+                add(
+                    config,
+                    format!("{}; no image with this config is in the runtime", e.source),
+                );
+            }
+            continue;
+        }
+        for name in &e.names {
+            let by_name: Vec<&Present> = present.iter().filter(|p| &p.name == name).collect();
+            if by_name.iter().any(|p| same(p)) {
+                continue;
+            }
+            let reason = match by_name.first().and_then(|p| p.config_digest.as_deref()) {
+                Some(other) => format!(
+                    "{}; the runtime has it with config {other}, not {}",
+                    e.source,
+                    e.config_digest.as_deref().unwrap_or("?")
+                ),
+                None => format!("{}; not in the runtime", e.source),
+            };
+            add(name, reason);
+        }
+    }
+    out
+}
+
+/// Asks the runtime what it has after the run and reports each expected image that is absent.
+fn check_presence(rt: &dyn Runtime, expected: &[Expected], reporter: &Reporter) -> Vec<Missing> {
+    if expected.is_empty() {
+        return Vec::new();
+    }
+    let missing = match with_retries(reporter, None, || rt.present()) {
+        Ok(present) => missing_images(&present, expected),
+        Err(e) => expected
+            .iter()
+            .map(|x| Missing {
+                image: x.names.first().cloned().unwrap_or_default(),
+                reason: format!(
+                    "{}; not confirmed: the runtime's images could not be listed: {e:#}",
+                    x.source
+                ),
+            })
+            .collect(),
+    };
+    for m in &missing {
+        reporter.emit(&Event::Missing(m));
+    }
+    missing
+}
+
+/// Two imports at once can trip over each other in ctr 1.6. Writing the same layer, one can
+/// take the other's upload (ctr names an upload after the archive's entry): the loser fails
+/// with "content digest ...: not found". Creating the same image name, both find it absent and
+/// the second create fails with `image "...": already exists`. Nothing is wrong with the
+/// archive; imported again alone, it goes in (and settle_shared_names then lets the archive
+/// that sorts last win the name).
+fn lost_a_parallel_race(r: &ArchiveResult) -> bool {
     r.status == Status::Failed
-        && r.reason
-            .as_deref()
-            .is_some_and(|m| m.contains("content digest") && m.contains("not found"))
+        && r.reason.as_deref().is_some_and(|m| {
+            (m.contains("content digest") && m.contains("not found"))
+                || (m.contains("image \"") && m.contains("\": already exists"))
+        })
 }
 
 /// Images already present that this release uses are labelled with it too: another release
@@ -814,6 +980,96 @@ impl Read for Watched<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn present(name: &str, config: &str) -> Present {
+        Present {
+            name: name.into(),
+            config_digest: Some(config.into()),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn an_image_the_bundle_promises_or_a_value_requires_is_missing_unless_present_by_name_and_digest(
+    ) {
+        let promised = |names: &[&str], config: &str| Expected {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            config_digest: Some(config.into()),
+            manifest_digest: Some("sha256:m".into()),
+            source: "listed in images.json for a.tar".into(),
+        };
+        let expected = vec![
+            promised(&["docker.io/library/a:1"], "sha256:a"),
+            promised(&["docker.io/library/b:1"], "sha256:b"),
+            promised(&["docker.io/library/c:1"], "sha256:c"),
+            promised(&["docker.io/library/d:1"], "sha256:d"),
+            promised(&[], "sha256:e"),
+            Expected {
+                names: vec!["docker.io/library/f:1".into()],
+                config_digest: None,
+                manifest_digest: None,
+                source: "required (--require)".into(),
+            },
+        ];
+        let runtime = vec![
+            present("docker.io/library/a:1", "sha256:a"),
+            present("docker.io/library/b:1", "sha256:old"),
+            present("docker.io/library/d:1", "sha256:m"),
+        ];
+        let missing = missing_images(&runtime, &expected);
+        let names: Vec<&str> = missing.iter().map(|m| m.image.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "docker.io/library/b:1",
+                "docker.io/library/c:1",
+                "sha256:e",
+                "docker.io/library/f:1"
+            ]
+        );
+        assert!(missing[0]
+            .reason
+            .contains("with config sha256:old, not sha256:b"));
+        assert!(missing[1].reason.ends_with("not in the runtime"));
+        assert!(missing[3].reason.starts_with("required (--require)"));
+    }
+
+    #[test]
+    fn only_the_nodes_platform_of_the_bundle_is_expected() {
+        let linux_amd64 = Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        };
+        assert!(platform_matches(None, &linux_amd64));
+        assert!(platform_matches(Some("linux/amd64"), &linux_amd64));
+        assert!(platform_matches(Some("linux/amd64/v2"), &linux_amd64));
+        assert!(!platform_matches(Some("linux/arm64"), &linux_amd64));
+    }
+
+    #[test]
+    fn a_required_image_that_is_not_a_reference_is_a_usage_error_naming_it() {
+        let err = required_images(&["nginx:1.27".into(), "Bad Name".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("\"Bad Name\""), "{err:#}");
+        assert_eq!(
+            required_images(&["nginx:1.27".into(), " ".into()]).unwrap(),
+            ["docker.io/library/nginx:1.27"]
+        );
+    }
+
+    #[test]
+    fn an_archive_that_lost_a_layer_or_name_race_to_a_parallel_import_is_tried_again() {
+        let failed = |reason: &str| ArchiveResult::failed("a.tar", 1, reason);
+        assert!(lost_a_parallel_race(&failed(
+            "ctr images import: content digest sha256:ab: not found"
+        )));
+        assert!(lost_a_parallel_race(&failed(
+            "ctr images import: image \"docker.io/oi-test/dup:1\": already exists"
+        )));
+        assert!(!lost_a_parallel_race(&failed(
+            "the gzip stream is truncated"
+        )));
+    }
 
     #[test]
     fn the_fingerprint_changes_with_the_file_name() {

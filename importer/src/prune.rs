@@ -10,6 +10,7 @@
 //! Removed and kept images are listed on stdout, one per line; messages go to stderr.
 
 use std::io::{self, Write};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -17,7 +18,7 @@ use crate::cli::{LogFormat, PruneArgs};
 use crate::exit::{self, Code};
 use crate::labels::{release_label, LABEL_RELEASE_PREFIX};
 use crate::report::Reporter;
-use crate::runtime::{detect, Container, Present, Unsupported};
+use crate::runtime::{detect, Container, Present, Runtime, Unsupported};
 
 /// What prune decided for one labelled image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +92,8 @@ pub fn run(args: &PruneArgs) -> Result<Code> {
             e
         }
     };
+    // Before the lock: an import must not wait for the release's pods to terminate.
+    wait_for_containers(rt, &key, args.wait_for_containers).map_err(unsupported)?;
     // The node lock `import` takes: an import running now (another release's) labels images
     // it finds present, and prune must not decide on a list that import is changing.
     let _lock = if args.dry_run {
@@ -180,6 +183,56 @@ pub fn run(args: &PruneArgs) -> Result<Code> {
     } else {
         Code::Success
     })
+}
+
+/// The release's images that a container still uses, each with its containers.
+fn in_use(key: &str, all: &[Present], containers: &[Container]) -> Vec<String> {
+    all.iter()
+        .filter(|p| p.labels.contains_key(key))
+        .filter_map(|p| match decide(p, key, all, containers) {
+            Decision::InUse(users) => Some(format!("{} (container {})", p.name, users.join(", "))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits, at most `secs` seconds, until no container uses an image only this release
+/// imported: after `helm uninstall` the release's pods are still terminating, and their
+/// containers would keep the images. Says once what it waits for, and how it ended.
+fn wait_for_containers(rt: &dyn Runtime, key: &str, secs: u64) -> Result<()> {
+    if secs == 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut waited = false;
+    loop {
+        let all = rt.present().context("cannot list images")?;
+        let busy = in_use(key, &all, &rt.containers()?);
+        if busy.is_empty() {
+            if waited {
+                eprintln!(
+                    "offline-images: the containers are gone after {:.0} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(());
+        }
+        if started.elapsed() >= Duration::from_secs(secs) {
+            eprintln!(
+                "offline-images: still in use after {secs} s, so kept: {}",
+                busy.join(", ")
+            );
+            return Ok(());
+        }
+        if !waited {
+            eprintln!(
+                "offline-images: waiting up to {secs} s for the containers of the release's images to go: {}",
+                busy.join(", ")
+            );
+            waited = true;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 #[cfg(test)]

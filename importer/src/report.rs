@@ -86,6 +86,20 @@ pub struct Summary {
     pub failed: usize,
     pub would_import: usize,
     pub archives: Vec<ArchiveResult>,
+    /// Images the bundle promises (images.json) or `--require` names that are not in the
+    /// runtime after the run: any makes the run fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<Missing>,
+}
+
+/// An image that should be in the runtime after the run and is not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Missing {
+    /// The reference (or the config digest of an image without a name).
+    pub image: String,
+    /// Who wants it and what the runtime has instead, e.g. "listed in images.json for
+    /// nginx.tar; not in the runtime".
+    pub reason: String,
 }
 
 impl Summary {
@@ -137,6 +151,8 @@ pub enum Event<'a> {
         seconds: f64,
     },
     Archive(&'a ArchiveResult),
+    /// An image the bundle promises or `--require` names is absent after the run.
+    Missing(&'a Missing),
     Summary(&'a Summary),
 }
 
@@ -234,6 +250,7 @@ fn text(event: &Event<'_>) -> String {
             rate(*tar_bytes, *seconds)
         ),
         Event::Archive(a) => archive_line(a),
+        Event::Missing(m) => format!("{:<9} {}: {}", "MISSING", m.image, m.reason),
         Event::Summary(s) => summary_line(s),
     }
 }
@@ -295,6 +312,15 @@ fn summary_line(s: &Summary) -> String {
             .collect();
         let _ = write!(line, "; failed: {}", failed.join(", "));
     }
+    if !s.missing.is_empty() {
+        let missing: Vec<&str> = s.missing.iter().map(|m| m.image.as_str()).collect();
+        let _ = write!(
+            line,
+            "; {} image(s) MISSING from the runtime: {}",
+            missing.len(),
+            missing.join(", ")
+        );
+    }
     line
 }
 
@@ -315,6 +341,9 @@ pub fn write_termination_message(path: &Path, s: &Summary) {
             a.file,
             a.reason.as_deref().unwrap_or("failed")
         );
+    }
+    for m in &s.missing {
+        let _ = write!(msg, "\nmissing {}: {}", m.image, m.reason);
     }
     if msg.len() > TERMINATION_MAX {
         let mut cut = TERMINATION_MAX;
@@ -342,6 +371,39 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_image_is_named_in_its_line_and_in_the_summary() {
+        let m = Missing {
+            image: "docker.io/library/app:1".into(),
+            reason: "listed in images.json for app.tar; not in the runtime".into(),
+        };
+        let line = text(&Event::Missing(&m));
+        assert!(line.starts_with("MISSING"), "{line}");
+        assert!(line.contains("docker.io/library/app:1: listed in images.json"));
+        let summary = Summary {
+            version: "0".into(),
+            runtime: "containerd".into(),
+            socket: "/s".into(),
+            namespace: None,
+            images_path: "/images".into(),
+            dry_run: false,
+            interrupted: false,
+            seconds: 1.0,
+            imported: 0,
+            skipped: 0,
+            failed: 0,
+            would_import: 0,
+            archives: Vec::new(),
+            missing: vec![m],
+        };
+        let line = summary_line(&summary);
+        assert!(line.starts_with("summary: "), "{line}");
+        assert!(
+            line.ends_with("; 1 image(s) MISSING from the runtime: docker.io/library/app:1"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn json_events_carry_their_kind() {
         let a = ArchiveResult::failed("x.tar", 1, "no");
         let v: serde_json::Value =
@@ -349,5 +411,14 @@ mod tests {
         assert_eq!(v["event"], "archive");
         assert_eq!(v["status"], "failed");
         assert_eq!(v["file"], "x.tar");
+        let m = Missing {
+            image: "docker.io/library/app:1".into(),
+            reason: "required (--require); not in the runtime".into(),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&Event::Missing(&m)).unwrap()).unwrap();
+        assert_eq!(v["event"], "missing");
+        assert_eq!(v["image"], "docker.io/library/app:1");
+        assert_eq!(v["reason"], "required (--require); not in the runtime");
     }
 }

@@ -26,14 +26,24 @@ from chartlib import CHART, KUBE_VERSION, container, env_of, merge, mount, volum
 HOSTNAME = "kubernetes.io/hostname"
 
 
+def name_hash(base: str, node_name: str) -> str:
+    """The 8 hex digits that end a node's Job name: of the sha256 of "<base>/<node>"."""
+    return hashlib.sha256(f"{base}/{node_name}".encode()).hexdigest()[:8]
+
+
 def node(name: str, labels: dict[str, str] | None = None, taints: list[dict[str, str]] | None = None,
-         unschedulable: bool = False) -> dict[str, Any]:
+         unschedulable: bool = False, ready: str = "True", arch: str = "amd64", os_: str = "linux") -> dict[str, Any]:
     """A Node object as the API server returns it (and `lookup` passes it on)."""
     doc: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": name, "labels": {HOSTNAME: name, "kubernetes.io/os": "linux", **(labels or {})}},
+        "metadata": {"name": name, "labels": {HOSTNAME: name, "kubernetes.io/os": os_, "kubernetes.io/arch": arch,
+                                              **(labels or {})}},
         "spec": {},
+        "status": {
+            "conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": ready}],
+            "nodeInfo": {"operatingSystem": os_, "architecture": arch},
+        },
     }
     if taints:
         doc["spec"]["taints"] = taints
@@ -70,12 +80,28 @@ def render_with(chart: Path, values: dict[str, Any], name: str = "shop") -> tupl
     return docs, notes
 
 
-def jobs(docs: list[dict[str, Any]], component: str = "image-import") -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == "Job" and d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+def flat(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects of the documents, a List's items in place of the List (as kubectl and Helm build them)."""
+    return [item for d in docs for item in (d["items"] if d["kind"] == "List" else [d])]
+
+
+def jobs_in(docs: list[dict[str, Any]], component: str = "image-import") -> list[dict[str, Any]]:
+    """The Jobs of a component, also those inside a List document."""
+    return [d for d in flat(docs) if d["kind"] == "Job" and d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+
+
+jobs = jobs_in
 
 
 def pinned_to(job_doc: dict[str, Any]) -> str:
-    return job_doc["spec"]["template"]["spec"]["nodeSelector"][HOSTNAME]
+    """The node a Job's pod is pinned to: its node affinity's matchFields on metadata.name."""
+    terms = job_doc["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    pins = {tuple(f["values"]) for t in terms for f in t["matchFields"] if f["key"] == "metadata.name"}
+    assert len(pins) == 1 and all(f["operator"] == "In" for t in terms for f in t["matchFields"]), terms
+    (values,) = pins
+    assert len(values) == 1, values
+    return values[0]
 
 
 CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
@@ -88,7 +114,7 @@ def test_one_import_job_is_rendered_per_node_each_pinned_to_its_node(tmp_path):
     assert sorted(pinned_to(j) for j in found) == ["worker-1", "worker-2", "worker-3"]
     for j in found:
         n = pinned_to(j)
-        assert j["metadata"]["name"] == f"shop-image-import-{n}-{hashlib.sha256(n.encode()).hexdigest()[:8]}"
+        assert j["metadata"]["name"] == f"shop-image-import-{n}-{name_hash('shop-image-import', n)}"
         assert j["metadata"]["annotations"]["offline-images.io/node"] == n
         assert j["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
         assert container(j)["args"][0] == "import"
@@ -100,12 +126,13 @@ def test_one_import_job_is_rendered_per_node_each_pinned_to_its_node(tmp_path):
 def test_every_job_and_pod_carries_the_shared_label_the_notes_use_to_read_every_log(tmp_path):
     chart = chart_with_nodes(tmp_path, [node("worker-1"), node("worker-2")])
     docs, notes = render_with(chart, {})
-    selector = {"app.kubernetes.io/instance": "shop", "app.kubernetes.io/component": "image-import"}
+    selector = {"app.kubernetes.io/name": "offline-images", "app.kubernetes.io/instance": "shop",
+                "app.kubernetes.io/component": "image-import", "offline-images.io/revision": "1"}
     for j in jobs(docs):
         for labels in (j["metadata"]["labels"], j["spec"]["template"]["metadata"]["labels"]):
             assert selector.items() <= labels.items()
-    assert ("kubectl logs -n apps -l app.kubernetes.io/instance=shop,app.kubernetes.io/component=image-import "
-            "--prefix --tail=-1") in notes
+    assert ("kubectl logs -n apps -l app.kubernetes.io/name=offline-images,app.kubernetes.io/instance=shop,"
+            "app.kubernetes.io/component=image-import,offline-images.io/revision=1 --prefix --tail=-1") in notes
     assert "ran as 2 hook Jobs, one per node" in notes
     for j in jobs(docs):
         assert j["metadata"]["name"] in notes
@@ -123,13 +150,13 @@ def test_job_names_stay_within_63_characters_are_stable_and_distinct_for_long_no
     for n, job_name in first.items():
         assert len(job_name) <= 63, job_name
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", job_name), job_name
-        assert job_name.endswith(hashlib.sha256(n.encode()).hexdigest()[:8])
+        assert job_name.endswith(name_hash(f"{release}-image-import"[:63], n))
     # Another node joining, and a different order, change no existing name.
     chart2 = chart_with_nodes(tmp_path / "again", [node("new-node")] + [node(n) for n in reversed(names)])
     second = {pinned_to(j): j["metadata"]["name"] for j in jobs(render_with(chart2, {}, name=release)[0])}
     assert {n: second[n] for n in names} == first
     short = {pinned_to(j): j["metadata"]["name"] for j in jobs(render_with(chart, {})[0])}
-    assert short["w.example"] == f"shop-image-import-w-example-{hashlib.sha256(b'w.example').hexdigest()[:8]}"
+    assert short["w.example"] == f"shop-image-import-w-example-{name_hash('shop-image-import', 'w.example')}"
 
 
 def test_nodes_not_matching_the_node_selector_or_with_untolerated_taints_or_cordoned_get_no_job(tmp_path):
@@ -150,7 +177,7 @@ def test_nodes_not_matching_the_node_selector_or_with_untolerated_taints_or_cord
     assert sorted(pinned_to(j) for j in jobs(docs)) == ["gpu-1", "gpu-2", "gpu-4"]
     for j in jobs(docs):
         pod = j["spec"]["template"]["spec"]
-        assert pod["nodeSelector"] == {"pool": "gpu", HOSTNAME: pinned_to(j)}
+        assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "pool": "gpu"}
         assert pod["tolerations"] == values["imagePull"]["tolerations"]
     assert "gpu-3: taint maintenance=:NoExecute is not tolerated (imagePull.tolerations)" in notes
     assert "gpu-5: unschedulable (cordoned)" in notes
@@ -171,13 +198,28 @@ def test_a_toleration_of_every_taint_lets_tainted_control_plane_nodes_in(tmp_pat
     assert sorted(pinned_to(j) for j in jobs(render_with(chart, wrong_effect)[0])) == ["worker-1"]
 
 
-def test_the_job_pins_the_node_by_its_hostname_label_when_it_differs_from_the_node_name(tmp_path):
+def test_the_job_pins_the_node_by_its_name_not_its_hostname_label(tmp_path):
     n = node("node-a.cluster.local")
     n["metadata"]["labels"][HOSTNAME] = "node-a"
     chart = chart_with_nodes(tmp_path, [n])
     (j,) = jobs(render_with(chart, {})[0])
-    assert pinned_to(j) == "node-a"
+    assert pinned_to(j) == "node-a.cluster.local"
+    assert HOSTNAME not in j["spec"]["template"]["spec"].get("nodeSelector", {})
     assert j["metadata"]["annotations"]["offline-images.io/node"] == "node-a.cluster.local"
+
+
+def test_the_pin_is_added_to_every_required_term_of_the_affinity_value(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("worker-1")])
+    term = lambda key: {"matchExpressions": [{"key": key, "operator": "Exists"}]}  # noqa: E731
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term("a"), term("b")]}},
+                "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+    (j,) = jobs(render_with(chart, {"imagePull": {"affinity": affinity}})[0])
+    got = j["spec"]["template"]["spec"]["affinity"]
+    terms = got["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert [t["matchExpressions"][0]["key"] for t in terms] == ["a", "b"]
+    assert all(t["matchFields"] == [{"key": "metadata.name", "operator": "In", "values": ["worker-1"]}] for t in terms)
+    assert got["podAntiAffinity"] == affinity["podAntiAffinity"]
+    assert pinned_to(j) == "worker-1"
 
 
 def test_the_install_fails_with_the_reasons_when_no_node_can_run_the_job(tmp_path):
@@ -188,21 +230,41 @@ def test_the_install_fails_with_the_reasons_when_no_node_can_run_the_job(tmp_pat
     assert "cp-1: taint node-role.kubernetes.io/control-plane=:NoSchedule is not tolerated" in str(err.value)
 
 
-def test_without_a_node_list_one_unpinned_job_is_rendered_and_the_notes_say_so():
-    # The real chart, rendered as `helm template` does: lookup returns nothing.
-    docs, notes = render_with(CHART, {})
-    (j,) = jobs(docs)
-    assert j["metadata"]["name"] == "shop-image-import"
-    assert "nodeSelector" not in j["spec"]["template"]["spec"]
-    assert "imagePull.allNodes is set, but no node list was available" in notes
-    assert "ONE Job was\nrendered, not pinned to any node" in notes
+def test_all_nodes_without_a_node_list_fails_clearly_instead_of_one_unpinned_job():
+    # The real chart, rendered as `helm template` and Argo CD do: lookup returns nothing.
+    with pytest.raises(helm_python.HelmRenderError) as err:
+        render_with(CHART, {})
+    message = str(err.value)
+    assert "imagePull.allNodes: no node list to be had" in message
+    assert "helm template" in message and "Argo CD" in message
+    assert "imagePull.nodes" in message
+
+
+def test_an_explicit_node_list_renders_one_pinned_job_per_node_without_lookup():
+    docs, notes = render_with(CHART, {"imagePull": {"nodes": ["worker-1", "worker-2"]}})
+    assert sorted(pinned_to(j) for j in jobs(docs)) == ["worker-1", "worker-2"]
+    assert "ran as 2 hook Jobs, one per node" in notes
+    # Without allNodes too.
+    docs, _ = render_with(CHART, {"imagePull": {"allNodes": False, "nodes": ["worker-9"]}})
+    assert [pinned_to(j) for j in jobs(docs)] == ["worker-9"]
+
+
+def test_an_explicit_node_list_is_checked_against_the_cluster_when_lookup_answers(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("worker-1"), node("worker-2", ready="False"), node("worker-3")])
+    docs, notes = render_with(chart, {"imagePull": {"nodes": ["worker-1", "worker-2"]}})
+    assert [pinned_to(j) for j in jobs(docs)] == ["worker-1"]
+    assert "worker-2: NotReady (its Ready condition is False)" in notes
+    assert "worker-3" not in notes
+    with pytest.raises(helm_python.HelmRenderError) as err:
+        render_with(chart, {"imagePull": {"nodes": ["worker-1", "wroker-3"]}})
+    assert "imagePull.nodes: wroker-3 is not a node of this cluster (it has worker-1, worker-2, worker-3)" in str(err.value)
 
 
 def test_per_node_jobs_are_valid_kubernetes_objects(tmp_path):
     chart = chart_with_nodes(tmp_path, [node("worker-1"), node("w" * 200)])
     docs, _ = render_with(chart, {"imagePull": {"prune": {"enabled": True}, "bootstrap": {"enabled": True}}})
     assert len(jobs(docs)) == 2 and len(jobs(docs, "image-prune")) == 2
-    for doc in docs:
+    for doc in flat(docs):
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
 
@@ -236,7 +298,7 @@ def test_the_bootstrap_image_is_configurable_for_k3s_and_the_bundle_may_sit_in_a
 
 
 def test_without_bootstrap_the_importer_image_runs_its_own_binary():
-    (j,) = jobs(render_with(CHART, {})[0])
+    (j,) = jobs(render_with(CHART, {"imagePull": {"allNodes": False}})[0])
     c = container(j)
     assert c["command"] == ["/offline-images"]
     assert c["image"].startswith("ghcr.io/offline-images/offline-images:")
@@ -256,7 +318,7 @@ def test_prune_is_off_by_default_and_an_opt_in_post_delete_hook_per_node(tmp_pat
         assert len(j["metadata"]["name"]) <= 63
         assert j["metadata"]["annotations"]["helm.sh/hook"] == "post-delete"
         assert j["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
-        assert container(j)["args"] == ["prune"]
+        assert container(j)["args"] == ["prune", "--wait-for-containers=120"]
         assert env_of(j)["RELEASE_NAME"] == "shop"
         # Without bootstrap the bundle is not needed to prune: it may be gone from the node.
         assert "images" not in {v["name"] for v in j["spec"]["template"]["spec"]["volumes"]}
@@ -266,7 +328,8 @@ def test_prune_is_off_by_default_and_an_opt_in_post_delete_hook_per_node(tmp_pat
 
 
 def test_a_prune_dry_run_only_lists(tmp_path):
-    (j,) = jobs(render_with(CHART, {"imagePull": {"prune": {"enabled": True, "dryRun": True}}})[0], "image-prune")
+    values = {"imagePull": {"allNodes": False, "prune": {"enabled": True, "dryRun": True, "waitSeconds": 0}}}
+    (j,) = jobs(render_with(CHART, values)[0], "image-prune")
     assert container(j)["args"] == ["prune", "--dry-run"]
 
 
@@ -277,6 +340,7 @@ def test_the_schema_rejects_a_bootstrap_pull_policy_that_would_pull():
 
 
 def test_the_chart_lints_clean_with_every_new_mode_on():
-    result = helm_python.lint(CHART, {"imagePull": {"enabled": True, "allNodes": True, "bootstrap": {"enabled": True},
+    result = helm_python.lint(CHART, {"imagePull": {"enabled": True, "allNodes": True, "nodes": ["worker-1"],
+                                                    "bootstrap": {"enabled": True},
                                                     "prune": {"enabled": True, "dryRun": True}}}, strict=True)
     assert result["errors"] == []

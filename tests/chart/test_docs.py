@@ -24,7 +24,8 @@ README = ROOT / "README.md"
 VALUES_HEADING = {GUIDE: "Values reference", GUIDE_ZH: "values 参考"}
 
 FENCE = re.compile(r"^\s*(```|~~~)")
-TABLE_KEY_ROW = re.compile(r"^\|\s*`(imagePull(?:\.[A-Za-z0-9_-]+)*)`\s*\|\s*([^|]*?)\s*\|")
+# A key's segments may hold dots and slashes, as a label key does (nodeSelector.kubernetes.io/os).
+TABLE_KEY_ROW = re.compile(r"^\|\s*`(imagePull(?:\.[A-Za-z0-9_./-]+)*)`\s*\|\s*([^|]*?)\s*\|")
 SCRIPT = re.compile(r"\bscripts/[A-Za-z0-9_.-]+\.sh\b")
 SUBCOMMAND = re.compile(r"\boffline-images ([a-z][a-z-]*)\b")
 INLINE_CODE = re.compile(r"`([^`\n]+)`")

@@ -5,7 +5,9 @@ No Kubernetes runs here, so `run_like_kubelet` maps the pod spec onto `docker ru
 args and env as rendered; hostPath volumes become bind mounts (the node root `/` is this
 machine's `/`, read-only; the images hostPath is a test bundle directory); emptyDir becomes a
 tmpfs; the security context becomes user, read-only root filesystem, dropped and added
-capabilities, no-new-privileges and the default seccomp profile; limits become docker limits.
+capabilities, no-new-privileges and the default seccomp profile; limits become docker limits;
+the termination message file is a host file bind-mounted at terminationMessagePath, which the
+kubelet reads back into the pod's status after the container ends.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chartlib import CHART, ROOT, container, job, render
+from chartlib import CHART, ROOT, container, job, merge, render
 
 ENV = ("OI_DOCKER_HOST", "OI_DOCKER_CLI", "OI_STATIC_BIN", "OI_CONTAINERD_SOCK")
 pytestmark = pytest.mark.skipif(
@@ -101,7 +103,8 @@ def quantity(value: str | int | float) -> float:
     return number * suffixes[suffix] if suffix else number
 
 
-def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = None, command: list[str] | None = None) -> list[str]:
+def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = None, command: list[str] | None = None,
+                    termination_log: Path | None = None) -> list[str]:
     """`docker run` arguments that run the Job's one container as the kubelet would."""
     pod = job_doc["spec"]["template"]["spec"]
     c = container(job_doc)
@@ -146,9 +149,14 @@ def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = N
             source = Path(v["hostPath"]["path"]) / m.get("subPath", "")
             if v["hostPath"].get("type") == "Directory":
                 assert source.is_dir(), f"hostPath {source} is not a directory (the kubelet would refuse to start the pod)"
+            if v["hostPath"].get("type") == "Socket":
+                assert source.is_socket(), f"hostPath {source} is not a socket (the kubelet would refuse to start the pod)"
             spec = f"type=bind,source={source},target={m['mountPath']}"
             if m.get("readOnly"):
                 spec += ",readonly"
+            # IfPossible: recursive where the runtime can; this dockerd's binds are not, as a
+            # kubelet with a runtime that cannot does.
+            assert m.get("recursiveReadOnly", "IfPossible") == "IfPossible", m
         elif "emptyDir" in v:
             spec = f"type=tmpfs,target={m['mountPath']}"
             if "sizeLimit" in v["emptyDir"]:
@@ -156,6 +164,9 @@ def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = N
         else:
             raise AssertionError(f"volume {m['name']}: only hostPath and emptyDir can be run here")
         args += ["--mount", spec]
+
+    if termination_log is not None:
+        args += ["--mount", f"type=bind,source={termination_log},target={c.get('terminationMessagePath', '/dev/termination-log')}"]
 
     # `command` replaces the image's entrypoint and `args` its CMD; a test may swap both.
     argv = command if command is not None else c.get("command", []) + c.get("args", [])
@@ -175,9 +186,16 @@ def timestamp_key(stamp: str) -> str:
     return f"{match.group(1)}.{(match.group(2) or '').ljust(9, '0')}Z"
 
 
+LAST_TERMINATION_MESSAGE: dict[str, str] = {}
+
+
 def run_like_kubelet(job_doc: dict[str, Any], *, stdin: bytes | None = None, **kwargs: Any) -> tuple[int, str]:
-    """Run the Job's container to its end; returns its exit code and its log (stdout and stderr)."""
+    """Run the Job's container to its end; returns its exit code and its log (stdout and stderr).
+    The termination message it wrote is left in LAST_TERMINATION_MESSAGE["message"]."""
     name = f"chart-test-{uuid.uuid4().hex[:10]}"
+    termination_log = Path(f"/tmp/{name}.termination-log")
+    termination_log.write_bytes(b"")
+    kwargs.setdefault("termination_log", termination_log)
     args = docker_run_args(job_doc, name, **kwargs)
     if stdin is not None:
         args.insert(1, "--interactive")
@@ -198,9 +216,11 @@ def run_like_kubelet(job_doc: dict[str, Any], *, stdin: bytes | None = None, **k
         stamped.sort(key=lambda parts: timestamp_key(parts[0]))
         log = "".join((parts[1] if len(parts) > 1 else "") + "\n" for parts in stamped)
         code = int(state.split(" ", 1)[0])
+        LAST_TERMINATION_MESSAGE["message"] = termination_log.read_text(errors="replace")
         return code, log + state.partition(" ")[2]
     finally:
         docker("rm", "--force", name, check=False)
+        termination_log.unlink(missing_ok=True)
 
 
 def job_values(importer_image: dict[str, Any], bundle: dict[str, Any]) -> dict[str, Any]:
@@ -273,6 +293,92 @@ def test_the_rendered_job_imports_the_bundle_into_containerd_as_the_kubelet_woul
     lines = [line for line in log.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("summary:"), log
     assert bundle["ref"] in ctr("images", "ls", "-q").split()
+    assert LAST_TERMINATION_MESSAGE["message"].splitlines()[0] == lines[-1]
+
+
+def test_with_a_required_image_missing_the_job_exits_1_and_the_summary_is_its_last_line(importer_image, bundle):
+    absent = "registry.site.local/shop/web:4.5.6"
+    values = merge(job_values(importer_image, bundle), {"imagePull": {"requiredImages": [bundle["ref"], absent]}})
+    jb = job(values)
+    code, log = run_like_kubelet(jb)
+    assert code == 1, f"the import Job's container exited {code}:\n{log}"
+    lines = [line for line in log.splitlines() if line.strip()]
+    # Tolerant: the bundle's image went in all the same.
+    assert bundle["ref"] in ctr("images", "ls", "-q").split()
+    assert f"MISSING   {absent}: required (--require); not in the runtime" in lines, log
+    assert lines[-1].startswith("summary: ") and lines[-1].endswith(f"1 image(s) MISSING from the runtime: {absent}"), log
+    # What `kubectl get pod` shows as the termination message: the summary, then the image.
+    message = LAST_TERMINATION_MESSAGE["message"].splitlines()
+    assert message[0] == lines[-1], message
+    assert f"missing {absent}: required (--require); not in the runtime" in message
+    # The pod failure policy makes exit 1 final: no retry would find the image.
+    rule = jb["spec"]["podFailurePolicy"]["rules"][0]
+    assert rule["action"] == "FailJob" and code in rule["onExitCodes"]["values"]
+
+
+def test_for_docker_the_job_mounts_only_the_socket_and_imports_through_it(importer_image, tmp_path):
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copy("/bin/busybox", context / "busybox")
+    (context / "Dockerfile").write_text('FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "true"]\n')
+    ref = f"chart-test.local/socket-only:{RUN_ID}"
+    docker("build", "--quiet", "--tag", ref, str(context))
+    bundle_dir = tmp_path / "bundle"
+    bundle_dir.mkdir()
+    (bundle_dir / "socket-only.tar").write_bytes(docker("save", ref).stdout)
+    docker("rmi", "--force", ref)
+    repository, tag = importer_image["image"].rsplit(":", 1)
+    values = {"imagePull": {"importerImage": {"repository": repository, "tag": tag}, "imagesPath": str(bundle_dir),
+                            "runtime": "docker", "dockerHost": os.environ["OI_DOCKER_HOST"], "activeDeadlineSeconds": 300,
+                            "requiredImages": [ref]}}
+    jb = job(values)
+    volumes = jb["spec"]["template"]["spec"]["volumes"]
+    assert sorted(v["name"] for v in volumes) == ["images", "runtime-socket", "tmp"]
+    assert "SYS_CHROOT" not in container(jb)["securityContext"]["capabilities"].get("add", [])
+    try:
+        code, log = run_like_kubelet(jb)
+        assert code == 0, f"the import Job's container exited {code}:\n{log}"
+        assert docker("image", "inspect", ref, check=False).returncode == 0, log
+        lines = [line for line in log.splitlines() if line.strip()]
+        assert lines[-1].startswith("summary: 1 imported"), log
+    finally:
+        docker("rmi", "--force", ref, check=False)
+
+
+def test_a_per_node_job_of_all_nodes_runs_and_names_the_nodes_left_out(importer_image, bundle, tmp_path):
+    from test_all_nodes import chart_with_nodes, jobs_in, node, pinned_to
+
+    namespace = f"{NAMESPACE}-all-nodes"
+    chart = chart_with_nodes(tmp_path, [node("here"), node("down", ready="False"), node("win", os_="windows")])
+    values = merge(job_values(importer_image, bundle), {"imagePull": {"enabled": True, "allNodes": True,
+                                                                      "containerdNamespace": namespace}})
+    (only_job,) = jobs_in(render(values, chart=chart))
+    assert pinned_to(only_job) == "here"
+    code, log = run_like_kubelet(only_job)
+    assert code == 0, f"the per-node Job's container exited {code}:\n{log}"
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert "left out by the chart: down: NotReady (its Ready condition is False)" in lines, log
+    assert "left out by the chart: win: runs windows, not linux" in lines, log
+    assert lines[-1].startswith("summary: 1 imported"), log
+    assert bundle["ref"] in ctr_in(namespace, "images", "ls", "-q").split()
+
+
+def importer_has_the_native_client() -> bool:
+    helped = subprocess.run([os.environ["OI_STATIC_BIN"], "import", "--help"], capture_output=True, text=True)
+    return "--containerd-client" in helped.stdout
+
+
+def test_with_the_native_containerd_client_the_job_mounts_only_the_socket_and_imports(importer_image, bundle):
+    if not importer_has_the_native_client():
+        pytest.skip("this importer has no native containerd client yet (import --help has no --containerd-client)")
+    namespace = f"{NAMESPACE}-native"
+    values = merge(job_values(importer_image, bundle),
+                   {"imagePull": {"containerdClient": "native", "containerdNamespace": namespace}})
+    jb = job(values)
+    assert sorted(v["name"] for v in jb["spec"]["template"]["spec"]["volumes"]) == ["images", "runtime-socket", "tmp"]
+    code, log = run_like_kubelet(jb)
+    assert code == 0, f"the import Job's container exited {code}:\n{log}"
+    assert bundle["ref"] in ctr_in(namespace, "images", "ls", "-q").split()
 
 
 def test_build_image_refuses_a_binary_that_is_not_static_and_writes_nothing(tmp_path):
@@ -373,6 +479,22 @@ def test_bootstrap_imports_with_the_bundled_importer_run_in_a_pause_image_and_pr
     assert code == 0, f"the prune Job's container exited {code}:\n{log}"
     assert f"removed  {bundle['ref']}" in log, log
     assert bundle["ref"] not in ctr_in(namespace, "images", "ls", "-q").split()
+
+
+def test_a_bundled_importer_pinned_by_sha256_runs_only_when_it_is_that_binary(pause_image, bundle, tmp_path):
+    namespace = f"{NAMESPACE}-pinned"
+    bundle_dir = with_bundled_importer(bundle["dir"], tmp_path / "bundle")
+    actual = hashlib.sha256((bundle_dir / ".offline-images" / "offline-images").read_bytes()).hexdigest()
+    values = bootstrap_values(pause_image, bundle_dir, namespace)
+    other = merge(values, {"imagePull": {"bootstrap": {"binarySha256": "0" * 64}}})
+    code, log = run_like_kubelet(rendered_jobs(other)["image-import"])
+    assert code == 2, log
+    assert f"its sha256 is {actual} but OFFLINE_IMAGES_BINARY_SHA256 pins {'0' * 64}" in log, log
+    assert bundle["ref"] not in ctr_in(namespace, "images", "ls", "-q").split()
+    same = merge(values, {"imagePull": {"bootstrap": {"binarySha256": actual}}})
+    code, log = run_like_kubelet(rendered_jobs(same)["image-import"])
+    assert code == 0, log
+    assert bundle["ref"] in ctr_in(namespace, "images", "ls", "-q").split()
 
 
 def test_a_tampered_bundled_importer_refuses_to_run_and_imports_nothing(pause_image, bundle, tmp_path):

@@ -65,11 +65,13 @@ def test_a_long_release_name_is_cut_to_63_characters():
     assert sa["metadata"]["name"] == job_name
 
 
-def test_the_job_is_a_pre_install_and_pre_upgrade_hook_that_keeps_its_log_for_review():
+def test_the_job_is_a_pre_install_and_pre_upgrade_hook_deleted_on_success_and_kept_on_failure():
     annotations = job()["metadata"]["annotations"]
     assert annotations[HOOK] == "pre-install,pre-upgrade"
-    assert annotations[DELETE_POLICY] == "before-hook-creation"
+    assert annotations[DELETE_POLICY] == "before-hook-creation,hook-succeeded"
     assert annotations[WEIGHT] == "-10"
+    # Helm 3.18+ and 4 print the log of a failed hook Job.
+    assert annotations["helm.sh/hook-output-log-policy"] == "hook-failed"
 
 
 def test_the_service_account_is_a_hook_with_a_lower_weight_than_the_job():
@@ -201,15 +203,15 @@ def test_a_failed_import_shows_the_end_of_its_log_in_the_pod_status():
     assert container(job())["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
-def test_the_default_job_does_not_retry_and_has_a_deadline():
+def test_the_default_job_does_not_retry_and_has_a_deadline_within_helms_default_timeout():
     spec = job()["spec"]
     assert spec["backoffLimit"] == 0
-    assert spec["activeDeadlineSeconds"] == 1800
-    assert "ttlSecondsAfterFinished" not in spec
+    assert spec["activeDeadlineSeconds"] == 240 < 300
+    assert spec["ttlSecondsAfterFinished"] == 604800
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
 
 
-@pytest.mark.parametrize("ttl", [0, 600])
+@pytest.mark.parametrize("ttl", [1, 600])
 def test_ttl_seconds_after_finished_is_rendered_only_when_set(ttl):
     assert job({"imagePull": {"ttlSecondsAfterFinished": ttl}})["spec"]["ttlSecondsAfterFinished"] == ttl
 
@@ -265,7 +267,7 @@ def test_every_value_reaches_the_job():
     assert c["imagePullPolicy"] == "Never"
     assert volume(jb, "images")["hostPath"]["path"] == "/data/bundle"
     assert c["resources"] == ip["resources"]
-    assert pod["nodeSelector"] == ip["nodeSelector"]
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", **ip["nodeSelector"]}
     assert pod["tolerations"] == ip["tolerations"]
     assert pod["affinity"] == ip["affinity"]
     env = env_of(jb)
@@ -318,7 +320,7 @@ def test_the_chart_lints_clean_in_strict_mode():
     [
         ENABLED,
         {"imagePull": {"enabled": True, "imagesVolume": {"type": "nfs", "nfs": {"server": "nfs.local", "path": "/images"}}}},
-        {"imagePull": {"enabled": True, "ttlSecondsAfterFinished": 0, "serviceAccount": {"create": False}, "strict": True}},
+        {"imagePull": {"enabled": True, "ttlSecondsAfterFinished": 1, "serviceAccount": {"create": False}, "strict": True}},
     ],
     ids=["defaults", "nfs", "ttl-and-no-service-account"],
 )
@@ -339,10 +341,12 @@ def test_no_helm_create_leftovers_are_in_the_chart():
 
 def test_the_notes_tell_how_to_review_the_import_and_check_the_node():
     text = notes(ENABLED, name="shop", namespace="apps")
-    assert "kubectl logs -n apps job/shop-image-import" in text
+    selector = ("app.kubernetes.io/name=offline-images,app.kubernetes.io/instance=shop,"
+                "app.kubernetes.io/component=image-import,offline-images.io/revision=1")
+    assert f"kubectl logs -n apps -l {selector} --tail=-1" in text
     assert "crictl images" in text
     assert "ctr -n k8s.io images ls" in text
-    assert "If it failed" in text
+    assert "How to read a failed install" in text
 
 
 def test_the_notes_say_how_to_enable_the_import_when_it_is_disabled():

@@ -74,7 +74,7 @@ def test_a_value_outside_its_enum_is_rejected_with_the_allowed_ones(values, expe
         ({"jobs": 65}, "at '/imagePull/jobs': maximum: got 65, want 64"),
         ({"backoffLimit": -1}, "at '/imagePull/backoffLimit': minimum: got -1, want 0"),
         ({"activeDeadlineSeconds": 0}, "at '/imagePull/activeDeadlineSeconds': minimum: got 0, want 1"),
-        ({"ttlSecondsAfterFinished": -5}, "at '/imagePull/ttlSecondsAfterFinished': minimum: got -5, want 0"),
+        ({"ttlSecondsAfterFinished": -5}, "at '/imagePull/ttlSecondsAfterFinished': minimum: got -5, want 1"),
     ],
     ids=["jobs-0", "jobs-65", "backoffLimit", "activeDeadlineSeconds", "ttl"],
 )

@@ -657,3 +657,140 @@ fn jobs_3_imports_every_archive_of_images_that_share_a_layer() {
         assert_eq!(out.trim(), format!("hello from child {i}"));
     }
 }
+
+#[test]
+fn a_bad_archive_the_bundle_promises_fails_the_tolerant_import_naming_the_missing_image() {
+    let f = fixtures();
+    let dir = temp_dir("promised");
+    copy_into(&dir, &f.dir.join("docker.tar.gz"), "alpha.tar.gz");
+    let beta_tar = dir.join("beta.tar");
+    run(docker()
+        .args(["save", "-o"])
+        .arg(&beta_tar)
+        .arg(&f.beta.tag));
+    write_bundle_files(&dir, &["alpha.tar.gz", "beta.tar"]);
+    // Damaged after export: the checksum no longer matches, so beta is never imported.
+    let mut bytes = std::fs::read(&beta_tar).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 16].fill(0x55);
+    std::fs::write(&beta_tar, &bytes).unwrap();
+
+    let ns = unique_namespace("promised");
+    let report = dir.join("..").join(format!("{ns}-report.json"));
+    let (code, _, stderr) = outcome(
+        against_containerd("import", &dir, &ns)
+            .arg("--report")
+            .arg(&report),
+    );
+    assert_eq!(
+        code, 1,
+        "an image the bundle promises is missing:\n{stderr}"
+    );
+    // Tolerant still: the good archive went in.
+    assert_eq!(
+        ctr_config_digest(&ns, &f.alpha.reference).as_deref(),
+        Some(f.alpha.config_digest.as_str())
+    );
+    let missing = stderr
+        .lines()
+        .find(|l| l.starts_with("MISSING"))
+        .unwrap_or_else(|| panic!("no MISSING line:\n{stderr}"));
+    assert!(missing.contains(&f.beta.reference), "{missing}");
+    assert!(
+        missing.contains("listed in images.json for beta.tar"),
+        "{missing}"
+    );
+    let last = stderr.lines().last().unwrap();
+    assert!(last.starts_with("summary: 1 imported"), "{last}");
+    assert!(
+        last.ends_with(&format!(
+            "1 image(s) MISSING from the runtime: {}",
+            f.beta.reference
+        )),
+        "{last}"
+    );
+    assert!(!stderr.contains("exiting 0"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(
+        summary["missing"][0]["image"],
+        f.beta.reference.as_str(),
+        "{summary}"
+    );
+
+    // Once the bundle is repaired, the same run succeeds.
+    run(docker()
+        .args(["save", "-o"])
+        .arg(&beta_tar)
+        .arg(&f.beta.tag));
+    write_bundle_files(&dir, &["alpha.tar.gz", "beta.tar"]);
+    let (code, _, stderr) = outcome(&mut against_containerd("import", &dir, &ns));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("MISSING"), "{stderr}");
+}
+
+#[test]
+fn an_image_a_value_requires_that_no_archive_brings_fails_the_import_and_ends_its_log() {
+    let f = fixtures();
+    let dir = temp_dir("required");
+    copy_into(&dir, &f.dir.join("docker.tar.gz"), "alpha.tar.gz");
+    let ns = unique_namespace("required");
+    let absent = "registry.site.local/shop/web:4.5.6";
+
+    let (code, _, stderr) = outcome(
+        against_containerd("import", &dir, &ns)
+            .arg("--require")
+            .arg(&f.alpha.tag)
+            .env("REQUIRED_IMAGES", "ignored-because-the-flag-wins:1")
+            .env(
+                "LEFT_OUT_NODES",
+                "w-2: NotReady (its Ready condition is False);w-3: unschedulable (cordoned)",
+            ),
+    );
+    assert_eq!(code, 0, "the required image is there:\n{stderr}");
+    // The nodes the chart left out are named in every node's log.
+    assert!(
+        stderr.contains("left out by the chart: w-2: NotReady (its Ready condition is False)\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("left out by the chart: w-3: unschedulable (cordoned)\n"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = outcome(
+        against_containerd("import", &dir, &ns)
+            .env("REQUIRED_IMAGES", format!("{},{absent}", f.alpha.tag)),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(last.starts_with("summary: "), "{last}");
+    assert!(
+        last.ends_with(&format!("MISSING from the runtime: {absent}")),
+        "{last}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "MISSING   {absent}: required (--require); not in the runtime"
+        )),
+        "{stderr}"
+    );
+
+    // A dry run imports nothing, so it checks nothing either.
+    let (code, _, stderr) = outcome(
+        against_containerd("import", &dir, &unique_namespace("required-dry")).args([
+            "--dry-run",
+            "--require",
+            absent,
+        ]),
+    );
+    assert_eq!(code, 0, "{stderr}");
+
+    let (code, _, stderr) =
+        outcome(against_containerd("import", &dir, &ns).args(["--require", "Not A Reference"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--require \"Not A Reference\" is not an image reference"),
+        "{stderr}"
+    );
+}

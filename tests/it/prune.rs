@@ -176,3 +176,59 @@ fn prune_refuses_a_release_name_that_cannot_be_a_label() {
     assert_eq!(code, 2);
     assert!(stderr.contains("is not a release name"), "{stderr}");
 }
+
+#[test]
+fn prune_waits_bounded_for_the_releases_containers_to_go_then_removes_their_images() {
+    let ns = unique_namespace("prune-wait");
+    let dir = temp_dir("prune-wait");
+    let image = image_in(&dir, "wait", "wait");
+    import_for("shop", &dir, &ns);
+    let container = format!("{ns}-terminating");
+    run(ctr(&ns).args(["containers", "create", &image.reference, &container]));
+
+    // The wait is bounded: a container that stays keeps its image.
+    let (code, stdout, stderr) = prune("shop", &ns, &["--wait-for-containers", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("kept  {}", image.reference)),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("still in use after 1 s, so kept"),
+        "{stderr}"
+    );
+
+    // A container that goes while prune waits (as a terminating pod's does) frees its image.
+    let log = temp_dir("prune-wait-log").join("stderr");
+    let mut c = offline_images();
+    c.args(["prune", "--release", "shop", "--containerd-address"])
+        .arg(&daemons().containerd_sock)
+        .args(["--namespace", &ns, "--wait-for-containers", "300"]);
+    for v in [
+        "IMAGE_RUNTIME",
+        "CONTAINERD_ADDRESS",
+        "HOST_ROOT",
+        "RELEASE_NAME",
+    ] {
+        c.env_remove(v);
+    }
+    let child = c
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = wait_for_text(&log, "waiting up to 300 s", 60);
+    assert!(said.contains(&container), "{said}");
+    run(ctr(&ns).args(["containers", "delete", &container]));
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("the containers are gone after"), "{stderr}");
+    assert!(
+        stdout.contains(&format!("removed  {}", image.reference)),
+        "{stdout}"
+    );
+    assert!(!names(&ns).contains(&image.reference), "{:?}", names(&ns));
+}

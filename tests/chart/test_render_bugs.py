@@ -1,0 +1,149 @@
+"""Regression tests of render bugs found in the field, each named after its bug."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from chartlib import CHART, ENABLED, KUBE_VERSION, merge, only, render, render_files
+from test_all_nodes import chart_with_nodes, jobs_in, node, render_with
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping with the same key twice (PyYAML keeps the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node_: yaml.MappingNode, deep: bool = False):
+    keys = [loader.construct_object(k, deep=deep) for k, _ in node_.value]
+    duplicated = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicated:
+        raise AssertionError(f"duplicate keys {duplicated} at line {node_.start_mark.line + 1}")
+    return loader.construct_mapping(node_, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+@pytest.mark.parametrize("release", ["on", "123", "true", "null", "1e3"])
+def test_a_release_named_like_a_yaml_boolean_or_number_renders_string_labels(release):
+    docs = render(merge(ENABLED, {"imagePull": {"prune": {"enabled": True}}}), name=release)
+    assert {d["kind"] for d in docs} == {"Job", "ServiceAccount"}
+    for doc in docs:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == release
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    for jb in (d for d in docs if d["kind"] == "Job"):
+        assert jb["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/instance"] == release
+
+
+@pytest.mark.parametrize("length", [46, 47, 48, 53])
+def test_from_47_character_release_names_a_nodes_import_and_prune_jobs_keep_distinct_names(tmp_path, length):
+    release = ("r" * length)[:length]
+    helm_python.validate_release_name(release)
+    chart = chart_with_nodes(tmp_path, [node("worker-1"), node("worker-2")])
+    docs, _ = render_with(chart, {"imagePull": {"prune": {"enabled": True}}}, name=release)
+    names = [j["metadata"]["name"] for j in jobs_in(docs, "image-import") + jobs_in(docs, "image-prune")]
+    assert len(names) == 4
+    assert len(set(names)) == 4, names
+    assert all(len(n) <= 63 for n in names)
+
+
+@pytest.fixture
+def parent_with_two_aliases(tmp_path: Path) -> Path:
+    """An application chart that imports two bundles with two aliases of the chart."""
+    root = tmp_path / "site"
+    (root / "templates").mkdir(parents=True)
+    (root / "Chart.yaml").write_text(
+        textwrap.dedent(
+            """\
+            apiVersion: v2
+            name: site
+            version: 1.0.0
+            dependencies:
+              - name: offline-images
+                version: 0.1.0
+                repository: file://../offline-images
+                alias: base-images
+              - name: offline-images
+                version: 0.1.0
+                repository: file://../offline-images
+                alias: app-images
+            """
+        )
+    )
+    (root / "values.yaml").write_text("{}\n")
+    shutil.copytree(CHART, root / "charts" / "offline-images")
+    return root
+
+
+def test_two_aliases_of_the_chart_in_one_parent_render_two_distinct_jobs(parent_with_two_aliases):
+    values = {
+        "base-images": {"imagePull": {"enabled": True, "imagesPath": "/srv/base"}},
+        "app-images": {"imagePull": {"enabled": True, "imagesPath": "/srv/app"}},
+    }
+    docs = render(values, chart=parent_with_two_aliases, name="shop")
+    names = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
+    assert len(names) == len(set(names)) == 4, names
+    assert ("Job", "shop-app-images-image-import") in names
+    assert ("Job", "shop-base-images-image-import") in names
+    paths = sorted(
+        v["hostPath"]["path"]
+        for d in docs
+        if d["kind"] == "Job"
+        for v in d["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "images"
+    )
+    assert paths == ["/srv/app", "/srv/base"]
+    # Each alias's pods are told apart by their name label.
+    assert sorted(d["metadata"]["labels"]["app.kubernetes.io/name"] for d in docs if d["kind"] == "Job") == [
+        "app-images",
+        "base-images",
+    ]
+
+
+def test_the_chart_on_its_own_keeps_the_job_name_of_the_contract():
+    assert only(render(ENABLED), "Job")["metadata"]["name"] == "shop-image-import"
+
+
+def test_pod_labels_that_repeat_a_chart_label_are_not_rendered_twice():
+    values = merge(
+        ENABLED,
+        {"imagePull": {"podLabels": {"app.kubernetes.io/component": "mine", "app.kubernetes.io/instance": "x", "team": "ops"}}},
+    )
+    for path, text in render_files(values).items():
+        if not path.endswith("NOTES.txt"):
+            list(yaml.load_all(text, Loader=_UniqueKeyLoader))
+    pod_labels = only(render(values), "Job")["spec"]["template"]["metadata"]["labels"]
+    # The chart's own labels win: the review selector and prune rely on them.
+    assert pod_labels["app.kubernetes.io/component"] == "image-import"
+    assert pod_labels["app.kubernetes.io/instance"] == "shop"
+    assert pod_labels["team"] == "ops"
+
+
+def test_a_created_service_account_named_default_is_refused_so_helm_never_deletes_the_namespaces_default():
+    with pytest.raises(helm_python.HelmError) as err:
+        render(merge(ENABLED, {"imagePull": {"serviceAccount": {"create": True, "name": "default"}}}))
+    assert "imagePull.serviceAccount.name" in str(err.value)
+    assert "create: false" in str(err.value)
+    # Using the existing default account is still possible.
+    docs = render(merge(ENABLED, {"imagePull": {"serviceAccount": {"create": False, "name": "default"}}}))
+    assert [d["kind"] for d in docs] == ["Job"]
+
+
+def test_a_misspelt_top_level_key_is_refused_instead_of_rendering_nothing():
+    with pytest.raises(helm_python.HelmValuesError) as err:
+        render({"imagepull": {"enabled": True}})
+    assert "additional properties 'imagepull' not allowed" in str(err.value)
+    # Helm's own global values stay allowed.
+    assert render({"global": {"imageRegistry": "r.local"}, **ENABLED})
+
+
+def test_ttl_seconds_after_finished_0_is_refused_as_it_hangs_helm_4():
+    with pytest.raises(helm_python.HelmValuesError) as err:
+        render(merge(ENABLED, {"imagePull": {"ttlSecondsAfterFinished": 0}}))
+    assert "at '/imagePull/ttlSecondsAfterFinished': minimum: got 0, want 1" in str(err.value)
