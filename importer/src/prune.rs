@@ -85,13 +85,6 @@ pub fn run(args: &PruneArgs) -> Result<Code> {
             ""
         }
     );
-    let unsupported = |e: anyhow::Error| {
-        if e.chain().any(|c| c.is::<Unsupported>()) {
-            exit::usage(format!("prune: {e:#}"))
-        } else {
-            e
-        }
-    };
     // Before the lock: an import must not wait for the release's pods to terminate.
     wait_for_containers(rt, &key, args.wait_for_containers).map_err(unsupported)?;
     // The node lock `import` takes: an import running now (another release's) labels images
@@ -102,11 +95,8 @@ pub fn run(args: &PruneArgs) -> Result<Code> {
         let reporter = Reporter::new(LogFormat::Text);
         crate::lock::lock_node(&detected.socket, &reporter)
     };
-    let all = rt.present().context("cannot list images")?;
-    let containers = rt.containers().map_err(unsupported)?;
-    let mut labelled: Vec<&Present> = all.iter().filter(|p| p.labels.contains_key(&key)).collect();
-    labelled.sort_by(|a, b| a.name.cmp(&b.name));
-    if labelled.is_empty() {
+    let plan = plan(rt, &key)?;
+    if plan.is_empty() {
         eprintln!(
             "offline-images: no image carries the label {key}: nothing to prune (was the \
              bundle imported with --release {}?)",
@@ -114,74 +104,122 @@ pub fn run(args: &PruneArgs) -> Result<Code> {
         );
         return Ok(Code::Success);
     }
+    let tally = execute(rt, &key, &plan, args.dry_run)?;
+    eprintln!(
+        "offline-images: release {}: {} {}, {} kept, {} failed",
+        args.release,
+        tally.removed,
+        if args.dry_run {
+            "would be removed"
+        } else {
+            "removed"
+        },
+        tally.kept,
+        tally.failed
+    );
+    Ok(if tally.failed > 0 {
+        Code::Failure
+    } else {
+        Code::Success
+    })
+}
 
+/// A backend that cannot prune is the caller's to fix (exit 2), not a failure of one image.
+fn unsupported(e: anyhow::Error) -> anyhow::Error {
+    if e.chain().any(|c| c.is::<Unsupported>()) {
+        exit::usage(format!("prune: {e:#}"))
+    } else {
+        e
+    }
+}
+
+/// Every image labelled with the release, by name, with what to do with it.
+fn plan(rt: &dyn Runtime, key: &str) -> Result<Vec<(String, Decision)>> {
+    let all = rt.present().context("cannot list images")?;
+    let containers = rt.containers().map_err(unsupported)?;
+    let mut labelled: Vec<&Present> = all.iter().filter(|p| p.labels.contains_key(key)).collect();
+    labelled.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(labelled
+        .into_iter()
+        .map(|image| (image.name.clone(), decide(image, key, &all, &containers)))
+        .collect())
+}
+
+#[derive(Default)]
+struct Tally {
+    removed: usize,
+    kept: usize,
+    failed: usize,
+}
+
+/// Carry out the plan, one line per image on stdout; a failed image is said on stderr and
+/// the others still go.
+fn execute(
+    rt: &dyn Runtime,
+    key: &str,
+    plan: &[(String, Decision)],
+    dry_run: bool,
+) -> Result<Tally> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    let (mut removed, mut kept, mut failed) = (0, 0, 0);
-    for image in labelled {
-        let decision = decide(image, &key, &all, &containers);
-        let name = &image.name;
-        let done = match (&decision, args.dry_run) {
-            (Decision::Remove, true) => {
-                removed += 1;
-                writeln!(out, "would remove  {name}")?;
-                continue;
+    let mut tally = Tally::default();
+    for (name, decision) in plan {
+        match act(rt, key, name, decision, dry_run).map_err(unsupported) {
+            Ok((line, removed)) => {
+                if removed {
+                    tally.removed += 1;
+                } else {
+                    tally.kept += 1;
+                }
+                writeln!(out, "{line}")?;
             }
-            (Decision::Remove, false) => rt.remove(name).map(|()| {
-                removed += 1;
-                format!("removed  {name}")
-            }),
-            (Decision::InUse(users), _) => {
-                kept += 1;
-                writeln!(
-                    out,
-                    "kept  {name}  (in use by container {})",
-                    users.join(", ")
-                )?;
-                continue;
-            }
-            (Decision::OtherReleases(others), true) => {
-                kept += 1;
-                writeln!(
-                    out,
-                    "would keep  {name}  (also imported for release {})",
-                    others.join(", ")
-                )?;
-                continue;
-            }
-            (Decision::OtherReleases(others), false) => {
-                rt.unlabel(name, std::slice::from_ref(&key)).map(|()| {
-                    kept += 1;
-                    format!(
-                        "kept  {name}  (also imported for release {}; label {key} removed)",
-                        others.join(", ")
-                    )
-                })
-            }
-        };
-        match done.map_err(unsupported) {
-            Ok(line) => writeln!(out, "{line}")?,
             Err(e) if e.chain().any(|c| c.is::<exit::UsageError>()) => return Err(e),
             Err(e) => {
-                failed += 1;
+                tally.failed += 1;
                 eprintln!("offline-images: {name}: {e:#}");
             }
         }
     }
     out.flush()?;
-    eprintln!(
-        "offline-images: release {}: {removed} {}, {kept} kept, {failed} failed",
-        args.release,
-        if args.dry_run {
-            "would be removed"
-        } else {
-            "removed"
+    Ok(tally)
+}
+
+/// Do what `decision` says with image `name`: the line to print, and whether the image is
+/// (or would be) removed.
+fn act(
+    rt: &dyn Runtime,
+    key: &str,
+    name: &str,
+    decision: &Decision,
+    dry_run: bool,
+) -> Result<(String, bool)> {
+    Ok(match (decision, dry_run) {
+        (Decision::Remove, true) => (format!("would remove  {name}"), true),
+        (Decision::Remove, false) => {
+            rt.remove(name)?;
+            (format!("removed  {name}"), true)
         }
-    );
-    Ok(if failed > 0 {
-        Code::Failure
-    } else {
-        Code::Success
+        (Decision::InUse(users), _) => (
+            format!("kept  {name}  (in use by container {})", users.join(", ")),
+            false,
+        ),
+        (Decision::OtherReleases(others), true) => (
+            format!(
+                "would keep  {name}  (also imported for release {})",
+                others.join(", ")
+            ),
+            false,
+        ),
+        (Decision::OtherReleases(others), false) => {
+            rt.unlabel(name, &[key.to_string()])?;
+            (
+                format!(
+                    "kept  {name}  (also imported for release {}; label {key} removed)",
+                    others.join(", ")
+                ),
+                false,
+            )
+        }
     })
 }
 
