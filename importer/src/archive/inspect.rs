@@ -246,17 +246,8 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
                 .link_name_bytes()
                 .ok_or_else(|| anyhow!("link {name:?} has no target"))?;
             let target = String::from_utf8_lossy(&target).into_owned();
-            let target = if kind.is_symlink() && !target.starts_with('/') {
-                match name.rfind('/') {
-                    Some(i) => format!("{}/{}", &name[..i], target),
-                    None => target,
-                }
-            } else {
-                target
-            };
-            if let Ok(t) = normalize_name(target.as_bytes()) {
-                scan.links.insert(name, t);
-            }
+            let target = link_target(&name, &target, kind.is_symlink())?;
+            scan.links.insert(name, target);
             continue;
         }
         if !(kind.is_file() || kind.is_contiguous()) {
@@ -329,6 +320,34 @@ fn normalize_name(raw: &[u8]) -> Result<String> {
             "" | "." => {}
             ".." => {
                 bail!("the archive has an entry that climbs out with '..' ({s:?}); refusing it")
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// The entry a link named `name` stands for. A symlink's target is relative to the link's own
+/// directory (docker save before 25 stores a layer shared by several images once and links the
+/// others to it as `../<id>/layer.tar`), a hard link's to the archive's root. `..` is resolved
+/// lexically, inside the archive: a target that climbs above its root, or an absolute one,
+/// points outside the archive and is refused.
+fn link_target(name: &str, target: &str, symlink: bool) -> Result<String> {
+    let outside =
+        || anyhow!("the archive has a link {name} -> {target} that points outside it; refusing it");
+    if target.starts_with('/') {
+        return Err(outside());
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    if symlink {
+        parts.extend(name.split('/'));
+        parts.pop();
+    }
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop().ok_or_else(outside)?;
             }
             p => parts.push(p),
         }
@@ -735,6 +754,33 @@ mod tests {
         };
         let err = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap_err();
         assert!(err.to_string().contains(".."), "{err}");
+    }
+
+    #[test]
+    fn link_targets_are_resolved_lexically_inside_the_archive() {
+        let shared = link_target("dc86/layer.tar", "../3245/layer.tar", true).unwrap();
+        assert_eq!(shared, "3245/layer.tar");
+        assert_eq!(
+            link_target("a/b/layer.tar", "./../c/./layer.tar", true).unwrap(),
+            "a/c/layer.tar"
+        );
+        // A hard link names its target from the archive's root.
+        assert_eq!(
+            link_target("b/layer.tar", "a/layer.tar", false).unwrap(),
+            "a/layer.tar"
+        );
+        for (name, target, symlink) in [
+            ("dc86/layer.tar", "../../etc/shadow", true),
+            ("layer.tar", "../layer.tar", true),
+            ("dc86/layer.tar", "/etc/shadow", true),
+            ("dc86/layer.tar", "../x", false),
+        ] {
+            let err = link_target(name, target, symlink).unwrap_err().to_string();
+            assert!(
+                err.contains("points outside it"),
+                "{name} -> {target}: {err}"
+            );
+        }
     }
 
     #[test]
