@@ -283,6 +283,24 @@ impl Containerd {
         Ok(full)
     }
 
+    /// ctr 2.x's `--skip-digest-for-named` no longer skips images named by a docker-archive's
+    /// `manifest.json`: beside each name it leaves an `import-<date>@sha256:…` record of the
+    /// same image. Those records the archive did not ask for are removed (the named record
+    /// keeps the content); an untagged image's digest record stays, as it is its only name.
+    fn drop_digest_records(&self, info: &ArchiveInfo) -> Result<Vec<String>> {
+        let named: Vec<String> = info.images.iter().flat_map(|i| i.names.clone()).collect();
+        if named.is_empty() {
+            return Ok(Vec::new());
+        }
+        let listing = self.output(&["images", "ls"])?;
+        let extra = digest_records_to_drop(&listing, &named);
+        for name in &extra {
+            self.output(&["images", "rm", name])
+                .with_context(|| format!("cannot remove the image record {name} ctr added"))?;
+        }
+        Ok(extra)
+    }
+
     /// Content labels by digest (`ctr content ls`): manifests carry their config's digest.
     fn content_labels(&self) -> Result<HashMap<String, BTreeMap<String, String>>> {
         let out = self.output(&["content", "ls"])?;
@@ -352,6 +370,33 @@ struct IndexEntry {
     digest: String,
     #[serde(default)]
     platform: Option<Platform>,
+}
+
+/// In a `ctr images ls` listing, the `import-…@sha256:D` records whose image is also listed
+/// under one of `named`.
+fn digest_records_to_drop(listing: &str, named: &[String]) -> Vec<String> {
+    let records: Vec<(&str, &str)> = listing
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0], f[2]))
+        })
+        .collect();
+    let named_targets: Vec<&str> = records
+        .iter()
+        .filter(|(name, _)| named.iter().any(|n| n == name))
+        .map(|(_, target)| *target)
+        .collect();
+    records
+        .iter()
+        .filter(|(name, target)| {
+            name.starts_with("import-")
+                && name.split_once('@').map(|(_, d)| d) == Some(*target)
+                && named_targets.contains(target)
+        })
+        .map(|(name, _)| name.to_string())
+        .collect()
 }
 
 /// `k=v,k=v` (or `-`) as `ctr` prints labels.
@@ -537,6 +582,8 @@ impl Runtime for Containerd {
         for name in unpacking_names(&stdout) {
             names.push(self.normalized(name)?);
         }
+        let dropped = self.drop_digest_records(&info)?;
+        names.retain(|n| !dropped.contains(n));
         Ok(Imported { info, names })
     }
 
@@ -894,6 +941,22 @@ mod tests {
         assert_eq!(c[0].id, "app");
         assert_eq!(c[0].image, "docker.io/library/nginx:1.27");
         assert_eq!(c[1].image, "");
+    }
+
+    #[test]
+    fn only_the_digest_records_of_named_images_are_dropped() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let t = "application/vnd.docker.distribution.manifest.v2+json";
+        let listing = format!(
+            "REF TYPE DIGEST SIZE PLATFORMS LABELS\n\
+             docker.io/oi/app:1 {t} {a} 1.9 MiB linux/amd64 -\n\
+             import-2026-12-01@{a} {t} {a} 1.9 MiB linux/amd64 -\n\
+             import-2026-12-01@{b} {t} {b} 1.9 MiB linux/amd64 -\n"
+        );
+        let dropped = digest_records_to_drop(&listing, &["docker.io/oi/app:1".to_string()]);
+        assert_eq!(dropped, [format!("import-2026-12-01@{a}")]);
+        assert!(digest_records_to_drop(&listing, &[]).is_empty());
     }
 
     #[test]
