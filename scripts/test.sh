@@ -6,6 +6,11 @@
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh -- FILTER       only Rust tests whose name contains FILTER (no chart tests)
+#
+# Beside the default containerd 1.6 + Docker 20.10 pair, the daemons of every runtime version
+# of the matrix are started (see scripts/lib.sh); OI_VERSIONS chooses them:
+#   OI_VERSIONS=containerd-2.1 scripts/test.sh     the default pair and containerd 2.1's pairs
+#   OI_VERSIONS=default scripts/test.sh            the default pair alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -34,6 +39,7 @@ say "starting containerd, dockerd and a registry under $WORK"
 oi_start_containerd "$WORK"
 oi_start_dockerd "$WORK"
 oi_start_registry "$WORK"
+oi_start_matrix "$WORK"
 export OI_DOCKER_CLI=$(oi_docker_cli)
 export DOCKER_BUILDKIT=0
 
