@@ -67,3 +67,138 @@ fn shared_layer_symlink_docker_save_of_several_images_imports_and_runs_on_every_
         }
     }
 }
+
+/// `src` written to `dst` with the regular file `name` changed by `edit`: for the one field
+/// detail a tool here does not write, on an archive the real tool made.
+fn edited_tar(src: &Path, dst: &Path, name: &str, edit: impl FnOnce(&[u8]) -> Vec<u8>) {
+    let mut files = tar_files(src);
+    let at = files
+        .iter()
+        .position(|(n, _)| n.trim_start_matches("./") == name)
+        .unwrap_or_else(|| panic!("{name} not in {}", src.display()));
+    files[at].1 = edit(&files[at].1);
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    std::fs::write(dst, raw_tar(&refs)).unwrap();
+}
+
+/// A run of a container from `image` on `d`'s dockerd prints `message`.
+fn docker_runs(d: &Daemons, image: &str, message: &str) {
+    let out = stdout_of(d.docker().args(["run", "--rm", "--network", "none", image]));
+    assert_eq!(out.trim(), message, "{}: {image}", d.label);
+}
+
+#[test]
+fn bare_repo_tag_that_docker_refuses_as_an_invalid_tag_is_imported_with_latest_on_every_version() {
+    let f = fixtures();
+    let dir = temp_dir("bare-tag");
+    let bare = format!("oi_test_bare_{}", std::process::id());
+    // docker save's own archive, its RepoTags entry made bare, as the field has it.
+    edited_tar(
+        &f.dir.join("docker.tar"),
+        &dir.join("bare.tar"),
+        "manifest.json",
+        |m| {
+            let mut v: serde_json::Value = serde_json::from_slice(m).unwrap();
+            v[0]["RepoTags"] = serde_json::json!([bare]);
+            serde_json::to_vec(&v).unwrap()
+        },
+    );
+    let full = format!("docker.io/library/{bare}:latest");
+    for d in matrix() {
+        let (code, _, stderr) = outcome(&mut d.against_docker("import", &dir));
+        assert_eq!(code, 0, "{}: {stderr}", d.label);
+        assert!(stderr.contains("1 imported"), "{}: {stderr}", d.label);
+        docker_runs(d, &full, "hello from alpha");
+        let _ = d.docker().args(["image", "rm", &full]).output();
+
+        let ns = unique_namespace("bare");
+        let (code, _, stderr) = outcome(&mut d.against_containerd("import", &dir, &ns));
+        assert_eq!(code, 0, "{}: {stderr}", d.label);
+        assert_eq!(
+            d.ctr_images(&ns),
+            std::slice::from_ref(&full),
+            "{}",
+            d.label
+        );
+    }
+}
+
+#[test]
+fn manifests_null_in_a_docker_25_index_is_read_through_manifest_json_on_every_version() {
+    let Some(newer) = matrix()
+        .iter()
+        .find(|d| !d.docker_version.starts_with("20."))
+    else {
+        eprintln!("no Docker 25+ in this run (OI_VERSIONS): nothing to save the archive with");
+        return;
+    };
+    let f = fixtures();
+    let dir = temp_dir("null-manifests");
+    let saved = dir.join("saved.tar");
+    run(newer
+        .docker()
+        .args(["load", "-q", "-i"])
+        .arg(f.dir.join("docker.tar")));
+    // A name of its own: the default pair's dockerd keeps alpha for the other tests.
+    let tag = unique_tag("null-manifests");
+    run(newer.docker().args(["tag", &f.alpha.tag, &tag]));
+    run(newer.docker().args(["save", "-o"]).arg(&saved).arg(&tag));
+    let reference = offline_images::reference::normalize(&tag).unwrap();
+    let bundle = temp_dir("null-manifests-bundle");
+    edited_tar(&saved, &bundle.join("alpha.tar"), "index.json", |i| {
+        let mut v: serde_json::Value = serde_json::from_slice(i).unwrap();
+        v["manifests"] = serde_json::Value::Null;
+        serde_json::to_vec(&v).unwrap()
+    });
+    let listed = stdout_of(
+        offline_images()
+            .args(["list", "--json"])
+            .arg(bundle.join("alpha.tar")),
+    );
+    assert!(listed.contains(&reference), "{listed}");
+    for d in matrix() {
+        let ns = unique_namespace("null");
+        let (code, _, stderr) = outcome(&mut d.against_containerd("import", &bundle, &ns));
+        assert_eq!(code, 0, "{}: {stderr}", d.label);
+        assert!(stderr.contains("1 imported"), "{}: {stderr}", d.label);
+        assert_eq!(
+            ctr_config_digest_on(d, &ns, &reference),
+            Some(f.alpha.config_digest.clone()),
+            "{}",
+            d.label
+        );
+        docker_rmi_on(d, &tag);
+        let (code, _, stderr) = outcome(&mut d.against_docker("import", &bundle));
+        assert_eq!(code, 0, "{}: {stderr}", d.label);
+        assert!(stderr.contains("1 imported"), "{}: {stderr}", d.label);
+        docker_runs(d, &tag, "hello from alpha");
+        docker_rmi_on(d, &tag);
+    }
+}
+
+/// The config digest `d`'s containerd holds for `name` (a manifest's), via `ctr content get`.
+fn ctr_config_digest_on(d: &Daemons, ns: &str, name: &str) -> Option<String> {
+    let ls = stdout_of(d.ctr(ns).args(["images", "ls"]));
+    let target = ls
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))?
+        .split_whitespace()
+        .nth(2)?
+        .to_string();
+    let doc: serde_json::Value =
+        serde_json::from_str(&stdout_of(d.ctr(ns).args(["content", "get", &target]))).unwrap();
+    doc["config"]["digest"].as_str().map(str::to_string)
+}
+
+/// Remove `image` from `d`'s dockerd (absent is fine); on the default pair, keep the untagged
+/// parents other tests' builds share.
+fn docker_rmi_on(d: &Daemons, image: &str) {
+    let _ = d
+        .docker()
+        .args(["image", "rm", "--force", "--no-prune", image])
+        .stdin(std::process::Stdio::null())
+        .output();
+}

@@ -170,6 +170,126 @@ impl Inspected {
     }
 }
 
+impl Inspected {
+    /// A `manifest.json` that Docker loads, when the archive's own has a `RepoTags` entry that
+    /// Docker refuses ("invalid tag"): a bare name such as `test_image_2` becomes its
+    /// normalised form with `:latest` (the name containerd gives it), and a digest reference,
+    /// which cannot be a tag, is left out. None when the archive's own will do.
+    pub fn docker_manifest_retagged(&self) -> Result<Option<Vec<u8>>> {
+        let Some(data) = self.scan.json_of("manifest.json") else {
+            return Ok(None);
+        };
+        let mut entries: Vec<serde_json::Value> = parse("manifest.json", data)?;
+        let mut changed = false;
+        for entry in &mut entries {
+            let Some(tags) = entry.get_mut("RepoTags").and_then(|t| t.as_array_mut()) else {
+                continue;
+            };
+            let mut fixed = Vec::new();
+            for tag in tags.iter() {
+                let raw = tag.as_str().unwrap_or_default();
+                if docker_takes_repo_tag(raw) {
+                    fixed.push(tag.clone());
+                    continue;
+                }
+                changed = true;
+                if let Ok(r) = reference::Reference::parse(raw) {
+                    if r.digest.is_none() {
+                        fixed.push(r.to_string().into());
+                    }
+                }
+            }
+            *tags = fixed;
+        }
+        if !changed {
+            return Ok(None);
+        }
+        serde_json::to_vec(&entries)
+            .map(Some)
+            .map_err(|e| anyhow!("manifest.json: {e}"))
+    }
+}
+
+impl Inspected {
+    /// An `index.json` for a Docker 25+ archive whose own lists no manifests (`"manifests":
+    /// null`) while its `manifest.json` names the images: one entry per name, pointing to the
+    /// OCI manifest blob of that image's config. containerd reads only the index of such an
+    /// archive, and the last `index.json` of a tar stream is the one it reads. None when the
+    /// archive's own index will do.
+    pub fn oci_index_for_empty_index(&self) -> Result<Option<Vec<u8>>> {
+        let Some(index) = self.scan.json_of("index.json") else {
+            return Ok(None);
+        };
+        let index: Index = parse("index.json", index)?;
+        if !index.manifests.is_empty() || !self.has_docker_manifest {
+            return Ok(None);
+        }
+        let mut manifests = Vec::new();
+        for image in &self.info.images {
+            let Some(config) = image.platforms.iter().find_map(|p| p.config_digest.clone()) else {
+                continue;
+            };
+            let Some((path, media_type)) = self.manifest_blob_of(&config) else {
+                continue;
+            };
+            let desc = |name: Option<&String>| {
+                let mut d = serde_json::json!({
+                    "mediaType": media_type,
+                    "digest": path.trim_start_matches("blobs/").replacen('/', ":", 1),
+                    "size": self.scan.size_of(&path).unwrap_or(0),
+                });
+                if let Some(n) = name {
+                    d["annotations"] = serde_json::json!({ ANNOTATION_CONTAINERD_NAME: n });
+                }
+                d
+            };
+            if image.names.is_empty() {
+                manifests.push(desc(None));
+            }
+            manifests.extend(image.names.iter().map(|n| desc(Some(n))));
+        }
+        if manifests.is_empty() {
+            return Ok(None);
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        serde_json::to_vec(&index)
+            .map(Some)
+            .map_err(|e| anyhow!("index.json: {e}"))
+    }
+
+    /// The blob path and media type of the image manifest whose config is `config`.
+    fn manifest_blob_of(&self, config: &str) -> Option<(String, String)> {
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(rename = "mediaType", default)]
+            media_type: String,
+            config: Descriptor,
+        }
+        self.scan.json.iter().find_map(|(path, data)| {
+            let doc: Doc = serde_json::from_slice(data).ok()?;
+            (is_blob_name(path) && doc.config.digest == config).then(|| {
+                let t = if doc.media_type.is_empty() {
+                    "application/vnd.oci.image.manifest.v1+json".to_string()
+                } else {
+                    doc.media_type
+                };
+                (path.clone(), t)
+            })
+        })
+    }
+}
+
+/// Docker loads a `RepoTags` entry only when it names a tag: `name:tag`, not `name` alone nor
+/// `name@digest`.
+fn docker_takes_repo_tag(raw: &str) -> bool {
+    let last = raw.rsplit('/').next().unwrap_or(raw);
+    !raw.contains('@') && last.contains(':') && reference::Reference::parse(raw).is_ok()
+}
+
 struct Counting<R> {
     inner: R,
     count: u64,
@@ -398,8 +518,17 @@ struct Descriptor {
 
 #[derive(Deserialize)]
 struct Index {
-    #[serde(default)]
+    /// Docker 25+ can write `"manifests": null` beside a valid `manifest.json`.
+    #[serde(default, deserialize_with = "null_as_empty")]
     manifests: Vec<Descriptor>,
+}
+
+fn null_as_empty<'de, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -729,6 +858,59 @@ mod tests {
         );
         assert_eq!(p.platform.as_ref().unwrap().to_string(), "linux/amd64");
         assert_eq!(info.tar_size, tar.len() as u64);
+    }
+
+    #[test]
+    fn an_index_with_null_manifests_is_read_through_manifest_json() {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let cfg = format!("blobs/sha256/{}", hex_sha256(config));
+        let layer = format!("blobs/sha256/{}", hex_sha256(b"xx"));
+        let manifest =
+            format!(r#"[{{"Config":"{cfg}","RepoTags":["demo:1"],"Layers":["{layer}"]}}]"#);
+        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":null}"#;
+        let tar = tar_of(&[
+            (&layer, b"xx"),
+            (&cfg, config),
+            ("index.json", index),
+            ("manifest.json", manifest.as_bytes()),
+        ]);
+        let info = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap();
+        assert_eq!(info.images.len(), 1);
+        assert_eq!(info.images[0].names, vec!["docker.io/library/demo:1"]);
+        assert!(info.images[0].platforms[0].complete);
+    }
+
+    #[test]
+    fn a_bare_repo_tag_is_given_latest_for_docker_and_the_rest_left_as_they_are() {
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let tags = |t: &str| {
+            let manifest =
+                format!(r#"[{{"Config":"c.json","RepoTags":{t},"Layers":["l/layer.tar"]}}]"#);
+            let tar = tar_of(&[
+                ("l/layer.tar", b"xx"),
+                ("c.json", config),
+                ("manifest.json", manifest.as_bytes()),
+            ]);
+            let i =
+                inspect_stream_detailed(&tar[..], Compression::None, Limits::default()).unwrap();
+            i.docker_manifest_retagged().unwrap().map(|m| {
+                serde_json::from_slice::<serde_json::Value>(&m).unwrap()[0]["RepoTags"].clone()
+            })
+        };
+        assert_eq!(
+            tags(r#"["test_image_2", "oi/app:1"]"#),
+            Some(serde_json::json!([
+                "docker.io/library/test_image_2:latest",
+                "oi/app:1"
+            ]))
+        );
+        assert_eq!(
+            tags(r#"["localhost:5000/app"]"#),
+            Some(serde_json::json!(["localhost:5000/app:latest"]))
+        );
+        assert_eq!(tags(r#"["oi/app:1", "registry:5000/app:2"]"#), None);
+        assert_eq!(tags("null"), None);
     }
 
     #[test]

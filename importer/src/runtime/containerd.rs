@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::{
     detect, forget_child, track_child, Container, Imported, Present, Runtime, Unreachable,
 };
-use crate::archive::{inspect_stream, ArchiveInfo, Compression, Limits, Platform};
+use crate::archive::{inspect_stream_detailed, ArchiveInfo, Compression, Limits, Platform};
 
 /// Where nodes keep `ctr`: distribution packages, RKE2, k3s, MicroK8s, k0s, Flatcar/Talos-like
 /// layouts. Searched under `--host-root` in this order.
@@ -665,12 +665,17 @@ impl Containerd {
         // On failure ctr is made to fail on its own (see `HoldBack::abort`), so that it
         // cleans up after itself: a killed ctr leaves a half-written ingest behind that
         // makes the next import of the same layer fail.
-        let inspected = inspect_stream(&mut tee, Compression::None, Limits::default());
+        let inspected = inspect_stream_detailed(&mut tee, Compression::None, Limits::default());
         if tee.sink_failed {
             return Err(Fed::CtrStopped);
         }
-        let info = match inspected {
-            Ok(info) => info,
+        let (info, index) = match inspected.and_then(|i| {
+            let index = i
+                .oci_index_for_empty_index()?
+                .map(|x| (i.end_of_entries, x));
+            Ok((i.info, index))
+        }) {
+            Ok(i) => i,
             Err(e) => {
                 tee.sink.abort();
                 return Err(Fed::Archive(e));
@@ -687,7 +692,11 @@ impl Containerd {
                 info.complete_platforms()
             )));
         }
-        match tee.sink.commit() {
+        let committed = match index {
+            Some((end, index)) => tee.sink.commit_with_entry(end, "index.json", &index),
+            None => tee.sink.commit(),
+        };
+        match committed {
             Ok(()) => Ok(info),
             Err(_) => Err(Fed::CtrStopped),
         }
@@ -761,6 +770,30 @@ impl<W: Write> HoldBack<W> {
         inner.write_all(b)?;
         self.tail.clear();
         inner.flush()
+    }
+
+    /// Send the held-back bytes up to `end` (where the archive's last entry ends), then an
+    /// entry `name` holding `data`, then the end-of-archive blocks, and close the stream.
+    fn commit_with_entry(&mut self, end: u64, name: &str, data: &[u8]) -> io::Result<()> {
+        let held = self.tail.len() as u64;
+        if end < self.delivered || end > self.delivered + held {
+            self.abort();
+            return Err(io::Error::other(
+                "the archive's last entry ends outside the bytes held back",
+            ));
+        }
+        self.tail.truncate((end - self.delivered) as usize);
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name)?;
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        self.tail.extend(header.as_bytes());
+        self.tail.extend(data);
+        let pad = (512 - data.len() % 512) % 512 + 1024;
+        self.tail.extend(std::iter::repeat_n(0u8, pad));
+        self.commit()
     }
 
     /// End the stream so that the reader fails: tar entries and headers are 512-byte blocks,

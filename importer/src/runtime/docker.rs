@@ -259,12 +259,19 @@ impl Runtime for Docker {
             (Ok(i), None) => i,
         };
         let mut info = inspected.info.clone();
-        let finished = if inspected.has_docker_manifest {
+        // A later manifest.json or index.json replaces the first in every Docker's load.
+        let fixes = match docker_fixes(&inspected) {
+            Ok(f) => f,
+            Err(e) => return Err(e.context("the archive cannot be read")),
+        };
+        let finished = if !fixes.is_empty() {
+            forward.append_entries(inspected.end_of_entries, &fixes)
+        } else if inspected.has_docker_manifest {
             forward.pass_through_end()
         } else {
             let (manifest, left_out) = inspected.docker_manifest_for(platform)?;
             info.warnings.extend(left_out);
-            forward.append_manifest(inspected.end_of_entries, &manifest)
+            forward.append_entries(inspected.end_of_entries, &[("manifest.json", manifest)])
         };
         if let Err(e) = finished {
             if forward.sink_error.is_some() {
@@ -281,6 +288,21 @@ impl Runtime for Docker {
         let names = read_load_answer(&peer, &mut resp)?;
         Ok(Imported { info, names })
     }
+}
+
+/// Entries to add to an archive that carries its own `manifest.json` so that Docker loads it:
+/// a `manifest.json` whose bare `RepoTags` have their tag (Docker refuses them as "invalid
+/// tag"), an `index.json` that lists the images when the archive's lists none (the
+/// containerd image store reads only the index).
+fn docker_fixes(inspected: &crate::archive::Inspected) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    let mut fixes = Vec::new();
+    if let Some(m) = inspected.docker_manifest_retagged()? {
+        fixes.push(("manifest.json", m));
+    }
+    if let Some(i) = inspected.oci_index_for_empty_index()? {
+        fixes.push(("index.json", i));
+    }
+    Ok(fixes)
 }
 
 /// Read every line of a load's answer. A failed load still answers HTTP 200, with an
@@ -467,8 +489,8 @@ impl<'a, R: Read + ?Sized, W: Write> Forward<'a, R, W> {
         Ok(())
     }
 
-    /// Send the entry data held back, then a `manifest.json` entry, then the end-of-archive.
-    fn append_manifest(&mut self, end: u64, manifest: &[u8]) -> Result<()> {
+    /// Send the entry data held back, then `entries` (name, data), then the end-of-archive.
+    fn append_entries(&mut self, end: u64, entries: &[(&str, Vec<u8>)]) -> Result<()> {
         let zeros_start = if self.zeros == 0 {
             self.pos
         } else {
@@ -484,25 +506,27 @@ impl<'a, R: Read + ?Sized, W: Write> Forward<'a, R, W> {
         let of_entries = end - zeros_start;
         self.zeros = 0;
         self.send_zeros(of_entries)?;
-        let mut header = tar::Header::new_ustar();
-        header
-            .set_path("manifest.json")
-            .context("cannot write the manifest.json header")?;
-        header.set_size(manifest.len() as u64);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        );
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        self.send(header.as_bytes())?;
-        self.send(manifest)?;
-        let pad = (BLOCK - manifest.len() % BLOCK) % BLOCK;
-        self.send_zeros(pad as u64)?;
+        for (name, data) in entries {
+            let mut header = tar::Header::new_ustar();
+            header
+                .set_path(name)
+                .with_context(|| format!("cannot write the {name} header"))?;
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            );
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_cksum();
+            self.send(header.as_bytes())?;
+            self.send(data)?;
+            let pad = (BLOCK - data.len() % BLOCK) % BLOCK;
+            self.send_zeros(pad as u64)?;
+        }
         // The end-of-archive: two zero blocks at least, and the padding that followed.
         let rest = held - of_entries;
         self.send_zeros(rest.max(2 * BLOCK as u64))?;
@@ -581,7 +605,8 @@ mod tests {
                     let last = a.entries().unwrap().last().unwrap().unwrap();
                     last.raw_file_position() + last.size().div_ceil(512) * 512
                 };
-                f.append_manifest(end, m).unwrap()
+                f.append_entries(end, &[("manifest.json", m.to_vec())])
+                    .unwrap()
             }
         }
         out
