@@ -202,3 +202,61 @@ fn docker_rmi_on(d: &Daemons, image: &str) {
         .stdin(std::process::Stdio::null())
         .output();
 }
+
+/// Makes a command, again each time.
+type MakeCommand<'a> = Box<dyn Fn() -> std::process::Command + 'a>;
+
+/// Import `dir` into a Docker twice (`import` gives the command): the first run imports, the
+/// second skips the archive and loads nothing.
+fn import_twice_into_docker(label: &str, import: impl Fn() -> std::process::Command) {
+    let (code, _, stderr) = outcome(&mut import());
+    assert_eq!(code, 0, "{label}: {stderr}");
+    assert!(stderr.contains("1 imported"), "{label}: {stderr}");
+    let (code, _, again) = outcome(&mut import());
+    assert_eq!(code, 0, "{label}: {again}");
+    assert!(
+        again.contains("0 imported, 1 skipped"),
+        "{label}: the second run must skip the archive:\n{again}"
+    );
+}
+
+#[test]
+fn shared_layer_symlink_docker_save_loads_into_every_docker_and_a_rerun_skips_it() {
+    let saves = shared_layer_saves();
+    for (i, (d, save)) in matrix().iter().zip(saves).enumerate() {
+        let dir = bundle_of(&save.archive, "release.tar");
+        // The default pair's dockerd holds these images already (they were built there): a
+        // private dockerd of the same version starts empty.
+        let private = (i == 0).then(|| PrivateDockerd::start("shared-docker"));
+        let (import, docker): (MakeCommand<'_>, MakeCommand<'_>) = match &private {
+            Some(p) => (Box::new(|| p.import(&dir)), Box::new(|| p.docker())),
+            None => (
+                Box::new(|| d.against_docker("import", &dir)),
+                Box::new(|| d.docker()),
+            ),
+        };
+        import_twice_into_docker(&d.label, &import);
+        for (image, message) in &save.images {
+            let out = stdout_of(docker().args(["run", "--rm", "--network", "none", &image.tag]));
+            assert_eq!(out.trim(), *message, "{}: {}", d.label, image.tag);
+        }
+        let mut verify = import();
+        let args: Vec<std::ffi::OsString> = verify.get_args().skip(1).map(Into::into).collect();
+        verify = std::process::Command::new(verify.get_program());
+        verify.arg("verify").args(args);
+        let (code, out, stderr) = outcome(&mut verify);
+        assert_eq!(code, 0, "{}: verify:\n{out}{stderr}", d.label);
+        for (image, _) in &save.images {
+            docker_rmi_on_cmd(&docker, &image.tag, i == 0);
+        }
+    }
+}
+
+fn docker_rmi_on_cmd(docker: &dyn Fn() -> std::process::Command, tag: &str, private: bool) {
+    if !private {
+        let _ = docker()
+            .args(["image", "rm", "--force", tag])
+            .stdin(std::process::Stdio::null())
+            .output();
+    }
+}

@@ -810,18 +810,21 @@ fn docker_image(
         anyhow!("manifest.json names the config {config_name}, which is not in the archive")
     })?;
     let mut size = 0;
+    let mut sizes = Vec::new();
     for layer in &entry.layers {
         let name = normalize_name(layer.as_bytes())?;
-        size += scan.size_of(&name).ok_or_else(|| {
+        let s = scan.size_of(&name).ok_or_else(|| {
             anyhow!("manifest.json names the layer {name}, which is not in the archive")
         })?;
+        size += s;
+        sizes.push(s);
     }
     let tags = entry.repo_tags.iter().flatten().map(String::as_str);
     Ok(Image {
         names: normalize_names(tags, warnings),
         digest: None,
         platforms: vec![PlatformImage {
-            manifest_digest: None,
+            manifest_digest: converted_manifest_digest(config, &sizes),
             platform: config_platform(config),
             config_digest: Some(format!("sha256:{}", hex_sha256(config))),
             layers: entry.layers.len(),
@@ -829,6 +832,48 @@ fn docker_image(
             complete: true,
         }],
     })
+}
+
+/// The digest of the manifest containerd writes for a docker-archive image when it imports it
+/// (ctr, and Docker's containerd image store, whose image ID it is): a Docker schema 2
+/// manifest of the config and of each `layer.tar`, whose digest is the layer's diff ID when
+/// it is an uncompressed tar, as docker save writes it. None when the config lists a
+/// different number of diff IDs than there are layers.
+fn converted_manifest_digest(config: &[u8], layer_sizes: &[u64]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct RootFs {
+        #[serde(default)]
+        diff_ids: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct Config {
+        rootfs: RootFs,
+    }
+    let diff_ids = serde_json::from_slice::<Config>(config)
+        .ok()?
+        .rootfs
+        .diff_ids;
+    if diff_ids.len() != layer_sizes.len() {
+        return None;
+    }
+    // Field by field in the order containerd writes them.
+    let layers: Vec<String> = diff_ids
+        .iter()
+        .zip(layer_sizes)
+        .map(|(d, size)| {
+            format!(
+                r#"{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar","digest":{},"size":{size}}}"#,
+                serde_json::Value::from(d.as_str())
+            )
+        })
+        .collect();
+    let doc = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"sha256:{}","size":{}}},"layers":[{}]}}"#,
+        hex_sha256(config),
+        config.len(),
+        layers.join(",")
+    );
+    Some(format!("sha256:{}", hex_sha256(doc.as_bytes())))
 }
 
 #[cfg(test)]

@@ -35,6 +35,9 @@ pub struct Docker {
     api: String,
     /// The daemon's version, e.g. `20.10.24+dfsg1`.
     version: String,
+    /// Images are kept in containerd (Docker 24+ with the containerd image store): image IDs
+    /// are manifest or index digests, not config digests.
+    containerd_store: bool,
 }
 
 /// Connect to the Docker daemon at `socket`, agree on an API version (`GET /_ping`), and ask
@@ -77,19 +80,36 @@ pub fn connect(socket: &Path) -> Result<Docker> {
         #[serde(default)]
         version: String,
     }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Info {
+        #[serde(default)]
+        driver_status: Option<Vec<Vec<String>>>,
+    }
     let docker = Docker {
         client,
         api,
         version: String::new(),
+        containerd_store: false,
     };
     let v: Version = docker.get_json("/version", SMALL_ANSWER)?;
+    let info: Info = docker.get_json("/info", SMALL_ANSWER)?;
     Ok(Docker {
         version: if v.version.is_empty() {
             "(version unknown)".into()
         } else {
             v.version
         },
+        containerd_store: uses_containerd_store(info.driver_status.as_deref().unwrap_or(&[])),
         ..docker
+    })
+}
+
+/// `GET /info`'s `DriverStatus` of the containerd image store names its snapshotter as
+/// `["driver-type", "io.containerd.snapshotter.v1"]`.
+fn uses_containerd_store(driver_status: &[Vec<String>]) -> bool {
+    driver_status.iter().any(|kv| {
+        kv.len() == 2 && kv[0] == "driver-type" && kv[1].starts_with("io.containerd.snapshotter")
     })
 }
 
@@ -183,43 +203,44 @@ impl Runtime for Docker {
 
     fn describe(&self) -> String {
         format!(
-            "docker {} (API {}) at {}",
+            "docker {} (API {}{}) at {}",
             self.version,
             self.api,
+            if self.containerd_store {
+                ", containerd image store"
+            } else {
+                ""
+            },
             self.client.socket().display()
         )
     }
 
     fn present(&self) -> Result<Vec<Present>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Summary {
-            id: String,
-            #[serde(default)]
-            repo_tags: Option<Vec<String>>,
-            #[serde(default)]
-            labels: Option<BTreeMap<String, String>>,
+        Ok(self
+            .images()?
+            .into_iter()
+            .map(|(name, id, labels)| Present {
+                name,
+                // The containerd store's IDs are manifest digests: the config is not known.
+                config_digest: Some(id).filter(|s| !s.is_empty() && !self.containerd_store),
+                labels,
+            })
+            .collect())
+    }
+
+    fn target_digests(&self) -> Result<BTreeMap<String, String>> {
+        if !self.containerd_store {
+            return Ok(BTreeMap::new());
         }
-        let images: Vec<Summary> = self.get_json("/images/json", IMAGE_LIST_MAX)?;
-        let mut out = Vec::new();
-        for image in images {
-            for tag in image.repo_tags.iter().flatten() {
-                if tag == "<none>:<none>" {
-                    continue;
-                }
-                // Docker's own names are valid references; one that is not cannot match
-                // anything an archive names, so it is left out.
-                let Ok(name) = reference::normalize(tag) else {
-                    continue;
-                };
-                out.push(Present {
-                    name,
-                    config_digest: Some(image.id.clone()).filter(|s| !s.is_empty()),
-                    labels: image.labels.clone().unwrap_or_default(),
-                });
-            }
-        }
-        Ok(out)
+        Ok(self
+            .images()?
+            .into_iter()
+            .map(|(name, id, _)| (name, id))
+            .collect())
+    }
+
+    fn keeps_labels(&self) -> bool {
+        false
     }
 
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
@@ -303,6 +324,44 @@ fn docker_fixes(inspected: &crate::archive::Inspected) -> Result<Vec<(&'static s
         fixes.push(("index.json", i));
     }
     Ok(fixes)
+}
+
+/// A named image as `GET /images/json` lists it: (normalised name, image ID, labels).
+type Listed = (String, String, BTreeMap<String, String>);
+
+impl Docker {
+    /// Every named image.
+    fn images(&self) -> Result<Vec<Listed>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Summary {
+            id: String,
+            #[serde(default)]
+            repo_tags: Option<Vec<String>>,
+            #[serde(default)]
+            labels: Option<BTreeMap<String, String>>,
+        }
+        let images: Vec<Summary> = self.get_json("/images/json", IMAGE_LIST_MAX)?;
+        let mut out = Vec::new();
+        for image in images {
+            for tag in image.repo_tags.iter().flatten() {
+                if tag == "<none>:<none>" {
+                    continue;
+                }
+                // Docker's own names are valid references; one that is not cannot match
+                // anything an archive names, so it is left out.
+                let Ok(name) = reference::normalize(tag) else {
+                    continue;
+                };
+                out.push((
+                    name,
+                    image.id.clone(),
+                    image.labels.clone().unwrap_or_default(),
+                ));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Read every line of a load's answer. A failed load still answers HTTP 200, with an

@@ -45,6 +45,19 @@ pub trait Runtime: Send + Sync {
     /// Every named image the runtime has (in the configured namespace).
     fn present(&self) -> Result<Vec<Present>>;
 
+    /// For a runtime that knows its images by the manifest or index a name points to rather
+    /// than by their config (Docker's containerd image store, whose image IDs are manifest
+    /// digests, and whose [`Present::config_digest`] is therefore `None`): name -> that digest.
+    fn target_digests(&self) -> Result<BTreeMap<String, String>> {
+        Ok(BTreeMap::new())
+    }
+
+    /// Whether the runtime keeps the labels [`Runtime::label`] sets, so that an archive can be
+    /// recognised by the labels its images carry.
+    fn keeps_labels(&self) -> bool {
+        true
+    }
+
     /// Load one archive, given as its decompressed tar stream, for `platform`. The stream is
     /// read to its end; the error, if any, says what the runtime answered.
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported>;
