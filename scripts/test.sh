@@ -41,6 +41,8 @@ oi_start_dockerd "$WORK"
 oi_start_registry "$WORK"
 oi_start_matrix "$WORK"
 export OI_DOCKER_CLI=$(oi_docker_cli)
+# The "Versions tested" table the versions test writes (OFFLINE-IMAGES.md carries a copy).
+export OI_VERSIONS_TABLE=${OI_VERSIONS_TABLE:-${CARGO_TARGET_DIR:-$ROOT/target}/versions-tested.md}
 export DOCKER_BUILDKIT=0
 
 say "Rust tests"
@@ -50,4 +52,5 @@ if [ ${#FILTER[@]} -eq 0 ] && [ -d tests/chart ]; then
   say "chart tests (real Helm engine)"
   "$VENV/bin/python" -m pytest -q tests/chart
 fi
+[ -f "$OI_VERSIONS_TABLE" ] && say "versions tested: $OI_VERSIONS_TABLE"
 say "all tests passed"

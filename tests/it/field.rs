@@ -260,3 +260,33 @@ fn docker_rmi_on_cmd(docker: &dyn Fn() -> std::process::Command, tag: &str, priv
             .output();
     }
 }
+
+#[test]
+fn short_ref_name_of_a_skopeo_oci_archive_is_named_in_full_on_ctr_2_and_dockers_containerd_store() {
+    let f = fixtures();
+    let (_, path, image) = f
+        .flavours
+        .iter()
+        .find(|(name, _, _)| *name == "skopeo oci-archive")
+        .unwrap();
+    let dir = bundle_of(path, "alpha-oci.tar");
+    for (i, d) in matrix().iter().enumerate() {
+        let ns = unique_namespace("short-name");
+        let (code, _, stderr) = outcome(&mut d.against_containerd("import", &dir, &ns));
+        assert_eq!(code, 0, "{}: {stderr}", d.label);
+        assert_eq!(
+            d.ctr_images(&ns),
+            std::slice::from_ref(&image.reference),
+            "{}: the image must be named as kubelet asks for it",
+            d.label
+        );
+        if i == 0 {
+            continue; // the default pair's dockerd built alpha: covered by the versions table
+        }
+        docker_rmi_on(d, &image.tag);
+        let (code, _, stderr) = outcome(&mut d.against_docker("import", &dir));
+        assert_eq!(code, 0, "{}: {stderr}", d.label);
+        docker_runs(d, &image.reference, "hello from alpha");
+        docker_rmi_on(d, &image.tag);
+    }
+}

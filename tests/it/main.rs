@@ -12,3 +12,4 @@ mod list;
 mod prune;
 mod reliability;
 mod selfcheck;
+mod versions;

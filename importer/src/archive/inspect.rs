@@ -211,19 +211,75 @@ impl Inspected {
 }
 
 impl Inspected {
-    /// An `index.json` for a Docker 25+ archive whose own lists no manifests (`"manifests":
-    /// null`) while its `manifest.json` names the images: one entry per name, pointing to the
-    /// OCI manifest blob of that image's config. containerd reads only the index of such an
-    /// archive, and the last `index.json` of a tar stream is the one it reads. None when the
+    /// An `index.json` for a loader that names images from the index alone (ctr, and Docker's
+    /// containerd image store), when the archive's own would not give them the names this
+    /// reading gives: one entry per name with that name as `io.containerd.image.name`.
+    /// - An index with no manifests (`"manifests": null` beside a valid `manifest.json`, as
+    ///   Docker 25+ can write): the entries point to each named image's OCI manifest blob.
+    /// - An index whose entries carry a short name (`oi/app:1` as a `ref.name`, as skopeo
+    ///   writes it), or none beside the names `manifest.json` gives: the same entries, named.
+    ///
+    /// The last `index.json` of a tar stream is the one those loaders read. None when the
     /// archive's own index will do.
-    pub fn oci_index_for_empty_index(&self) -> Result<Option<Vec<u8>>> {
+    pub fn oci_index_for_containerd(&self) -> Result<Option<Vec<u8>>> {
         let Some(index) = self.scan.json_of("index.json") else {
             return Ok(None);
         };
-        let index: Index = parse("index.json", index)?;
-        if !index.manifests.is_empty() || !self.has_docker_manifest {
+        let doc: serde_json::Value = parse("index.json", index)?;
+        let entries = doc["manifests"].as_array().cloned().unwrap_or_default();
+        let manifests = if entries.is_empty() {
+            if !self.has_docker_manifest {
+                return Ok(None);
+            }
+            self.entries_from_docker_manifest()
+        } else {
+            match self.renamed_entries(&entries) {
+                Some(m) => m,
+                None => return Ok(None),
+            }
+        };
+        if manifests.is_empty() {
             return Ok(None);
         }
+        let mut out = doc.clone();
+        out["manifests"] = manifests.into();
+        if out.get("schemaVersion").is_none() {
+            out["schemaVersion"] = 2.into();
+        }
+        serde_json::to_vec(&out)
+            .map(Some)
+            .map_err(|e| anyhow!("index.json: {e}"))
+    }
+
+    /// The index's entries with each image's names as `io.containerd.image.name`, one entry per
+    /// name; None when every entry already carries exactly its one name.
+    fn renamed_entries(&self, entries: &[serde_json::Value]) -> Option<Vec<serde_json::Value>> {
+        let mut changed = false;
+        let mut out = Vec::new();
+        for (entry, image) in entries.iter().zip(&self.info.images) {
+            let given = entry["annotations"][ANNOTATION_CONTAINERD_NAME].as_str();
+            if image.names.is_empty() {
+                out.push(entry.clone());
+                continue;
+            }
+            if image.names.len() != 1 || given != Some(image.names[0].as_str()) {
+                changed = true;
+            }
+            for name in &image.names {
+                let mut e = entry.clone();
+                if !e["annotations"].is_object() {
+                    e["annotations"] = serde_json::json!({});
+                }
+                e["annotations"][ANNOTATION_CONTAINERD_NAME] = name.as_str().into();
+                out.push(e);
+            }
+        }
+        changed.then_some(out)
+    }
+
+    /// Index entries for the images `manifest.json` names: each points to the OCI manifest
+    /// blob of the image's config.
+    fn entries_from_docker_manifest(&self) -> Vec<serde_json::Value> {
         let mut manifests = Vec::new();
         for image in &self.info.images {
             let Some(config) = image.platforms.iter().find_map(|p| p.config_digest.clone()) else {
@@ -248,17 +304,7 @@ impl Inspected {
             }
             manifests.extend(image.names.iter().map(|n| desc(Some(n))));
         }
-        if manifests.is_empty() {
-            return Ok(None);
-        }
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": manifests,
-        });
-        serde_json::to_vec(&index)
-            .map(Some)
-            .map_err(|e| anyhow!("index.json: {e}"))
+        manifests
     }
 
     /// The blob path and media type of the image manifest whose config is `config`.

@@ -670,9 +670,7 @@ impl Containerd {
             return Err(Fed::CtrStopped);
         }
         let (info, index) = match inspected.and_then(|i| {
-            let index = i
-                .oci_index_for_empty_index()?
-                .map(|x| (i.end_of_entries, x));
+            let index = i.oci_index_for_containerd()?.map(|x| (i.end_of_entries, x));
             Ok((i.info, index))
         }) {
             Ok(i) => i,

@@ -4,7 +4,9 @@
 //! docker-archives (`manifest.json`), so an OCI layout without one is given one on the fly:
 //! the tar entries pass through unchanged and a `manifest.json` naming the blob files is
 //! appended before the end-of-archive blocks (Docker reads the whole tar before it reads
-//! `manifest.json`). Archives that carry `manifest.json` pass through byte for byte.
+//! `manifest.json`). Archives that carry `manifest.json` pass through byte for byte, unless a
+//! name in it or in `index.json` would make Docker refuse it or name an image short: then a
+//! corrected `manifest.json` or `index.json` is appended the same way (the last one wins).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -285,14 +287,16 @@ impl Runtime for Docker {
             Ok(f) => f,
             Err(e) => return Err(e.context("the archive cannot be read")),
         };
-        let finished = if !fixes.is_empty() {
-            forward.append_entries(inspected.end_of_entries, &fixes)
-        } else if inspected.has_docker_manifest {
+        let finished = if inspected.has_docker_manifest && fixes.is_empty() {
             forward.pass_through_end()
         } else {
-            let (manifest, left_out) = inspected.docker_manifest_for(platform)?;
-            info.warnings.extend(left_out);
-            forward.append_entries(inspected.end_of_entries, &[("manifest.json", manifest)])
+            let mut entries = fixes;
+            if !inspected.has_docker_manifest {
+                let (manifest, left_out) = inspected.docker_manifest_for(platform)?;
+                info.warnings.extend(left_out);
+                entries.insert(0, ("manifest.json", manifest));
+            }
+            forward.append_entries(inspected.end_of_entries, &entries)
         };
         if let Err(e) = finished {
             if forward.sink_error.is_some() {
@@ -311,16 +315,16 @@ impl Runtime for Docker {
     }
 }
 
-/// Entries to add to an archive that carries its own `manifest.json` so that Docker loads it:
-/// a `manifest.json` whose bare `RepoTags` have their tag (Docker refuses them as "invalid
-/// tag"), an `index.json` that lists the images when the archive's lists none (the
-/// containerd image store reads only the index).
+/// Entries to add to an archive so that every Docker loads it under the names it holds: a
+/// `manifest.json` whose bare `RepoTags` have their tag (Docker refuses them as "invalid
+/// tag"), an `index.json` that lists and fully names the images when the archive's lists none
+/// or names them short (the containerd image store reads only the index).
 fn docker_fixes(inspected: &crate::archive::Inspected) -> Result<Vec<(&'static str, Vec<u8>)>> {
     let mut fixes = Vec::new();
     if let Some(m) = inspected.docker_manifest_retagged()? {
         fixes.push(("manifest.json", m));
     }
-    if let Some(i) = inspected.oci_index_for_empty_index()? {
+    if let Some(i) = inspected.oci_index_for_containerd()? {
         fixes.push(("index.json", i));
     }
     Ok(fixes)
