@@ -290,3 +290,85 @@ fn short_ref_name_of_a_skopeo_oci_archive_is_named_in_full_on_ctr_2_and_dockers_
         docker_rmi_on(d, &image.tag);
     }
 }
+
+/// `offline-images prune --release R` against `d`'s containerd in `ns`, with its own ctr.
+fn prune_on(d: &Daemons, release: &str, ns: &str) -> (i32, String, String) {
+    let mut c = offline_images();
+    c.args(["prune", "--release", release, "--containerd-address"])
+        .arg(&d.containerd_sock)
+        .args(["--namespace", ns]);
+    for v in [
+        "IMAGE_RUNTIME",
+        "CONTAINERD_ADDRESS",
+        "HOST_ROOT",
+        "RELEASE_NAME",
+    ] {
+        c.env_remove(v);
+    }
+    if let Some(dir) = d.ctr.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let path = std::env::var("PATH").unwrap_or_default();
+        c.env("PATH", format!("{}:{path}", dir.display()));
+    }
+    outcome(&mut c)
+}
+
+#[test]
+fn prune_removes_one_releases_images_and_keeps_a_shared_one_on_every_containerd() {
+    let f = fixtures();
+    let saves = shared_layer_saves();
+    for (d, save) in matrix().iter().zip(saves) {
+        let ns = unique_namespace("prune-matrix");
+        // Release shop: the shared-layer save (base, alpha, beta); release billing: alpha alone.
+        let shop = bundle_of(&save.archive, "shop.tar");
+        let billing = bundle_of(&f.dir.join("docker.tar"), "alpha.tar");
+        for (release, dir) in [("shop", &shop), ("billing", &billing)] {
+            let (code, _, stderr) = outcome(
+                d.against_containerd("import", dir, &ns)
+                    .args(["--release", release])
+                    .env_remove("RELEASE_NAME"),
+            );
+            assert_eq!(code, 0, "{}: import --release {release}: {stderr}", d.label);
+        }
+        let (code, _, stderr) = prune_on(d, "shop", &ns);
+        assert_eq!(code, 0, "{}: prune: {stderr}", d.label);
+        let left: BTreeSet<String> = d.ctr_images(&ns).into_iter().collect();
+        assert_eq!(
+            left,
+            BTreeSet::from([f.alpha.reference.clone()]),
+            "{}: prune shop must keep only alpha, which billing shares:\n{stderr}",
+            d.label
+        );
+    }
+}
+
+#[test]
+fn a_bad_archive_beside_good_ones_fails_alone_on_every_version() {
+    let f = fixtures();
+    for d in matrix() {
+        let dir = bundle_of(&f.dir.join("docker.tar.gz"), "good.tar.gz");
+        // The same archive cut in the middle of its gzip stream.
+        let good = std::fs::read(dir.join("good.tar.gz")).unwrap();
+        std::fs::write(dir.join("cut.tar.gz"), &good[..good.len() / 2]).unwrap();
+        let ns = unique_namespace("fault");
+        let (code, _, stderr) = outcome(&mut d.against_containerd("import", &dir, &ns));
+        assert_eq!(code, 0, "{}: {stderr}", d.label);
+        assert!(
+            stderr.contains("1 imported") && stderr.contains("1 failed"),
+            "{}: {stderr}",
+            d.label
+        );
+        assert!(stderr.contains("cut.tar.gz"), "{}: {stderr}", d.label);
+        assert_eq!(
+            d.ctr_images(&ns),
+            std::slice::from_ref(&f.alpha.reference),
+            "{}: nothing of the cut archive may be left",
+            d.label
+        );
+        let (code, _, _) = outcome(d.against_containerd("import", &dir, &ns).arg("--strict"));
+        assert_eq!(
+            code, 1,
+            "{}: --strict must fail on the cut archive",
+            d.label
+        );
+    }
+}
