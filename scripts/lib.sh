@@ -283,3 +283,29 @@ oi_start_matrix() {
   OI_DEFAULT_DOCKER_VERSION=$(DOCKER_HOST=$OI_DOCKER_HOST "$(oi_docker_cli)" version --format '{{.Server.Version}}')
   export OI_DEFAULT_CONTAINERD_VERSION OI_DEFAULT_DOCKER_VERSION
 }
+
+# ---- aarch64 ---------------------------------------------------------------------------------
+# The importer for aarch64 nodes: the static musl build, linked by rust-lld (shipped with the
+# Rust toolchain; the target brings musl's crt objects and libc), and qemu-user from Debian to
+# run it here. .cargo/config.toml names the linker.
+oi_install_aarch64() {
+  if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-musl; then
+    say "adding the aarch64-unknown-linux-musl target"
+    rustup target add aarch64-unknown-linux-musl >/dev/null
+  fi
+  if ! command -v qemu-aarch64 >/dev/null; then
+    [ "$(id -u)" = 0 ] || die "installing qemu-user needs root"
+    say "installing Debian packages: qemu-user"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user >/dev/null
+  fi
+}
+
+# Build the static aarch64 importer; echoes its path.
+oi_build_aarch64() {
+  local root=${CARGO_TARGET_DIR:-$PWD/target} bin
+  cargo build --quiet --release --target aarch64-unknown-linux-musl >&2
+  bin=$root/aarch64-unknown-linux-musl/release/offline-images
+  file_is_static "$bin" || die "$bin is not static"
+  LC_ALL=C readelf -h "$bin" | grep -q 'Machine:.*AArch64' || die "$bin is not an AArch64 executable"
+  echo "$bin"
+}

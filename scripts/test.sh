@@ -34,6 +34,10 @@ say "building the static importer (release, musl)"
 cargo build --quiet --release --target x86_64-unknown-linux-musl
 export OI_STATIC_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-musl/release/offline-images
 file_is_static "$OI_STATIC_BIN" || die "$OI_STATIC_BIN is not static"
+oi_install_aarch64
+say "building the static aarch64 importer (release, musl)"
+OI_AARCH64_BIN=$(oi_build_aarch64)
+export OI_AARCH64_BIN
 
 say "starting containerd, dockerd and a registry under $WORK"
 oi_start_containerd "$WORK"
@@ -47,6 +51,11 @@ export DOCKER_BUILDKIT=0
 
 say "Rust tests"
 cargo test --quiet -- "${FILTER[@]}"
+
+if [ ${#FILTER[@]} -eq 0 ]; then
+  say "aarch64 unit tests (qemu-user)"
+  cargo test --quiet --target aarch64-unknown-linux-musl --lib
+fi
 
 if [ ${#FILTER[@]} -eq 0 ] && [ -d tests/chart ]; then
   say "chart tests (real Helm engine)"

@@ -391,6 +391,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
 
     let detected = detect::detect(&args.runtime)?;
     let rt = detected.runtime.as_ref();
+    runtime::check_architecture(rt)?;
     let socket = detected.socket.display().to_string();
     let description = rt.describe();
     reporter.emit(&Event::Runtime {

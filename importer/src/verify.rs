@@ -47,6 +47,7 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
         "offline-images: verifying against {}",
         detected.runtime.describe()
     );
+    crate::runtime::check_architecture(detected.runtime.as_ref())?;
     let present = detected.runtime.present()?;
     let targets = detected.runtime.target_digests()?;
     let platform = Platform::host();

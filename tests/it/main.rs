@@ -1,6 +1,7 @@
 //! Integration tests against real daemons (containerd, dockerd, a registry) started by
 //! scripts/test.sh on private sockets. One binary, one module per area.
 
+mod arch;
 mod docker;
 mod docker25;
 mod export;

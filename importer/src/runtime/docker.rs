@@ -40,6 +40,8 @@ pub struct Docker {
     /// Images are kept in containerd (Docker 24+ with the containerd image store): image IDs
     /// are manifest or index digests, not config digests.
     containerd_store: bool,
+    /// The node's machine (`GET /info` `Architecture`, e.g. `x86_64`).
+    architecture: String,
 }
 
 /// Connect to the Docker daemon at `socket`, agree on an API version (`GET /_ping`), and ask
@@ -87,12 +89,15 @@ pub fn connect(socket: &Path) -> Result<Docker> {
     struct Info {
         #[serde(default)]
         driver_status: Option<Vec<Vec<String>>>,
+        #[serde(default)]
+        architecture: String,
     }
     let docker = Docker {
         client,
         api,
         version: String::new(),
         containerd_store: false,
+        architecture: String::new(),
     };
     let v: Version = docker.get_json("/version", SMALL_ANSWER)?;
     let info: Info = docker.get_json("/info", SMALL_ANSWER)?;
@@ -103,6 +108,7 @@ pub fn connect(socket: &Path) -> Result<Docker> {
             v.version
         },
         containerd_store: uses_containerd_store(info.driver_status.as_deref().unwrap_or(&[])),
+        architecture: info.architecture,
         ..docker
     })
 }
@@ -243,6 +249,10 @@ impl Runtime for Docker {
 
     fn keeps_labels(&self) -> bool {
         false
+    }
+
+    fn node_architecture(&self) -> Option<String> {
+        (!self.architecture.is_empty()).then(|| super::oci_architecture(&self.architecture))
     }
 
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {

@@ -52,6 +52,12 @@ pub trait Runtime: Send + Sync {
         Ok(BTreeMap::new())
     }
 
+    /// The machine architecture the runtime reports for its node, in OCI terms (`amd64`,
+    /// `arm64`), when it tells.
+    fn node_architecture(&self) -> Option<String> {
+        None
+    }
+
     /// Whether the runtime keeps the labels [`Runtime::label`] sets, so that an archive can be
     /// recognised by the labels its images carry.
     fn keeps_labels(&self) -> bool {
@@ -81,6 +87,35 @@ pub trait Runtime: Send + Sync {
     /// Remove the image `name` (its content goes when no other image refers to it).
     fn remove(&self, _name: &str) -> Result<()> {
         Err(Unsupported(self.kind()).into())
+    }
+}
+
+/// `x86_64` -> `amd64`, `aarch64` -> `arm64`: a kernel's machine name in OCI terms.
+pub fn oci_architecture(machine: &str) -> String {
+    match machine {
+        "x86_64" => "amd64",
+        "aarch64" | "arm64" => "arm64",
+        "armv7l" => "arm",
+        "i686" | "i386" => "386",
+        "ppc64le" => "ppc64le",
+        "s390x" => "s390x",
+        other => other,
+    }
+    .to_string()
+}
+
+/// An importer that runs on a node of another architecture (emulated) would import images for
+/// the wrong platform: refused, in one line, when the runtime says what its node runs.
+pub fn check_architecture(rt: &dyn Runtime) -> Result<()> {
+    let built = Platform::host();
+    match rt.node_architecture() {
+        Some(node) if node != built.architecture => Err(crate::exit::usage(format!(
+            "this importer is built for linux/{}, but {} runs on linux/{node}: \
+             use the importer image for linux/{node} (the image's index serves both)",
+            built.architecture,
+            rt.describe()
+        ))),
+        _ => Ok(()),
     }
 }
 
