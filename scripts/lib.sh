@@ -57,9 +57,10 @@ oi_install_venv() {
   fi
 }
 
-# Start containerd on a private socket under $1; exports OI_CONTAINERD_SOCK.
+# Start containerd on a private socket under $1; exports OI_CONTAINERD_SOCK. With $2, the
+# containerd, ctr and shim of that bin directory are used (a version of the matrix).
 oi_start_containerd() {
-  local dir=$1/containerd
+  local dir=$1/containerd bin=${2:-}
   mkdir -p "$dir"
   cat >"$dir/config.toml" <<TOML
 version = 2
@@ -76,26 +77,29 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [metrics]
   address = ""
 TOML
-  containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
+  PATH=${bin:+$bin:}$PATH containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
   echo $! >"$dir/pid"
   OI_CONTAINERD_SOCK=$dir/containerd.sock
-  wait_for "containerd" 30 ctr -a "$OI_CONTAINERD_SOCK" version || { tail -20 "$dir/containerd.log" >&2; return 1; }
+  wait_for "containerd" 30 "${bin:+$bin/}ctr" -a "$OI_CONTAINERD_SOCK" version || { tail -20 "$dir/containerd.log" >&2; return 1; }
   export OI_CONTAINERD_SOCK
 }
 
-# Start dockerd on a private socket under $1, on the containerd started above; exports OI_DOCKER_HOST.
+# Start dockerd on a private socket under $1, on the containerd started above; exports
+# OI_DOCKER_HOST. With $2, the dockerd and docker CLI of that bin directory are used; with $3,
+# that daemon.json.
 oi_start_dockerd() {
-  local dir=$1/docker
+  local dir=$1/docker bin=${2:-} config=${3:-'{}'} cli
+  if [ -n "$bin" ]; then cli=$bin/docker; else cli=$(oi_docker_cli); fi
   mkdir -p "$dir"
-  # Our own (empty) config, so a host's /etc/docker/daemon.json cannot change the test daemon.
-  echo '{}' >"$dir/daemon.json"
-  dockerd --host "unix://$dir/docker.sock" --data-root "$dir/data" --exec-root "$dir/exec" \
+  # Our own config, so a host's /etc/docker/daemon.json cannot change the test daemon.
+  echo "$config" >"$dir/daemon.json"
+  PATH=${bin:+$bin:}$PATH dockerd --host "unix://$dir/docker.sock" --data-root "$dir/data" --exec-root "$dir/exec" \
     --pidfile "$dir/docker.pid" --containerd "$OI_CONTAINERD_SOCK" \
     --iptables=false --ip-masq=false --bridge=none --config-file "$dir/daemon.json" \
     >"$dir/dockerd.log" 2>&1 &
   echo $! >"$dir/pid"
   OI_DOCKER_HOST=unix://$dir/docker.sock
-  wait_for "dockerd" 60 env DOCKER_HOST="$OI_DOCKER_HOST" "$(oi_docker_cli)" version || { tail -20 "$dir/dockerd.log" >&2; return 1; }
+  wait_for "dockerd" 60 env DOCKER_HOST="$OI_DOCKER_HOST" "$cli" version || { tail -20 "$dir/dockerd.log" >&2; return 1; }
   export OI_DOCKER_HOST
 }
 
@@ -129,11 +133,13 @@ YML
 
 # Stop every daemon started under $1 and unmount what they left, then remove $1.
 oi_stop_all() {
-  local base=$1 name pid i
+  local base=$1 pidfile pid i
   [ -n "$base" ] && [ -d "$base" ] || return 0
-  for name in registry docker containerd; do
-    [ -f "$base/$name/pid" ] || continue
-    pid=$(cat "$base/$name/pid")
+  # The daemons of the version matrix (under $base/matrix/N/) first, then the default ones.
+  for pidfile in "$base"/matrix/*/docker/pid "$base"/matrix/*/containerd/pid \
+    "$base"/registry/pid "$base"/docker/pid "$base"/containerd/pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
     kill "$pid" 2>/dev/null || continue
     for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
@@ -155,4 +161,151 @@ wait_for() {
   done
   printf 'error: %s did not come up within %ss\n' "$name" "$secs" >&2
   return 1
+}
+
+# ---- the runtime version matrix ---------------------------------------------------------------
+# Beyond the default pair (bookworm's containerd 1.6.20 and Docker 20.10.24, installed on the
+# machine), the tests run on newer containerd and Docker releases from newer Debian suites.
+# Their packages are fetched with `apt-get download` through a private sources list and apt
+# state, unpacked with `dpkg -x` into a cache directory kept across runs, and run from there:
+# the machine's own packages are never upgraded. bookworm's runc serves every containerd.
+#
+# One line per version: label, Debian suite, docker daemon.json.
+OI_MATRIX_VERSIONS=(
+  'containerd-1.7+docker-26.1 trixie {}'
+  'containerd-2.1+docker-28.5 forky {}'
+  'containerd-2.1+docker-28.5-containerd-store forky {"features":{"containerd-snapshotter":true}}'
+)
+OI_CACHE=${OI_CACHE:-/var/cache/offline-images-test}
+OI_SUITE_PACKAGES=(containerd docker.io docker-cli)
+
+# apt-get or apt-cache with the private sources list and state of suite $1.
+oi_apt() {
+  local suite=$1 tool=$2 dir=$OI_CACHE/apt/$1
+  shift 2
+  "$tool" -q -o Dir::Etc::SourceList="$dir/sources.list" -o Dir::Etc::SourceParts=/nonexistent \
+    -o Dir::State::Lists="$dir/lists" -o Dir::State::status="$dir/status" \
+    -o Dir::Cache="$dir/cache" -o Dir::Cache::archives="$dir/archives" \
+    -o APT::Sandbox::User=root -o Debug::NoLocking=1 "$@"
+}
+
+# Fetch and unpack the packages of suite $1 into $OI_CACHE/$1/root, once; echoes the bin dir
+# (links to that suite's containerd, ctr, shim, dockerd and docker).
+oi_fetch_suite() {
+  local suite=$1 dir=$OI_CACHE/apt/$1 root=$OI_CACHE/$1/root bin=$OI_CACHE/$1/bin deb b
+  if [ ! -f "$root/.complete" ]; then
+    mkdir -p "$dir/lists/partial" "$dir/archives/partial" "$dir/debs"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" \
+      >"$dir/sources.list"
+    touch "$dir/status"
+    say "fetching ${OI_SUITE_PACKAGES[*]} from Debian $suite into $OI_CACHE"
+    oi_apt "$suite" apt-get update -qq >/dev/null || die "apt-get update of the $suite sources failed"
+    rm -f "$dir/debs"/*.deb
+    (cd "$dir/debs" && oi_apt "$suite" apt-get download "${OI_SUITE_PACKAGES[@]}" >/dev/null) \
+      || die "apt-get download of ${OI_SUITE_PACKAGES[*]} from $suite failed"
+    rm -rf "$root.new"
+    mkdir -p "$root.new"
+    for deb in "$dir/debs"/*.deb; do dpkg -x "$deb" "$root.new" || die "dpkg -x $deb failed"; done
+    touch "$root.new/.complete"
+    rm -rf "$root"
+    mv "$root.new" "$root"
+  fi
+  mkdir -p "$bin"
+  for b in usr/bin/containerd usr/bin/ctr usr/bin/containerd-shim-runc-v2 usr/sbin/dockerd \
+    usr/bin/docker; do
+    [ -x "$root/$b" ] || die "$suite: $root/$b is missing from the unpacked packages"
+    ln -sf "$root/$b" "$bin/${b##*/}"
+  done
+  # Each binary must run on this machine's glibc.
+  for b in containerd ctr dockerd docker; do
+    "$bin/$b" --version >/dev/null 2>&1 || die "$suite: $bin/$b does not run on this machine: $("$bin/$b" --version 2>&1 | head -1)"
+  done
+  echo "$bin"
+}
+
+# The version lines OI_VERSIONS selects: unset or `all` = every one, `default` = none (the
+# default pair alone), else a comma-separated list of label parts (`containerd-2.1`,
+# `docker-26.1`, `containerd-store`).
+oi_selected_versions() {
+  local want=${OI_VERSIONS:-all} line label part
+  for line in "${OI_MATRIX_VERSIONS[@]}"; do
+    label=${line%% *}
+    case $want in
+      all) echo "$line" ;;
+      default | none) ;;
+      *)
+        IFS=, read -ra parts <<<"$want"
+        for part in "${parts[@]}"; do
+          if [[ $label == *"$part"* ]]; then echo "$line"; break; fi
+        done
+        ;;
+    esac
+  done
+}
+
+# Start every selected version's containerd and dockerd under $1/matrix/N, all in parallel, and
+# export the matrix for the tests: OI_MATRIX (the number of versions beyond the default pair)
+# and, for each N, OI_MATRIX_N_{LABEL,CONTAINERD_SOCK,DOCKER_HOST,CTR,DOCKER_CLI,
+# CONTAINERD_VERSION,DOCKER_VERSION}.
+oi_start_matrix() {
+  local base=$1 n=0 line label suite config bin dir pids=() failed=0 i
+  local -a lines
+  mapfile -t lines < <(oi_selected_versions)
+  for line in "${lines[@]}"; do
+    read -r label suite config <<<"$line"
+    bin=$(oi_fetch_suite "$suite") || exit 1
+    n=$((n + 1))
+    dir=$base/matrix/$n
+    mkdir -p "$dir"
+    (
+      oi_start_containerd "$dir" "$bin" && oi_start_dockerd "$dir" "$bin" "$config" || exit 1
+      {
+        echo "OI_MATRIX_${n}_LABEL=$label"
+        echo "OI_MATRIX_${n}_CONTAINERD_SOCK=$OI_CONTAINERD_SOCK"
+        echo "OI_MATRIX_${n}_DOCKER_HOST=$OI_DOCKER_HOST"
+        echo "OI_MATRIX_${n}_CTR=$bin/ctr"
+        echo "OI_MATRIX_${n}_DOCKER_CLI=$bin/docker"
+        echo "OI_MATRIX_${n}_CONTAINERD_VERSION=$("$bin/containerd" --version | awk '{print $3}')"
+        echo "OI_MATRIX_${n}_DOCKER_VERSION=$(DOCKER_HOST=$OI_DOCKER_HOST "$bin/docker" version --format '{{.Server.Version}}')"
+      } >"$dir/env"
+    ) &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i" || failed=1; done
+  [ "$failed" = 0 ] || die "a daemon of the version matrix did not start (logs under $base/matrix)"
+  for i in $(seq 1 "$n"); do
+    while IFS='=' read -r k v; do export "$k=$v"; done <"$base/matrix/$i/env"
+    say "version $i: $(eval echo "\$OI_MATRIX_${i}_LABEL") on $base/matrix/$i"
+  done
+  export OI_MATRIX=$n
+  # The default pair's own versions, for the table of versions tested.
+  OI_DEFAULT_CONTAINERD_VERSION=$(containerd --version | awk '{print $3}')
+  OI_DEFAULT_DOCKER_VERSION=$(DOCKER_HOST=$OI_DOCKER_HOST "$(oi_docker_cli)" version --format '{{.Server.Version}}')
+  export OI_DEFAULT_CONTAINERD_VERSION OI_DEFAULT_DOCKER_VERSION
+}
+
+# ---- aarch64 ---------------------------------------------------------------------------------
+# The importer for aarch64 nodes: the static musl build, linked by rust-lld (shipped with the
+# Rust toolchain; the target brings musl's crt objects and libc), and qemu-user from Debian to
+# run it here. .cargo/config.toml names the linker.
+oi_install_aarch64() {
+  if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-musl; then
+    say "adding the aarch64-unknown-linux-musl target"
+    rustup target add aarch64-unknown-linux-musl >/dev/null
+  fi
+  if ! command -v qemu-aarch64 >/dev/null; then
+    [ "$(id -u)" = 0 ] || die "installing qemu-user needs root"
+    say "installing Debian packages: qemu-user"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user >/dev/null
+  fi
+}
+
+# Build the static aarch64 importer; echoes its path.
+oi_build_aarch64() {
+  local root=${CARGO_TARGET_DIR:-$PWD/target} bin
+  cargo build --quiet --release --target aarch64-unknown-linux-musl >&2
+  bin=$root/aarch64-unknown-linux-musl/release/offline-images
+  file_is_static "$bin" || die "$bin is not static"
+  LC_ALL=C readelf -h "$bin" | grep -q 'Machine:.*AArch64' || die "$bin is not an AArch64 executable"
+  echo "$bin"
 }

@@ -6,6 +6,11 @@
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh -- FILTER       only Rust tests whose name contains FILTER (no chart tests)
+#
+# Beside the default containerd 1.6 + Docker 20.10 pair, the daemons of every runtime version
+# of the matrix are started (see scripts/lib.sh); OI_VERSIONS chooses them:
+#   OI_VERSIONS=containerd-2.1 scripts/test.sh     the default pair and containerd 2.1's pairs
+#   OI_VERSIONS=default scripts/test.sh            the default pair alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -31,19 +36,32 @@ say "building the static importer (release, musl)"
 cargo build --quiet --release --target x86_64-unknown-linux-musl
 export OI_STATIC_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-musl/release/offline-images
 file_is_static "$OI_STATIC_BIN" || die "$OI_STATIC_BIN is not static"
+oi_install_aarch64
+say "building the static aarch64 importer (release, musl)"
+OI_AARCH64_BIN=$(oi_build_aarch64)
+export OI_AARCH64_BIN
 
 say "starting containerd, dockerd and a registry under $WORK"
 oi_start_containerd "$WORK"
 oi_start_dockerd "$WORK"
 oi_start_registry "$WORK"
+oi_start_matrix "$WORK"
 export OI_DOCKER_CLI=$(oi_docker_cli)
+# The "Versions tested" table the versions test writes (OFFLINE-IMAGES.md carries a copy).
+export OI_VERSIONS_TABLE=${OI_VERSIONS_TABLE:-${CARGO_TARGET_DIR:-$ROOT/target}/versions-tested.md}
 export DOCKER_BUILDKIT=0
 
 say "Rust tests"
 cargo test --quiet -- "${FILTER[@]}"
 
+if [ ${#FILTER[@]} -eq 0 ]; then
+  say "aarch64 unit tests (qemu-user)"
+  cargo test --quiet --target aarch64-unknown-linux-musl --lib
+fi
+
 if [ ${#FILTER[@]} -eq 0 ] && [ -d tests/chart ]; then
   say "chart tests (real Helm engine)"
   "$VENV/bin/python" -m pytest -q tests/chart
 fi
+[ -f "$OI_VERSIONS_TABLE" ] && say "versions tested: $OI_VERSIONS_TABLE"
 say "all tests passed"

@@ -65,25 +65,53 @@ fn fingerprint(file: &str, meta: Option<&std::fs::Metadata>) -> String {
 /// Present images by name.
 struct PresentSet {
     by_name: HashMap<String, Present>,
+    /// Name -> manifest or index digest, for a runtime that knows no config digests
+    /// (Docker's containerd image store).
+    targets: HashMap<String, String>,
 }
 
 impl PresentSet {
     fn new(list: Vec<Present>) -> PresentSet {
         PresentSet {
             by_name: list.into_iter().map(|p| (p.name.clone(), p)).collect(),
+            targets: HashMap::new(),
         }
     }
 
-    fn has(&self, name: &str, config: &str) -> bool {
-        self.by_name
-            .get(name)
-            .is_some_and(|p| p.config_digest.as_deref() == Some(config))
+    /// The present images of `rt`, with the digests it knows them by.
+    fn of(rt: &dyn Runtime) -> Result<PresentSet> {
+        let mut set = PresentSet::new(rt.present()?);
+        set.targets = rt.target_digests()?.into_iter().collect();
+        Ok(set)
     }
 
-    fn has_config(&self, config: &str) -> bool {
+    fn has(&self, name: &str, config: &str) -> bool {
+        self.has_image(name, config, &[])
+    }
+
+    /// `name` is present as the image of config `config`, or, where the runtime knows no
+    /// config digest, as the image whose manifest or index digest is one of `digests`.
+    fn has_image(&self, name: &str, config: &str, digests: &[&str]) -> bool {
         self.by_name
-            .values()
-            .any(|p| p.config_digest.as_deref() == Some(config))
+            .get(name)
+            .is_some_and(|p| match &p.config_digest {
+                Some(c) => c == config,
+                None => self
+                    .targets
+                    .get(name)
+                    .is_some_and(|t| digests.contains(&t.as_str())),
+            })
+    }
+
+    fn has_config(&self, config: &str, digests: &[&str]) -> bool {
+        self.by_name.values().any(|p| {
+            p.config_digest.as_deref() == Some(config)
+                || (p.config_digest.is_none()
+                    && self
+                        .targets
+                        .get(&p.name)
+                        .is_some_and(|t| digests.contains(&t.as_str())))
+        })
     }
 
     /// Skip by images.json: every image of the archive present under each of its names,
@@ -91,10 +119,38 @@ impl PresentSet {
     fn covers_bundle_entry(&self, entry: &BundleArchive) -> bool {
         !entry.images.is_empty()
             && entry.images.iter().all(|img| {
+                let digests: Vec<&str> = img.manifest_digest.as_deref().into_iter().collect();
                 if img.names.is_empty() {
-                    self.has_config(&img.config_digest)
+                    self.has_config(&img.config_digest, &digests)
                 } else {
-                    img.names.iter().all(|n| self.has(n, &img.config_digest))
+                    img.names
+                        .iter()
+                        .all(|n| self.has_image(n, &img.config_digest, &digests))
+                }
+            })
+    }
+
+    /// Skip by the archive's own reading (a runtime without labels): every image of the
+    /// archive present for `platform` under each of its names, as the same image.
+    fn covers_archive(&self, info: &ArchiveInfo, platform: &Platform) -> bool {
+        !info.images.is_empty()
+            && info.images.iter().all(|img| {
+                let Some(p) = img.for_platform(platform) else {
+                    return false;
+                };
+                let Some(config) = p.config_digest.as_deref() else {
+                    return false;
+                };
+                let digests: Vec<&str> = [img.digest.as_deref(), p.manifest_digest.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                if img.names.is_empty() {
+                    self.has_config(config, &digests)
+                } else {
+                    img.names
+                        .iter()
+                        .all(|n| self.has_image(n, config, &digests))
                 }
             })
     }
@@ -154,6 +210,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
 
     let detected = detect::detect(&args.runtime)?;
     let rt = detected.runtime.as_ref();
+    runtime::check_architecture(rt)?;
     let socket = detected.socket.display().to_string();
     let description = rt.describe();
     reporter.emit(&Event::Runtime {
@@ -235,7 +292,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     let present = if found.is_empty() {
         PresentSet::new(Vec::new())
     } else {
-        PresentSet::new(with_retries(reporter, None, || rt.present())?)
+        with_retries(reporter, None, || PresentSet::of(rt))?
     };
 
     let mut todo: Vec<Planned> = Vec::new();
@@ -253,9 +310,16 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
             );
         }
         if !args.force {
-            if let Some(r) =
-                skip_result(&present, index.as_ref(), &file, &f, &fingerprint, reporter)
-            {
+            let read = !rt.keeps_labels();
+            if let Some(r) = skip_result(
+                &present,
+                index.as_ref(),
+                &file,
+                &f,
+                &fingerprint,
+                read,
+                reporter,
+            ) {
                 if let (Some(key), false) = (&release_key, args.dry_run) {
                     label_for_release(rt, &present, &r.names, key, &file, reporter);
                 }
@@ -596,6 +660,7 @@ fn skip_result(
     file: &str,
     f: &Found,
     fp: &str,
+    read_archive: bool,
     reporter: &Reporter,
 ) -> Option<ArchiveResult> {
     let skipped = |names: Vec<String>, digests: Vec<String>| ArchiveResult {
@@ -631,7 +696,22 @@ fn skip_result(
             return None;
         }
     }
-    let tagged = present.by_fingerprint(fp)?;
+    let Some(tagged) = present.by_fingerprint(fp) else {
+        // A runtime without labels cannot say which archive its images came from: the archive
+        // itself says what it holds.
+        if !read_archive || present.by_name.is_empty() {
+            return None;
+        }
+        let info = archive::inspect_path(&f.path, archive::Limits::default()).ok()?;
+        let platform = Platform::host();
+        if !present.covers_archive(&info, &platform) {
+            return None;
+        }
+        return Some(skipped(
+            info.images.iter().flat_map(|i| i.names.clone()).collect(),
+            config_digests(&info, &platform),
+        ));
+    };
     let mut names: Vec<String> = tagged.iter().map(|p| p.name.clone()).collect();
     names.sort();
     let mut digests: Vec<String> = tagged
@@ -724,8 +804,8 @@ fn settle_shared_names(
         from.sort_by_key(|(i, _)| *i);
     }
     if ctx.args.jobs > 1 {
-        let present = match with_retries(ctx.reporter, None, || ctx.runtime.present()) {
-            Ok(p) => PresentSet::new(p),
+        let present = match with_retries(ctx.reporter, None, || PresentSet::of(ctx.runtime)) {
+            Ok(p) => p,
             Err(e) => {
                 ctx.reporter.warn(
                     None,

@@ -30,6 +30,8 @@ struct Line<'a> {
 struct Expected {
     names: Vec<String>,
     config_digest: Option<String>,
+    /// Its manifest and index digests, for a runtime that knows no config digests.
+    digests: Vec<String>,
 }
 
 pub fn run(args: &VerifyArgs) -> Result<Code> {
@@ -45,7 +47,9 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
         "offline-images: verifying against {}",
         detected.runtime.describe()
     );
+    crate::runtime::check_architecture(detected.runtime.as_ref())?;
     let present = detected.runtime.present()?;
+    let targets = detected.runtime.target_digests()?;
     let platform = Platform::host();
 
     let stdout = io::stdout();
@@ -96,6 +100,7 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
                     .map(|i| Expected {
                         names: i.names.clone(),
                         config_digest: Some(i.config_digest.clone()),
+                        digests: i.manifest_digest.iter().cloned().collect(),
                     })
                     .collect::<Vec<_>>()
             });
@@ -105,11 +110,16 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
                 Ok(info) => info
                     .images
                     .iter()
-                    .map(|i| Expected {
-                        names: i.names.clone(),
-                        config_digest: i
-                            .for_platform(&platform)
-                            .and_then(|p| p.config_digest.clone()),
+                    .map(|i| {
+                        let p = i.for_platform(&platform);
+                        Expected {
+                            names: i.names.clone(),
+                            config_digest: p.and_then(|p| p.config_digest.clone()),
+                            digests: [i.digest.clone(), p.and_then(|p| p.manifest_digest.clone())]
+                                .into_iter()
+                                .flatten()
+                                .collect(),
+                        }
                     })
                     .collect(),
                 Err(e) => {
@@ -143,9 +153,16 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
                 img.names.iter().map(|n| Some(n.as_str())).collect()
             };
             for name in names {
-                let here = present.iter().any(|p| {
-                    p.config_digest.as_deref() == Some(config) && name.is_none_or(|n| p.name == n)
-                });
+                let same = |p: &crate::runtime::Present| match &p.config_digest {
+                    Some(c) => c == config,
+                    // Docker's containerd image store knows the manifest, not the config.
+                    None => targets
+                        .get(&p.name)
+                        .is_some_and(|t| img.digests.contains(t)),
+                };
+                let here = present
+                    .iter()
+                    .any(|p| same(p) && name.is_none_or(|n| p.name == n));
                 let reason = (!here).then(|| match name {
                     Some(n) => match present.iter().find(|p| p.name == n) {
                         Some(p) => format!(

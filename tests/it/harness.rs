@@ -17,6 +17,14 @@ pub struct Daemons {
     pub docker_cli: String,
     /// Scratch space that scripts/test.sh removes at the end.
     pub tmp: PathBuf,
+    /// The `ctr` of this containerd version (the node's own ctr, for the ctr backend).
+    pub ctr: PathBuf,
+    /// containerd's version, e.g. `1.6.20~ds1`.
+    pub containerd_version: String,
+    /// dockerd's version, e.g. `20.10.24+dfsg1`.
+    pub docker_version: String,
+    /// A short name for this pair, e.g. `containerd-2.1+docker-28.5`.
+    pub label: String,
 }
 
 fn var(name: &str) -> String {
@@ -25,15 +33,153 @@ fn var(name: &str) -> String {
     })
 }
 
+/// The default pair (bookworm's containerd 1.6 and Docker 20.10), which the whole suite uses.
 pub fn daemons() -> &'static Daemons {
-    static D: OnceLock<Daemons> = OnceLock::new();
-    D.get_or_init(|| Daemons {
+    &matrix()[0]
+}
+
+fn default_pair() -> Daemons {
+    let version = |name: &str| std::env::var(name).unwrap_or_else(|_| "unknown".into());
+    let containerd_version = version("OI_DEFAULT_CONTAINERD_VERSION");
+    let docker_version = version("OI_DEFAULT_DOCKER_VERSION");
+    Daemons {
         containerd_sock: var("OI_CONTAINERD_SOCK").into(),
         docker_host: var("OI_DOCKER_HOST"),
         registry: var("OI_REGISTRY"),
         docker_cli: std::env::var("OI_DOCKER_CLI").unwrap_or_else(|_| "docker".into()),
         tmp: var("OI_TMP").into(),
+        ctr: "ctr".into(),
+        label: pair_label(&containerd_version, &docker_version),
+        containerd_version,
+        docker_version,
+    }
+}
+
+/// `1.6.20~ds1`, `20.10.24+dfsg1` -> `containerd-1.6+docker-20.10`.
+fn pair_label(containerd: &str, docker: &str) -> String {
+    let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    format!("containerd-{}+docker-{}", minor(containerd), minor(docker))
+}
+
+/// Every containerd and Docker version the tests run on: the default pair first, then the
+/// versions scripts/test.sh started beside it (`OI_VERSIONS` chooses them; see
+/// OFFLINE-IMAGES.md, "Versions tested"). Tests that must hold on every version iterate this.
+pub fn matrix() -> &'static [Daemons] {
+    static M: OnceLock<Vec<Daemons>> = OnceLock::new();
+    M.get_or_init(|| {
+        let mut all = vec![default_pair()];
+        let n: usize = std::env::var("OI_MATRIX")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        for i in 1..=n {
+            let v = |field: &str| var(&format!("OI_MATRIX_{i}_{field}"));
+            all.push(Daemons {
+                containerd_sock: v("CONTAINERD_SOCK").into(),
+                docker_host: v("DOCKER_HOST"),
+                registry: all[0].registry.clone(),
+                docker_cli: v("DOCKER_CLI"),
+                tmp: all[0].tmp.clone(),
+                ctr: v("CTR").into(),
+                containerd_version: v("CONTAINERD_VERSION"),
+                docker_version: v("DOCKER_VERSION"),
+                label: v("LABEL"),
+            });
+        }
+        all
     })
+}
+
+impl Daemons {
+    /// The docker CLI of this version, pointed at its dockerd.
+    pub fn docker(&self) -> Command {
+        let mut c = Command::new(&self.docker_cli);
+        c.env("DOCKER_HOST", &self.docker_host)
+            .env("DOCKER_BUILDKIT", "0");
+        c
+    }
+
+    /// The ctr of this version, pointed at its containerd, in namespace `ns`.
+    pub fn ctr(&self, ns: &str) -> Command {
+        let mut c = Command::new(&self.ctr);
+        c.arg("-a").arg(&self.containerd_sock).arg("-n").arg(ns);
+        c
+    }
+
+    /// Whether this Docker keeps images in containerd (its image IDs are manifest digests).
+    pub fn docker_containerd_store(&self) -> bool {
+        self.label.ends_with("containerd-store")
+    }
+
+    /// `offline-images <command> --images-path DIR` against this containerd in `ns`, with this
+    /// version's ctr first on PATH (the node's own ctr).
+    pub fn against_containerd(&self, command: &str, images: &Path, ns: &str) -> Command {
+        let mut c = against_containerd(command, images, ns);
+        let args: Vec<std::ffi::OsString> = c.get_args().map(Into::into).collect();
+        let mut own = offline_images();
+        for (i, a) in args.iter().enumerate() {
+            if i > 0 && args[i - 1] == "--containerd-address" {
+                own.arg(&self.containerd_sock);
+            } else {
+                own.arg(a);
+            }
+        }
+        for (k, v) in c.get_envs() {
+            if v.is_none() {
+                own.env_remove(k);
+            }
+        }
+        if let Some(dir) = self.ctr.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let path = std::env::var("PATH").unwrap_or_default();
+            own.env("PATH", format!("{}:{path}", dir.display()));
+        }
+        c = own;
+        c
+    }
+
+    /// `offline-images <command> --images-path DIR --runtime docker` against this dockerd.
+    pub fn against_docker(&self, command: &str, images: &Path) -> Command {
+        let mut c = offline_images();
+        c.arg(command).arg("--images-path").arg(images).args([
+            "--runtime",
+            "docker",
+            "--docker-host",
+            &self.docker_host,
+        ]);
+        for v in [
+            "IMAGE_RUNTIME",
+            "CONTAINERD_ADDRESS",
+            "DOCKER_HOST",
+            "HOST_ROOT",
+            "IMAGES_PATH",
+            "LOG_FORMAT",
+            "IMPORT_STRICT",
+        ] {
+            c.env_remove(v);
+        }
+        c
+    }
+
+    /// Image names in a containerd namespace of this version.
+    pub fn ctr_images(&self, ns: &str) -> Vec<String> {
+        stdout_of(self.ctr(ns).args(["images", "ls", "-q"]))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `docker image inspect --format {{.Id}}` on this dockerd, or None.
+    pub fn docker_image_id(&self, image: &str) -> Option<String> {
+        let out = self
+            .docker()
+            .args(["image", "inspect", "--format", "{{.Id}}", image])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
 }
 
 /// A fresh directory under the test temp dir.
@@ -1235,4 +1381,92 @@ fn wait_until_up(name: &str, secs: u64, log: &Path, probe: impl Fn() -> Command)
         "the private {name} did not come up:\n{}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
+}
+
+// ---- the version matrix's archives ------------------------------------------------------------
+
+/// An image FROM scratch holding only the static busybox: its one layer is the first layer of
+/// every image `build_image` makes, so saving it with them shares that layer.
+pub fn build_base_image(tag: &str) -> TestImage {
+    let ctx = temp_dir("build-base");
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox-static is installed");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"echo\", \"hello from base\"]\n",
+    )
+    .unwrap();
+    run(docker().args(["build", "-q", "-t", tag]).arg(&ctx));
+    let id = stdout_of(docker().args(["image", "inspect", "--format", "{{.Id}}", tag]));
+    TestImage {
+        tag: tag.to_string(),
+        reference: offline_images::reference::normalize(tag).unwrap(),
+        config_digest: id.trim().to_string(),
+    }
+}
+
+/// `docker save` of three images that share the busybox layer (base, alpha, beta), made by
+/// the Docker of each version of the matrix (same index), and the images it holds with the
+/// message each prints. Docker before 25 stores the shared layer once and links the other
+/// `layer.tar` to it (`../<id>/layer.tar`).
+pub struct SharedLayerSave {
+    pub archive: PathBuf,
+    pub images: Vec<(TestImage, &'static str)>,
+}
+
+pub fn shared_layer_saves() -> &'static [SharedLayerSave] {
+    static S: OnceLock<Vec<SharedLayerSave>> = OnceLock::new();
+    S.get_or_init(|| {
+        let f = fixtures();
+        let base = build_base_image("oi-test/base:1");
+        let images = vec![
+            (base, "hello from base"),
+            (f.alpha.clone(), "hello from alpha"),
+            (f.beta.clone(), "hello from beta"),
+        ];
+        let tags: Vec<&str> = images.iter().map(|(i, _)| i.tag.as_str()).collect();
+        let dir = temp_dir("shared-layer");
+        let first = dir.join("shared-0.tar");
+        run(docker().args(["save", "-o"]).arg(&first).args(&tags));
+        let mut out = vec![SharedLayerSave {
+            archive: first.clone(),
+            images: images.clone(),
+        }];
+        for (i, d) in matrix().iter().enumerate().skip(1) {
+            // Each version's own docker save, of the same images loaded into it.
+            run(d.docker().args(["load", "-q", "-i"]).arg(&first));
+            let archive = dir.join(format!("shared-{i}.tar"));
+            run(d.docker().args(["save", "-o"]).arg(&archive).args(&tags));
+            for (img, _) in &images {
+                let _ = d
+                    .docker()
+                    .args(["image", "rm", "--force", &img.tag])
+                    .stdin(Stdio::null())
+                    .output();
+            }
+            // The same configs, so the same config digests, whatever the version.
+            out.push(SharedLayerSave {
+                archive,
+                images: images.clone(),
+            });
+        }
+        out
+    })
+}
+
+/// Symlinks in a tar archive: (name, target).
+pub fn tar_symlinks(path: &Path) -> Vec<(String, String)> {
+    let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+    archive
+        .entries()
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            if !e.header().entry_type().is_symlink() {
+                return None;
+            }
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let target = e.link_name().unwrap()?.to_string_lossy().into_owned();
+            Some((name, target))
+        })
+        .collect()
 }

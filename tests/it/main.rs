@@ -1,10 +1,12 @@
 //! Integration tests against real daemons (containerd, dockerd, a registry) started by
 //! scripts/test.sh on private sockets. One binary, one module per area.
 
+mod arch;
 mod collect;
 mod docker;
 mod docker25;
 mod export;
+mod field;
 #[allow(dead_code)] // each area uses its own part of the harness
 mod harness;
 mod import;
@@ -12,3 +14,4 @@ mod list;
 mod prune;
 mod reliability;
 mod selfcheck;
+mod versions;

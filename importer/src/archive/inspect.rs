@@ -170,6 +170,172 @@ impl Inspected {
     }
 }
 
+impl Inspected {
+    /// A `manifest.json` that Docker loads, when the archive's own has a `RepoTags` entry that
+    /// Docker refuses ("invalid tag"): a bare name such as `test_image_2` becomes its
+    /// normalised form with `:latest` (the name containerd gives it), and a digest reference,
+    /// which cannot be a tag, is left out. None when the archive's own will do.
+    pub fn docker_manifest_retagged(&self) -> Result<Option<Vec<u8>>> {
+        let Some(data) = self.scan.json_of("manifest.json") else {
+            return Ok(None);
+        };
+        let mut entries: Vec<serde_json::Value> = parse("manifest.json", data)?;
+        let mut changed = false;
+        for entry in &mut entries {
+            let Some(tags) = entry.get_mut("RepoTags").and_then(|t| t.as_array_mut()) else {
+                continue;
+            };
+            let mut fixed = Vec::new();
+            for tag in tags.iter() {
+                let raw = tag.as_str().unwrap_or_default();
+                if docker_takes_repo_tag(raw) {
+                    fixed.push(tag.clone());
+                    continue;
+                }
+                changed = true;
+                if let Ok(r) = reference::Reference::parse(raw) {
+                    if r.digest.is_none() {
+                        fixed.push(r.to_string().into());
+                    }
+                }
+            }
+            *tags = fixed;
+        }
+        if !changed {
+            return Ok(None);
+        }
+        serde_json::to_vec(&entries)
+            .map(Some)
+            .map_err(|e| anyhow!("manifest.json: {e}"))
+    }
+}
+
+impl Inspected {
+    /// An `index.json` for a loader that names images from the index alone (ctr, and Docker's
+    /// containerd image store), when the archive's own would not give them the names this
+    /// reading gives: one entry per name with that name as `io.containerd.image.name`.
+    /// - An index with no manifests (`"manifests": null` beside a valid `manifest.json`, as
+    ///   Docker 25+ can write): the entries point to each named image's OCI manifest blob.
+    /// - An index whose entries carry a short name (`oi/app:1` as a `ref.name`, as skopeo
+    ///   writes it), or none beside the names `manifest.json` gives: the same entries, named.
+    ///
+    /// The last `index.json` of a tar stream is the one those loaders read. None when the
+    /// archive's own index will do.
+    pub fn oci_index_for_containerd(&self) -> Result<Option<Vec<u8>>> {
+        let Some(index) = self.scan.json_of("index.json") else {
+            return Ok(None);
+        };
+        let doc: serde_json::Value = parse("index.json", index)?;
+        let entries = doc["manifests"].as_array().cloned().unwrap_or_default();
+        let manifests = if entries.is_empty() {
+            if !self.has_docker_manifest {
+                return Ok(None);
+            }
+            self.entries_from_docker_manifest()
+        } else {
+            match self.renamed_entries(&entries) {
+                Some(m) => m,
+                None => return Ok(None),
+            }
+        };
+        if manifests.is_empty() {
+            return Ok(None);
+        }
+        let mut out = doc.clone();
+        out["manifests"] = manifests.into();
+        if out.get("schemaVersion").is_none() {
+            out["schemaVersion"] = 2.into();
+        }
+        serde_json::to_vec(&out)
+            .map(Some)
+            .map_err(|e| anyhow!("index.json: {e}"))
+    }
+
+    /// The index's entries with each image's names as `io.containerd.image.name`, one entry per
+    /// name; None when every entry already carries exactly its one name.
+    fn renamed_entries(&self, entries: &[serde_json::Value]) -> Option<Vec<serde_json::Value>> {
+        let mut changed = false;
+        let mut out = Vec::new();
+        for (entry, image) in entries.iter().zip(&self.info.images) {
+            let given = entry["annotations"][ANNOTATION_CONTAINERD_NAME].as_str();
+            if image.names.is_empty() {
+                out.push(entry.clone());
+                continue;
+            }
+            if image.names.len() != 1 || given != Some(image.names[0].as_str()) {
+                changed = true;
+            }
+            for name in &image.names {
+                let mut e = entry.clone();
+                if !e["annotations"].is_object() {
+                    e["annotations"] = serde_json::json!({});
+                }
+                e["annotations"][ANNOTATION_CONTAINERD_NAME] = name.as_str().into();
+                out.push(e);
+            }
+        }
+        changed.then_some(out)
+    }
+
+    /// Index entries for the images `manifest.json` names: each points to the OCI manifest
+    /// blob of the image's config.
+    fn entries_from_docker_manifest(&self) -> Vec<serde_json::Value> {
+        let mut manifests = Vec::new();
+        for image in &self.info.images {
+            let Some(config) = image.platforms.iter().find_map(|p| p.config_digest.clone()) else {
+                continue;
+            };
+            let Some((path, media_type)) = self.manifest_blob_of(&config) else {
+                continue;
+            };
+            let desc = |name: Option<&String>| {
+                let mut d = serde_json::json!({
+                    "mediaType": media_type,
+                    "digest": path.trim_start_matches("blobs/").replacen('/', ":", 1),
+                    "size": self.scan.size_of(&path).unwrap_or(0),
+                });
+                if let Some(n) = name {
+                    d["annotations"] = serde_json::json!({ ANNOTATION_CONTAINERD_NAME: n });
+                }
+                d
+            };
+            if image.names.is_empty() {
+                manifests.push(desc(None));
+            }
+            manifests.extend(image.names.iter().map(|n| desc(Some(n))));
+        }
+        manifests
+    }
+
+    /// The blob path and media type of the image manifest whose config is `config`.
+    fn manifest_blob_of(&self, config: &str) -> Option<(String, String)> {
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(rename = "mediaType", default)]
+            media_type: String,
+            config: Descriptor,
+        }
+        self.scan.json.iter().find_map(|(path, data)| {
+            let doc: Doc = serde_json::from_slice(data).ok()?;
+            (is_blob_name(path) && doc.config.digest == config).then(|| {
+                let t = if doc.media_type.is_empty() {
+                    "application/vnd.oci.image.manifest.v1+json".to_string()
+                } else {
+                    doc.media_type
+                };
+                (path.clone(), t)
+            })
+        })
+    }
+}
+
+/// Docker loads a `RepoTags` entry only when it names a tag: `name:tag`, not `name` alone nor
+/// `name@digest`.
+fn docker_takes_repo_tag(raw: &str) -> bool {
+    let last = raw.rsplit('/').next().unwrap_or(raw);
+    !raw.contains('@') && last.contains(':') && reference::Reference::parse(raw).is_ok()
+}
+
 struct Counting<R> {
     inner: R,
     count: u64,
@@ -246,17 +412,8 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
                 .link_name_bytes()
                 .ok_or_else(|| anyhow!("link {name:?} has no target"))?;
             let target = String::from_utf8_lossy(&target).into_owned();
-            let target = if kind.is_symlink() && !target.starts_with('/') {
-                match name.rfind('/') {
-                    Some(i) => format!("{}/{}", &name[..i], target),
-                    None => target,
-                }
-            } else {
-                target
-            };
-            if let Ok(t) = normalize_name(target.as_bytes()) {
-                scan.links.insert(name, t);
-            }
+            let target = link_target(&name, &target, kind.is_symlink())?;
+            scan.links.insert(name, target);
             continue;
         }
         if !(kind.is_file() || kind.is_contiguous()) {
@@ -336,6 +493,34 @@ fn normalize_name(raw: &[u8]) -> Result<String> {
     Ok(parts.join("/"))
 }
 
+/// The entry a link named `name` stands for. A symlink's target is relative to the link's own
+/// directory (docker save before 25 stores a layer shared by several images once and links the
+/// others to it as `../<id>/layer.tar`), a hard link's to the archive's root. `..` is resolved
+/// lexically, inside the archive: a target that climbs above its root, or an absolute one,
+/// points outside the archive and is refused.
+fn link_target(name: &str, target: &str, symlink: bool) -> Result<String> {
+    let outside =
+        || anyhow!("the archive has a link {name} -> {target} that points outside it; refusing it");
+    if target.starts_with('/') {
+        return Err(outside());
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    if symlink {
+        parts.extend(name.split('/'));
+        parts.pop();
+    }
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop().ok_or_else(outside)?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
 fn is_blob_name(name: &str) -> bool {
     name.starts_with("blobs/") && name.matches('/').count() == 2
 }
@@ -379,8 +564,17 @@ struct Descriptor {
 
 #[derive(Deserialize)]
 struct Index {
-    #[serde(default)]
+    /// Docker 25+ can write `"manifests": null` beside a valid `manifest.json`.
+    #[serde(default, deserialize_with = "null_as_empty")]
     manifests: Vec<Descriptor>,
+}
+
+fn null_as_empty<'de, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -662,18 +856,21 @@ fn docker_image(
         anyhow!("manifest.json names the config {config_name}, which is not in the archive")
     })?;
     let mut size = 0;
+    let mut sizes = Vec::new();
     for layer in &entry.layers {
         let name = normalize_name(layer.as_bytes())?;
-        size += scan.size_of(&name).ok_or_else(|| {
+        let s = scan.size_of(&name).ok_or_else(|| {
             anyhow!("manifest.json names the layer {name}, which is not in the archive")
         })?;
+        size += s;
+        sizes.push(s);
     }
     let tags = entry.repo_tags.iter().flatten().map(String::as_str);
     Ok(Image {
         names: normalize_names(tags, warnings),
         digest: None,
         platforms: vec![PlatformImage {
-            manifest_digest: None,
+            manifest_digest: converted_manifest_digest(config, &sizes),
             platform: config_platform(config),
             config_digest: Some(format!("sha256:{}", hex_sha256(config))),
             layers: entry.layers.len(),
@@ -681,6 +878,48 @@ fn docker_image(
             complete: true,
         }],
     })
+}
+
+/// The digest of the manifest containerd writes for a docker-archive image when it imports it
+/// (ctr, and Docker's containerd image store, whose image ID it is): a Docker schema 2
+/// manifest of the config and of each `layer.tar`, whose digest is the layer's diff ID when
+/// it is an uncompressed tar, as docker save writes it. None when the config lists a
+/// different number of diff IDs than there are layers.
+fn converted_manifest_digest(config: &[u8], layer_sizes: &[u64]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct RootFs {
+        #[serde(default)]
+        diff_ids: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct Config {
+        rootfs: RootFs,
+    }
+    let diff_ids = serde_json::from_slice::<Config>(config)
+        .ok()?
+        .rootfs
+        .diff_ids;
+    if diff_ids.len() != layer_sizes.len() {
+        return None;
+    }
+    // Field by field in the order containerd writes them.
+    let layers: Vec<String> = diff_ids
+        .iter()
+        .zip(layer_sizes)
+        .map(|(d, size)| {
+            format!(
+                r#"{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar","digest":{},"size":{size}}}"#,
+                serde_json::Value::from(d.as_str())
+            )
+        })
+        .collect();
+    let doc = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"sha256:{}","size":{}}},"layers":[{}]}}"#,
+        hex_sha256(config),
+        config.len(),
+        layers.join(",")
+    );
+    Some(format!("sha256:{}", hex_sha256(doc.as_bytes())))
 }
 
 #[cfg(test)]
@@ -713,6 +952,59 @@ mod tests {
     }
 
     #[test]
+    fn an_index_with_null_manifests_is_read_through_manifest_json() {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let cfg = format!("blobs/sha256/{}", hex_sha256(config));
+        let layer = format!("blobs/sha256/{}", hex_sha256(b"xx"));
+        let manifest =
+            format!(r#"[{{"Config":"{cfg}","RepoTags":["demo:1"],"Layers":["{layer}"]}}]"#);
+        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":null}"#;
+        let tar = tar_of(&[
+            (&layer, b"xx"),
+            (&cfg, config),
+            ("index.json", index),
+            ("manifest.json", manifest.as_bytes()),
+        ]);
+        let info = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap();
+        assert_eq!(info.images.len(), 1);
+        assert_eq!(info.images[0].names, vec!["docker.io/library/demo:1"]);
+        assert!(info.images[0].platforms[0].complete);
+    }
+
+    #[test]
+    fn a_bare_repo_tag_is_given_latest_for_docker_and_the_rest_left_as_they_are() {
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let tags = |t: &str| {
+            let manifest =
+                format!(r#"[{{"Config":"c.json","RepoTags":{t},"Layers":["l/layer.tar"]}}]"#);
+            let tar = tar_of(&[
+                ("l/layer.tar", b"xx"),
+                ("c.json", config),
+                ("manifest.json", manifest.as_bytes()),
+            ]);
+            let i =
+                inspect_stream_detailed(&tar[..], Compression::None, Limits::default()).unwrap();
+            i.docker_manifest_retagged().unwrap().map(|m| {
+                serde_json::from_slice::<serde_json::Value>(&m).unwrap()[0]["RepoTags"].clone()
+            })
+        };
+        assert_eq!(
+            tags(r#"["test_image_2", "oi/app:1"]"#),
+            Some(serde_json::json!([
+                "docker.io/library/test_image_2:latest",
+                "oi/app:1"
+            ]))
+        );
+        assert_eq!(
+            tags(r#"["localhost:5000/app"]"#),
+            Some(serde_json::json!(["localhost:5000/app:latest"]))
+        );
+        assert_eq!(tags(r#"["oi/app:1", "registry:5000/app:2"]"#), None);
+        assert_eq!(tags("null"), None);
+    }
+
+    #[test]
     fn a_manifest_naming_an_absent_layer_is_refused_naming_the_layer() {
         let manifest =
             br#"[{"Config":"abc.json","RepoTags":["demo:1"],"Layers":["gone/layer.tar"]}]"#;
@@ -735,6 +1027,33 @@ mod tests {
         };
         let err = inspect_stream(&tar[..], Compression::None, Limits::default()).unwrap_err();
         assert!(err.to_string().contains(".."), "{err}");
+    }
+
+    #[test]
+    fn link_targets_are_resolved_lexically_inside_the_archive() {
+        let shared = link_target("dc86/layer.tar", "../3245/layer.tar", true).unwrap();
+        assert_eq!(shared, "3245/layer.tar");
+        assert_eq!(
+            link_target("a/b/layer.tar", "./../c/./layer.tar", true).unwrap(),
+            "a/c/layer.tar"
+        );
+        // A hard link names its target from the archive's root.
+        assert_eq!(
+            link_target("b/layer.tar", "a/layer.tar", false).unwrap(),
+            "a/layer.tar"
+        );
+        for (name, target, symlink) in [
+            ("dc86/layer.tar", "../../etc/shadow", true),
+            ("layer.tar", "../layer.tar", true),
+            ("dc86/layer.tar", "/etc/shadow", true),
+            ("dc86/layer.tar", "../x", false),
+        ] {
+            let err = link_target(name, target, symlink).unwrap_err().to_string();
+            assert!(
+                err.contains("points outside it"),
+                "{name} -> {target}: {err}"
+            );
+        }
     }
 
     #[test]

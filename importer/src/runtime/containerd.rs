@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::{
     detect, forget_child, track_child, Container, Imported, Present, Runtime, Unreachable,
 };
-use crate::archive::{inspect_stream, ArchiveInfo, Compression, Limits, Platform};
+use crate::archive::{inspect_stream_detailed, ArchiveInfo, Compression, Limits, Platform};
 
 /// Where nodes keep `ctr`: distribution packages, RKE2, k3s, MicroK8s, k0s, Flatcar/Talos-like
 /// layouts. Searched under `--host-root` in this order.
@@ -283,6 +283,24 @@ impl Containerd {
         Ok(full)
     }
 
+    /// ctr 2.x's `--skip-digest-for-named` no longer skips images named by a docker-archive's
+    /// `manifest.json`: beside each name it leaves an `import-<date>@sha256:…` record of the
+    /// same image. Those records the archive did not ask for are removed (the named record
+    /// keeps the content); an untagged image's digest record stays, as it is its only name.
+    fn drop_digest_records(&self, info: &ArchiveInfo) -> Result<Vec<String>> {
+        let named: Vec<String> = info.images.iter().flat_map(|i| i.names.clone()).collect();
+        if named.is_empty() {
+            return Ok(Vec::new());
+        }
+        let listing = self.output(&["images", "ls"])?;
+        let extra = digest_records_to_drop(&listing, &named);
+        for name in &extra {
+            self.output(&["images", "rm", name])
+                .with_context(|| format!("cannot remove the image record {name} ctr added"))?;
+        }
+        Ok(extra)
+    }
+
     /// Content labels by digest (`ctr content ls`): manifests carry their config's digest.
     fn content_labels(&self) -> Result<HashMap<String, BTreeMap<String, String>>> {
         let out = self.output(&["content", "ls"])?;
@@ -352,6 +370,33 @@ struct IndexEntry {
     digest: String,
     #[serde(default)]
     platform: Option<Platform>,
+}
+
+/// In a `ctr images ls` listing, the `import-…@sha256:D` records whose image is also listed
+/// under one of `named`.
+fn digest_records_to_drop(listing: &str, named: &[String]) -> Vec<String> {
+    let records: Vec<(&str, &str)> = listing
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0], f[2]))
+        })
+        .collect();
+    let named_targets: Vec<&str> = records
+        .iter()
+        .filter(|(name, _)| named.iter().any(|n| n == name))
+        .map(|(_, target)| *target)
+        .collect();
+    records
+        .iter()
+        .filter(|(name, target)| {
+            name.starts_with("import-")
+                && name.split_once('@').map(|(_, d)| d) == Some(*target)
+                && named_targets.contains(target)
+        })
+        .map(|(name, _)| name.to_string())
+        .collect()
 }
 
 /// `k=v,k=v` (or `-`) as `ctr` prints labels.
@@ -537,6 +582,8 @@ impl Runtime for Containerd {
         for name in unpacking_names(&stdout) {
             names.push(self.normalized(name)?);
         }
+        let dropped = self.drop_digest_records(&info)?;
+        names.retain(|n| !dropped.contains(n));
         Ok(Imported { info, names })
     }
 
@@ -618,12 +665,15 @@ impl Containerd {
         // On failure ctr is made to fail on its own (see `HoldBack::abort`), so that it
         // cleans up after itself: a killed ctr leaves a half-written ingest behind that
         // makes the next import of the same layer fail.
-        let inspected = inspect_stream(&mut tee, Compression::None, Limits::default());
+        let inspected = inspect_stream_detailed(&mut tee, Compression::None, Limits::default());
         if tee.sink_failed {
             return Err(Fed::CtrStopped);
         }
-        let info = match inspected {
-            Ok(info) => info,
+        let (info, index) = match inspected.and_then(|i| {
+            let index = i.oci_index_for_containerd()?.map(|x| (i.end_of_entries, x));
+            Ok((i.info, index))
+        }) {
+            Ok(i) => i,
             Err(e) => {
                 tee.sink.abort();
                 return Err(Fed::Archive(e));
@@ -640,7 +690,11 @@ impl Containerd {
                 info.complete_platforms()
             )));
         }
-        match tee.sink.commit() {
+        let committed = match index {
+            Some((end, index)) => tee.sink.commit_with_entry(end, "index.json", &index),
+            None => tee.sink.commit(),
+        };
+        match committed {
             Ok(()) => Ok(info),
             Err(_) => Err(Fed::CtrStopped),
         }
@@ -714,6 +768,30 @@ impl<W: Write> HoldBack<W> {
         inner.write_all(b)?;
         self.tail.clear();
         inner.flush()
+    }
+
+    /// Send the held-back bytes up to `end` (where the archive's last entry ends), then an
+    /// entry `name` holding `data`, then the end-of-archive blocks, and close the stream.
+    fn commit_with_entry(&mut self, end: u64, name: &str, data: &[u8]) -> io::Result<()> {
+        let held = self.tail.len() as u64;
+        if end < self.delivered || end > self.delivered + held {
+            self.abort();
+            return Err(io::Error::other(
+                "the archive's last entry ends outside the bytes held back",
+            ));
+        }
+        self.tail.truncate((end - self.delivered) as usize);
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name)?;
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        self.tail.extend(header.as_bytes());
+        self.tail.extend(data);
+        let pad = (512 - data.len() % 512) % 512 + 1024;
+        self.tail.extend(std::iter::repeat_n(0u8, pad));
+        self.commit()
     }
 
     /// End the stream so that the reader fails: tar entries and headers are 512-byte blocks,
@@ -894,6 +972,22 @@ mod tests {
         assert_eq!(c[0].id, "app");
         assert_eq!(c[0].image, "docker.io/library/nginx:1.27");
         assert_eq!(c[1].image, "");
+    }
+
+    #[test]
+    fn only_the_digest_records_of_named_images_are_dropped() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let t = "application/vnd.docker.distribution.manifest.v2+json";
+        let listing = format!(
+            "REF TYPE DIGEST SIZE PLATFORMS LABELS\n\
+             docker.io/oi/app:1 {t} {a} 1.9 MiB linux/amd64 -\n\
+             import-2026-12-01@{a} {t} {a} 1.9 MiB linux/amd64 -\n\
+             import-2026-12-01@{b} {t} {b} 1.9 MiB linux/amd64 -\n"
+        );
+        let dropped = digest_records_to_drop(&listing, &["docker.io/oi/app:1".to_string()]);
+        assert_eq!(dropped, [format!("import-2026-12-01@{a}")]);
+        assert!(digest_records_to_drop(&listing, &[]).is_empty());
     }
 
     #[test]

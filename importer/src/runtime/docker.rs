@@ -4,7 +4,9 @@
 //! docker-archives (`manifest.json`), so an OCI layout without one is given one on the fly:
 //! the tar entries pass through unchanged and a `manifest.json` naming the blob files is
 //! appended before the end-of-archive blocks (Docker reads the whole tar before it reads
-//! `manifest.json`). Archives that carry `manifest.json` pass through byte for byte.
+//! `manifest.json`). Archives that carry `manifest.json` pass through byte for byte, unless a
+//! name in it or in `index.json` would make Docker refuse it or name an image short: then a
+//! corrected `manifest.json` or `index.json` is appended the same way (the last one wins).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -35,6 +37,11 @@ pub struct Docker {
     api: String,
     /// The daemon's version, e.g. `20.10.24+dfsg1`.
     version: String,
+    /// Images are kept in containerd (Docker 24+ with the containerd image store): image IDs
+    /// are manifest or index digests, not config digests.
+    containerd_store: bool,
+    /// The node's machine (`GET /info` `Architecture`, e.g. `x86_64`).
+    architecture: String,
 }
 
 /// Connect to the Docker daemon at `socket`, agree on an API version (`GET /_ping`), and ask
@@ -77,19 +84,40 @@ pub fn connect(socket: &Path) -> Result<Docker> {
         #[serde(default)]
         version: String,
     }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Info {
+        #[serde(default)]
+        driver_status: Option<Vec<Vec<String>>>,
+        #[serde(default)]
+        architecture: String,
+    }
     let docker = Docker {
         client,
         api,
         version: String::new(),
+        containerd_store: false,
+        architecture: String::new(),
     };
     let v: Version = docker.get_json("/version", SMALL_ANSWER)?;
+    let info: Info = docker.get_json("/info", SMALL_ANSWER)?;
     Ok(Docker {
         version: if v.version.is_empty() {
             "(version unknown)".into()
         } else {
             v.version
         },
+        containerd_store: uses_containerd_store(info.driver_status.as_deref().unwrap_or(&[])),
+        architecture: info.architecture,
         ..docker
+    })
+}
+
+/// `GET /info`'s `DriverStatus` of the containerd image store names its snapshotter as
+/// `["driver-type", "io.containerd.snapshotter.v1"]`.
+fn uses_containerd_store(driver_status: &[Vec<String>]) -> bool {
+    driver_status.iter().any(|kv| {
+        kv.len() == 2 && kv[0] == "driver-type" && kv[1].starts_with("io.containerd.snapshotter")
     })
 }
 
@@ -183,43 +211,48 @@ impl Runtime for Docker {
 
     fn describe(&self) -> String {
         format!(
-            "docker {} (API {}) at {}",
+            "docker {} (API {}{}) at {}",
             self.version,
             self.api,
+            if self.containerd_store {
+                ", containerd image store"
+            } else {
+                ""
+            },
             self.client.socket().display()
         )
     }
 
     fn present(&self) -> Result<Vec<Present>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Summary {
-            id: String,
-            #[serde(default)]
-            repo_tags: Option<Vec<String>>,
-            #[serde(default)]
-            labels: Option<BTreeMap<String, String>>,
+        Ok(self
+            .images()?
+            .into_iter()
+            .map(|(name, id, labels)| Present {
+                name,
+                // The containerd store's IDs are manifest digests: the config is not known.
+                config_digest: Some(id).filter(|s| !s.is_empty() && !self.containerd_store),
+                labels,
+            })
+            .collect())
+    }
+
+    fn target_digests(&self) -> Result<BTreeMap<String, String>> {
+        if !self.containerd_store {
+            return Ok(BTreeMap::new());
         }
-        let images: Vec<Summary> = self.get_json("/images/json", IMAGE_LIST_MAX)?;
-        let mut out = Vec::new();
-        for image in images {
-            for tag in image.repo_tags.iter().flatten() {
-                if tag == "<none>:<none>" {
-                    continue;
-                }
-                // Docker's own names are valid references; one that is not cannot match
-                // anything an archive names, so it is left out.
-                let Ok(name) = reference::normalize(tag) else {
-                    continue;
-                };
-                out.push(Present {
-                    name,
-                    config_digest: Some(image.id.clone()).filter(|s| !s.is_empty()),
-                    labels: image.labels.clone().unwrap_or_default(),
-                });
-            }
-        }
-        Ok(out)
+        Ok(self
+            .images()?
+            .into_iter()
+            .map(|(name, id, _)| (name, id))
+            .collect())
+    }
+
+    fn keeps_labels(&self) -> bool {
+        false
+    }
+
+    fn node_architecture(&self) -> Option<String> {
+        (!self.architecture.is_empty()).then(|| super::oci_architecture(&self.architecture))
     }
 
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
@@ -259,12 +292,21 @@ impl Runtime for Docker {
             (Ok(i), None) => i,
         };
         let mut info = inspected.info.clone();
-        let finished = if inspected.has_docker_manifest {
+        // A later manifest.json or index.json replaces the first in every Docker's load.
+        let fixes = match docker_fixes(&inspected) {
+            Ok(f) => f,
+            Err(e) => return Err(e.context("the archive cannot be read")),
+        };
+        let finished = if inspected.has_docker_manifest && fixes.is_empty() {
             forward.pass_through_end()
         } else {
-            let (manifest, left_out) = inspected.docker_manifest_for(platform)?;
-            info.warnings.extend(left_out);
-            forward.append_manifest(inspected.end_of_entries, &manifest)
+            let mut entries = fixes;
+            if !inspected.has_docker_manifest {
+                let (manifest, left_out) = inspected.docker_manifest_for(platform)?;
+                info.warnings.extend(left_out);
+                entries.insert(0, ("manifest.json", manifest));
+            }
+            forward.append_entries(inspected.end_of_entries, &entries)
         };
         if let Err(e) = finished {
             if forward.sink_error.is_some() {
@@ -280,6 +322,59 @@ impl Runtime for Docker {
         let mut resp = request.response(Wait::Unlimited)?;
         let names = read_load_answer(&peer, &mut resp)?;
         Ok(Imported { info, names })
+    }
+}
+
+/// Entries to add to an archive so that every Docker loads it under the names it holds: a
+/// `manifest.json` whose bare `RepoTags` have their tag (Docker refuses them as "invalid
+/// tag"), an `index.json` that lists and fully names the images when the archive's lists none
+/// or names them short (the containerd image store reads only the index).
+fn docker_fixes(inspected: &crate::archive::Inspected) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    let mut fixes = Vec::new();
+    if let Some(m) = inspected.docker_manifest_retagged()? {
+        fixes.push(("manifest.json", m));
+    }
+    if let Some(i) = inspected.oci_index_for_containerd()? {
+        fixes.push(("index.json", i));
+    }
+    Ok(fixes)
+}
+
+/// A named image as `GET /images/json` lists it: (normalised name, image ID, labels).
+type Listed = (String, String, BTreeMap<String, String>);
+
+impl Docker {
+    /// Every named image.
+    fn images(&self) -> Result<Vec<Listed>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Summary {
+            id: String,
+            #[serde(default)]
+            repo_tags: Option<Vec<String>>,
+            #[serde(default)]
+            labels: Option<BTreeMap<String, String>>,
+        }
+        let images: Vec<Summary> = self.get_json("/images/json", IMAGE_LIST_MAX)?;
+        let mut out = Vec::new();
+        for image in images {
+            for tag in image.repo_tags.iter().flatten() {
+                if tag == "<none>:<none>" {
+                    continue;
+                }
+                // Docker's own names are valid references; one that is not cannot match
+                // anything an archive names, so it is left out.
+                let Ok(name) = reference::normalize(tag) else {
+                    continue;
+                };
+                out.push((
+                    name,
+                    image.id.clone(),
+                    image.labels.clone().unwrap_or_default(),
+                ));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -467,8 +562,8 @@ impl<'a, R: Read + ?Sized, W: Write> Forward<'a, R, W> {
         Ok(())
     }
 
-    /// Send the entry data held back, then a `manifest.json` entry, then the end-of-archive.
-    fn append_manifest(&mut self, end: u64, manifest: &[u8]) -> Result<()> {
+    /// Send the entry data held back, then `entries` (name, data), then the end-of-archive.
+    fn append_entries(&mut self, end: u64, entries: &[(&str, Vec<u8>)]) -> Result<()> {
         let zeros_start = if self.zeros == 0 {
             self.pos
         } else {
@@ -484,25 +579,27 @@ impl<'a, R: Read + ?Sized, W: Write> Forward<'a, R, W> {
         let of_entries = end - zeros_start;
         self.zeros = 0;
         self.send_zeros(of_entries)?;
-        let mut header = tar::Header::new_ustar();
-        header
-            .set_path("manifest.json")
-            .context("cannot write the manifest.json header")?;
-        header.set_size(manifest.len() as u64);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        );
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        self.send(header.as_bytes())?;
-        self.send(manifest)?;
-        let pad = (BLOCK - manifest.len() % BLOCK) % BLOCK;
-        self.send_zeros(pad as u64)?;
+        for (name, data) in entries {
+            let mut header = tar::Header::new_ustar();
+            header
+                .set_path(name)
+                .with_context(|| format!("cannot write the {name} header"))?;
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            );
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_cksum();
+            self.send(header.as_bytes())?;
+            self.send(data)?;
+            let pad = (BLOCK - data.len() % BLOCK) % BLOCK;
+            self.send_zeros(pad as u64)?;
+        }
         // The end-of-archive: two zero blocks at least, and the padding that followed.
         let rest = held - of_entries;
         self.send_zeros(rest.max(2 * BLOCK as u64))?;
@@ -581,7 +678,8 @@ mod tests {
                     let last = a.entries().unwrap().last().unwrap().unwrap();
                     last.raw_file_position() + last.size().div_ceil(512) * 512
                 };
-                f.append_manifest(end, m).unwrap()
+                f.append_entries(end, &[("manifest.json", m.to_vec())])
+                    .unwrap()
             }
         }
         out

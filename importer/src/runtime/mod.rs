@@ -45,6 +45,25 @@ pub trait Runtime: Send + Sync {
     /// Every named image the runtime has (in the configured namespace).
     fn present(&self) -> Result<Vec<Present>>;
 
+    /// For a runtime that knows its images by the manifest or index a name points to rather
+    /// than by their config (Docker's containerd image store, whose image IDs are manifest
+    /// digests, and whose [`Present::config_digest`] is therefore `None`): name -> that digest.
+    fn target_digests(&self) -> Result<BTreeMap<String, String>> {
+        Ok(BTreeMap::new())
+    }
+
+    /// The machine architecture the runtime reports for its node, in OCI terms (`amd64`,
+    /// `arm64`), when it tells.
+    fn node_architecture(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether the runtime keeps the labels [`Runtime::label`] sets, so that an archive can be
+    /// recognised by the labels its images carry.
+    fn keeps_labels(&self) -> bool {
+        true
+    }
+
     /// Load one archive, given as its decompressed tar stream, for `platform`. The stream is
     /// read to its end; the error, if any, says what the runtime answered.
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported>;
@@ -68,6 +87,35 @@ pub trait Runtime: Send + Sync {
     /// Remove the image `name` (its content goes when no other image refers to it).
     fn remove(&self, _name: &str) -> Result<()> {
         Err(Unsupported(self.kind()).into())
+    }
+}
+
+/// `x86_64` -> `amd64`, `aarch64` -> `arm64`: a kernel's machine name in OCI terms.
+pub fn oci_architecture(machine: &str) -> String {
+    match machine {
+        "x86_64" => "amd64",
+        "aarch64" | "arm64" => "arm64",
+        "armv7l" => "arm",
+        "i686" | "i386" => "386",
+        "ppc64le" => "ppc64le",
+        "s390x" => "s390x",
+        other => other,
+    }
+    .to_string()
+}
+
+/// An importer that runs on a node of another architecture (emulated) would import images for
+/// the wrong platform: refused, in one line, when the runtime says what its node runs.
+pub fn check_architecture(rt: &dyn Runtime) -> Result<()> {
+    let built = Platform::host();
+    match rt.node_architecture() {
+        Some(node) if node != built.architecture => Err(crate::exit::usage(format!(
+            "this importer is built for linux/{}, but {} runs on linux/{node}: \
+             use the importer image for linux/{node} (the image's index serves both)",
+            built.architecture,
+            rt.describe()
+        ))),
+        _ => Ok(()),
     }
 }
 
