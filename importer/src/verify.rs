@@ -1,17 +1,18 @@
 //! `offline-images verify`: is every image of every archive present in the runtime, under its
 //! name and with its config digest? Results on stdout, one line per image; exit 1 if not.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use anyhow::Result;
 use serde::Serialize;
 
 use crate::archive::check_images_path;
-use crate::archive::{self, Limits, Platform};
-use crate::bundle;
+use crate::archive::{self, Found, Limits, Platform};
+use crate::bundle::{self, BundleIndex};
 use crate::cli::{LogFormat, VerifyArgs};
 use crate::exit::Code;
-use crate::runtime::detect;
+use crate::runtime::{detect, Present};
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -48,16 +49,64 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
         detected.runtime.describe()
     );
     crate::runtime::check_architecture(detected.runtime.as_ref())?;
-    let present = detected.runtime.present()?;
-    let targets = detected.runtime.target_digests()?;
+    let runtime = InRuntime {
+        present: detected.runtime.present()?,
+        targets: detected.runtime.target_digests()?,
+    };
     let platform = Platform::host();
 
     let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let mut write = |line: &Line<'_>| -> io::Result<()> {
-        match args.log_format {
+    let mut out = Out {
+        format: args.log_format,
+        w: io::BufWriter::new(stdout.lock()),
+        tally: Tally::default(),
+    };
+    for r in &rejected {
+        let file = bundle::relative_name(root, &r.path);
+        out.unreadable(&file, r.reason.clone())?;
+    }
+    for f in &found {
+        let file = bundle::relative_name(root, &f.path);
+        match expected_images(index.as_ref(), &file, f, &platform) {
+            Ok(expected) => {
+                for img in &expected {
+                    check_image(&mut out, &file, img, &runtime, &platform)?;
+                }
+            }
+            Err(e) => out.unreadable(&file, format!("{e:#}"))?,
+        }
+    }
+    out.w.flush()?;
+    Ok(report(&out.tally, found.len()))
+}
+
+/// What the runtime has: every named image, and (Docker's containerd store) the manifest or
+/// index digest each name points to.
+struct InRuntime {
+    present: Vec<Present>,
+    targets: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: usize,
+    missing: Vec<String>,
+    unreadable: usize,
+}
+
+/// Result lines on stdout, text or JSON, counted as they are written.
+struct Out<W: Write> {
+    format: LogFormat,
+    w: W,
+    tally: Tally,
+}
+
+impl<W: Write> Out<W> {
+    fn line(&mut self, line: &Line<'_>) -> io::Result<()> {
+        let out = &mut self.w;
+        match self.format {
             LogFormat::Json => {
-                serde_json::to_writer(&mut out, line)?;
+                serde_json::to_writer(&mut *out, line)?;
                 writeln!(out)
             }
             LogFormat::Text => {
@@ -74,139 +123,142 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
                 writeln!(out)
             }
         }
-    };
+    }
 
-    let (mut ok, mut missing, mut unreadable) = (0usize, Vec::new(), 0usize);
-    for r in &rejected {
-        let file = bundle::relative_name(root, &r.path);
-        write(&Line {
-            file: &file,
+    fn unreadable(&mut self, file: &str, reason: String) -> io::Result<()> {
+        self.tally.unreadable += 1;
+        self.line(&Line {
+            file,
             status: "unreadable",
             name: None,
             config_digest: None,
-            reason: Some(r.reason.clone()),
-        })?;
-        unreadable += 1;
+            reason: Some(reason),
+        })
     }
-    for f in &found {
-        let file = bundle::relative_name(root, &f.path);
-        let from_index = index
-            .as_ref()
-            .and_then(|i| i.archive(&file))
-            .filter(|a| a.size == f.size)
-            .map(|a| {
-                a.images
-                    .iter()
-                    .map(|i| Expected {
-                        names: i.names.clone(),
-                        config_digest: Some(i.config_digest.clone()),
-                        digests: i.manifest_digest.iter().cloned().collect(),
-                    })
-                    .collect::<Vec<_>>()
-            });
-        let expected = match from_index {
-            Some(e) => e,
-            None => match archive::inspect_path(&f.path, Limits::default()) {
-                Ok(info) => info
-                    .images
-                    .iter()
-                    .map(|i| {
-                        let p = i.for_platform(&platform);
-                        Expected {
-                            names: i.names.clone(),
-                            config_digest: p.and_then(|p| p.config_digest.clone()),
-                            digests: [i.digest.clone(), p.and_then(|p| p.manifest_digest.clone())]
-                                .into_iter()
-                                .flatten()
-                                .collect(),
-                        }
-                    })
+}
+
+/// The images an archive should have put in the runtime: from images.json when it describes
+/// this file (same size), else from reading the archive.
+fn expected_images(
+    index: Option<&BundleIndex>,
+    file: &str,
+    f: &Found,
+    platform: &Platform,
+) -> Result<Vec<Expected>> {
+    if let Some(entry) = index
+        .and_then(|i| i.archive(file))
+        .filter(|a| a.size == f.size)
+    {
+        return Ok(entry
+            .images
+            .iter()
+            .map(|i| Expected {
+                names: i.names.clone(),
+                config_digest: Some(i.config_digest.clone()),
+                digests: i.manifest_digest.iter().cloned().collect(),
+            })
+            .collect());
+    }
+    let info = archive::inspect_path(&f.path, Limits::default())?;
+    Ok(info
+        .images
+        .iter()
+        .map(|i| {
+            let p = i.for_platform(platform);
+            Expected {
+                names: i.names.clone(),
+                config_digest: p.and_then(|p| p.config_digest.clone()),
+                digests: [i.digest.clone(), p.and_then(|p| p.manifest_digest.clone())]
+                    .into_iter()
+                    .flatten()
                     .collect(),
-                Err(e) => {
-                    write(&Line {
-                        file: &file,
-                        status: "unreadable",
-                        name: None,
-                        config_digest: None,
-                        reason: Some(format!("{e:#}")),
-                    })?;
-                    unreadable += 1;
-                    continue;
-                }
-            },
-        };
-        for img in &expected {
-            let Some(config) = img.config_digest.as_deref() else {
-                write(&Line {
-                    file: &file,
-                    status: "missing",
-                    name: img.names.first().map(String::as_str),
-                    config_digest: None,
-                    reason: Some(format!("the archive has no image for {platform}")),
-                })?;
-                missing.push(img.names.join(", "));
-                continue;
-            };
-            let names: Vec<Option<&str>> = if img.names.is_empty() {
-                vec![None]
-            } else {
-                img.names.iter().map(|n| Some(n.as_str())).collect()
-            };
-            for name in names {
-                let same = |p: &crate::runtime::Present| match &p.config_digest {
-                    Some(c) => c == config,
-                    // Docker's containerd image store knows the manifest, not the config.
-                    None => targets
-                        .get(&p.name)
-                        .is_some_and(|t| img.digests.contains(t)),
-                };
-                let here = present
-                    .iter()
-                    .any(|p| same(p) && name.is_none_or(|n| p.name == n));
-                let reason = (!here).then(|| match name {
-                    Some(n) => match present.iter().find(|p| p.name == n) {
-                        Some(p) => format!(
-                            "{n} is present with config {}, not {config}",
-                            p.config_digest.as_deref().unwrap_or("unknown")
-                        ),
-                        None => format!("{n} is not in the runtime"),
-                    },
-                    None => "no image with this config is in the runtime".to_string(),
-                });
-                write(&Line {
-                    file: &file,
-                    status: if here { "present" } else { "missing" },
-                    name,
-                    config_digest: Some(config),
-                    reason,
-                })?;
-                if here {
-                    ok += 1;
-                } else {
-                    missing.push(name.unwrap_or(config).to_string());
-                }
             }
+        })
+        .collect())
+}
+
+/// One line per name of `img` (one line when it has none): present or missing, and why.
+fn check_image<W: Write>(
+    out: &mut Out<W>,
+    file: &str,
+    img: &Expected,
+    rt: &InRuntime,
+    platform: &Platform,
+) -> io::Result<()> {
+    let Some(config) = img.config_digest.as_deref() else {
+        out.tally.missing.push(img.names.join(", "));
+        return out.line(&Line {
+            file,
+            status: "missing",
+            name: img.names.first().map(String::as_str),
+            config_digest: None,
+            reason: Some(format!("the archive has no image for {platform}")),
+        });
+    };
+    let names: Vec<Option<&str>> = if img.names.is_empty() {
+        vec![None]
+    } else {
+        img.names.iter().map(|n| Some(n.as_str())).collect()
+    };
+    for name in names {
+        let same = |p: &Present| match &p.config_digest {
+            Some(c) => c == config,
+            // Docker's containerd image store knows the manifest, not the config.
+            None => rt
+                .targets
+                .get(&p.name)
+                .is_some_and(|t| img.digests.contains(t)),
+        };
+        let here = rt
+            .present
+            .iter()
+            .any(|p| same(p) && name.is_none_or(|n| p.name == n));
+        let reason = (!here).then(|| match name {
+            Some(n) => match rt.present.iter().find(|p| p.name == n) {
+                Some(p) => format!(
+                    "{n} is present with config {}, not {config}",
+                    p.config_digest.as_deref().unwrap_or("unknown")
+                ),
+                None => format!("{n} is not in the runtime"),
+            },
+            None => "no image with this config is in the runtime".to_string(),
+        });
+        if here {
+            out.tally.ok += 1;
+        } else {
+            out.tally.missing.push(name.unwrap_or(config).to_string());
         }
+        out.line(&Line {
+            file,
+            status: if here { "present" } else { "missing" },
+            name,
+            config_digest: Some(config),
+            reason,
+        })?;
     }
-    out.flush()?;
-    drop(out);
-    if missing.is_empty() && unreadable == 0 {
+    Ok(())
+}
+
+/// The closing line on stderr, and the exit code.
+fn report(t: &Tally, archives: usize) -> Code {
+    if t.missing.is_empty() && t.unreadable == 0 {
         eprintln!(
-            "offline-images: all {ok} image(s) of {} archive(s) are present",
-            found.len()
+            "offline-images: all {} image(s) of {archives} archive(s) are present",
+            t.ok
         );
-        return Ok(Code::Success);
+        return Code::Success;
     }
     let mut msg = format!(
-        "offline-images: {ok} image(s) present, {} missing",
-        missing.len()
+        "offline-images: {} image(s) present, {} missing",
+        t.ok,
+        t.missing.len()
     );
-    if !missing.is_empty() {
-        msg.push_str(&format!(": {}", missing.join(", ")));
+    if !t.missing.is_empty() {
+        msg.push_str(&format!(": {}", t.missing.join(", ")));
     }
-    if unreadable > 0 {
-        msg.push_str(&format!("; {unreadable} archive(s) could not be read"));
+    if t.unreadable > 0 {
+        msg.push_str(&format!("; {} archive(s) could not be read", t.unreadable));
     }
     eprintln!("{msg}");
-    Ok(Code::Failure)
+    Code::Failure
 }
