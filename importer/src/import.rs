@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::archive::{self, check_images_path, ArchiveInfo, Found, Platform};
+use crate::archive::{self, check_images_path, ArchiveInfo, Found, Platform, Rejected};
 use crate::bundle::{self, BundleArchive, BundleIndex};
 use crate::cli::ImportArgs;
 use crate::exit::{self, Code};
@@ -193,48 +193,13 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     let root = &args.images_path;
     let release_key = args.release.as_deref().map(release_label).transpose()?;
     let required = required_images(&args.require)?;
-    check_images_path(root)?;
-    let (found, rejected) = archive::discover(root)?;
-    let sums = bundle::read_sums(root)
-        .map_err(|e| exit::usage(format!("{e:#}: the bundle's checksums cannot be trusted")))?;
-    let index = match bundle::read_index(root) {
-        Ok(i) => i,
-        Err(e) => {
-            reporter.warn(
-                None,
-                &format!("{e:#}; reading the archives themselves instead"),
-            );
-            None
-        }
-    };
+    let bundle = Bundle::read(root, reporter)?;
 
     let detected = detect::detect(&args.runtime)?;
     let rt = detected.runtime.as_ref();
     runtime::check_architecture(rt)?;
     let socket = detected.socket.display().to_string();
-    let description = rt.describe();
-    reporter.emit(&Event::Runtime {
-        runtime: rt.kind(),
-        socket: &socket,
-        namespace: detected.namespace.as_deref(),
-        description: &description,
-        reason: &detected.reason,
-    });
-    let total_bytes: u64 = found.iter().map(|f| f.size).sum();
-    let images_path = root.display().to_string();
-    reporter.emit(&Event::Start {
-        version: env!("CARGO_PKG_VERSION"),
-        runtime: &description,
-        socket: &socket,
-        namespace: detected.namespace.as_deref(),
-        images_path: &images_path,
-        archives: found.len(),
-        bytes: total_bytes,
-        jobs: args.jobs,
-        dry_run: args.dry_run,
-        force: args.force,
-    });
-
+    announce(args, &detected, &socket, &bundle.found, reporter);
     say_left_out_nodes(&args.left_out_nodes, reporter);
     let _lock = if args.dry_run {
         None
@@ -242,19 +207,127 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         lock_node(&detected.socket, reporter)
     };
 
+    let ctx = Run {
+        args,
+        runtime: rt,
+        reporter,
+        platform: Platform::host(),
+    };
+    let (mut results, todo) = plan(&ctx, &bundle, release_key.as_deref())?;
+    let interrupted = execute(&ctx, &todo, &mut results);
+    let missing = if args.dry_run || interrupted {
+        Vec::new()
+    } else {
+        check_presence(
+            rt,
+            &expected_images(bundle.index.as_ref(), &required, &ctx.platform),
+            reporter,
+        )
+    };
+    let summary = Summary {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        runtime: rt.kind().to_string(),
+        socket,
+        namespace: detected.namespace.clone(),
+        images_path: root.display().to_string(),
+        dry_run: args.dry_run,
+        interrupted,
+        seconds: started.elapsed().as_secs_f64(),
+        imported: Summary::count(&results, Status::Imported),
+        skipped: Summary::count(&results, Status::Skipped),
+        failed: Summary::count(&results, Status::Failed),
+        would_import: Summary::count(&results, Status::WouldImport),
+        archives: results,
+        missing,
+    };
+    finish(args, &summary, reporter)
+}
+
+/// What the images path holds: the archives found (and the paths refused), with the names
+/// SHA256SUMS and images.json give them.
+struct Bundle {
+    root: PathBuf,
+    found: Vec<Found>,
+    rejected: Vec<Rejected>,
+    sums: Option<BTreeMap<String, String>>,
+    index: Option<BundleIndex>,
+}
+
+impl Bundle {
+    fn read(root: &Path, reporter: &Reporter) -> Result<Bundle> {
+        check_images_path(root)?;
+        let (found, rejected) = archive::discover(root)?;
+        let sums = bundle::read_sums(root)
+            .map_err(|e| exit::usage(format!("{e:#}: the bundle's checksums cannot be trusted")))?;
+        let index = bundle::read_index(root).unwrap_or_else(|e| {
+            reporter.warn(
+                None,
+                &format!("{e:#}; reading the archives themselves instead"),
+            );
+            None
+        });
+        Ok(Bundle {
+            root: root.to_path_buf(),
+            found,
+            rejected,
+            sums,
+            index,
+        })
+    }
+}
+
+/// The log's header: which runtime, on which socket, and what the run will look at.
+fn announce(
+    args: &ImportArgs,
+    detected: &detect::Detected,
+    socket: &str,
+    found: &[Found],
+    reporter: &Reporter,
+) {
+    let rt = detected.runtime.as_ref();
+    let description = rt.describe();
+    reporter.emit(&Event::Runtime {
+        runtime: rt.kind(),
+        socket,
+        namespace: detected.namespace.as_deref(),
+        description: &description,
+        reason: &detected.reason,
+    });
+    let images_path = args.images_path.display().to_string();
+    reporter.emit(&Event::Start {
+        version: env!("CARGO_PKG_VERSION"),
+        runtime: &description,
+        socket,
+        namespace: detected.namespace.as_deref(),
+        images_path: &images_path,
+        archives: found.len(),
+        bytes: found.iter().map(|f| f.size).sum(),
+        jobs: args.jobs,
+        dry_run: args.dry_run,
+        force: args.force,
+    });
+}
+
+/// Decide for every path of the bundle: refused paths and files SHA256SUMS lists but the
+/// bundle lacks fail at once, archives already present are skipped (labelled for this
+/// release too), the rest is to import. Results decided here are already in the log.
+fn plan(
+    ctx: &Run<'_>,
+    b: &Bundle,
+    release_key: Option<&str>,
+) -> Result<(Vec<ArchiveResult>, Vec<Planned>)> {
+    let (args, rt, reporter) = (ctx.args, ctx.runtime, ctx.reporter);
+    let root = &b.root;
     let mut results: Vec<ArchiveResult> = Vec::new();
-    let emit = |r: ArchiveResult, results: &mut Vec<ArchiveResult>| {
+    let mut emit = |r: ArchiveResult| {
         reporter.emit(&Event::Archive(&r));
         results.push(r);
     };
-    for r in &rejected {
+    for r in &b.rejected {
         let file = bundle::relative_name(root, &r.path);
-        emit(
-            ArchiveResult::failed(&file, 0, r.reason.clone()),
-            &mut results,
-        );
+        emit(ArchiveResult::failed(&file, 0, r.reason.clone()));
     }
-    if found.is_empty() && rejected.is_empty() {
+    if b.found.is_empty() && b.rejected.is_empty() {
         reporter.warn(
             None,
             &format!(
@@ -263,40 +336,33 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
             ),
         );
     }
-
-    // SHA256SUMS lines whose file is missing: the bundle is incomplete.
-    let mut sums = sums;
-    let found_names: Vec<String> = found
+    let found_names: Vec<String> = b
+        .found
         .iter()
         .map(|f| bundle::relative_name(root, &f.path))
         .collect();
-    if let Some(s) = &sums {
-        for file in s.keys() {
-            if !found_names.contains(file) {
-                emit(
-                    ArchiveResult::failed(
-                        file,
-                        0,
-                        format!(
-                            "listed in {} but not found in {}: the bundle was not copied completely",
-                            bundle::SUMS_FILE,
-                            root.display()
-                        ),
-                    ),
-                    &mut results,
-                );
-            }
+    // SHA256SUMS lines whose file is missing: the bundle is incomplete.
+    for file in b.sums.iter().flat_map(|s| s.keys()) {
+        if !found_names.contains(file) {
+            emit(ArchiveResult::failed(
+                file,
+                0,
+                format!(
+                    "listed in {} but not found in {}: the bundle was not copied completely",
+                    bundle::SUMS_FILE,
+                    root.display()
+                ),
+            ));
         }
     }
-
-    let present = if found.is_empty() {
+    let present = if b.found.is_empty() {
         PresentSet::new(Vec::new())
     } else {
         with_retries(reporter, None, || PresentSet::of(rt))?
     };
-
+    let mut sums = b.sums.clone();
     let mut todo: Vec<Planned> = Vec::new();
-    for (f, file) in found.into_iter().zip(found_names) {
+    for (f, file) in b.found.iter().cloned().zip(found_names) {
         let meta = std::fs::metadata(&f.path).ok();
         let fingerprint = fingerprint(&file, meta.as_ref());
         let expected_sha256 = sums.as_mut().and_then(|s| s.remove(&file));
@@ -311,19 +377,20 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         }
         if !args.force {
             let read = !rt.keeps_labels();
-            if let Some(r) = skip_result(
+            let skipped = skip_result(
                 &present,
-                index.as_ref(),
+                b.index.as_ref(),
                 &file,
                 &f,
                 &fingerprint,
                 read,
                 reporter,
-            ) {
-                if let (Some(key), false) = (&release_key, args.dry_run) {
+            );
+            if let Some(r) = skipped {
+                if let (Some(key), false) = (release_key, args.dry_run) {
                     label_for_release(rt, &present, &r.names, key, &file, reporter);
                 }
-                emit(r, &mut results);
+                emit(r);
                 continue;
             }
         }
@@ -334,66 +401,17 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
             expected_sha256,
         });
     }
+    Ok((results, todo))
+}
 
-    let ctx = Run {
-        args,
-        runtime: rt,
-        reporter,
-        platform: Platform::host(),
-    };
-    let mut done = Mutex::new(Vec::new());
-    let mut landed = Mutex::new(Vec::new());
-    let retry = Mutex::new(Vec::new());
-    let next = AtomicUsize::new(0);
-    thread::scope(|s| {
-        for _ in 0..usize::from(args.jobs).min(todo.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(p) = todo.get(i) else { break };
-                if stop_signal().is_some() {
-                    break;
-                }
-                let (r, names) = import_one(&ctx, p);
-                if args.jobs > 1 && lost_a_parallel_race(&r) {
-                    // Tried again alone below, once the other imports are done.
-                    retry.lock().unwrap_or_else(|e| e.into_inner()).push(i);
-                    continue;
-                }
-                reporter.emit(&Event::Archive(&r));
-                done.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
-                landed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((i, names));
-            });
-        }
-    });
-    let mut retry = retry.into_inner().unwrap_or_else(|e| e.into_inner());
-    retry.sort_unstable();
-    for i in retry {
-        if stop_signal().is_some() {
-            break;
-        }
-        let p = &todo[i];
-        reporter.info(&format!(
-            "{}: importing again on its own: a parallel import was writing a layer or an image name it shares",
-            p.file
-        ));
-        let (r, names) = import_one(&ctx, p);
-        reporter.emit(&Event::Archive(&r));
-        done.get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((i, r));
-        landed
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((i, names));
-    }
-    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+/// Import the planned archives `--jobs` at a time, each result logged as it lands, onto
+/// `results` in plan order. Returns whether a signal stopped the run (the archives not
+/// started then fail as such).
+fn execute(ctx: &Run<'_>, todo: &[Planned], results: &mut Vec<ArchiveResult>) -> bool {
+    let (mut done, landed) = import_parallel(ctx, todo);
     done.sort_by_key(|(i, _)| *i);
     if stop_signal().is_none() {
-        let landed = landed.into_inner().unwrap_or_else(|e| e.into_inner());
-        settle_shared_names(&ctx, &todo, landed, &mut done);
+        settle_shared_names(ctx, todo, landed, &mut done);
     }
     let interrupted = stop_signal().is_some();
     if interrupted {
@@ -405,38 +423,75 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
                     p.found.size,
                     "not started: the run was stopped",
                 );
-                reporter.emit(&Event::Archive(&r));
+                ctx.reporter.emit(&Event::Archive(&r));
                 done.push((i, r));
             }
         }
     }
     results.extend(done.into_iter().map(|(_, r)| r));
-    let missing = if args.dry_run || interrupted {
-        Vec::new()
-    } else {
-        check_presence(
-            rt,
-            &expected_images(index.as_ref(), &required, &ctx.platform),
-            reporter,
-        )
-    };
+    interrupted
+}
 
-    let summary = Summary {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        runtime: rt.kind().to_string(),
-        socket,
-        namespace: detected.namespace.clone(),
-        images_path,
-        dry_run: args.dry_run,
-        interrupted,
-        seconds: started.elapsed().as_secs_f64(),
-        imported: Summary::count(&results, Status::Imported),
-        skipped: Summary::count(&results, Status::Skipped),
-        failed: Summary::count(&results, Status::Failed),
-        would_import: Summary::count(&results, Status::WouldImport),
-        archives: results,
-        missing,
+/// What the workers did, by index in the plan: each archive's result, and the names it set.
+type Landed = (Vec<(usize, ArchiveResult)>, Vec<(usize, NameConfigs)>);
+
+/// The workers: each takes the next archive; one that lost a race with a parallel import is
+/// imported again alone once the others are done.
+fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
+    let jobs = ctx.args.jobs;
+    let done = Mutex::new(Vec::new());
+    let landed = Mutex::new(Vec::new());
+    let retry = Mutex::new(Vec::new());
+    let next = AtomicUsize::new(0);
+    let land = |i: usize, r: ArchiveResult, names: NameConfigs| {
+        ctx.reporter.emit(&Event::Archive(&r));
+        done.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
+        landed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((i, names));
     };
+    thread::scope(|s| {
+        for _ in 0..usize::from(jobs).min(todo.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(p) = todo.get(i) else { break };
+                if stop_signal().is_some() {
+                    break;
+                }
+                let (r, names) = import_one(ctx, p);
+                if jobs > 1 && lost_a_parallel_race(&r) {
+                    // Tried again alone below, once the other imports are done.
+                    retry.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+                    continue;
+                }
+                land(i, r, names);
+            });
+        }
+    });
+    let mut retry = retry.into_inner().unwrap_or_else(|e| e.into_inner());
+    retry.sort_unstable();
+    for i in retry {
+        if stop_signal().is_some() {
+            break;
+        }
+        let p = &todo[i];
+        ctx.reporter.info(&format!(
+            "{}: importing again on its own: a parallel import was writing a layer or an image name it shares",
+            p.file
+        ));
+        let (r, names) = import_one(ctx, p);
+        land(i, r, names);
+    }
+    (
+        done.into_inner().unwrap_or_else(|e| e.into_inner()),
+        landed.into_inner().unwrap_or_else(|e| e.into_inner()),
+    )
+}
+
+/// The summary (the log's last line), the termination message, `--report`, and the exit code.
+fn finish(args: &ImportArgs, summary: &Summary, reporter: &Reporter) -> Result<Code> {
+    let interrupted = summary.interrupted;
     // Said before the summary, so the summary stays the log's last line.
     if summary.failed > 0 && !args.strict && !interrupted && summary.missing.is_empty() {
         reporter.info(&format!(
@@ -444,10 +499,10 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
             summary.failed
         ));
     }
-    reporter.emit(&Event::Summary(&summary));
-    report::write_termination_message(Path::new(report::TERMINATION_LOG), &summary);
+    reporter.emit(&Event::Summary(summary));
+    report::write_termination_message(Path::new(report::TERMINATION_LOG), summary);
     if let Some(path) = &args.report {
-        let mut data = serde_json::to_vec_pretty(&summary)?;
+        let mut data = serde_json::to_vec_pretty(summary)?;
         data.push(b'\n');
         bundle::write_atomic(path, &data)
             .with_context(|| format!("cannot write the report {}", path.display()))?;
