@@ -276,6 +276,28 @@ impl Bundle {
     }
 }
 
+impl Bundle {
+    /// SHA256SUMS lines whose file is missing: the bundle is incomplete.
+    fn listed_but_absent(&self, found_names: &[String]) -> Vec<ArchiveResult> {
+        self.sums
+            .iter()
+            .flat_map(|s| s.keys())
+            .filter(|file| !found_names.contains(file))
+            .map(|file| {
+                ArchiveResult::failed(
+                    file,
+                    0,
+                    format!(
+                        "listed in {} but not found in {}: the bundle was not copied completely",
+                        bundle::SUMS_FILE,
+                        self.root.display()
+                    ),
+                )
+            })
+            .collect()
+    }
+}
+
 /// The log's header: which runtime, on which socket, and what the run will look at.
 fn announce(
     args: &ImportArgs,
@@ -341,19 +363,8 @@ fn plan(
         .iter()
         .map(|f| bundle::relative_name(root, &f.path))
         .collect();
-    // SHA256SUMS lines whose file is missing: the bundle is incomplete.
-    for file in b.sums.iter().flat_map(|s| s.keys()) {
-        if !found_names.contains(file) {
-            emit(ArchiveResult::failed(
-                file,
-                0,
-                format!(
-                    "listed in {} but not found in {}: the bundle was not copied completely",
-                    bundle::SUMS_FILE,
-                    root.display()
-                ),
-            ));
-        }
+    for r in b.listed_but_absent(&found_names) {
+        emit(r);
     }
     let present = if b.found.is_empty() {
         PresentSet::new(Vec::new())
@@ -365,16 +376,7 @@ fn plan(
     for (f, file) in b.found.iter().cloned().zip(found_names) {
         let meta = std::fs::metadata(&f.path).ok();
         let fingerprint = fingerprint(&file, meta.as_ref());
-        let expected_sha256 = sums.as_mut().and_then(|s| s.remove(&file));
-        if sums.is_some() && expected_sha256.is_none() {
-            reporter.warn(
-                Some(&file),
-                &format!(
-                    "not listed in {}: its checksum cannot be verified",
-                    bundle::SUMS_FILE
-                ),
-            );
-        }
+        let expected_sha256 = expected_sha256(&mut sums, &file, reporter);
         if !args.force {
             let read = !rt.keeps_labels();
             let skipped = skip_result(
@@ -402,6 +404,27 @@ fn plan(
         });
     }
     Ok((results, todo))
+}
+
+/// The checksum SHA256SUMS gives `file` (taken out of `sums`), with a warning when the bundle
+/// has SHA256SUMS but it does not list the file.
+fn expected_sha256(
+    sums: &mut Option<BTreeMap<String, String>>,
+    file: &str,
+    reporter: &Reporter,
+) -> Option<String> {
+    let sums = sums.as_mut()?;
+    let found = sums.remove(file);
+    if found.is_none() {
+        reporter.warn(
+            Some(file),
+            &format!(
+                "not listed in {}: its checksum cannot be verified",
+                bundle::SUMS_FILE
+            ),
+        );
+    }
+    found
 }
 
 /// Import the planned archives `--jobs` at a time, each result logged as it lands, onto
@@ -830,6 +853,9 @@ fn import_one(ctx: &Run<'_>, p: &Planned) -> (ArchiveResult, NameConfigs) {
 /// Image names with the config digest each was given.
 type NameConfigs = Vec<(String, Option<String>)>;
 
+/// The archives (by index in the plan) that set one name, each with the config digest it gave.
+type Sources = Vec<(usize, Option<String>)>;
+
 /// When several archives carry the same name, the archive that sorts last (by path) wins, as
 /// it does in a one-at-a-time run, and the log says so. With `--jobs` above 1 those archives
 /// may have finished in another order: the name is then checked, and the last archive
@@ -841,7 +867,6 @@ fn settle_shared_names(
     done: &mut [(usize, ArchiveResult)],
 ) {
     // Name -> (archive, config digest) for every archive that set it.
-    type Sources = Vec<(usize, Option<String>)>;
     let mut by_name: BTreeMap<String, Sources> = BTreeMap::new();
     for (i, names) in landed {
         for (name, config) in names {
@@ -859,44 +884,7 @@ fn settle_shared_names(
         from.sort_by_key(|(i, _)| *i);
     }
     if ctx.args.jobs > 1 {
-        let present = match with_retries(ctx.reporter, None, || PresentSet::of(ctx.runtime)) {
-            Ok(p) => p,
-            Err(e) => {
-                ctx.reporter.warn(
-                    None,
-                    &format!("cannot check names that several archives carry: {e:#}"),
-                );
-                PresentSet::new(Vec::new())
-            }
-        };
-        let mut again: Vec<usize> = shared
-            .iter()
-            .filter_map(|(name, from)| {
-                let (last, config) = from.last()?;
-                let config = config.as_deref()?;
-                (!present.by_name.is_empty() && !present.has(name, config)).then_some(*last)
-            })
-            .collect();
-        again.sort_unstable();
-        again.dedup();
-        for i in again {
-            if stop_signal().is_some() {
-                return;
-            }
-            let p = &todo[i];
-            ctx.reporter.info(&format!(
-                "importing {} once more: it sorts after other archives carrying the same names, \
-                 which finished after it",
-                p.file
-            ));
-            let (r, _) = import_one(ctx, p);
-            if r.status == Status::Failed {
-                ctx.reporter.emit(&Event::Archive(&r));
-            }
-            if let Some(slot) = done.iter_mut().find(|(j, _)| *j == i) {
-                slot.1 = r;
-            }
-        }
+        reimport_last_of_shared(ctx, todo, &shared, done);
     }
     for (name, from) in &shared {
         let describe = |(i, config): &(usize, Option<String>)| match config {
@@ -918,20 +906,58 @@ fn settle_shared_names(
     }
 }
 
+/// With parallel imports, an archive that sorts last for a shared name may have finished
+/// before an earlier one: import it once more so that the archive sorting last wins.
+fn reimport_last_of_shared(
+    ctx: &Run<'_>,
+    todo: &[Planned],
+    shared: &[(String, Sources)],
+    done: &mut [(usize, ArchiveResult)],
+) {
+    let present = match with_retries(ctx.reporter, None, || PresentSet::of(ctx.runtime)) {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.reporter.warn(
+                None,
+                &format!("cannot check names that several archives carry: {e:#}"),
+            );
+            PresentSet::new(Vec::new())
+        }
+    };
+    let mut again: Vec<usize> = shared
+        .iter()
+        .filter_map(|(name, from)| {
+            let (last, config) = from.last()?;
+            let config = config.as_deref()?;
+            (!present.by_name.is_empty() && !present.has(name, config)).then_some(*last)
+        })
+        .collect();
+    again.sort_unstable();
+    again.dedup();
+    for i in again {
+        if stop_signal().is_some() {
+            return;
+        }
+        let p = &todo[i];
+        ctx.reporter.info(&format!(
+            "importing {} once more: it sorts after other archives carrying the same names, \
+             which finished after it",
+            p.file
+        ));
+        let (r, _) = import_one(ctx, p);
+        if r.status == Status::Failed {
+            ctx.reporter.emit(&Event::Archive(&r));
+        }
+        if let Some(slot) = done.iter_mut().find(|(j, _)| *j == i) {
+            slot.1 = r;
+        }
+    }
+}
+
 fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<(ArchiveResult, NameConfigs)> {
     let file = p.file.as_str();
     if let Some(expected) = &p.expected_sha256 {
-        let f = File::open(&p.found.path)
-            .with_context(|| format!("cannot open {}", p.found.path.display()))?;
-        let actual = bundle::sha256_reader(Stoppable(f))
-            .with_context(|| format!("cannot read {}", p.found.path.display()))?;
-        if &actual != expected {
-            anyhow::bail!(
-                "checksum mismatch: {} says sha256 {expected}, the file has {actual}; \
-                 the file is damaged or was replaced, so it is not imported",
-                bundle::SUMS_FILE
-            );
-        }
+        check_sha256(p, expected)?;
     }
     if ctx.args.dry_run {
         // Opening reads the first bytes: an empty or non-archive file already fails here.
@@ -948,22 +974,7 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<(ArchiveResult, NameConf
         };
         return Ok((would, Vec::new()));
     }
-    let started = Instant::now();
-    let imported = with_retries(ctx.reporter, Some(file), || {
-        let opened = archive::open(&p.found.path)?;
-        let compression = opened.compression;
-        let mut reader = Watched {
-            inner: opened.reader,
-            file,
-            reporter: ctx.reporter,
-            started,
-            last: Instant::now(),
-            bytes: 0,
-        };
-        let mut imported = ctx.runtime.import(&mut reader, &ctx.platform)?;
-        imported.info.compression = compression;
-        Ok(imported)
-    })?;
+    let imported = with_retries(ctx.reporter, Some(file), || stream_into_runtime(ctx, p))?;
     for w in &imported.info.warnings {
         ctx.reporter.warn(Some(file), w);
     }
@@ -990,7 +1001,57 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<(ArchiveResult, NameConf
         imported.names.clone()
     };
     let configs = name_configs(&imported.info, &names, &ctx.platform);
-    for (name, config) in names.iter().zip(&configs) {
+    label_imported(ctx, p, &names, &configs);
+    let result = ArchiveResult {
+        file: file.to_string(),
+        status: Status::Imported,
+        names: names.clone(),
+        digests: config_digests(&imported.info, &ctx.platform),
+        seconds: 0.0,
+        bytes: p.found.size,
+        reason: None,
+    };
+    Ok((result, names.into_iter().zip(configs).collect()))
+}
+
+/// A mismatched archive never reaches the runtime.
+fn check_sha256(p: &Planned, expected: &str) -> Result<()> {
+    let f = File::open(&p.found.path)
+        .with_context(|| format!("cannot open {}", p.found.path.display()))?;
+    let actual = bundle::sha256_reader(Stoppable(f))
+        .with_context(|| format!("cannot read {}", p.found.path.display()))?;
+    if actual != expected {
+        anyhow::bail!(
+            "checksum mismatch: {} says sha256 {expected}, the file has {actual}; \
+             the file is damaged or was replaced, so it is not imported",
+            bundle::SUMS_FILE
+        );
+    }
+    Ok(())
+}
+
+/// Open the archive and stream its tar into the runtime, with progress lines on the way.
+fn stream_into_runtime(ctx: &Run<'_>, p: &Planned) -> Result<runtime::Imported> {
+    let started = Instant::now();
+    let opened = archive::open(&p.found.path)?;
+    let compression = opened.compression;
+    let mut reader = Watched {
+        inner: opened.reader,
+        file: &p.file,
+        reporter: ctx.reporter,
+        started,
+        last: Instant::now(),
+        bytes: 0,
+    };
+    let mut imported = ctx.runtime.import(&mut reader, &ctx.platform)?;
+    imported.info.compression = compression;
+    Ok(imported)
+}
+
+/// Pin and label every name an archive set: managed, the release, and the archive's
+/// fingerprint with the config digest, so the next run can skip it without reading it.
+fn label_imported(ctx: &Run<'_>, p: &Planned, names: &[String], configs: &[Option<String>]) {
+    for (name, config) in names.iter().zip(configs) {
         let mut labels = BTreeMap::new();
         labels.insert(LABEL_PINNED.to_string(), "pinned".to_string());
         labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
@@ -1008,23 +1069,13 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<(ArchiveResult, NameConf
         }
         if let Err(e) = ctx.runtime.label(std::slice::from_ref(name), &labels) {
             ctx.reporter.warn(
-                Some(file),
+                Some(&p.file),
                 &format!(
                     "imported, but {e:#}: kubelet may garbage-collect this image under disk pressure"
                 ),
             );
         }
     }
-    let result = ArchiveResult {
-        file: file.to_string(),
-        status: Status::Imported,
-        names: names.clone(),
-        digests: config_digests(&imported.info, &ctx.platform),
-        seconds: 0.0,
-        bytes: p.found.size,
-        reason: None,
-    };
-    Ok((result, names.into_iter().zip(configs).collect()))
 }
 
 /// The config digest (node platform) each imported name should have: by name for named
