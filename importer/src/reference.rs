@@ -43,12 +43,7 @@ impl Reference {
             None => (s, None),
         };
         if let Some(d) = digest {
-            let (algo, hex) = d
-                .split_once(':')
-                .ok_or_else(|| err("the digest has no algorithm"))?;
-            if algo.is_empty() || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(err("the digest is not of the form sha256:<hex>"));
-            }
+            check_digest(d).map_err(err)?;
         }
         // The tag is after the last ':' that follows the last '/'.
         let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
@@ -60,56 +55,12 @@ impl Reference {
             None => (name_tag, None),
         };
         if let Some(t) = tag {
-            let valid = !t.is_empty()
-                && t.len() <= 128
-                && t.bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-            if !valid {
-                return Err(err(
-                    "the tag may hold only letters, digits, '_', '.' and '-'",
-                ));
-            }
+            check_tag(t).map_err(err)?;
         }
         if name.is_empty() {
             return Err(err("it has no repository name"));
         }
-        let (domain, path) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (first.to_string(), rest.to_string())
-            }
-            _ => (DEFAULT_DOMAIN.to_string(), name.to_string()),
-        };
-        if let Some((_, port)) = domain.split_once(':') {
-            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(err("the registry port is not a number"));
-            }
-        }
-        let domain = if domain == "index.docker.io" {
-            DEFAULT_DOMAIN.to_string()
-        } else {
-            domain
-        };
-        let path = if domain == DEFAULT_DOMAIN && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path
-        };
-        let path_ok = path.split('/').all(|c| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-                && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        });
-        if !path_ok {
-            return Err(err(
-                "the repository may hold only lowercase letters, digits and separators",
-            ));
-        }
+        let (domain, path) = split_domain(name).map_err(err)?;
         let tag = match (tag, digest) {
             (None, None) => Some("latest".to_string()),
             (t, _) => t.map(str::to_string),
@@ -164,6 +115,69 @@ impl fmt::Display for Reference {
 /// Normalise a reference to its full string form, e.g. `nginx` -> `docker.io/library/nginx:latest`.
 pub fn normalize(input: &str) -> Result<String, ParseError> {
     Reference::parse(input).map(|r| r.to_string())
+}
+
+/// `algorithm:hex`, the hex at least 32 digits.
+fn check_digest(d: &str) -> Result<(), &'static str> {
+    let (algo, hex) = d.split_once(':').ok_or("the digest has no algorithm")?;
+    if algo.is_empty() || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the digest is not of the form sha256:<hex>");
+    }
+    Ok(())
+}
+
+/// At most 128 of letters, digits, `_`, `.` and `-`, not starting with `.` or `-`.
+fn check_tag(t: &str) -> Result<(), &'static str> {
+    let valid = !t.is_empty()
+        && t.len() <= 128
+        && t.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err("the tag may hold only letters, digits, '_', '.' and '-'")
+    }
+}
+
+/// The registry and the repository path of a name, normalised as Docker does: no registry
+/// is Docker Hub (`index.docker.io` too), and a one-part Docker Hub path is under `library/`.
+fn split_domain(name: &str) -> Result<(String, String), &'static str> {
+    let (domain, path) = match name.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (first.to_string(), rest.to_string())
+        }
+        _ => (DEFAULT_DOMAIN.to_string(), name.to_string()),
+    };
+    if let Some((_, port)) = domain.split_once(':') {
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("the registry port is not a number");
+        }
+    }
+    let domain = if domain == "index.docker.io" {
+        DEFAULT_DOMAIN.to_string()
+    } else {
+        domain
+    };
+    let path = if domain == DEFAULT_DOMAIN && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path
+    };
+    let path_ok = path.split('/').all(|c| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+    });
+    if !path_ok {
+        return Err("the repository may hold only lowercase letters, digits and separators");
+    }
+    Ok((domain, path))
 }
 
 #[cfg(test)]
