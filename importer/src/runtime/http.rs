@@ -345,67 +345,69 @@ impl Read for Body {
                 Ok(n)
             }
             BodyKind::Chunked { left, done } => {
-                if *done {
-                    return Ok(0);
-                }
-                if *left == 0 {
-                    let line = read_line(&mut self.reader)?;
-                    let size = line.split(';').next().unwrap_or("").trim();
-                    let size = u64::from_str_radix(size, 16).map_err(|_| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!(
-                                "{} sent a bad chunk size {:?}",
-                                self.peer,
-                                truncate(&line, 60)
-                            ),
-                        )
-                    })?;
-                    if size == 0 {
-                        // Trailers, then the blank line: as many as a head may have headers.
-                        let mut trailers = 0;
-                        while !read_line(&mut self.reader)?.is_empty() {
-                            trailers += 1;
-                            if trailers > MAX_HEADERS {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::InvalidData,
-                                    format!(
-                                        "{} sent more than {MAX_HEADERS} trailer lines",
-                                        self.peer
-                                    ),
-                                ));
-                            }
-                        }
-                        *done = true;
-                        return Ok(0);
-                    }
-                    *left = size;
-                }
-                let max = (*left).min(out.len() as u64) as usize;
-                let n = self.reader.read(&mut out[..max])?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "{} closed the connection in the middle of its answer",
-                            self.peer
-                        ),
-                    ));
-                }
-                *left -= n as u64;
-                if *left == 0 {
-                    let end = read_line(&mut self.reader)?;
-                    if !end.is_empty() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("{} sent a chunk longer than it announced", self.peer),
-                        ));
-                    }
-                }
-                Ok(n)
+                read_chunked(&mut self.reader, left, done, &self.peer, out)
             }
         }
     }
+}
+
+/// Read from a chunked body: the chunk under way (`left` bytes of it to go), the next chunk's
+/// size line, and at the end the trailers.
+fn read_chunked(
+    reader: &mut BufReader<UnixStream>,
+    left: &mut u64,
+    done: &mut bool,
+    peer: &str,
+    out: &mut [u8],
+) -> io::Result<usize> {
+    if *done {
+        return Ok(0);
+    }
+    if *left == 0 {
+        let line = read_line(reader)?;
+        let size = line.split(';').next().unwrap_or("").trim();
+        let size = u64::from_str_radix(size, 16).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} sent a bad chunk size {:?}", peer, truncate(&line, 60)),
+            )
+        })?;
+        if size == 0 {
+            // Trailers, then the blank line: as many as a head may have headers.
+            let mut trailers = 0;
+            while !read_line(reader)?.is_empty() {
+                trailers += 1;
+                if trailers > MAX_HEADERS {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{} sent more than {MAX_HEADERS} trailer lines", peer),
+                    ));
+                }
+            }
+            *done = true;
+            return Ok(0);
+        }
+        *left = size;
+    }
+    let max = (*left).min(out.len() as u64) as usize;
+    let n = reader.read(&mut out[..max])?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{} closed the connection in the middle of its answer", peer),
+        ));
+    }
+    *left -= n as u64;
+    if *left == 0 {
+        let end = read_line(reader)?;
+        if !end.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} sent a chunk longer than it announced", peer),
+            ));
+        }
+    }
+    Ok(n)
 }
 
 impl Body {
