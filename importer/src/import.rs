@@ -630,12 +630,14 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
 
 /// ctr 1.6 names an upload after the archive's entry, so two imports writing the same layer at
 /// once can take each other's upload: the loser fails with "content digest ...: not found".
-/// Nothing is wrong with its archive; imported again alone, it goes in.
+/// Nothing is wrong with its archive; imported again alone, it goes in. Likewise two imports
+/// creating the same image name at once: the loser fails with "image ...: already exists".
 fn lost_a_shared_layer_race(r: &ArchiveResult) -> bool {
     r.status == Status::Failed
-        && r.reason
-            .as_deref()
-            .is_some_and(|m| m.contains("content digest") && m.contains("not found"))
+        && r.reason.as_deref().is_some_and(|m| {
+            (m.contains("content digest") && m.contains("not found"))
+                || (m.contains("ctr images import") && m.contains("already exists"))
+        })
 }
 
 /// Images already present that this release uses are labelled with it too: another release

@@ -5,7 +5,7 @@
 //! given the socket's node path. The archive reaches `ctr images import -` on its stdin,
 //! already decompressed, while the same bytes pass through [`inspect_stream`] (one pass).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{CString, OsString};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -287,13 +287,17 @@ impl Containerd {
     /// `manifest.json`: beside each name it leaves an `import-<date>@sha256:…` record of the
     /// same image. Those records the archive did not ask for are removed (the named record
     /// keeps the content); an untagged image's digest record stays, as it is its only name.
-    fn drop_digest_records(&self, info: &ArchiveInfo) -> Result<Vec<String>> {
+    fn drop_digest_records(
+        &self,
+        info: &ArchiveInfo,
+        before: &HashSet<String>,
+    ) -> Result<Vec<String>> {
         let named: Vec<String> = info.images.iter().flat_map(|i| i.names.clone()).collect();
         if named.is_empty() {
             return Ok(Vec::new());
         }
         let listing = self.output(&["images", "ls"])?;
-        let extra = digest_records_to_drop(&listing, &named);
+        let extra = digest_records_to_drop(&listing, &named, before);
         for name in &extra {
             self.output(&["images", "rm", name])
                 .with_context(|| format!("cannot remove the image record {name} ctr added"))?;
@@ -373,29 +377,35 @@ struct IndexEntry {
 }
 
 /// In a `ctr images ls` listing, the `import-…@sha256:D` records whose image is also listed
-/// under one of `named`.
-fn digest_records_to_drop(listing: &str, named: &[String]) -> Vec<String> {
-    let records: Vec<(&str, &str)> = listing
+/// under one of `named`, that were not there `before` and carry no labels (an untagged
+/// archive imported earlier keeps its digest record: it is labelled with that archive).
+fn digest_records_to_drop(
+    listing: &str,
+    named: &[String],
+    before: &HashSet<String>,
+) -> Vec<String> {
+    // (name, target, added by this import and unlabelled)
+    let records: Vec<(&str, &str, bool)> = listing
         .lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3).then(|| (f[0], f[2]))
+            (f.len() >= 3).then(|| (f[0], f[2], !before.contains(f[0]) && f.last() == Some(&"-")))
         })
         .collect();
     let named_targets: Vec<&str> = records
         .iter()
-        .filter(|(name, _)| named.iter().any(|n| n == name))
-        .map(|(_, target)| *target)
+        .filter(|(name, _, _)| named.iter().any(|n| n == name))
+        .map(|(_, target, _)| *target)
         .collect();
     records
         .iter()
-        .filter(|(name, target)| {
-            name.starts_with("import-")
+        .filter(|(name, target, new)| {
+            *new && name.starts_with("import-")
                 && name.split_once('@').map(|(_, d)| d) == Some(*target)
                 && named_targets.contains(target)
         })
-        .map(|(name, _)| name.to_string())
+        .map(|(name, _, _)| name.to_string())
         .collect()
 }
 
@@ -497,6 +507,11 @@ impl Runtime for Containerd {
 
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
         self.reachable()?;
+        // The records before the import: only those ctr adds now may be dropped after it.
+        let before: HashSet<String> = self
+            .output(&["images", "ls", "-q"])
+            .map(|o| o.lines().map(str::to_string).collect())
+            .unwrap_or_default();
         let mut cmd = self.command()?;
         cmd.args(["images", "import", "--digests", "--skip-digest-for-named"])
             .arg("--platform")
@@ -582,7 +597,7 @@ impl Runtime for Containerd {
         for name in unpacking_names(&stdout) {
             names.push(self.normalized(name)?);
         }
-        let dropped = self.drop_digest_records(&info)?;
+        let dropped = self.drop_digest_records(&info, &before)?;
         names.retain(|n| !dropped.contains(n));
         Ok(Imported { info, names })
     }
@@ -985,9 +1000,21 @@ mod tests {
              import-2026-12-01@{a} {t} {a} 1.9 MiB linux/amd64 -\n\
              import-2026-12-01@{b} {t} {b} 1.9 MiB linux/amd64 -\n"
         );
-        let dropped = digest_records_to_drop(&listing, &["docker.io/oi/app:1".to_string()]);
+        let named = ["docker.io/oi/app:1".to_string()];
+        let none = HashSet::new();
+        let dropped = digest_records_to_drop(&listing, &named, &none);
         assert_eq!(dropped, [format!("import-2026-12-01@{a}")]);
-        assert!(digest_records_to_drop(&listing, &[]).is_empty());
+        assert!(digest_records_to_drop(&listing, &[], &none).is_empty());
+        // One there before this import, or labelled by an earlier one, stays.
+        let before = HashSet::from([format!("import-2026-12-01@{a}")]);
+        assert!(digest_records_to_drop(&listing, &named, &before).is_empty());
+        let labelled = listing.replace(
+            &format!("import-2026-12-01@{a} {t} {a} 1.9 MiB linux/amd64 -"),
+            &format!(
+                "import-2026-12-01@{a} {t} {a} 1.9 MiB linux/amd64 io.offline-images.archive.f=1/x"
+            ),
+        );
+        assert!(digest_records_to_drop(&labelled, &named, &none).is_empty());
     }
 
     #[test]
