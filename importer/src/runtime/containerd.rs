@@ -283,6 +283,76 @@ impl Containerd {
         Ok(full)
     }
 
+    /// After a successful import: the names ctr gave (normalised), less the digest records it
+    /// added beside them.
+    fn after_import(
+        &self,
+        info: ArchiveInfo,
+        stdout: &[u8],
+        before: &HashSet<String>,
+    ) -> Result<Imported> {
+        let mut names = Vec::new();
+        for name in unpacking_names(stdout) {
+            names.push(self.normalized(name)?);
+        }
+        let dropped = self.drop_digest_records(&info, before)?;
+        names.retain(|n| !dropped.contains(n));
+        Ok(Imported { info, names })
+    }
+
+    /// After a failed import: the error to report, once what ctr left has been cleared.
+    fn after_failure(
+        &self,
+        e: anyhow::Error,
+        archive_at_fault: bool,
+        stdout: &[u8],
+        stderr: &[u8],
+    ) -> anyhow::Error {
+        // ctr's words for a containerd that went away vary ("EOF", "transport is closing",
+        // ...): a socket that no longer answers says it plainly.
+        if !archive_at_fault {
+            if let Some(problem) = detect::probe_socket(&self.socket) {
+                return anyhow!(
+                    "containerd at {} went away during the import (its socket {problem}); \
+                     nothing of this archive was kept, run the import again once containerd \
+                     is back: {e:#}",
+                    self.socket.display()
+                );
+            }
+        }
+        self.settle_ingests();
+        // Another import created the same name at the same moment ("already exists"): the
+        // name is that import's image, not a half-imported one of this archive.
+        if String::from_utf8_lossy(stderr).contains("already exists") {
+            return e;
+        }
+        // ctr creates the image before it unpacks it: an unpack that fails (a full disk)
+        // leaves the name listed, pointing to an image that was never unpacked, and holding
+        // its content. Such names are removed, so that nothing half imported is listed and
+        // containerd can free the space.
+        let mut removed = Vec::new();
+        // --sync: containerd has collected the content before the next archive starts.
+        for name in unpacking_names(stdout) {
+            if self.output(&["images", "rm", "--sync", name]).is_ok() {
+                removed.push(name.to_string());
+            }
+        }
+        if removed.is_empty() {
+            return e;
+        }
+        e.context(format!(
+            "the image ctr had created before failing ({}) was removed",
+            removed.join(", ")
+        ))
+    }
+
+    /// The image names listed now.
+    fn image_names(&self) -> HashSet<String> {
+        self.output(&["images", "ls", "-q"])
+            .map(|o| o.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
     /// ctr 2.x's `--skip-digest-for-named` no longer skips images named by a docker-archive's
     /// `manifest.json`: beside each name it leaves an `import-<date>@sha256:…` record of the
     /// same image. Those records the archive did not ask for are removed (the named record
@@ -508,10 +578,7 @@ impl Runtime for Containerd {
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
         self.reachable()?;
         // The records before the import: only those ctr adds now may be dropped after it.
-        let before: HashSet<String> = self
-            .output(&["images", "ls", "-q"])
-            .map(|o| o.lines().map(str::to_string).collect())
-            .unwrap_or_default();
+        let before = self.image_names();
         let mut cmd = self.command()?;
         cmd.args(["images", "import", "--digests", "--skip-digest-for-named"])
             .arg("--platform")
@@ -556,50 +623,10 @@ impl Runtime for Containerd {
             Ok(_) if !status.success() => Err(self.ctr_error("images import", status, &stderr)),
             Ok(info) => Ok(info),
         };
-        let info = match outcome {
-            Ok(info) => info,
-            Err(e) => {
-                // ctr's words for a containerd that went away vary ("EOF", "transport is
-                // closing", ...): a socket that no longer answers says it plainly.
-                if !archive_at_fault {
-                    if let Some(problem) = detect::probe_socket(&self.socket) {
-                        return Err(anyhow!(
-                            "containerd at {} went away during the import (its socket {problem}); \
-                             nothing of this archive was kept, run the import again once \
-                             containerd is back: {e:#}",
-                            self.socket.display()
-                        ));
-                    }
-                }
-                self.settle_ingests();
-                // ctr creates the image before it unpacks it: an unpack that fails (a full
-                // disk) leaves the name listed, pointing to an image that was never unpacked,
-                // and holding its content. Such names are removed, so that nothing half
-                // imported is listed and containerd can free the space.
-                let half: Vec<&str> = unpacking_names(&stdout);
-                let mut removed = Vec::new();
-                // --sync: containerd has collected the content before the next archive starts.
-                for name in half {
-                    if self.output(&["images", "rm", "--sync", name]).is_ok() {
-                        removed.push(name.to_string());
-                    }
-                }
-                if !removed.is_empty() {
-                    return Err(e.context(format!(
-                        "the image ctr had created before failing ({}) was removed",
-                        removed.join(", ")
-                    )));
-                }
-                return Err(e);
-            }
-        };
-        let mut names = Vec::new();
-        for name in unpacking_names(&stdout) {
-            names.push(self.normalized(name)?);
+        match outcome {
+            Ok(info) => self.after_import(info, &stdout, &before),
+            Err(e) => Err(self.after_failure(e, archive_at_fault, &stdout, &stderr)),
         }
-        let dropped = self.drop_digest_records(&info, &before)?;
-        names.retain(|n| !dropped.contains(n));
-        Ok(Imported { info, names })
     }
 
     fn label(&self, names: &[String], labels: &BTreeMap<String, String>) -> Result<()> {
