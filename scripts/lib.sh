@@ -309,3 +309,35 @@ oi_build_aarch64() {
   LC_ALL=C readelf -h "$bin" | grep -q 'Machine:.*AArch64' || die "$bin is not an AArch64 executable"
   echo "$bin"
 }
+
+# ---- skopeo 1.22 -----------------------------------------------------------------------------
+# skopeo 1.22 (Debian forky) writes archives the Debian 12 one cannot (zstd-compressed layers).
+# Its binary needs glibc 2.38, newer than Debian 12's, so it does not run here as it is: it
+# runs with forky's own loader and C library, unpacked beside it into the cache (nothing is
+# installed). Echoes the path of a `skopeo` that does so.
+OI_SKOPEO_PACKAGES=(skopeo libc6 libgpgme45 libassuan9 libgpg-error0 libsqlite3-0)
+oi_fetch_forky_skopeo() {
+  local dir=$OI_CACHE/apt/forky root=$OI_CACHE/forky-skopeo/root bin=$OI_CACHE/forky-skopeo/bin deb lib
+  if [ ! -f "$root/.complete" ]; then
+    [ -f "$dir/sources.list" ] || oi_fetch_suite forky >/dev/null
+    mkdir -p "$dir/skopeo-debs"
+    rm -f "$dir/skopeo-debs"/*.deb
+    say "fetching ${OI_SKOPEO_PACKAGES[*]} from Debian forky into $OI_CACHE"
+    (cd "$dir/skopeo-debs" && oi_apt forky apt-get download "${OI_SKOPEO_PACKAGES[@]}" >/dev/null) \
+      || die "apt-get download of ${OI_SKOPEO_PACKAGES[*]} from forky failed"
+    rm -rf "$root.new"
+    mkdir -p "$root.new"
+    for deb in "$dir/skopeo-debs"/*.deb; do dpkg -x "$deb" "$root.new" || die "dpkg -x $deb failed"; done
+    touch "$root.new/.complete"
+    rm -rf "$root"
+    mv "$root.new" "$root"
+  fi
+  lib=$root/usr/lib/x86_64-linux-gnu
+  mkdir -p "$bin"
+  printf '#!/bin/sh\n# skopeo from Debian forky, run with its own glibc (this machine has an older one).\nexec %s --library-path %s %s "$@"\n' \
+    "$lib/ld-linux-x86-64.so.2" "$lib" "$root/usr/bin/skopeo" >"$bin/skopeo"
+  chmod +x "$bin/skopeo"
+  "$bin/skopeo" --version 2>/dev/null | grep -q 'version 1\.2[2-9]' \
+    || die "forky's skopeo does not run with its own glibc: $("$bin/skopeo" --version 2>&1 | head -1)"
+  echo "$bin/skopeo"
+}

@@ -46,6 +46,9 @@ oi_start_containerd "$WORK"
 oi_start_dockerd "$WORK"
 oi_start_registry "$WORK"
 oi_start_matrix "$WORK"
+# skopeo 1.22 (forky), for the archives only it writes (zstd layers).
+OI_SKOPEO_122=$(oi_fetch_forky_skopeo)
+export OI_SKOPEO_122
 export OI_DOCKER_CLI=$(oi_docker_cli)
 # The "Versions tested" table the versions test writes (OFFLINE-IMAGES.md carries a copy).
 export OI_VERSIONS_TABLE=${OI_VERSIONS_TABLE:-${CARGO_TARGET_DIR:-$ROOT/target}/versions-tested.md}

@@ -5,7 +5,7 @@
 //! given the socket's node path. The archive reaches `ctr images import -` on its stdin,
 //! already decompressed, while the same bytes pass through [`inspect_stream`] (one pass).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{CString, OsString};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -283,17 +283,91 @@ impl Containerd {
         Ok(full)
     }
 
+    /// After a successful import: the names ctr gave (normalised), less the digest records it
+    /// added beside them.
+    fn after_import(
+        &self,
+        info: ArchiveInfo,
+        stdout: &[u8],
+        before: &HashSet<String>,
+    ) -> Result<Imported> {
+        let mut names = Vec::new();
+        for name in unpacking_names(stdout) {
+            names.push(self.normalized(name)?);
+        }
+        let dropped = self.drop_digest_records(&info, before)?;
+        names.retain(|n| !dropped.contains(n));
+        Ok(Imported { info, names })
+    }
+
+    /// After a failed import: the error to report, once what ctr left has been cleared.
+    fn after_failure(
+        &self,
+        e: anyhow::Error,
+        archive_at_fault: bool,
+        stdout: &[u8],
+        stderr: &[u8],
+    ) -> anyhow::Error {
+        // ctr's words for a containerd that went away vary ("EOF", "transport is closing",
+        // ...): a socket that no longer answers says it plainly.
+        if !archive_at_fault {
+            if let Some(problem) = detect::probe_socket(&self.socket) {
+                return anyhow!(
+                    "containerd at {} went away during the import (its socket {problem}); \
+                     nothing of this archive was kept, run the import again once containerd \
+                     is back: {e:#}",
+                    self.socket.display()
+                );
+            }
+        }
+        self.settle_ingests();
+        // Another import created the same name at the same moment ("already exists"): the
+        // name is that import's image, not a half-imported one of this archive.
+        if String::from_utf8_lossy(stderr).contains("already exists") {
+            return e;
+        }
+        // ctr creates the image before it unpacks it: an unpack that fails (a full disk)
+        // leaves the name listed, pointing to an image that was never unpacked, and holding
+        // its content. Such names are removed, so that nothing half imported is listed and
+        // containerd can free the space.
+        let mut removed = Vec::new();
+        // --sync: containerd has collected the content before the next archive starts.
+        for name in unpacking_names(stdout) {
+            if self.output(&["images", "rm", "--sync", name]).is_ok() {
+                removed.push(name.to_string());
+            }
+        }
+        if removed.is_empty() {
+            return e;
+        }
+        e.context(format!(
+            "the image ctr had created before failing ({}) was removed",
+            removed.join(", ")
+        ))
+    }
+
+    /// The image names listed now.
+    fn image_names(&self) -> HashSet<String> {
+        self.output(&["images", "ls", "-q"])
+            .map(|o| o.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
     /// ctr 2.x's `--skip-digest-for-named` no longer skips images named by a docker-archive's
     /// `manifest.json`: beside each name it leaves an `import-<date>@sha256:…` record of the
     /// same image. Those records the archive did not ask for are removed (the named record
     /// keeps the content); an untagged image's digest record stays, as it is its only name.
-    fn drop_digest_records(&self, info: &ArchiveInfo) -> Result<Vec<String>> {
+    fn drop_digest_records(
+        &self,
+        info: &ArchiveInfo,
+        before: &HashSet<String>,
+    ) -> Result<Vec<String>> {
         let named: Vec<String> = info.images.iter().flat_map(|i| i.names.clone()).collect();
         if named.is_empty() {
             return Ok(Vec::new());
         }
         let listing = self.output(&["images", "ls"])?;
-        let extra = digest_records_to_drop(&listing, &named);
+        let extra = digest_records_to_drop(&listing, &named, before);
         for name in &extra {
             self.output(&["images", "rm", name])
                 .with_context(|| format!("cannot remove the image record {name} ctr added"))?;
@@ -373,29 +447,35 @@ struct IndexEntry {
 }
 
 /// In a `ctr images ls` listing, the `import-…@sha256:D` records whose image is also listed
-/// under one of `named`.
-fn digest_records_to_drop(listing: &str, named: &[String]) -> Vec<String> {
-    let records: Vec<(&str, &str)> = listing
+/// under one of `named`, that were not there `before` and carry no labels (an untagged
+/// archive imported earlier keeps its digest record: it is labelled with that archive).
+fn digest_records_to_drop(
+    listing: &str,
+    named: &[String],
+    before: &HashSet<String>,
+) -> Vec<String> {
+    // (name, target, added by this import and unlabelled)
+    let records: Vec<(&str, &str, bool)> = listing
         .lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3).then(|| (f[0], f[2]))
+            (f.len() >= 3).then(|| (f[0], f[2], !before.contains(f[0]) && f.last() == Some(&"-")))
         })
         .collect();
     let named_targets: Vec<&str> = records
         .iter()
-        .filter(|(name, _)| named.iter().any(|n| n == name))
-        .map(|(_, target)| *target)
+        .filter(|(name, _, _)| named.iter().any(|n| n == name))
+        .map(|(_, target, _)| *target)
         .collect();
     records
         .iter()
-        .filter(|(name, target)| {
-            name.starts_with("import-")
+        .filter(|(name, target, new)| {
+            *new && name.starts_with("import-")
                 && name.split_once('@').map(|(_, d)| d) == Some(*target)
                 && named_targets.contains(target)
         })
-        .map(|(name, _)| name.to_string())
+        .map(|(name, _, _)| name.to_string())
         .collect()
 }
 
@@ -497,6 +577,8 @@ impl Runtime for Containerd {
 
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
         self.reachable()?;
+        // The records before the import: only those ctr adds now may be dropped after it.
+        let before = self.image_names();
         let mut cmd = self.command()?;
         cmd.args(["images", "import", "--digests", "--skip-digest-for-named"])
             .arg("--platform")
@@ -541,50 +623,10 @@ impl Runtime for Containerd {
             Ok(_) if !status.success() => Err(self.ctr_error("images import", status, &stderr)),
             Ok(info) => Ok(info),
         };
-        let info = match outcome {
-            Ok(info) => info,
-            Err(e) => {
-                // ctr's words for a containerd that went away vary ("EOF", "transport is
-                // closing", ...): a socket that no longer answers says it plainly.
-                if !archive_at_fault {
-                    if let Some(problem) = detect::probe_socket(&self.socket) {
-                        return Err(anyhow!(
-                            "containerd at {} went away during the import (its socket {problem}); \
-                             nothing of this archive was kept, run the import again once \
-                             containerd is back: {e:#}",
-                            self.socket.display()
-                        ));
-                    }
-                }
-                self.settle_ingests();
-                // ctr creates the image before it unpacks it: an unpack that fails (a full
-                // disk) leaves the name listed, pointing to an image that was never unpacked,
-                // and holding its content. Such names are removed, so that nothing half
-                // imported is listed and containerd can free the space.
-                let half: Vec<&str> = unpacking_names(&stdout);
-                let mut removed = Vec::new();
-                // --sync: containerd has collected the content before the next archive starts.
-                for name in half {
-                    if self.output(&["images", "rm", "--sync", name]).is_ok() {
-                        removed.push(name.to_string());
-                    }
-                }
-                if !removed.is_empty() {
-                    return Err(e.context(format!(
-                        "the image ctr had created before failing ({}) was removed",
-                        removed.join(", ")
-                    )));
-                }
-                return Err(e);
-            }
-        };
-        let mut names = Vec::new();
-        for name in unpacking_names(&stdout) {
-            names.push(self.normalized(name)?);
+        match outcome {
+            Ok(info) => self.after_import(info, &stdout, &before),
+            Err(e) => Err(self.after_failure(e, archive_at_fault, &stdout, &stderr)),
         }
-        let dropped = self.drop_digest_records(&info)?;
-        names.retain(|n| !dropped.contains(n));
-        Ok(Imported { info, names })
     }
 
     fn label(&self, names: &[String], labels: &BTreeMap<String, String>) -> Result<()> {
@@ -985,9 +1027,21 @@ mod tests {
              import-2026-12-01@{a} {t} {a} 1.9 MiB linux/amd64 -\n\
              import-2026-12-01@{b} {t} {b} 1.9 MiB linux/amd64 -\n"
         );
-        let dropped = digest_records_to_drop(&listing, &["docker.io/oi/app:1".to_string()]);
+        let named = ["docker.io/oi/app:1".to_string()];
+        let none = HashSet::new();
+        let dropped = digest_records_to_drop(&listing, &named, &none);
         assert_eq!(dropped, [format!("import-2026-12-01@{a}")]);
-        assert!(digest_records_to_drop(&listing, &[]).is_empty());
+        assert!(digest_records_to_drop(&listing, &[], &none).is_empty());
+        // One there before this import, or labelled by an earlier one, stays.
+        let before = HashSet::from([format!("import-2026-12-01@{a}")]);
+        assert!(digest_records_to_drop(&listing, &named, &before).is_empty());
+        let labelled = listing.replace(
+            &format!("import-2026-12-01@{a} {t} {a} 1.9 MiB linux/amd64 -"),
+            &format!(
+                "import-2026-12-01@{a} {t} {a} 1.9 MiB linux/amd64 io.offline-images.archive.f=1/x"
+            ),
+        );
+        assert!(digest_records_to_drop(&labelled, &named, &none).is_empty());
     }
 
     #[test]
