@@ -200,15 +200,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     sha256_reader(file).with_context(|| format!("cannot read {}", path.display()))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 15)] as char);
-    }
-    s
-}
+pub use crate::digest::hex;
 
 /// Write a file so that readers see the old content or the new, never a part:
 /// a temp file beside it, fsync, rename, fsync of the directory.

@@ -5,6 +5,7 @@ pub mod archive;
 pub mod bundle;
 pub mod bundled;
 pub mod cli;
+mod digest;
 pub mod exit;
 pub mod export;
 pub mod import;

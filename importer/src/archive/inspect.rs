@@ -530,7 +530,7 @@ fn is_legacy_config_name(name: &str) -> bool {
 }
 
 fn hex_sha256(data: &[u8]) -> String {
-    crate::bundle::hex(&Sha256::digest(data))
+    crate::digest::hex(&Sha256::digest(data))
 }
 
 /// Bytes as a person reads them: `1.5 GiB`.

@@ -19,7 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use super::{
-    detect, forget_child, track_child, Container, Imported, Present, Runtime, Unreachable,
+    forget_child, socket, track_child, Container, Imported, Present, Runtime, Unreachable,
 };
 use crate::archive::{inspect_stream_detailed, ArchiveInfo, Compression, Limits, Platform};
 
@@ -148,7 +148,7 @@ impl Containerd {
     /// A quick check before each `ctr` run: ctr itself waits 10 s before it gives up on a
     /// socket that is gone.
     fn reachable(&self) -> Result<()> {
-        match detect::probe_socket(&self.socket) {
+        match socket::probe_socket(&self.socket) {
             None => Ok(()),
             Some(problem) => Err(Unreachable(format!(
                 "containerd socket {} {problem}",
@@ -311,7 +311,7 @@ impl Containerd {
         // ctr's words for a containerd that went away vary ("EOF", "transport is closing",
         // ...): a socket that no longer answers says it plainly.
         if !archive_at_fault {
-            if let Some(problem) = detect::probe_socket(&self.socket) {
+            if let Some(problem) = socket::probe_socket(&self.socket) {
                 return anyhow!(
                     "containerd at {} went away during the import (its socket {problem}); \
                      nothing of this archive was kept, run the import again once containerd \
@@ -509,7 +509,7 @@ fn find_ctr(host_root: Option<&Path>) -> Result<(PathBuf, Vec<OsString>)> {
         Some(root) => Some(std::env::join_paths(
             NODE_BIN_DIRS
                 .iter()
-                .map(|d| detect::local_path(Some(root), Path::new(d))),
+                .map(|d| socket::local_path(Some(root), Path::new(d))),
         )?),
         None => None,
     };
@@ -875,7 +875,7 @@ impl SocketWatch {
         let thread = thread::spawn(move || {
             let mut since: Option<Instant> = None;
             while !flag.load(Ordering::SeqCst) {
-                match detect::probe_socket(&socket) {
+                match socket::probe_socket(&socket) {
                     None => since = None,
                     Some(problem) => {
                         let t = *since.get_or_insert_with(Instant::now);

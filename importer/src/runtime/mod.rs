@@ -7,6 +7,7 @@ pub mod containerd;
 pub mod detect;
 pub mod docker;
 mod http;
+mod socket;
 
 use std::collections::BTreeMap;
 use std::io::Read;
