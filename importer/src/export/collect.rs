@@ -8,15 +8,13 @@
 //! where it came from.
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::path::{Path, PathBuf};
+
+use std::path::Path;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use super::chart::{ChartRequest, RenderError};
 use super::indirect::{self, Verdict};
-use crate::cli::ExportArgs;
-use crate::exit;
+use super::yaml::{display_input, key, object_name, read_input, scalar, yaml_error};
 use crate::reference::Reference;
 
 /// Everything collected from the inputs.
@@ -74,11 +72,6 @@ impl Collected {
                 self.add(&format!("{name}:{}", n + 1), line);
             }
         }
-    }
-
-    /// Helm values files, merged as Helm merges them (see values.rs).
-    pub fn add_values_files(&mut self, files: &[PathBuf], allow_empty: bool) {
-        super::values::add_values_files(self, files, allow_empty);
     }
 
     /// Rendered manifests: every container, init container and ephemeral container image of
@@ -211,129 +204,6 @@ fn is_custom(doc: &Yaml) -> bool {
             .is_some_and(|(group, _)| !matches!(group, "apps" | "batch" | "extensions")),
         None => false,
     }
-}
-
-pub(super) fn last_component_has_tag(reference: &str) -> bool {
-    let last = reference.rsplit('/').next().unwrap_or(reference);
-    last.contains(':') || last.contains('@')
-}
-
-pub(super) fn key(k: &str) -> Yaml {
-    Yaml::String(k.to_string())
-}
-
-/// A scalar as text (tags like `1.27` or `7` are read as numbers by YAML).
-pub(super) fn scalar(node: &Yaml) -> Option<String> {
-    match node {
-        Yaml::String(s) => Some(s.trim().to_string()),
-        Yaml::Integer(i) => Some(i.to_string()),
-        Yaml::Real(r) => Some(r.clone()),
-        _ => None,
-    }
-}
-
-/// `Deployment/web` for messages.
-pub(super) fn object_name(doc: &Yaml) -> String {
-    match (doc["kind"].as_str(), doc["metadata"]["name"].as_str()) {
-        (Some(k), Some(n)) => format!("{k}/{n}"),
-        (Some(k), None) => k.to_string(),
-        _ => "object".to_string(),
-    }
-}
-
-pub(super) fn yaml_error(name: &str, e: &yaml_rust2::ScanError) -> String {
-    let m = e.marker();
-    // The parser counts lines from 1 and columns from 0.
-    format!(
-        "{name}:{}:{}: not valid YAML: {}",
-        m.line(),
-        m.col() + 1,
-        e.info()
-    )
-}
-
-fn display_input(path: &Path) -> String {
-    if path == Path::new("-") {
-        "<stdin>".to_string()
-    } else {
-        path.display().to_string()
-    }
-}
-
-/// Read a file (or standard input for `-`) as UTF-8, with an error that names it.
-pub(super) fn read_input(path: &Path) -> Result<String, String> {
-    let bytes = if path == Path::new("-") {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf)
-            .map_err(|e| format!("<stdin>: cannot read: {e}"))?;
-        buf
-    } else {
-        fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?
-    };
-    String::from_utf8(bytes).map_err(|_| format!("{}: is not UTF-8 text", display_input(path)))
-}
-
-/// All inputs of an `export` run, in the order an operator gave them.
-pub struct Inputs<'a> {
-    pub images: &'a [String],
-    pub images_files: &'a [PathBuf],
-    pub values: &'a [PathBuf],
-    pub manifests: &'a [PathBuf],
-}
-
-pub fn collect(inputs: &Inputs) -> Collected {
-    let mut c = Collected::default();
-    c.add_args(inputs.images);
-    for f in inputs.images_files {
-        c.add_images_file(f);
-    }
-    if !inputs.values.is_empty() {
-        c.add_values_files(inputs.values, false);
-    }
-    for f in inputs.manifests {
-        c.add_manifests_file(f);
-    }
-    c
-}
-
-/// Everything `export` was given: with `--chart`, the values files and `--set` go to
-/// `helm template`; without it, values files are read as values (values.rs).
-pub fn from_args(args: &ExportArgs) -> anyhow::Result<Collected> {
-    let mut c = Collected {
-        no_indirect: args.no_indirect,
-        ..Collected::default()
-    };
-    c.add_args(&args.images);
-    for f in &args.images_file {
-        c.add_images_file(f);
-    }
-    match &args.chart {
-        Some(chart) => {
-            let request = ChartRequest {
-                chart,
-                release: &args.release_name,
-                version: args.chart_version.as_deref(),
-                values: &args.values,
-                set: &args.set,
-                namespace: args.chart_namespace.as_deref(),
-                kube_version: args.kube_version.as_deref(),
-                api_versions: &args.api_versions,
-                helm: args.helm.as_deref(),
-                plain_http: super::chart::oci_on(chart, &args.insecure_registry),
-            };
-            match request.render() {
-                Ok(text) => c.add_manifests_text(&format!("helm template {chart}"), &text),
-                Err(RenderError::NoHelm(m)) => return Err(exit::usage(m)),
-                Err(RenderError::Failed(m)) => c.problems.push(m),
-            }
-        }
-        None if !args.values.is_empty() => c.add_values_files(&args.values, args.allow_empty),
-        None => {}
-    }
-    for f in &args.manifests {
-        c.add_manifests_file(f);
-    }
-    Ok(c)
 }
 
 impl Collected {

@@ -15,7 +15,7 @@
 
 use yaml_rust2::Yaml;
 
-use super::collect::{last_component_has_tag, object_name, scalar};
+use super::yaml::{last_component_has_tag, object_name, scalar};
 use crate::reference::Reference;
 
 /// Where an indirect reference was found.

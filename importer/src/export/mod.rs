@@ -14,7 +14,9 @@ mod collect;
 mod compress;
 mod engine;
 mod indirect;
+mod inputs;
 mod values;
+mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -32,8 +34,9 @@ use crate::cli::{self, ExportArgs};
 use crate::exit::{self, Code};
 use crate::reference::Reference;
 
-pub use collect::{collect, Collected, Inputs};
+pub use collect::Collected;
 pub use engine::Engine;
+pub use inputs::{collect, Inputs};
 
 /// The file extension for a compression choice.
 pub fn extension(c: cli::Compression) -> &'static str {
@@ -90,7 +93,7 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
             args.platform
         ))
     })?;
-    let collected = collect::from_args(args)?;
+    let collected = inputs::from_args(args)?;
     collected.log();
     let ext = extension(args.compress);
     let mut refs = Vec::new();

@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use super::collect::{key, last_component_has_tag, read_input, scalar, yaml_error, Collected};
+use super::collect::Collected;
+use super::yaml::{key, last_component_has_tag, read_input, scalar, yaml_error};
 use crate::reference::Reference;
 
 /// One chart's values files, in the order given.
@@ -957,7 +958,7 @@ mod tests {
             "image:\n  registry: docker.io\n  repository: org/inner\n  tag: \"1\"\n",
         );
         let mut c = Collected::default();
-        c.add_values_files(&[dir.join("values.yaml")], false);
+        add_values_files(&mut c, &[dir.join("values.yaml")], false);
         let r = "mirror.local/org/inner:2";
         assert_eq!(refs(&c), vec![r]);
         assert!(
@@ -1014,7 +1015,11 @@ mod tests {
             "image:\n  repository: grafana/grafana\n  tag: \"\"\n",
         );
         let mut c = Collected::default();
-        c.add_values_files(&[dir.join("values.yaml"), dir.join("mirror.yaml")], false);
+        add_values_files(
+            &mut c,
+            &[dir.join("values.yaml"), dir.join("mirror.yaml")],
+            false,
+        );
         assert_eq!(
             refs(&c),
             vec![
