@@ -18,6 +18,7 @@ use crate::archive::{self, check_images_path, ArchiveInfo, Found, Platform, Reje
 use crate::bundle::{self, BundleArchive, BundleIndex};
 use crate::cli::ImportArgs;
 use crate::exit::{self, Code};
+use crate::failure::{self, Failure, Kind};
 use crate::labels::{
     release_label, LABEL_ARCHIVE_PREFIX, LABEL_MANAGED, LABEL_PINNED, LABEL_RELEASE_PREFIX,
 };
@@ -287,6 +288,7 @@ impl Bundle {
                 ArchiveResult::failed(
                     file,
                     0,
+                    Kind::Bundle,
                     format!(
                         "listed in {} but not found in {}: the bundle was not copied completely",
                         bundle::SUMS_FILE,
@@ -347,7 +349,12 @@ fn plan(
     };
     for r in &b.rejected {
         let file = bundle::relative_name(root, &r.path);
-        emit(ArchiveResult::failed(&file, 0, r.reason.clone()));
+        emit(ArchiveResult::failed(
+            &file,
+            0,
+            Kind::Archive,
+            r.reason.clone(),
+        ));
     }
     if b.found.is_empty() && b.rejected.is_empty() {
         reporter.warn(
@@ -444,6 +451,7 @@ fn execute(ctx: &Run<'_>, todo: &[Planned], results: &mut Vec<ArchiveResult>) ->
                 let r = ArchiveResult::failed(
                     &p.file,
                     p.found.size,
+                    Kind::Stopped,
                     "not started: the run was stopped",
                 );
                 ctx.reporter.emit(&Event::Archive(&r));
@@ -527,8 +535,11 @@ fn finish(args: &ImportArgs, summary: &Summary, reporter: &Reporter) -> Result<C
     if let Some(path) = &args.report {
         let mut data = serde_json::to_vec_pretty(summary)?;
         data.push(b'\n');
-        bundle::write_atomic(path, &data)
-            .with_context(|| format!("cannot write the report {}", path.display()))?;
+        // The imports are done; a report that cannot be written fails the run (exit 1), it
+        // is no usage error.
+        bundle::write_atomic(path, &data).map_err(|e| {
+            exit::Failed(format!("cannot write the report {}: {e:#}", path.display()))
+        })?;
     }
     if interrupted || (summary.failed > 0 && args.strict) || !summary.missing.is_empty() {
         return Ok(Code::Failure);
@@ -685,18 +696,11 @@ fn check_presence(rt: &dyn Runtime, expected: &[Expected], reporter: &Reporter) 
     missing
 }
 
-/// Two imports at once can trip over each other in ctr 1.6. Writing the same layer, one can
-/// take the other's upload (ctr names an upload after the archive's entry): the loser fails
-/// with "content digest ...: not found". Creating the same image name, both find it absent and
-/// the second create fails with `image "...": already exists`. Nothing is wrong with the
-/// archive; imported again alone, it goes in (and settle_shared_names then lets the archive
-/// that sorts last win the name).
+/// An archive that lost a race with a parallel import (the backend says so: see
+/// [`Kind::Race`]) is imported again alone once the others are done (and settle_shared_names
+/// then lets the archive that sorts last win the name).
 fn lost_a_parallel_race(r: &ArchiveResult) -> bool {
-    r.status == Status::Failed
-        && r.reason.as_deref().is_some_and(|m| {
-            (m.contains("content digest") && m.contains("not found"))
-                || (m.contains("image \"") && m.contains("\": already exists"))
-        })
+    r.status == Status::Failed && r.failure == Some(Kind::Race)
 }
 
 /// Images already present that this release uses are labelled with it too: another release
@@ -749,6 +753,7 @@ fn skip_result(
         seconds: 0.0,
         bytes: f.size,
         reason: None,
+        failure: None,
     };
     if let Some(entry) = index.and_then(|i| i.archive(file)) {
         if entry.size != f.size {
@@ -836,12 +841,12 @@ fn import_one(ctx: &Run<'_>, p: &Planned) -> (ArchiveResult, NameConfigs) {
     let (mut result, names) = match import_archive(ctx, p) {
         Ok(r) => r,
         Err(e) => {
-            let reason = match stop_signal() {
-                Some(sig) => format!("aborted by {sig}"),
-                None => format!("{e:#}"),
+            let (kind, reason) = match stop_signal() {
+                Some(sig) => (Kind::Stopped, format!("aborted by {sig}")),
+                None => (failure::kind_of(&e), format!("{e:#}")),
             };
             (
-                ArchiveResult::failed(&p.file, p.found.size, reason),
+                ArchiveResult::failed(&p.file, p.found.size, kind, reason),
                 Vec::new(),
             )
         }
@@ -971,6 +976,7 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<(ArchiveResult, NameConf
             seconds: 0.0,
             bytes: p.found.size,
             reason: None,
+            failure: None,
         };
         return Ok((would, Vec::new()));
     }
@@ -1010,6 +1016,7 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<(ArchiveResult, NameConf
         seconds: 0.0,
         bytes: p.found.size,
         reason: None,
+        failure: None,
     };
     Ok((result, names.into_iter().zip(configs).collect()))
 }
@@ -1021,11 +1028,14 @@ fn check_sha256(p: &Planned, expected: &str) -> Result<()> {
     let actual = bundle::sha256_reader(Stoppable(f))
         .with_context(|| format!("cannot read {}", p.found.path.display()))?;
     if actual != expected {
-        anyhow::bail!(
-            "checksum mismatch: {} says sha256 {expected}, the file has {actual}; \
-             the file is damaged or was replaced, so it is not imported",
-            bundle::SUMS_FILE
-        );
+        return Err(Failure::error(
+            Kind::Archive,
+            format!(
+                "checksum mismatch: {} says sha256 {expected}, the file has {actual}; \
+                 the file is damaged or was replaced, so it is not imported",
+                bundle::SUMS_FILE
+            ),
+        ));
     }
     Ok(())
 }
@@ -1244,17 +1254,11 @@ mod tests {
     }
 
     #[test]
-    fn an_archive_that_lost_a_layer_or_name_race_to_a_parallel_import_is_tried_again() {
-        let failed = |reason: &str| ArchiveResult::failed("a.tar", 1, reason);
-        assert!(lost_a_parallel_race(&failed(
-            "ctr images import: content digest sha256:ab: not found"
-        )));
-        assert!(lost_a_parallel_race(&failed(
-            "ctr images import: image \"docker.io/oi-test/dup:1\": already exists"
-        )));
-        assert!(!lost_a_parallel_race(&failed(
-            "the gzip stream is truncated"
-        )));
+    fn only_an_archive_that_lost_a_race_to_a_parallel_import_is_tried_again() {
+        let failed = |kind| ArchiveResult::failed("a.tar", 1, kind, "why");
+        assert!(lost_a_parallel_race(&failed(Kind::Race)));
+        assert!(!lost_a_parallel_race(&failed(Kind::Archive)));
+        assert!(!lost_a_parallel_race(&failed(Kind::Import)));
     }
 
     #[test]

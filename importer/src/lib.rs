@@ -8,6 +8,7 @@ pub mod cli;
 mod digest;
 pub mod exit;
 pub mod export;
+pub mod failure;
 pub mod import;
 pub mod labels;
 pub mod list;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::archive::human_bytes;
 use crate::cli::LogFormat;
+use crate::failure::Kind;
 
 /// Where Kubernetes reads a container's termination message from.
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
@@ -53,10 +54,13 @@ pub struct ArchiveResult {
     pub bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Why it failed, for a program to branch on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Kind>,
 }
 
 impl ArchiveResult {
-    pub fn failed(file: &str, bytes: u64, reason: impl Into<String>) -> ArchiveResult {
+    pub fn failed(file: &str, bytes: u64, kind: Kind, reason: impl Into<String>) -> ArchiveResult {
         ArchiveResult {
             file: file.to_string(),
             status: Status::Failed,
@@ -65,6 +69,7 @@ impl ArchiveResult {
             seconds: 0.0,
             bytes,
             reason: Some(reason.into()),
+            failure: Some(kind),
         }
     }
 }
@@ -361,7 +366,12 @@ mod tests {
 
     #[test]
     fn a_failed_archive_line_names_the_file_and_the_reason() {
-        let a = ArchiveResult::failed("bad.tar.gz", 10, "the gzip stream is truncated");
+        let a = ArchiveResult::failed(
+            "bad.tar.gz",
+            10,
+            Kind::Archive,
+            "the gzip stream is truncated",
+        );
         let line = archive_line(&a);
         assert!(line.starts_with("FAILED"), "{line}");
         assert!(
@@ -405,7 +415,7 @@ mod tests {
 
     #[test]
     fn json_events_carry_their_kind() {
-        let a = ArchiveResult::failed("x.tar", 1, "no");
+        let a = ArchiveResult::failed("x.tar", 1, Kind::Import, "no");
         let v: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&Event::Archive(&a)).unwrap()).unwrap();
         assert_eq!(v["event"], "archive");

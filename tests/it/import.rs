@@ -794,3 +794,20 @@ fn an_image_a_value_requires_that_no_archive_brings_fails_the_import_and_ends_it
         "{stderr}"
     );
 }
+
+#[test]
+fn a_report_that_cannot_be_written_fails_the_run_with_exit_1_naming_the_file() {
+    let dir = temp_dir("report-fail");
+    let ns = unique_namespace("report-fail");
+    let report = dir.join("no-such-dir").join("report.json");
+    let (code, _, stderr) = outcome(
+        against_containerd("import", &dir, &ns)
+            .arg("--report")
+            .arg(&report),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot write the report {}", report.display())),
+        "{stderr}"
+    );
+}

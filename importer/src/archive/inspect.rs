@@ -389,11 +389,10 @@ impl Scan {
 
 fn tar_error(e: io::Error) -> anyhow::Error {
     // Decompression errors already say what is wrong; tar's own need the word "tar".
-    let msg = e.to_string();
-    if msg.contains("gzip") || msg.contains("zstd") {
-        anyhow!(msg)
+    if super::open::is_decompress_error(&e) {
+        anyhow!("{e}")
     } else {
-        anyhow!("the tar stream is corrupt or truncated: {msg}")
+        anyhow!("the tar stream is corrupt or truncated: {e}")
     }
 }
 
@@ -927,6 +926,26 @@ mod tests {
     use super::*;
 
     use crate::archive::tar_of;
+
+    #[test]
+    fn a_cut_compressed_stream_is_named_by_its_compression_and_a_cut_tar_as_tar() {
+        use std::io::Write;
+        let tar = tar_of(&[("manifest.json", &vec![b' '; 200_000][..])]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let mut gz = gz.finish().unwrap();
+        gz.truncate(gz.len() / 2);
+        let (c, r) = crate::archive::decompress(io::Cursor::new(gz)).unwrap();
+        let err = format!("{:#}", inspect_stream(r, c, Limits::default()).unwrap_err());
+        assert!(err.contains("the gzip stream is truncated"), "{err}");
+        assert!(!err.contains("tar stream"), "{err}");
+        let cut = tar[..tar.len() / 2].to_vec();
+        let err = format!(
+            "{:#}",
+            inspect_stream(&cut[..], Compression::None, Limits::default()).unwrap_err()
+        );
+        assert!(err.contains("tar stream"), "{err}");
+    }
 
     #[test]
     fn a_legacy_docker_archive_gives_names_config_digest_and_platform() {

@@ -140,11 +140,11 @@ struct GzipReader<R>(R);
 impl<R: Read> Read for GzipReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         self.0.read(out).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => io::Error::new(
+            io::ErrorKind::UnexpectedEof => decompress_error(
                 io::ErrorKind::UnexpectedEof,
                 "the gzip stream is truncated (the file ends before the compressed data does)",
             ),
-            io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => io::Error::new(
+            io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => decompress_error(
                 io::ErrorKind::InvalidData,
                 format!("the gzip stream is corrupt: {e}"),
             ),
@@ -165,10 +165,35 @@ struct ZstdReader<R> {
 }
 
 fn zstd_error(what: &str, e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(
+    decompress_error(
         io::ErrorKind::InvalidData,
         format!("the zstd stream is corrupt or truncated: {what}: {e}"),
     )
+}
+
+/// A compressed stream that cannot be decompressed; its message says which format and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Decompress(String);
+
+fn decompress_error(kind: io::ErrorKind, message: impl Into<String>) -> io::Error {
+    io::Error::new(kind, Decompress(message.into()))
+}
+
+/// Whether `e` (or what it wraps) is a decompression error of ours rather than one of the tar
+/// stream inside.
+pub(super) fn is_decompress_error(e: &io::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if err.is::<Decompress>() {
+            return true;
+        }
+        cause = match err.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner),
+            None => err.source(),
+        };
+    }
+    false
 }
 
 impl<R: BufRead> ZstdReader<R> {
@@ -241,7 +266,7 @@ impl<R: BufRead> Read for ZstdReader<R> {
             }
             if !(d.is_finished() && d.can_collect() == 0) {
                 // No progress and no error: the input ended inside the frame.
-                return Err(io::Error::new(
+                return Err(decompress_error(
                     io::ErrorKind::UnexpectedEof,
                     "the zstd stream is truncated (the file ends inside a frame)",
                 ));

@@ -22,6 +22,7 @@ use super::{
     forget_child, socket, track_child, Container, Imported, Present, Runtime, Unreachable,
 };
 use crate::archive::{inspect_stream_detailed, ArchiveInfo, Compression, Limits, Platform};
+use crate::failure::{Failure, Kind};
 
 /// Where nodes keep `ctr`: distribution packages, RKE2, k3s, MicroK8s, k0s, Flatcar/Talos-like
 /// layouts. Searched under `--host-root` in this order.
@@ -192,13 +193,21 @@ impl Containerd {
         ]
         .iter()
         .any(|s| text.contains(s));
+        let race = lost_a_race(text);
+        let as_race = |msg: String| {
+            if race {
+                Failure::error(Kind::Race, msg)
+            } else {
+                anyhow!(msg)
+            }
+        };
         if text.contains("failed to resolve layers") && text.contains("not found") {
             // Seen when a partial upload of the same layer, left by an import that was cut
             // short, was still held by containerd: ctr 1.6 resumes it and loses the layer.
-            return anyhow!(
+            return as_race(format!(
                 "{said} (containerd may still have held a partial upload of this layer from an \
                  interrupted import; running the import again usually succeeds)"
-            );
+            ));
         }
         // containerd went away in the middle of the import (killed, crashed, restarted).
         let lost = [
@@ -210,16 +219,22 @@ impl Containerd {
         .iter()
         .any(|s| text.contains(s));
         if lost && !unreachable {
-            return anyhow!(
-                "containerd at {} closed the connection during the import (was it restarted or \
-                 killed?); nothing of this archive was kept, run the import again: {said}",
-                self.socket.display()
+            return Failure::error(
+                Kind::Unreachable,
+                format!(
+                    "containerd at {} closed the connection during the import (was it restarted \
+                     or killed?); nothing of this archive was kept, run the import again: {said}",
+                    self.socket.display()
+                ),
             );
         }
         if text.contains("no space left on device") {
-            return anyhow!(
-                "the disk holding containerd's root is full (no space left on device): free space \
-                 on the node and run the import again; {said}"
+            return Failure::error(
+                Kind::Disk,
+                format!(
+                    "the disk holding containerd's root is full (no space left on device): free \
+                     space on the node and run the import again; {said}"
+                ),
             );
         }
         if unreachable {
@@ -229,7 +244,7 @@ impl Containerd {
             ))
             .into()
         } else {
-            anyhow!(said)
+            as_race(said)
         }
     }
 
@@ -477,6 +492,16 @@ fn digest_records_to_drop(
         })
         .map(|(name, _, _)| name.to_string())
         .collect()
+}
+
+/// ctr 1.6's words when two imports at once trip over each other. Writing the same layer, one
+/// can take the other's upload (ctr names an upload after the archive's entry): the loser
+/// fails with "content digest ...: not found". Creating the same image name, both find it
+/// absent and the second create fails with `image "...": already exists`. Nothing is wrong
+/// with the archive.
+fn lost_a_race(ctr_said: &str) -> bool {
+    (ctr_said.contains("content digest") && ctr_said.contains("not found"))
+        || (ctr_said.contains("image \"") && ctr_said.contains("\": already exists"))
 }
 
 /// `k=v,k=v` (or `-`) as `ctr` prints labels.
@@ -949,6 +974,16 @@ fn grow_pipe(pipe: &std::process::ChildStdin) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ctr_losing_a_layer_or_name_race_to_a_parallel_import_is_told_apart() {
+        assert!(lost_a_race("content digest sha256:ab: not found"));
+        assert!(lost_a_race(
+            "image \"docker.io/oi-test/dup:1\": already exists"
+        ));
+        assert!(!lost_a_race("failed to read: unexpected EOF"));
+        assert!(!lost_a_race("image \"x\": not found"));
+    }
 
     #[test]
     fn labels_are_read_as_ctr_prints_them() {
