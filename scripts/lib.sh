@@ -18,6 +18,7 @@ oi_install_packages() {
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   [ -x /bin/busybox ] || missing+=(busybox-static)
   [ -x /usr/bin/time ] || missing+=(time)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
   command -v readelf >/dev/null || missing+=(binutils)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then

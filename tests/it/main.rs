@@ -9,5 +9,6 @@ mod harness;
 mod import;
 mod list;
 mod prune;
+mod registry;
 mod reliability;
 mod selfcheck;

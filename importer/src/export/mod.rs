@@ -12,6 +12,7 @@
 mod collect;
 mod compress;
 mod engine;
+pub mod registry;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -24,7 +25,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::archive::{human_bytes, ArchiveInfo, Compression, Platform};
-use crate::bundle::{self, BundleArchive, BundleImage, BundleIndex};
+use crate::bundle::{self, BundleArchive, BundleImage, BundleIndex, BundleLayer, BundleSource};
 use crate::cli::{self, ExportArgs};
 use crate::exit::{self, Code};
 use crate::reference::Reference;
@@ -80,13 +81,106 @@ fn progress(n: usize, total: usize, r: &Reference, event: &str) {
     eprintln!("[{n}/{total}] {r}: {event}");
 }
 
+/// The platforms asked for, the host's when none.
+fn parse_platforms(given: &[String]) -> Result<Vec<Platform>> {
+    let mut out = Vec::new();
+    for p in given {
+        let parsed = Platform::parse(p).ok_or_else(|| {
+            exit::usage(format!(
+                "--platform {p:?} is not of the form os/arch[/variant], e.g. linux/amd64"
+            ))
+        })?;
+        if !out.contains(&parsed) {
+            out.push(parsed);
+        }
+    }
+    if out.is_empty() {
+        out.push(Platform::host());
+    }
+    Ok(out)
+}
+
+fn uses_registry(e: cli::Engine) -> bool {
+    matches!(e, cli::Engine::Auto | cli::Engine::Registry)
+}
+
+/// The registry engine, configured from the flags; `scratch` holds the blob cache of a
+/// `--no-cache` run.
+fn registry_engine(
+    args: &ExportArgs,
+    platforms: &[Platform],
+    scratch: &Path,
+    insecure: &[String],
+) -> Result<registry::Registry> {
+    let mut mirrors = Vec::new();
+    for m in &args.registry_mirror {
+        let (src, mirror) = m
+            .split_once('=')
+            .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+            .ok_or_else(|| {
+                exit::usage(format!(
+                    "--registry-mirror {m:?} is not of the form SRC=MIRROR"
+                ))
+            })?;
+        let clean = |h: &str| {
+            h.trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        };
+        mirrors.push((clean(src), clean(mirror)));
+    }
+    let explicit = match &args.username {
+        Some(user) => {
+            let mut line = String::new();
+            io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| exit::usage(format!("--password-stdin: cannot read stdin: {e}")))?;
+            let secret = line.trim_end_matches(['\n', '\r']).to_string();
+            if secret.is_empty() {
+                return Err(exit::usage("--password-stdin: stdin held no password"));
+            }
+            Some(registry::auth::Credential {
+                username: user.clone(),
+                secret,
+            })
+        }
+        None => None,
+    };
+    let cache_dir = if args.no_cache {
+        scratch.join("blobs")
+    } else {
+        match args.cache_dir.clone().or_else(registry::cache::default_dir) {
+            Some(d) => d,
+            None => scratch.join("blobs"),
+        }
+    };
+    let cache = registry::cache::Cache::open(&cache_dir, usize::from(args.jobs))
+        .map_err(|e| exit::usage(format!("{e:#}")))?;
+    let options = registry::transport::Options {
+        ca_file: args.ca_file.clone(),
+        insecure: insecure.to_vec(),
+        keychain: registry::auth::Keychain {
+            explicit,
+            config: registry::auth::docker_config_path(),
+        },
+    };
+    let reg = registry::Registry::new(options, mirrors, cache, platforms.to_vec())
+        .map_err(|e| exit::usage(format!("{e:#}")))?;
+    eprintln!(
+        "offline-images: using the registry engine (blob cache {})",
+        if args.no_cache {
+            "off".to_string()
+        } else {
+            cache_dir.display().to_string()
+        }
+    );
+    Ok(reg)
+}
+
 pub fn run(args: &ExportArgs) -> Result<Code> {
-    let platform = Platform::parse(&args.platform).ok_or_else(|| {
-        exit::usage(format!(
-            "--platform {:?} is not of the form os/arch[/variant], e.g. linux/amd64",
-            args.platform
-        ))
-    })?;
+    let platforms = parse_platforms(&args.platform)?;
+    let platform = platforms[0].clone();
     let collected = collect(&Inputs {
         images: &args.images,
         images_files: &args.images_file,
@@ -99,7 +193,11 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
     for p in &collected.problems {
         eprintln!("offline-images: error: {p}");
     }
-    let ext = extension(args.compress);
+    let ext = if uses_registry(args.engine) {
+        ".tar"
+    } else {
+        extension(args.compress)
+    };
     let mut refs = Vec::new();
     let mut names: HashMap<String, Reference> = HashMap::new();
     let mut problems = collected.problems.len();
@@ -159,21 +257,38 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
         }
     };
 
+    let platform_list: Vec<String> = platforms.iter().map(ToString::to_string).collect();
     eprintln!(
-        "offline-images: {} image(s) to export to {}, platform {platform}:",
+        "offline-images: {} image(s) to export to {}, platform {}:",
         refs.len(),
-        args.output.display()
+        args.output.display(),
+        platform_list.join(", ")
     );
     for r in &refs {
         eprintln!("  {r}");
     }
-    let mut engine = Engine::detect(args.engine)?;
-    engine.insecure = args
+    let insecure: Vec<String> = args
         .insecure_registry
         .iter()
         .map(|h| h.trim_end_matches('/').to_string())
         .collect();
-    eprintln!("offline-images: using {}", engine.describe());
+    let engine = match args.engine {
+        // Only for images the registry does not serve, and only when one is there.
+        cli::Engine::Auto => Engine::detect(cli::Engine::Auto)
+            .ok()
+            .filter(Engine::has_local_store),
+        cli::Engine::Registry => None,
+        other => Some(Engine::detect(other)?),
+    }
+    .map(|mut e| {
+        e.insecure = insecure.clone();
+        e
+    });
+    if !uses_registry(args.engine) {
+        if let Some(e) = &engine {
+            eprintln!("offline-images: using {}", e.describe());
+        }
+    }
 
     let dir = &args.output;
     fs::create_dir_all(dir).map_err(|e| {
@@ -204,15 +319,28 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
     };
     let scratch = dir.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
     remove_stale_temps(dir);
+    let registry = if uses_registry(args.engine) {
+        Some(registry_engine(args, &platforms, &scratch, &insecure)?)
+    } else {
+        None
+    };
+    if let (Some(e), cli::Engine::Auto) = (&engine, args.engine) {
+        eprintln!(
+            "offline-images: images the registry does not serve are looked for in {}",
+            e.describe()
+        );
+    }
 
     let jobs = usize::from(args.jobs).min(refs.len()).max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ctx = Exporter {
-        engine: &engine,
+        engine: engine.as_ref(),
+        registry: registry.as_ref(),
         platform: &platform,
+        platforms: &platforms,
         bundle: &shared,
         scratch: &scratch,
-        ext,
+        ext: extension(args.compress),
         compression: compression(args.compress),
         no_cache: args.no_cache,
         threads: (cores / jobs).max(1),
@@ -328,8 +456,10 @@ fn remove_stale_temps(dir: &Path) {
 
 /// Everything one image's export needs.
 struct Exporter<'a> {
-    engine: &'a Engine,
+    engine: Option<&'a Engine>,
+    registry: Option<&'a registry::Registry>,
     platform: &'a Platform,
+    platforms: &'a [Platform],
     bundle: &'a Bundle,
     scratch: &'a Path,
     ext: &'static str,
@@ -374,7 +504,137 @@ impl Exporter<'_> {
         Ok((actual == expected_sum).then_some(config))
     }
 
+    /// The registry engine, else (auto) the local engine for an image only it holds.
     fn export_one(&self, n: usize, r: &Reference) -> Result<Outcome> {
+        let (Some(reg), engine) = (self.registry, self.engine) else {
+            let engine = self.engine.expect("an engine was detected");
+            return self.export_local(n, r, engine, true);
+        };
+        let err = match self.export_registry(n, r, reg) {
+            Ok(o) => return Ok(o),
+            Err(e) => e,
+        };
+        let Some(engine) = engine else {
+            return Err(err);
+        };
+        if engine.config_digest(r, self.platform).is_err() {
+            return Err(err.context(format!("and {} does not hold it either", engine.kind)));
+        }
+        progress(
+            n,
+            self.total,
+            r,
+            &format!(
+                "not exported from the registry ({err:#}); {} holds it locally, so it is saved \
+                 with {} (its digest is that engine's, not a registry's)",
+                engine.kind, engine.kind
+            ),
+        );
+        self.export_local(n, r, engine, false)
+    }
+
+    /// The digest images.json holds for the registry engine's `file`, when the file is there,
+    /// matches `SHA256SUMS`, and holds the platforms asked for.
+    fn cached_digest(&self, file: &str) -> Result<Option<String>> {
+        let (expected_sum, digest) = {
+            let state = self.bundle.state.lock().unwrap_or_else(|e| e.into_inner());
+            let (index, sums) = &*state;
+            let digest = index.archive(file).and_then(|a| {
+                let have: Vec<&str> = a
+                    .images
+                    .iter()
+                    .filter_map(|i| i.platform.as_deref())
+                    .collect();
+                let all = self
+                    .platforms
+                    .iter()
+                    .all(|p| have.contains(&p.to_string().as_str()));
+                a.source.as_ref().filter(|_| all).map(|s| s.digest.clone())
+            });
+            (sums.get(file).cloned(), digest)
+        };
+        let (Some(expected_sum), Some(digest)) = (expected_sum, digest) else {
+            return Ok(None);
+        };
+        let path = self.bundle.dir.join(file);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        Ok((bundle::sha256_file(&path)? == expected_sum).then_some(digest))
+    }
+
+    fn export_registry(
+        &self,
+        n: usize,
+        r: &Reference,
+        reg: &registry::Registry,
+    ) -> Result<Outcome> {
+        let file = format!("{}.tar", r.file_stem());
+        if !self.no_cache {
+            if let Some(digest) = self.cached_digest(&file)? {
+                progress(n, self.total, r, "checking the registry");
+                if reg.resolve(r)? == digest {
+                    progress(n, self.total, r, &format!("skipped (up to date: {file})"));
+                    return Ok(Outcome::UpToDate);
+                }
+            }
+        }
+        progress(n, self.total, r, "fetching from the registry");
+        let started = Instant::now();
+        let dest = self.bundle.dir.join(&file);
+        let temp_path = bundle::temp_name(&dest);
+        let mut temp = TempFile(Some(temp_path.clone()));
+        let out = File::create(&temp_path)
+            .with_context(|| format!("cannot create {}", temp_path.display()))?;
+        let mut writer = registry::layout::Hashing::new(BufWriter::with_capacity(1 << 20, out));
+        let exported = reg.export(r, &mut writer, &|_| {})?;
+        let (size, sha256) = (writer.count, writer.hex());
+        let out = writer
+            .inner
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", temp_path.display()))?;
+        out.sync_all()
+            .with_context(|| format!("cannot write {}", temp_path.display()))?;
+        drop(out);
+        fs::rename(&temp_path, &dest).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                temp_path.display(),
+                dest.display()
+            )
+        })?;
+        temp.0 = None;
+        if let Ok(d) = File::open(&self.bundle.dir) {
+            let _ = d.sync_all();
+        }
+        self.bundle
+            .record(registry_record(r, &file, size, sha256, &exported))?;
+        let secs = started.elapsed().as_secs_f64();
+        progress(
+            n,
+            self.total,
+            r,
+            &format!(
+                "written {file} ({}, {} downloaded at {}/s, {} from the cache, in {secs:.1} s; \
+                 digest {})",
+                human_bytes(size),
+                human_bytes(exported.downloaded),
+                human_bytes((exported.downloaded as f64 / secs.max(0.001)) as u64),
+                human_bytes(exported.cached),
+                exported.digest
+            ),
+        );
+        Ok(Outcome::Written { bytes: size })
+    }
+
+    fn export_local(
+        &self,
+        n: usize,
+        r: &Reference,
+        engine: &Engine,
+        pull: bool,
+    ) -> Result<Outcome> {
         let file = format!("{}{}", r.file_stem(), self.ext);
         let cached = if self.no_cache {
             None
@@ -382,15 +642,15 @@ impl Exporter<'_> {
             self.cached_config(&file)?
         };
 
-        if self.engine.has_local_store() {
+        if engine.has_local_store() && pull {
             progress(n, self.total, r, "pulling");
-            self.engine.pull(r, self.platform)?;
+            engine.pull(r, self.platform)?;
         }
         if let Some(config) = &cached {
-            if !self.engine.has_local_store() {
+            if !engine.has_local_store() {
                 progress(n, self.total, r, "checking the registry");
             }
-            let current = self.engine.config_digest(r, self.platform)?;
+            let current = engine.config_digest(r, self.platform)?;
             if &current == config {
                 progress(n, self.total, r, &format!("skipped (up to date: {file})"));
                 return Ok(Outcome::UpToDate);
@@ -407,7 +667,7 @@ impl Exporter<'_> {
         let mut temp = TempFile(Some(temp_path.clone()));
         let out = File::create(&temp_path)
             .with_context(|| format!("cannot create {}", temp_path.display()))?;
-        let mut saved = self.engine.save(r, self.platform, self.scratch)?;
+        let mut saved = engine.save(r, self.platform, self.scratch)?;
         let mut writer = BufWriter::with_capacity(1 << 20, out);
         let result =
             compress::write_archive(&mut saved, &mut writer, self.compression, self.threads);
@@ -444,6 +704,7 @@ impl Exporter<'_> {
             compression: self.compression,
             format: written.info.format,
             images,
+            source: None,
         })?;
         let secs = started.elapsed().as_secs_f64();
         progress(
@@ -509,12 +770,57 @@ impl Exporter<'_> {
                 config_digest: config.clone(),
                 manifest_digest: p.manifest_digest.clone(),
                 platform: p.platform.as_ref().map(ToString::to_string),
+                layers: Vec::new(),
             });
         }
         if images.is_empty() {
             anyhow::bail!("the saved archive holds no complete image");
         }
         Ok(images)
+    }
+}
+
+/// images.json's record of an archive the registry engine wrote.
+fn registry_record(
+    r: &Reference,
+    file: &str,
+    size: u64,
+    sha256: String,
+    e: &registry::Exported,
+) -> BundleArchive {
+    let tag_name = e.names.first().cloned().unwrap_or_default();
+    BundleArchive {
+        file: file.to_string(),
+        size,
+        sha256,
+        compression: Compression::None,
+        format: crate::archive::Format::Oci,
+        images: e
+            .images
+            .iter()
+            .map(|p| BundleImage {
+                names: vec![tag_name.clone()],
+                config_digest: p.config_digest.clone(),
+                manifest_digest: Some(p.manifest_digest.clone()),
+                platform: p.platform.as_ref().map(ToString::to_string),
+                layers: p
+                    .layers
+                    .iter()
+                    .map(|(digest, size)| BundleLayer {
+                        digest: digest.clone(),
+                        size: *size,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        source: Some(BundleSource {
+            reference: r.to_string(),
+            repository: r.repository(),
+            tag: r.tag.clone(),
+            digest: e.digest.clone(),
+            index_digest: e.index_digest.clone(),
+            refs: e.names.clone(),
+        }),
     }
 }
 
