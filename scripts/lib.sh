@@ -42,6 +42,13 @@ oi_install_rust_target() {
     say "adding the x86_64-unknown-linux-musl target"
     rustup target add x86_64-unknown-linux-musl >/dev/null
   fi
+  # ring (the TLS crypto of the registry engine) compiles C and assembly: musl's gcc wrapper.
+  if ! command -v x86_64-linux-musl-gcc >/dev/null; then
+    [ "$(id -u)" = 0 ] || die "installing musl-tools needs root"
+    say "installing Debian packages: musl-tools"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends musl-tools >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends musl-tools >/dev/null; }
+  fi
 }
 
 # A Python venv with the chart-test tools (real Helm engine, manifest validator, pytest).

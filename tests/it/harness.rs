@@ -398,6 +398,7 @@ pub fn export_cmd(output: &Path) -> Command {
         .unwrap_or_default();
     let mut c = offline_images();
     c.env("DOCKER_HOST", &d.docker_host)
+        .env("XDG_CACHE_HOME", d.tmp.join("export-cache"))
         .env(
             "PATH",
             format!("{cli_dir}:{}", std::env::var("PATH").unwrap_or_default()),
@@ -1392,9 +1393,14 @@ impl PrivateRegistry {
         reg
     }
 
-    /// The directory holding `ca.crt`, as skopeo's `--dest-cert-dir` wants it.
+    /// A directory holding only `ca.crt`, as skopeo's `--dest-cert-dir` wants it (a `.key`
+    /// there would be taken for a client key).
     pub fn cert_dir(&self) -> Option<PathBuf> {
-        self.ca.as_ref().map(|c| c.parent().unwrap().to_path_buf())
+        let ca = self.ca.as_ref()?;
+        let dir = self.dir.join("skopeo-certs");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(ca, dir.join("ca.crt")).unwrap();
+        Some(dir)
     }
 
     /// Copy `image` (a tag in the test dockerd) into this registry as `path:tag`, with skopeo

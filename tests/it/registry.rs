@@ -61,6 +61,11 @@ fn names_in(dir: &Path) -> Vec<String> {
     v
 }
 
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
 fn ctr_at(d: &Daemons, ns: &str) -> Command {
     let mut c = Command::new("ctr");
     c.arg("-a").arg(&d.containerd_sock).arg("-n").arg(ns);
@@ -145,7 +150,7 @@ fn an_image_exported_by_tag_and_one_by_digest_keep_the_registry_digest_with_no_e
         (&pinned_ref, &pinned, &pin_digest),
     ] {
         let e = entry(&out_dir, reference);
-        assert_eq!(e["format"], "oci-archive");
+        assert_eq!(e["format"], "oci");
         assert_eq!(e["source"]["reference"], reference.as_str());
         assert_eq!(e["source"]["digest"], digest.as_str());
         assert_eq!(e["images"][0]["manifest_digest"], digest.as_str());
@@ -196,10 +201,13 @@ fn build_for(tag: &str, platform: &str, message: &str) {
     let ctx = temp_dir("build-platform");
     std::fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
     std::fs::write(ctx.join("message"), format!("{message}\n")).unwrap();
+    // A first layer of its own: the classic builder's cache ignores the platform, so the
+    // busybox step of this image must never be the cached step of another image's build.
+    std::fs::write(ctx.join("platform"), format!("{platform} {tag}\n")).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY message /message\n\
-         ENTRYPOINT [\"/bin/busybox\"]\nCMD [\"cat\", \"/message\"]\n",
+        "FROM scratch\nCOPY platform /platform\nCOPY busybox /bin/busybox\n\
+         COPY message /message\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"cat\", \"/message\"]\n",
     )
     .unwrap();
     run(docker()
@@ -337,11 +345,11 @@ fn a_layer_corrupted_in_the_registry_is_refused_by_its_digest_and_nothing_half_w
     );
     assert_eq!(
         names_in(&out_dir),
-        vec![
-            "SHA256SUMS".to_string(),
+        sorted(vec![
+            "SHA256SUMS".into(),
             file_of(&good),
             "images.json".into()
-        ]
+        ])
     );
     sha256sum_check(&out_dir);
     let hex = &layer[7..];
@@ -408,11 +416,11 @@ fn htpasswd_over_tls_exports_with_the_docker_config_and_a_wrong_password_fails_t
     assert!(!log.contains("not-the-password"), "{log}");
     assert_eq!(
         names_in(&out_dir),
-        vec![
-            "SHA256SUMS".to_string(),
+        sorted(vec![
+            "SHA256SUMS".into(),
             file_of(&open.reference),
             "images.json".into()
-        ]
+        ])
     );
 }
 
@@ -495,4 +503,27 @@ fn the_blob_cache_is_shared_across_bundles_and_a_second_run_downloads_nothing() 
     // The same bundle again: the registry still serves that digest, so nothing is written.
     let again = export(&dir.join("two"));
     assert!(again.contains("skipped (up to date"), "{again}");
+}
+
+#[test]
+fn auto_saves_an_image_the_registry_does_not_serve_with_the_local_engine_and_says_so() {
+    let d = daemons();
+    // Built here and never pushed: the registry does not have it, the test dockerd does.
+    let tag = format!("{}/oi-export/local-only:1", d.registry);
+    let local = build_image(&tag, "hello from a local-only image");
+    let pushed = pushed_image("reg-auto", "hello from the registry, in auto mode");
+    let out_dir = temp_dir("registry-auto").join("images");
+    let (code, _, log) = outcome(export_cmd(&out_dir).args([&local.reference, &pushed.reference]));
+    assert_eq!(code, 0, "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&local.reference) && l.contains("holds it locally"))
+        .unwrap_or_else(|| panic!("no fallback line:\n{log}"));
+    assert!(line.contains("HTTP 404"), "{line}");
+    let names = names_in(&out_dir);
+    let local_file = file_of(&local.reference).replace(".tar", ".tar.gz");
+    assert!(names.contains(&local_file), "{names:?}");
+    assert!(names.contains(&file_of(&pushed.reference)), "{names:?}");
+    sha256sum_check(&out_dir);
+    docker_rmi(&tag);
 }

@@ -12,6 +12,7 @@
 mod collect;
 mod compress;
 mod engine;
+mod meter;
 pub mod registry;
 
 use std::collections::{BTreeMap, HashMap};
@@ -76,9 +77,10 @@ impl Bundle {
     }
 }
 
-/// One line per event on stderr; a person reads it later, so no carriage returns, ever.
+/// One line per event on stderr; a person reads it later, so no carriage returns unless
+/// stderr is a terminal (where the line clears the status line first).
 fn progress(n: usize, total: usize, r: &Reference, event: &str) {
-    eprintln!("[{n}/{total}] {r}: {event}");
+    eprintln!("{}[{n}/{total}] {r}: {event}", meter::line_start());
 }
 
 /// The platforms asked for, the host's when none.
@@ -104,14 +106,46 @@ fn uses_registry(e: cli::Engine) -> bool {
     matches!(e, cli::Engine::Auto | cli::Engine::Registry)
 }
 
+fn insecure_hosts(args: &ExportArgs) -> Vec<String> {
+    args.insecure_registry
+        .iter()
+        .map(|h| h.trim_end_matches('/').to_string())
+        .collect()
+}
+
+/// The docker, podman or skopeo engine asked for; with `auto`, the local engine (docker or
+/// podman) for images the registry does not serve, when one is there.
+fn local_engine(args: &ExportArgs) -> Result<Option<Engine>> {
+    let engine = match args.engine {
+        cli::Engine::Auto => Engine::detect(cli::Engine::Auto)
+            .ok()
+            .filter(Engine::has_local_store),
+        cli::Engine::Registry => None,
+        other => Some(Engine::detect(other)?),
+    };
+    let Some(mut engine) = engine else {
+        return Ok(None);
+    };
+    engine.insecure = insecure_hosts(args);
+    if args.engine == cli::Engine::Auto {
+        eprintln!(
+            "offline-images: images the registry does not serve are looked for in {}",
+            engine.describe()
+        );
+    } else {
+        eprintln!("offline-images: using {}", engine.describe());
+    }
+    Ok(Some(engine))
+}
+
 /// The registry engine, configured from the flags; `scratch` holds the blob cache of a
 /// `--no-cache` run.
 fn registry_engine(
     args: &ExportArgs,
     platforms: &[Platform],
     scratch: &Path,
-    insecure: &[String],
 ) -> Result<registry::Registry> {
+    let insecure = insecure_hosts(args);
     let mut mirrors = Vec::new();
     for m in &args.registry_mirror {
         let (src, mirror) = m
@@ -159,7 +193,7 @@ fn registry_engine(
         .map_err(|e| exit::usage(format!("{e:#}")))?;
     let options = registry::transport::Options {
         ca_file: args.ca_file.clone(),
-        insecure: insecure.to_vec(),
+        insecure,
         keychain: registry::auth::Keychain {
             explicit,
             config: registry::auth::docker_config_path(),
@@ -267,28 +301,7 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
     for r in &refs {
         eprintln!("  {r}");
     }
-    let insecure: Vec<String> = args
-        .insecure_registry
-        .iter()
-        .map(|h| h.trim_end_matches('/').to_string())
-        .collect();
-    let engine = match args.engine {
-        // Only for images the registry does not serve, and only when one is there.
-        cli::Engine::Auto => Engine::detect(cli::Engine::Auto)
-            .ok()
-            .filter(Engine::has_local_store),
-        cli::Engine::Registry => None,
-        other => Some(Engine::detect(other)?),
-    }
-    .map(|mut e| {
-        e.insecure = insecure.clone();
-        e
-    });
-    if !uses_registry(args.engine) {
-        if let Some(e) = &engine {
-            eprintln!("offline-images: using {}", e.describe());
-        }
-    }
+    let engine = local_engine(args)?;
 
     let dir = &args.output;
     fs::create_dir_all(dir).map_err(|e| {
@@ -320,16 +333,10 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
     let scratch = dir.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
     remove_stale_temps(dir);
     let registry = if uses_registry(args.engine) {
-        Some(registry_engine(args, &platforms, &scratch, &insecure)?)
+        Some(registry_engine(args, &platforms, &scratch)?)
     } else {
         None
     };
-    if let (Some(e), cli::Engine::Auto) = (&engine, args.engine) {
-        eprintln!(
-            "offline-images: images the registry does not serve are looked for in {}",
-            e.describe()
-        );
-    }
 
     let jobs = usize::from(args.jobs).min(refs.len()).max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -345,26 +352,28 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
         no_cache: args.no_cache,
         threads: (cores / jobs).max(1),
         total: refs.len(),
+        meter: meter::Meter::new(),
     };
     let started = Instant::now();
     let next = AtomicUsize::new(0);
     let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..refs.len()).map(|_| None).collect());
     std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(r) = refs.get(i) else { return };
-                let outcome = match ctx.export_one(i + 1, r) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        let msg = format!("{e:#}");
-                        progress(i + 1, ctx.total, r, &format!("FAILED: {msg}"));
-                        Outcome::Failed(msg)
-                    }
-                };
-                outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
-            });
+        let drawer = s.spawn(|| ctx.meter.draw());
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(r) = refs.get(i) else { return };
+                    let outcome = ctx.export_or_fail(i + 1, r);
+                    outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
+                })
+            })
+            .collect();
+        for w in workers {
+            let _ = w.join();
         }
+        ctx.meter.finish();
+        let _ = drawer.join();
     });
     let _ = fs::remove_dir_all(&scratch);
 
@@ -467,6 +476,7 @@ struct Exporter<'a> {
     no_cache: bool,
     threads: usize,
     total: usize,
+    meter: meter::Meter,
 }
 
 /// Removes a temp file unless the file was completed.
@@ -502,6 +512,18 @@ impl Exporter<'_> {
         }
         let actual = bundle::sha256_file(&path)?;
         Ok((actual == expected_sum).then_some(config))
+    }
+
+    /// Export one image; a failure is logged and becomes its outcome.
+    fn export_or_fail(&self, n: usize, r: &Reference) -> Outcome {
+        self.meter.begin();
+        let result = self.export_one(n, r);
+        self.meter.end();
+        result.unwrap_or_else(|e| {
+            let msg = format!("{e:#}");
+            progress(n, self.total, r, &format!("FAILED: {msg}"));
+            Outcome::Failed(msg)
+        })
     }
 
     /// The registry engine, else (auto) the local engine for an image only it holds.
@@ -587,7 +609,7 @@ impl Exporter<'_> {
         let out = File::create(&temp_path)
             .with_context(|| format!("cannot create {}", temp_path.display()))?;
         let mut writer = registry::layout::Hashing::new(BufWriter::with_capacity(1 << 20, out));
-        let exported = reg.export(r, &mut writer, &|_| {})?;
+        let exported = reg.export(r, &mut writer, &|b| self.meter.add(b))?;
         let (size, sha256) = (writer.count, writer.hex());
         let out = writer
             .inner

@@ -428,3 +428,62 @@ fn layout_index(top: &Fetched, chosen: &[Chosen], names: &[String]) -> Result<Ve
     });
     Ok(serde_json::to_vec(&doc)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_hub_names_are_fetched_from_its_api_host() {
+        let r = Reference::parse("nginx:1.27").unwrap();
+        assert_eq!(r.repository(), "docker.io/library/nginx");
+        assert_eq!(endpoint_of(&r.domain), "registry-1.docker.io");
+        assert_eq!(endpoint_of("ghcr.io"), "ghcr.io");
+    }
+
+    #[test]
+    fn index_json_names_the_tag_the_index_and_each_platform_manifest() {
+        let top = Fetched {
+            bytes: b"{}".to_vec(),
+            media_type: fetch::OCI_INDEX.into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+        };
+        let manifest = Fetched {
+            bytes: b"{\"config\":{}}".to_vec(),
+            media_type: fetch::OCI_MANIFEST.into(),
+            digest: format!("sha256:{}", "b".repeat(64)),
+        };
+        let doc: ManifestDoc = serde_json::from_str(&format!(
+            r#"{{"config":{{"digest":"sha256:{}","size":2}},"layers":[]}}"#,
+            "c".repeat(64)
+        ))
+        .unwrap();
+        let chosen = vec![Chosen {
+            descriptor_media_type: fetch::OCI_MANIFEST.into(),
+            manifest,
+            doc,
+            platform: Platform::parse("linux/amd64"),
+        }];
+        let r = Reference::parse("reg.example.com/app:1").unwrap();
+        let names = names_of(&r, &top, &chosen);
+        assert_eq!(
+            names,
+            vec![
+                "reg.example.com/app:1".to_string(),
+                format!("reg.example.com/app@sha256:{}", "a".repeat(64)),
+                format!("reg.example.com/app@sha256:{}", "b".repeat(64)),
+            ]
+        );
+        let index: serde_json::Value =
+            serde_json::from_slice(&layout_index(&top, &chosen, &names).unwrap()).unwrap();
+        let m = index["manifests"].as_array().unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0]["digest"], top.digest.as_str());
+        assert_eq!(m[1]["digest"], top.digest.as_str());
+        assert_eq!(m[2]["platform"]["architecture"], "amd64");
+        assert_eq!(
+            m[2]["annotations"][ANNOTATION_CONTAINERD_NAME],
+            names[2].as_str()
+        );
+    }
+}

@@ -131,11 +131,14 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// Whether a failed call is worth another try.
+/// A TLS failure (an untrusted certificate, a server that speaks plain HTTP) is not: it
+/// would fail the same way again.
 fn transient(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed
-    )
+    match e {
+        ureq::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed => true,
+        _ => false,
+    }
 }
 
 fn retryable(status: u16) -> bool {
@@ -263,8 +266,12 @@ impl Transport {
             Err(e) if plain_ok => {
                 let http = format!("http://{endpoint}");
                 match self.call_retrying(agent, "GET", &format!("{http}/v2/"), &[]) {
-                    Ok(r) => (http, r),
-                    Err(e2) => bail!("cannot reach the registry {endpoint}: over HTTPS: {e:#}; over HTTP: {e2:#}"),
+                    Ok(r) if r.status().is_success() || r.status().as_u16() == 401 => (http, r),
+                    // An HTTPS server answers plain HTTP with 400: its TLS error is the cause.
+                    Ok(_) => bail!("cannot reach the registry {endpoint} over HTTPS: {e:#}"),
+                    Err(e2) => bail!(
+                        "cannot reach the registry {endpoint}: over HTTPS: {e:#}; over HTTP: {e2:#}"
+                    ),
                 }
             }
             Err(e) => {
