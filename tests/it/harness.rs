@@ -1516,3 +1516,109 @@ pub fn registry_export(output: &Path, path: &Path) -> Command {
         .arg(output);
     c
 }
+
+/// An HTTP proxy on 127.0.0.1 in front of a plain-HTTP registry that misbehaves a set number
+/// of times: the first `fail_manifests` manifest requests get `503`, and the first
+/// `cut_blobs` blob downloads asked without `Range` are cut after `cut_after` body bytes.
+/// Every request line (with its Range header, if any) is logged.
+pub struct FlakyProxy {
+    pub addr: String,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FlakyProxy {
+    pub fn start(
+        upstream: &str,
+        fail_manifests: usize,
+        cut_blobs: usize,
+        cut_after: usize,
+    ) -> FlakyProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (fails, cuts) = (
+            Arc::new(AtomicUsize::new(fail_manifests)),
+            Arc::new(AtomicUsize::new(cut_blobs)),
+        );
+        let (upstream, log2, stop2) = (upstream.to_string(), log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let Ok((mut client, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                let (upstream, log, fails, cuts) =
+                    (upstream.clone(), log2.clone(), fails.clone(), cuts.clone());
+                std::thread::spawn(move || {
+                    client.set_nonblocking(false).unwrap();
+                    // The request head (GET and HEAD requests only: no body).
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if client.read(&mut b).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        // A TLS handshake (a client trying HTTPS first): plain HTTP only.
+                        if head.is_empty() && b[0] == 0x16 {
+                            return;
+                        }
+                        head.push(b[0]);
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let line = text.lines().next().unwrap_or("").to_string();
+                    let range = text
+                        .lines()
+                        .find(|l| l.to_ascii_lowercase().starts_with("range:"))
+                        .map(str::to_string);
+                    log.lock()
+                        .unwrap()
+                        .push(format!("{line} {}", range.clone().unwrap_or_default()));
+                    let take = |n: &AtomicUsize| {
+                        n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+                            .is_ok()
+                    };
+                    if line.contains("/manifests/") && take(&fails) {
+                        let _ = client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        return;
+                    }
+                    let blob = line.contains("/blobs/sha256:") && range.is_none();
+                    // One request per connection: the client opens a new one for the next.
+                    let head = text.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                    let Ok(mut server) = TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    server.write_all(head.as_bytes()).unwrap();
+                    let mut answer = Vec::new();
+                    let _ = server.read_to_end(&mut answer);
+                    // Only a body longer than the cut is cut (a small config passes whole).
+                    let body_at = answer
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(0, |p| p + 4);
+                    if blob && answer.len() > body_at + cut_after && take(&cuts) {
+                        answer.truncate(body_at + cut_after);
+                    }
+                    let _ = client.write_all(&answer);
+                });
+            }
+        });
+        FlakyProxy { addr, log, stop }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

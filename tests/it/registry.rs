@@ -527,3 +527,67 @@ fn auto_saves_an_image_the_registry_does_not_serve_with_the_local_engine_and_say
     sha256sum_check(&out_dir);
     docker_rmi(&tag);
 }
+
+#[test]
+fn a_503_is_retried_and_a_cut_layer_download_resumes_by_range() {
+    let d = daemons();
+    let image = pushed_image("reg-flaky", "hello through a flaky proxy");
+    let proxy = FlakyProxy::start(&d.registry, 1, 1, 64 * 1024);
+    let reference = format!("{}/oi-export/reg-flaky:1", proxy.addr);
+    let out_dir = temp_dir("registry-flaky").join("images");
+    let (code, _, log) = outcome(registry_export(&out_dir, &bare_path(&[])).arg(&reference));
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("resuming"), "{log}");
+    let requests = proxy.requests();
+    let manifests = requests
+        .iter()
+        .filter(|r| r.contains("/manifests/1 "))
+        .count();
+    assert!(manifests >= 2, "the 503 was not retried: {requests:?}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("/blobs/sha256:") && r.contains("bytes=65536-")),
+        "no download resumed at the cut: {requests:?}"
+    );
+    assert_eq!(
+        entry(&out_dir, &reference)["images"][0]["config_digest"],
+        image.config_digest.as_str()
+    );
+    sha256sum_check(&out_dir);
+}
+
+#[test]
+fn a_registry_mirror_is_used_first_and_a_failing_one_falls_back_to_the_source() {
+    let d = daemons();
+    let mirror = PrivateRegistry::start("registry-mirror", false, RegistryAuth::Anonymous);
+    let image = build_image(&unique_tag("mirrored"), "hello from the mirror");
+    mirror.push(&image, "oi/mirrored:1");
+    // The source does not answer at all: only the mirror can serve the image.
+    let source = format!("127.0.0.1:{}", closed_port());
+    let reference = format!("{source}/oi/mirrored:1");
+    let out_dir = temp_dir("registry-mirror-out").join("images");
+    let (code, _, log) = outcome(
+        registry_export(&out_dir, &bare_path(&[]))
+            .arg("--registry-mirror")
+            .arg(format!("{source}={}", mirror.addr))
+            .arg(&reference),
+    );
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(
+        entry(&out_dir, &reference)["images"][0]["config_digest"],
+        image.config_digest.as_str()
+    );
+
+    let pushed = pushed_image("reg-unmirrored", "hello from the source");
+    let dead = format!("127.0.0.1:{}", closed_port());
+    let out_dir = temp_dir("registry-mirror-dead").join("images");
+    let (code, _, log) = outcome(
+        registry_export(&out_dir, &bare_path(&[]))
+            .arg("--registry-mirror")
+            .arg(format!("{}={dead}", d.registry))
+            .arg(&pushed.reference),
+    );
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains(&format!("the mirror {dead} failed")), "{log}");
+}

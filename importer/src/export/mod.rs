@@ -536,7 +536,11 @@ impl Exporter<'_> {
             Ok(o) => return Ok(o),
             Err(e) => e,
         };
-        let Some(engine) = engine else {
+        // Only an image the registry does not have (or a registry out of reach) is looked
+        // for locally: a refused login or a damaged blob stays a failure.
+        let text = format!("{err:#}");
+        let not_served = text.contains("HTTP 404") || text.contains("cannot reach the registry");
+        let Some(engine) = engine.filter(|_| not_served) else {
             return Err(err);
         };
         if engine.config_digest(r, self.platform).is_err() {

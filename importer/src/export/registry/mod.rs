@@ -199,33 +199,7 @@ impl Registry {
         let blobs = self.on_endpoints(r, |repo| self.download(repo, &chosen, on_bytes))?;
         let (downloaded, cached) = blobs.1;
         let names = names_of(r, &top, &chosen);
-        let index = layout_index(&top, &chosen, &names)?;
-        let mut files: Vec<(String, u64, Blob)> = Vec::new();
-        if is_index(&top.media_type) {
-            files.push((
-                top.digest.clone(),
-                top.bytes.len() as u64,
-                Blob::Bytes(top.bytes.clone()),
-            ));
-        }
-        for c in &chosen {
-            let m = &c.manifest;
-            files.push((
-                m.digest.clone(),
-                m.bytes.len() as u64,
-                Blob::Bytes(m.bytes.clone()),
-            ));
-        }
-        files.extend(blobs.0);
-        if let Err(e) = layout::write(out, &index, &files) {
-            // A cached blob that fails verification is removed, so the next run downloads it.
-            for (digest, _, blob) in &files {
-                if matches!(blob, Blob::File(_)) && format!("{e:#}").contains(digest.as_str()) {
-                    self.cache.forget(digest);
-                }
-            }
-            return Err(e);
-        }
+        self.write_layout(out, &top, &chosen, &names, blobs.0)?;
         let mut chosen = chosen;
         for c in chosen.iter_mut().filter(|c| c.platform.is_none()) {
             c.platform = self.config_platform(&c.doc.config.digest);
@@ -258,6 +232,39 @@ impl Registry {
             downloaded,
             cached,
             source,
+        })
+    }
+
+    /// The layout tar: the index (when there is one), the chosen manifests, then `blobs`.
+    fn write_layout(
+        &self,
+        out: &mut impl Write,
+        top: &Fetched,
+        chosen: &[Chosen],
+        names: &[String],
+        blobs: Vec<(String, u64, Blob)>,
+    ) -> Result<()> {
+        let index = layout_index(top, chosen, names)?;
+        let mut files: Vec<(String, u64, Blob)> = Vec::new();
+        let docs = is_index(&top.media_type)
+            .then_some(top)
+            .into_iter()
+            .chain(chosen.iter().map(|c| &c.manifest));
+        for m in docs {
+            files.push((
+                m.digest.clone(),
+                m.bytes.len() as u64,
+                Blob::Bytes(m.bytes.clone()),
+            ));
+        }
+        files.extend(blobs);
+        layout::write(out, &index, &files).inspect_err(|e| {
+            // A cached blob that fails verification is removed, so the next run downloads it.
+            for (digest, _, blob) in &files {
+                if matches!(blob, Blob::File(_)) && format!("{e:#}").contains(digest.as_str()) {
+                    self.cache.forget(digest);
+                }
+            }
         })
     }
 

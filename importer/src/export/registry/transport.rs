@@ -135,7 +135,11 @@ fn is_loopback(host: &str) -> bool {
 /// would fail the same way again.
 fn transient(e: &ureq::Error) -> bool {
     match e {
-        ureq::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        // A refused connection is a registry that is down, not one that cut a transfer.
+        ureq::Error::Io(io) => !matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::ConnectionRefused
+        ),
         ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed => true,
         _ => false,
     }
