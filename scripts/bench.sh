@@ -192,7 +192,8 @@ build_images() {
   reset_docker
   say "writing the exported bundle (offline-images export)"
   EXPORTED=$WORK/exported
-  "$BIN" export --output "$EXPORTED" "${REFS[@]}" 2>"$WORK/export-prep.log" ||
+  # --engine docker: the import sections compare gzip bundles, as docker save writes them.
+  "$BIN" export --engine docker --output "$EXPORTED" "${REFS[@]}" 2>"$WORK/export-prep.log" ||
     { tail "$WORK/export-prep.log" >&2; die "offline-images export failed"; }
   reset_docker
   record "bundle: $IMAGES images, $(du -cm "$FOREIGN"/*.tar.gz | tail -1 | cut -f1) MiB as docker save | gzip wrote them, $(du -cm "$EXPORTED"/*.tar.gz | tail -1 | cut -f1) MiB as offline-images export wrote them; uncompressed $(uncompressed_mb "$FOREIGN") MiB"
