@@ -249,7 +249,8 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "gzip")]
     pub compress: Compression,
 
-    /// Images exported at the same time.
+    /// Images exported at the same time (and, with the registry engine, blobs downloaded at
+    /// the same time, across images).
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
 
