@@ -1565,8 +1565,10 @@ impl FlakyProxy {
                         if client.read(&mut b).unwrap_or(0) == 0 {
                             return;
                         }
-                        // A TLS handshake (a client trying HTTPS first): plain HTTP only.
+                        // A TLS handshake (a client trying HTTPS first): answered as a plain
+                        // HTTP server answers it, as the registry behind does.
                         if head.is_empty() && b[0] == 0x16 {
+                            let _ = client.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n");
                             return;
                         }
                         head.push(b[0]);

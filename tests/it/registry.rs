@@ -603,3 +603,78 @@ fn a_registry_mirror_is_used_first_and_a_failing_one_falls_back_to_the_source() 
     assert_eq!(code, 0, "{log}");
     assert!(log.contains(&format!("the mirror {dead} failed")), "{log}");
 }
+
+#[test]
+fn a_blob_two_images_share_is_downloaded_once_per_run() {
+    let d = daemons();
+    let one = pushed_image("reg-share-1", "hello from the first sharer");
+    let two = pushed_image("reg-share-2", "hello from the second sharer");
+    let proxy = FlakyProxy::start(&d.registry, 0, 0, 0);
+    let refs: Vec<String> = [&one, &two]
+        .iter()
+        .map(|i| i.reference.replace(&d.registry, &proxy.addr))
+        .collect();
+    let out_dir = temp_dir("registry-share").join("images");
+    let (code, _, log) = outcome(
+        registry_export(&out_dir, &bare_path(&[]))
+            .args(["--jobs", "2"])
+            .args(&refs),
+    );
+    assert_eq!(code, 0, "{log}");
+    let blobs: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/blobs/sha256:"))
+        .map(|r| {
+            r.split("/blobs/")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut unique = blobs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        blobs.len(),
+        unique.len(),
+        "a blob was downloaded twice: {blobs:?}"
+    );
+    // Two configs, two own layers and the busybox layer they share.
+    assert_eq!(unique.len(), 5, "{blobs:?}");
+}
+
+#[test]
+fn on_a_terminal_event_lines_clear_the_status_line_first() {
+    let image = pushed_image("reg-tty", "hello on a terminal");
+    let dir = temp_dir("registry-tty");
+    let typescript = dir.join("typescript");
+    let mut inner = registry_export(&dir.join("images"), &bare_path(&[]));
+    inner.arg(&image.reference);
+    // `script` runs the export with a pseudo-terminal as its stderr.
+    let line = std::iter::once(inner.get_program())
+        .chain(inner.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // By its path: PATH is the bare one, for the export.
+    let mut c = Command::new("/usr/bin/script");
+    c.args(["-qefc", &line])
+        .arg(&typescript)
+        .env("TERM", "xterm")
+        .env("SHELL", "/bin/sh");
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let (code, _, _) = outcome(&mut c);
+    let shown = std::fs::read_to_string(&typescript).unwrap();
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("\r\x1b[K[1/1] "), "{shown:?}");
+    assert!(shown.contains("written "), "{shown:?}");
+}
