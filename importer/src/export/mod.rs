@@ -559,9 +559,9 @@ impl Exporter<'_> {
         self.export_local(n, r, engine, false)
     }
 
-    /// The digest images.json holds for the registry engine's `file`, when the file is there,
-    /// matches `SHA256SUMS`, and holds the platforms asked for.
-    fn cached_digest(&self, file: &str) -> Result<Option<String>> {
+    /// The digest images.json holds for the registry engine's `file`, and the file's
+    /// checksum in `SHA256SUMS`, when the file is there and holds the platforms asked for.
+    fn cached_digest(&self, file: &str) -> Result<Option<(String, String)>> {
         let (expected_sum, digest) = {
             let state = self.bundle.state.lock().unwrap_or_else(|e| e.into_inner());
             let (index, sums) = &*state;
@@ -582,11 +582,12 @@ impl Exporter<'_> {
         let (Some(expected_sum), Some(digest)) = (expected_sum, digest) else {
             return Ok(None);
         };
-        let path = self.bundle.dir.join(file);
-        if !path.is_file() {
-            return Ok(None);
-        }
-        Ok((bundle::sha256_file(&path)? == expected_sum).then_some(digest))
+        Ok(self
+            .bundle
+            .dir
+            .join(file)
+            .is_file()
+            .then_some((digest, expected_sum)))
     }
 
     fn export_registry(
@@ -597,9 +598,13 @@ impl Exporter<'_> {
     ) -> Result<Outcome> {
         let file = format!("{}.tar", r.file_stem());
         if !self.no_cache {
-            if let Some(digest) = self.cached_digest(&file)? {
+            if let Some((digest, sum)) = self.cached_digest(&file)? {
                 progress(n, self.total, r, "checking the registry");
-                if reg.resolve(r)? == digest {
+                // The file is read for its checksum only when the registry still serves the
+                // digest it holds: a changed image is written again anyway.
+                if reg.resolve(r)? == digest
+                    && bundle::sha256_file(&self.bundle.dir.join(&file))? == sum
+                {
                     progress(n, self.total, r, &format!("skipped (up to date: {file})"));
                     return Ok(Outcome::UpToDate);
                 }
@@ -654,6 +659,39 @@ impl Exporter<'_> {
         Ok(Outcome::Written { bytes: size })
     }
 
+    /// Pull (docker, podman) unless told not to, and whether the bundle's `file` still holds
+    /// the image the engine has now.
+    fn local_up_to_date(
+        &self,
+        n: usize,
+        r: &Reference,
+        engine: &Engine,
+        pull: bool,
+        file: &str,
+    ) -> Result<bool> {
+        let cached = if self.no_cache {
+            None
+        } else {
+            self.cached_config(file)?
+        };
+        if engine.has_local_store() && pull {
+            progress(n, self.total, r, "pulling");
+            engine.pull(r, self.platform)?;
+        }
+        let Some(config) = &cached else {
+            return Ok(false);
+        };
+        if !engine.has_local_store() {
+            progress(n, self.total, r, "checking the registry");
+        }
+        let current = engine.config_digest(r, self.platform)?;
+        if &current != config {
+            return Ok(false);
+        }
+        progress(n, self.total, r, &format!("skipped (up to date: {file})"));
+        Ok(true)
+    }
+
     fn export_local(
         &self,
         n: usize,
@@ -662,27 +700,9 @@ impl Exporter<'_> {
         pull: bool,
     ) -> Result<Outcome> {
         let file = format!("{}{}", r.file_stem(), self.ext);
-        let cached = if self.no_cache {
-            None
-        } else {
-            self.cached_config(&file)?
-        };
-
-        if engine.has_local_store() && pull {
-            progress(n, self.total, r, "pulling");
-            engine.pull(r, self.platform)?;
+        if self.local_up_to_date(n, r, engine, pull, &file)? {
+            return Ok(Outcome::UpToDate);
         }
-        if let Some(config) = &cached {
-            if !engine.has_local_store() {
-                progress(n, self.total, r, "checking the registry");
-            }
-            let current = engine.config_digest(r, self.platform)?;
-            if &current == config {
-                progress(n, self.total, r, &format!("skipped (up to date: {file})"));
-                return Ok(Outcome::UpToDate);
-            }
-        }
-
         progress(n, self.total, r, "saving");
         let started = Instant::now();
         let dest = self.bundle.dir.join(&file);
