@@ -11,7 +11,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use ureq::http::Response;
 use ureq::tls::{RootCerts, TlsConfig};
-use ureq::{Agent, Body};
+use ureq::Body;
+
+/// ureq's connection pool and settings.
+type Client = ureq::Agent;
 
 use super::auth::{parse_challenge, Challenge, Credential, Keychain};
 
@@ -34,8 +37,8 @@ pub struct Options {
 }
 
 pub struct Transport {
-    verified: Agent,
-    unverified: Agent,
+    verified: Client,
+    unverified: Client,
     options: Options,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
 }
@@ -102,12 +105,12 @@ fn install_provider() {
     });
 }
 
-fn agent(roots: Vec<ureq::tls::Certificate<'static>>, verify: bool) -> Agent {
+fn client(roots: Vec<ureq::tls::Certificate<'static>>, verify: bool) -> Client {
     let tls = TlsConfig::builder()
         .root_certs(RootCerts::Specific(Arc::new(roots)))
         .disable_verification(!verify)
         .build();
-    Agent::config_builder()
+    ureq::config::Config::builder()
         .tls_config(tls)
         .http_status_as_error(false)
         .user_agent(format!("offline-images/{}", env!("CARGO_PKG_VERSION")))
@@ -225,8 +228,8 @@ impl Transport {
             }
         }
         Ok(Transport {
-            verified: agent(roots.clone(), true),
-            unverified: agent(roots, false),
+            verified: client(roots.clone(), true),
+            unverified: client(roots, false),
             options,
             hosts: Mutex::new(HashMap::new()),
         })
@@ -259,18 +262,18 @@ impl Transport {
     fn ping(&self, endpoint: &str, auth_host: &str) -> Result<Host> {
         let insecure = self.is_insecure(endpoint);
         let plain_ok = insecure || is_loopback(endpoint);
-        let agent = if insecure {
+        let http = if insecure {
             &self.unverified
         } else {
             &self.verified
         };
         let https = format!("https://{endpoint}");
-        let (base, resp) = match self.call_retrying(agent, "GET", &format!("{https}/v2/"), &[]) {
+        let (base, resp) = match self.call_retrying(http, "GET", &format!("{https}/v2/"), &[]) {
             Ok(r) => (https, r),
             Err(e) if plain_ok => {
-                let http = format!("http://{endpoint}");
-                match self.call_retrying(agent, "GET", &format!("{http}/v2/"), &[]) {
-                    Ok(r) if r.status().is_success() || r.status().as_u16() == 401 => (http, r),
+                let plain = format!("http://{endpoint}");
+                match self.call_retrying(http, "GET", &format!("{plain}/v2/"), &[]) {
+                    Ok(r) if r.status().is_success() || r.status().as_u16() == 401 => (plain, r),
                     // An HTTPS server answers plain HTTP with 400: its TLS error is the cause.
                     Ok(_) => bail!("cannot reach the registry {endpoint} over HTTPS: {e:#}"),
                     Err(e2) => bail!(
@@ -320,7 +323,7 @@ impl Transport {
 
     fn call(
         &self,
-        agent: &Agent,
+        http: &Client,
         method: &str,
         url: &str,
         headers: &[(&str, String)],
@@ -330,20 +333,20 @@ impl Transport {
             b = b.header(*k, v.as_str());
         }
         let req = b.body(()).map_err(|e| ureq::Error::BadUri(e.to_string()))?;
-        agent.run(req)
+        http.run(req)
     }
 
     /// A call retried on 429, 5xx and cut connections; the last answer, whatever its status.
     fn call_retrying(
         &self,
-        agent: &Agent,
+        http: &Client,
         method: &str,
         url: &str,
         headers: &[(&str, String)],
     ) -> Result<Response<Body>> {
         let mut attempt = 0;
         loop {
-            match self.call(agent, method, url, headers) {
+            match self.call(http, method, url, headers) {
                 Ok(r) if retryable(r.status().as_u16()) && attempt + 1 < ATTEMPTS => {
                     pause(attempt, Some(&r));
                 }
@@ -379,12 +382,12 @@ impl Transport {
         if let Some(c) = &host.credential {
             headers.push(("Authorization", c.basic()));
         }
-        let agent = if host.insecure {
+        let http = if host.insecure {
             &self.unverified
         } else {
             &self.verified
         };
-        let resp = self.call_retrying(agent, "GET", &url, &headers)?;
+        let resp = self.call_retrying(http, "GET", &url, &headers)?;
         if !resp.status().is_success() {
             let who = match &host.credential {
                 Some(c) => format!("the credentials of {} for {}", c.username, host.auth_host),
@@ -428,7 +431,7 @@ impl Transport {
     /// The answer is returned whatever its status, after the retries.
     pub fn send(&self, host: &Host, req: &Request) -> Result<Response<Body>> {
         let url = format!("{}{}", host.base, req.path);
-        let agent = if host.insecure {
+        let http = if host.insecure {
             &self.unverified
         } else {
             &self.verified
@@ -445,7 +448,7 @@ impl Transport {
             if req.from > 0 {
                 headers.push(("Range", format!("bytes={}-", req.from)));
             }
-            let resp = self.call_retrying(agent, req.method, &url, &headers)?;
+            let resp = self.call_retrying(http, req.method, &url, &headers)?;
             let bearer = matches!(host.challenge, Some(Challenge::Bearer { .. }));
             if resp.status().as_u16() == 401 && bearer && !fresh {
                 fresh = true;
