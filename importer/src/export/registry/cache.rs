@@ -110,8 +110,10 @@ impl Cache {
             let mut f =
                 File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
             fetch(&mut f)?;
-            f.sync_all()
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            // No fsync: the cache can be rebuilt, a blob that a crash left short fails the size
+            // check above, and every cached blob is verified again as it goes into an archive
+            // (a damaged one is removed). The archives themselves are synced.
+            drop(f);
             fs::rename(&tmp, &path)
                 .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
         })();
