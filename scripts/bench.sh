@@ -14,6 +14,9 @@
 #   import-docker      first import into Docker: `offline-images import` vs `docker load -i`
 #   export             export from a registry: `offline-images export` vs
 #                      `docker pull && docker save | gzip` per image
+#   export-registry    the registry engine (cold blob cache) in the same run as
+#                      `docker pull && docker save | gzip` and `skopeo copy ... oci-archive:`,
+#                      then a re-export with one image changed against that first export
 #   list-memory        peak RSS and time of `offline-images list` on a 2 GiB archive, plain and gzip
 #   import-memory      peak RSS of `offline-images import` of that 2 GiB archive (gzip) into containerd
 #
@@ -43,7 +46,7 @@ ROOT=$PWD
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-ALL_SECTIONS=(import-containerd rerun import-docker export list-memory import-memory)
+ALL_SECTIONS=(import-containerd rerun import-docker export export-registry list-memory import-memory)
 SECTIONS=("$@")
 [ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=("${ALL_SECTIONS[@]}")
 SIZE_MB=${BENCH_SIZE_MB:-2048}
@@ -189,7 +192,8 @@ build_images() {
   reset_docker
   say "writing the exported bundle (offline-images export)"
   EXPORTED=$WORK/exported
-  "$BIN" export --output "$EXPORTED" "${REFS[@]}" 2>"$WORK/export-prep.log" ||
+  # --engine docker: the import sections compare gzip bundles, as docker save writes them.
+  "$BIN" export --engine docker --output "$EXPORTED" "${REFS[@]}" 2>"$WORK/export-prep.log" ||
     { tail "$WORK/export-prep.log" >&2; die "offline-images export failed"; }
   reset_docker
   record "bundle: $IMAGES images, $(du -cm "$FOREIGN"/*.tar.gz | tail -1 | cut -f1) MiB as docker save | gzip wrote them, $(du -cm "$EXPORTED"/*.tar.gz | tail -1 | cut -f1) MiB as offline-images export wrote them; uncompressed $(uncompressed_mb "$FOREIGN") MiB"
@@ -295,7 +299,9 @@ describe() {
   theirs_ctr_foreign) echo "for f in FOREIGN/*.tar.gz; do gzip -dc \$f | ctr -a SOCK -n k8s.io images import --digests -; done" ;;
   ours_docker) echo "offline-images import --images-path EXPORTED --runtime docker --docker-host unix://SOCK" ;;
   theirs_docker) echo "for f in EXPORTED/*.tar.gz; do docker load -i \$f; done" ;;
-  ours_export) echo "offline-images export --output OUT REF... (DOCKER_HOST=unix://SOCK; engine docker)" ;;
+  ours_export) echo "offline-images export --engine docker --output OUT REF... (DOCKER_HOST=unix://SOCK)" ;;
+  ours_registry) echo "offline-images export --engine registry --cache-dir EMPTY-CACHE --output OUT REF..." ;;
+  theirs_skopeo_oci) echo "for r in REF...; do skopeo copy --src-tls-verify=false docker://\$r oci-archive:OUT/\$(echo \$r | tr /: __).tar; done" ;;
   ours_export_skopeo) echo "offline-images export --engine skopeo --output OUT REF..." ;;
   theirs_export) echo "for r in REF...; do docker pull \$r && docker save \$r | gzip > OUT/\$(echo \$r | tr /: __).tar.gz; done" ;;
   esac
@@ -326,8 +332,14 @@ theirs_docker() {
   run "$1" bash -c 'set -e; for f in "$1"/*.tar.gz; do "$2" load -i "$f"; done' _ "$EXPORTED" "$DOCKER"
 }
 
-reset_export() { reset_docker; rm -rf "$WORK/export-out"; mkdir -p "$WORK/export-out"; }
-ours_export() { run "$1" "$BIN" export --output "$WORK/export-out" "${REFS[@]}"; }
+reset_export() { reset_docker; rm -rf "$WORK/export-out" "$WORK/export-cache"; mkdir -p "$WORK/export-out"; }
+ours_export() { run "$1" "$BIN" export --engine docker --output "$WORK/export-out" "${REFS[@]}"; }
+ours_registry() { run "$1" "$BIN" export --engine registry --cache-dir "$WORK/export-cache" --output "$WORK/export-out" "${REFS[@]}"; }
+theirs_skopeo_oci() {
+  run "$1" bash -c 'set -e; d=$1; shift
+    for r in "$@"; do skopeo copy --quiet --src-tls-verify=false "docker://$r" "oci-archive:$d/$(echo "$r" | tr /: __).tar"; done' \
+    _ "$WORK/export-out" "${REFS[@]}"
+}
 ours_export_skopeo() { run "$1" "$BIN" export --engine skopeo --insecure-registry "$OI_REGISTRY" --output "$WORK/export-out" "${REFS[@]}"; }
 theirs_export() {
   run "$1" bash -c 'set -eo pipefail; d=$1 docker=$2; shift 2
@@ -382,6 +394,34 @@ section_export() {
   record "export: from the registry, the images absent from the local engine at the start"
   # With skopeo too: it copies from the registry to an archive without the engine's store.
   compare export '<=0.5' reset_export ours_export theirs_export ours_export_skopeo
+  reset_export
+}
+
+# The registry engine against the docker loop and skopeo (same daemons, same images, runs
+# alternated), then a re-export into the same bundle and cache after one image changed.
+section_export_registry() {
+  setup
+  record "export-registry: from the registry, cold blob cache, images absent from docker at the start"
+  compare export-registry-docker '<=0.2' reset_export ours_registry theirs_export
+  compare export-registry-skopeo '<=0.8' reset_export ours_registry theirs_skopeo_oci
+  reset_export
+  local first again changed=${REFS[0]} ctx=$WORK/changed
+  run "$WORK/export-first.log" "$BIN" export --engine registry --cache-dir "$WORK/export-cache" --output "$WORK/export-out" "${REFS[@]}"
+  first=$SECS
+  # One image changes: a small layer on top of it, pushed under the same tag.
+  mkdir -p "$ctx"
+  date +%s%N >"$ctx/changed"
+  printf 'FROM %s\nCOPY changed /changed\n' "$changed" >"$ctx/Dockerfile"
+  "$DOCKER" pull -q "$changed" >/dev/null
+  "$DOCKER" build -q -t "$changed" "$ctx" >/dev/null
+  "$DOCKER" push -q "$changed" >/dev/null
+  reset_docker
+  run "$WORK/export-again.log" "$BIN" export --engine registry --cache-dir "$WORK/export-cache" --output "$WORK/export-out" "${REFS[@]}"
+  again=$SECS
+  grep -q "written $(file_of "$changed").tar" "$WORK/export-again.log" || die "the changed image was not exported again (log: $WORK/export-again.log)"
+  record "  first export ${first}s, re-export with one image changed ${again}s"
+  record "    \$ offline-images export --engine registry --cache-dir CACHE --output OUT REF... (twice; between them one image gets a new top layer)"
+  record "  RESULT export-reexport ours/first = $(awk -v a="$again" -v b="$first" 'BEGIN { printf "%.3f", a / b }') (goal <=0.1: $(awk -v a="$again" -v b="$first" 'BEGIN { print (a / b <= 0.1) ? "met" : "MISSED" }'))"
   reset_export
 }
 

@@ -18,6 +18,7 @@ oi_install_packages() {
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   [ -x /bin/busybox ] || missing+=(busybox-static)
   [ -x /usr/bin/time ] || missing+=(time)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
   command -v readelf >/dev/null || missing+=(binutils)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
@@ -40,6 +41,13 @@ oi_install_rust_target() {
   if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
     say "adding the x86_64-unknown-linux-musl target"
     rustup target add x86_64-unknown-linux-musl >/dev/null
+  fi
+  # ring (the TLS crypto of the registry engine) compiles C and assembly: musl's gcc wrapper.
+  if ! command -v x86_64-linux-musl-gcc >/dev/null; then
+    [ "$(id -u)" = 0 ] || die "installing musl-tools needs root"
+    say "installing Debian packages: musl-tools"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends musl-tools >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends musl-tools >/dev/null; }
   fi
 }
 

@@ -45,6 +45,35 @@ pub struct BundleArchive {
     pub compression: Compression,
     pub format: Format,
     pub images: Vec<BundleImage>,
+    /// Where the image came from, for archives the registry engine wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<BundleSource>,
+}
+
+/// The registry's identity of an exported image (the registry engine records it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleSource {
+    /// The reference as asked, e.g. `nginx:1.27` or `reg/app@sha256:...`.
+    pub reference: String,
+    /// `registry/path`, normalised.
+    pub repository: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The digest the reference resolved to at the registry (an index or a manifest).
+    pub digest: String,
+    /// The index digest, when the reference names a multi-platform index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<String>,
+    /// Every name the archive gives the image (tag and digest references).
+    #[serde(default)]
+    pub refs: Vec<String>,
+}
+
+/// A layer as the registry serves it (compressed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleLayer {
+    pub digest: String,
+    pub size: u64,
 }
 
 /// One image of an archive, for the platform that was exported.
@@ -58,6 +87,9 @@ pub struct BundleImage {
     /// `os/arch[/variant]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// The layers, for archives the registry engine wrote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<BundleLayer>,
 }
 
 impl BundleIndex {

@@ -39,13 +39,18 @@ pub enum Command {
     /// init container and ephemeral container of every pod template, plus the indirect images
     /// that operators launch, each logged) and Helm values files (`image:` strings and
     /// registry/repository/tag/digest maps at any depth; every guess logged).
-    /// Each image is pulled and saved with the host's engine (docker, podman or skopeo, using
-    /// its own registry login) and written as one archive named after its reference:
-    /// `docker.io/library/nginx:1.27` becomes `docker.io_library_nginx_1.27.tar.gz`
-    /// (`.tar.zst` with --compress zstd, `.tar` with --compress none). Archives are complete or
-    /// absent, never partial. A re-run skips images whose archive matches SHA256SUMS and whose
-    /// image is unchanged at the registry. Exit 1 if any image or input failed; the others are
-    /// still exported.
+    /// By default (--engine auto or registry) each image is fetched straight from its
+    /// registry over the OCI distribution API, by digest, with no docker, podman or skopeo
+    /// needed, and written as one OCI image-layout archive holding the registry's bytes
+    /// unchanged, so digests hold: `docker.io/library/nginx:1.27` becomes
+    /// `docker.io_library_nginx_1.27.tar`, naming the image `repo:tag`, `repo@<index digest>`
+    /// and `repo@<manifest digest>`. Credentials come from the docker config file (auths,
+    /// credHelpers, credsStore) or --username with --password-stdin. With --engine docker,
+    /// podman or skopeo the host's engine pulls and saves the image (using its own registry
+    /// login) as `.tar.gz` (`.tar.zst` with --compress zstd, `.tar` with --compress none).
+    /// Archives are complete or absent, never partial. A re-run skips images whose archive
+    /// matches SHA256SUMS and whose image is unchanged at the registry. Exit 1 if any image or
+    /// input failed; the others are still exported.
     Export(Box<ExportArgs>),
     /// Remove the images a release imported (those labelled with its name), on this node.
     ///
@@ -232,8 +237,12 @@ pub enum Compression {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
-    /// docker, then podman, then skopeo, whichever is found first on PATH.
+    /// The registry; an image the registry does not serve but docker or podman holds
+    /// locally (built, never pushed) is saved with that engine, and the log says so.
     Auto,
+    /// Straight from the registry over the OCI distribution API: no docker, podman or skopeo
+    /// needed. Each image is an OCI image layout `.tar` holding the registry's bytes.
+    Registry,
     Docker,
     Podman,
     Skopeo,
@@ -264,28 +273,58 @@ pub struct ExportArgs {
     #[arg(long, short, default_value = "./images", value_name = "DIR")]
     pub output: PathBuf,
 
-    /// Platform to export.
-    #[arg(long, default_value = "linux/amd64", value_name = "OS/ARCH[/VARIANT]")]
-    pub platform: String,
+    /// Platform to export (repeatable; default: this host's). The registry engine keeps a
+    /// multi-platform image's index and the chosen platforms' images; the other engines
+    /// export the first platform given.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Vec<String>,
 
-    /// Compression of the written archives.
+    /// Compression of the archives the docker, podman and skopeo engines write (the registry
+    /// engine writes a plain `.tar` of the registry's already compressed blobs).
     #[arg(long, value_enum, default_value = "gzip")]
     pub compress: Compression,
 
-    /// Images exported at the same time.
+    /// Images exported at the same time (and, with the registry engine, blobs downloaded at
+    /// the same time, across images).
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
 
-    /// Export every image again, even when its archive is present and up to date.
+    /// Export every image again, even when its archive is present and up to date, and use
+    /// no blob cache (blobs are downloaded into a scratch directory removed at the end).
     #[arg(long)]
     pub no_cache: bool,
+
+    /// The registry engine's content-addressed blob cache, shared across exports, so that
+    /// the next release downloads only the layers that changed (default:
+    /// $XDG_CACHE_HOME/offline-images, else ~/.cache/offline-images).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Root certificates (PEM) trusted for registries, besides the system's trust store.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Fetch SRC's images from MIRROR first (host[:port] each, repeatable; `docker.io` for
+    /// Docker Hub); the source registry is used when the mirror fails.
+    #[arg(long, value_name = "SRC=MIRROR")]
+    pub registry_mirror: Vec<String>,
+
+    /// Registry user name, with the password read from stdin (--password-stdin); used for
+    /// every registry, in place of the docker config file's credentials.
+    #[arg(long, value_name = "USER", requires = "password_stdin")]
+    pub username: Option<String>,
+
+    /// Read the password for --username from stdin (one line).
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
 
     /// Tool used to pull and save images.
     #[arg(long, value_enum, default_value = "auto")]
     pub engine: Engine,
 
     /// A registry (host[:port]) reached over plain HTTP or without TLS verification, e.g. a
-    /// staging mirror (repeatable). Used by podman and skopeo; docker follows its daemon's
+    /// staging mirror (repeatable). Used by the registry engine (which also allows plain
+    /// HTTP to loopback addresses), podman and skopeo; docker follows its daemon's
     /// `insecure-registries` setting (127.0.0.0/8 is insecure to docker by default).
     #[arg(long, value_name = "HOST[:PORT]")]
     pub insecure_registry: Vec<String>,

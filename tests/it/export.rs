@@ -168,7 +168,7 @@ fn a_second_export_writes_nothing_and_says_the_bundle_is_up_to_date() {
     let dir = temp_dir("export-again");
     let export = || {
         let out = export_cmd(&dir)
-            .arg(&image.reference)
+            .args(["--engine", "docker", &image.reference])
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -202,7 +202,7 @@ fn a_second_export_writes_nothing_and_says_the_bundle_is_up_to_date() {
     // --no-cache writes it again even when it is up to date.
     let before = std::fs::metadata(&path).unwrap();
     let out = export_cmd(&dir)
-        .args(["--no-cache", &image.reference])
+        .args(["--engine", "docker", "--no-cache", &image.reference])
         .output()
         .unwrap();
     assert_ok(&out);
@@ -224,7 +224,13 @@ fn failures_name_the_reference_or_file_and_the_other_images_are_still_exported()
     let unreachable = format!("127.0.0.1:{}/oi-export/nowhere:1", closed_port());
     let out_dir = dir.join("images");
     let out = export_cmd(&out_dir)
-        .args([&good.reference, &missing, &unreachable])
+        .args([
+            "--engine",
+            "docker",
+            &good.reference,
+            &missing,
+            &unreachable,
+        ])
         .arg("--values")
         .arg(&bad_values)
         .output()
@@ -267,7 +273,13 @@ fn zstd_and_plain_tar_bundles_hold_the_image_under_their_own_extensions() {
     let dir = temp_dir("export-formats");
     for (compress, ext, name) in [("zstd", ".tar.zst", "zstd"), ("none", ".tar", "none")] {
         let out = export_cmd(&dir)
-            .args(["--compress", compress, &image.reference])
+            .args([
+                "--engine",
+                "docker",
+                "--compress",
+                compress,
+                &image.reference,
+            ])
             .output()
             .unwrap();
         assert_ok(&out);
@@ -357,7 +369,7 @@ fn export_images_sh_exports_a_values_file_into_the_directory_given() {
     let out = Command::new("scripts/export-images.sh")
         .arg(&values)
         .arg(&out_dir)
-        .args(["--jobs", "1"])
+        .args(["--jobs", "1", "--engine", "docker"])
         .env("OFFLINE_IMAGES", env!("CARGO_BIN_EXE_offline-images"))
         .env("DOCKER_HOST", &d.docker_host)
         .env(

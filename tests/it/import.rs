@@ -101,9 +101,11 @@ fn write_bundle_files(dir: &Path, files: &[&str]) {
                         config_digest: p.config_digest.clone().unwrap(),
                         manifest_digest: p.manifest_digest.clone(),
                         platform: Some("linux/amd64".into()),
+                        layers: Vec::new(),
                     }
                 })
                 .collect(),
+            source: None,
         });
     }
     write_index(dir, &index).unwrap();

@@ -12,6 +12,7 @@ mod harness;
 mod import;
 mod list;
 mod prune;
+mod registry;
 mod reliability;
 mod selfcheck;
 mod versions;

@@ -49,11 +49,13 @@ pub struct Engine {
 const MESSAGE_MAX: usize = 2000;
 
 impl Engine {
-    /// Find the engine to use: the one asked for, or (auto) the first of docker, podman and
-    /// skopeo that is on PATH and answers. A docker CLI whose daemon is down is passed over.
+    /// Find the engine to use: the one asked for, or (auto, for images the registry does not
+    /// serve) the first of docker, podman and skopeo that is on PATH and answers. A docker CLI whose daemon is down is passed over.
     pub fn detect(choice: cli::Engine) -> Result<Engine> {
         let candidates: &[Kind] = match choice {
-            cli::Engine::Auto => &[Kind::Docker, Kind::Podman, Kind::Skopeo],
+            cli::Engine::Auto | cli::Engine::Registry => {
+                &[Kind::Docker, Kind::Podman, Kind::Skopeo]
+            }
             cli::Engine::Docker => &[Kind::Docker],
             cli::Engine::Podman => &[Kind::Podman],
             cli::Engine::Skopeo => &[Kind::Skopeo],

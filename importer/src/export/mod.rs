@@ -15,6 +15,8 @@ mod compress;
 mod engine;
 mod indirect;
 mod inputs;
+mod meter;
+pub mod registry;
 mod values;
 mod yaml;
 
@@ -29,7 +31,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::archive::{human_bytes, ArchiveInfo, Compression, Platform};
-use crate::bundle::{self, BundleArchive, BundleImage, BundleIndex};
+use crate::bundle::{self, BundleArchive, BundleImage, BundleIndex, BundleLayer, BundleSource};
 use crate::cli::{self, ExportArgs};
 use crate::exit::{self, Code};
 use crate::reference::Reference;
@@ -81,21 +83,151 @@ impl Bundle {
     }
 }
 
-/// One line per event on stderr; a person reads it later, so no carriage returns, ever.
+/// One line per event on stderr; a person reads it later, so no carriage returns unless
+/// stderr is a terminal (where the line clears the status line first).
 fn progress(n: usize, total: usize, r: &Reference, event: &str) {
-    eprintln!("[{n}/{total}] {r}: {event}");
+    eprintln!("{}[{n}/{total}] {r}: {event}", meter::line_start());
+}
+
+/// The platforms asked for, the host's when none.
+fn parse_platforms(given: &[String]) -> Result<Vec<Platform>> {
+    let mut out = Vec::new();
+    for p in given {
+        let parsed = Platform::parse(p).ok_or_else(|| {
+            exit::usage(format!(
+                "--platform {p:?} is not of the form os/arch[/variant], e.g. linux/amd64"
+            ))
+        })?;
+        if !out.contains(&parsed) {
+            out.push(parsed);
+        }
+    }
+    if out.is_empty() {
+        out.push(Platform::host());
+    }
+    Ok(out)
+}
+
+fn uses_registry(e: cli::Engine) -> bool {
+    matches!(e, cli::Engine::Auto | cli::Engine::Registry)
+}
+
+fn insecure_hosts(args: &ExportArgs) -> Vec<String> {
+    args.insecure_registry
+        .iter()
+        .map(|h| h.trim_end_matches('/').to_string())
+        .collect()
+}
+
+/// The docker, podman or skopeo engine asked for; with `auto`, the local engine (docker or
+/// podman) for images the registry does not serve, when one is there.
+fn local_engine(args: &ExportArgs) -> Result<Option<Engine>> {
+    let engine = match args.engine {
+        cli::Engine::Auto => Engine::detect(cli::Engine::Auto)
+            .ok()
+            .filter(Engine::has_local_store),
+        cli::Engine::Registry => None,
+        other => Some(Engine::detect(other)?),
+    };
+    let Some(mut engine) = engine else {
+        return Ok(None);
+    };
+    engine.insecure = insecure_hosts(args);
+    if args.engine == cli::Engine::Auto {
+        eprintln!(
+            "offline-images: images the registry does not serve are looked for in {}",
+            engine.describe()
+        );
+    } else {
+        eprintln!("offline-images: using {}", engine.describe());
+    }
+    Ok(Some(engine))
+}
+
+/// The registry engine, configured from the flags; `scratch` holds the blob cache of a
+/// `--no-cache` run.
+fn registry_engine(
+    args: &ExportArgs,
+    platforms: &[Platform],
+    scratch: &Path,
+) -> Result<registry::Registry> {
+    let insecure = insecure_hosts(args);
+    let mut mirrors = Vec::new();
+    for m in &args.registry_mirror {
+        let (src, mirror) = m
+            .split_once('=')
+            .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+            .ok_or_else(|| {
+                exit::usage(format!(
+                    "--registry-mirror {m:?} is not of the form SRC=MIRROR"
+                ))
+            })?;
+        let clean = |h: &str| {
+            h.trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        };
+        mirrors.push((clean(src), clean(mirror)));
+    }
+    let explicit = match &args.username {
+        Some(user) => {
+            let mut line = String::new();
+            io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| exit::usage(format!("--password-stdin: cannot read stdin: {e}")))?;
+            let secret = line.trim_end_matches(['\n', '\r']).to_string();
+            if secret.is_empty() {
+                return Err(exit::usage("--password-stdin: stdin held no password"));
+            }
+            Some(registry::auth::Credential {
+                username: user.clone(),
+                secret,
+            })
+        }
+        None => None,
+    };
+    let cache_dir = if args.no_cache {
+        scratch.join("blobs")
+    } else {
+        match args.cache_dir.clone().or_else(registry::cache::default_dir) {
+            Some(d) => d,
+            None => scratch.join("blobs"),
+        }
+    };
+    let cache = registry::cache::Cache::open(&cache_dir, usize::from(args.jobs))
+        .map_err(|e| exit::usage(format!("{e:#}")))?;
+    let options = registry::transport::Options {
+        ca_file: args.ca_file.clone(),
+        insecure,
+        keychain: registry::auth::Keychain {
+            explicit,
+            config: registry::auth::docker_config_path(),
+        },
+    };
+    let reg = registry::Registry::new(options, mirrors, cache, platforms.to_vec())
+        .map_err(|e| exit::usage(format!("{e:#}")))?;
+    eprintln!(
+        "offline-images: using the registry engine (blob cache {})",
+        if args.no_cache {
+            "off".to_string()
+        } else {
+            cache_dir.display().to_string()
+        }
+    );
+    Ok(reg)
 }
 
 pub fn run(args: &ExportArgs) -> Result<Code> {
-    let platform = Platform::parse(&args.platform).ok_or_else(|| {
-        exit::usage(format!(
-            "--platform {:?} is not of the form os/arch[/variant], e.g. linux/amd64",
-            args.platform
-        ))
-    })?;
+    let platforms = parse_platforms(&args.platform)?;
+    let platform = platforms[0].clone();
     let collected = inputs::from_args(args)?;
     collected.log();
-    let ext = extension(args.compress);
+    let ext = if uses_registry(args.engine) {
+        ".tar"
+    } else {
+        extension(args.compress)
+    };
     let mut refs = Vec::new();
     let mut names: HashMap<String, Reference> = HashMap::new();
     let mut problems = collected.problems.len();
@@ -155,21 +287,17 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
         }
     };
 
+    let platform_list: Vec<String> = platforms.iter().map(ToString::to_string).collect();
     eprintln!(
-        "offline-images: {} image(s) to export to {}, platform {platform}:",
+        "offline-images: {} image(s) to export to {}, platform {}:",
         refs.len(),
-        args.output.display()
+        args.output.display(),
+        platform_list.join(", ")
     );
     for r in &refs {
         eprintln!("  {r}");
     }
-    let mut engine = Engine::detect(args.engine)?;
-    engine.insecure = args
-        .insecure_registry
-        .iter()
-        .map(|h| h.trim_end_matches('/').to_string())
-        .collect();
-    eprintln!("offline-images: using {}", engine.describe());
+    let engine = local_engine(args)?;
 
     let dir = &args.output;
     fs::create_dir_all(dir).map_err(|e| {
@@ -200,39 +328,48 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
     };
     let scratch = dir.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
     remove_stale_temps(dir);
+    let registry = if uses_registry(args.engine) {
+        Some(registry_engine(args, &platforms, &scratch)?)
+    } else {
+        None
+    };
 
     let jobs = usize::from(args.jobs).min(refs.len()).max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ctx = Exporter {
-        engine: &engine,
+        engine: engine.as_ref(),
+        registry: registry.as_ref(),
         platform: &platform,
+        platforms: &platforms,
         bundle: &shared,
         scratch: &scratch,
-        ext,
+        ext: extension(args.compress),
         compression: compression(args.compress),
         no_cache: args.no_cache,
         threads: (cores / jobs).max(1),
         total: refs.len(),
+        meter: meter::Meter::new(),
     };
     let started = Instant::now();
     let next = AtomicUsize::new(0);
     let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..refs.len()).map(|_| None).collect());
     std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(r) = refs.get(i) else { return };
-                let outcome = match ctx.export_one(i + 1, r) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        let msg = format!("{e:#}");
-                        progress(i + 1, ctx.total, r, &format!("FAILED: {msg}"));
-                        Outcome::Failed(msg)
-                    }
-                };
-                outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
-            });
+        let drawer = s.spawn(|| ctx.meter.draw());
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(r) = refs.get(i) else { return };
+                    let outcome = ctx.export_or_fail(i + 1, r);
+                    outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
+                })
+            })
+            .collect();
+        for w in workers {
+            let _ = w.join();
         }
+        ctx.meter.finish();
+        let _ = drawer.join();
     });
     let _ = fs::remove_dir_all(&scratch);
 
@@ -324,8 +461,10 @@ fn remove_stale_temps(dir: &Path) {
 
 /// Everything one image's export needs.
 struct Exporter<'a> {
-    engine: &'a Engine,
+    engine: Option<&'a Engine>,
+    registry: Option<&'a registry::Registry>,
     platform: &'a Platform,
+    platforms: &'a [Platform],
     bundle: &'a Bundle,
     scratch: &'a Path,
     ext: &'static str,
@@ -333,6 +472,7 @@ struct Exporter<'a> {
     no_cache: bool,
     threads: usize,
     total: usize,
+    meter: meter::Meter,
 }
 
 /// Removes a temp file unless the file was completed.
@@ -370,29 +510,195 @@ impl Exporter<'_> {
         Ok((actual == expected_sum).then_some(config))
     }
 
+    /// Export one image; a failure is logged and becomes its outcome.
+    fn export_or_fail(&self, n: usize, r: &Reference) -> Outcome {
+        self.meter.begin();
+        let result = self.export_one(n, r);
+        self.meter.end();
+        result.unwrap_or_else(|e| {
+            let msg = format!("{e:#}");
+            progress(n, self.total, r, &format!("FAILED: {msg}"));
+            Outcome::Failed(msg)
+        })
+    }
+
+    /// The registry engine, else (auto) the local engine for an image only it holds.
     fn export_one(&self, n: usize, r: &Reference) -> Result<Outcome> {
-        let file = format!("{}{}", r.file_stem(), self.ext);
+        let (Some(reg), engine) = (self.registry, self.engine) else {
+            let engine = self.engine.expect("an engine was detected");
+            return self.export_local(n, r, engine, true);
+        };
+        let err = match self.export_registry(n, r, reg) {
+            Ok(o) => return Ok(o),
+            Err(e) => e,
+        };
+        // Only an image the registry does not have (or a registry out of reach) is looked
+        // for locally: a refused login or a damaged blob stays a failure.
+        let text = format!("{err:#}");
+        let not_served = text.contains("HTTP 404") || text.contains("cannot reach the registry");
+        let Some(engine) = engine.filter(|_| not_served) else {
+            return Err(err);
+        };
+        if engine.config_digest(r, self.platform).is_err() {
+            return Err(err.context(format!("and {} does not hold it either", engine.kind)));
+        }
+        progress(
+            n,
+            self.total,
+            r,
+            &format!(
+                "not exported from the registry ({err:#}); {} holds it locally, so it is saved \
+                 with {} (its digest is that engine's, not a registry's)",
+                engine.kind, engine.kind
+            ),
+        );
+        self.export_local(n, r, engine, false)
+    }
+
+    /// The digest images.json holds for the registry engine's `file`, and the file's
+    /// checksum in `SHA256SUMS`, when the file is there and holds the platforms asked for.
+    fn cached_digest(&self, file: &str) -> Result<Option<(String, String)>> {
+        let (expected_sum, digest) = {
+            let state = self.bundle.state.lock().unwrap_or_else(|e| e.into_inner());
+            let (index, sums) = &*state;
+            let digest = index.archive(file).and_then(|a| {
+                let have: Vec<&str> = a
+                    .images
+                    .iter()
+                    .filter_map(|i| i.platform.as_deref())
+                    .collect();
+                let all = self
+                    .platforms
+                    .iter()
+                    .all(|p| have.contains(&p.to_string().as_str()));
+                a.source.as_ref().filter(|_| all).map(|s| s.digest.clone())
+            });
+            (sums.get(file).cloned(), digest)
+        };
+        let (Some(expected_sum), Some(digest)) = (expected_sum, digest) else {
+            return Ok(None);
+        };
+        Ok(self
+            .bundle
+            .dir
+            .join(file)
+            .is_file()
+            .then_some((digest, expected_sum)))
+    }
+
+    fn export_registry(
+        &self,
+        n: usize,
+        r: &Reference,
+        reg: &registry::Registry,
+    ) -> Result<Outcome> {
+        let file = format!("{}.tar", r.file_stem());
+        if !self.no_cache {
+            if let Some((digest, sum)) = self.cached_digest(&file)? {
+                progress(n, self.total, r, "checking the registry");
+                // The file is read for its checksum only when the registry still serves the
+                // digest it holds: a changed image is written again anyway.
+                if reg.resolve(r)? == digest
+                    && bundle::sha256_file(&self.bundle.dir.join(&file))? == sum
+                {
+                    progress(n, self.total, r, &format!("skipped (up to date: {file})"));
+                    return Ok(Outcome::UpToDate);
+                }
+            }
+        }
+        progress(n, self.total, r, "fetching from the registry");
+        let started = Instant::now();
+        let dest = self.bundle.dir.join(&file);
+        let temp_path = bundle::temp_name(&dest);
+        let mut temp = TempFile(Some(temp_path.clone()));
+        let out = File::create(&temp_path)
+            .with_context(|| format!("cannot create {}", temp_path.display()))?;
+        let mut writer = registry::layout::Hashing::new(BufWriter::with_capacity(1 << 20, out));
+        let exported = reg.export(r, &mut writer, &|b| self.meter.add(b))?;
+        let (size, sha256) = (writer.count, writer.hex());
+        let out = writer
+            .inner
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", temp_path.display()))?;
+        out.sync_all()
+            .with_context(|| format!("cannot write {}", temp_path.display()))?;
+        drop(out);
+        fs::rename(&temp_path, &dest).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                temp_path.display(),
+                dest.display()
+            )
+        })?;
+        temp.0 = None;
+        if let Ok(d) = File::open(&self.bundle.dir) {
+            let _ = d.sync_all();
+        }
+        self.bundle
+            .record(registry_record(r, &file, size, sha256, &exported))?;
+        let secs = started.elapsed().as_secs_f64();
+        progress(
+            n,
+            self.total,
+            r,
+            &format!(
+                "written {file} ({}, {} downloaded at {}/s, {} from the cache, in {secs:.1} s; \
+                 digest {})",
+                human_bytes(size),
+                human_bytes(exported.downloaded),
+                human_bytes((exported.downloaded as f64 / secs.max(0.001)) as u64),
+                human_bytes(exported.cached),
+                exported.digest
+            ),
+        );
+        Ok(Outcome::Written { bytes: size })
+    }
+
+    /// Pull (docker, podman) unless told not to, and whether the bundle's `file` still holds
+    /// the image the engine has now.
+    fn local_up_to_date(
+        &self,
+        n: usize,
+        r: &Reference,
+        engine: &Engine,
+        pull: bool,
+        file: &str,
+    ) -> Result<bool> {
         let cached = if self.no_cache {
             None
         } else {
-            self.cached_config(&file)?
+            self.cached_config(file)?
         };
-
-        if self.engine.has_local_store() {
+        if engine.has_local_store() && pull {
             progress(n, self.total, r, "pulling");
-            self.engine.pull(r, self.platform)?;
+            engine.pull(r, self.platform)?;
         }
-        if let Some(config) = &cached {
-            if !self.engine.has_local_store() {
-                progress(n, self.total, r, "checking the registry");
-            }
-            let current = self.engine.config_digest(r, self.platform)?;
-            if &current == config {
-                progress(n, self.total, r, &format!("skipped (up to date: {file})"));
-                return Ok(Outcome::UpToDate);
-            }
+        let Some(config) = &cached else {
+            return Ok(false);
+        };
+        if !engine.has_local_store() {
+            progress(n, self.total, r, "checking the registry");
         }
+        let current = engine.config_digest(r, self.platform)?;
+        if &current != config {
+            return Ok(false);
+        }
+        progress(n, self.total, r, &format!("skipped (up to date: {file})"));
+        Ok(true)
+    }
 
+    fn export_local(
+        &self,
+        n: usize,
+        r: &Reference,
+        engine: &Engine,
+        pull: bool,
+    ) -> Result<Outcome> {
+        let file = format!("{}{}", r.file_stem(), self.ext);
+        if self.local_up_to_date(n, r, engine, pull, &file)? {
+            return Ok(Outcome::UpToDate);
+        }
         progress(n, self.total, r, "saving");
         let started = Instant::now();
         let dest = self.bundle.dir.join(&file);
@@ -403,7 +709,7 @@ impl Exporter<'_> {
         let mut temp = TempFile(Some(temp_path.clone()));
         let out = File::create(&temp_path)
             .with_context(|| format!("cannot create {}", temp_path.display()))?;
-        let mut saved = self.engine.save(r, self.platform, self.scratch)?;
+        let mut saved = engine.save(r, self.platform, self.scratch)?;
         let mut writer = BufWriter::with_capacity(1 << 20, out);
         let result =
             compress::write_archive(&mut saved, &mut writer, self.compression, self.threads);
@@ -440,6 +746,7 @@ impl Exporter<'_> {
             compression: self.compression,
             format: written.info.format,
             images,
+            source: None,
         })?;
         let secs = started.elapsed().as_secs_f64();
         progress(
@@ -505,12 +812,57 @@ impl Exporter<'_> {
                 config_digest: config.clone(),
                 manifest_digest: p.manifest_digest.clone(),
                 platform: p.platform.as_ref().map(ToString::to_string),
+                layers: Vec::new(),
             });
         }
         if images.is_empty() {
             anyhow::bail!("the saved archive holds no complete image");
         }
         Ok(images)
+    }
+}
+
+/// images.json's record of an archive the registry engine wrote.
+fn registry_record(
+    r: &Reference,
+    file: &str,
+    size: u64,
+    sha256: String,
+    e: &registry::Exported,
+) -> BundleArchive {
+    let tag_name = e.names.first().cloned().unwrap_or_default();
+    BundleArchive {
+        file: file.to_string(),
+        size,
+        sha256,
+        compression: Compression::None,
+        format: crate::archive::Format::Oci,
+        images: e
+            .images
+            .iter()
+            .map(|p| BundleImage {
+                names: vec![tag_name.clone()],
+                config_digest: p.config_digest.clone(),
+                manifest_digest: Some(p.manifest_digest.clone()),
+                platform: p.platform.as_ref().map(ToString::to_string),
+                layers: p
+                    .layers
+                    .iter()
+                    .map(|(digest, size)| BundleLayer {
+                        digest: digest.clone(),
+                        size: *size,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        source: Some(BundleSource {
+            reference: r.to_string(),
+            repository: r.repository(),
+            tag: r.tag.clone(),
+            digest: e.digest.clone(),
+            index_digest: e.index_digest.clone(),
+            refs: e.names.clone(),
+        }),
     }
 }
 

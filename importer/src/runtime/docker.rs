@@ -180,6 +180,50 @@ impl Docker {
     }
 }
 
+impl Docker {
+    /// Whether the daemon keeps images in containerd's store (Docker 25+ with the containerd
+    /// image store): its `/info` says `driver-type io.containerd.snapshotter.v1`.
+    fn containerd_store(&self) -> bool {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Info {
+            #[serde(default)]
+            driver_status: Option<Vec<Vec<String>>>,
+        }
+        self.get_json::<Info>("/info", SMALL_ANSWER)
+            .ok()
+            .and_then(|i| i.driver_status)
+            .is_some_and(|s| {
+                s.iter().any(|kv| {
+                    kv.len() == 2 && kv[0] == "driver-type" && kv[1].contains("containerd")
+                })
+            })
+    }
+
+    /// The one line that says the classic store cannot serve an archive's digest references.
+    fn digest_names_warning(&self, info: &crate::archive::ArchiveInfo) -> Option<String> {
+        let digests: Vec<&String> = info
+            .images
+            .iter()
+            .flat_map(|i| &i.names)
+            .filter(|n| n.contains('@'))
+            .collect();
+        if digests.is_empty() || self.containerd_store() {
+            return None;
+        }
+        Some(format!(
+            "Docker's classic image store cannot serve digest references: {} not loaded by digest \
+             (only by tag); pods that name an image by digest need containerd, or Docker 25+ with \
+             the containerd image store",
+            digests
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
 /// The error for a non-200 answer: the daemon's own `message`.
 fn refusal(peer: &str, what: &str, resp: &mut Response) -> anyhow::Error {
     let body = resp.text(SMALL_ANSWER).unwrap_or_default();
@@ -304,6 +348,9 @@ impl Runtime for Docker {
             if !inspected.has_docker_manifest {
                 let (manifest, left_out) = inspected.docker_manifest_for(platform)?;
                 info.warnings.extend(left_out);
+                if let Some(w) = self.digest_names_warning(&info) {
+                    info.warnings.push(w);
+                }
                 entries.insert(0, ("manifest.json", manifest));
             }
             forward.append_entries(inspected.end_of_entries, &entries)

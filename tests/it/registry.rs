@@ -1,0 +1,680 @@
+//! The registry engine against real registries: the rig's plain-HTTP docker-registry, and
+//! docker-registry instances started here over TLS (a CA made with openssl), with htpasswd
+//! auth and behind a token server. Export runs with no docker, podman or skopeo on PATH; the
+//! bundles are imported into the real containerd and dockerd.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json, \
+     application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json";
+
+/// The digest the plain-HTTP registry `addr` serves for `path:reference`, from its
+/// `Docker-Content-Digest` header.
+fn registry_digest(addr: &str, path: &str, reference: &str) -> String {
+    let resp = ureq::get(&format!("http://{addr}/v2/{path}/manifests/{reference}"))
+        .header("Accept", ACCEPT)
+        .call()
+        .unwrap();
+    resp.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn file_of(reference: &str) -> String {
+    let r = offline_images::reference::Reference::parse(reference).unwrap();
+    format!("{}.tar", r.file_stem())
+}
+
+fn entry(dir: &Path, reference: &str) -> Value {
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("images.json")).unwrap()).unwrap();
+    let file = file_of(reference);
+    v["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["file"] == file.as_str())
+        .unwrap_or_else(|| panic!("{file} not in images.json: {v}"))
+        .clone()
+}
+
+fn sha256sum_check(dir: &Path) {
+    run(Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(dir));
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn ctr_at(d: &Daemons, ns: &str) -> Command {
+    let mut c = Command::new("ctr");
+    c.arg("-a").arg(&d.containerd_sock).arg("-n").arg(ns);
+    c
+}
+
+/// Import `bundle` into `d`'s containerd (a fresh namespace) and check that every name in
+/// `expect` (name, target digest) exists with that target; run `run_from` and return what it
+/// printed.
+pub fn check_containerd_import(
+    d: &Daemons,
+    bundle: &Path,
+    expect: &[(String, String)],
+    run_from: &str,
+) -> String {
+    let ns = unique_namespace("registry-import");
+    let mut c = offline_images();
+    c.arg("import")
+        .arg("--images-path")
+        .arg(bundle)
+        .arg("--containerd-address")
+        .arg(&d.containerd_sock)
+        .args(["--runtime", "containerd", "--namespace", &ns])
+        .env_remove("DOCKER_HOST")
+        .env_remove("IMAGES_PATH");
+    let (code, _, stderr) = outcome(&mut c);
+    assert_eq!(code, 0, "{stderr}");
+    let listed: Vec<(String, String)> = stdout_of(ctr_at(d, &ns).args(["images", "ls"]))
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0].to_string(), f[2].to_string()))
+        })
+        .collect();
+    for (name, target) in expect {
+        assert!(
+            listed.iter().any(|(n, t)| n == name && t == target),
+            "{name} -> {target} not in containerd after import: {listed:?}\n{stderr}"
+        );
+    }
+    stdout_of(ctr_at(d, &ns).args(["run", "--rm", run_from, &format!("{ns}-run")]))
+}
+
+/// Load `bundle` into `d`'s dockerd with the importer, and check that `tag` is there with
+/// `config` as its image ID.
+pub fn check_docker_import(d: &Daemons, bundle: &Path, tag: &str, config: &str) -> String {
+    docker_rmi(tag);
+    let mut c = offline_images();
+    c.arg("import")
+        .arg("--images-path")
+        .arg(bundle)
+        .args(["--runtime", "docker", "--docker-host", &d.docker_host])
+        .env_remove("CONTAINERD_ADDRESS")
+        .env_remove("IMAGES_PATH");
+    let (code, _, stderr) = outcome(&mut c);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(docker_image_id(tag).as_deref(), Some(config), "{stderr}");
+    stderr
+}
+
+#[test]
+fn an_image_exported_by_tag_and_one_by_digest_keep_the_registry_digest_with_no_engine_on_path() {
+    let d = daemons();
+    let reg = &d.registry;
+    let tagged = pushed_image("reg-tag", "hello from the registry by tag");
+    let pinned = pushed_image("reg-digest", "hello from the registry by digest");
+    let tag_digest = registry_digest(reg, "oi-export/reg-tag", "1");
+    let pin_digest = registry_digest(reg, "oi-export/reg-digest", "1");
+    let pinned_ref = format!("{reg}/oi-export/reg-digest:1@{pin_digest}");
+
+    let out_dir = temp_dir("registry-export").join("images");
+    let (code, _, log) =
+        outcome(registry_export(&out_dir, &bare_path(&[])).args([&tagged.reference, &pinned_ref]));
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains('\r') && !log.contains('\x1b'), "{log}");
+    sha256sum_check(&out_dir);
+    assert!(!names_in(&out_dir).iter().any(|n| n.starts_with('.')));
+
+    for (reference, image, digest) in [
+        (&tagged.reference, &tagged, &tag_digest),
+        (&pinned_ref, &pinned, &pin_digest),
+    ] {
+        let e = entry(&out_dir, reference);
+        assert_eq!(e["format"], "oci");
+        assert_eq!(e["source"]["reference"], reference.as_str());
+        assert_eq!(e["source"]["digest"], digest.as_str());
+        assert_eq!(e["images"][0]["manifest_digest"], digest.as_str());
+        assert_eq!(
+            e["images"][0]["config_digest"],
+            image.config_digest.as_str()
+        );
+        assert_eq!(e["images"][0]["platform"], "linux/amd64");
+        let layers = e["images"][0]["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 2, "{e}");
+        assert!(layers.iter().all(|l| l["size"].as_u64().unwrap() > 0));
+        // The registry's bytes: the archive holds the manifest under its registry digest.
+        let files = tar_files(&out_dir.join(file_of(reference)));
+        let manifest = files
+            .iter()
+            .find(|(n, _)| *n == format!("blobs/sha256/{}", &digest[7..]))
+            .unwrap_or_else(|| panic!("the manifest {digest} is not in the archive"));
+        let resp = ureq::get(&format!(
+            "http://{reg}/v2/{}/manifests/{digest}",
+            if image.tag.contains("reg-tag") {
+                "oi-export/reg-tag"
+            } else {
+                "oi-export/reg-digest"
+            }
+        ))
+        .header("Accept", ACCEPT)
+        .call()
+        .unwrap();
+        assert_eq!(resp.into_body().read_to_vec().unwrap(), manifest.1);
+    }
+
+    let repo_tag = |i: &TestImage| i.reference.clone();
+    let repo_at = |i: &TestImage, dg: &str| format!("{}@{dg}", i.reference.trim_end_matches(":1"));
+    let expect = vec![
+        (repo_tag(&tagged), tag_digest.clone()),
+        (repo_at(&tagged, &tag_digest), tag_digest.clone()),
+        (repo_tag(&pinned), pin_digest.clone()),
+        (repo_at(&pinned, &pin_digest), pin_digest.clone()),
+    ];
+    let said = check_containerd_import(d, &out_dir, &expect, &repo_at(&pinned, &pin_digest));
+    assert_eq!(said.trim(), "hello from the registry by digest");
+
+    // Docker 20.10 has only the classic store: loaded by tag, and one line per archive says
+    // the digest names cannot be served there.
+    let log = check_docker_import(d, &out_dir, &tagged.tag, &tagged.config_digest);
+    let notes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("classic image store cannot serve digest references"))
+        .collect();
+    assert_eq!(notes.len(), 2, "{log}");
+    assert!(
+        notes[0].contains(&repo_at(&tagged, &tag_digest))
+            || notes[1].contains(&repo_at(&tagged, &tag_digest)),
+        "{log}"
+    );
+}
+
+/// Build an image for `platform` FROM scratch around the static busybox.
+fn build_for(tag: &str, platform: &str, message: &str) {
+    let ctx = temp_dir("build-platform");
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    std::fs::write(ctx.join("message"), format!("{message}\n")).unwrap();
+    // A first layer of its own: the classic builder's cache ignores the platform, so the
+    // busybox step of this image must never be the cached step of another image's build.
+    std::fs::write(ctx.join("platform"), format!("{platform} {tag}\n")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY platform /platform\nCOPY busybox /bin/busybox\n\
+         COPY message /message\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"cat\", \"/message\"]\n",
+    )
+    .unwrap();
+    run(docker()
+        .args(["build", "-q", "--platform", platform, "-t", tag])
+        .arg(&ctx));
+}
+
+#[test]
+fn a_multi_platform_index_exported_for_amd64_keeps_the_index_digest_and_imports_by_it() {
+    let d = daemons();
+    let reg = &d.registry;
+    let repo = "oi-export/multi";
+    let mut descriptors = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let tag = format!("{reg}/{repo}:{arch}");
+        build_for(
+            &tag,
+            &format!("linux/{arch}"),
+            &format!("hello from {arch}"),
+        );
+        run(docker().args(["push", "-q", &tag]));
+        docker_rmi(&tag);
+        let resp = ureq::get(&format!("http://{reg}/v2/{repo}/manifests/{arch}"))
+            .header("Accept", ACCEPT)
+            .call()
+            .unwrap();
+        let media_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+        let digest = resp.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let size = resp.into_body().read_to_vec().unwrap().len();
+        descriptors.push(serde_json::json!({
+            "mediaType": media_type, "digest": digest, "size": size,
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": descriptors,
+    }))
+    .unwrap();
+    ureq::put(&format!("http://{reg}/v2/{repo}/manifests/1"))
+        .header(
+            "Content-Type",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        )
+        .send(&index[..])
+        .unwrap();
+    let index_digest = registry_digest(reg, repo, "1");
+    let amd64 = descriptors[0]["digest"].as_str().unwrap().to_string();
+    let arm64 = descriptors[1]["digest"].as_str().unwrap().to_string();
+
+    let reference = format!("{reg}/{repo}:1");
+    let out_dir = temp_dir("registry-multi").join("images");
+    let (code, _, log) = outcome(registry_export(&out_dir, &bare_path(&[])).args([
+        "--platform",
+        "linux/amd64",
+        &reference,
+    ]));
+    assert_eq!(code, 0, "{log}");
+    let e = entry(&out_dir, &reference);
+    assert_eq!(e["source"]["index_digest"], index_digest.as_str());
+    assert_eq!(e["images"].as_array().unwrap().len(), 1, "{e}");
+    assert_eq!(e["images"][0]["manifest_digest"], amd64.as_str());
+    let blobs: Vec<String> = tar_files(&out_dir.join(file_of(&reference)))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        blobs.contains(&format!("blobs/sha256/{}", &index_digest[7..])),
+        "{blobs:?}"
+    );
+    assert!(
+        !blobs.contains(&format!("blobs/sha256/{}", &arm64[7..])),
+        "{blobs:?}"
+    );
+
+    let base = format!("{reg}/{repo}");
+    let expect = vec![
+        (reference.clone(), index_digest.clone()),
+        (format!("{base}@{index_digest}"), index_digest.clone()),
+        (format!("{base}@{amd64}"), amd64.clone()),
+    ];
+    let said = check_containerd_import(d, &out_dir, &expect, &format!("{base}@{index_digest}"));
+    assert_eq!(said.trim(), "hello from amd64");
+}
+
+#[test]
+fn a_layer_corrupted_in_the_registry_is_refused_by_its_digest_and_nothing_half_written_stays() {
+    let reg = PrivateRegistry::start("registry-corrupt", false, RegistryAuth::Anonymous);
+    let bad_image = build_image(&unique_tag("corrupt"), "hello from a corrupt layer");
+    let good_image = build_image(&unique_tag("intact"), "hello from an intact image");
+    let bad = reg.push(&bad_image, "oi/corrupt:1");
+    let good = reg.push(&good_image, "oi/intact:1");
+    let manifest: Value = serde_json::from_slice(
+        &ureq::get(&format!("http://{}/v2/oi/corrupt/manifests/1", reg.addr))
+            .header("Accept", ACCEPT)
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_vec()
+            .unwrap(),
+    )
+    .unwrap();
+    // The image's own layer (its message), not the busybox layer the other image shares.
+    let layer = manifest["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = reg.blob_file(&layer);
+    let mut data = std::fs::read(&file).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&file, data).unwrap();
+
+    let dir = temp_dir("registry-corrupt-out");
+    let cache = dir.join("cache");
+    let out_dir = dir.join("images");
+    let (code, _, log) = outcome(
+        registry_export(&out_dir, &bare_path(&[]))
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args([&bad, &good]),
+    );
+    assert_eq!(code, 1, "{log}");
+    let failed = log
+        .lines()
+        .find(|l| l.starts_with(&format!("offline-images: failed: {bad}: ")))
+        .unwrap_or_else(|| panic!("no failure line for {bad}:\n{log}"));
+    assert!(
+        failed.contains(&format!("should have the digest {layer}")),
+        "{failed}"
+    );
+    assert_eq!(
+        names_in(&out_dir),
+        sorted(vec![
+            "SHA256SUMS".into(),
+            file_of(&good),
+            "images.json".into()
+        ])
+    );
+    sha256sum_check(&out_dir);
+    let hex = &layer[7..];
+    assert!(!cache.join("blobs/sha256").join(hex).exists());
+    assert!(std::fs::read_dir(cache.join("tmp"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+fn auth_config(addr: &str, user: &str, password: &str) -> PathBuf {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    docker_config(&serde_json::json!({"auths": {addr: {"auth": auth}}}))
+}
+
+#[test]
+fn htpasswd_over_tls_exports_with_the_docker_config_and_a_wrong_password_fails_that_image_only() {
+    let reg = PrivateRegistry::start("registry-htpasswd", true, RegistryAuth::Htpasswd);
+    let image = build_image(&unique_tag("htpasswd"), "hello from behind htpasswd");
+    let reference = reg.push(&image, "oi/private:1");
+    let ca = reg.ca.clone().unwrap();
+    let open = pushed_image("reg-open", "hello from the open registry");
+
+    let out_dir = temp_dir("registry-htpasswd").join("images");
+    let good = auth_config(&reg.addr, reg.user, reg.password);
+    let (code, _, log) = outcome(
+        registry_export(&out_dir, &bare_path(&[]))
+            .env("DOCKER_CONFIG", &good)
+            .arg("--ca-file")
+            .arg(&ca)
+            .arg(&reference),
+    );
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(
+        entry(&out_dir, &reference)["images"][0]["config_digest"],
+        image.config_digest.as_str()
+    );
+
+    // Without the CA the certificate is not trusted, and plain HTTP is no fallback for TLS.
+    let (code, _, log) = outcome(
+        registry_export(&temp_dir("registry-no-ca"), &bare_path(&[]))
+            .env("DOCKER_CONFIG", &good)
+            .arg(&reference),
+    );
+    assert_eq!(code, 1, "{log}");
+    assert!(log.to_lowercase().contains("certificate"), "{log}");
+
+    let wrong = auth_config(&reg.addr, reg.user, "not-the-password");
+    let out_dir = temp_dir("registry-wrong").join("images");
+    let (code, _, log) = outcome(
+        registry_export(&out_dir, &bare_path(&[]))
+            .env("DOCKER_CONFIG", &wrong)
+            .arg("--ca-file")
+            .arg(&ca)
+            .args([&reference, &open.reference]),
+    );
+    assert_eq!(code, 1, "{log}");
+    let failed = log
+        .lines()
+        .find(|l| l.starts_with(&format!("offline-images: failed: {reference}: ")))
+        .unwrap_or_else(|| panic!("no failure line for {reference}:\n{log}"));
+    assert!(failed.contains("401 Unauthorized"), "{failed}");
+    assert!(!log.contains("not-the-password"), "{log}");
+    assert_eq!(
+        names_in(&out_dir),
+        sorted(vec![
+            "SHA256SUMS".into(),
+            file_of(&open.reference),
+            "images.json".into()
+        ])
+    );
+}
+
+#[test]
+fn a_token_registry_exports_with_a_credential_helper_a_config_file_and_password_stdin() {
+    let reg = PrivateRegistry::start("registry-token", false, RegistryAuth::Token);
+    let image = build_image(&unique_tag("token"), "hello from behind a token server");
+    let reference = reg.push(&image, "oi/tokened:1");
+    let helper = format!(
+        "#!/bin/sh\nread server\nif [ \"$server\" != \"{}\" ]; then echo 'credentials not found in native keychain'; exit 1; fi\n\
+         echo '{{\"ServerURL\":\"{}\",\"Username\":\"{}\",\"Secret\":\"{}\"}}'\n",
+        reg.addr, reg.addr, reg.user, reg.password
+    );
+    let path = bare_path(&[("docker-credential-oitest", &helper)]);
+    let helper_config =
+        docker_config(&serde_json::json!({"credHelpers": {reg.addr.as_str(): "oitest"}}));
+    let file_config = auth_config(&reg.addr, reg.user, reg.password);
+    let anonymous = docker_config(&serde_json::json!({}));
+
+    for (how, config) in [("helper", &helper_config), ("config file", &file_config)] {
+        let out_dir = temp_dir("registry-token-out").join("images");
+        let (code, _, log) = outcome(
+            registry_export(&out_dir, &path)
+                .env("DOCKER_CONFIG", config)
+                .arg(&reference),
+        );
+        assert_eq!(code, 0, "{how}: {log}");
+        assert_eq!(
+            entry(&out_dir, &reference)["images"][0]["config_digest"],
+            image.config_digest.as_str(),
+            "{how}"
+        );
+    }
+
+    let out_dir = temp_dir("registry-token-stdin").join("images");
+    let out = run_with_stdin(
+        registry_export(&out_dir, &path)
+            .env("DOCKER_CONFIG", &anonymous)
+            .args(["--username", reg.user, "--password-stdin", &reference]),
+        format!("{}\n", reg.password).as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (code, _, log) = outcome(
+        registry_export(&temp_dir("registry-token-anon"), &path)
+            .env("DOCKER_CONFIG", &anonymous)
+            .arg(&reference),
+    );
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("401"), "{log}");
+}
+
+#[test]
+fn the_blob_cache_is_shared_across_bundles_and_a_second_run_downloads_nothing() {
+    let image = pushed_image("reg-cache", "hello from the cache");
+    let dir = temp_dir("registry-cache");
+    let cache = dir.join("cache");
+    let export = |out: &Path| {
+        let (code, _, log) = outcome(
+            registry_export(out, &bare_path(&[]))
+                .arg("--cache-dir")
+                .arg(&cache)
+                .arg(&image.reference),
+        );
+        assert_eq!(code, 0, "{log}");
+        log
+    };
+    let first = export(&dir.join("one"));
+    assert!(!first.contains(", 0 B downloaded"), "{first}");
+    let second = export(&dir.join("two"));
+    assert!(second.contains(", 0 B downloaded"), "{second}");
+    assert_eq!(
+        std::fs::read(dir.join("one").join(file_of(&image.reference))).unwrap(),
+        std::fs::read(dir.join("two").join(file_of(&image.reference))).unwrap()
+    );
+    // The same bundle again: the registry still serves that digest, so nothing is written.
+    let again = export(&dir.join("two"));
+    assert!(again.contains("skipped (up to date"), "{again}");
+}
+
+#[test]
+fn auto_saves_an_image_the_registry_does_not_serve_with_the_local_engine_and_says_so() {
+    let d = daemons();
+    // Built here and never pushed: the registry does not have it, the test dockerd does.
+    let tag = format!("{}/oi-export/local-only:1", d.registry);
+    let local = build_image(&tag, "hello from a local-only image");
+    let pushed = pushed_image("reg-auto", "hello from the registry, in auto mode");
+    let out_dir = temp_dir("registry-auto").join("images");
+    let (code, _, log) = outcome(export_cmd(&out_dir).args([&local.reference, &pushed.reference]));
+    assert_eq!(code, 0, "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&local.reference) && l.contains("holds it locally"))
+        .unwrap_or_else(|| panic!("no fallback line:\n{log}"));
+    assert!(line.contains("HTTP 404"), "{line}");
+    let names = names_in(&out_dir);
+    let local_file = file_of(&local.reference).replace(".tar", ".tar.gz");
+    assert!(names.contains(&local_file), "{names:?}");
+    assert!(names.contains(&file_of(&pushed.reference)), "{names:?}");
+    sha256sum_check(&out_dir);
+    docker_rmi(&tag);
+}
+
+#[test]
+fn a_503_is_retried_and_a_cut_layer_download_resumes_by_range() {
+    let d = daemons();
+    let image = pushed_image("reg-flaky", "hello through a flaky proxy");
+    let proxy = FlakyProxy::start(&d.registry, 1, 1, 64 * 1024);
+    let reference = format!("{}/oi-export/reg-flaky:1", proxy.addr);
+    let out_dir = temp_dir("registry-flaky").join("images");
+    let (code, _, log) = outcome(registry_export(&out_dir, &bare_path(&[])).arg(&reference));
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("resuming"), "{log}");
+    let requests = proxy.requests();
+    let manifests = requests
+        .iter()
+        .filter(|r| r.contains("/manifests/1 "))
+        .count();
+    assert!(manifests >= 2, "the 503 was not retried: {requests:?}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("/blobs/sha256:") && r.contains("bytes=65536-")),
+        "no download resumed at the cut: {requests:?}"
+    );
+    assert_eq!(
+        entry(&out_dir, &reference)["images"][0]["config_digest"],
+        image.config_digest.as_str()
+    );
+    sha256sum_check(&out_dir);
+}
+
+#[test]
+fn a_registry_mirror_is_used_first_and_a_failing_one_falls_back_to_the_source() {
+    let d = daemons();
+    let mirror = PrivateRegistry::start("registry-mirror", false, RegistryAuth::Anonymous);
+    let image = build_image(&unique_tag("mirrored"), "hello from the mirror");
+    mirror.push(&image, "oi/mirrored:1");
+    // The source does not answer at all: only the mirror can serve the image.
+    let source = format!("127.0.0.1:{}", closed_port());
+    let reference = format!("{source}/oi/mirrored:1");
+    let out_dir = temp_dir("registry-mirror-out").join("images");
+    let (code, _, log) = outcome(
+        registry_export(&out_dir, &bare_path(&[]))
+            .arg("--registry-mirror")
+            .arg(format!("{source}={}", mirror.addr))
+            .arg(&reference),
+    );
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(
+        entry(&out_dir, &reference)["images"][0]["config_digest"],
+        image.config_digest.as_str()
+    );
+
+    let pushed = pushed_image("reg-unmirrored", "hello from the source");
+    let dead = format!("127.0.0.1:{}", closed_port());
+    let out_dir = temp_dir("registry-mirror-dead").join("images");
+    let (code, _, log) = outcome(
+        registry_export(&out_dir, &bare_path(&[]))
+            .arg("--registry-mirror")
+            .arg(format!("{}={dead}", d.registry))
+            .arg(&pushed.reference),
+    );
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains(&format!("the mirror {dead} failed")), "{log}");
+}
+
+#[test]
+fn a_blob_two_images_share_is_downloaded_once_per_run() {
+    let d = daemons();
+    let one = pushed_image("reg-share-1", "hello from the first sharer");
+    let two = pushed_image("reg-share-2", "hello from the second sharer");
+    let proxy = FlakyProxy::start(&d.registry, 0, 0, 0);
+    let refs: Vec<String> = [&one, &two]
+        .iter()
+        .map(|i| i.reference.replace(&d.registry, &proxy.addr))
+        .collect();
+    let out_dir = temp_dir("registry-share").join("images");
+    let (code, _, log) = outcome(
+        registry_export(&out_dir, &bare_path(&[]))
+            .args(["--jobs", "2"])
+            .args(&refs),
+    );
+    assert_eq!(code, 0, "{log}");
+    let blobs: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/blobs/sha256:"))
+        .map(|r| {
+            r.split("/blobs/")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut unique = blobs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        blobs.len(),
+        unique.len(),
+        "a blob was downloaded twice: {blobs:?}"
+    );
+    // Two configs, two own layers and the busybox layer they share.
+    assert_eq!(unique.len(), 5, "{blobs:?}");
+}
+
+#[test]
+fn on_a_terminal_event_lines_clear_the_status_line_first() {
+    let image = pushed_image("reg-tty", "hello on a terminal");
+    let dir = temp_dir("registry-tty");
+    let typescript = dir.join("typescript");
+    let mut inner = registry_export(&dir.join("images"), &bare_path(&[]));
+    inner.arg(&image.reference);
+    // `script` runs the export with a pseudo-terminal as its stderr.
+    let line = std::iter::once(inner.get_program())
+        .chain(inner.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // By its path: PATH is the bare one, for the export.
+    let mut c = Command::new("/usr/bin/script");
+    c.args(["-qefc", &line])
+        .arg(&typescript)
+        .env("TERM", "xterm")
+        .env("SHELL", "/bin/sh");
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let (code, _, _) = outcome(&mut c);
+    let shown = std::fs::read_to_string(&typescript).unwrap();
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("\r\x1b[K[1/1] "), "{shown:?}");
+    assert!(shown.contains("written "), "{shown:?}");
+}
