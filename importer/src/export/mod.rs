@@ -228,22 +228,8 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
     } else {
         extension(args.compress)
     };
-    let mut refs = Vec::new();
-    let mut names: HashMap<String, Reference> = HashMap::new();
     let mut problems = collected.problems.len();
-    for r in collected.refs {
-        let file = format!("{}{ext}", r.file_stem());
-        if let Some(other) = names.get(&file) {
-            eprintln!(
-                "offline-images: error: {r} and {other} would both be written to {file}; export {r} on its own"
-            );
-            problems += 1;
-            continue;
-        }
-        names.insert(file, r.clone());
-        refs.push(r);
-    }
-
+    let refs = one_per_file(collected.refs, ext, &mut problems);
     if args.dry_run {
         let stdout = io::stdout();
         let mut out = stdout.lock();
@@ -263,30 +249,12 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
             return Ok(Code::Failure);
         }
         return Err(exit::usage(
-            "nothing to export: give IMAGE arguments, --images-file, --values or --manifests",
+            "nothing to export: give IMAGE arguments, --images-file, --chart, --values or \
+             --manifests",
         ));
     }
-
     // The importer binary for the chart's bootstrap mode: checked before anything is pulled.
-    let importer_binary = if args.no_importer_binary {
-        None
-    } else if let Some(path) = &args.importer_binary {
-        crate::bundled::check_static(path)
-            .map_err(|why| exit::usage(format!("--importer-binary {} {why}", path.display())))?;
-        Some(path.clone())
-    } else {
-        match crate::bundled::current_static() {
-            Ok(p) => Some(p),
-            Err(why) => {
-                eprintln!(
-                    "offline-images: note: this binary {why}; the bundle gets no importer \
-                     binary (the chart's bootstrap mode needs one: give --importer-binary)"
-                );
-                None
-            }
-        }
-    };
-
+    let importer_binary = importer_binary(args)?;
     let platform_list: Vec<String> = platforms.iter().map(ToString::to_string).collect();
     eprintln!(
         "offline-images: {} image(s) to export to {}, platform {}:",
@@ -298,34 +266,8 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
         eprintln!("  {r}");
     }
     let engine = local_engine(args)?;
-
     let dir = &args.output;
-    fs::create_dir_all(dir).map_err(|e| {
-        exit::usage(format!(
-            "cannot create the bundle directory {}: {e}",
-            dir.display()
-        ))
-    })?;
-    // An unreadable images.json is not overwritten: it may be an operator's only record.
-    let index = bundle::read_index(dir)
-        .map_err(|e| exit::usage(format!("{e:#}; move it away to start a new bundle")))?
-        .unwrap_or_else(BundleIndex::new);
-    let sums = bundle::read_sums(dir)
-        .map_err(|e| exit::usage(format!("{e:#}; move it away to start a new bundle")))?
-        .unwrap_or_default();
-    if let Some(src) = &importer_binary {
-        let sum = crate::bundled::place(src, dir)?;
-        eprintln!(
-            "offline-images: importer binary written to {}/{}/{} (sha256 {sum})",
-            dir.display(),
-            crate::bundled::DIR,
-            crate::bundled::BINARY
-        );
-    }
-    let shared = Bundle {
-        dir: dir.clone(),
-        state: Mutex::new((index, sums)),
-    };
+    let shared = Bundle::open(dir, importer_binary.as_deref())?;
     let scratch = dir.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
     remove_stale_temps(dir);
     let registry = if uses_registry(args.engine) {
@@ -333,7 +275,6 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
     } else {
         None
     };
-
     let jobs = usize::from(args.jobs).min(refs.len()).max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ctx = Exporter {
@@ -351,29 +292,127 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
         meter: meter::Meter::new(),
     };
     let started = Instant::now();
-    let next = AtomicUsize::new(0);
-    let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..refs.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        let drawer = s.spawn(|| ctx.meter.draw());
-        let workers: Vec<_> = (0..jobs)
-            .map(|_| {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(r) = refs.get(i) else { return };
-                    let outcome = ctx.export_or_fail(i + 1, r);
-                    outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
-                })
-            })
-            .collect();
-        for w in workers {
-            let _ = w.join();
-        }
-        ctx.meter.finish();
-        let _ = drawer.join();
-    });
+    let outcomes = ctx.export_all(&refs, jobs);
     let _ = fs::remove_dir_all(&scratch);
+    Ok(report(&refs, outcomes, problems, started, dir))
+}
 
-    let outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
+/// The references in order, each once; two that would be written to the same file are an
+/// input problem (counted in `problems`), the second left out.
+fn one_per_file(
+    collected: impl IntoIterator<Item = Reference>,
+    ext: &str,
+    problems: &mut usize,
+) -> Vec<Reference> {
+    let mut refs = Vec::new();
+    let mut names: HashMap<String, Reference> = HashMap::new();
+    for r in collected {
+        let file = format!("{}{ext}", r.file_stem());
+        if let Some(other) = names.get(&file) {
+            eprintln!(
+                "offline-images: error: {r} and {other} would both be written to {file}; export {r} on its own"
+            );
+            *problems += 1;
+            continue;
+        }
+        names.insert(file, r.clone());
+        refs.push(r);
+    }
+    refs
+}
+
+/// The static importer the bundle carries for the chart's bootstrap mode, if any.
+fn importer_binary(args: &ExportArgs) -> Result<Option<PathBuf>> {
+    if args.no_importer_binary {
+        return Ok(None);
+    }
+    if let Some(path) = &args.importer_binary {
+        crate::bundled::check_static(path)
+            .map_err(|why| exit::usage(format!("--importer-binary {} {why}", path.display())))?;
+        return Ok(Some(path.clone()));
+    }
+    match crate::bundled::current_static() {
+        Ok(p) => Ok(Some(p)),
+        Err(why) => {
+            eprintln!(
+                "offline-images: note: this binary {why}; the bundle gets no importer \
+                 binary (the chart's bootstrap mode needs one: give --importer-binary)"
+            );
+            Ok(None)
+        }
+    }
+}
+
+impl Bundle {
+    /// The bundle directory, created if need be, with what an earlier run wrote there; the
+    /// importer binary placed in it when given.
+    fn open(dir: &Path, importer_binary: Option<&Path>) -> Result<Bundle> {
+        fs::create_dir_all(dir).map_err(|e| {
+            exit::usage(format!(
+                "cannot create the bundle directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        // An unreadable images.json is not overwritten: it may be an operator's only record.
+        let index = bundle::read_index(dir)
+            .map_err(|e| exit::usage(format!("{e:#}; move it away to start a new bundle")))?
+            .unwrap_or_else(BundleIndex::new);
+        let sums = bundle::read_sums(dir)
+            .map_err(|e| exit::usage(format!("{e:#}; move it away to start a new bundle")))?
+            .unwrap_or_default();
+        if let Some(src) = importer_binary {
+            let sum = crate::bundled::place(src, dir)?;
+            eprintln!(
+                "offline-images: importer binary written to {}/{}/{} (sha256 {sum})",
+                dir.display(),
+                crate::bundled::DIR,
+                crate::bundled::BINARY
+            );
+        }
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            state: Mutex::new((index, sums)),
+        })
+    }
+}
+
+impl Exporter<'_> {
+    /// Export every reference, `jobs` at a time, with the terminal meter drawn meanwhile;
+    /// the outcome of each, in order (`None`: not reached).
+    fn export_all(&self, refs: &[Reference], jobs: usize) -> Vec<Option<Outcome>> {
+        let next = AtomicUsize::new(0);
+        let outcomes: Mutex<Vec<Option<Outcome>>> =
+            Mutex::new((0..refs.len()).map(|_| None).collect());
+        std::thread::scope(|s| {
+            let drawer = s.spawn(|| self.meter.draw());
+            let workers: Vec<_> = (0..jobs)
+                .map(|_| {
+                    s.spawn(|| loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(r) = refs.get(i) else { return };
+                        let outcome = self.export_or_fail(i + 1, r);
+                        outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
+                    })
+                })
+                .collect();
+            for w in workers {
+                let _ = w.join();
+            }
+            self.meter.finish();
+            let _ = drawer.join();
+        });
+        outcomes.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The closing lines on stderr, and the exit code.
+fn report(
+    refs: &[Reference],
+    outcomes: Vec<Option<Outcome>>,
+    problems: usize,
+    started: Instant,
+    dir: &Path,
+) -> Code {
     let (mut written, mut bytes, mut up_to_date, mut failed) = (0, 0u64, 0, Vec::new());
     for (r, o) in refs.iter().zip(outcomes) {
         match o {
@@ -406,11 +445,11 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
     if problems > 0 {
         eprintln!("offline-images: {problems} input problem(s), listed above");
     }
-    Ok(if failed.is_empty() && problems == 0 {
+    if failed.is_empty() && problems == 0 {
         Code::Success
     } else {
         Code::Failure
-    })
+    }
 }
 
 /// skopeo writes its docker-archive here before it is compressed into the bundle.
