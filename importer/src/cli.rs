@@ -61,6 +61,16 @@ pub enum RuntimeKind {
     Docker,
 }
 
+/// How to talk to containerd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ContainerdClient {
+    /// containerd's gRPC API on the socket: needs nothing of the node but the socket, sends
+    /// only the blobs containerd lacks, unpacks only the layers it lacks.
+    Native,
+    /// The node's own `ctr` (found on PATH, or under --host-root and run chrooted there).
+    Ctr,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// One line per event, for a person reading `kubectl logs`.
@@ -98,6 +108,21 @@ pub struct RuntimeArgs {
     /// the node's `ctr` are looked up there, and `ctr` runs chrooted into it.
     #[arg(long, env = "HOST_ROOT", value_name = "DIR")]
     pub host_root: Option<PathBuf>,
+
+    /// How to talk to containerd: its gRPC API on the socket alone (native), or the node's `ctr`.
+    #[arg(
+        long,
+        value_enum,
+        env = "CONTAINERD_CLIENT",
+        default_value = "ctr",
+        value_name = "CLIENT"
+    )]
+    pub containerd_client: ContainerdClient,
+
+    /// Snapshotter the native client unpacks layers into (default: the one the CRI plugin
+    /// uses when its configuration can be read, else overlayfs).
+    #[arg(long, env = "CONTAINERD_SNAPSHOTTER", value_name = "NAME")]
+    pub snapshotter: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -434,10 +434,39 @@ pub fn unique_namespace(label: &str) -> String {
     )
 }
 
+/// The containerd client the containerd tests run with: `OI_CONTAINERD_CLIENT` (`native`,
+/// the default, or `ctr`), so one suite covers both backends.
+pub fn containerd_client() -> &'static str {
+    static C: OnceLock<String> = OnceLock::new();
+    C.get_or_init(|| {
+        let c = std::env::var("OI_CONTAINERD_CLIENT").unwrap_or_else(|_| "native".into());
+        assert!(
+            c == "native" || c == "ctr",
+            "OI_CONTAINERD_CLIENT={c}: native or ctr"
+        );
+        c
+    })
+}
+
+/// A PATH with no program on it: the native client must need none (no `ctr`).
+pub fn empty_path() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| temp_dir("empty-path"))
+}
+
+/// Whether a line of `ctr content active` is an upload of an importer (either client).
+pub fn is_import_ingest(line: &str) -> bool {
+    line.starts_with("tar-") || line.starts_with("offline-images-")
+}
+
 /// `offline-images <command> --images-path DIR` against the test containerd in `ns`, with no
-/// runtime settings inherited from the environment.
+/// runtime settings inherited from the environment, through [`containerd_client`].
 pub fn against_containerd(command: &str, images: &Path, ns: &str) -> Command {
     let mut c = offline_images();
+    c.env("CONTAINERD_CLIENT", containerd_client());
+    if containerd_client() == "native" {
+        c.env("PATH", empty_path());
+    }
     c.arg(command)
         .arg("--images-path")
         .arg(images)
@@ -948,9 +977,10 @@ impl PrivateContainerd {
             }
         }
         for (k, v) in c.get_envs() {
-            if v.is_none() {
-                own.env_remove(k);
-            }
+            match v {
+                None => own.env_remove(k),
+                Some(v) => own.env(k, v),
+            };
         }
         c = own;
         c

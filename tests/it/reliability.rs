@@ -650,7 +650,7 @@ fn two_importers_started_at_once_take_turns_and_every_image_lands_once() {
 fn wait_for_ingest(cd: &PrivateContainerd, ns: &str, importer: &mut Running) {
     for _ in 0..600 {
         let active = stdout_of(cd.ctr(ns).args(["content", "active"]));
-        if active.lines().skip(1).any(|l| l.starts_with("tar-")) {
+        if active.lines().skip(1).any(is_import_ingest) {
             return;
         }
         assert!(

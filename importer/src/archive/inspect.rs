@@ -51,7 +51,7 @@ pub fn inspect_path(path: &Path, limits: Limits) -> Result<ArchiveInfo> {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut archive = tar::Archive::new(file);
         let entries = archive.entries_with_seek().map_err(tar_error)?;
-        let scan = scan(entries, limits)?;
+        let scan = scan(entries, limits, &mut NoSink)?;
         // Seeking past the end of a file is no error, and the tar reader takes the end of the
         // file for the end of the archive: a file cut inside an entry's data reads as a shorter
         // archive unless its last entry is checked against the file's size.
@@ -84,6 +84,40 @@ pub fn inspect_stream_detailed<R: Read>(
     compression: Compression,
     limits: Limits,
 ) -> Result<Inspected> {
+    inspect_stream_into(reader, compression, limits, &mut NoSink)
+}
+
+/// A reader of the archive's files, called during the one pass over the tar stream (for a
+/// runtime that stores blobs as they stream by).
+pub trait EntrySink {
+    /// A regular file. `data` is its content: in memory when the scan keeps it (small JSON
+    /// candidates), else a stream the sink may read (what it leaves unread is skipped).
+    fn file(&mut self, name: &str, size: u64, data: EntryData<'_>) -> Result<()>;
+    /// A symlink or hard link `name` to the file `target` (both normalised archive names).
+    fn link(&mut self, _name: &str, _target: &str) {}
+}
+
+/// The content of one tar entry, as [`EntrySink::file`] gets it.
+pub enum EntryData<'a> {
+    Bytes(&'a [u8]),
+    Stream(&'a mut dyn Read),
+}
+
+struct NoSink;
+
+impl EntrySink for NoSink {
+    fn file(&mut self, _: &str, _: u64, _: EntryData<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// [`inspect_stream_detailed`], handing every file and link to `sink` as it streams by.
+pub fn inspect_stream_into<R: Read>(
+    reader: R,
+    compression: Compression,
+    limits: Limits,
+    sink: &mut dyn EntrySink,
+) -> Result<Inspected> {
     let mut counted = Counting {
         inner: reader,
         count: 0,
@@ -91,7 +125,7 @@ pub fn inspect_stream_detailed<R: Read>(
     let scan = {
         let mut archive = tar::Archive::new(&mut counted);
         let entries = archive.entries().map_err(tar_error)?;
-        scan(entries, limits)?
+        scan(entries, limits, sink)?
     };
     // Past the end-of-archive blocks there may be padding; a tee must see it all.
     io::copy(&mut counted, &mut io::sink()).map_err(tar_error)?;
@@ -231,7 +265,11 @@ fn tar_error(e: io::Error) -> anyhow::Error {
     }
 }
 
-fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
+fn scan<R: Read>(
+    entries: tar::Entries<'_, R>,
+    limits: Limits,
+    sink: &mut dyn EntrySink,
+) -> Result<Scan> {
     let mut scan = Scan::default();
     for entry in entries {
         let mut entry = entry.map_err(tar_error)?;
@@ -255,6 +293,7 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
                 target
             };
             if let Ok(t) = normalize_name(target.as_bytes()) {
+                sink.link(&name, &t);
                 scan.links.insert(name, t);
             }
             continue;
@@ -267,6 +306,7 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
         let is_metadata = METADATA_FILES.contains(&name.as_str());
         let may_be_json = is_metadata || is_blob_name(&name) || is_legacy_config_name(&name);
         if !may_be_json {
+            sink.file(&name, size, EntryData::Stream(&mut entry))?;
             continue;
         }
         let cap = if is_metadata {
@@ -282,6 +322,7 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
                     human_bytes(cap)
                 );
             }
+            sink.file(&name, size, EntryData::Stream(&mut entry))?;
             continue;
         }
         let mut data = Vec::with_capacity(size as usize);
@@ -295,6 +336,7 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
                 data.len()
             );
         }
+        sink.file(&name, size, EntryData::Bytes(&data))?;
         let first = data.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') && first != Some(&b'[') {
             continue;

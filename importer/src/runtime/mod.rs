@@ -1,12 +1,13 @@
 //! Container runtimes the importer loads images into: one module per backend, behind one trait.
 //!
-//! The containerd backend drives the node's own `ctr`; the trait is kept narrow enough that a
-//! native gRPC backend (no host binaries) can take its place later.
+//! containerd is reached through its gRPC API on the socket (`native`) or through the node's
+//! own `ctr` (`containerd`); Docker through its Engine API.
 
 pub mod containerd;
 pub mod detect;
 pub mod docker;
 mod http;
+pub mod native;
 
 use std::collections::BTreeMap;
 use std::io::Read;
