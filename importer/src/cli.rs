@@ -139,6 +139,22 @@ pub struct ImportArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 
+    /// Refuse an archive whose import would leave the filesystem of containerd's root more
+    /// than PERCENT full: what it adds is the blobs containerd lacks plus the unpacked size of
+    /// the layers it lacks (native client). 85 is where the kubelet's image GC starts.
+    #[arg(
+        long,
+        env = "DISK_MAX_USED",
+        default_value_t = 85,
+        value_name = "PERCENT",
+        value_parser = clap::value_parser!(u8).range(1..=100)
+    )]
+    pub disk_max_used: u8,
+
+    /// Do not check the free space of containerd's disk before each archive.
+    #[arg(long, env = "NO_DISK_PREFLIGHT")]
+    pub no_disk_preflight: bool,
+
     /// Archives imported at the same time.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,

@@ -830,6 +830,12 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<(ArchiveResult, NameConf
         };
         return Ok((would, Vec::new()));
     }
+    if !ctx.args.no_disk_preflight {
+        with_retries(ctx.reporter, Some(file), || {
+            ctx.runtime
+                .preflight(&p.found.path, &ctx.platform, ctx.args.disk_max_used)
+        })?;
+    }
     let started = Instant::now();
     let imported = with_retries(ctx.reporter, Some(file), || {
         let opened = archive::open(&p.found.path)?;

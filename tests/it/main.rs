@@ -8,6 +8,7 @@ mod export;
 mod harness;
 mod import;
 mod list;
+mod native;
 mod prune;
 mod reliability;
 mod selfcheck;

@@ -44,6 +44,16 @@ const METADATA_FILES: &[&str] = &["manifest.json", "index.json", "oci-layout", "
 /// Inspect an archive file. A plain tar is read by seeking over layer data; a compressed one
 /// is decompressed once, as a stream.
 pub fn inspect_path(path: &Path, limits: Limits) -> Result<ArchiveInfo> {
+    inspect_path_into(path, limits, &mut NoSink)
+}
+
+/// [`inspect_path`], handing every file and link to `sink` (layer data it leaves unread is
+/// seeked over in a plain tar).
+pub fn inspect_path_into(
+    path: &Path,
+    limits: Limits,
+    sink: &mut dyn EntrySink,
+) -> Result<ArchiveInfo> {
     let opened = open(path)?;
     if opened.compression == Compression::None {
         drop(opened);
@@ -51,7 +61,7 @@ pub fn inspect_path(path: &Path, limits: Limits) -> Result<ArchiveInfo> {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut archive = tar::Archive::new(file);
         let entries = archive.entries_with_seek().map_err(tar_error)?;
-        let scan = scan(entries, limits, &mut NoSink)?;
+        let scan = scan(entries, limits, sink)?;
         // Seeking past the end of a file is no error, and the tar reader takes the end of the
         // file for the end of the archive: a file cut inside an entry's data reads as a shorter
         // archive unless its last entry is checked against the file's size.
@@ -64,7 +74,7 @@ pub fn inspect_path(path: &Path, limits: Limits) -> Result<ArchiveInfo> {
         }
         return resolve(&scan, Compression::None, size);
     }
-    inspect_stream(opened.reader, opened.compression, limits)
+    inspect_stream_into(opened.reader, opened.compression, limits, sink).map(|i| i.info)
 }
 
 /// Inspect a decompressed tar stream, reading it to its very end (so a caller that tees the

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub use discover::{discover, Found, Rejected};
 pub use inspect::{
-    human_bytes, inspect_path, inspect_stream, inspect_stream_detailed, inspect_stream_into,
-    EntryData, EntrySink, Inspected, Limits,
+    human_bytes, inspect_path, inspect_path_into, inspect_stream, inspect_stream_detailed,
+    inspect_stream_into, EntryData, EntrySink, Inspected, Limits,
 };
 pub use open::{gzip_reader, open, sniff, Compression, Opened};
 

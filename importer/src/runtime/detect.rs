@@ -228,6 +228,7 @@ fn containerd_backend(
             path,
             &args.namespace,
             args.snapshotter.as_deref(),
+            args.host_root.as_deref(),
         )?),
         ContainerdClient::Ctr => Box::new(containerd::Containerd::new(
             path,

@@ -42,7 +42,15 @@ pub struct Conn {
     pub channel: Channel,
     pub socket: PathBuf,
     pub namespace: String,
+    /// containerd's content store as seen from here, when it can be: an upload is abandoned
+    /// while the disk still has room for containerd to record that (see [`RESERVE`]).
+    pub guard: Option<PathBuf>,
 }
+
+/// An upload stops when less than this is left on the disk of containerd's content store: a
+/// disk filled to the last byte leaves containerd unable to write its metadata database, so
+/// it could not even record that the partial upload is to be removed.
+pub const RESERVE: u64 = 8 << 20;
 
 /// What a `Content.Write` ended with.
 pub struct Written {
@@ -83,6 +91,7 @@ impl Conn {
             channel,
             socket: socket.to_path_buf(),
             namespace: namespace.to_string(),
+            guard: None,
         })
     }
 
@@ -162,15 +171,14 @@ impl Conn {
             || msg.contains("keep-alive")
             || msg.is_empty());
         if lost || status.code() == Code::Unavailable {
+            // Not worth a retry within this run: containerd went away in the middle of the
+            // archive, and what comes back may be a containerd being shut down for good.
             if let Some(problem) = detect::probe_socket(&self.socket) {
-                return CallError::Other(
-                    Unreachable(format!(
-                        "containerd at {} went away during {what} (its socket {problem}); nothing \
-                         of this archive was kept, run the import again once containerd is back",
-                        self.socket.display()
-                    ))
-                    .into(),
-                );
+                return CallError::Other(anyhow!(
+                    "containerd at {} went away during {what} (its socket {problem}); nothing \
+                     of this archive was kept, run the import again once containerd is back",
+                    self.socket.display()
+                ));
             }
             return CallError::Other(anyhow!(
                 "containerd at {} closed the connection during {what} (was it restarted or \
@@ -182,17 +190,17 @@ impl Conn {
     }
 
     /// Stream `size` bytes of `src` into the content store with `Content.Write` under
-    /// `lease`, as `reference`. With `expected`, containerd checks the digest; without it, the
+    /// `lease`, as `reference` (`label` names it in errors). With `expected`, containerd checks the digest; without it, the
     /// data is hashed here while it is sent and committed under the digest found.
     pub fn write(
         &self,
         lease: &str,
-        reference: &str,
+        (reference, label): (&str, &str),
         expected: Option<&str>,
         size: u64,
         src: &mut dyn Read,
     ) -> Result<Written> {
-        let what = format!("the upload of {}", expected.unwrap_or(reference));
+        let what = format!("the upload of {label}");
         let (tx, rx) = mpsc::channel::<WriteContentRequest>(4);
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let mut client = ContentClient::new(self.channel.clone())
@@ -214,6 +222,7 @@ impl Conn {
         });
         let mut feed = Feed {
             reference,
+            label,
             expected,
             size,
             hasher: expected.is_none().then(Sha256::new),
@@ -223,10 +232,19 @@ impl Conn {
         };
         let fed = feed.run(self, src, tx, done_rx);
         if let Err(e) = fed {
-            task.abort();
             return Err(match e {
-                Fed::Read(e) => e,
-                Fed::Stalled => self.stopped_answering(&what, STALL),
+                Fed::Read(e) => {
+                    // The stream has ended without a commit: let containerd close the upload
+                    // (and release its lock) before it is abandoned.
+                    let _ = self.rt.block_on(async {
+                        tokio::time::timeout(Duration::from_secs(10), task).await
+                    });
+                    e
+                }
+                Fed::Stalled => {
+                    task.abort();
+                    self.stopped_answering(&what, STALL)
+                }
             });
         }
         let outcome = self
@@ -265,9 +283,29 @@ enum Fed {
     Stalled,
 }
 
+impl Feed<'_> {
+    fn check_room(&self, conn: &Conn) -> Result<(), Fed> {
+        let Some(path) = &conn.guard else {
+            return Ok(());
+        };
+        match super::preflight::available(path) {
+            Some(left) if left < RESERVE => Err(Fed::Read(anyhow!(
+                "the disk holding containerd's root is nearly full ({} left on the filesystem of \
+                 {}) during the upload of {}: the upload was abandoned while containerd could \
+                 still record it; free space on the node and run the import again",
+                crate::archive::human_bytes(left),
+                path.display(),
+                self.label
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The sending side of one `Content.Write`.
 struct Feed<'a> {
     reference: &'a str,
+    label: &'a str,
     expected: Option<&'a str>,
     size: u64,
     hasher: Option<Sha256>,
@@ -291,6 +329,8 @@ impl Feed<'_> {
             self.digest = e.to_string();
         }
         loop {
+            // Before every chunk: a `statvfs` costs next to nothing beside 1 MiB sent.
+            self.check_room(conn)?;
             let mut buf = vec![0u8; CHUNK];
             let n = read_full(src, &mut buf).map_err(Fed::Read)?;
             buf.truncate(n);

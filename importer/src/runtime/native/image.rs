@@ -55,35 +55,35 @@ impl Desc {
 }
 
 #[derive(Deserialize)]
-struct IndexDoc {
+pub struct IndexDoc {
     #[serde(default)]
-    manifests: Vec<Desc>,
+    pub manifests: Vec<Desc>,
 }
 
 #[derive(Deserialize)]
-struct ManifestDoc {
-    config: Desc,
+pub struct ManifestDoc {
+    pub config: Desc,
     #[serde(default)]
-    layers: Vec<Desc>,
+    pub layers: Vec<Desc>,
 }
 
 #[derive(Deserialize)]
-struct RootFs {
+pub struct RootFs {
     #[serde(default)]
-    diff_ids: Vec<String>,
+    pub diff_ids: Vec<String>,
 }
 
 #[derive(Deserialize)]
-struct ConfigDoc {
-    rootfs: RootFs,
+pub struct ConfigDoc {
+    pub rootfs: RootFs,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DockerEntry {
-    config: String,
+pub struct DockerEntry {
+    pub config: String,
     #[serde(default)]
-    layers: Vec<String>,
+    pub layers: Vec<String>,
 }
 
 /// One image of the archive to create, for the node's platform.
@@ -102,8 +102,13 @@ pub struct Plan {
 impl Plan {
     /// Chain IDs of the layers, bottom first: the snapshot names.
     pub fn chain_ids(&self) -> Vec<String> {
+        Plan::chain_of(&self.diff_ids)
+    }
+
+    /// Chain IDs of layers with these diff IDs, bottom first.
+    pub fn chain_of(diff_ids: &[String]) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for d in &self.diff_ids {
+        for d in diff_ids {
             let next = match out.last() {
                 None => d.clone(),
                 Some(parent) => format!(
@@ -117,11 +122,11 @@ impl Plan {
     }
 }
 
-fn blob_path(digest: &str) -> String {
+pub fn blob_path(digest: &str) -> String {
     format!("blobs/{}", digest.replacen(':', "/", 1))
 }
 
-fn parse<'a, T: Deserialize<'a>>(name: &str, data: &'a [u8]) -> Result<T> {
+pub fn parse<'a, T: Deserialize<'a>>(name: &str, data: &'a [u8]) -> Result<T> {
     serde_json::from_slice(data).map_err(|e| anyhow!("{name} is not valid: {e}"))
 }
 
@@ -133,7 +138,7 @@ pub fn plans(
     platform: &Platform,
 ) -> Result<Vec<Plan>> {
     let plans = match info.format {
-        Format::DockerArchive => docker_plans(ingest, info)?,
+        Format::DockerArchive => docker_plans(ingest, info, platform)?,
         Format::Oci | Format::DockerOci => oci_plans(ingest, info, platform)?,
     };
     if plans.is_empty() {
@@ -234,7 +239,11 @@ fn layer_type(head: &[u8]) -> &'static str {
 
 /// A docker-archive names config and layers by file: a manifest is made for each image, as
 /// containerd's own importer does, and stored.
-fn docker_plans(ingest: &mut Ingest<'_>, info: &ArchiveInfo) -> Result<Vec<Plan>> {
+fn docker_plans(
+    ingest: &mut Ingest<'_>,
+    info: &ArchiveInfo,
+    platform: &Platform,
+) -> Result<Vec<Plan>> {
     let entries: Vec<DockerEntry> = parse(
         "manifest.json",
         ingest
@@ -243,7 +252,7 @@ fn docker_plans(ingest: &mut Ingest<'_>, info: &ArchiveInfo) -> Result<Vec<Plan>
     )?;
     let mut plans = Vec::new();
     for (entry, image) in entries.iter().zip(&info.images) {
-        if !image.platforms.iter().any(|p| p.complete) {
+        if image.for_platform(platform).is_none() {
             continue;
         }
         let config = ingest
@@ -269,7 +278,12 @@ fn docker_plans(ingest: &mut Ingest<'_>, info: &ArchiveInfo) -> Result<Vec<Plan>
         });
         let bytes = serde_json::to_vec(&doc).map_err(|e| anyhow!("a manifest: {e}"))?;
         let digest = format!("sha256:{}", crate::bundle::hex(&Sha256::digest(&bytes)));
-        ingest.store_known(&digest, bytes.len() as u64, EntryData::Bytes(&bytes))?;
+        ingest.store_known(
+            "the image manifest",
+            &digest,
+            bytes.len() as u64,
+            EntryData::Bytes(&bytes),
+        )?;
         let manifest = Desc {
             media_type: DOCKER_MANIFEST.into(),
             digest,

@@ -8,7 +8,7 @@ use std::io::Read;
 use anyhow::Result;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{
-    content_client::ContentClient, AddResourceRequest, InfoRequest, Resource,
+    content_client::ContentClient, AbortRequest, AddResourceRequest, InfoRequest, Resource,
 };
 use sha2::{Digest, Sha256};
 
@@ -82,6 +82,15 @@ impl<'a> Ingest<'a> {
     /// Is `digest` in the content store? If so it is added to the lease, so that containerd's
     /// garbage collector cannot take it before the image that needs it is created.
     pub fn present(&self, digest: &str) -> Result<bool> {
+        if !self.exists(digest)? {
+            return Ok(false);
+        }
+        self.hold(digest, "content")?;
+        Ok(true)
+    }
+
+    /// Is `digest` in the content store?
+    pub fn exists(&self, digest: &str) -> Result<bool> {
         let mut content = ContentClient::new(self.conn.channel.clone());
         let req = self.conn.req(
             InfoRequest {
@@ -94,7 +103,6 @@ impl<'a> Ingest<'a> {
             Err(CallError::NotFound(_)) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        self.hold(digest, "content")?;
         Ok(true)
     }
 
@@ -118,11 +126,17 @@ impl<'a> Ingest<'a> {
 
     fn next_ref(&mut self) -> String {
         self.seq += 1;
-        format!("offline-images-{}-{}", self.lease, self.seq)
+        format!("{}-{}", self.lease, self.seq)
     }
 
     /// Store a blob whose digest is known before its bytes, unless containerd has it.
-    pub fn store_known(&mut self, digest: &str, size: u64, data: EntryData<'_>) -> Result<Blob> {
+    pub fn store_known(
+        &mut self,
+        name: &str,
+        digest: &str,
+        size: u64,
+        data: EntryData<'_>,
+    ) -> Result<Blob> {
         let mut head = Vec::new();
         if let EntryData::Bytes(b) = &data {
             head = b[..b.len().min(8)].to_vec();
@@ -139,16 +153,17 @@ impl<'a> Ingest<'a> {
         let written = match data {
             EntryData::Bytes(b) => self.conn.write(
                 self.lease,
-                &reference,
+                (&reference, name),
                 Some(digest),
                 size,
                 &mut std::io::Cursor::new(b),
-            )?,
+            ),
             EntryData::Stream(r) => {
                 self.conn
-                    .write(self.lease, &reference, Some(digest), size, r)?
+                    .write(self.lease, (&reference, name), Some(digest), size, r)
             }
         };
+        let written = self.abandon_on_error(&reference, written)?;
         self.count(&written, size);
         Ok(Blob {
             digest: digest.to_string(),
@@ -158,9 +173,12 @@ impl<'a> Ingest<'a> {
     }
 
     /// Store a blob whose digest is learnt while it is sent.
-    fn store_unknown(&mut self, size: u64, r: &mut dyn Read) -> Result<Blob> {
+    fn store_unknown(&mut self, name: &str, size: u64, r: &mut dyn Read) -> Result<Blob> {
         let reference = self.next_ref();
-        let written = self.conn.write(self.lease, &reference, None, size, r)?;
+        let written = self
+            .conn
+            .write(self.lease, (&reference, name), None, size, r);
+        let written = self.abandon_on_error(&reference, written)?;
         self.count(&written, size);
         if written.existed {
             // Sent for nothing, but now known: keep it through the lease all the same.
@@ -171,6 +189,32 @@ impl<'a> Ingest<'a> {
             size,
             head: written.head,
         })
+    }
+
+    /// A failed upload is abandoned at once (`Content.Abort`), so its partial data frees the
+    /// disk now rather than at containerd's next garbage collection.
+    fn abandon_on_error(
+        &self,
+        reference: &str,
+        written: Result<super::client::Written>,
+    ) -> Result<super::client::Written> {
+        if written.is_err() {
+            // containerd may still hold the upload's lock for a moment after the call ended.
+            for _ in 0..20 {
+                let mut content = ContentClient::new(self.conn.channel.clone());
+                let req = self.conn.req(
+                    AbortRequest {
+                        r#ref: reference.to_string(),
+                    },
+                    None,
+                );
+                match self.conn.call("abandoning an upload", content.abort(req)) {
+                    Ok(_) | Err(CallError::NotFound(_)) => break,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+                }
+            }
+        }
+        written
     }
 
     fn count(&mut self, w: &super::client::Written, size: u64) {
@@ -206,19 +250,21 @@ impl EntrySink for Ingest<'_> {
             }
         }
         let blob = if let Some(digest) = digest_of_blob_name(name) {
-            self.store_known(&digest, size, data)?
+            self.store_known(name, &digest, size, data)?
         } else if !name.contains('/') && name.ends_with(".json") {
             // A docker-archive image config: small, so hashed before anything is sent.
             let EntryData::Bytes(b) = data else {
                 return Ok(());
             };
             let digest = format!("sha256:{}", crate::bundle::hex(&Sha256::digest(b)));
-            self.store_known(&digest, size, EntryData::Bytes(b))?
+            self.store_known(name, &digest, size, EntryData::Bytes(b))?
         } else if name.ends_with(".tar") {
             // A docker-archive layer (`ID/layer.tar`, `HEX.tar`): its digest comes with its end.
             match data {
-                EntryData::Bytes(b) => self.store_unknown(size, &mut std::io::Cursor::new(b))?,
-                EntryData::Stream(r) => self.store_unknown(size, r)?,
+                EntryData::Bytes(b) => {
+                    self.store_unknown(name, size, &mut std::io::Cursor::new(b))?
+                }
+                EntryData::Stream(r) => self.store_unknown(name, size, r)?,
             }
         } else {
             return Ok(());

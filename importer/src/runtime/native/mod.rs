@@ -8,6 +8,7 @@
 mod client;
 mod image;
 mod ingest;
+mod preflight;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -40,6 +41,8 @@ const GC_CHILD: &str = "containerd.io/gc.ref.content.m.";
 
 pub struct Native {
     conn: Conn,
+    /// The node's root as mounted here, where containerd's own paths are looked up.
+    host_root: Option<PathBuf>,
     version: String,
     snapshotter: String,
     platform: Platform,
@@ -47,18 +50,26 @@ pub struct Native {
 
 impl Native {
     /// Connect to the containerd at `socket`; `snapshotter` as asked, else the default.
-    pub fn new(socket: &Path, namespace: &str, snapshotter: Option<&str>) -> Result<Native> {
-        let conn = Conn::open(socket, namespace)?;
+    pub fn new(
+        socket: &Path,
+        namespace: &str,
+        snapshotter: Option<&str>,
+        host_root: Option<&Path>,
+    ) -> Result<Native> {
+        let mut conn = Conn::open(socket, namespace)?;
         let mut version = VersionClient::new(conn.channel.clone());
         let v = conn
             .call("the version query", version.version(conn.req((), None)))
             .map_err(anyhow::Error::from)?;
+        conn.guard =
+            preflight::plugin_root(&conn, host_root, "io.containerd.content.v1", None).ok();
         let snapshotter = snapshotter
             .filter(|s| !s.is_empty())
             .unwrap_or("overlayfs")
             .to_string();
         Ok(Native {
             conn,
+            host_root: host_root.map(Path::to_path_buf),
             version: format!("containerd {}", v.version.trim_start_matches('v')),
             snapshotter,
             platform: Platform::host(),
@@ -313,6 +324,11 @@ impl Runtime for Native {
                 Err(e)
             }
         }
+    }
+
+    fn preflight(&self, archive: &Path, platform: &Platform, max_used: u8) -> Result<()> {
+        self.reachable()?;
+        self.check_room(archive, platform, max_used)
     }
 
     fn label(&self, names: &[String], labels: &BTreeMap<String, String>) -> Result<()> {
