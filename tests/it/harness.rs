@@ -467,6 +467,10 @@ pub fn against_containerd(command: &str, images: &Path, ns: &str) -> Command {
     if containerd_client() == "native" {
         c.env("PATH", empty_path());
     }
+    // The test daemons' roots are on the machine's disk, however full it is: the disk
+    // preflight refuses only what would overfill it (its own tests use a tmpfs and the
+    // default limit).
+    c.env("DISK_MAX_USED", "100");
     c.arg(command)
         .arg("--images-path")
         .arg(images)
@@ -911,6 +915,44 @@ impl PrivateContainerd {
             socket,
             child: None,
             mounted,
+        };
+        c.restart();
+        c
+    }
+
+    /// Start one with the CRI plugin enabled, as on a Kubernetes node: its sandbox (pause)
+    /// image is `sandbox_image`, its CNI directories empty (pods use the host network), its
+    /// streaming server on a free port of 127.0.0.1.
+    pub fn start_cri(label: &str, sandbox_image: &str) -> PrivateContainerd {
+        let dir = temp_dir(label);
+        let root = dir.join("root");
+        for d in ["root", "cni-bin", "cni-conf"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let socket = dir.join("containerd.sock");
+        std::fs::write(
+            dir.join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+                 [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+                 [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
+                 [plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"{sandbox_image}\"\n\
+                 \x20 stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
+                 [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"{bin}\"\n  conf_dir = \"{conf}\"\n",
+                root = root.display(),
+                state = dir.join("state").display(),
+                sock = socket.display(),
+                bin = dir.join("cni-bin").display(),
+                conf = dir.join("cni-conf").display(),
+            ),
+        )
+        .unwrap();
+        let mut c = PrivateContainerd {
+            dir,
+            root,
+            socket,
+            child: None,
+            mounted: false,
         };
         c.restart();
         c
