@@ -114,7 +114,7 @@ pub struct RuntimeArgs {
         long,
         value_enum,
         env = "CONTAINERD_CLIENT",
-        default_value = "ctr",
+        default_value = "native",
         value_name = "CLIENT"
     )]
     pub containerd_client: ContainerdClient,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use containerd_client::services::v1::content_client::ContentClient;
-use containerd_client::services::v1::WriteContentRequest;
+use containerd_client::services::v1::{WriteContentRequest, WriteContentResponse};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
@@ -189,18 +189,17 @@ impl Conn {
         CallError::Other(anyhow!("containerd refused {what}: {msg}"))
     }
 
-    /// Stream `size` bytes of `src` into the content store with `Content.Write` under
-    /// `lease`, as `reference` (`label` names it in errors). With `expected`, containerd checks the digest; without it, the
-    /// data is hashed here while it is sent and committed under the digest found.
-    pub fn write(
+    /// Open a `Content.Write` call: the sender of its messages, the call (its last answer),
+    /// and a signal that the call has ended.
+    #[allow(clippy::type_complexity)]
+    fn start_write(
         &self,
         lease: &str,
-        (reference, label): (&str, &str),
-        expected: Option<&str>,
-        size: u64,
-        src: &mut dyn Read,
-    ) -> Result<Written> {
-        let what = format!("the upload of {label}");
+    ) -> (
+        mpsc::Sender<WriteContentRequest>,
+        tokio::task::JoinHandle<Result<Option<WriteContentResponse>, Status>>,
+        oneshot::Receiver<()>,
+    ) {
         let (tx, rx) = mpsc::channel::<WriteContentRequest>(4);
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let mut client = ContentClient::new(self.channel.clone())
@@ -220,6 +219,22 @@ impl Conn {
             let _ = done_tx.send(());
             out
         });
+        (tx, task, done_rx)
+    }
+
+    /// Stream `size` bytes of `src` into the content store with `Content.Write` under
+    /// `lease`, as `reference` (`label` names it in errors). With `expected`, containerd checks the digest; without it, the
+    /// data is hashed here while it is sent and committed under the digest found.
+    pub fn write(
+        &self,
+        lease: &str,
+        (reference, label): (&str, &str),
+        expected: Option<&str>,
+        size: u64,
+        src: &mut dyn Read,
+    ) -> Result<Written> {
+        let what = format!("the upload of {label}");
+        let (tx, task, done_rx) = self.start_write(lease);
         let mut feed = Feed {
             reference,
             label,
