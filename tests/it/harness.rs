@@ -921,8 +921,9 @@ impl PrivateContainerd {
     }
 
     /// Start one with the CRI plugin enabled, as on a Kubernetes node: its sandbox (pause)
-    /// image is `sandbox_image`, its CNI directories empty (pods use the host network), its
-    /// streaming server on a free port of 127.0.0.1.
+    /// image is `sandbox_image`, its snapshotter `native` (not the default, so that a client
+    /// that reads it can be told from one that does not), its CNI directories empty (pods use
+    /// the host network), its streaming server on a free port of 127.0.0.1.
     pub fn start_cri(label: &str, sandbox_image: &str) -> PrivateContainerd {
         let dir = temp_dir(label);
         let root = dir.join("root");
@@ -938,6 +939,7 @@ impl PrivateContainerd {
                  [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
                  [plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"{sandbox_image}\"\n\
                  \x20 stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
+                 [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  snapshotter = \"native\"\n\
                  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"{bin}\"\n  conf_dir = \"{conf}\"\n",
                 root = root.display(),
                 state = dir.join("state").display(),

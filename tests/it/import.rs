@@ -566,6 +566,7 @@ fn an_unreachable_runtime_is_retried_until_it_is_back() {
     let log = proxy_dir.join("import.log");
     let mut cmd = offline_images();
     cmd.env("CONTAINERD_CLIENT", containerd_client())
+        .env("DISK_MAX_USED", "100")
         .arg("import")
         .arg("--images-path")
         .arg(&dir)

@@ -163,6 +163,19 @@ fn the_kubelet_finds_every_imported_reference_through_the_cri_and_each_is_pinned
     let cd = PrivateContainerd::start_cri("cri", &pause);
     let out = run_bounded(&native_import(&cd, &dir, "k8s.io"), BOUND);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("FAILED"), "{}", out.stderr);
+    // Unpacked where the kubelet's containers will look: the CRI plugin's snapshotter.
+    assert!(
+        out.stderr.contains("snapshotter native: the CRI plugin's"),
+        "{}",
+        out.stderr
+    );
+    let snapshots =
+        stdout_of(
+            cd.ctr("k8s.io")
+                .args(["snapshots", "--snapshotter", "native", "ls"]),
+        );
+    assert!(snapshots.lines().count() > 1, "{snapshots}");
 
     let cri = cri::Cri::connect(&cd.socket);
     // The CRI reports `pinned` from containerd 1.7 on; 1.6's leaves it false whatever the

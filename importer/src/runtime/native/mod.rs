@@ -6,6 +6,7 @@
 //! are unpacked into the snapshotter only when their snapshot (by chain ID) is missing.
 
 mod client;
+mod cri;
 mod image;
 mod ingest;
 mod preflight;
@@ -45,6 +46,8 @@ pub struct Native {
     host_root: Option<PathBuf>,
     version: String,
     snapshotter: String,
+    /// Why that snapshotter, for the log.
+    snapshotter_from: &'static str,
     platform: Platform,
 }
 
@@ -63,15 +66,22 @@ impl Native {
             .map_err(anyhow::Error::from)?;
         conn.guard =
             preflight::plugin_root(&conn, host_root, "io.containerd.content.v1", None).ok();
-        let snapshotter = snapshotter
-            .filter(|s| !s.is_empty())
-            .unwrap_or("overlayfs")
-            .to_string();
+        let (snapshotter, why) = match snapshotter.filter(|s| !s.is_empty()) {
+            Some(s) => (s.to_string(), "--snapshotter"),
+            None => match cri::snapshotter(&conn) {
+                Some(s) => (s, "the CRI plugin's"),
+                None => (
+                    "overlayfs".to_string(),
+                    "the default; the CRI plugin did not say",
+                ),
+            },
+        };
         Ok(Native {
             conn,
             host_root: host_root.map(Path::to_path_buf),
             version: format!("containerd {}", v.version.trim_start_matches('v')),
             snapshotter,
+            snapshotter_from: why,
             platform: Platform::host(),
         })
     }
@@ -277,11 +287,12 @@ impl Runtime for Native {
 
     fn describe(&self) -> String {
         format!(
-            "{} via its gRPC API (socket {}, namespace {}, snapshotter {})",
+            "{} via its gRPC API (socket {}, namespace {}, snapshotter {}: {})",
             self.version,
             self.conn.socket.display(),
             self.conn.namespace,
-            self.snapshotter
+            self.snapshotter,
+            self.snapshotter_from
         )
     }
 

@@ -42,8 +42,13 @@ struct Fs {
 }
 
 fn statfs(path: &Path) -> Result<Fs> {
-    let s = nix::sys::statvfs::statvfs(path)
-        .with_context(|| format!("cannot read the free space of {}", path.display()))?;
+    let s = nix::sys::statvfs::statvfs(path).with_context(|| {
+        format!(
+            "cannot read the free space of {} for the disk preflight (mount containerd's \
+                 root there, read-only is enough, or turn the check off with --no-disk-preflight)",
+            path.display()
+        )
+    })?;
     let unit = s.fragment_size() as u64;
     Ok(Fs {
         path: path.to_path_buf(),
@@ -241,9 +246,17 @@ impl Native {
     /// Refuse the archive at `path` if importing it would leave containerd's disk more than
     /// `max_used` percent full.
     pub(super) fn check_room(&self, path: &Path, platform: &Platform, max_used: u8) -> Result<()> {
-        let content = statfs(&self.plugin_root("io.containerd.content.v1", None)?)?;
-        let snapshots =
-            statfs(&self.plugin_root("io.containerd.snapshotter.v1", Some(&self.snapshotter))?)?;
+        let content_root = self.plugin_root("io.containerd.content.v1", None)?;
+        // Not every snapshotter says where it keeps its data (`native` does not): by
+        // containerd's layout, beside the content store.
+        let snapshot_root = self
+            .plugin_root("io.containerd.snapshotter.v1", Some(&self.snapshotter))
+            .unwrap_or_else(|_| {
+                let top = content_root.parent().unwrap_or(&content_root);
+                top.join(format!("io.containerd.snapshotter.v1.{}", self.snapshotter))
+            });
+        let content = statfs(&content_root)?;
+        let snapshots = statfs(&snapshot_root).or_else(|_| statfs(&content_root))?;
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let room = |fs: &Fs| (fs.total / 100 * max_used as u64).saturating_sub(fs.total - fs.avail);
         if room(&content).min(room(&snapshots)) > size.saturating_mul(SURE_TO_FIT) {
