@@ -334,6 +334,8 @@ fn import_into_the_default_k8s_io_namespace_pins_the_images() {
         .arg(&dir)
         .arg("--containerd-address")
         .arg(&daemons().containerd_sock)
+        .env("CONTAINERD_CLIENT", containerd_client())
+        .env("DISK_MAX_USED", "100")
         .env_remove("CONTAINERD_NAMESPACE");
     let (code, _, stderr) = outcome(&mut cmd);
     assert_eq!(code, 0, "{stderr}");
