@@ -347,3 +347,26 @@ fn run_a_pod(cri: &cri::Cri, logs: &Path, image: &str) -> String {
     }
     std::fs::read_to_string(logs.join("hello.log")).unwrap_or_default()
 }
+
+#[test]
+fn a_layer_two_images_share_names_both_repositories_as_its_distribution_source() {
+    let f = fixtures();
+    let dir = temp_dir("sources");
+    std::fs::copy(&f.two_images, dir.join("two-images.tar")).unwrap();
+    let ns = unique_namespace("sources");
+    let mut cmd = against_containerd("import", &dir, &ns);
+    cmd.env("CONTAINERD_CLIENT", "native")
+        .env("PATH", empty_path());
+    let (code, _, stderr) = outcome(&mut cmd);
+    assert_eq!(code, 0, "{stderr}");
+    // alpha and beta share the busybox layer: its label lists both, whichever came last.
+    let content = stdout_of(ctr(&ns).args(["content", "ls"]));
+    let both = ["oi-test/alpha,oi-test/beta", "oi-test/beta,oi-test/alpha"]
+        .map(|r| format!("containerd.io/distribution.source.docker.io={r}"));
+    assert!(
+        content
+            .lines()
+            .any(|l| l.contains("containerd.io/uncompressed") && both.iter().any(|b| l.contains(b))),
+        "{content}"
+    );
+}

@@ -14,7 +14,8 @@ use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, Image as ImageRecord, Info, UpdateImageRequest, UpdateRequest,
+    ApplyRequest, CreateImageRequest, Image as ImageRecord, Info, InfoRequest, UpdateImageRequest,
+    UpdateRequest,
 };
 use containerd_client::types::Descriptor;
 use prost_types::FieldMask;
@@ -309,11 +310,33 @@ fn docker_plans(
 }
 
 /// Set labels on a blob, keeping its others.
-pub fn label_content(conn: &Conn, digest: &str, labels: HashMap<String, String>) -> Result<()> {
+/// A blob shared by several repositories keeps every one of them in its
+/// `containerd.io/distribution.source.*` labels.
+pub fn label_content(conn: &Conn, digest: &str, mut labels: HashMap<String, String>) -> Result<()> {
     if labels.is_empty() {
         return Ok(());
     }
     let mut content = ContentClient::new(conn.channel.clone());
+    if labels.keys().any(|k| k.starts_with(SOURCE_PREFIX)) {
+        let req = conn.req(
+            InfoRequest {
+                digest: digest.to_string(),
+            },
+            None,
+        );
+        let had = conn
+            .call("a content lookup", content.info(req))
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("cannot read the labels of {digest}"))?
+            .info
+            .map(|i| i.labels)
+            .unwrap_or_default();
+        for (k, v) in labels.iter_mut() {
+            if let Some(old) = had.get(k).filter(|_| k.starts_with(SOURCE_PREFIX)) {
+                *v = merge_sources(old, v);
+            }
+        }
+    }
     let paths = label_paths(&labels);
     let req = conn.req(
         UpdateRequest {
@@ -330,6 +353,19 @@ pub fn label_content(conn: &Conn, digest: &str, labels: HashMap<String, String>)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("cannot label {digest}"))?;
     Ok(())
+}
+
+const SOURCE_PREFIX: &str = "containerd.io/distribution.source.";
+
+/// `a,b` and `b,c` -> `a,b,c`.
+fn merge_sources(old: &str, new: &str) -> String {
+    let mut all: Vec<&str> = old.split(',').filter(|s| !s.is_empty()).collect();
+    for r in new.split(',') {
+        if !r.is_empty() && !all.contains(&r) {
+            all.push(r);
+        }
+    }
+    all.join(",")
 }
 
 /// `containerd.io/distribution.source.HOST=REPO[,REPO]` for the names of an image, so a
@@ -586,4 +622,16 @@ pub fn put_image(
         .map_err(anyhow::Error::from)
         .with_context(|| format!("cannot update {name}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repositories_a_blob_comes_from_are_merged_not_replaced() {
+        assert_eq!(merge_sources("oi/a", "oi/b"), "oi/a,oi/b");
+        assert_eq!(merge_sources("oi/a,oi/b", "oi/b"), "oi/a,oi/b");
+        assert_eq!(merge_sources("", "oi/b"), "oi/b");
+    }
 }
