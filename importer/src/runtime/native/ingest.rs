@@ -165,6 +165,11 @@ impl<'a> Ingest<'a> {
         };
         let written = self.abandon_on_error(&reference, written)?;
         self.count(&written, size);
+        if written.existed {
+            // Committed meanwhile by someone else (a parallel import): containerd 2 does not
+            // put it in this upload's lease, so it is added here.
+            self.hold(digest, "content")?;
+        }
         Ok(Blob {
             digest: digest.to_string(),
             size,

@@ -22,8 +22,8 @@ use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{
-    CreateRequest, DeleteImageRequest, DeleteRequest, ListContainersRequest, ListContentRequest,
-    ListImagesRequest, ReadContentRequest, UpdateImageRequest,
+    CreateRequest, DeleteImageRequest, DeleteRequest, GetImageRequest, ListContainersRequest,
+    ListContentRequest, ListImagesRequest, ReadContentRequest, UpdateImageRequest,
 };
 use prost_types::FieldMask;
 
@@ -261,11 +261,26 @@ impl Native {
         paths: Vec<String>,
     ) -> Result<()> {
         let mut images = ImagesClient::new(self.conn.channel.clone());
+        // The image's own target goes along, though only labels change: containerd 2.1
+        // dereferences it in every update, and crashes on an update without one.
+        let req = self.conn.req(
+            GetImageRequest {
+                name: name.to_string(),
+            },
+            None,
+        );
+        let target = self
+            .conn
+            .call("reading an image", images.get(req))
+            .map_err(anyhow::Error::from)?
+            .image
+            .and_then(|i| i.target);
         let req = self.conn.req(
             UpdateImageRequest {
                 image: Some(containerd_client::services::v1::Image {
                     name: name.to_string(),
                     labels,
+                    target,
                     ..Default::default()
                 }),
                 update_mask: Some(FieldMask { paths }),

@@ -42,7 +42,10 @@ struct Fs {
 }
 
 fn statfs(path: &Path) -> Result<Fs> {
-    let s = nix::sys::statvfs::statvfs(path).with_context(|| {
+    // containerd 2 makes its stores' directories on first use: until then, the filesystem
+    // they will be on is the nearest one that exists.
+    let existing = path.ancestors().find(|p| p.exists()).unwrap_or(path);
+    let s = nix::sys::statvfs::statvfs(existing).with_context(|| {
         format!(
             "cannot read the free space of {} for the disk preflight (mount containerd's \
                  root there, read-only is enough, or turn the check off with --no-disk-preflight)",
