@@ -19,6 +19,10 @@
 #                      then a re-export with one image changed against that first export
 #   list-memory        peak RSS and time of `offline-images list` on a 2 GiB archive, plain and gzip
 #   import-memory      peak RSS of `offline-images import` of that 2 GiB archive (gzip) into containerd
+#   native             (not in the default set) the containerd clients side by side, on the
+#                      exported bundle: first import (native vs the ctr loop, and ours on
+#                      `ctr`), an upgrade where one image changed (its base layer shared),
+#                      and a re-run over images the ctr loop imported
 #
 # The import, rerun and export sections start private containerd, dockerd and registry daemons
 # under a temp dir (import-memory starts only those), and build a bundle offline: BENCH_IMAGES images (FROM scratch, `docker build`)
@@ -294,6 +298,11 @@ compare() {
 describe() {
   case $1 in
   ours_ctr_exported) echo "offline-images import --images-path EXPORTED --runtime containerd --containerd-address SOCK --namespace k8s.io" ;;
+  ours_native_exported) echo "offline-images import --images-path EXPORTED --runtime containerd --containerd-client native --containerd-address SOCK --namespace k8s.io" ;;
+  ours_native_upgraded) echo "offline-images import --images-path UPGRADED --runtime containerd --containerd-client native --containerd-address SOCK --namespace k8s.io" ;;
+  ours_native_foreign) echo "offline-images import --images-path FOREIGN --runtime containerd --containerd-client native --containerd-address SOCK --namespace k8s.io" ;;
+  ours_ctrclient_exported) echo "offline-images import --images-path EXPORTED --runtime containerd --containerd-client ctr --containerd-address SOCK --namespace k8s.io" ;;
+  theirs_ctr_upgraded) echo "for f in UPGRADED/*.tar.gz; do gzip -dc \$f | ctr -a SOCK -n k8s.io images import --digests -; done" ;;
   ours_ctr_foreign) echo "offline-images import --images-path FOREIGN --runtime containerd --containerd-address SOCK --namespace k8s.io" ;;
   theirs_ctr_exported) echo "for f in EXPORTED/*.tar.gz; do gzip -dc \$f | ctr -a SOCK -n k8s.io images import --digests -; done" ;;
   theirs_ctr_foreign) echo "for f in FOREIGN/*.tar.gz; do gzip -dc \$f | ctr -a SOCK -n k8s.io images import --digests -; done" ;;
@@ -454,6 +463,55 @@ section_import_memory() {
   import_ctr "$WORK/import-memory.log" "$WORK/big-bundle"
   record "import-memory  big.tar.gz  size=$(du -m "$BIG_GZ" | cut -f1) MiB into containerd  own peak RSS $(mib "$SELF_KB") MiB (goal <= 64 MiB: $([ "$SELF_KB" -le 65536 ] && echo met || echo MISSED)), tree $(mib "$TREE_KB") MiB, wall ${SECS}s"
   record "    \$ $(describe ours_ctr_exported | sed 's/EXPORTED/DIR-WITH-big.tar.gz/')"
+  reset_containerd
+}
+
+# The native containerd client against the ctr loop, and against our own ctr client. The
+# disk preflight runs, its limit at 100%: the scratch dir is on a shared disk that may already
+# be fuller than the default 85%.
+import_client() {
+  run "$1" "$BIN" import --images-path "$2" --runtime containerd --containerd-client "$3" \
+    --containerd-address "$OI_CONTAINERD_SOCK" --namespace k8s.io --disk-max-used 100
+  all_archives_done "$1"
+}
+ours_native_exported() { import_client "$1" "$EXPORTED" native; }
+ours_ctrclient_exported() { import_client "$1" "$EXPORTED" ctr; }
+ours_native_upgraded() { import_client "$1" "$UPGRADED" native; }
+theirs_ctr_upgraded() { ctr_loop "$1" "$UPGRADED"; }
+ours_native_foreign() { import_client "$1" "$FOREIGN" native; }
+
+# The exported bundle with app-1 changed: a layer of its own added on top (as a rebuilt
+# application does), its other layers and the base layer shared with the installed bundle.
+build_upgrade() {
+  [ -z "${UPGRADED:-}" ] || return 0
+  local ctx=$WORK/build-upgrade ref=$OI_REGISTRY/bench/app-1:2
+  mkdir -p "$ctx"
+  find_layer /usr/lib/python3.11 $((TOTAL_MB / IMAGES / 2)) "$ctx/layer.tar"
+  "$DOCKER" pull -q "${REFS[0]}" >/dev/null
+  printf 'FROM %s\nADD layer.tar /\nLABEL bench.image="1-upgraded"\n' "${REFS[0]}" >"$ctx/Dockerfile"
+  "$DOCKER" build -q -t "$ref" "$ctx" >/dev/null
+  "$DOCKER" push -q "$ref" >/dev/null
+  rm -rf "$ctx"
+  UPGRADED=$WORK/upgraded
+  mkdir -p "$UPGRADED"
+  "$BIN" export --output "$UPGRADED" "$ref" "${REFS[@]:1}" 2>"$WORK/export-upgrade.log" ||
+    { tail "$WORK/export-upgrade.log" >&2; die "offline-images export of the upgrade failed"; }
+  reset_docker
+}
+reset_to_installed() {
+  reset_containerd
+  import_client "$WORK/native.prep-installed.log" "$EXPORTED" native
+  LEFT="$LEFT; then the exported bundle imported"
+}
+section_native() {
+  setup
+  record "native: first import into containerd, the native client and our ctr client against the ctr loop"
+  compare native-first '<=0.5' reset_containerd ours_native_exported theirs_ctr_exported ours_ctrclient_exported
+  build_upgrade
+  record "native: upgrade, one of the images changed, the others and the base layer present"
+  compare native-upgrade '<=0.15' reset_to_installed ours_native_upgraded theirs_ctr_upgraded
+  record "native: re-run over the foreign bundle the ctr loop imported"
+  compare native-rerun-other '<=0.1' reset_loop_imported ours_native_foreign theirs_ctr_foreign
   reset_containerd
 }
 

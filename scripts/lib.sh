@@ -20,6 +20,7 @@ oi_install_packages() {
   [ -x /usr/bin/time ] || missing+=(time)
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
   command -v readelf >/dev/null || missing+=(binutils)
+  command -v protoc >/dev/null || missing+=(protobuf-compiler)  # containerd's gRPC API, built from its protos
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "installing ${missing[*]} needs root"

@@ -5,7 +5,8 @@
 # real Helm engine), and stops what it started, even when tests fail.
 #
 #   scripts/test.sh                 everything
-#   scripts/test.sh -- FILTER       only Rust tests whose name contains FILTER (no chart tests)
+#   scripts/test.sh -- FILTER       only Rust tests whose name contains FILTER (no chart tests;
+#                                   OI_CONTAINERD_CLIENT=ctr runs the containerd ones with ctr)
 #
 # Beside the default containerd 1.6 + Docker 20.10 pair, the daemons of every runtime version
 # of the matrix are started (see scripts/lib.sh); OI_VERSIONS chooses them:
@@ -56,6 +57,10 @@ export DOCKER_BUILDKIT=0
 
 say "Rust tests"
 cargo test --quiet -- "${FILTER[@]}"
+if [ ${#FILTER[@]} -eq 0 ]; then
+  say "the containerd suites again, with the ctr client (OI_CONTAINERD_CLIENT=ctr)"
+  OI_CONTAINERD_CLIENT=ctr cargo test --quiet -- import:: reliability:: prune:: verify
+fi
 
 if [ ${#FILTER[@]} -eq 0 ]; then
   say "aarch64 unit tests (qemu-user)"

@@ -69,6 +69,16 @@ pub enum RuntimeKind {
     Docker,
 }
 
+/// How to talk to containerd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ContainerdClient {
+    /// containerd's gRPC API on the socket: needs nothing of the node but the socket, sends
+    /// only the blobs containerd lacks, unpacks only the layers it lacks.
+    Native,
+    /// The node's own `ctr` (found on PATH, or under --host-root and run chrooted there).
+    Ctr,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// One line per event, for a person reading `kubectl logs`.
@@ -106,6 +116,21 @@ pub struct RuntimeArgs {
     /// the node's `ctr` are looked up there, and `ctr` runs chrooted into it.
     #[arg(long, env = "HOST_ROOT", value_name = "DIR")]
     pub host_root: Option<PathBuf>,
+
+    /// How to talk to containerd: its gRPC API on the socket alone (native), or the node's `ctr`.
+    #[arg(
+        long,
+        value_enum,
+        env = "CONTAINERD_CLIENT",
+        default_value = "native",
+        value_name = "CLIENT"
+    )]
+    pub containerd_client: ContainerdClient,
+
+    /// Snapshotter the native client unpacks layers into (default: the one the CRI plugin
+    /// uses when its configuration can be read, else overlayfs).
+    #[arg(long, env = "CONTAINERD_SNAPSHOTTER", value_name = "NAME")]
+    pub snapshotter: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -121,6 +146,22 @@ pub struct ImportArgs {
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+
+    /// Refuse an archive whose import would leave the filesystem of containerd's root more
+    /// than PERCENT full: what it adds is the blobs containerd lacks plus the unpacked size of
+    /// the layers it lacks (native client). 85 is where the kubelet's image GC starts.
+    #[arg(
+        long,
+        env = "DISK_MAX_USED",
+        default_value_t = 85,
+        value_name = "PERCENT",
+        value_parser = clap::value_parser!(u8).range(1..=100)
+    )]
+    pub disk_max_used: u8,
+
+    /// Do not check the free space of containerd's disk before each archive.
+    #[arg(long, env = "NO_DISK_PREFLIGHT")]
+    pub no_disk_preflight: bool,
 
     /// Archives imported at the same time.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]

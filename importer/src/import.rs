@@ -980,6 +980,12 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<(ArchiveResult, NameConf
         };
         return Ok((would, Vec::new()));
     }
+    if !ctx.args.no_disk_preflight {
+        with_retries(ctx.reporter, Some(file), || {
+            ctx.runtime
+                .preflight(&p.found.path, &ctx.platform, ctx.args.disk_max_used)
+        })?;
+    }
     let imported = with_retries(ctx.reporter, Some(file), || stream_into_runtime(ctx, p))?;
     for w in &imported.info.warnings {
         ctx.reporter.warn(Some(file), w);

@@ -141,6 +141,10 @@ def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = N
     for env in c.get("env", []):
         assert "valueFrom" not in env, f"env {env['name']}: valueFrom needs a Kubernetes API"
         args += ["--env", f"{env['name']}={env.get('value', '')}"]
+    # The test containerd's root is on this machine's shared disk, however full it is: the
+    # importer's disk preflight (its own tests use a tmpfs) refuses only what would overfill it.
+    if not any(e["name"] == "DISK_MAX_USED" for e in c.get("env", [])):
+        args += ["--env", "DISK_MAX_USED=100"]
 
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     for m in c.get("volumeMounts", []):

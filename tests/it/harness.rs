@@ -581,10 +581,43 @@ pub fn unique_namespace(label: &str) -> String {
     )
 }
 
+/// The containerd client the containerd tests run with: `OI_CONTAINERD_CLIENT` (`native`,
+/// the default, or `ctr`), so one suite covers both backends.
+pub fn containerd_client() -> &'static str {
+    static C: OnceLock<String> = OnceLock::new();
+    C.get_or_init(|| {
+        let c = std::env::var("OI_CONTAINERD_CLIENT").unwrap_or_else(|_| "native".into());
+        assert!(
+            c == "native" || c == "ctr",
+            "OI_CONTAINERD_CLIENT={c}: native or ctr"
+        );
+        c
+    })
+}
+
+/// A PATH with no program on it: the native client must need none (no `ctr`).
+pub fn empty_path() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| temp_dir("empty-path"))
+}
+
+/// Whether a line of `ctr content active` is an upload of an importer (either client).
+pub fn is_import_ingest(line: &str) -> bool {
+    line.starts_with("tar-") || line.starts_with("offline-images-")
+}
+
 /// `offline-images <command> --images-path DIR` against the test containerd in `ns`, with no
-/// runtime settings inherited from the environment.
+/// runtime settings inherited from the environment, through [`containerd_client`].
 pub fn against_containerd(command: &str, images: &Path, ns: &str) -> Command {
     let mut c = offline_images();
+    c.env("CONTAINERD_CLIENT", containerd_client());
+    if containerd_client() == "native" {
+        c.env("PATH", empty_path());
+    }
+    // The test daemons' roots are on the machine's disk, however full it is: the disk
+    // preflight refuses only what would overfill it (its own tests use a tmpfs and the
+    // default limit).
+    c.env("DISK_MAX_USED", "100");
     c.arg(command)
         .arg("--images-path")
         .arg(images)
@@ -1034,6 +1067,46 @@ impl PrivateContainerd {
         c
     }
 
+    /// Start one with the CRI plugin enabled, as on a Kubernetes node: its sandbox (pause)
+    /// image is `sandbox_image`, its snapshotter `native` (not the default, so that a client
+    /// that reads it can be told from one that does not), its CNI directories empty (pods use
+    /// the host network), its streaming server on a free port of 127.0.0.1.
+    pub fn start_cri(label: &str, sandbox_image: &str) -> PrivateContainerd {
+        let dir = temp_dir(label);
+        let root = dir.join("root");
+        for d in ["root", "cni-bin", "cni-conf"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let socket = dir.join("containerd.sock");
+        std::fs::write(
+            dir.join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+                 [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+                 [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
+                 [plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"{sandbox_image}\"\n\
+                 \x20 stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
+                 [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  snapshotter = \"native\"\n\
+                 [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"{bin}\"\n  conf_dir = \"{conf}\"\n",
+                root = root.display(),
+                state = dir.join("state").display(),
+                sock = socket.display(),
+                bin = dir.join("cni-bin").display(),
+                conf = dir.join("cni-conf").display(),
+            ),
+        )
+        .unwrap();
+        let mut c = PrivateContainerd {
+            dir,
+            root,
+            socket,
+            child: None,
+            mounted: false,
+        };
+        c.restart();
+        c
+    }
+
     /// Start (again) on the same root and socket, and wait until it answers.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "containerd is still running");
@@ -1095,9 +1168,10 @@ impl PrivateContainerd {
             }
         }
         for (k, v) in c.get_envs() {
-            if v.is_none() {
-                own.env_remove(k);
-            }
+            match v {
+                None => own.env_remove(k),
+                Some(v) => own.env(k, v),
+            };
         }
         c = own;
         c

@@ -336,6 +336,8 @@ fn import_into_the_default_k8s_io_namespace_pins_the_images() {
         .arg(&dir)
         .arg("--containerd-address")
         .arg(&daemons().containerd_sock)
+        .env("CONTAINERD_CLIENT", containerd_client())
+        .env("DISK_MAX_USED", "100")
         .env_remove("CONTAINERD_NAMESPACE");
     let (code, _, stderr) = outcome(&mut cmd);
     assert_eq!(code, 0, "{stderr}");
@@ -451,8 +453,18 @@ fn with_a_host_root_the_nodes_ctr_runs_chrooted_there() {
     copy_into(&dir, &f.two_images, "two.tar");
     let ns = unique_namespace("hostroot");
     // The test machine is its own "node": its root is the host root.
-    let (code, _, stderr) =
-        outcome(against_containerd("import", &dir, &ns).args(["--host-root", "/", "--jobs", "2"]));
+    let (code, _, stderr) = outcome(
+        against_containerd("import", &dir, &ns)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .args([
+                "--containerd-client",
+                "ctr",
+                "--host-root",
+                "/",
+                "--jobs",
+                "2",
+            ]),
+    );
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("via /usr/bin/ctr"), "{stderr}");
     assert_eq!(
@@ -486,11 +498,11 @@ fn sigterm_aborts_the_current_archive_prints_the_summary_exits_non_zero_and_the_
             break;
         }
     }
-    // Another test's importer may hold the node lock: signal only once ctr is receiving.
+    // Another test's importer may hold the node lock: signal only once containerd is receiving.
     let receiving = std::time::Instant::now();
     while !stdout_of(ctr(&ns).args(["content", "active"]))
         .lines()
-        .any(|l| l.starts_with("tar-"))
+        .any(is_import_ingest)
     {
         assert!(
             receiving.elapsed() < std::time::Duration::from_secs(120),
@@ -557,7 +569,9 @@ fn an_unreachable_runtime_is_retried_until_it_is_back() {
         .unwrap();
     let log = proxy_dir.join("import.log");
     let mut cmd = offline_images();
-    cmd.arg("import")
+    cmd.env("CONTAINERD_CLIENT", containerd_client())
+        .env("DISK_MAX_USED", "100")
+        .arg("import")
         .arg("--images-path")
         .arg(&dir)
         .arg("--containerd-address")

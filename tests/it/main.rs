@@ -11,6 +11,7 @@ mod field;
 mod harness;
 mod import;
 mod list;
+mod native;
 mod prune;
 mod registry;
 mod reliability;

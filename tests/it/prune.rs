@@ -29,7 +29,8 @@ fn import_for(release: &str, dir: &Path, ns: &str) {
 
 fn prune(release: &str, ns: &str, extra: &[&str]) -> (i32, String, String) {
     let mut c = offline_images();
-    c.args(["prune", "--release", release, "--containerd-address"])
+    c.env("CONTAINERD_CLIENT", containerd_client())
+        .args(["prune", "--release", release, "--containerd-address"])
         .arg(&daemons().containerd_sock)
         .args(["--namespace", ns])
         .args(extra);

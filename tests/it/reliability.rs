@@ -650,7 +650,7 @@ fn two_importers_started_at_once_take_turns_and_every_image_lands_once() {
 fn wait_for_ingest(cd: &PrivateContainerd, ns: &str, importer: &mut Running) {
     for _ in 0..600 {
         let active = stdout_of(cd.ctr(ns).args(["content", "active"]));
-        if active.lines().skip(1).any(|l| l.starts_with("tar-")) {
+        if active.lines().skip(1).any(is_import_ingest) {
             return;
         }
         assert!(
@@ -726,20 +726,41 @@ fn a_full_containerd_disk_is_reported_per_archive_and_every_archive_is_still_att
     std::fs::copy(f.dir.join("docker.tar.gz"), dir.join("b-alpha.tar.gz")).unwrap();
     std::fs::copy(beta_tar(), dir.join("c-beta.tar")).unwrap();
     let ns = "full";
-    let out = run_bounded(&cd.import(&dir, ns), BOUND);
+    // Without the preflight, which would refuse the big archive before it is sent.
+    let out = run_bounded(cd.import(&dir, ns).arg("--no-disk-preflight"), BOUND);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    // containerd keeps the failed upload that filled its disk (it is not listed by `ctr
-    // content active`, and a restart keeps it too): the archives after it find no room
-    // either, and each says so.
+    // With ctr, containerd keeps the failed upload that filled its disk (it is not listed by
+    // `ctr content active`, and a restart keeps it too: with no byte left, containerd cannot
+    // even record its removal): the archives after it find no room either, and each says so.
+    // The native client abandons the upload while some room is left, so the space is free
+    // again for the next archives.
+    let (failing, why): (&[&str], &str) = match containerd_client() {
+        "ctr" => (
+            &["a-big.tar", "b-alpha.tar.gz", "c-beta.tar"],
+            "no space left on device",
+        ),
+        _ => (&["a-big.tar"], "nearly full"),
+    };
     for file in ["a-big.tar", "b-alpha.tar.gz", "c-beta.tar"] {
         let line = line_of(&out.stderr, file);
+        if !failing.contains(&file) {
+            assert!(line.starts_with("imported"), "{}", out.stderr);
+            continue;
+        }
         assert!(line.starts_with("FAILED"), "{}", out.stderr);
-        assert!(line.contains("no space left on device"), "{file}: {line}");
+        assert!(line.contains(why), "{file}: {line}");
         assert!(line.contains("free space on the node"), "{file}: {line}");
     }
-    assert!(out.stderr.contains("3 failed"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("{} failed", failing.len())),
+        "{}",
+        out.stderr
+    );
     let images = cd.images(ns);
-    assert!(images.is_empty(), "no half image: {images:?}");
+    assert!(
+        !images.iter().any(|n| n.contains("full-big")),
+        "no half image: {images:?}"
+    );
 }
 
 #[test]
@@ -752,7 +773,7 @@ fn a_disk_that_fills_while_unpacking_leaves_no_half_image_and_later_archives_go_
     std::fs::copy(f.dir.join("docker.tar.gz"), dir.join("b-alpha.tar.gz")).unwrap();
     std::fs::copy(beta_tar(), dir.join("c-beta.tar")).unwrap();
     let ns = "unpackfull";
-    let out = run_bounded(&cd.import(&dir, ns), BOUND);
+    let out = run_bounded(cd.import(&dir, ns).arg("--no-disk-preflight"), BOUND);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let line = line_of(&out.stderr, "a-big.tar");
     assert!(line.starts_with("FAILED"), "{}", out.stderr);

@@ -19,7 +19,10 @@ fn bundled_import(bundle: &Path, ns: &str) -> Command {
         .arg(bundle)
         .arg("--containerd-address")
         .arg(&daemons().containerd_sock)
-        .args(["--namespace", ns]);
+        .args(["--namespace", ns])
+        .env("CONTAINERD_CLIENT", containerd_client())
+        // The shared test containerd's disk is the machine's (see `against_containerd`).
+        .env("DISK_MAX_USED", "100");
     for v in [
         "IMAGE_RUNTIME",
         "CONTAINERD_ADDRESS",

@@ -44,6 +44,16 @@ const METADATA_FILES: &[&str] = &["manifest.json", "index.json", "oci-layout", "
 /// Inspect an archive file. A plain tar is read by seeking over layer data; a compressed one
 /// is decompressed once, as a stream.
 pub fn inspect_path(path: &Path, limits: Limits) -> Result<ArchiveInfo> {
+    inspect_path_into(path, limits, &mut NoSink)
+}
+
+/// [`inspect_path`], handing every file and link to `sink` (layer data it leaves unread is
+/// seeked over in a plain tar).
+pub fn inspect_path_into(
+    path: &Path,
+    limits: Limits,
+    sink: &mut dyn EntrySink,
+) -> Result<ArchiveInfo> {
     let opened = open(path)?;
     if opened.compression == Compression::None {
         drop(opened);
@@ -51,7 +61,7 @@ pub fn inspect_path(path: &Path, limits: Limits) -> Result<ArchiveInfo> {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut archive = tar::Archive::new(file);
         let entries = archive.entries_with_seek().map_err(tar_error)?;
-        let scan = scan(entries, limits)?;
+        let scan = scan(entries, limits, sink)?;
         // Seeking past the end of a file is no error, and the tar reader takes the end of the
         // file for the end of the archive: a file cut inside an entry's data reads as a shorter
         // archive unless its last entry is checked against the file's size.
@@ -64,7 +74,7 @@ pub fn inspect_path(path: &Path, limits: Limits) -> Result<ArchiveInfo> {
         }
         return resolve(&scan, Compression::None, size);
     }
-    inspect_stream(opened.reader, opened.compression, limits)
+    inspect_stream_into(opened.reader, opened.compression, limits, sink).map(|i| i.info)
 }
 
 /// Inspect a decompressed tar stream, reading it to its very end (so a caller that tees the
@@ -84,6 +94,40 @@ pub fn inspect_stream_detailed<R: Read>(
     compression: Compression,
     limits: Limits,
 ) -> Result<Inspected> {
+    inspect_stream_into(reader, compression, limits, &mut NoSink)
+}
+
+/// A reader of the archive's files, called during the one pass over the tar stream (for a
+/// runtime that stores blobs as they stream by).
+pub trait EntrySink {
+    /// A regular file. `data` is its content: in memory when the scan keeps it (small JSON
+    /// candidates), else a stream the sink may read (what it leaves unread is skipped).
+    fn file(&mut self, name: &str, size: u64, data: EntryData<'_>) -> Result<()>;
+    /// A symlink or hard link `name` to the file `target` (both normalised archive names).
+    fn link(&mut self, _name: &str, _target: &str) {}
+}
+
+/// The content of one tar entry, as [`EntrySink::file`] gets it.
+pub enum EntryData<'a> {
+    Bytes(&'a [u8]),
+    Stream(&'a mut dyn Read),
+}
+
+struct NoSink;
+
+impl EntrySink for NoSink {
+    fn file(&mut self, _: &str, _: u64, _: EntryData<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// [`inspect_stream_detailed`], handing every file and link to `sink` as it streams by.
+pub fn inspect_stream_into<R: Read>(
+    reader: R,
+    compression: Compression,
+    limits: Limits,
+    sink: &mut dyn EntrySink,
+) -> Result<Inspected> {
     let mut counted = Counting {
         inner: reader,
         count: 0,
@@ -91,7 +135,7 @@ pub fn inspect_stream_detailed<R: Read>(
     let scan = {
         let mut archive = tar::Archive::new(&mut counted);
         let entries = archive.entries().map_err(tar_error)?;
-        scan(entries, limits)?
+        scan(entries, limits, sink)?
     };
     // Past the end-of-archive blocks there may be padding; a tee must see it all.
     io::copy(&mut counted, &mut io::sink()).map_err(tar_error)?;
@@ -396,7 +440,11 @@ fn tar_error(e: io::Error) -> anyhow::Error {
     }
 }
 
-fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
+fn scan<R: Read>(
+    entries: tar::Entries<'_, R>,
+    limits: Limits,
+    sink: &mut dyn EntrySink,
+) -> Result<Scan> {
     let mut scan = Scan::default();
     for entry in entries {
         let mut entry = entry.map_err(tar_error)?;
@@ -412,6 +460,7 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
                 .ok_or_else(|| anyhow!("link {name:?} has no target"))?;
             let target = String::from_utf8_lossy(&target).into_owned();
             let target = link_target(&name, &target, kind.is_symlink())?;
+            sink.link(&name, &target);
             scan.links.insert(name, target);
             continue;
         }
@@ -423,6 +472,7 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
         let is_metadata = METADATA_FILES.contains(&name.as_str());
         let may_be_json = is_metadata || is_blob_name(&name) || is_legacy_config_name(&name);
         if !may_be_json {
+            sink.file(&name, size, EntryData::Stream(&mut entry))?;
             continue;
         }
         let cap = if is_metadata {
@@ -438,6 +488,7 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
                     human_bytes(cap)
                 );
             }
+            sink.file(&name, size, EntryData::Stream(&mut entry))?;
             continue;
         }
         let mut data = Vec::with_capacity(size as usize);
@@ -451,6 +502,7 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, limits: Limits) -> Result<Scan> {
                 data.len()
             );
         }
+        sink.file(&name, size, EntryData::Bytes(&data))?;
         let first = data.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') && first != Some(&b'[') {
             continue;

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub use discover::{check_images_path, discover, Found, Rejected};
 pub use inspect::{
-    human_bytes, inspect_path, inspect_stream, inspect_stream_detailed, Inspected, Limits,
+    human_bytes, inspect_path, inspect_path_into, inspect_stream, inspect_stream_detailed,
+    inspect_stream_into, EntryData, EntrySink, Inspected, Limits,
 };
 pub use open::{decompress, open, sniff, Compression, Opened};
 

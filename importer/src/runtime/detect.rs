@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::{containerd, docker, Runtime};
-use crate::cli::{RuntimeArgs, RuntimeKind};
+use super::{containerd, docker, native, Runtime};
+use crate::cli::{ContainerdClient, RuntimeArgs, RuntimeKind};
 use crate::exit;
 
 /// containerd sockets of the common distributions, in the order they are tried.
@@ -164,12 +164,7 @@ pub fn detect(args: &RuntimeArgs) -> Result<Detected> {
         }
         let (runtime, namespace): (Box<dyn Runtime>, _) = match kind {
             "containerd" => (
-                Box::new(containerd::Containerd::new(
-                    &path,
-                    &node_path,
-                    &args.namespace,
-                    host_root,
-                )?),
+                containerd_backend(args, &path, &node_path)?,
                 Some(args.namespace.clone()),
             ),
             _ => (Box::new(docker::connect(&path)?), None),
@@ -183,6 +178,28 @@ pub fn detect(args: &RuntimeArgs) -> Result<Detected> {
         });
     }
     Err(exit::usage(no_runtime_message(args, &probes)))
+}
+
+/// The containerd backend `--containerd-client` asks for.
+fn containerd_backend(
+    args: &RuntimeArgs,
+    path: &Path,
+    node_path: &Path,
+) -> Result<Box<dyn Runtime>> {
+    Ok(match args.containerd_client {
+        ContainerdClient::Native => Box::new(native::Native::new(
+            path,
+            &args.namespace,
+            args.snapshotter.as_deref(),
+            args.host_root.as_deref(),
+        )?),
+        ContainerdClient::Ctr => Box::new(containerd::Containerd::new(
+            path,
+            node_path,
+            &args.namespace,
+            args.host_root.as_deref(),
+        )?),
+    })
 }
 
 fn no_runtime_message(args: &RuntimeArgs, probes: &[Probe]) -> String {
@@ -243,6 +260,8 @@ mod tests {
             namespace: "k8s.io".into(),
             docker_host: None,
             host_root: Some(host_root.to_path_buf()),
+            containerd_client: ContainerdClient::Native,
+            snapshotter: None,
         }
     }
 

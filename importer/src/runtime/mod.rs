@@ -1,16 +1,18 @@
 //! Container runtimes the importer loads images into: one module per backend, behind one trait.
 //!
-//! The containerd backend drives the node's own `ctr`; the trait is kept narrow enough that a
-//! native gRPC backend (no host binaries) can take its place later.
+//! containerd is reached through its gRPC API on the socket (`native`) or through the node's
+//! own `ctr` (`containerd`); Docker through its Engine API.
 
 pub mod containerd;
 pub mod detect;
 pub mod docker;
 mod http;
+pub mod native;
 mod socket;
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Result;
@@ -68,6 +70,13 @@ pub trait Runtime: Send + Sync {
     /// Load one archive, given as its decompressed tar stream, for `platform`. The stream is
     /// read to its end; the error, if any, says what the runtime answered.
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported>;
+
+    /// Before `archive` is imported: an error naming the numbers when importing it would leave
+    /// the runtime's disk more than `max_used` percent full. Backends that cannot tell what
+    /// an archive would add accept every archive.
+    fn preflight(&self, _archive: &Path, _platform: &Platform, _max_used: u8) -> Result<()> {
+        Ok(())
+    }
 
     /// Set `labels` on each named image. Runtimes without image labels ignore this.
     fn label(&self, _names: &[String], _labels: &BTreeMap<String, String>) -> Result<()> {

@@ -1,0 +1,284 @@
+//! Blobs into containerd's content store while the archive streams by: a blob named by its
+//! digest is looked up first (`Content.Info`) and sent only when it is missing; a layer whose
+//! digest the archive does not state (docker-archive `layer.tar`) is hashed while it is sent.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use anyhow::Result;
+use containerd_client::services::v1::leases_client::LeasesClient;
+use containerd_client::services::v1::{
+    content_client::ContentClient, AbortRequest, AddResourceRequest, InfoRequest, Resource,
+};
+use sha2::{Digest, Sha256};
+
+use super::client::{CallError, Conn};
+use crate::archive::{EntryData, EntrySink};
+
+/// A blob of the archive as it is now in the content store.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub digest: String,
+    pub size: u64,
+    /// The first bytes of the blob, when they were read (compression sniffing).
+    pub head: Vec<u8>,
+}
+
+/// What the pass over the archive stored, and what it kept for assembling the images.
+pub struct Ingest<'a> {
+    conn: &'a Conn,
+    lease: &'a str,
+    /// Small files (JSON documents), by archive name.
+    pub docs: HashMap<String, Vec<u8>>,
+    /// Every stored file, by archive name.
+    pub blobs: HashMap<String, Blob>,
+    pub links: HashMap<String, String>,
+    /// Bytes sent to containerd, and bytes not sent because containerd had them.
+    pub sent: u64,
+    pub skipped: u64,
+    seq: usize,
+}
+
+const METADATA: &[&str] = &["manifest.json", "index.json", "oci-layout", "repositories"];
+
+impl<'a> Ingest<'a> {
+    pub fn new(conn: &'a Conn, lease: &'a str) -> Ingest<'a> {
+        Ingest {
+            conn,
+            lease,
+            docs: HashMap::new(),
+            blobs: HashMap::new(),
+            links: HashMap::new(),
+            sent: 0,
+            skipped: 0,
+            seq: 0,
+        }
+    }
+
+    /// The stored blob an archive name stands for, following links.
+    pub fn blob(&self, name: &str) -> Option<&Blob> {
+        let mut name = name;
+        for _ in 0..8 {
+            if let Some(b) = self.blobs.get(name) {
+                return Some(b);
+            }
+            name = self.links.get(name)?;
+        }
+        None
+    }
+
+    /// The kept document an archive name stands for, following links.
+    pub fn doc(&self, name: &str) -> Option<&[u8]> {
+        let mut name = name;
+        for _ in 0..8 {
+            if let Some(d) = self.docs.get(name) {
+                return Some(d);
+            }
+            name = self.links.get(name)?;
+        }
+        None
+    }
+
+    /// Is `digest` in the content store? If so it is added to the lease, so that containerd's
+    /// garbage collector cannot take it before the image that needs it is created.
+    pub fn present(&self, digest: &str) -> Result<bool> {
+        if !self.exists(digest)? {
+            return Ok(false);
+        }
+        self.hold(digest, "content")?;
+        Ok(true)
+    }
+
+    /// Is `digest` in the content store?
+    pub fn exists(&self, digest: &str) -> Result<bool> {
+        let mut content = ContentClient::new(self.conn.channel.clone());
+        let req = self.conn.req(
+            InfoRequest {
+                digest: digest.to_string(),
+            },
+            None,
+        );
+        match self.conn.call("a content lookup", content.info(req)) {
+            Ok(_) => {}
+            Err(CallError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(true)
+    }
+
+    /// Add a resource (`content`, or `snapshots/NAME`) to the archive's lease.
+    pub fn hold(&self, id: &str, kind: &str) -> Result<()> {
+        let mut leases = LeasesClient::new(self.conn.channel.clone());
+        let req = self.conn.req(
+            AddResourceRequest {
+                id: self.lease.to_string(),
+                resource: Some(Resource {
+                    id: id.to_string(),
+                    r#type: kind.to_string(),
+                }),
+            },
+            None,
+        );
+        self.conn
+            .call("adding to the import's lease", leases.add_resource(req))?;
+        Ok(())
+    }
+
+    fn next_ref(&mut self) -> String {
+        self.seq += 1;
+        format!("{}-{}", self.lease, self.seq)
+    }
+
+    /// Store a blob whose digest is known before its bytes, unless containerd has it.
+    pub fn store_known(
+        &mut self,
+        name: &str,
+        digest: &str,
+        size: u64,
+        data: EntryData<'_>,
+    ) -> Result<Blob> {
+        let mut head = Vec::new();
+        if let EntryData::Bytes(b) = &data {
+            head = b[..b.len().min(8)].to_vec();
+        }
+        if self.present(digest)? {
+            self.skipped += size;
+            return Ok(Blob {
+                digest: digest.to_string(),
+                size,
+                head,
+            });
+        }
+        let reference = self.next_ref();
+        let written = match data {
+            EntryData::Bytes(b) => self.conn.write(
+                self.lease,
+                (&reference, name),
+                Some(digest),
+                size,
+                &mut std::io::Cursor::new(b),
+            ),
+            EntryData::Stream(r) => {
+                self.conn
+                    .write(self.lease, (&reference, name), Some(digest), size, r)
+            }
+        };
+        let written = self.abandon_on_error(&reference, written)?;
+        self.count(&written, size);
+        if written.existed {
+            // Committed meanwhile by someone else (a parallel import): containerd 2 does not
+            // put it in this upload's lease, so it is added here.
+            self.hold(digest, "content")?;
+        }
+        Ok(Blob {
+            digest: digest.to_string(),
+            size,
+            head: written.head,
+        })
+    }
+
+    /// Store a blob whose digest is learnt while it is sent.
+    fn store_unknown(&mut self, name: &str, size: u64, r: &mut dyn Read) -> Result<Blob> {
+        let reference = self.next_ref();
+        let written = self
+            .conn
+            .write(self.lease, (&reference, name), None, size, r);
+        let written = self.abandon_on_error(&reference, written)?;
+        self.count(&written, size);
+        if written.existed {
+            // Sent for nothing, but now known: keep it through the lease all the same.
+            self.hold(&written.digest, "content")?;
+        }
+        Ok(Blob {
+            digest: written.digest,
+            size,
+            head: written.head,
+        })
+    }
+
+    /// A failed upload is abandoned at once (`Content.Abort`), so its partial data frees the
+    /// disk now rather than at containerd's next garbage collection.
+    fn abandon_on_error(
+        &self,
+        reference: &str,
+        written: Result<super::client::Written>,
+    ) -> Result<super::client::Written> {
+        if written.is_err() {
+            // containerd may still hold the upload's lock for a moment after the call ended.
+            for _ in 0..20 {
+                let mut content = ContentClient::new(self.conn.channel.clone());
+                let req = self.conn.req(
+                    AbortRequest {
+                        r#ref: reference.to_string(),
+                    },
+                    None,
+                );
+                match self.conn.call("abandoning an upload", content.abort(req)) {
+                    Ok(_) | Err(CallError::NotFound(_)) => break,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+                }
+            }
+        }
+        written
+    }
+
+    fn count(&mut self, w: &super::client::Written, size: u64) {
+        if w.existed {
+            self.skipped += size;
+        } else {
+            self.sent += size;
+        }
+    }
+}
+
+/// `blobs/sha256/HEX` -> `sha256:HEX`.
+pub fn digest_of_blob_name(name: &str) -> Option<String> {
+    let hex = name.strip_prefix("blobs/sha256/")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
+}
+
+impl EntrySink for Ingest<'_> {
+    fn file(&mut self, name: &str, size: u64, data: EntryData<'_>) -> Result<()> {
+        if METADATA.contains(&name) {
+            if let EntryData::Bytes(b) = data {
+                self.docs.insert(name.to_string(), b.to_vec());
+            }
+            return Ok(());
+        }
+        if let EntryData::Bytes(b) = &data {
+            if matches!(
+                b.iter().find(|c| !c.is_ascii_whitespace()),
+                Some(b'{' | b'[')
+            ) {
+                self.docs.insert(name.to_string(), b.to_vec());
+            }
+        }
+        let blob = if let Some(digest) = digest_of_blob_name(name) {
+            self.store_known(name, &digest, size, data)?
+        } else if !name.contains('/') && name.ends_with(".json") {
+            // A docker-archive image config: small, so hashed before anything is sent.
+            let EntryData::Bytes(b) = data else {
+                return Ok(());
+            };
+            let digest = format!("sha256:{}", crate::bundle::hex(&Sha256::digest(b)));
+            self.store_known(name, &digest, size, EntryData::Bytes(b))?
+        } else if name.ends_with(".tar") {
+            // A docker-archive layer (`ID/layer.tar`, `HEX.tar`): its digest comes with its end.
+            match data {
+                EntryData::Bytes(b) => {
+                    self.store_unknown(name, size, &mut std::io::Cursor::new(b))?
+                }
+                EntryData::Stream(r) => self.store_unknown(name, size, r)?,
+            }
+        } else {
+            return Ok(());
+        };
+        self.blobs.insert(name.to_string(), blob);
+        Ok(())
+    }
+
+    fn link(&mut self, name: &str, target: &str) {
+        self.links.insert(name.to_string(), target.to_string());
+    }
+}

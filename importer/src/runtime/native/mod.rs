@@ -1,0 +1,486 @@
+//! containerd through its own gRPC API on the socket alone: no `ctr`, no node root.
+//!
+//! One lease per archive keeps everything written for it from containerd's garbage collector
+//! until its images exist; a failed archive's lease is deleted, and with it what was written.
+//! Blobs the archive names by digest are looked up first and sent only when missing; layers
+//! are unpacked into the snapshotter only when their snapshot (by chain ID) is missing.
+
+mod client;
+mod cri;
+mod image;
+mod ingest;
+mod preflight;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::images_client::ImagesClient;
+use containerd_client::services::v1::leases_client::LeasesClient;
+use containerd_client::services::v1::version_client::VersionClient;
+use containerd_client::services::v1::{
+    CreateRequest, DeleteImageRequest, DeleteRequest, GetImageRequest, ListContainersRequest,
+    ListContentRequest, ListImagesRequest, ReadContentRequest, UpdateImageRequest,
+};
+use prost_types::FieldMask;
+
+use self::client::{label_paths, Conn};
+use self::ingest::Ingest;
+use super::{detect, Container, Imported, Present, Runtime, Unreachable};
+use crate::archive::{inspect_stream_into, Compression, Limits, Platform};
+use crate::import::{LABEL_MANAGED, LABEL_PINNED};
+
+/// How long a lease outlives an importer that was killed before it could delete it; what it
+/// held is then collected.
+const LEASE_EXPIRES_SECS: u64 = 24 * 3600;
+
+const GC_CONFIG: &str = "containerd.io/gc.ref.content.config";
+const GC_CHILD: &str = "containerd.io/gc.ref.content.m.";
+
+pub struct Native {
+    conn: Conn,
+    /// The node's root as mounted here, where containerd's own paths are looked up.
+    host_root: Option<PathBuf>,
+    version: String,
+    snapshotter: String,
+    /// Why that snapshotter, for the log.
+    snapshotter_from: &'static str,
+    platform: Platform,
+}
+
+impl Native {
+    /// Connect to the containerd at `socket`; `snapshotter` as asked, else the default.
+    pub fn new(
+        socket: &Path,
+        namespace: &str,
+        snapshotter: Option<&str>,
+        host_root: Option<&Path>,
+    ) -> Result<Native> {
+        let mut conn = Conn::open(socket, namespace)?;
+        let mut version = VersionClient::new(conn.channel.clone());
+        let v = conn
+            .call("the version query", version.version(conn.req((), None)))
+            .map_err(anyhow::Error::from)?;
+        conn.guard =
+            preflight::plugin_root(&conn, host_root, "io.containerd.content.v1", None).ok();
+        let (snapshotter, why) = match snapshotter.filter(|s| !s.is_empty()) {
+            Some(s) => (s.to_string(), "--snapshotter"),
+            None => match cri::snapshotter(&conn) {
+                Some(s) => (s, "the CRI plugin's"),
+                None => (
+                    "overlayfs".to_string(),
+                    "the default; the CRI plugin did not say",
+                ),
+            },
+        };
+        Ok(Native {
+            conn,
+            host_root: host_root.map(Path::to_path_buf),
+            version: format!("containerd {}", v.version.trim_start_matches('v')),
+            snapshotter,
+            snapshotter_from: why,
+            platform: Platform::host(),
+        })
+    }
+
+    pub fn socket(&self) -> &PathBuf {
+        &self.conn.socket
+    }
+
+    /// A quick look at the socket before each piece of work: a connection made earlier may
+    /// outlive the socket (a containerd being restarted), and the run should wait for it.
+    fn reachable(&self) -> Result<()> {
+        match detect::probe_socket(&self.conn.socket) {
+            None => Ok(()),
+            Some(problem) => Err(Unreachable(format!(
+                "containerd socket {} {problem}",
+                self.conn.socket.display()
+            ))
+            .into()),
+        }
+    }
+
+    fn create_lease(&self) -> Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let id = format!(
+            "offline-images-{}-{}",
+            std::process::id(),
+            now.as_nanos() % 1_000_000_000_000
+        );
+        let expires = rfc3339(now.as_secs() + LEASE_EXPIRES_SECS);
+        let mut leases = LeasesClient::new(self.conn.channel.clone());
+        let req = self.conn.req(
+            CreateRequest {
+                id: id.clone(),
+                labels: HashMap::from([("containerd.io/gc.expire".to_string(), expires)]),
+            },
+            None,
+        );
+        self.conn
+            .call("creating a lease", leases.create(req))
+            .map_err(anyhow::Error::from)
+            .context("cannot take a lease for the import")?;
+        Ok(id)
+    }
+
+    /// Delete the lease; with `sync`, wait until containerd has collected what only it held.
+    fn delete_lease(&self, id: &str, sync: bool) -> Result<()> {
+        let mut leases = LeasesClient::new(self.conn.channel.clone());
+        let req = self.conn.req(
+            DeleteRequest {
+                id: id.to_string(),
+                sync,
+            },
+            None,
+        );
+        self.conn
+            .call("deleting the import's lease", leases.delete(req))
+            .map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+
+    fn import_under(
+        &self,
+        lease: &str,
+        tar: &mut dyn Read,
+        platform: &Platform,
+    ) -> Result<Imported> {
+        let mut ingest = Ingest::new(&self.conn, lease);
+        let inspected =
+            inspect_stream_into(tar, Compression::None, Limits::default(), &mut ingest)?;
+        let info = inspected.info;
+        let plans = image::plans(&mut ingest, &info, platform)?;
+        for plan in &plans {
+            image::unpack(&self.conn, &ingest, lease, plan, &self.snapshotter)?;
+            image::label_plan(&self.conn, &ingest, plan, &self.snapshotter)?;
+        }
+        let labels = HashMap::from([
+            (LABEL_PINNED.to_string(), "pinned".to_string()),
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+        ]);
+        let mut names = Vec::new();
+        for plan in &plans {
+            let own = if plan.names.is_empty() {
+                vec![format!("import-{}@{}", today(), plan.target.digest)]
+            } else {
+                plan.names.clone()
+            };
+            for name in own {
+                image::put_image(&self.conn, &name, &plan.target, labels.clone())?;
+                names.push(name);
+            }
+        }
+        Ok(Imported { info, names })
+    }
+
+    /// Every blob's labels, by digest.
+    fn content_labels(&self) -> Result<HashMap<String, HashMap<String, String>>> {
+        let mut content = ContentClient::new(self.conn.channel.clone());
+        let req = self.conn.req(ListContentRequest { filters: vec![] }, None);
+        let conn = &self.conn;
+        let infos = conn.call("listing content", async {
+            let mut stream = content.list(req).await?.into_inner();
+            let mut all = Vec::new();
+            while let Some(m) = stream.message().await? {
+                all.extend(m.info);
+            }
+            Ok(tonic::Response::new(all))
+        })?;
+        Ok(infos.into_iter().map(|i| (i.digest, i.labels)).collect())
+    }
+
+    fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
+        let mut content = ContentClient::new(self.conn.channel.clone());
+        let req = self.conn.req(
+            ReadContentRequest {
+                digest: digest.to_string(),
+                offset: 0,
+                size: 0,
+            },
+            None,
+        );
+        let data = self.conn.call("reading content", async {
+            let mut stream = content.read(req).await?.into_inner();
+            let mut data = Vec::new();
+            while let Some(m) = stream.message().await? {
+                data.extend(m.data);
+                if data.len() > 8 << 20 {
+                    break;
+                }
+            }
+            Ok(tonic::Response::new(data))
+        })?;
+        Ok(data)
+    }
+
+    /// The config digest for the node's platform of the image whose target is `target`.
+    fn config_of(
+        &self,
+        target: &str,
+        content: &HashMap<String, HashMap<String, String>>,
+    ) -> Option<String> {
+        let labels = content.get(target)?;
+        if let Some(c) = labels.get(GC_CONFIG) {
+            return Some(c.clone());
+        }
+        let present: Vec<&String> = labels
+            .iter()
+            .filter(|(k, _)| k.starts_with(GC_CHILD))
+            .map(|(_, v)| v)
+            .filter(|d| content.get(*d).is_some_and(|l| l.contains_key(GC_CONFIG)))
+            .collect();
+        let child = match present.as_slice() {
+            [] => return None,
+            [one] => (*one).clone(),
+            _ => {
+                let data = self.read_blob(target).ok()?;
+                let index: serde_json::Value = serde_json::from_slice(&data).ok()?;
+                index["manifests"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|m| {
+                        let p: Platform = serde_json::from_value(m["platform"].clone()).ok()?;
+                        let d = m["digest"].as_str()?.to_string();
+                        (p.runs_on(&self.platform) && present.contains(&&d)).then_some(d)
+                    })
+                    .next()?
+            }
+        };
+        content.get(&child)?.get(GC_CONFIG).cloned()
+    }
+
+    fn update_labels(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        paths: Vec<String>,
+    ) -> Result<()> {
+        let mut images = ImagesClient::new(self.conn.channel.clone());
+        // The image's own target goes along, though only labels change: containerd 2.1
+        // dereferences it in every update, and crashes on an update without one.
+        let req = self.conn.req(
+            GetImageRequest {
+                name: name.to_string(),
+            },
+            None,
+        );
+        let target = self
+            .conn
+            .call("reading an image", images.get(req))
+            .map_err(anyhow::Error::from)?
+            .image
+            .and_then(|i| i.target);
+        let req = self.conn.req(
+            UpdateImageRequest {
+                image: Some(containerd_client::services::v1::Image {
+                    name: name.to_string(),
+                    labels,
+                    target,
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask { paths }),
+                ..Default::default()
+            },
+            None,
+        );
+        self.conn
+            .call("updating image labels", images.update(req))
+            .map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+}
+
+impl Runtime for Native {
+    fn kind(&self) -> &'static str {
+        "containerd"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} via its gRPC API (socket {}, namespace {}, snapshotter {}: {})",
+            self.version,
+            self.conn.socket.display(),
+            self.conn.namespace,
+            self.snapshotter,
+            self.snapshotter_from
+        )
+    }
+
+    fn present(&self) -> Result<Vec<Present>> {
+        self.reachable()?;
+        let mut images = ImagesClient::new(self.conn.channel.clone());
+        let req = self.conn.req(ListImagesRequest { filters: vec![] }, None);
+        let list = self
+            .conn
+            .call("listing images", images.list(req))
+            .map_err(anyhow::Error::from)?;
+        let content = self.content_labels()?;
+        Ok(list
+            .images
+            .into_iter()
+            .map(|i| {
+                let target = i.target.map(|t| t.digest).unwrap_or_default();
+                Present {
+                    name: i.name,
+                    config_digest: self.config_of(&target, &content),
+                    labels: i.labels.into_iter().collect(),
+                }
+            })
+            .collect())
+    }
+
+    fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
+        self.reachable()?;
+        let lease = self.create_lease()?;
+        match self.import_under(&lease, tar, platform) {
+            Ok(imported) => {
+                // The images now hold what they need; a lease left behind expires anyway.
+                let _ = self.delete_lease(&lease, false);
+                Ok(imported)
+            }
+            Err(e) => {
+                // Drain what is left of the stream? No: the caller drops it. What was written
+                // goes with the lease; the wait lets the space be free before the next archive.
+                let _ = self.delete_lease(&lease, true);
+                Err(e)
+            }
+        }
+    }
+
+    fn preflight(&self, archive: &Path, platform: &Platform, max_used: u8) -> Result<()> {
+        self.reachable()?;
+        self.check_room(archive, platform, max_used)
+    }
+
+    fn label(&self, names: &[String], labels: &BTreeMap<String, String>) -> Result<()> {
+        let labels: HashMap<String, String> = labels.clone().into_iter().collect();
+        let paths = label_paths(&labels);
+        for name in names {
+            self.update_labels(name, labels.clone(), paths.clone())
+                .with_context(|| format!("cannot label {name}"))?;
+        }
+        Ok(())
+    }
+
+    fn containers(&self) -> Result<Vec<Container>> {
+        let mut containers = ContainersClient::new(self.conn.channel.clone());
+        let req = self
+            .conn
+            .req(ListContainersRequest { filters: vec![] }, None);
+        let list = self
+            .conn
+            .call("listing containers", containers.list(req))
+            .map_err(anyhow::Error::from)
+            .context("cannot list containers")?;
+        Ok(list
+            .containers
+            .into_iter()
+            .map(|c| Container {
+                id: c.id,
+                image: c.image,
+            })
+            .collect())
+    }
+
+    fn unlabel(&self, name: &str, keys: &[String]) -> Result<()> {
+        let paths = keys.iter().map(|k| format!("labels.{k}")).collect();
+        self.update_labels(name, HashMap::new(), paths)
+            .with_context(|| format!("cannot remove labels of {name}"))
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        let mut images = ImagesClient::new(self.conn.channel.clone());
+        let req = self.conn.req(
+            DeleteImageRequest {
+                name: name.to_string(),
+                sync: false,
+                target: None,
+            },
+            None,
+        );
+        self.conn
+            .call("removing an image", images.delete(req))
+            .map_err(|e| anyhow!(e))
+            .with_context(|| format!("cannot remove {name}"))?;
+        Ok(())
+    }
+}
+
+/// Days since 1970-01-01 as (year, month, day), proleptic Gregorian.
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn rfc3339(secs: u64) -> String {
+    let (y, m, d) = civil((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    rfc3339(secs)[..10].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_expiry_times_are_written_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_827_696), "2000-02-29T12:34:56Z");
+        assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn chain_ids_follow_the_oci_definition() {
+        let plan = image::Plan {
+            names: vec![],
+            target: image::Desc {
+                media_type: String::new(),
+                digest: String::new(),
+                size: 0,
+            },
+            manifest: image::Desc {
+                media_type: String::new(),
+                digest: String::new(),
+                size: 0,
+            },
+            config: image::Desc {
+                media_type: String::new(),
+                digest: String::new(),
+                size: 0,
+            },
+            layers: vec![],
+            diff_ids: vec!["sha256:a".into(), "sha256:b".into()],
+        };
+        let chain = plan.chain_ids();
+        assert_eq!(chain[0], "sha256:a");
+        use sha2::{Digest, Sha256};
+        let want = crate::bundle::hex(&Sha256::digest(b"sha256:a sha256:b"));
+        assert_eq!(chain[1], format!("sha256:{want}"));
+    }
+}
