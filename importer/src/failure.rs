@@ -1,9 +1,7 @@
 //! Why an archive failed, as a kind that callers branch on: set where the failure is
-//! classified (a backend, the archive reader, the plan), carried in [`ArchiveResult`] to the
-//! JSON events, and used by the run (a lost race is imported again alone; see
-//! docs/ARCHITECTURE.md, "Data flow: import").
-//!
-//! [`ArchiveResult`]: crate::report::ArchiveResult
+//! classified (a backend, the archive reader, the plan), carried in the report's
+//! `ArchiveResult` to the JSON events, and used by the run (a lost race is imported again
+//! alone; see docs/ARCHITECTURE.md, "Data flow: import").
 
 use serde::Serialize;
 

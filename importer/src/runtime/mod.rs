@@ -8,7 +8,7 @@ pub mod detect;
 pub mod docker;
 mod http;
 pub mod native;
-mod socket;
+pub(crate) mod socket;
 
 use std::collections::BTreeMap;
 use std::io::Read;

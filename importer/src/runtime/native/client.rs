@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::runtime::{detect, Unreachable};
+use crate::failure::{Failure, Kind};
+use crate::runtime::{socket, Unreachable};
 
 /// Bytes per `Content.Write` message: large enough that framing costs nothing, well under
 /// containerd's 16 MiB message limit.
@@ -156,9 +157,13 @@ impl Conn {
             _ => {}
         }
         if msg.contains("no space left on device") {
-            return CallError::Other(anyhow!(
-                "the disk holding containerd's root is full (no space left on device) during \
-                 {what}: the upload was abandoned; free space on the node and run the import again"
+            return CallError::Other(Failure::error(
+                Kind::Disk,
+                format!(
+                    "the disk holding containerd's root is full (no space left on device) during \
+                     {what}: the upload was abandoned; free space on the node and run the import \
+                     again"
+                ),
             ));
         }
         let lost = matches!(
@@ -173,17 +178,24 @@ impl Conn {
         if lost || status.code() == Code::Unavailable {
             // Not worth a retry within this run: containerd went away in the middle of the
             // archive, and what comes back may be a containerd being shut down for good.
-            if let Some(problem) = detect::probe_socket(&self.socket) {
-                return CallError::Other(anyhow!(
-                    "containerd at {} went away during {what} (its socket {problem}); nothing \
-                     of this archive was kept, run the import again once containerd is back",
-                    self.socket.display()
+            if let Some(problem) = socket::probe_socket(&self.socket) {
+                return CallError::Other(Failure::error(
+                    Kind::Unreachable,
+                    format!(
+                        "containerd at {} went away during {what} (its socket {problem}); \
+                         nothing of this archive was kept, run the import again once containerd \
+                         is back",
+                        self.socket.display()
+                    ),
                 ));
             }
-            return CallError::Other(anyhow!(
-                "containerd at {} closed the connection during {what} (was it restarted or \
-                 killed?); nothing of this archive was kept, run the import again: {msg}",
-                self.socket.display()
+            return CallError::Other(Failure::error(
+                Kind::Unreachable,
+                format!(
+                    "containerd at {} closed the connection during {what} (was it restarted or \
+                     killed?); nothing of this archive was kept, run the import again: {msg}",
+                    self.socket.display()
+                ),
             ));
         }
         CallError::Other(anyhow!("containerd refused {what}: {msg}"))
@@ -377,7 +389,7 @@ impl Feed<'_> {
                     )));
                 }
                 if let Some(h) = self.hasher.take() {
-                    self.digest = format!("sha256:{}", crate::bundle::hex(&h.finalize()));
+                    self.digest = format!("sha256:{}", crate::digest::hex(&h.finalize()));
                 }
                 msg.action = 2;
                 msg.total = self.size as i64;
@@ -416,7 +428,7 @@ fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
 }
 
 fn unreachable(socket: &Path, problem: &str) -> anyhow::Error {
-    let problem = detect::probe_socket(socket).unwrap_or_else(|| problem.to_string());
+    let problem = socket::probe_socket(socket).unwrap_or_else(|| problem.to_string());
     Unreachable(format!("containerd socket {} {problem}", socket.display())).into()
 }
 

@@ -114,7 +114,7 @@ impl Plan {
                 None => d.clone(),
                 Some(parent) => format!(
                     "sha256:{}",
-                    crate::bundle::hex(&Sha256::digest(format!("{parent} {d}").as_bytes()))
+                    crate::digest::hex(&Sha256::digest(format!("{parent} {d}").as_bytes()))
                 ),
             };
             out.push(next);
@@ -278,7 +278,7 @@ fn docker_plans(
             "layers": layers,
         });
         let bytes = serde_json::to_vec(&doc).map_err(|e| anyhow!("a manifest: {e}"))?;
-        let digest = format!("sha256:{}", crate::bundle::hex(&Sha256::digest(&bytes)));
+        let digest = format!("sha256:{}", crate::digest::hex(&Sha256::digest(&bytes)));
         ingest.store_known(
             "the image manifest",
             &digest,

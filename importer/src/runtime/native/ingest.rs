@@ -261,7 +261,7 @@ impl EntrySink for Ingest<'_> {
             let EntryData::Bytes(b) = data else {
                 return Ok(());
             };
-            let digest = format!("sha256:{}", crate::bundle::hex(&Sha256::digest(b)));
+            let digest = format!("sha256:{}", crate::digest::hex(&Sha256::digest(b)));
             self.store_known(name, &digest, size, EntryData::Bytes(b))?
         } else if name.ends_with(".tar") {
             // A docker-archive layer (`ID/layer.tar`, `HEX.tar`): its digest comes with its end.

@@ -29,9 +29,9 @@ use prost_types::FieldMask;
 
 use self::client::{label_paths, Conn};
 use self::ingest::Ingest;
-use super::{detect, Container, Imported, Present, Runtime, Unreachable};
+use super::{socket, Container, Imported, Present, Runtime, Unreachable};
 use crate::archive::{inspect_stream_into, Compression, Limits, Platform};
-use crate::import::{LABEL_MANAGED, LABEL_PINNED};
+use crate::labels::{LABEL_MANAGED, LABEL_PINNED};
 
 /// How long a lease outlives an importer that was killed before it could delete it; what it
 /// held is then collected.
@@ -93,7 +93,7 @@ impl Native {
     /// A quick look at the socket before each piece of work: a connection made earlier may
     /// outlive the socket (a containerd being restarted), and the run should wait for it.
     fn reachable(&self) -> Result<()> {
-        match detect::probe_socket(&self.conn.socket) {
+        match socket::probe_socket(&self.conn.socket) {
             None => Ok(()),
             Some(problem) => Err(Unreachable(format!(
                 "containerd socket {} {problem}",
@@ -480,7 +480,7 @@ mod tests {
         let chain = plan.chain_ids();
         assert_eq!(chain[0], "sha256:a");
         use sha2::{Digest, Sha256};
-        let want = crate::bundle::hex(&Sha256::digest(b"sha256:a sha256:b"));
+        let want = crate::digest::hex(&Sha256::digest(b"sha256:a sha256:b"));
         assert_eq!(chain[1], format!("sha256:{want}"));
     }
 }

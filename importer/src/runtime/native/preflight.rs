@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use containerd_client::services::v1::introspection_client::IntrospectionClient;
 use containerd_client::services::v1::PluginsRequest;
 use sha2::{Digest, Sha256};
@@ -19,6 +19,7 @@ use super::Native;
 use crate::archive::{
     human_bytes, inspect_path_into, EntryData, EntrySink, Format, Limits, Platform,
 };
+use crate::failure::{Failure, Kind};
 
 /// When the free space exceeds this many times the archive's size beyond the limit, the
 /// archive is not read twice: whatever it holds fits.
@@ -92,7 +93,7 @@ pub fn plugin_root(
                 id.unwrap_or("")
             )
         })?;
-    Ok(crate::runtime::detect::local_path(
+    Ok(crate::runtime::socket::local_path(
         host_root,
         Path::new(root),
     ))
@@ -173,7 +174,7 @@ fn images_of(
                 .doc(&entry.config)
                 .context("the image config is not in the archive")?;
             let doc: ConfigDoc = parse(&entry.config, config)?;
-            let digest = format!("sha256:{}", crate::bundle::hex(&Sha256::digest(config)));
+            let digest = format!("sha256:{}", crate::digest::hex(&Sha256::digest(config)));
             let mut blobs = vec![(digest, config.len() as u64, false)];
             // docker save's layers are plain tars: their digest is the layer's diff ID.
             for (l, d) in entry.layers.iter().zip(&doc.rootfs.diff_ids) {
@@ -266,13 +267,14 @@ impl Native {
             return Ok(());
         }
         let need = self.need_of(path, platform)?;
-        let on =
-            |fs: &Fs, bytes: u64, what: &str| -> Result<()> {
-                let after = fs.total - fs.avail + bytes;
-                if after <= fs.total / 100 * max_used as u64 {
-                    return Ok(());
-                }
-                bail!(
+        let on = |fs: &Fs, bytes: u64, what: &str| -> Result<()> {
+            let after = fs.total - fs.avail + bytes;
+            if after <= fs.total / 100 * max_used as u64 {
+                return Ok(());
+            }
+            Err(Failure::error(
+                Kind::Disk,
+                format!(
                 "not enough disk space: this archive would add {} ({what}{}), but the filesystem \
                  of {} has {} free of {}, and importing it would leave it {}% full, over the \
                  {max_used}% limit (--disk-max-used); nothing of it was sent",
@@ -282,8 +284,9 @@ impl Native {
                 human_bytes(fs.avail),
                 human_bytes(fs.total),
                 after * 100 / fs.total.max(1)
-            )
-            };
+            ),
+            ))
+        };
         if content.id == snapshots.id {
             let what = format!(
                 "{} of blobs containerd lacks, {} unpacked",
