@@ -302,11 +302,21 @@ oi_install_aarch64() {
     say "adding the aarch64-unknown-linux-musl target"
     rustup target add aarch64-unknown-linux-musl >/dev/null
   fi
-  if ! command -v qemu-aarch64 >/dev/null; then
-    [ "$(id -u)" = 0 ] || die "installing qemu-user needs root"
-    say "installing Debian packages: qemu-user"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user >/dev/null
+  local missing=()
+  command -v qemu-aarch64 >/dev/null || missing+=(qemu-user)
+  # ring (TLS for the registry engine) compiles C and assembly for the target: Debian's
+  # aarch64 cross gcc does that for musl too, with the aarch64 C headers of
+  # libc6-dev-arm64-cross (ring includes only stdint.h-level headers, no libc calls).
+  command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
+  [ -f /usr/aarch64-linux-gnu/include/stdint.h ] || missing+=(libc6-dev-arm64-cross)
+  if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "installing ${missing[*]} needs root"
+    say "installing Debian packages: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
   fi
+  export CC_aarch64_unknown_linux_musl=${CC_aarch64_unknown_linux_musl:-aarch64-linux-gnu-gcc}
+  export AR_aarch64_unknown_linux_musl=${AR_aarch64_unknown_linux_musl:-aarch64-linux-gnu-ar}
 }
 
 # Build the static aarch64 importer; echoes its path.
