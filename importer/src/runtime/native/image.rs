@@ -57,8 +57,16 @@ impl Desc {
 
 #[derive(Deserialize)]
 pub struct IndexDoc {
-    #[serde(default)]
+    /// Docker 25+ writes `"manifests": null` for an index without entries.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub manifests: Vec<Desc>,
+}
+
+/// A list that may be absent or `null`: empty either way.
+fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -140,6 +148,9 @@ pub fn plans(
 ) -> Result<Vec<Plan>> {
     let plans = match info.format {
         Format::DockerArchive => docker_plans(ingest, info, platform)?,
+        // A Docker 25+ archive whose index.json lists nothing is read through manifest.json,
+        // as the archive reader does.
+        Format::DockerOci if index_is_empty(ingest)? => docker_plans(ingest, info, platform)?,
         Format::Oci | Format::DockerOci => oci_plans(ingest, info, platform)?,
     };
     if plans.is_empty() {
@@ -149,6 +160,14 @@ pub fn plans(
         );
     }
     Ok(plans)
+}
+
+fn index_is_empty(ingest: &Ingest<'_>) -> Result<bool> {
+    let Some(data) = ingest.doc("index.json") else {
+        return Ok(true);
+    };
+    let index: IndexDoc = parse("index.json", data)?;
+    Ok(index.manifests.is_empty())
 }
 
 fn oci_plans(ingest: &Ingest<'_>, info: &ArchiveInfo, platform: &Platform) -> Result<Vec<Plan>> {
