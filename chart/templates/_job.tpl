@@ -261,12 +261,17 @@ spec:
               value: /host
             - name: IMAGE_RUNTIME
               value: {{ ternary "containerd" $ip.runtime (eq $ip.containerdClient "native") | quote }}
+            - name: CONTAINERD_CLIENT
+              value: {{ $ip.containerdClient | quote }}
             {{- if eq $ip.containerdClient "native" }}
             # containerd's gRPC API on the socket: no node root, no chroot.
-            - name: CONTAINERD_CLIENT
-              value: native
             - name: CONTAINERD_ADDRESS
               value: {{ include "offline-images.socketPath" $root | quote }}
+            {{- if not $ip.containerdRoot }}
+            # No containerd root mounted: the disk preflight cannot see the node's free space.
+            - name: NO_DISK_PREFLIGHT
+              value: "true"
+            {{- end }}
             {{- else }}
             {{- with $ip.containerdAddress }}
             - name: CONTAINERD_ADDRESS
@@ -315,6 +320,15 @@ spec:
             - name: runtime-socket
               mountPath: {{ printf "/host%s" (include "offline-images.socketPath" $root) | quote }}
               readOnly: true
+            {{- if and (eq $ip.containerdClient "native") $ip.containerdRoot (ne $ip.runtime "docker") }}
+            # containerd's root, read-only, for the disk preflight's statfs alone.
+            - name: containerd-root
+              mountPath: {{ printf "/host%s" $ip.containerdRoot | quote }}
+              readOnly: true
+              {{- with $rro }}
+              {{- . | nindent 14 }}
+              {{- end }}
+            {{- end }}
             {{- else }}
             - name: host-root
               mountPath: /host
@@ -358,6 +372,13 @@ spec:
           hostPath:
             path: {{ include "offline-images.socketPath" $root | quote }}
             type: Socket
+        {{- if and (eq $ip.containerdClient "native") $ip.containerdRoot (ne $ip.runtime "docker") }}
+        # containerd's root, read-only: the disk preflight reads its free space (statfs).
+        - name: containerd-root
+          hostPath:
+            path: {{ $ip.containerdRoot | quote }}
+            type: Directory
+        {{- end }}
         {{- else }}
         # The node's root filesystem, read-only: the runtime sockets and the node's `ctr`
         # are found there.

@@ -376,13 +376,28 @@ def test_with_the_native_containerd_client_the_job_mounts_only_the_socket_and_im
     if not importer_has_the_native_client():
         pytest.skip("this importer has no native containerd client yet (import --help has no --containerd-client)")
     namespace = f"{NAMESPACE}-native"
+    # The test containerd keeps its root beside its socket (scripts/lib.sh).
+    containerd_root = str(Path(os.environ["OI_CONTAINERD_SOCK"]).parent / "root")
     values = merge(job_values(importer_image, bundle),
-                   {"imagePull": {"containerdClient": "native", "containerdNamespace": namespace}})
+                   {"imagePull": {"containerdClient": "native", "containerdNamespace": namespace,
+                                  "containerdRoot": containerd_root}})
     jb = job(values)
-    assert sorted(v["name"] for v in jb["spec"]["template"]["spec"]["volumes"]) == ["images", "runtime-socket", "tmp"]
+    volumes = {v["name"]: v for v in jb["spec"]["template"]["spec"]["volumes"]}
+    assert sorted(volumes) == ["containerd-root", "images", "runtime-socket", "tmp"]
+    assert volumes["containerd-root"]["hostPath"]["path"] == containerd_root
+    container = jb["spec"]["template"]["spec"]["containers"][0]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["containerd-root"]["readOnly"] is True
+    assert {"name": "CONTAINERD_CLIENT", "value": "native"} in container["env"]
     code, log = run_like_kubelet(jb)
     assert code == 0, f"the import Job's container exited {code}:\n{log}"
     assert bundle["ref"] in ctr_in(namespace, "images", "ls", "-q").split()
+
+
+def test_with_the_ctr_client_the_job_says_so_to_the_importer(importer_image, bundle):
+    values = merge(job_values(importer_image, bundle), {"imagePull": {"containerdClient": "ctr"}})
+    container = job(values)["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "CONTAINERD_CLIENT", "value": "ctr"} in container["env"]
 
 
 def test_build_image_refuses_a_binary_that_is_not_static_and_writes_nothing(tmp_path):

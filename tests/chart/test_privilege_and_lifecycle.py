@@ -56,16 +56,26 @@ def test_the_default_docker_socket_is_the_one_mounted_without_a_docker_host_valu
     ("address", "expected"),
     [("", "/run/containerd/containerd.sock"), ("/run/k3s/containerd/containerd.sock", "/run/k3s/containerd/containerd.sock")],
 )
-def test_the_native_containerd_client_mounts_only_the_socket(address, expected):
+def test_the_native_containerd_client_mounts_only_the_socket_and_containerds_root_read_only(address, expected):
     jb = job({"imagePull": {"containerdClient": "native", "containerdAddress": address}})
-    assert set(volumes(jb)) == {"images", "runtime-socket", "tmp"}
+    assert set(volumes(jb)) == {"images", "runtime-socket", "containerd-root", "tmp"}
     assert volume(jb, "runtime-socket")["hostPath"] == {"path": expected, "type": "Socket"}
+    # The disk preflight's statfs alone: the root, read-only, nothing else of the node.
+    assert volume(jb, "containerd-root")["hostPath"] == {"path": "/var/lib/containerd", "type": "Directory"}
+    assert mount(jb, "/host/var/lib/containerd")["readOnly"] is True
     env = env_of(jb)
+    assert "NO_DISK_PREFLIGHT" not in env
     assert env["CONTAINERD_CLIENT"] == "native"
     assert env["CONTAINERD_ADDRESS"] == expected
     assert env["IMAGE_RUNTIME"] == "containerd"
     assert "add" not in container(jb)["securityContext"]["capabilities"]
     kubernetes_validate.validate(jb, KUBE_VERSION, strict=True)
+
+
+def test_the_native_client_without_a_containerd_root_mounts_only_the_socket_and_skips_the_preflight():
+    jb = job({"imagePull": {"containerdClient": "native", "containerdRoot": ""}})
+    assert set(volumes(jb)) == {"images", "runtime-socket", "tmp"}
+    assert env_of(jb)["NO_DISK_PREFLIGHT"] == "true"
 
 
 def test_the_native_client_with_the_docker_runtime_is_refused():
