@@ -16,6 +16,9 @@ step() { say "check: $*"; }
 fail() { die "check failed: $*"; }
 
 command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup)"
+# The build itself needs Debian packages (protoc for containerd's API, a C compiler for ring).
+oi_install_packages
+oi_install_rust_target
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c" >/dev/null
 done
