@@ -503,9 +503,18 @@ fn scan<R: Read>(
             );
         }
         sink.file(&name, size, EntryData::Bytes(&data))?;
+        scan.keep_json(name, data, limits)?;
+    }
+    Ok(scan)
+}
+
+impl Scan {
+    /// Keep a small entry that is JSON (a blob's checked against its name), within the cap on
+    /// all JSON of one archive; anything else read whole is dropped.
+    fn keep_json(&mut self, name: String, data: Vec<u8>, limits: Limits) -> Result<()> {
         let first = data.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') && first != Some(&b'[') {
-            continue;
+            return Ok(());
         }
         if let Some(hex) = name.strip_prefix("blobs/sha256/") {
             let actual = hex_sha256(&data);
@@ -513,16 +522,16 @@ fn scan<R: Read>(
                 bail!("blob sha256:{hex} is corrupt: its content hashes to sha256:{actual}");
             }
         }
-        scan.json_total += size;
-        if scan.json_total > limits.total_json_max {
+        self.json_total += data.len() as u64;
+        if self.json_total > limits.total_json_max {
             bail!(
                 "the archive holds more than {} of JSON metadata: refusing it",
                 human_bytes(limits.total_json_max)
             );
         }
-        scan.json.insert(name, data);
+        self.json.insert(name, data);
+        Ok(())
     }
-    Ok(scan)
 }
 
 /// `./a/b` -> `a/b`. Absolute names and `..` are refused: no image archive has them.
