@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use anyhow::{anyhow, Context, Result};
-use sha2::{Digest, Sha256};
 
+use super::registry::layout::Hashing;
 use crate::archive::{self, ArchiveInfo, Compression, Limits};
 
 /// Uncompressed bytes per gzip member (and per read from the engine).
@@ -43,11 +43,7 @@ pub fn write_archive<R: Read, W: Write + Send>(
     compression: Compression,
     threads: usize,
 ) -> Result<Written> {
-    let mut out = HashingWriter {
-        inner: out,
-        hasher: Sha256::new(),
-        count: 0,
-    };
+    let mut out = Hashing::new(out);
     let info = thread::scope(|s| -> Result<ArchiveInfo> {
         // The inspector reads the same uncompressed blocks as the compressor.
         let (tee_tx, tee_rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(8);
@@ -69,7 +65,7 @@ pub fn write_archive<R: Read, W: Write + Send>(
     out.inner.flush().context("cannot write the archive")?;
     Ok(Written {
         size: out.count,
-        sha256: crate::bundle::hex(&out.hasher.finalize()),
+        sha256: out.hex(),
         info,
     })
 }
@@ -274,25 +270,6 @@ impl Write for ChannelWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
