@@ -5,6 +5,7 @@ chooses them). The same list as `matrix()` of tests/it/harness.rs, for the chart
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -43,6 +44,21 @@ class Daemons:
         if check and result.returncode != 0:
             raise AssertionError(f"{self.label}: docker {' '.join(args)} failed: {result.stderr.decode(errors='replace')}")
         return result
+
+    @property
+    def containerd_release(self) -> str:
+        """containerd's release without the packaging suffix: `1.7.24~ds1`, `2.1.9+unknown` -> `1.7.24`, `2.1.9`."""
+        return re.split(r"[~+]", self.containerd_version)[0]
+
+    @property
+    def docker_release(self) -> str:
+        """Docker's release without the packaging suffix: `20.10.24+dfsg1` -> `20.10.24`."""
+        return re.split(r"[~+]", self.docker_version)[0]
+
+    @property
+    def docker_id(self) -> str:
+        """A test id naming this Docker and its image store: `docker-28.5.2-containerd-store`."""
+        return f"docker-{self.docker_release}" + ("-containerd-store" if self.containerd_store else "")
 
     @property
     def containerd_store(self) -> bool:

@@ -58,13 +58,13 @@ def docker(*args: str, input: bytes | None = None, check: bool = True, timeout: 
     return result
 
 
-@pytest.fixture(params=CONTAINERDS, ids=[f"containerd-{d.containerd_version}" for d in CONTAINERDS])
+@pytest.fixture(params=CONTAINERDS, ids=[f"containerd-{d.containerd_release}" for d in CONTAINERDS])
 def containerd(request) -> Daemons:
     """Each containerd of the version matrix, the one the Job imports into."""
     return request.param
 
 
-@pytest.fixture(params=DOCKERS, ids=[d.label.replace("containerd-", "with-containerd-") for d in DOCKERS])
+@pytest.fixture(params=DOCKERS, ids=[d.docker_id for d in DOCKERS])
 def target_docker(request) -> Daemons:
     """Each dockerd of the version matrix (and its image store), the one the Job imports into."""
     return request.param
@@ -291,21 +291,21 @@ def test_the_importer_image_runs_the_static_binary(importer_image):
     assert result.stdout.decode().strip() == f"offline-images {VERSION}"
 
 
-def test_the_job_security_context_lets_the_node_ctr_run_chrooted_in_the_node_root(importer_image, bundle):
+def test_the_job_security_context_lets_the_node_ctr_run_chrooted_in_the_node_root(importer_image, bundle, containerd):
     # What the importer's containerd backend does, done by busybox in the Job's exact container
-    # settings: chroot into the node root and stream an archive into the node's ctr.
-    jb = job(job_values(importer_image, bundle))
+    # settings: chroot into the node root and stream an archive into the node's ctr, which on a
+    # node of this version is this version's.
+    jb = job(job_values(importer_image, bundle, containerd))
     node_ctr = shutil.which("ctr")
     assert node_ctr
-    command = ["/bin/busybox", "chroot", "/host", node_ctr, "-a", os.environ["OI_CONTAINERD_SOCK"], "-n", NAMESPACE + "-chroot",
+    code, version = run_like_kubelet(jb, node=containerd, image=bundle["ref"],
+                                     command=["/bin/busybox", "chroot", "/host", node_ctr, "--version"])
+    assert code == 0 and containerd.containerd_release in version, version
+    command = ["/bin/busybox", "chroot", "/host", node_ctr, "-a", containerd.containerd_sock, "-n", NAMESPACE + "-chroot",
                "images", "import", "-"]
-    code, log = run_like_kubelet(jb, image=bundle["ref"], command=command, stdin=bundle["tar"])
+    code, log = run_like_kubelet(jb, node=containerd, image=bundle["ref"], command=command, stdin=bundle["tar"])
     assert code == 0, log
-    listed = subprocess.run(
-        ["ctr", "-a", os.environ["OI_CONTAINERD_SOCK"], "-n", NAMESPACE + "-chroot", "images", "ls", "-q"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()
-    assert bundle["ref"] in listed
+    assert bundle["ref"] in containerd.ctr_run(NAMESPACE + "-chroot", "images", "ls", "-q").split()
 
 
 def test_without_sys_chroot_the_node_ctr_cannot_be_run_chrooted(importer_image, bundle):
@@ -324,7 +324,7 @@ def test_the_rendered_job_imports_the_bundle_into_containerd_as_the_kubelet_woul
     assert lines and lines[-1].startswith("summary:"), log
     assert bundle["ref"] in containerd.ctr_run(NAMESPACE, "images", "ls", "-q").split()
     # The importer ran that version's ctr and talked to that version's containerd.
-    assert f"containerd {containerd.containerd_version.split('~')[0]}" in log, log
+    assert f"containerd {containerd.containerd_release}" in log, log
     assert LAST_TERMINATION_MESSAGE["message"].splitlines()[0] == lines[-1]
 
 
@@ -373,7 +373,7 @@ def test_for_docker_the_job_mounts_only_the_socket_and_imports_through_it(import
         assert code == 0, f"the import Job's container exited {code}:\n{log}"
         assert target_docker.docker_run("image", "inspect", ref, check=False).returncode == 0, log
         lines = [line for line in log.splitlines() if line.strip()]
-        assert f"docker {target_docker.docker_version.split('+')[0]}" in log, log
+        assert f"docker {target_docker.docker_release}" in log, log
         assert ("containerd image store" in log) == target_docker.containerd_store, log
         assert lines[-1].startswith("summary: 1 imported"), log
     finally:
