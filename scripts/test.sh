@@ -7,6 +7,8 @@
 #   scripts/test.sh                 everything
 #   scripts/test.sh -- FILTER       only Rust tests whose name contains FILTER (no chart tests;
 #                                   OI_CONTAINERD_CLIENT=ctr runs the containerd ones with ctr)
+#   scripts/test.sh --chart [ARG...]  only the chart tests, with the daemons (ARGs go to pytest,
+#                                   e.g. --chart tests/chart/test_job_container.py -k docker)
 #
 # Beside the default containerd 1.6 + Docker 20.10 pair, the daemons of every runtime version
 # of the matrix are started (see scripts/lib.sh); OI_VERSIONS chooses them:
@@ -19,7 +21,9 @@ ROOT=$PWD
 . scripts/lib.sh
 
 FILTER=()
+CHART_ONLY=()
 if [ "${1:-}" = "--" ]; then shift; FILTER=("$@"); fi
+if [ "${1:-}" = "--chart" ]; then shift; CHART_ONLY=(tests/chart); [ $# -eq 0 ] || CHART_ONLY=("$@"); fi
 
 oi_install_packages
 oi_install_rust_target
@@ -54,6 +58,13 @@ export OI_DOCKER_CLI=$(oi_docker_cli)
 # The "Versions tested" table the versions test writes (OFFLINE-IMAGES.md carries a copy).
 export OI_VERSIONS_TABLE=${OI_VERSIONS_TABLE:-${CARGO_TARGET_DIR:-$ROOT/target}/versions-tested.md}
 export DOCKER_BUILDKIT=0
+
+if [ ${#CHART_ONLY[@]} -gt 0 ]; then
+  say "chart tests (real Helm engine): ${CHART_ONLY[*]}"
+  "$VENV/bin/python" -m pytest -q "${CHART_ONLY[@]}"
+  say "chart tests passed"
+  exit 0
+fi
 
 say "Rust tests"
 cargo test --quiet -- "${FILTER[@]}"

@@ -94,13 +94,19 @@ A repository with global.imageRegistry in front, when set: the registry part of 
 {{/*
 Hook annotations of an importer object. Pass a dict with "root" (the chart context), "offset"
 (added to hook.weight: objects the Job needs get a lower weight, so they exist first), and
-optionally "hook", "deletePolicy" and "outputLogs" (true: add hook.outputLogPolicy).
+optionally "hook", "deletePolicy", "outputLogs" (true: add hook.outputLogPolicy) and
+"importJob" (true for the import Jobs and their List: hook.keepSucceededJobs applies).
 */}}
 {{- define "offline-images.hookAnnotations" -}}
 {{- $hook := .root.Values.imagePull.hook -}}
+{{- $policy := .deletePolicy | default $hook.deletePolicy -}}
+{{- if and .importJob $hook.keepSucceededJobs -}}
+{{- /* hook.keepSucceededJobs: the import Jobs stay after a success, until their TTL. */ -}}
+{{- $policy = without (splitList "," (nospace $policy)) "hook-succeeded" | join "," | default "before-hook-creation" -}}
+{{- end -}}
 helm.sh/hook: {{ .hook | default "pre-install,pre-upgrade" }}
 helm.sh/hook-weight: {{ add (int $hook.weight) (int .offset) | quote }}
-helm.sh/hook-delete-policy: {{ .deletePolicy | default $hook.deletePolicy | quote }}
+helm.sh/hook-delete-policy: {{ $policy | quote }}
 {{- if and .outputLogs $hook.outputLogPolicy }}
 helm.sh/hook-output-log-policy: {{ $hook.outputLogPolicy | quote }}
 {{- end }}

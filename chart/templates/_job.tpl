@@ -144,7 +144,7 @@ One Job of the chart, for one node or for none. Pass a dict:
 {{- $component := ternary "image-prune" "image-import" $prune }}
 {{- $base := ternary (include "offline-images.pruneName" $root) (include "offline-images.importName" $root) $prune }}
 {{- $name := include "offline-images.nodeJobName" (dict "base" $base "node" $node) }}
-{{- $hookArgs := dict "root" $root "offset" 0 "outputLogs" (not $node) }}
+{{- $hookArgs := dict "root" $root "offset" 0 "outputLogs" (not $node) "importJob" true }}
 {{- if $prune }}
 {{- $hookArgs = dict "root" $root "offset" 0 "hook" "post-delete" "deletePolicy" $ip.prune.deletePolicy "outputLogs" (not $node) }}
 {{- end }}

@@ -8,6 +8,11 @@ tmpfs; the security context becomes user, read-only root filesystem, dropped and
 capabilities, no-new-privileges and the default seccomp profile; limits become docker limits;
 the termination message file is a host file bind-mounted at terminationMessagePath, which the
 kubelet reads back into the pod's status after the container ends.
+
+The Job runs on the default dockerd (the kubelet's runtime) and imports into the runtime it
+is pointed at: every test that imports takes `containerd` or `docker`, one parameter per
+version of the matrix scripts/test.sh started (tests/chart/daemons.py). A node of that
+version has that version's `ctr` at /usr/bin/ctr, so the node root the pod sees carries it.
 """
 
 from __future__ import annotations
@@ -27,12 +32,16 @@ import pytest
 import yaml
 
 from chartlib import CHART, ROOT, container, job, merge, render
+from daemons import Daemons, containerds, matrix
 
 ENV = ("OI_DOCKER_HOST", "OI_DOCKER_CLI", "OI_STATIC_BIN", "OI_CONTAINERD_SOCK")
 pytestmark = pytest.mark.skipif(
     not all(os.environ.get(name) for name in ENV),
     reason=f"needs the daemons of scripts/test.sh ({', '.join(ENV)})",
 )
+
+CONTAINERDS = containerds()
+DOCKERS = matrix()
 
 RUN_ID = uuid.uuid4().hex[:10]
 VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
@@ -49,12 +58,16 @@ def docker(*args: str, input: bytes | None = None, check: bool = True, timeout: 
     return result
 
 
-def ctr(*args: str) -> str:
-    result = subprocess.run(
-        ["ctr", "-a", os.environ["OI_CONTAINERD_SOCK"], "-n", NAMESPACE, *args], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, f"ctr {' '.join(args)} failed: {result.stderr}"
-    return result.stdout
+@pytest.fixture(params=CONTAINERDS, ids=[f"containerd-{d.containerd_release}" for d in CONTAINERDS])
+def containerd(request) -> Daemons:
+    """Each containerd of the version matrix, the one the Job imports into."""
+    return request.param
+
+
+@pytest.fixture(params=DOCKERS, ids=[d.docker_id for d in DOCKERS])
+def target_docker(request) -> Daemons:
+    """Each dockerd of the version matrix (and its image store), the one the Job imports into."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +117,9 @@ def quantity(value: str | int | float) -> float:
 
 
 def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = None, command: list[str] | None = None,
-                    termination_log: Path | None = None) -> list[str]:
-    """`docker run` arguments that run the Job's one container as the kubelet would."""
+                    termination_log: Path | None = None, node: Daemons | None = None) -> list[str]:
+    """`docker run` arguments that run the Job's one container as the kubelet would, on a
+    node whose runtime is `node` (default: the default pair)."""
     pod = job_doc["spec"]["template"]["spec"]
     c = container(job_doc)
     assert pod.get("hostNetwork") in (None, False) and pod.get("hostPID") in (None, False)
@@ -168,6 +182,8 @@ def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = N
         else:
             raise AssertionError(f"volume {m['name']}: only hostPath and emptyDir can be run here")
         args += ["--mount", spec]
+        if "hostPath" in v and v["hostPath"]["path"] == "/":
+            args += node_ctr_mount(m["mountPath"], node)
 
     if termination_log is not None:
         args += ["--mount", f"type=bind,source={termination_log},target={c.get('terminationMessagePath', '/dev/termination-log')}"]
@@ -179,6 +195,15 @@ def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = N
     args.append(image or c["image"])
     args += argv[1:]
     return args
+
+
+def node_ctr_mount(host_root: str, node: Daemons | None) -> list[str]:
+    """This machine's root stands for the node's: on a node of a matrix version, the `ctr` it
+    runs chrooted is that version's, laid over the machine's own."""
+    machine_ctr = shutil.which("ctr")
+    if node is None or not machine_ctr or os.path.realpath(node.ctr) == os.path.realpath(machine_ctr):
+        return []
+    return ["--mount", f"type=bind,source={os.path.realpath(node.ctr)},target={host_root}{machine_ctr},readonly"]
 
 
 def timestamp_key(stamp: str) -> str:
@@ -227,14 +252,15 @@ def run_like_kubelet(job_doc: dict[str, Any], *, stdin: bytes | None = None, **k
         termination_log.unlink(missing_ok=True)
 
 
-def job_values(importer_image: dict[str, Any], bundle: dict[str, Any]) -> dict[str, Any]:
+def job_values(importer_image: dict[str, Any], bundle: dict[str, Any], node: Daemons | None = None) -> dict[str, Any]:
+    """Values that point the Job at the bundle and at the containerd of `node` (default: the default pair's)."""
     repository, tag = importer_image["image"].rsplit(":", 1)
     return {
         "imagePull": {
             "importerImage": {"repository": repository, "tag": tag},
             "imagesPath": str(bundle["dir"]),
             "runtime": "containerd",
-            "containerdAddress": os.environ["OI_CONTAINERD_SOCK"],
+            "containerdAddress": node.containerd_sock if node else os.environ["OI_CONTAINERD_SOCK"],
             "containerdNamespace": NAMESPACE,
             "activeDeadlineSeconds": 300,
         }
@@ -265,21 +291,21 @@ def test_the_importer_image_runs_the_static_binary(importer_image):
     assert result.stdout.decode().strip() == f"offline-images {VERSION}"
 
 
-def test_the_job_security_context_lets_the_node_ctr_run_chrooted_in_the_node_root(importer_image, bundle):
+def test_the_job_security_context_lets_the_node_ctr_run_chrooted_in_the_node_root(importer_image, bundle, containerd):
     # What the importer's containerd backend does, done by busybox in the Job's exact container
-    # settings: chroot into the node root and stream an archive into the node's ctr.
-    jb = job(job_values(importer_image, bundle))
+    # settings: chroot into the node root and stream an archive into the node's ctr, which on a
+    # node of this version is this version's.
+    jb = job(job_values(importer_image, bundle, containerd))
     node_ctr = shutil.which("ctr")
     assert node_ctr
-    command = ["/bin/busybox", "chroot", "/host", node_ctr, "-a", os.environ["OI_CONTAINERD_SOCK"], "-n", NAMESPACE + "-chroot",
+    code, version = run_like_kubelet(jb, node=containerd, image=bundle["ref"],
+                                     command=["/bin/busybox", "chroot", "/host", node_ctr, "--version"])
+    assert code == 0 and containerd.containerd_release in version, version
+    command = ["/bin/busybox", "chroot", "/host", node_ctr, "-a", containerd.containerd_sock, "-n", NAMESPACE + "-chroot",
                "images", "import", "-"]
-    code, log = run_like_kubelet(jb, image=bundle["ref"], command=command, stdin=bundle["tar"])
+    code, log = run_like_kubelet(jb, node=containerd, image=bundle["ref"], command=command, stdin=bundle["tar"])
     assert code == 0, log
-    listed = subprocess.run(
-        ["ctr", "-a", os.environ["OI_CONTAINERD_SOCK"], "-n", NAMESPACE + "-chroot", "images", "ls", "-q"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()
-    assert bundle["ref"] in listed
+    assert bundle["ref"] in containerd.ctr_run(NAMESPACE + "-chroot", "images", "ls", "-q").split()
 
 
 def test_without_sys_chroot_the_node_ctr_cannot_be_run_chrooted(importer_image, bundle):
@@ -290,25 +316,28 @@ def test_without_sys_chroot_the_node_ctr_cannot_be_run_chrooted(importer_image, 
     assert "Operation not permitted" in log
 
 
-def test_the_rendered_job_imports_the_bundle_into_containerd_as_the_kubelet_would_run_it(importer_image, bundle):
-    jb = job(job_values(importer_image, bundle))
-    code, log = run_like_kubelet(jb)
+def test_the_rendered_job_imports_the_bundle_into_containerd_as_the_kubelet_would_run_it(importer_image, bundle, containerd):
+    jb = job(job_values(importer_image, bundle, containerd))
+    code, log = run_like_kubelet(jb, node=containerd)
     assert code == 0, f"the import Job's container exited {code}:\n{log}"
     lines = [line for line in log.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("summary:"), log
-    assert bundle["ref"] in ctr("images", "ls", "-q").split()
+    assert bundle["ref"] in containerd.ctr_run(NAMESPACE, "images", "ls", "-q").split()
+    # The importer ran that version's ctr and talked to that version's containerd.
+    assert f"containerd {containerd.containerd_release}" in log, log
     assert LAST_TERMINATION_MESSAGE["message"].splitlines()[0] == lines[-1]
 
 
-def test_with_a_required_image_missing_the_job_exits_1_and_the_summary_is_its_last_line(importer_image, bundle):
+def test_with_a_required_image_missing_the_job_exits_1_and_the_summary_is_its_last_line(importer_image, bundle, containerd):
     absent = "registry.site.local/shop/web:4.5.6"
-    values = merge(job_values(importer_image, bundle), {"imagePull": {"requiredImages": [bundle["ref"], absent]}})
+    values = merge(job_values(importer_image, bundle, containerd),
+                   {"imagePull": {"requiredImages": [bundle["ref"], absent], "containerdNamespace": f"{NAMESPACE}-missing"}})
     jb = job(values)
-    code, log = run_like_kubelet(jb)
+    code, log = run_like_kubelet(jb, node=containerd)
     assert code == 1, f"the import Job's container exited {code}:\n{log}"
     lines = [line for line in log.splitlines() if line.strip()]
     # Tolerant: the bundle's image went in all the same.
-    assert bundle["ref"] in ctr("images", "ls", "-q").split()
+    assert bundle["ref"] in containerd.ctr_run(f"{NAMESPACE}-missing", "images", "ls", "-q").split()
     assert f"MISSING   {absent}: required (--require); not in the runtime" in lines, log
     assert lines[-1].startswith("summary: ") and lines[-1].endswith(f"1 image(s) MISSING from the runtime: {absent}"), log
     # What `kubectl get pod` shows as the termination message: the summary, then the image.
@@ -320,7 +349,7 @@ def test_with_a_required_image_missing_the_job_exits_1_and_the_summary_is_its_la
     assert rule["action"] == "FailJob" and code in rule["onExitCodes"]["values"]
 
 
-def test_for_docker_the_job_mounts_only_the_socket_and_imports_through_it(importer_image, tmp_path):
+def test_for_docker_the_job_mounts_only_the_socket_and_imports_through_it(importer_image, tmp_path, target_docker):
     context = tmp_path / "context"
     context.mkdir()
     shutil.copy("/bin/busybox", context / "busybox")
@@ -333,38 +362,41 @@ def test_for_docker_the_job_mounts_only_the_socket_and_imports_through_it(import
     docker("rmi", "--force", ref)
     repository, tag = importer_image["image"].rsplit(":", 1)
     values = {"imagePull": {"importerImage": {"repository": repository, "tag": tag}, "imagesPath": str(bundle_dir),
-                            "runtime": "docker", "dockerHost": os.environ["OI_DOCKER_HOST"], "activeDeadlineSeconds": 300,
+                            "runtime": "docker", "dockerHost": target_docker.docker_host, "activeDeadlineSeconds": 300,
                             "requiredImages": [ref]}}
     jb = job(values)
     volumes = jb["spec"]["template"]["spec"]["volumes"]
     assert sorted(v["name"] for v in volumes) == ["images", "runtime-socket", "tmp"]
     assert "SYS_CHROOT" not in container(jb)["securityContext"]["capabilities"].get("add", [])
     try:
-        code, log = run_like_kubelet(jb)
+        code, log = run_like_kubelet(jb, node=target_docker)
         assert code == 0, f"the import Job's container exited {code}:\n{log}"
-        assert docker("image", "inspect", ref, check=False).returncode == 0, log
+        assert target_docker.docker_run("image", "inspect", ref, check=False).returncode == 0, log
         lines = [line for line in log.splitlines() if line.strip()]
+        assert f"docker {target_docker.docker_release}" in log, log
+        assert ("containerd image store" in log) == target_docker.containerd_store, log
         assert lines[-1].startswith("summary: 1 imported"), log
     finally:
         docker("rmi", "--force", ref, check=False)
+        target_docker.docker_run("rmi", "--force", ref, check=False)
 
 
-def test_a_per_node_job_of_all_nodes_runs_and_names_the_nodes_left_out(importer_image, bundle, tmp_path):
+def test_a_per_node_job_of_all_nodes_runs_and_names_the_nodes_left_out(importer_image, bundle, tmp_path, containerd):
     from test_all_nodes import chart_with_nodes, jobs_in, node, pinned_to
 
     namespace = f"{NAMESPACE}-all-nodes"
     chart = chart_with_nodes(tmp_path, [node("here"), node("down", ready="False"), node("win", os_="windows")])
-    values = merge(job_values(importer_image, bundle), {"imagePull": {"enabled": True, "allNodes": True,
-                                                                      "containerdNamespace": namespace}})
+    values = merge(job_values(importer_image, bundle, containerd),
+                   {"imagePull": {"enabled": True, "allNodes": True, "containerdNamespace": namespace}})
     (only_job,) = jobs_in(render(values, chart=chart))
     assert pinned_to(only_job) == "here"
-    code, log = run_like_kubelet(only_job)
+    code, log = run_like_kubelet(only_job, node=containerd)
     assert code == 0, f"the per-node Job's container exited {code}:\n{log}"
     lines = [line for line in log.splitlines() if line.strip()]
     assert "left out by the chart: down: NotReady (its Ready condition is False)" in lines, log
     assert "left out by the chart: win: runs windows, not linux" in lines, log
     assert lines[-1].startswith("summary: 1 imported"), log
-    assert bundle["ref"] in ctr_in(namespace, "images", "ls", "-q").split()
+    assert bundle["ref"] in containerd.ctr_run(namespace, "images", "ls", "-q").split()
 
 
 def importer_has_the_native_client() -> bool:
@@ -372,13 +404,12 @@ def importer_has_the_native_client() -> bool:
     return "--containerd-client" in helped.stdout
 
 
-def test_with_the_native_containerd_client_the_job_mounts_only_the_socket_and_imports(importer_image, bundle):
+def test_with_the_native_containerd_client_the_job_mounts_only_the_socket_and_imports(importer_image, bundle, containerd):
     if not importer_has_the_native_client():
         pytest.skip("this importer has no native containerd client yet (import --help has no --containerd-client)")
     namespace = f"{NAMESPACE}-native"
-    # The test containerd keeps its root beside its socket (scripts/lib.sh).
-    containerd_root = str(Path(os.environ["OI_CONTAINERD_SOCK"]).parent / "root")
-    values = merge(job_values(importer_image, bundle),
+    containerd_root = containerd.containerd_root
+    values = merge(job_values(importer_image, bundle, containerd),
                    {"imagePull": {"containerdClient": "native", "containerdNamespace": namespace,
                                   "containerdRoot": containerd_root}})
     jb = job(values)
@@ -389,9 +420,11 @@ def test_with_the_native_containerd_client_the_job_mounts_only_the_socket_and_im
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["containerd-root"]["readOnly"] is True
     assert {"name": "CONTAINERD_CLIENT", "value": "native"} in container["env"]
-    code, log = run_like_kubelet(jb)
+    code, log = run_like_kubelet(jb, node=containerd)
     assert code == 0, f"the import Job's container exited {code}:\n{log}"
-    assert bundle["ref"] in ctr_in(namespace, "images", "ls", "-q").split()
+    assert bundle["ref"] in containerd.ctr_run(namespace, "images", "ls", "-q").split()
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines[-1].startswith("summary: 1 imported"), log
 
 
 def test_with_the_ctr_client_the_job_says_so_to_the_importer(importer_image, bundle):
@@ -443,7 +476,7 @@ def with_bundled_importer(src: Path, dst: Path) -> Path:
     return dst
 
 
-def bootstrap_values(pause_image: str, bundle_dir: Path, namespace: str) -> dict[str, Any]:
+def bootstrap_values(pause_image: str, bundle_dir: Path, namespace: str, node: Daemons | None = None) -> dict[str, Any]:
     repository, tag = pause_image.rsplit(":", 1)
     return {
         "imagePull": {
@@ -451,7 +484,7 @@ def bootstrap_values(pause_image: str, bundle_dir: Path, namespace: str) -> dict
             "bootstrap": {"enabled": True, "image": repository, "tag": tag},
             "imagesPath": str(bundle_dir),
             "runtime": "containerd",
-            "containerdAddress": os.environ["OI_CONTAINERD_SOCK"],
+            "containerdAddress": node.containerd_sock if node else os.environ["OI_CONTAINERD_SOCK"],
             "containerdNamespace": namespace,
             "activeDeadlineSeconds": 300,
             "prune": {"enabled": True},
@@ -473,11 +506,11 @@ def ctr_in(namespace: str, *args: str) -> str:
 
 
 def test_bootstrap_imports_with_the_bundled_importer_run_in_a_pause_image_and_prune_removes_it(
-    pause_image, bundle, tmp_path
+    pause_image, bundle, tmp_path, containerd
 ):
     namespace = f"{NAMESPACE}-bootstrap"
     bundle_dir = with_bundled_importer(bundle["dir"], tmp_path / "bundle")
-    found = rendered_jobs(bootstrap_values(pause_image, bundle_dir, namespace))
+    found = rendered_jobs(bootstrap_values(pause_image, bundle_dir, namespace, containerd))
     importer, pruner = found["image-import"], found["image-prune"]
     assert container(importer)["imagePullPolicy"] == "Never"
 
@@ -485,19 +518,19 @@ def test_bootstrap_imports_with_the_bundled_importer_run_in_a_pause_image_and_pr
     code, log = run_like_kubelet(importer, command=["/offline-images", "--version"])
     assert code != 0, log
 
-    code, log = run_like_kubelet(importer)
+    code, log = run_like_kubelet(importer, node=containerd)
     assert code == 0, f"the bootstrap Job's container exited {code}:\n{log}"
     lines = [line for line in log.splitlines() if line.strip()]
     assert lines[-1].startswith("summary: 1 imported"), log
-    assert bundle["ref"] in ctr_in(namespace, "images", "ls", "-q").split()
-    labels = ctr_in(namespace, "images", "ls")
+    assert bundle["ref"] in containerd.ctr_run(namespace, "images", "ls", "-q").split()
+    labels = containerd.ctr_run(namespace, "images", "ls")
     assert "io.offline-images.release.shop=true" in labels, labels
 
     # The post-delete prune Job, run the same way, removes what the release imported.
-    code, log = run_like_kubelet(pruner)
+    code, log = run_like_kubelet(pruner, node=containerd)
     assert code == 0, f"the prune Job's container exited {code}:\n{log}"
     assert f"removed  {bundle['ref']}" in log, log
-    assert bundle["ref"] not in ctr_in(namespace, "images", "ls", "-q").split()
+    assert bundle["ref"] not in containerd.ctr_run(namespace, "images", "ls", "-q").split()
 
 
 def test_a_bundled_importer_pinned_by_sha256_runs_only_when_it_is_that_binary(pause_image, bundle, tmp_path):

@@ -223,8 +223,75 @@ def test_objects_carry_the_revision_so_old_jobs_logs_are_not_mixed_in():
 
 def test_the_notes_say_that_successful_jobs_are_gone_unless_they_are_kept():
     assert "Helm deleted the Jobs and their pods" in notes(ENABLED)
+    assert "--set imagePull.hook.keepSucceededJobs=true" in notes(ENABLED)
     kept = merge(ENABLED, {"imagePull": {"hook": {"deletePolicy": "before-hook-creation"}}})
     assert "Helm deleted the Jobs" not in notes(kept)
+
+
+# ---- the review path after a success -------------------------------------------------------------
+
+POLICY = "helm.sh/hook-delete-policy"
+OUTPUT = "helm.sh/hook-output-log-policy"
+
+
+def test_helm_prints_the_log_of_a_single_job_on_failure_and_on_success_before_deleting_it():
+    docs = render(merge(ENABLED, {"imagePull": {"prune": {"enabled": True}}}))
+    for jb in (d for d in docs if d["kind"] == "Job"):
+        assert jb["metadata"]["annotations"][OUTPUT] == "hook-failed,hook-succeeded", jb["metadata"]["name"]
+        assert "hook-succeeded" in jb["metadata"]["annotations"][POLICY].split(",")
+        kubernetes_validate.validate(jb, KUBE_VERSION, strict=True)
+    text = notes(ENABLED)
+    assert "Helm 3.18+ and 4 printed this log above, on success too, before deleting the Job" in text
+    only_on_failure = notes(merge(ENABLED, {"imagePull": {"hook": {"outputLogPolicy": "hook-failed"}}}))
+    assert "printed this log above" not in only_on_failure
+    assert "Helm 3.18+ and 4 print this log when the Job failed" in only_on_failure
+
+
+def test_kept_succeeded_jobs_stay_until_their_ttl_and_the_service_account_still_goes():
+    docs = render(merge(ENABLED, {"imagePull": {"hook": {"keepSucceededJobs": True}, "prune": {"enabled": True}}}))
+    by_component = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in docs if d["kind"] == "Job"}
+    importer = by_component["image-import"]
+    assert importer["metadata"]["annotations"][POLICY] == "before-hook-creation"
+    assert importer["spec"]["ttlSecondsAfterFinished"] == 604800
+    # Helm still prints the log; the ServiceAccount and the prune Job keep their policies.
+    assert importer["metadata"]["annotations"][OUTPUT] == "hook-failed,hook-succeeded"
+    assert only(docs, "ServiceAccount")["metadata"]["annotations"][POLICY] == "before-hook-creation,hook-succeeded"
+    assert by_component["image-prune"]["metadata"]["annotations"][POLICY] == "before-hook-creation,hook-succeeded"
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    text = notes(merge(ENABLED, {"imagePull": {"hook": {"keepSucceededJobs": True}}}))
+    assert "Helm deleted the Jobs" not in text
+    assert "kept after a success too (hook.keepSucceededJobs),\n   for 604800 s (ttlSecondsAfterFinished)" in text
+
+
+def test_kept_succeeded_jobs_of_every_node_stay_too():
+    docs = render(merge(ENABLED, {"imagePull": {"nodes": ["worker-1", "worker-2"], "hook": {"keepSucceededJobs": True},
+                                                "ttlSecondsAfterFinished": None}}))
+    (lst,) = [d for d in docs if d["kind"] == "List"]
+    # Helm reads the hook annotations of the List document.
+    assert lst["metadata"]["annotations"][POLICY] == "before-hook-creation"
+    assert len(lst["items"]) == 2
+    for item in lst["items"]:
+        assert item["metadata"]["annotations"][POLICY] == "before-hook-creation"
+        kubernetes_validate.validate(item, KUBE_VERSION, strict=True)
+    text = notes(merge(ENABLED, {"imagePull": {"nodes": ["worker-1"], "hook": {"keepSucceededJobs": True},
+                                               "ttlSecondsAfterFinished": None}}))
+    assert "kept after a success too (hook.keepSucceededJobs),\n   until the next install or upgrade" in text
+
+
+def test_keeping_succeeded_jobs_never_leaves_the_delete_policy_empty():
+    values = {"imagePull": {"hook": {"keepSucceededJobs": True, "deletePolicy": "hook-succeeded"}}}
+    assert job(values)["metadata"]["annotations"][POLICY] == "before-hook-creation"
+    assert job({"imagePull": {"hook": {"keepSucceededJobs": True, "deletePolicy": "hook-succeeded,hook-failed"}}}) \
+        ["metadata"]["annotations"][POLICY] == "hook-failed"
+
+
+def test_the_notes_of_every_node_say_that_helm_prints_no_log_and_give_the_review_path():
+    text = notes(merge(ENABLED, {"imagePull": {"nodes": ["worker-1", "worker-2"]}}))
+    assert "Helm prints none of these logs itself, not even on failure" in text
+    assert "--prefix --tail=-1" in text
+    assert "state.terminated.message" in text
+    assert "printed this log above" not in text
 
 
 EVERY_OPTION = [

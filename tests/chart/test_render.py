@@ -70,8 +70,8 @@ def test_the_job_is_a_pre_install_and_pre_upgrade_hook_deleted_on_success_and_ke
     assert annotations[HOOK] == "pre-install,pre-upgrade"
     assert annotations[DELETE_POLICY] == "before-hook-creation,hook-succeeded"
     assert annotations[WEIGHT] == "-10"
-    # Helm 3.18+ and 4 print the log of a failed hook Job.
-    assert annotations["helm.sh/hook-output-log-policy"] == "hook-failed"
+    # Helm 3.18+ and 4 print the log of the hook Job when it failed and, before deleting it, when it succeeded.
+    assert annotations["helm.sh/hook-output-log-policy"] == "hook-failed,hook-succeeded"
 
 
 def test_the_service_account_is_a_hook_with_a_lower_weight_than_the_job():

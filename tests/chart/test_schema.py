@@ -25,8 +25,9 @@ def rejection(values):
         ({"extraArgs": "--force"}, "at '/imagePull/extraArgs': got string, want array"),
         ({"importerImage": {"tag": 1.2}}, "at '/imagePull/importerImage/tag': got number, want string"),
         ({"ttlSecondsAfterFinished": "1h"}, "at '/imagePull/ttlSecondsAfterFinished'"),
+        ({"hook": {"keepSucceededJobs": "yes"}}, "at '/imagePull/hook/keepSucceededJobs': got string, want boolean"),
     ],
-    ids=["jobs", "strict", "enabled", "nodeSelector", "extraArgs", "tag", "ttl"],
+    ids=["jobs", "strict", "enabled", "nodeSelector", "extraArgs", "tag", "ttl", "keepSucceededJobs"],
 )
 def test_a_value_of_the_wrong_type_is_rejected_with_its_path(values, expected):
     message = rejection(merge(ENABLED, {"imagePull": values}))
