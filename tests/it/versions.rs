@@ -308,7 +308,12 @@ fn short(version: &str) -> &str {
 
 fn ran(cmd: &mut Command, want: &str) -> bool {
     let (code, _, stderr) = outcome(cmd);
-    code == 0 && stderr.contains(want)
+    let ok = code == 0 && stderr.contains(want);
+    if !ok {
+        // The table shows only ✗: the reason goes to the test's output.
+        eprintln!("{cmd:?} exited {code}, wanted {want:?}:\n{stderr}");
+    }
+    ok
 }
 
 /// A bundle directory holding `flavour`'s archive (a hard link: no copy of gigabytes).
@@ -351,7 +356,11 @@ fn containerd_cell(d: &Daemons, flavour: &Flavour) -> Cell {
             .args(["run", "--rm", name, &format!("{ns}-{k}")])
             .output()
             .unwrap();
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == *msg
+        let ok = out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == *msg;
+        if !ok {
+            eprintln!("ctr run {name} in {ns}: {out:?}");
+        }
+        ok
     });
     if flavour.release {
         for name in &records {
