@@ -21,6 +21,11 @@ oi_install_packages() {
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
   command -v readelf >/dev/null || missing+=(binutils)
   command -v protoc >/dev/null || missing+=(protobuf-compiler)  # containerd's gRPC API, built from its protos
+  # Archive compressors operators use beside gzip: pigz, and zstd with pzstd (multi-frame).
+  command -v pigz >/dev/null || missing+=(pigz)
+  command -v pzstd >/dev/null || missing+=(zstd)
+  # Points forky's podman at forky's glibc (see oi_fetch_forky_podman).
+  command -v patchelf >/dev/null || missing+=(patchelf)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "installing ${missing[*]} needs root"
@@ -359,4 +364,56 @@ oi_fetch_forky_skopeo() {
   "$bin/skopeo" --version 2>/dev/null | grep -q 'version 1\.2[2-9]' \
     || die "forky's skopeo does not run with its own glibc: $("$bin/skopeo" --version 2>&1 | head -1)"
   echo "$bin/skopeo"
+}
+
+# ---- podman 5 --------------------------------------------------------------------------------
+# podman 5 (Debian forky) as an archive writer: `podman pull` from the local registry, then
+# `podman save` as docker-archive, oci-archive and --multi-image-archive. No container runs
+# under it. Like skopeo 1.22 it needs glibc 2.38, but run as `ld-linux.so --library-path …
+# podman` it cannot store a layer: containers/storage re-executes /proc/self/exe (then the
+# loader, not podman) to apply it ("error while loading shared libraries: …: cannot read file
+# data"). So copies of podman, conmon and netavark get forky's loader as their interpreter and
+# forky's libraries as their RPATH (patchelf), and /proc/self/exe is podman again. Echoes the
+# path of a `podman` wrapper with its own containers.conf; storage is chosen per call
+# (--root, --runroot).
+OI_PODMAN_PACKAGES=(podman conmon netavark libc6 libgpgme45 libassuan9 libgpg-error0 libseccomp2
+  libsqlite3-0 libsubid6 libglib2.0-0t64)
+oi_fetch_forky_podman() {
+  local dir=$OI_CACHE/apt/forky top=$OI_CACHE/forky-podman root=$OI_CACHE/forky-podman/root deb lib b
+  if [ ! -f "$root/.complete" ]; then
+    [ -f "$dir/sources.list" ] || oi_fetch_suite forky >/dev/null
+    mkdir -p "$dir/podman-debs"
+    rm -f "$dir/podman-debs"/*.deb
+    say "fetching ${OI_PODMAN_PACKAGES[*]} from Debian forky into $OI_CACHE"
+    (cd "$dir/podman-debs" && oi_apt forky apt-get download "${OI_PODMAN_PACKAGES[@]}" >/dev/null) \
+      || die "apt-get download of ${OI_PODMAN_PACKAGES[*]} from forky failed"
+    rm -rf "$root.new"
+    mkdir -p "$root.new"
+    for deb in "$dir/podman-debs"/*.deb; do dpkg -x "$deb" "$root.new" || die "dpkg -x $deb failed"; done
+    touch "$root.new/.complete"
+    rm -rf "$root" "$top/bin"
+    mv "$root.new" "$root"
+  fi
+  lib=$root/usr/lib/x86_64-linux-gnu
+  if [ ! -x "$top/bin/podman" ]; then
+    mkdir -p "$top/bin.new"
+    for b in usr/bin/podman usr/bin/conmon usr/lib/podman/netavark; do
+      cp "$root/$b" "$top/bin.new/"
+      # RPATH, not RUNPATH: it also serves the libraries' own dependencies (gpgme's assuan).
+      patchelf --set-interpreter "$lib/ld-linux-x86-64.so.2" --force-rpath --set-rpath "$lib" \
+        "$top/bin.new/${b##*/}" || die "patchelf of forky's ${b##*/} failed"
+    done
+    printf '[engine]\nconmon_path = ["%s"]\nhelper_binaries_dir = ["%s"]\nruntime = "runc"\nevents_logger = "file"\n' \
+      "$top/bin/conmon" "$top/bin" >"$top/bin.new/containers.conf"
+    printf '#!/bin/sh\n# podman from Debian forky, on its own glibc (see scripts/lib.sh).\nCONTAINERS_CONF=%s PODMAN_IGNORE_CGROUPSV1_WARNING=1 exec %s "$@"\n' \
+      "$top/bin/containers.conf" "$top/bin/podman.bin" >"$top/bin.new/podman.sh"
+    mv "$top/bin.new/podman" "$top/bin.new/podman.bin"
+    mv "$top/bin.new/podman.sh" "$top/bin.new/podman"
+    chmod +x "$top/bin.new/podman"
+    rm -rf "$top/bin"
+    mv "$top/bin.new" "$top/bin"
+  fi
+  "$top/bin/podman" --version 2>/dev/null | grep -q 'version 5\.' \
+    || die "forky's podman does not run with its own glibc: $("$top/bin/podman" --version 2>&1 | head -1)"
+  echo "$top/bin/podman"
 }

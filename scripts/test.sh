@@ -54,6 +54,9 @@ oi_start_matrix "$WORK"
 # skopeo 1.22 (forky), for the archives only it writes (zstd layers).
 OI_SKOPEO_122=$(oi_fetch_forky_skopeo)
 export OI_SKOPEO_122
+# podman 5 (forky), an archive writer of the corpus (see oi_fetch_forky_podman).
+OI_PODMAN=$(oi_fetch_forky_podman)
+export OI_PODMAN
 export OI_DOCKER_CLI=$(oi_docker_cli)
 # The "Versions tested" table the versions test writes (OFFLINE-IMAGES.md carries a copy).
 export OI_VERSIONS_TABLE=${OI_VERSIONS_TABLE:-${CARGO_TARGET_DIR:-$ROOT/target}/versions-tested.md}

@@ -124,10 +124,13 @@ impl Daemons {
                 own.arg(a);
             }
         }
+        // Every setting of the default pair's command (DISK_MAX_USED, CONTAINERD_CLIENT, the
+        // variables it removes), PATH then made this version's.
         for (k, v) in c.get_envs() {
-            if v.is_none() {
-                own.env_remove(k);
-            }
+            match v {
+                Some(v) => own.env(k, v),
+                None => own.env_remove(k),
+            };
         }
         if let Some(dir) = self.ctr.parent().filter(|d| !d.as_os_str().is_empty()) {
             let path = std::env::var("PATH").unwrap_or_default();

@@ -3,6 +3,7 @@
 
 mod arch;
 mod collect;
+mod corpus;
 mod docker;
 mod docker25;
 mod export;

@@ -12,17 +12,22 @@ fn static_bin() -> PathBuf {
         .into()
 }
 
-/// `offline-images import` run from the bundle's own binary, against the test containerd.
-fn bundled_import(bundle: &Path, ns: &str) -> Command {
+/// `offline-images import` run from the bundle's own binary, against `d`'s containerd (with
+/// `d`'s ctr first on PATH, for the ctr client).
+fn bundled_import(d: &Daemons, bundle: &Path, ns: &str) -> Command {
     let mut c = Command::new(bundle.join(".offline-images/offline-images"));
     c.args(["import", "--images-path"])
         .arg(bundle)
         .arg("--containerd-address")
-        .arg(&daemons().containerd_sock)
+        .arg(&d.containerd_sock)
         .args(["--namespace", ns])
         .env("CONTAINERD_CLIENT", containerd_client())
         // The shared test containerd's disk is the machine's (see `against_containerd`).
         .env("DISK_MAX_USED", "100");
+    if let Some(dir) = d.ctr.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let path = std::env::var("PATH").unwrap_or_default();
+        c.env("PATH", format!("{}:{path}", dir.display()));
+    }
     for v in [
         "IMAGE_RUNTIME",
         "CONTAINERD_ADDRESS",
@@ -31,6 +36,21 @@ fn bundled_import(bundle: &Path, ns: &str) -> Command {
     ] {
         c.env_remove(v);
     }
+    c
+}
+
+/// The bundle's own binary importing into `d`'s dockerd.
+fn bundled_import_docker(d: &Daemons, bundle: &Path) -> Command {
+    let mut c = d.against_docker("import", bundle);
+    let args: Vec<std::ffi::OsString> = c.get_args().map(Into::into).collect();
+    let mut own = Command::new(bundle.join(".offline-images/offline-images"));
+    own.args(args);
+    for (k, v) in c.get_envs() {
+        if v.is_none() {
+            own.env_remove(k);
+        }
+    }
+    c = own;
     c
 }
 
@@ -69,22 +89,43 @@ fn export_puts_the_static_importer_and_its_checksum_in_the_bundle_and_it_imports
     let listed = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
     assert_eq!(listed.lines().count(), 1, "{listed}");
 
-    let ns = unique_namespace("bootstrap");
-    let (code, _, stderr) = outcome(&mut bundled_import(&dir, &ns));
-    assert_eq!(code, 0, "{stderr}");
-    let summary = stderr.lines().last().unwrap_or_default();
-    assert!(
-        summary.contains("1 imported") && summary.contains("0 failed"),
-        "{stderr}"
-    );
-    assert!(
-        !stderr.contains(".offline-images"),
-        "the binary was taken for an archive:\n{stderr}"
-    );
-    assert_eq!(
-        ctr_config_digest(&ns, &image.reference).as_deref(),
-        Some(image.config_digest.as_str())
-    );
+    // The bootstrap import on every version of the matrix, containerd and Docker.
+    for d in matrix() {
+        let ns = unique_namespace("bootstrap");
+        let (code, _, stderr) = outcome(&mut bundled_import(d, &dir, &ns));
+        assert_eq!(code, 0, "{}: {stderr}", d.label);
+        let summary = stderr.lines().last().unwrap_or_default();
+        assert!(
+            summary.contains("1 imported") && summary.contains("0 failed"),
+            "{}: {stderr}",
+            d.label
+        );
+        assert!(
+            !stderr.contains(".offline-images"),
+            "{}: the binary was taken for an archive:\n{stderr}",
+            d.label
+        );
+        let out = stdout_of(d.ctr(&ns).args([
+            "run",
+            "--rm",
+            &image.reference,
+            &format!("{ns}-bootstrap"),
+        ]));
+        assert_eq!(out.trim(), "hello from bootstrap", "{}", d.label);
+
+        let (code, _, stderr) = outcome(&mut bundled_import_docker(d, &dir));
+        assert_eq!(code, 0, "{}: {stderr}", d.label);
+        assert!(stderr.contains("1 imported"), "{}: {stderr}", d.label);
+        let out = stdout_of(
+            d.docker()
+                .args(["run", "--rm", "--network", "none", &image.tag]),
+        );
+        assert_eq!(out.trim(), "hello from bootstrap", "{}", d.label);
+        let _ = d
+            .docker()
+            .args(["image", "rm", "--force", "--no-prune", &image.tag])
+            .output();
+    }
 }
 
 #[test]
@@ -115,7 +156,7 @@ fn a_bundled_importer_that_does_not_match_its_checksum_refuses_to_run() {
         .unwrap();
     let mut version = Command::new(&binary);
     version.arg("--version");
-    for cmd in [&mut version, &mut bundled_import(&dir, &ns)] {
+    for cmd in [&mut version, &mut bundled_import(daemons(), &dir, &ns)] {
         let (code, stdout, stderr) = outcome(cmd);
         assert_eq!(code, 2, "{stderr}");
         assert!(stdout.is_empty(), "{stdout}");

@@ -44,6 +44,8 @@ pub fn sniff(head: &[u8]) -> Result<Compression> {
         [] => bail!("the file is empty"),
         [0x1f, 0x8b, ..] => Ok(Compression::Gzip),
         [0x28, 0xb5, 0x2f, 0xfd, ..] => Ok(Compression::Zstd),
+        // A skippable frame first (pzstd starts every file with one): zstd as well.
+        [m, 0x2a, 0x4d, 0x18, ..] if m & 0xf0 == 0x50 => Ok(Compression::Zstd),
         [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => {
             bail!("the file is xz-compressed, which is not supported: recompress it with gzip or zstd")
         }
@@ -212,30 +214,112 @@ impl<R: BufRead> ZstdReader<R> {
 
     /// Start the next (non-skippable) frame; false at the end of the stream.
     fn next_frame(&mut self) -> io::Result<bool> {
-        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
         loop {
             if self.source.fill_buf()?.is_empty() {
                 return Ok(false);
             }
-            match self.decoder.reset(&mut self.source) {
-                Ok(()) => {
-                    self.in_frame = true;
-                    return Ok(true);
-                }
-                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
-                    length,
-                    ..
-                })) => {
+            let header = match read_frame_header(&mut self.source)? {
+                FrameStart::Skippable(length) => {
                     let skipped =
                         io::copy(&mut (&mut self.source).take(length.into()), &mut io::sink())?;
                     if skipped < u64::from(length) {
                         return Err(zstd_error("a skippable frame", "it is cut short"));
                     }
+                    continue;
                 }
-                Err(e) => return Err(zstd_error("a frame header", e)),
-            }
+                FrameStart::Frame { header, window } => {
+                    if window > MAX_ZSTD_WINDOW {
+                        return Err(zstd_window_error(window));
+                    }
+                    if window > RUZSTD_REUSE_WINDOW {
+                        // ruzstd refuses such a window on a decoder that decoded a frame
+                        // before, though not on a new one.
+                        self.decoder = ruzstd::decoding::FrameDecoder::new();
+                    }
+                    header
+                }
+            };
+            self.decoder
+                .reset(header.as_slice())
+                .map_err(|e| zstd_error("a frame header", e))?;
+            self.in_frame = true;
+            return Ok(true);
         }
     }
+}
+
+/// The largest window a zstd frame may ask for: 128 MiB, what `zstd -d` accepts without
+/// `--long=31` or `--memory` (and what `zstd --long` writes). It is memory the decoder holds.
+const MAX_ZSTD_WINDOW: u64 = 1 << 27;
+
+/// The largest window ruzstd accepts on a decoder it reuses for a further frame.
+const RUZSTD_REUSE_WINDOW: u64 = 100 << 20;
+
+fn zstd_window_error(window: u64) -> io::Error {
+    decompress_error(
+        io::ErrorKind::InvalidData,
+        format!(
+            "a zstd frame needs a {} MiB window, over the {} MiB limit (`zstd --long=N` with N \
+             over 27 wrote it, and `zstd -d` refuses it too without that option): recompress it \
+             with `zstd --long` or without --long",
+            window >> 20,
+            MAX_ZSTD_WINDOW >> 20
+        ),
+    )
+}
+
+/// What starts at a zstd frame boundary.
+enum FrameStart {
+    /// A skippable frame of this many bytes after its 8-byte header.
+    Skippable(u32),
+    /// A frame: its whole header (magic to content size), and the window it needs.
+    Frame { header: Vec<u8>, window: u64 },
+}
+
+/// Read one frame header (RFC 8878 3.1.1.1) from `source`, so the window is known before a
+/// decoder is given the frame.
+fn read_frame_header(source: &mut impl Read) -> io::Result<FrameStart> {
+    let cut = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof => zstd_error("a frame header", "it is cut short"),
+        _ => e,
+    };
+    let mut header = vec![0u8; 5];
+    source.read_exact(&mut header[..4]).map_err(cut)?;
+    let magic = u32::from_le_bytes(header[..4].try_into().unwrap());
+    if magic & 0xffff_fff0 == 0x184d_2a50 {
+        let mut length = [0u8; 4];
+        source.read_exact(&mut length).map_err(cut)?;
+        return Ok(FrameStart::Skippable(u32::from_le_bytes(length)));
+    }
+    if magic != 0xfd2f_b528 {
+        return Err(zstd_error(
+            "a frame header",
+            "no zstd magic number where a frame starts",
+        ));
+    }
+    source.read_exact(&mut header[4..]).map_err(cut)?;
+    let descriptor = header[4];
+    let single_segment = descriptor & 0x20 != 0;
+    let dictionary = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let content_size = match descriptor >> 6 {
+        0 => usize::from(single_segment),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let rest = usize::from(!single_segment) + dictionary + content_size;
+    header.resize(5 + rest, 0);
+    source.read_exact(&mut header[5..]).map_err(cut)?;
+    let window = if single_segment {
+        let mut fcs = [0u8; 8];
+        fcs[..content_size].copy_from_slice(&header[5 + dictionary..]);
+        u64::from_le_bytes(fcs) + if content_size == 2 { 256 } else { 0 }
+    } else {
+        let descriptor = header[5];
+        let base = 1u64 << (10 + (descriptor >> 3));
+        base + base / 8 * u64::from(descriptor & 7)
+    };
+    Ok(FrameStart::Frame { header, window })
 }
 
 impl<R: BufRead> Read for ZstdReader<R> {

@@ -24,6 +24,8 @@ use crate::reference;
 const API_TESTED: (u32, u32) = (1, 41);
 /// The oldest API version with everything used here (`/images/load?quiet`, `RepoTags`).
 const API_OLDEST: (u32, u32) = (1, 24);
+/// The first API version whose `POST /images/load` takes a `platform`.
+const API_LOAD_PLATFORM: (u32, u32) = (1, 48);
 /// Most bytes read from an error answer or a small document.
 const SMALL_ANSWER: u64 = 1 << 20;
 /// `GET /images/json` on a node with thousands of images is a few MiB.
@@ -42,6 +44,8 @@ pub struct Docker {
     containerd_store: bool,
     /// The node's machine (`GET /info` `Architecture`, e.g. `x86_64`).
     architecture: String,
+    /// The newest API version the daemon speaks (`api` is it capped at the newest tested).
+    daemon_api: (u32, u32),
 }
 
 /// Connect to the Docker daemon at `socket`, agree on an API version (`GET /_ping`), and ask
@@ -98,6 +102,7 @@ pub fn connect(socket: &Path) -> Result<Docker> {
         version: String::new(),
         containerd_store: false,
         architecture: String::new(),
+        daemon_api,
     };
     let v: Version = docker.get_json("/version", SMALL_ANSWER)?;
     let info: Info = docker.get_json("/info", SMALL_ANSWER)?;
@@ -119,6 +124,18 @@ fn uses_containerd_store(driver_status: &[Vec<String>]) -> bool {
     driver_status.iter().any(|kv| {
         kv.len() == 2 && kv[0] == "driver-type" && kv[1].starts_with("io.containerd.snapshotter")
     })
+}
+
+/// `s` as a URL query value: every byte but the unreserved ones percent-encoded.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `1.41` -> (1, 41).
@@ -158,6 +175,26 @@ impl Docker {
 
     fn path(&self, p: &str) -> String {
         format!("/v{}{p}", self.api)
+    }
+
+    /// `POST /images/load`. The containerd image store reads an archive's index and loads
+    /// every platform it lists, failing on those whose blobs the archive lacks (`ctr export`
+    /// without `--all-platforms`); from API 1.48 (Docker 28) a `platform` parameter makes it
+    /// load the node's alone, as containerd's own import does.
+    fn load_path(&self, platform: &Platform) -> String {
+        if !self.containerd_store || self.daemon_api < API_LOAD_PLATFORM {
+            return self.path("/images/load?quiet=1");
+        }
+        let json = serde_json::json!({
+            "os": platform.os,
+            "architecture": platform.architecture,
+            "variant": platform.variant,
+        });
+        let (major, minor) = API_LOAD_PLATFORM;
+        format!(
+            "/v{major}.{minor}/images/load?quiet=1&platform={}",
+            query_escape(&json.to_string())
+        )
     }
 
     fn get_json<T: for<'de> Deserialize<'de>>(&self, p: &str, max: u64) -> Result<T> {
@@ -303,7 +340,7 @@ impl Runtime for Docker {
         let peer = self.client.describe_peer();
         let mut request = self.client.start(
             "POST",
-            &self.path("/images/load?quiet=1"),
+            &self.load_path(platform),
             &[("Content-Type", "application/x-tar")],
             None,
         )?;
@@ -391,7 +428,9 @@ fn docker_fixes(inspected: &crate::archive::Inspected) -> Result<Vec<(&'static s
 type Listed = (String, String, BTreeMap<String, String>);
 
 impl Docker {
-    /// Every named image.
+    /// Every image: under each of its names, an untagged one under its ID (`sha256:…`), so
+    /// that an untagged archive's image is found by its config (a re-run skips it, verify
+    /// finds it).
     fn images(&self) -> Result<Vec<Listed>> {
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
@@ -405,6 +444,7 @@ impl Docker {
         let images: Vec<Summary> = self.get_json("/images/json", IMAGE_LIST_MAX)?;
         let mut out = Vec::new();
         for image in images {
+            let named = out.len();
             for tag in image.repo_tags.iter().flatten() {
                 if tag == "<none>:<none>" {
                     continue;
@@ -419,6 +459,9 @@ impl Docker {
                     image.id.clone(),
                     image.labels.clone().unwrap_or_default(),
                 ));
+            }
+            if out.len() == named && !image.id.is_empty() {
+                out.push((image.id.clone(), image.id, image.labels.unwrap_or_default()));
             }
         }
         Ok(out)
