@@ -5,7 +5,7 @@
 //! given the socket's node path. The archive reaches `ctr images import -` on its stdin,
 //! already decompressed, while the same bytes pass through [`inspect_stream`] (one pass).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,10 +14,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Deserialize;
 
 use super::child::{Helper, Killer};
-use super::{chroot, socket, Container, Imported, Present, Runtime, Unreachable};
+use super::{chroot, content, socket, Container, Imported, Present, Runtime, Unreachable};
 use crate::archive::{inspect_stream_detailed, ArchiveInfo, Compression, Limits, Platform};
 use crate::failure::{Failure, Kind};
 
@@ -378,7 +377,7 @@ impl Containerd {
     }
 
     /// Content labels by digest (`ctr content ls`): manifests carry their config's digest.
-    fn content_labels(&self) -> Result<HashMap<String, BTreeMap<String, String>>> {
+    fn content_labels(&self) -> Result<content::Labels> {
         let out = self.output(&["content", "ls"])?;
         Ok(out
             .lines()
@@ -387,65 +386,13 @@ impl Containerd {
                 let mut it = line.split_whitespace();
                 let digest = it.next()?;
                 let labels = it.next_back()?;
-                Some((digest.to_string(), parse_labels(labels)))
+                Some((
+                    digest.to_string(),
+                    parse_labels(labels).into_iter().collect(),
+                ))
             })
             .collect())
     }
-
-    /// The config digest for the node's platform of the image whose target is `target`.
-    fn config_of(
-        &self,
-        target: &str,
-        content: &HashMap<String, BTreeMap<String, String>>,
-    ) -> Option<String> {
-        let labels = content.get(target)?;
-        if let Some(c) = labels.get(GC_CONFIG) {
-            return Some(c.clone());
-        }
-        // An index: its children are labelled `gc.ref.content.m.N`. A node usually holds
-        // only its own platform's manifest; when it holds several, read the index.
-        let present: Vec<&String> = labels
-            .iter()
-            .filter(|(k, _)| k.starts_with(GC_CHILD))
-            .map(|(_, v)| v)
-            .filter(|d| content.get(*d).is_some_and(|l| l.contains_key(GC_CONFIG)))
-            .collect();
-        let child = match present.as_slice() {
-            [] => return None,
-            [one] => (*one).clone(),
-            _ => {
-                let data = self.output(&["content", "get", target]).ok()?;
-                let index: IndexDoc = serde_json::from_str(&data).ok()?;
-                index
-                    .manifests
-                    .into_iter()
-                    .find(|m| {
-                        m.platform
-                            .as_ref()
-                            .is_some_and(|p| p.runs_on(&self.platform))
-                            && present.contains(&&m.digest)
-                    })?
-                    .digest
-            }
-        };
-        content.get(&child)?.get(GC_CONFIG).cloned()
-    }
-}
-
-const GC_CONFIG: &str = "containerd.io/gc.ref.content.config";
-const GC_CHILD: &str = "containerd.io/gc.ref.content.m.";
-
-#[derive(Deserialize)]
-struct IndexDoc {
-    #[serde(default)]
-    manifests: Vec<IndexEntry>,
-}
-
-#[derive(Deserialize)]
-struct IndexEntry {
-    digest: String,
-    #[serde(default)]
-    platform: Option<Platform>,
 }
 
 /// In a `ctr images ls` listing, the `import-…@sha256:D` records whose image is also listed
@@ -580,7 +527,11 @@ impl Runtime for Containerd {
             let target = fields[2];
             out.push(Present {
                 name: fields[0].to_string(),
-                config_digest: self.config_of(target, &content),
+                config_digest: content::config_of(target, &content, &self.platform, |d| {
+                    self.output(&["content", "get", d])
+                        .ok()
+                        .map(String::into_bytes)
+                }),
                 labels: parse_labels(fields[fields.len() - 1]),
             });
         }

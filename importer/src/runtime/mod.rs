@@ -6,6 +6,7 @@
 mod child;
 pub mod chroot;
 pub mod containerd;
+mod content;
 pub mod detect;
 pub mod docker;
 mod http;
