@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::report;
+use crate::runtime::detect;
+
 /// Get a release's container images onto air-gapped nodes.
 ///
 /// On a connected host, `export` pulls every image a release needs into a bundle of
@@ -131,6 +134,37 @@ pub struct RuntimeArgs {
     /// uses when its configuration can be read, else overlayfs).
     #[arg(long, env = "CONTAINERD_SNAPSHOTTER", value_name = "NAME")]
     pub snapshotter: Option<String>,
+}
+
+impl RuntimeArgs {
+    /// What `runtime::detect` needs, in its own terms.
+    pub fn config(&self) -> detect::Config {
+        detect::Config {
+            runtime: match self.runtime {
+                RuntimeKind::Auto => detect::RuntimeKind::Auto,
+                RuntimeKind::Containerd => detect::RuntimeKind::Containerd,
+                RuntimeKind::Docker => detect::RuntimeKind::Docker,
+            },
+            containerd_address: self.containerd_address.clone(),
+            namespace: self.namespace.clone(),
+            docker_host: self.docker_host.clone(),
+            host_root: self.host_root.clone(),
+            containerd_client: match self.containerd_client {
+                ContainerdClient::Native => detect::ContainerdClient::Native,
+                ContainerdClient::Ctr => detect::ContainerdClient::Ctr,
+            },
+            snapshotter: self.snapshotter.clone(),
+        }
+    }
+}
+
+impl From<LogFormat> for report::Format {
+    fn from(f: LogFormat) -> report::Format {
+        match f {
+            LogFormat::Text => report::Format::Text,
+            LogFormat::Json => report::Format::Json,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -189,14 +189,14 @@ struct Run<'a> {
 
 pub fn run(args: &ImportArgs) -> Result<Code> {
     let started = Instant::now();
-    let reporter: &'static Reporter = Box::leak(Box::new(Reporter::new(args.log_format)));
+    let reporter: &'static Reporter = Box::leak(Box::new(Reporter::new(args.log_format.into())));
     install_stop_handler(reporter);
     let root = &args.images_path;
     let release_key = args.release.as_deref().map(release_label).transpose()?;
     let required = required_images(&args.require)?;
     let bundle = Bundle::read(root, reporter)?;
 
-    let detected = detect::detect(&args.runtime)?;
+    let detected = detect::detect(&args.runtime.config())?;
     let rt = detected.runtime.as_ref();
     runtime::check_architecture(rt)?;
     let socket = detected.socket.display().to_string();

@@ -3,6 +3,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The ctr backend runs this binary again to chroot before it becomes the node's ctr.
+    if let Some(err) = offline_images::runtime::chroot::exec_if_asked() {
+        eprintln!("offline-images: {err:#}");
+        return offline_images::exit::Code::Usage.into();
+    }
     // A binary run from a bundle checks itself before anything else.
     if let Err(err) = offline_images::bundled::verify_self() {
         eprintln!("offline-images: {err:#}");

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::cli::{LogFormat, PruneArgs};
+use crate::cli::PruneArgs;
 use crate::exit::{self, Code};
 use crate::labels::{release_label, LABEL_RELEASE_PREFIX};
-use crate::report::Reporter;
+use crate::report::{self, Reporter};
 use crate::runtime::{detect, Container, Present, Runtime, Unsupported};
 
 /// What prune decided for one labelled image.
@@ -67,7 +67,7 @@ pub fn decide(image: &Present, key: &str, all: &[Present], containers: &[Contain
 
 pub fn run(args: &PruneArgs) -> Result<Code> {
     let key = release_label(&args.release)?;
-    let detected = detect::detect(&args.runtime)?;
+    let detected = detect::detect(&args.runtime.config())?;
     let rt = detected.runtime.as_ref();
     if rt.kind() == "docker" {
         return Err(exit::usage(
@@ -92,7 +92,7 @@ pub fn run(args: &PruneArgs) -> Result<Code> {
     let _lock = if args.dry_run {
         None
     } else {
-        let reporter = Reporter::new(LogFormat::Text);
+        let reporter = Reporter::new(report::Format::Text);
         crate::lock::lock_node(&detected.socket, &reporter)
     };
     let plan = plan(rt, &key)?;

@@ -10,7 +10,6 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::archive::human_bytes;
-use crate::cli::LogFormat;
 use crate::failure::Kind;
 
 /// Where Kubernetes reads a container's termination message from.
@@ -161,13 +160,22 @@ pub enum Event<'a> {
     Summary(&'a Summary),
 }
 
+/// How events are written on stderr; the CLI's `--log-format` converts into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One line per event, for a person.
+    Text,
+    /// One JSON object per line, for a log pipeline.
+    Json,
+}
+
 pub struct Reporter {
-    format: LogFormat,
+    format: Format,
     lock: Mutex<()>,
 }
 
 impl Reporter {
-    pub fn new(format: LogFormat) -> Reporter {
+    pub fn new(format: Format) -> Reporter {
         Reporter {
             format,
             lock: Mutex::new(()),
@@ -176,8 +184,8 @@ impl Reporter {
 
     pub fn emit(&self, event: &Event<'_>) {
         let line = match self.format {
-            LogFormat::Json => serde_json::to_string(event).unwrap_or_default(),
-            LogFormat::Text => text(event),
+            Format::Json => serde_json::to_string(event).unwrap_or_default(),
+            Format::Text => text(event),
         };
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         // A log line that cannot be written has nowhere else to go.

@@ -43,7 +43,7 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
         eprintln!("offline-images: warning: {e:#}; reading the archives themselves instead");
         None
     });
-    let detected = detect::detect(&args.runtime)?;
+    let detected = detect::detect(&args.runtime.config())?;
     eprintln!(
         "offline-images: verifying against {}",
         detected.runtime.describe()

@@ -514,13 +514,59 @@ struct Exporter<'a> {
     meter: meter::Meter,
 }
 
-/// Removes a temp file unless the file was completed.
-struct TempFile(Option<PathBuf>);
+/// An archive being written: a hidden temp file beside its destination, removed unless it
+/// is put in place complete (docs/ARCHITECTURE.md, "Data flow: export").
+struct TempFile {
+    path: PathBuf,
+    dest: PathBuf,
+    done: bool,
+}
+
+impl TempFile {
+    /// Create the temp file for `dest`, and a buffered writer to it.
+    fn create(dest: &Path) -> Result<(TempFile, BufWriter<File>)> {
+        let path = bundle::temp_name(dest);
+        let out =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let temp = TempFile {
+            path,
+            dest: dest.to_path_buf(),
+            done: false,
+        };
+        Ok((temp, BufWriter::with_capacity(1 << 20, out)))
+    }
+
+    /// Flush `writer` and get its bytes onto the disk.
+    fn sync(&self, writer: BufWriter<File>) -> Result<()> {
+        let what = || format!("cannot write {}", self.path.display());
+        let out = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(what)?;
+        out.sync_all().with_context(what)
+    }
+
+    /// Rename it onto its destination, then sync the directory so the name lasts.
+    fn put_in_place(mut self) -> Result<()> {
+        fs::rename(&self.path, &self.dest).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                self.path.display(),
+                self.dest.display()
+            )
+        })?;
+        self.done = true;
+        if let Some(d) = self.dest.parent().and_then(|d| File::open(d).ok()) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_file(p);
+        if !self.done {
+            let _ = fs::remove_file(&self.path);
         }
     }
 }
@@ -648,32 +694,12 @@ impl Exporter<'_> {
         progress(n, self.total, r, "fetching from the registry");
         let started = Instant::now();
         let dest = self.bundle.dir.join(&file);
-        let temp_path = bundle::temp_name(&dest);
-        let mut temp = TempFile(Some(temp_path.clone()));
-        let out = File::create(&temp_path)
-            .with_context(|| format!("cannot create {}", temp_path.display()))?;
-        let mut writer = registry::layout::Hashing::new(BufWriter::with_capacity(1 << 20, out));
+        let (temp, out) = TempFile::create(&dest)?;
+        let mut writer = registry::layout::Hashing::new(out);
         let exported = reg.export(r, &mut writer, &|b| self.meter.add(b))?;
         let (size, sha256) = (writer.count, writer.hex());
-        let out = writer
-            .inner
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("cannot write {}", temp_path.display()))?;
-        out.sync_all()
-            .with_context(|| format!("cannot write {}", temp_path.display()))?;
-        drop(out);
-        fs::rename(&temp_path, &dest).with_context(|| {
-            format!(
-                "cannot rename {} to {}",
-                temp_path.display(),
-                dest.display()
-            )
-        })?;
-        temp.0 = None;
-        if let Ok(d) = File::open(&self.bundle.dir) {
-            let _ = d.sync_all();
-        }
+        temp.sync(writer.inner)?;
+        temp.put_in_place()?;
         self.bundle
             .record(registry_record(r, &file, size, sha256, &exported))?;
         let secs = started.elapsed().as_secs_f64();
@@ -741,15 +767,8 @@ impl Exporter<'_> {
         progress(n, self.total, r, "saving");
         let started = Instant::now();
         let dest = self.bundle.dir.join(&file);
-        let temp_path = self
-            .bundle
-            .dir
-            .join(format!(".{file}.{}.tmp", std::process::id()));
-        let mut temp = TempFile(Some(temp_path.clone()));
-        let out = File::create(&temp_path)
-            .with_context(|| format!("cannot create {}", temp_path.display()))?;
+        let (temp, mut writer) = TempFile::create(&dest)?;
         let mut saved = engine.save(r, self.platform, self.scratch)?;
-        let mut writer = BufWriter::with_capacity(1 << 20, out);
         let result =
             compress::write_archive(&mut saved, &mut writer, self.compression, self.threads);
         // The engine's own message explains a failure better than a broken stream does.
@@ -759,25 +778,9 @@ impl Exporter<'_> {
             (Err(e), Ok(())) => return Err(e),
             (Ok(w), Ok(())) => w,
         };
-        let out = writer
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("cannot write {}", temp_path.display()))?;
-        out.sync_all()
-            .with_context(|| format!("cannot write {}", temp_path.display()))?;
-        drop(out);
+        temp.sync(writer)?;
         let images = self.bundle_images(n, r, &written.info)?;
-        fs::rename(&temp_path, &dest).with_context(|| {
-            format!(
-                "cannot rename {} to {}",
-                temp_path.display(),
-                dest.display()
-            )
-        })?;
-        temp.0 = None;
-        if let Ok(d) = File::open(&self.bundle.dir) {
-            let _ = d.sync_all();
-        }
+        temp.put_in_place()?;
         self.bundle.record(BundleArchive {
             file: file.clone(),
             size: written.size,

@@ -5,22 +5,18 @@
 //! given the socket's node path. The archive reaches `ctr images import -` on its stdin,
 //! already decompressed, while the same bytes pass through [`inspect_stream`] (one pass).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::ffi::{CString, OsString};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Deserialize;
 
-use super::{
-    forget_child, socket, track_child, Container, Imported, Present, Runtime, Unreachable,
-};
+use super::child::{Helper, Killer};
+use super::{chroot, content, socket, Container, Imported, Present, Runtime, Unreachable};
 use crate::archive::{inspect_stream_detailed, ArchiveInfo, Compression, Limits, Platform};
 use crate::failure::{Failure, Kind};
 
@@ -114,27 +110,17 @@ impl Containerd {
     }
 
     /// `ctr -a SOCK -n NS`, chrooted into the host root when there is one.
-    fn command(&self) -> Result<Command> {
-        let mut cmd = Command::new(&self.program);
+    fn command(&self) -> Command {
+        let mut cmd = match &self.host_root {
+            Some(root) => chroot::command(root, &self.program),
+            None => Command::new(&self.program),
+        };
         cmd.args(&self.leading)
             .arg("-a")
             .arg(&self.node_socket)
             .arg("-n")
             .arg(&self.namespace);
-        if let Some(root) = &self.host_root {
-            let root = CString::new(root.as_os_str().as_bytes())
-                .with_context(|| format!("--host-root {} is not a valid path", root.display()))?;
-            // SAFETY: only async-signal-safe system calls run between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        Ok(cmd)
+        cmd
     }
 
     fn ctr_name(&self) -> String {
@@ -162,7 +148,7 @@ impl Containerd {
     /// Run a short `ctr` command and return its stdout.
     fn output(&self, args: &[&str]) -> Result<String> {
         self.reachable()?;
-        let mut cmd = self.command()?;
+        let mut cmd = self.command();
         cmd.args(args).stdin(Stdio::null());
         let out = cmd
             .output()
@@ -391,7 +377,7 @@ impl Containerd {
     }
 
     /// Content labels by digest (`ctr content ls`): manifests carry their config's digest.
-    fn content_labels(&self) -> Result<HashMap<String, BTreeMap<String, String>>> {
+    fn content_labels(&self) -> Result<content::Labels> {
         let out = self.output(&["content", "ls"])?;
         Ok(out
             .lines()
@@ -400,65 +386,13 @@ impl Containerd {
                 let mut it = line.split_whitespace();
                 let digest = it.next()?;
                 let labels = it.next_back()?;
-                Some((digest.to_string(), parse_labels(labels)))
+                Some((
+                    digest.to_string(),
+                    parse_labels(labels).into_iter().collect(),
+                ))
             })
             .collect())
     }
-
-    /// The config digest for the node's platform of the image whose target is `target`.
-    fn config_of(
-        &self,
-        target: &str,
-        content: &HashMap<String, BTreeMap<String, String>>,
-    ) -> Option<String> {
-        let labels = content.get(target)?;
-        if let Some(c) = labels.get(GC_CONFIG) {
-            return Some(c.clone());
-        }
-        // An index: its children are labelled `gc.ref.content.m.N`. A node usually holds
-        // only its own platform's manifest; when it holds several, read the index.
-        let present: Vec<&String> = labels
-            .iter()
-            .filter(|(k, _)| k.starts_with(GC_CHILD))
-            .map(|(_, v)| v)
-            .filter(|d| content.get(*d).is_some_and(|l| l.contains_key(GC_CONFIG)))
-            .collect();
-        let child = match present.as_slice() {
-            [] => return None,
-            [one] => (*one).clone(),
-            _ => {
-                let data = self.output(&["content", "get", target]).ok()?;
-                let index: IndexDoc = serde_json::from_str(&data).ok()?;
-                index
-                    .manifests
-                    .into_iter()
-                    .find(|m| {
-                        m.platform
-                            .as_ref()
-                            .is_some_and(|p| p.runs_on(&self.platform))
-                            && present.contains(&&m.digest)
-                    })?
-                    .digest
-            }
-        };
-        content.get(&child)?.get(GC_CONFIG).cloned()
-    }
-}
-
-const GC_CONFIG: &str = "containerd.io/gc.ref.content.config";
-const GC_CHILD: &str = "containerd.io/gc.ref.content.m.";
-
-#[derive(Deserialize)]
-struct IndexDoc {
-    #[serde(default)]
-    manifests: Vec<IndexEntry>,
-}
-
-#[derive(Deserialize)]
-struct IndexEntry {
-    digest: String,
-    #[serde(default)]
-    platform: Option<Platform>,
 }
 
 /// In a `ctr images ls` listing, the `import-…@sha256:D` records whose image is also listed
@@ -593,7 +527,11 @@ impl Runtime for Containerd {
             let target = fields[2];
             out.push(Present {
                 name: fields[0].to_string(),
-                config_digest: self.config_of(target, &content),
+                config_digest: content::config_of(target, &content, &self.platform, |d| {
+                    self.output(&["content", "get", d])
+                        .ok()
+                        .map(String::into_bytes)
+                }),
                 labels: parse_labels(fields[fields.len() - 1]),
             });
         }
@@ -604,7 +542,7 @@ impl Runtime for Containerd {
         self.reachable()?;
         // The records before the import: only those ctr adds now may be dropped after it.
         let before = self.image_names();
-        let mut cmd = self.command()?;
+        let mut cmd = self.command();
         cmd.args(["images", "import", "--digests", "--skip-digest-for-named"])
             .arg("--platform")
             .arg(platform.to_string())
@@ -615,19 +553,20 @@ impl Runtime for Containerd {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot run {}", self.ctr_name()))?;
-        track_child(child.id());
+        let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
+        let ctr = Helper::new(child);
         let (out_reader, err_reader) = (
             thread::spawn(move || read_capped(stdout)),
             thread::spawn(move || read_capped(stderr)),
         );
-        let watch = SocketWatch::start(&self.socket, child.id());
+        let watch = SocketWatch::start(&self.socket, ctr.killer());
         // By now ctr's stdin is closed in every case: it finishes, or fails on its own.
-        let result = self.feed(&mut child, tar, platform);
-        let status = wait_or_kill(&mut child, CTR_EXIT_WAIT);
+        let result = self.feed(stdin, tar, platform);
+        let status = ctr.wait_or_kill(CTR_EXIT_WAIT);
         let gone = watch.stop();
-        forget_child(child.id());
+        drop(ctr);
         let stdout = out_reader.join().unwrap_or_default();
         let stderr = err_reader.join().unwrap_or_default();
         let status = status.context("cannot wait for ctr")?;
@@ -718,11 +657,10 @@ impl Containerd {
     /// so let ctr finish) only when the archive read cleanly and has an image for `platform`.
     fn feed(
         &self,
-        child: &mut Child,
+        stdin: ChildStdin,
         tar: &mut dyn Read,
         platform: &Platform,
     ) -> Result<ArchiveInfo, Fed> {
-        let stdin = child.stdin.take().expect("stdin is piped");
         grow_pipe(&stdin);
         let mut tee = Tee {
             src: tar,
@@ -892,7 +830,7 @@ struct SocketWatch {
 }
 
 impl SocketWatch {
-    fn start(socket: &Path, pid: u32) -> SocketWatch {
+    fn start(socket: &Path, ctr: Killer) -> SocketWatch {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
@@ -905,8 +843,8 @@ impl SocketWatch {
                     Some(problem) => {
                         let t = *since.get_or_insert_with(Instant::now);
                         if t.elapsed() >= GONE_AFTER {
-                            // SAFETY: signalling our own child, which has not been reaped.
-                            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                            // Through ctr's owner: never a pid that was already reaped.
+                            ctr.kill();
                             return Some(problem);
                         }
                     }
@@ -925,21 +863,6 @@ impl SocketWatch {
     fn stop(self) -> Option<String> {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         self.thread.join().unwrap_or(None)
-    }
-}
-
-/// Wait for `child`; kill it if it has not exited within `limit`.
-fn wait_or_kill(child: &mut Child, limit: Duration) -> io::Result<ExitStatus> {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            return child.wait();
-        }
-        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -963,12 +886,12 @@ fn read_capped(r: Option<impl Read>) -> Vec<u8> {
 /// Ask for a 1 MiB pipe to ctr instead of the default 64 KiB: fewer wake-ups of both sides
 /// per archive (switching back in after each blocked write is a large share of the
 /// importer's own time). Best effort: the kernel may cap it (`/proc/sys/fs/pipe-max-size`).
-fn grow_pipe(pipe: &std::process::ChildStdin) {
+fn grow_pipe(pipe: &ChildStdin) {
     use std::os::fd::AsRawFd;
-    // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ takes an int and changes nothing else.
-    unsafe {
-        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
-    }
+    let _ = nix::fcntl::fcntl(
+        pipe.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20),
+    );
 }
 
 #[cfg(test)]

@@ -10,8 +10,39 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use super::{containerd, docker, native, Runtime};
-use crate::cli::{ContainerdClient, RuntimeArgs, RuntimeKind};
 use crate::exit;
+
+/// Which runtime to look for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// containerd if one of its sockets answers, else Docker.
+    Auto,
+    Containerd,
+    Docker,
+}
+
+/// How to talk to containerd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerdClient {
+    /// containerd's gRPC API on the socket ([`native`]).
+    Native,
+    /// The node's own `ctr` ([`containerd`]).
+    Ctr,
+}
+
+/// How to find and reach the runtime; the CLI's `Config` convert into it. Socket paths
+/// are node paths, looked up under `host_root` when there is one.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub runtime: RuntimeKind,
+    pub containerd_address: Option<PathBuf>,
+    pub namespace: String,
+    /// `unix:///path` or an absolute path.
+    pub docker_host: Option<String>,
+    pub host_root: Option<PathBuf>,
+    pub containerd_client: ContainerdClient,
+    pub snapshotter: Option<String>,
+}
 
 /// containerd sockets of the common distributions, in the order they are tried.
 pub const CONTAINERD_SOCKETS: &[&str] = &[
@@ -78,7 +109,7 @@ fn containerd_socket_path(addr: &Path) -> PathBuf {
 
 /// The sockets to try, as the flags ask: containerd then Docker, or Docker first on a node
 /// where kubelet uses Docker through cri-dockerd.
-pub fn candidates(args: &RuntimeArgs) -> Result<Vec<(&'static str, PathBuf, &'static str)>> {
+pub fn candidates(args: &Config) -> Result<Vec<(&'static str, PathBuf, &'static str)>> {
     let mut containerd = Vec::new();
     if args.runtime != RuntimeKind::Docker {
         match &args.containerd_address {
@@ -122,7 +153,7 @@ pub fn candidates(args: &RuntimeArgs) -> Result<Vec<(&'static str, PathBuf, &'st
 
 /// Probe the candidate sockets in order and connect to the first runtime that answers.
 /// No answer at all is an environment error (exit 2) listing every path and its problem.
-pub fn detect(args: &RuntimeArgs) -> Result<Detected> {
+pub fn detect(args: &Config) -> Result<Detected> {
     let host_root = args.host_root.as_deref();
     if let Some(root) = host_root {
         if !root.is_dir() {
@@ -181,11 +212,7 @@ pub fn detect(args: &RuntimeArgs) -> Result<Detected> {
 }
 
 /// The containerd backend `--containerd-client` asks for.
-fn containerd_backend(
-    args: &RuntimeArgs,
-    path: &Path,
-    node_path: &Path,
-) -> Result<Box<dyn Runtime>> {
+fn containerd_backend(args: &Config, path: &Path, node_path: &Path) -> Result<Box<dyn Runtime>> {
     Ok(match args.containerd_client {
         ContainerdClient::Native => Box::new(native::Native::new(
             path,
@@ -202,7 +229,7 @@ fn containerd_backend(
     })
 }
 
-fn no_runtime_message(args: &RuntimeArgs, probes: &[Probe]) -> String {
+fn no_runtime_message(args: &Config, probes: &[Probe]) -> String {
     let which = match args.runtime {
         RuntimeKind::Auto => "no container runtime (containerd or Docker)",
         RuntimeKind::Containerd => "no containerd",
@@ -253,8 +280,8 @@ mod tests {
         );
     }
 
-    fn auto_args(host_root: &Path) -> RuntimeArgs {
-        RuntimeArgs {
+    fn auto_args(host_root: &Path) -> Config {
+        Config {
             runtime: RuntimeKind::Auto,
             containerd_address: None,
             namespace: "k8s.io".into(),
@@ -269,11 +296,11 @@ mod tests {
     fn auto_tries_docker_first_only_on_a_node_with_cri_dockerd() {
         let root = std::env::temp_dir().join(format!("oi-detect-{}", std::process::id()));
         std::fs::create_dir_all(root.join("run")).unwrap();
-        let first = |args: &RuntimeArgs| candidates(args).unwrap()[0].0;
+        let first = |args: &Config| candidates(args).unwrap()[0].0;
         assert_eq!(first(&auto_args(&root)), "containerd");
         std::fs::write(root.join("run/cri-dockerd.sock"), b"").unwrap();
         assert_eq!(first(&auto_args(&root)), "docker");
-        let explicit = RuntimeArgs {
+        let explicit = Config {
             containerd_address: Some("/run/containerd/containerd.sock".into()),
             ..auto_args(&root)
         };

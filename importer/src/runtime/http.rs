@@ -2,8 +2,9 @@
 //!
 //! One request per connection (`Connection: close`), request bodies sent with
 //! `Content-Length` or `Transfer-Encoding: chunked`, response bodies read by `Content-Length`,
-//! chunked encoding, or until the daemon closes. Built on std alone, so the static importer
-//! stays small.
+//! chunked encoding, or until the daemon closes. The status line, headers, chunk sizes and
+//! trailers are parsed by `httparse` (hyper's parser, already in the binary through the gRPC
+//! client); connections, timeouts and bounds are ours, on std.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -364,26 +365,9 @@ fn read_chunked(
         return Ok(0);
     }
     if *left == 0 {
-        let line = read_line(reader)?;
-        let size = line.split(';').next().unwrap_or("").trim();
-        let size = u64::from_str_radix(size, 16).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} sent a bad chunk size {:?}", peer, truncate(&line, 60)),
-            )
-        })?;
+        let size = chunk_size(reader, peer)?;
         if size == 0 {
-            // Trailers, then the blank line: as many as a head may have headers.
-            let mut trailers = 0;
-            while !read_line(reader)?.is_empty() {
-                trailers += 1;
-                if trailers > MAX_HEADERS {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{} sent more than {MAX_HEADERS} trailer lines", peer),
-                    ));
-                }
-            }
+            read_trailers(reader, peer)?;
             *done = true;
             return Ok(0);
         }
@@ -399,8 +383,8 @@ fn read_chunked(
     }
     *left -= n as u64;
     if *left == 0 {
-        let end = read_line(reader)?;
-        if !end.is_empty() {
+        let end = read_raw_line(reader)?;
+        if !is_blank(&end) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{} sent a chunk longer than it announced", peer),
@@ -408,6 +392,40 @@ fn read_chunked(
         }
     }
     Ok(n)
+}
+
+fn bad_data(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// The size line of the next chunk (extensions ignored), parsed by `httparse`.
+fn chunk_size(reader: &mut BufReader<UnixStream>, peer: &str) -> io::Result<u64> {
+    let line = read_raw_line(reader)?;
+    match httparse::parse_chunk_size(&line) {
+        Ok(httparse::Status::Complete((_, size))) => Ok(size),
+        _ => Err(bad_data(format!(
+            "{peer} sent a bad chunk size {:?}",
+            truncate(String::from_utf8_lossy(&line).trim_end(), 60)
+        ))),
+    }
+}
+
+/// The trailers after the last chunk, up to the blank line: read with the bounds of a head
+/// (lines of at most [`MAX_LINE`] bytes, at most [`MAX_HEADERS`] of them), checked by
+/// `httparse` and dropped (no answer of a daemon's API carries one we need).
+fn read_trailers(reader: &mut BufReader<UnixStream>, peer: &str) -> io::Result<()> {
+    let mut raw = Vec::new();
+    if !read_field_lines(reader, &mut raw)? {
+        return Err(bad_data(format!(
+            "{peer} sent more than {MAX_HEADERS} trailer lines"
+        )));
+    }
+    let mut trailers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::parse_headers(&raw, &mut trailers) {
+        Ok(httparse::Status::Complete(_)) => Ok(()),
+        Ok(httparse::Status::Partial) => Err(bad_data(format!("{peer} sent partial trailers"))),
+        Err(e) => Err(bad_data(format!("{peer} sent bad trailers: {e}"))),
+    }
 }
 
 impl Body {
@@ -448,10 +466,12 @@ impl Body {
 /// The status line and headers of one answer: (status, reason, headers).
 type Head = (u16, String, Vec<(String, String)>);
 
+/// Read one answer's head line by line (each line bounded, at most [`MAX_HEADERS`] headers)
+/// and parse it with `httparse`, which owns the HTTP/1.1 grammar.
 fn read_head(reader: &mut BufReader<UnixStream>, client: &Client, what: &str) -> Result<Head> {
     let peer = client.describe_peer();
     let api = client.peer;
-    let status_line = read_line(reader).map_err(|e| match e.kind() {
+    let mut raw = read_raw_line(reader).map_err(|e| match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => anyhow!(
             "{peer} did not answer {what} within {}s",
             client.header_timeout.as_secs()
@@ -466,45 +486,68 @@ fn read_head(reader: &mut BufReader<UnixStream>, client: &Client, what: &str) ->
         ),
         _ => anyhow!("{peer}: reading the answer to {what}: {e}"),
     })?;
+    let status_line = String::from_utf8_lossy(&raw).trim_end().to_string();
     let not_http = || {
         anyhow!(
             "{peer}: not a {api} API: it answered {what} with {:?}",
             truncate(&status_line, 120)
         )
     };
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
+    // The status line alone is a partial head to httparse, or an error if it is not HTTP:
+    // a socket that speaks something else is named before any further read.
+    let mut none = [];
+    if httparse::Response::new(&mut none).parse(&raw).is_err() {
         return Err(not_http());
     }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
+    let complete = read_field_lines(reader, &mut raw)
+        .map_err(|e| anyhow!("{peer}: reading the headers of the answer to {what}: {e}"))?;
+    if !complete {
+        bail!(
+            "{peer}: not a {api} API: more than {MAX_HEADERS} header lines in the answer to {what}"
+        );
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Response::new(&mut headers);
+    match head.parse(&raw) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(not_http()),
+        Err(e) => bail!("{peer}: not a {api} API: {e} in the answer to {what}"),
+    }
+    let status = head
+        .code
         .filter(|s| (100..600).contains(s))
         .ok_or_else(not_http)?;
-    let reason = parts.next().unwrap_or("").to_string();
-    let mut headers = Vec::new();
-    loop {
-        let line = read_line(reader)
-            .map_err(|e| anyhow!("{peer}: reading the headers of the answer to {what}: {e}"))?;
-        if line.is_empty() {
-            return Ok((status, reason, headers));
-        }
-        if headers.len() >= MAX_HEADERS {
-            bail!("{peer}: not a {api} API: more than {MAX_HEADERS} header lines in the answer to {what}");
-        }
-        let (name, value) = line.split_once(':').ok_or_else(|| {
-            anyhow!(
-                "{peer}: not a {api} API: a header line without ':' ({:?}) in the answer to {what}",
-                truncate(&line, 120)
-            )
-        })?;
-        headers.push((name.trim().to_string(), value.trim().to_string()));
-    }
+    let reason = head.reason.unwrap_or("").to_string();
+    let headers = head
+        .headers
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value).trim().to_string();
+            (h.name.to_string(), value)
+        })
+        .collect();
+    Ok((status, reason, headers))
 }
 
-/// One CRLF- (or LF-) terminated line, without its ending; at most [`MAX_LINE`] bytes.
-fn read_line<R: BufRead>(r: &mut R) -> io::Result<String> {
+/// Header (or trailer) lines up to and including the blank line, appended to `raw`; false
+/// when there are more than [`MAX_HEADERS`] of them (reading stops there).
+fn read_field_lines<R: BufRead>(r: &mut R, raw: &mut Vec<u8>) -> io::Result<bool> {
+    for _ in 0..=MAX_HEADERS {
+        let line = read_raw_line(r)?;
+        raw.extend_from_slice(&line);
+        if is_blank(&line) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    line == b"\r\n" || line == b"\n"
+}
+
+/// One line with its ending (LF or CRLF); at most [`MAX_LINE`] bytes.
+fn read_raw_line<R: BufRead>(r: &mut R) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     let n = r.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
     if n == 0 {
@@ -525,11 +568,7 @@ fn read_line<R: BufRead>(r: &mut R) -> io::Result<String> {
             "the connection closed in the middle of a line",
         ));
     }
-    buf.pop();
-    if buf.last() == Some(&b'\r') {
-        buf.pop();
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    Ok(buf)
 }
 
 /// Write everything. A daemon that hangs up gives an error (EPIPE), not a SIGPIPE that ends
@@ -661,6 +700,55 @@ pub(crate) mod tests {
         let mut resp = Client::new(&path, "Docker").get("/_ping").unwrap();
         let err = resp.text(16).unwrap_err();
         assert!(format!("{err:#}").contains("trailer"), "{err:#}");
+    }
+
+    #[test]
+    fn a_trailer_line_longer_than_a_header_line_may_be_is_refused() {
+        let mut answer =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n".to_vec();
+        answer.extend_from_slice(b"X-Long: ");
+        answer.extend(std::iter::repeat_n(b'y', MAX_LINE + 1));
+        answer.extend_from_slice(b"\r\n\r\n");
+        let (_dir, path, _server) = serve(Box::leak(answer.into_boxed_slice()));
+        let mut resp = Client::new(&path, "Docker").get("/_ping").unwrap();
+        let err = resp.text(16).unwrap_err();
+        assert!(format!("{err:#}").contains("longer than"), "{err:#}");
+    }
+
+    #[test]
+    fn trailers_after_the_last_chunk_are_read_and_the_body_ends() {
+        let (_dir, path, _server) = serve(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 1\r\n\r\n",
+        );
+        let mut resp = Client::new(&path, "Docker").get("/_ping").unwrap();
+        assert_eq!(resp.text(16).unwrap(), "ok");
+    }
+
+    #[test]
+    fn a_head_that_breaks_the_http_grammar_is_refused() {
+        let (_dir, path, _s) = serve(b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n");
+        let err = Client::new(&path, "Docker").get("/_ping").unwrap_err();
+        assert!(format!("{err:#}").contains("not a Docker API"), "{err:#}");
+        let (_dir, path, _s) = serve(b"HTTP/1.1 2000 OK\r\n\r\n");
+        let err = Client::new(&path, "Docker").get("/_ping").unwrap_err();
+        assert!(format!("{err:#}").contains("not a Docker API"), "{err:#}");
+        let (_dir, path, _s) =
+            serve(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n");
+        let mut resp = Client::new(&path, "Docker").get("/_ping").unwrap();
+        let err = resp.text(16).unwrap_err();
+        assert!(format!("{err:#}").contains("bad chunk size"), "{err:#}");
+    }
+
+    #[test]
+    fn too_many_headers_are_refused_not_read_forever() {
+        let mut answer = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            answer.extend_from_slice(format!("X-H-{i}: y\r\n").as_bytes());
+        }
+        answer.extend_from_slice(b"\r\n");
+        let (_dir, path, _s) = serve(Box::leak(answer.into_boxed_slice()));
+        let err = Client::new(&path, "Docker").get("/_ping").unwrap_err();
+        assert!(format!("{err:#}").contains("header lines"), "{err:#}");
     }
 
     #[test]

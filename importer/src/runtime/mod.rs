@@ -3,7 +3,10 @@
 //! containerd is reached through its gRPC API on the socket (`native`) or through the node's
 //! own `ctr` (`containerd`); Docker through its Engine API.
 
+mod child;
+pub mod chroot;
 pub mod containerd;
+mod content;
 pub mod detect;
 pub mod docker;
 mod http;
@@ -13,7 +16,6 @@ pub(crate) mod socket;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
-use std::sync::Mutex;
 
 use anyhow::Result;
 
@@ -153,28 +155,7 @@ pub fn is_unreachable(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.is::<Unreachable>())
 }
 
-/// Helper processes (e.g. `ctr`) running right now, so that a SIGTERM can end them at once.
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
-/// Remember a running helper process; [`forget_child`] when it has been waited for.
-pub fn track_child(pid: u32) {
-    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
-}
-
-pub fn forget_child(pid: u32) {
-    CHILDREN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|&p| p != pid);
-}
-
 /// SIGKILL every helper process still running (the run is being stopped).
 pub fn kill_children() {
-    for &pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        // Only pids we spawned and have not yet waited for, so the pid cannot have been reused.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    child::kill_all();
 }

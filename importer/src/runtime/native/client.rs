@@ -148,57 +148,52 @@ impl Conn {
         )
     }
 
-    /// What a failed call means for the import.
+    /// What a failed call means for the import: decided by the gRPC code and by where the
+    /// status came from ([`Cause::of`]), the socket probed when that leaves a doubt.
     pub fn classify(&self, what: &str, status: Status) -> CallError {
         let msg = status.message().to_string();
-        match status.code() {
-            Code::NotFound => return CallError::NotFound(msg),
-            Code::AlreadyExists => return CallError::Exists(msg),
-            _ => {}
-        }
-        if msg.contains("no space left on device") {
-            return CallError::Other(Failure::error(
-                Kind::Disk,
-                format!(
-                    "the disk holding containerd's root is full (no space left on device) during \
-                     {what}: the upload was abandoned; free space on the node and run the import \
-                     again"
-                ),
-            ));
-        }
-        let lost = matches!(
-            status.code(),
-            Code::Unavailable | Code::Cancelled | Code::Unknown
-        ) && (msg.contains("transport")
-            || msg.contains("connection")
-            || msg.contains("broken pipe")
-            || msg.contains("h2 protocol")
-            || msg.contains("keep-alive")
-            || msg.is_empty());
-        if lost || status.code() == Code::Unavailable {
-            // Not worth a retry within this run: containerd went away in the middle of the
-            // archive, and what comes back may be a containerd being shut down for good.
-            if let Some(problem) = socket::probe_socket(&self.socket) {
+        let lost = match Cause::of(&status) {
+            Cause::Missing => return CallError::NotFound(msg),
+            Cause::Exists => return CallError::Exists(msg),
+            Cause::DiskFull => {
                 return CallError::Other(Failure::error(
-                    Kind::Unreachable,
+                    Kind::Disk,
                     format!(
-                        "containerd at {} went away during {what} (its socket {problem}); \
-                         nothing of this archive was kept, run the import again once containerd \
-                         is back",
-                        self.socket.display()
+                        "the disk holding containerd's root is full (no space left on device) \
+                         during {what}: the upload was abandoned; free space on the node and run \
+                         the import again"
                     ),
-                ));
+                ))
             }
+            Cause::Lost => true,
+            // A call cut short without a word from containerd (a stream that ended without its
+            // status): lost if the socket no longer answers.
+            Cause::Unsure => socket::probe_socket(&self.socket).is_some(),
+            Cause::Refused => false,
+        };
+        if !lost {
+            return CallError::Other(anyhow!("containerd refused {what}: {msg}"));
+        }
+        // Not worth a retry within this run: containerd went away in the middle of the
+        // archive, and what comes back may be a containerd being shut down for good.
+        if let Some(problem) = socket::probe_socket(&self.socket) {
             return CallError::Other(Failure::error(
                 Kind::Unreachable,
                 format!(
-                    "containerd at {} closed the connection during {what} (was it restarted or \
-                     killed?); nothing of this archive was kept, run the import again: {msg}",
+                    "containerd at {} went away during {what} (its socket {problem}); nothing of \
+                     this archive was kept, run the import again once containerd is back",
                     self.socket.display()
                 ),
             ));
         }
-        CallError::Other(anyhow!("containerd refused {what}: {msg}"))
+        CallError::Other(Failure::error(
+            Kind::Unreachable,
+            format!(
+                "containerd at {} closed the connection during {what} (was it restarted or \
+                 killed?); nothing of this archive was kept, run the import again: {msg}",
+                self.socket.display()
+            ),
+        ))
     }
 
     /// Open a `Content.Write` call: the sender of its messages, the call (its last answer),
@@ -302,6 +297,74 @@ impl Conn {
             },
         }
     }
+}
+
+/// Where a failed call's status came from, as [`Conn::classify`] needs to know it.
+#[derive(Debug, PartialEq, Eq)]
+enum Cause {
+    /// containerd said NOT_FOUND.
+    Missing,
+    /// containerd said ALREADY_EXISTS.
+    Exists,
+    /// containerd's disk is full.
+    DiskFull,
+    /// The connection failed on our side of the socket, or the call was UNAVAILABLE.
+    Lost,
+    /// UNKNOWN or CANCELLED with no transport error behind it: containerd's answer, or a
+    /// stream that ended without one.
+    Unsure,
+    /// Any other answer of containerd's.
+    Refused,
+}
+
+impl Cause {
+    fn of(status: &Status) -> Cause {
+        match status.code() {
+            Code::NotFound => return Cause::Missing,
+            Code::AlreadyExists => return Cause::Exists,
+            _ => {}
+        }
+        if containerd_says_disk_full(status) {
+            return Cause::DiskFull;
+        }
+        // tonic makes a status out of a failure of its own transport (hyper, h2, std::io:
+        // the connection reset, closed, or its keep-alive ping unanswered) and keeps that
+        // error as the status's source; a status containerd sent has no source. UNAVAILABLE
+        // is gRPC's code for a service that is not there now (tonic's too, for a failed
+        // connect or an expired ping).
+        if transport_error(status).is_some() || status.code() == Code::Unavailable {
+            return Cause::Lost;
+        }
+        match status.code() {
+            Code::Unknown | Code::Cancelled => Cause::Unsure,
+            _ => Cause::Refused,
+        }
+    }
+}
+
+/// The error of tonic's own transport behind a status, if it has one: the status's source
+/// chain, walked down to a `std::io::Error` when there is one.
+fn transport_error(status: &Status) -> Option<&(dyn std::error::Error + 'static)> {
+    let first = std::error::Error::source(status)?;
+    let mut deepest = first;
+    let mut next = Some(first);
+    while let Some(e) = next {
+        if e.is::<std::io::Error>() {
+            return Some(e);
+        }
+        deepest = e;
+        next = e.source();
+    }
+    Some(deepest)
+}
+
+/// The one place where the native client reads containerd's words, as the ctr reader
+/// (`runtime/containerd.rs`) is for ctr's. containerd answers a write that hit ENOSPC with
+/// gRPC code UNKNOWN and the Go error's text (its errdefs has no code for a full disk), so
+/// only the text tells a full disk from any other failure. Everything else is decided by
+/// codes and error types (docs/ARCHITECTURE.md, "Decisions and their reasons").
+fn containerd_says_disk_full(status: &Status) -> bool {
+    transport_error(status).is_none() && status.message().contains("no space left on device")
 }
 
 /// Why feeding a write stopped early.
@@ -464,4 +527,42 @@ impl From<CallError> for anyhow::Error {
 /// Labels as a field mask's paths: `labels.KEY` for each key.
 pub fn label_paths(labels: &HashMap<String, String>) -> Vec<String> {
     labels.keys().map(|k| format!("labels.{k}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_is_classified_by_its_code_and_its_source_not_its_text() {
+        assert_eq!(Cause::of(&Status::not_found("x")), Cause::Missing);
+        assert_eq!(Cause::of(&Status::already_exists("x")), Cause::Exists);
+        // Words that once meant "connection lost" no longer decide anything: containerd's
+        // own answer stays containerd's answer.
+        let said = Status::new(Code::Unknown, "connection to the transport: broken pipe");
+        assert_eq!(Cause::of(&said), Cause::Unsure);
+        let said = Status::failed_precondition("transport h2 protocol keep-alive");
+        assert_eq!(Cause::of(&said), Cause::Refused);
+        assert_eq!(Cause::of(&Status::unavailable("")), Cause::Lost);
+    }
+
+    #[test]
+    fn a_status_tonic_made_from_a_transport_error_is_a_lost_connection() {
+        let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe");
+        let status = Status::from_error(Box::new(io));
+        assert_eq!(status.code(), Code::Unknown);
+        assert_eq!(Cause::of(&status), Cause::Lost);
+        assert!(transport_error(&status).is_some_and(|e| e.is::<std::io::Error>()));
+        // ENOSPC text in a local error is not containerd's full disk.
+        let io = std::io::Error::other("no space left on device");
+        assert_eq!(Cause::of(&Status::from_error(Box::new(io))), Cause::Lost);
+    }
+
+    #[test]
+    fn containerd_saying_its_disk_is_full_is_a_disk_failure() {
+        let status = Status::unknown(
+            "failed to copy: write /var/lib/containerd/ingest/x/data: no space left on device",
+        );
+        assert_eq!(Cause::of(&status), Cause::DiskFull);
+    }
 }

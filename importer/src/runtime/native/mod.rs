@@ -29,16 +29,13 @@ use prost_types::FieldMask;
 
 use self::client::{label_paths, Conn};
 use self::ingest::Ingest;
-use super::{socket, Container, Imported, Present, Runtime, Unreachable};
+use super::{content, socket, Container, Imported, Present, Runtime, Unreachable};
 use crate::archive::{inspect_stream_into, Compression, Limits, Platform};
 use crate::labels::{LABEL_MANAGED, LABEL_PINNED};
 
 /// How long a lease outlives an importer that was killed before it could delete it; what it
 /// held is then collected.
 const LEASE_EXPIRES_SECS: u64 = 24 * 3600;
-
-const GC_CONFIG: &str = "containerd.io/gc.ref.content.config";
-const GC_CHILD: &str = "containerd.io/gc.ref.content.m.";
 
 pub struct Native {
     conn: Conn,
@@ -218,42 +215,6 @@ impl Native {
         Ok(data)
     }
 
-    /// The config digest for the node's platform of the image whose target is `target`.
-    fn config_of(
-        &self,
-        target: &str,
-        content: &HashMap<String, HashMap<String, String>>,
-    ) -> Option<String> {
-        let labels = content.get(target)?;
-        if let Some(c) = labels.get(GC_CONFIG) {
-            return Some(c.clone());
-        }
-        let present: Vec<&String> = labels
-            .iter()
-            .filter(|(k, _)| k.starts_with(GC_CHILD))
-            .map(|(_, v)| v)
-            .filter(|d| content.get(*d).is_some_and(|l| l.contains_key(GC_CONFIG)))
-            .collect();
-        let child = match present.as_slice() {
-            [] => return None,
-            [one] => (*one).clone(),
-            _ => {
-                let data = self.read_blob(target).ok()?;
-                let index: serde_json::Value = serde_json::from_slice(&data).ok()?;
-                index["manifests"]
-                    .as_array()?
-                    .iter()
-                    .filter_map(|m| {
-                        let p: Platform = serde_json::from_value(m["platform"].clone()).ok()?;
-                        let d = m["digest"].as_str()?.to_string();
-                        (p.runs_on(&self.platform) && present.contains(&&d)).then_some(d)
-                    })
-                    .next()?
-            }
-        };
-        content.get(&child)?.get(GC_CONFIG).cloned()
-    }
-
     fn update_labels(
         &self,
         name: &str,
@@ -327,7 +288,9 @@ impl Runtime for Native {
                 let target = i.target.map(|t| t.digest).unwrap_or_default();
                 Present {
                     name: i.name,
-                    config_digest: self.config_of(&target, &content),
+                    config_digest: content::config_of(&target, &content, &self.platform, |d| {
+                        self.read_blob(d).ok()
+                    }),
                     labels: i.labels.into_iter().collect(),
                 }
             })
