@@ -370,3 +370,108 @@ fn a_layer_two_images_share_names_both_repositories_as_its_distribution_source()
         "{content}"
     );
 }
+
+/// The log line in which the native client says what it sent for `file`.
+fn sent_line<'a>(log: &'a str, file: &str) -> &'a str {
+    log.lines()
+        .find(|l| l.starts_with(&format!("{file}: sent ")))
+        .unwrap_or_else(|| panic!("no line of what was sent for {file}:\n{log}"))
+}
+
+/// Bytes of a `human_bytes` amount at the start of `text`, e.g. `1.5 KiB` (rounded down).
+fn amount(text: &str) -> u64 {
+    let mut it = text.split_whitespace();
+    let v: f64 = it.next().unwrap().parse().unwrap();
+    let unit = match it.next().unwrap() {
+        "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        u => panic!("unit {u}"),
+    };
+    (v * unit as f64) as u64
+}
+
+/// What the native client sent for `file`: (bytes sent, layers unpacked).
+fn sent_of(log: &str, file: &str) -> (u64, usize) {
+    let line = sent_line(log, file);
+    let sent = amount(line.split(": sent ").nth(1).unwrap());
+    let unpacked = line
+        .split("; ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    (sent, unpacked)
+}
+
+#[test]
+fn a_rerun_over_docker_save_archives_ctr_imported_sends_no_layer_plain_or_gzip() {
+    let f = fixtures();
+    for file in ["docker.tar", "docker.tar.gz"] {
+        let ns = unique_namespace("rerun-other");
+        let plain = f.dir.join("docker.tar");
+        run(ctr(&ns).args(["images", "import"]).arg(&plain));
+        let dir = temp_dir("rerun-other");
+        std::fs::copy(f.dir.join(file), dir.join(file)).unwrap();
+        let mut cmd = against_containerd("import", &dir, &ns);
+        cmd.env("CONTAINERD_CLIENT", "native")
+            .env("PATH", empty_path());
+        let (code, _, stderr) = outcome(&mut cmd);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(line_of(&stderr, file).starts_with("imported"), "{stderr}");
+        // The busybox layer is about 1 MiB: only the config and the manifest go.
+        let (sent, unpacked) = sent_of(&stderr, file);
+        assert!(sent < 64 << 10, "{file}: {}", sent_line(&stderr, file));
+        assert_eq!(unpacked, 0, "{file}: {}", sent_line(&stderr, file));
+        assert_eq!(
+            ctr_config_digest(&ns, &f.alpha.reference).as_deref(),
+            Some(f.alpha.config_digest.as_str()),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_gzip_layer_of_the_size_of_another_present_is_sent_in_a_second_pass() {
+    // Two images whose own layers have the same size and different bytes.
+    let a = build_image(&unique_tag("same-size-a"), "same size, image a");
+    let b = build_image(&unique_tag("same-size-b"), "same size, image b");
+    let work = temp_dir("same-size");
+    let (tar_a, tar_b) = (work.join("a.tar"), work.join("b.tar"));
+    run(docker().args(["save", "-o"]).arg(&tar_a).arg(&a.tag));
+    run(docker().args(["save", "-o"]).arg(&tar_b).arg(&b.tag));
+    let ns = unique_namespace("same-size");
+    run(ctr(&ns).args(["images", "import"]).arg(&tar_a));
+    let dir = temp_dir("same-size-images");
+    gzip(&tar_b, &dir.join("b.tar.gz"));
+    let mut cmd = against_containerd("import", &dir, &ns);
+    cmd.env("CONTAINERD_CLIENT", "native")
+        .env("PATH", empty_path());
+    let (code, _, stderr) = outcome(&mut cmd);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        line_of(&stderr, "b.tar.gz").starts_with("imported"),
+        "{stderr}"
+    );
+    // Its own layer was hashed, found missing, and sent from a second reading; busybox not.
+    let (sent, unpacked) = sent_of(&stderr, "b.tar.gz");
+    assert_eq!(unpacked, 1, "{}", sent_line(&stderr, "b.tar.gz"));
+    assert!(sent < 64 << 10, "{}", sent_line(&stderr, "b.tar.gz"));
+    assert_eq!(
+        ctr_config_digest(&ns, &b.reference).as_deref(),
+        Some(b.config_digest.as_str()),
+        "{stderr}"
+    );
+    let check = stdout_of(ctr(&ns).args(["images", "check"]));
+    let line = check
+        .lines()
+        .find(|l| l.starts_with(&b.reference))
+        .unwrap_or_else(|| panic!("{check}"));
+    assert!(
+        line.contains("complete (") && !line.contains("incomplete"),
+        "{check}"
+    );
+    let verify = outcome(&mut against_containerd("verify", &dir, &ns));
+    assert_eq!(verify.0, 0, "{}", verify.2);
+}
