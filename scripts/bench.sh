@@ -494,7 +494,7 @@ build_upgrade() {
   rm -rf "$ctx"
   UPGRADED=$WORK/upgraded
   mkdir -p "$UPGRADED"
-  "$BIN" export --output "$UPGRADED" "$ref" "${REFS[@]:1}" 2>"$WORK/export-upgrade.log" ||
+  "$BIN" export --engine docker --output "$UPGRADED" "$ref" "${REFS[@]:1}" 2>"$WORK/export-upgrade.log" ||
     { tail "$WORK/export-upgrade.log" >&2; die "offline-images export of the upgrade failed"; }
   reset_docker
 }
