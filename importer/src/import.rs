@@ -990,6 +990,9 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<(ArchiveResult, NameConf
     for w in &imported.info.warnings {
         ctx.reporter.warn(Some(file), w);
     }
+    if let Some(detail) = &imported.detail {
+        ctx.reporter.info(&format!("{file}: {detail}"));
+    }
     for image in &imported.info.images {
         if image.for_platform(&ctx.platform).is_none() {
             ctx.reporter.warn(
@@ -1059,7 +1062,9 @@ fn stream_into_runtime(ctx: &Run<'_>, p: &Planned) -> Result<runtime::Imported> 
         last: Instant::now(),
         bytes: 0,
     };
-    let mut imported = ctx.runtime.import(&mut reader, &ctx.platform)?;
+    let mut imported = ctx
+        .runtime
+        .import_file(&p.found.path, &mut reader, &ctx.platform)?;
     imported.info.compression = compression;
     Ok(imported)
 }

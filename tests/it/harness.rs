@@ -1073,7 +1073,11 @@ impl PrivateContainerd {
     /// Start one with the CRI plugin enabled, as on a Kubernetes node: its sandbox (pause)
     /// image is `sandbox_image`, its snapshotter `native` (not the default, so that a client
     /// that reads it can be told from one that does not), its CNI directories empty (pods use
-    /// the host network), its streaming server on a free port of 127.0.0.1.
+    /// the host network), its streaming server on a free port of 127.0.0.1. With
+    /// `restrict_oom_score_adj`, as containerd runs unprivileged or nested: this machine takes
+    /// `CAP_SYS_RESOURCE` from its root, so runc cannot give a pod sandbox the OOM score of
+    /// -998 the CRI asks for ("failed to update /proc/self/oom_score_adj: Permission denied",
+    /// then "can't get final child's PID from pipe"); the CRI then keeps containerd's own.
     pub fn start_cri(label: &str, sandbox_image: &str) -> PrivateContainerd {
         let dir = temp_dir(label);
         let root = dir.join("root");
@@ -1089,6 +1093,7 @@ impl PrivateContainerd {
                  [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
                  [plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"{sandbox_image}\"\n\
                  \x20 stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
+                 \x20 restrict_oom_score_adj = true\n\
                  [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  snapshotter = \"native\"\n\
                  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"{bin}\"\n  conf_dir = \"{conf}\"\n",
                 root = root.display(),

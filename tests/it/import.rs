@@ -13,7 +13,13 @@ fn copy_into(dir: &Path, src: &Path, name: &str) -> PathBuf {
 fn line_for<'a>(stderr: &'a str, file: &str) -> &'a str {
     stderr
         .lines()
-        .find(|l| l.contains(file) && !l.starts_with("summary") && !l.starts_with("warning"))
+        .find(|l| {
+            l.contains(file)
+                && !l.starts_with("summary")
+                && !l.starts_with("warning")
+                // What the native client sent for the archive: not its result.
+                && !l.starts_with(&format!("{file}: sent "))
+        })
         .unwrap_or_else(|| panic!("no line for {file}:\n{stderr}"))
 }
 

@@ -134,6 +134,32 @@ mod cri {
     }
 }
 
+/// Whether the CRI of the containerd whose `ctr version` server part is `server` fills in an
+/// image's `pinned`: from the `io.cri-containerd.pinned` label, since containerd 1.6.22 and
+/// 1.7.3 ("Pinned image support"). Before, the field is in the CRI messages but never set
+/// (`toCRIImage` of 1.6.20 and 1.7.0 leaves it out), so it reads false whatever the labels.
+fn cri_reports_pinned(server: &str) -> bool {
+    let version = server
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Version:"))
+        .map(|v| v.trim().trim_start_matches('v'))
+        .unwrap_or_else(|| panic!("no server version in {server}"));
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor, patch) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    match (major, minor) {
+        (1, 6) => patch >= 22,
+        (1, 7) => patch >= 3,
+        (1, m) => m > 7,
+        (m, _) => m > 1,
+    }
+}
+
 /// An image FROM scratch whose command runs until killed: the pod sandbox's "pause" image.
 fn pause_archive(dir: &Path) -> (std::path::PathBuf, String) {
     let ctx = temp_dir("pause-build");
@@ -178,11 +204,9 @@ fn the_kubelet_finds_every_imported_reference_through_the_cri_and_each_is_pinned
     assert!(snapshots.lines().count() > 1, "{snapshots}");
 
     let cri = cri::Cri::connect(&cd.socket);
-    // The CRI reports `pinned` from containerd 1.7 on; 1.6's leaves it false whatever the
-    // image's labels say (the label itself is checked by the import tests).
     let version = stdout_of(cd.ctr("default").args(["version"]));
     let server = version.split("Server:").nth(1).unwrap_or("");
-    let reports_pinned = !server.contains("Version:  1.6.");
+    let reports_pinned = cri_reports_pinned(server);
     let listed = cri
         .rt
         .block_on(cri.images().list_images(ListImagesRequest { filter: None }))
@@ -197,6 +221,16 @@ fn the_kubelet_finds_every_imported_reference_through_the_cri_and_each_is_pinned
         assert!(
             image.pinned || !reports_pinned,
             "{reference} is not pinned: {image:?}"
+        );
+        // Where the CRI does not tell, the label it would read is there all the same.
+        let labels =
+            stdout_of(
+                cd.ctr("k8s.io")
+                    .args(["images", "ls", &format!("name=={reference}")]),
+            );
+        assert!(
+            labels.contains("io.cri-containerd.pinned=pinned"),
+            "{labels}"
         );
         let status = cri
             .rt
@@ -224,8 +258,6 @@ fn the_kubelet_finds_every_imported_reference_through_the_cri_and_each_is_pinned
 }
 
 #[test]
-#[ignore = "runc cannot start a CRI pod sandbox inside this test machine's own sandbox \
-            (\"can't get final child's PID from pipe\"); run with --ignored on a real node"]
 fn a_pod_on_the_host_network_runs_a_container_from_an_imported_image_with_no_registry() {
     let f = fixtures();
     let dir = temp_dir("pod-images");
@@ -236,7 +268,8 @@ fn a_pod_on_the_host_network_runs_a_container_from_an_imported_image_with_no_reg
     assert_eq!(out.code, 0, "{}", out.stderr);
     let cri = cri::Cri::connect(&cd.socket);
     let logs = temp_dir("pod-logs");
-    let printed = run_a_pod(&cri, &logs, &f.alpha.reference);
+    let log = cd.dir.join("containerd.log");
+    let printed = run_a_pod(&cri, &logs, &f.alpha.reference, &log);
     assert!(printed.contains("hello from alpha"), "{printed}");
 }
 
@@ -266,8 +299,14 @@ impl Drop for Pod<'_> {
 
 /// A pod sandbox on the host network (no CNI) with one container from `image`, as the kubelet
 /// makes it; what the container printed.
-fn run_a_pod(cri: &cri::Cri, logs: &Path, image: &str) -> String {
+fn run_a_pod(cri: &cri::Cri, logs: &Path, image: &str, daemon_log: &Path) -> String {
     use k8s_cri::v1::*;
+    let failed = |what: &str, e: tonic::Status| -> ! {
+        let log = std::fs::read_to_string(daemon_log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!("{what}: {e}\ncontainerd's log ends:\n{}", tail.join("\n"))
+    };
     let sandbox = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: "oi-pod".into(),
@@ -296,7 +335,7 @@ fn run_a_pod(cri: &cri::Cri, logs: &Path, image: &str) -> String {
             config: Some(sandbox.clone()),
             runtime_handler: String::new(),
         }))
-        .expect("the pod sandbox starts")
+        .unwrap_or_else(|e| failed("the pod sandbox does not start", e))
         .into_inner()
         .pod_sandbox_id;
     let _pod = Pod {
@@ -321,14 +360,14 @@ fn run_a_pod(cri: &cri::Cri, logs: &Path, image: &str) -> String {
             }),
             sandbox_config: Some(sandbox),
         }))
-        .expect("the container is created from the imported image")
+        .unwrap_or_else(|e| failed("the container is not created from the imported image", e))
         .into_inner()
         .container_id;
     cri.rt
         .block_on(cri.runtime().start_container(StartContainerRequest {
             container_id: container.clone(),
         }))
-        .expect("the container starts");
+        .unwrap_or_else(|e| failed("the container does not start", e));
     for _ in 0..200 {
         let state = cri
             .rt
@@ -369,4 +408,109 @@ fn a_layer_two_images_share_names_both_repositories_as_its_distribution_source()
             .any(|l| l.contains("containerd.io/uncompressed") && both.iter().any(|b| l.contains(b))),
         "{content}"
     );
+}
+
+/// The log line in which the native client says what it sent for `file`.
+fn sent_line<'a>(log: &'a str, file: &str) -> &'a str {
+    log.lines()
+        .find(|l| l.starts_with(&format!("{file}: sent ")))
+        .unwrap_or_else(|| panic!("no line of what was sent for {file}:\n{log}"))
+}
+
+/// Bytes of a `human_bytes` amount at the start of `text`, e.g. `1.5 KiB` (rounded down).
+fn amount(text: &str) -> u64 {
+    let mut it = text.split_whitespace();
+    let v: f64 = it.next().unwrap().parse().unwrap();
+    let unit = match it.next().unwrap() {
+        "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        u => panic!("unit {u}"),
+    };
+    (v * unit as f64) as u64
+}
+
+/// What the native client sent for `file`: (bytes sent, layers unpacked).
+fn sent_of(log: &str, file: &str) -> (u64, usize) {
+    let line = sent_line(log, file);
+    let sent = amount(line.split(": sent ").nth(1).unwrap());
+    let unpacked = line
+        .split("; ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    (sent, unpacked)
+}
+
+#[test]
+fn a_rerun_over_docker_save_archives_ctr_imported_sends_no_layer_plain_or_gzip() {
+    let f = fixtures();
+    for file in ["docker.tar", "docker.tar.gz"] {
+        let ns = unique_namespace("rerun-other");
+        let plain = f.dir.join("docker.tar");
+        run(ctr(&ns).args(["images", "import"]).arg(&plain));
+        let dir = temp_dir("rerun-other");
+        std::fs::copy(f.dir.join(file), dir.join(file)).unwrap();
+        let mut cmd = against_containerd("import", &dir, &ns);
+        cmd.env("CONTAINERD_CLIENT", "native")
+            .env("PATH", empty_path());
+        let (code, _, stderr) = outcome(&mut cmd);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(line_of(&stderr, file).starts_with("imported"), "{stderr}");
+        // The busybox layer is about 1 MiB: only the config and the manifest go.
+        let (sent, unpacked) = sent_of(&stderr, file);
+        assert!(sent < 64 << 10, "{file}: {}", sent_line(&stderr, file));
+        assert_eq!(unpacked, 0, "{file}: {}", sent_line(&stderr, file));
+        assert_eq!(
+            ctr_config_digest(&ns, &f.alpha.reference).as_deref(),
+            Some(f.alpha.config_digest.as_str()),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_gzip_layer_of_the_size_of_another_present_is_sent_in_a_second_pass() {
+    // Two images whose own layers have the same size and different bytes.
+    let a = build_image(&unique_tag("same-size-a"), "same size, image a");
+    let b = build_image(&unique_tag("same-size-b"), "same size, image b");
+    let work = temp_dir("same-size");
+    let (tar_a, tar_b) = (work.join("a.tar"), work.join("b.tar"));
+    run(docker().args(["save", "-o"]).arg(&tar_a).arg(&a.tag));
+    run(docker().args(["save", "-o"]).arg(&tar_b).arg(&b.tag));
+    let ns = unique_namespace("same-size");
+    run(ctr(&ns).args(["images", "import"]).arg(&tar_a));
+    let dir = temp_dir("same-size-images");
+    gzip(&tar_b, &dir.join("b.tar.gz"));
+    let mut cmd = against_containerd("import", &dir, &ns);
+    cmd.env("CONTAINERD_CLIENT", "native")
+        .env("PATH", empty_path());
+    let (code, _, stderr) = outcome(&mut cmd);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        line_of(&stderr, "b.tar.gz").starts_with("imported"),
+        "{stderr}"
+    );
+    // Its own layer was hashed, found missing, and sent from a second reading; busybox not.
+    let (sent, unpacked) = sent_of(&stderr, "b.tar.gz");
+    assert_eq!(unpacked, 1, "{}", sent_line(&stderr, "b.tar.gz"));
+    assert!(sent < 64 << 10, "{}", sent_line(&stderr, "b.tar.gz"));
+    assert_eq!(
+        ctr_config_digest(&ns, &b.reference).as_deref(),
+        Some(b.config_digest.as_str()),
+        "{stderr}"
+    );
+    let check = stdout_of(ctr(&ns).args(["images", "check"]));
+    let line = check
+        .lines()
+        .find(|l| l.starts_with(&b.reference))
+        .unwrap_or_else(|| panic!("{check}"));
+    assert!(
+        line.contains("complete (") && !line.contains("incomplete"),
+        "{check}"
+    );
+    let verify = outcome(&mut against_containerd("verify", &dir, &ns));
+    assert_eq!(verify.0, 0, "{}", verify.2);
 }

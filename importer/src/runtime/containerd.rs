@@ -298,7 +298,11 @@ impl Containerd {
         }
         let dropped = self.drop_digest_records(&info, before)?;
         names.retain(|n| !dropped.contains(n));
-        Ok(Imported { info, names })
+        Ok(Imported {
+            info,
+            names,
+            detail: None,
+        })
     }
 
     /// After a failed import: the error to report, once what ctr left has been cleared.

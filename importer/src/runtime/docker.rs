@@ -405,7 +405,11 @@ impl Runtime for Docker {
         drop(forward);
         let mut resp = request.response(Wait::Unlimited)?;
         let names = read_load_answer(&peer, &mut resp)?;
-        Ok(Imported { info, names })
+        Ok(Imported {
+            info,
+            names,
+            detail: None,
+        })
     }
 }
 

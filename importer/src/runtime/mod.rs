@@ -38,6 +38,8 @@ pub struct Imported {
     pub info: ArchiveInfo,
     /// Image names the runtime reported as loaded.
     pub names: Vec<String>,
+    /// What the runtime was sent and what it already had, for the log, when it tells.
+    pub detail: Option<String>,
 }
 
 pub trait Runtime: Send + Sync {
@@ -72,6 +74,19 @@ pub trait Runtime: Send + Sync {
     /// Load one archive, given as its decompressed tar stream, for `platform`. The stream is
     /// read to its end; the error, if any, says what the runtime answered.
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported>;
+
+    /// [`Runtime::import`] of the archive file at `path`, whose decompressed stream is `tar`:
+    /// a backend that can use the file itself (a first look at a plain tar's headers, a
+    /// second pass for what the first left out) does.
+    fn import_file(
+        &self,
+        path: &Path,
+        tar: &mut dyn Read,
+        platform: &Platform,
+    ) -> Result<Imported> {
+        let _ = path;
+        self.import(tar, platform)
+    }
 
     /// Before `archive` is imported: an error naming the numbers when importing it would leave
     /// the runtime's disk more than `max_used` percent full. Backends that cannot tell what

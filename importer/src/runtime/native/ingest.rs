@@ -1,14 +1,18 @@
 //! Blobs into containerd's content store while the archive streams by: a blob named by its
-//! digest is looked up first (`Content.Info`) and sent only when it is missing; a layer whose
-//! digest the archive does not state (docker-archive `layer.tar`) is hashed while it is sent.
+//! digest is looked up first (`Content.Info`) and sent only when it is missing. A layer whose
+//! digest the archive does not state (docker-archive `layer.tar`) is looked up by the diff ID
+//! a first look at a plain tar's headers gave it; in a compressed stream, a layer of the size
+//! of a blob containerd has is hashed here, unsent, and sent in a second pass only when its
+//! digest turns out to be missing; any other is hashed while it is sent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use anyhow::Result;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{
-    content_client::ContentClient, AbortRequest, AddResourceRequest, InfoRequest, Resource,
+    content_client::ContentClient, AbortRequest, AddResourceRequest, InfoRequest,
+    ListContentRequest, Resource,
 };
 use sha2::{Digest, Sha256};
 
@@ -37,6 +41,17 @@ pub struct Ingest<'a> {
     pub sent: u64,
     pub skipped: u64,
     seq: usize,
+    /// Docker-archive layers whose digest is known before their bytes: name -> diff ID.
+    pub layer_digests: HashMap<String, String>,
+    /// Sizes of the blobs containerd has, with their digests: a layer of one of these sizes
+    /// is hashed before anything is sent (`None`: not looked up yet; off without a second pass).
+    sizes: Option<HashMap<u64, HashSet<String>>>,
+    pub by_size: bool,
+    /// Layers hashed but not sent, containerd lacking them: name -> (digest, size). A second
+    /// pass over the archive sends them.
+    pub unsent: HashMap<String, (String, u64)>,
+    /// In a second pass: the only files to store.
+    pub only: Option<HashMap<String, (String, u64)>>,
 }
 
 const METADATA: &[&str] = &["manifest.json", "index.json", "oci-layout", "repositories"];
@@ -52,6 +67,11 @@ impl<'a> Ingest<'a> {
             sent: 0,
             skipped: 0,
             seq: 0,
+            layer_digests: HashMap::new(),
+            sizes: None,
+            by_size: false,
+            unsent: HashMap::new(),
+            only: None,
         }
     }
 
@@ -91,6 +111,11 @@ impl<'a> Ingest<'a> {
 
     /// Is `digest` in the content store?
     pub fn exists(&self, digest: &str) -> Result<bool> {
+        Ok(self.size_of(digest)?.is_some())
+    }
+
+    /// The size of blob `digest` in the content store, if it is there.
+    pub fn size_of(&self, digest: &str) -> Result<Option<u64>> {
         let mut content = ContentClient::new(self.conn.channel.clone());
         let req = self.conn.req(
             InfoRequest {
@@ -99,11 +124,35 @@ impl<'a> Ingest<'a> {
             None,
         );
         match self.conn.call("a content lookup", content.info(req)) {
-            Ok(_) => {}
-            Err(CallError::NotFound(_)) => return Ok(false),
-            Err(e) => return Err(e.into()),
+            Ok(r) => Ok(Some(r.info.map_or(0, |i| i.size.max(0) as u64))),
+            Err(CallError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        Ok(true)
+    }
+
+    /// Whether containerd has a blob of exactly `size` bytes (one listing per archive).
+    fn has_size(&mut self, size: u64) -> Result<bool> {
+        if self.sizes.is_none() {
+            let mut content = ContentClient::new(self.conn.channel.clone());
+            let req = self.conn.req(ListContentRequest { filters: vec![] }, None);
+            let infos = self.conn.call("listing content", async {
+                let mut stream = content.list(req).await?.into_inner();
+                let mut all = Vec::new();
+                while let Some(m) = stream.message().await? {
+                    all.extend(m.info);
+                }
+                Ok(tonic::Response::new(all))
+            })?;
+            let mut sizes: HashMap<u64, HashSet<String>> = HashMap::new();
+            for i in infos {
+                sizes
+                    .entry(i.size.max(0) as u64)
+                    .or_default()
+                    .insert(i.digest);
+            }
+            self.sizes = Some(sizes);
+        }
+        Ok(self.sizes.as_ref().is_some_and(|s| s.contains_key(&size)))
     }
 
     /// Add a resource (`content`, or `snapshots/NAME`) to the archive's lease.
@@ -238,8 +287,82 @@ pub fn digest_of_blob_name(name: &str) -> Option<String> {
         .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
 }
 
+impl Ingest<'_> {
+    /// A docker-archive layer, whose digest the archive does not state next to it.
+    fn store_layer(&mut self, name: &str, size: u64, r: &mut dyn Read) -> Result<Blob> {
+        if let Some(diff_id) = self.layer_digests.get(name).cloned() {
+            // The blob of that digest is the uncompressed layer the image config names,
+            // whatever form this archive stores it in: its size is the store's.
+            if let Some(stored) = self.size_of(&diff_id)? {
+                self.hold(&diff_id, "content")?;
+                self.skipped += size;
+                return Ok(Blob {
+                    digest: diff_id,
+                    size: stored,
+                    head: Vec::new(),
+                });
+            }
+            return self.store_unknown(name, size, r);
+        }
+        if !(self.by_size && self.has_size(size)?) {
+            return self.store_unknown(name, size, r);
+        }
+        let (digest, head) = hash_all(r, size)?;
+        let known = self
+            .sizes
+            .as_ref()
+            .is_some_and(|s| s.get(&size).is_some_and(|d| d.contains(&digest)));
+        if known && self.present(&digest)? {
+            self.skipped += size;
+        } else {
+            self.unsent.insert(name.to_string(), (digest.clone(), size));
+        }
+        Ok(Blob { digest, size, head })
+    }
+
+    /// In a second pass: store `name` if it is one the first pass left unsent.
+    fn store_left_out(&mut self, name: &str, data: EntryData<'_>) -> Result<()> {
+        let Some((digest, size)) = self.only.as_ref().and_then(|o| o.get(name)).cloned() else {
+            return Ok(());
+        };
+        let blob = self.store_known(name, &digest, size, data)?;
+        self.blobs.entry(name.to_string()).or_insert(blob);
+        Ok(())
+    }
+}
+
+/// Read `size` bytes of `r` to their end: their digest and first bytes.
+fn hash_all(r: &mut dyn Read, size: u64) -> Result<(String, Vec<u8>)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; super::client::CHUNK];
+    let (mut head, mut read) = (Vec::new(), 0u64);
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot read the archive")),
+        };
+        if head.is_empty() {
+            head = buf[..n.min(8)].to_vec();
+        }
+        hasher.update(&buf[..n]);
+        read += n as u64;
+    }
+    if read != size {
+        anyhow::bail!("the tar stream is truncated: an entry has {read} of its {size} bytes");
+    }
+    Ok((
+        format!("sha256:{}", crate::digest::hex(&hasher.finalize())),
+        head,
+    ))
+}
+
 impl EntrySink for Ingest<'_> {
     fn file(&mut self, name: &str, size: u64, data: EntryData<'_>) -> Result<()> {
+        if self.only.is_some() {
+            return self.store_left_out(name, data);
+        }
         if METADATA.contains(&name) {
             if let EntryData::Bytes(b) = data {
                 self.docs.insert(name.to_string(), b.to_vec());
@@ -264,12 +387,13 @@ impl EntrySink for Ingest<'_> {
             let digest = format!("sha256:{}", crate::digest::hex(&Sha256::digest(b)));
             self.store_known(name, &digest, size, EntryData::Bytes(b))?
         } else if name.ends_with(".tar") {
-            // A docker-archive layer (`ID/layer.tar`, `HEX.tar`): its digest comes with its end.
+            // A docker-archive layer (`ID/layer.tar`, `HEX.tar`): its digest is its diff ID when
+            // a first look said so, else it comes with its end.
             match data {
                 EntryData::Bytes(b) => {
-                    self.store_unknown(name, size, &mut std::io::Cursor::new(b))?
+                    self.store_layer(name, size, &mut std::io::Cursor::new(b))?
                 }
-                EntryData::Stream(r) => self.store_unknown(name, size, r)?,
+                EntryData::Stream(r) => self.store_layer(name, size, r)?,
             }
         } else {
             return Ok(());
@@ -279,6 +403,8 @@ impl EntrySink for Ingest<'_> {
     }
 
     fn link(&mut self, name: &str, target: &str) {
-        self.links.insert(name.to_string(), target.to_string());
+        if self.only.is_none() {
+            self.links.insert(name.to_string(), target.to_string());
+        }
     }
 }

@@ -146,22 +146,78 @@ impl Native {
         lease: &str,
         tar: &mut dyn Read,
         platform: &Platform,
+        path: Option<&Path>,
     ) -> Result<Imported> {
         let mut ingest = Ingest::new(&self.conn, lease);
+        if let Some(path) = path {
+            if crate::archive::open(path)?.compression == Compression::None {
+                // Cheap on a plain tar: its headers and small documents only.
+                ingest.layer_digests = preflight::docker_layer_digests(path)?;
+            } else {
+                ingest.by_size = true;
+            }
+        }
         let inspected =
             inspect_stream_into(tar, Compression::None, Limits::default(), &mut ingest)?;
+        if let (false, Some(path)) = (ingest.unsent.is_empty(), path) {
+            second_pass(&mut ingest, path)?;
+        }
         let info = inspected.info;
         let plans = image::plans(&mut ingest, &info, platform)?;
+        let (mut unpacked, mut layers) = (0, 0);
         for plan in &plans {
-            image::unpack(&self.conn, &ingest, lease, plan, &self.snapshotter)?;
+            unpacked += image::unpack(&self.conn, &ingest, lease, plan, &self.snapshotter)?;
+            layers += plan.layers.len();
             image::label_plan(&self.conn, &ingest, plan, &self.snapshotter)?;
         }
+        let names = self.create_images(&plans)?;
+        let detail = format!(
+            "sent {} to containerd, {} it had already; {unpacked} layer(s) unpacked, {} already \
+             unpacked",
+            crate::archive::human_bytes(ingest.sent),
+            crate::archive::human_bytes(ingest.skipped),
+            layers - unpacked
+        );
+        Ok(Imported {
+            info,
+            names,
+            detail: Some(detail),
+        })
+    }
+
+    /// One archive under a lease of its own: deleted when the archive fails, and with it what
+    /// was written for it.
+    fn import_leased(
+        &self,
+        tar: &mut dyn Read,
+        platform: &Platform,
+        path: Option<&Path>,
+    ) -> Result<Imported> {
+        self.reachable()?;
+        let lease = self.create_lease()?;
+        match self.import_under(&lease, tar, platform, path) {
+            Ok(imported) => {
+                // The images now hold what they need; a lease left behind expires anyway.
+                let _ = self.delete_lease(&lease, false);
+                Ok(imported)
+            }
+            Err(e) => {
+                // What was written goes with the lease; the wait lets the space be free before
+                // the next archive.
+                let _ = self.delete_lease(&lease, true);
+                Err(e)
+            }
+        }
+    }
+
+    /// The image records of `plans`, pinned and managed: the names made.
+    fn create_images(&self, plans: &[image::Plan]) -> Result<Vec<String>> {
         let labels = HashMap::from([
             (LABEL_PINNED.to_string(), "pinned".to_string()),
             (LABEL_MANAGED.to_string(), "true".to_string()),
         ]);
         let mut names = Vec::new();
-        for plan in &plans {
+        for plan in plans {
             let own = if plan.names.is_empty() {
                 vec![format!("import-{}@{}", today(), plan.target.digest)]
             } else {
@@ -172,7 +228,7 @@ impl Native {
                 names.push(name);
             }
         }
-        Ok(Imported { info, names })
+        Ok(names)
     }
 
     /// Every blob's labels, by digest.
@@ -298,28 +354,22 @@ impl Runtime for Native {
     }
 
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
-        self.reachable()?;
-        let lease = self.create_lease()?;
-        match self.import_under(&lease, tar, platform) {
-            Ok(imported) => {
-                // The images now hold what they need; a lease left behind expires anyway.
-                let _ = self.delete_lease(&lease, false);
-                Ok(imported)
-            }
-            Err(e) => {
-                // Drain what is left of the stream? No: the caller drops it. What was written
-                // goes with the lease; the wait lets the space be free before the next archive.
-                let _ = self.delete_lease(&lease, true);
-                Err(e)
-            }
-        }
+        self.import_leased(tar, platform, None)
+    }
+
+    fn import_file(
+        &self,
+        path: &Path,
+        tar: &mut dyn Read,
+        platform: &Platform,
+    ) -> Result<Imported> {
+        self.import_leased(tar, platform, Some(path))
     }
 
     fn preflight(&self, archive: &Path, platform: &Platform, max_used: u8) -> Result<()> {
         self.reachable()?;
         self.check_room(archive, platform, max_used)
     }
-
     fn label(&self, names: &[String], labels: &BTreeMap<String, String>) -> Result<()> {
         let labels: HashMap<String, String> = labels.clone().into_iter().collect();
         let paths = label_paths(&labels);
@@ -371,6 +421,33 @@ impl Runtime for Native {
             .map_err(|e| anyhow!(e))
             .with_context(|| format!("cannot remove {name}"))?;
         Ok(())
+    }
+}
+
+/// The files a first pass over the archive at `path` hashed but did not send, containerd
+/// lacking them: sent now, from the archive read again.
+fn second_pass(ingest: &mut Ingest<'_>, path: &Path) -> Result<()> {
+    let opened = crate::archive::open(path)?;
+    ingest.only = Some(std::mem::take(&mut ingest.unsent));
+    let read = inspect_stream_into(
+        Stopping(opened.reader),
+        Compression::None,
+        Limits::default(),
+        ingest,
+    );
+    ingest.only = None;
+    read.map(|_| ())
+}
+
+/// A reader that fails as soon as the run is asked to stop.
+struct Stopping<R>(R);
+
+impl<R: Read> Read for Stopping<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(sig) = crate::stop::stop_signal() {
+            return Err(std::io::Error::other(format!("aborted by {sig}")));
+        }
+        self.0.read(buf)
     }
 }
 

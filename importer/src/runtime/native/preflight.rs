@@ -213,6 +213,36 @@ fn images_of(
     Ok(out)
 }
 
+/// The layers of the docker-archive in the plain tar at `path`, by file name: the diff ID its
+/// image config gives each. One pass over the tar's headers: layer data is seeked over.
+pub fn docker_layer_digests(path: &Path) -> Result<HashMap<String, String>> {
+    let mut survey = Survey::default();
+    let info = inspect_path_into(path, Limits::default(), &mut survey)?;
+    let mut out = HashMap::new();
+    if info.format != Format::DockerArchive {
+        return Ok(out);
+    }
+    let entries: Vec<DockerEntry> = parse(
+        "manifest.json",
+        survey.doc("manifest.json").unwrap_or(b"[]"),
+    )?;
+    for entry in &entries {
+        let Some(config) = survey.doc(&entry.config) else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_slice::<ConfigDoc>(config) else {
+            continue;
+        };
+        if doc.rootfs.diff_ids.len() != entry.layers.len() {
+            continue;
+        }
+        for (layer, diff_id) in entry.layers.iter().zip(doc.rootfs.diff_ids) {
+            out.insert(survey.resolve(layer).to_string(), diff_id);
+        }
+    }
+    Ok(out)
+}
+
 impl Native {
     fn plugin_root(&self, plugin_type: &str, id: Option<&str>) -> Result<PathBuf> {
         plugin_root(&self.conn, self.host_root.as_deref(), plugin_type, id)
