@@ -93,7 +93,10 @@ pub fn check_containerd_import(
             d.label
         );
     }
-    stdout_of(d.ctr(&ns).args(["run", "--rm", run_from, &format!("{ns}-run")]))
+    stdout_of(
+        d.ctr(&ns)
+            .args(["run", "--rm", run_from, &format!("{ns}-run")]),
+    )
 }
 
 /// What a Docker must hold after loading a registry bundle.
@@ -164,7 +167,10 @@ fn archives_in(bundle: &Path) -> usize {
 fn containerd_versions() -> Vec<&'static Daemons> {
     let mut seen: Vec<&'static Daemons> = Vec::new();
     for d in matrix() {
-        if !seen.iter().any(|s| s.containerd_version == d.containerd_version) {
+        if !seen
+            .iter()
+            .any(|s| s.containerd_version == d.containerd_version)
+        {
             seen.push(d);
         }
     }
@@ -236,7 +242,12 @@ fn an_image_exported_by_tag_and_one_by_digest_keep_the_registry_digest_on_every_
     ];
     for c in containerd_versions() {
         let said = check_containerd_import(c, &out_dir, &expect, &repo_at(&pinned, &pin_digest));
-        assert_eq!(said.trim(), "hello from the registry by digest", "{}", c.label);
+        assert_eq!(
+            said.trim(),
+            "hello from the registry by digest",
+            "{}",
+            c.label
+        );
     }
 
     // The classic store: loaded by tag, and one line per archive says the digest names cannot
@@ -585,6 +596,71 @@ fn the_blob_cache_is_shared_across_bundles_and_a_second_run_downloads_nothing() 
     // The same bundle again: the registry still serves that digest, so nothing is written.
     let again = export(&dir.join("two"));
     assert!(again.contains("skipped (up to date"), "{again}");
+}
+
+#[test]
+fn a_re_export_reuses_an_unchanged_archive_unread_and_rewrites_one_changed_in_place() {
+    let image = pushed_image("reg-reuse", "hello from a reused archive");
+    let dir = temp_dir("registry-reuse");
+    let cache = dir.join("cache");
+    let export = |out: &Path| {
+        let (code, _, log) = outcome(
+            registry_export(out, &bare_path(&[]))
+                .arg("--cache-dir")
+                .arg(&cache)
+                .arg(&image.reference),
+        );
+        assert_eq!(code, 0, "{log}");
+        log
+    };
+    let bundle = dir.join("images");
+    let file = file_of(&image.reference);
+    let first = export(&bundle);
+    assert!(first.contains(&format!("written {file}")), "{first}");
+    let stamp = &entry(&bundle, &image.reference)["stamp"];
+    assert!(stamp["ctime_ns"].as_i64().is_some(), "{stamp}");
+
+    // Unchanged since it was written: reused by its stamp, not read for its checksum.
+    let again = export(&bundle);
+    assert!(
+        again.contains(&format!("skipped (up to date: {file})\n")),
+        "{again}"
+    );
+
+    // One byte changed in place, the size and the modification time as they were: the
+    // change time differs, so the file is read, found changed, and written again.
+    let path = bundle.join(&file);
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut data = std::fs::read(&path).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x01;
+    std::fs::write(&path, &data).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let changed = export(&bundle);
+    assert!(changed.contains(&format!("written {file}")), "{changed}");
+    sha256sum_check(&bundle);
+
+    // A copy of the bundle (new inodes): read once for its checksum, then reused unread.
+    let copy = dir.join("copy");
+    run(Command::new("cp").arg("-a").arg(&bundle).arg(&copy));
+    let copied = export(&copy);
+    assert!(
+        copied.contains(&format!(
+            "skipped (up to date: {file}; its checksum verified)"
+        )),
+        "{copied}"
+    );
+    let next = export(&copy);
+    assert!(
+        next.contains(&format!("skipped (up to date: {file})\n")),
+        "{next}"
+    );
+    sha256sum_check(&copy);
 }
 
 #[test]
