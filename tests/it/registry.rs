@@ -570,21 +570,25 @@ fn a_token_registry_exports_with_a_credential_helper_a_config_file_and_password_
     assert!(log.contains("401"), "{log}");
 }
 
+/// Export `reference` into `out` with the blob cache `cache`; the log, the export having
+/// succeeded.
+fn cached_export(out: &Path, cache: &Path, reference: &str) -> String {
+    let (code, _, log) = outcome(
+        registry_export(out, &bare_path(&[]))
+            .arg("--cache-dir")
+            .arg(cache)
+            .arg(reference),
+    );
+    assert_eq!(code, 0, "{log}");
+    log
+}
+
 #[test]
 fn the_blob_cache_is_shared_across_bundles_and_a_second_run_downloads_nothing() {
     let image = pushed_image("reg-cache", "hello from the cache");
     let dir = temp_dir("registry-cache");
     let cache = dir.join("cache");
-    let export = |out: &Path| {
-        let (code, _, log) = outcome(
-            registry_export(out, &bare_path(&[]))
-                .arg("--cache-dir")
-                .arg(&cache)
-                .arg(&image.reference),
-        );
-        assert_eq!(code, 0, "{log}");
-        log
-    };
+    let export = |out: &Path| cached_export(out, &cache, &image.reference);
     let first = export(&dir.join("one"));
     assert!(!first.contains(", 0 B downloaded"), "{first}");
     let second = export(&dir.join("two"));
@@ -603,16 +607,7 @@ fn a_re_export_reuses_an_unchanged_archive_unread_and_rewrites_one_changed_in_pl
     let image = pushed_image("reg-reuse", "hello from a reused archive");
     let dir = temp_dir("registry-reuse");
     let cache = dir.join("cache");
-    let export = |out: &Path| {
-        let (code, _, log) = outcome(
-            registry_export(out, &bare_path(&[]))
-                .arg("--cache-dir")
-                .arg(&cache)
-                .arg(&image.reference),
-        );
-        assert_eq!(code, 0, "{log}");
-        log
-    };
+    let export = |out: &Path| cached_export(out, &cache, &image.reference);
     let bundle = dir.join("images");
     let file = file_of(&image.reference);
     let first = export(&bundle);

@@ -517,6 +517,26 @@ struct Exporter<'a> {
 /// Removes a temp file unless the file was completed.
 struct TempFile(Option<PathBuf>);
 
+impl TempFile {
+    /// Rename the completed file to `dest` (durably: the directory is synced too) and return
+    /// its stamp.
+    fn commit(&mut self, dest: &Path) -> Result<Option<bundle::FileStamp>> {
+        let Some(temp) = self.0.take() else {
+            anyhow::bail!("{}: no temp file to rename", dest.display());
+        };
+        if let Err(e) = fs::rename(&temp, dest) {
+            self.0 = Some(temp.clone());
+            return Err(e).with_context(|| {
+                format!("cannot rename {} to {}", temp.display(), dest.display())
+            });
+        }
+        if let Some(d) = dest.parent().and_then(|d| File::open(d).ok()) {
+            let _ = d.sync_all();
+        }
+        Ok(bundle::FileStamp::settled(dest))
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
@@ -682,19 +702,9 @@ impl Exporter<'_> {
         out.sync_all()
             .with_context(|| format!("cannot write {}", temp_path.display()))?;
         drop(out);
-        fs::rename(&temp_path, &dest).with_context(|| {
-            format!(
-                "cannot rename {} to {}",
-                temp_path.display(),
-                dest.display()
-            )
-        })?;
-        temp.0 = None;
-        if let Ok(d) = File::open(&self.bundle.dir) {
-            let _ = d.sync_all();
-        }
+        let stamp = temp.commit(&dest)?;
         let mut record = registry_record(r, &file, size, sha256, &exported);
-        record.stamp = bundle::FileStamp::settled(&dest);
+        record.stamp = stamp;
         self.bundle.record(record)?;
         let secs = started.elapsed().as_secs_f64();
         progress(
@@ -792,17 +802,7 @@ impl Exporter<'_> {
             .with_context(|| format!("cannot write {}", temp_path.display()))?;
         drop(out);
         let images = self.bundle_images(n, r, &written.info)?;
-        fs::rename(&temp_path, &dest).with_context(|| {
-            format!(
-                "cannot rename {} to {}",
-                temp_path.display(),
-                dest.display()
-            )
-        })?;
-        temp.0 = None;
-        if let Ok(d) = File::open(&self.bundle.dir) {
-            let _ = d.sync_all();
-        }
+        let stamp = temp.commit(&dest)?;
         self.bundle.record(BundleArchive {
             file: file.clone(),
             size: written.size,
@@ -811,7 +811,7 @@ impl Exporter<'_> {
             format: written.info.format,
             images,
             source: None,
-            stamp: bundle::FileStamp::settled(&dest),
+            stamp,
         })?;
         let secs = started.elapsed().as_secs_f64();
         progress(
