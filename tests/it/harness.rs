@@ -124,9 +124,17 @@ impl Daemons {
                 own.arg(a);
             }
         }
+        // The settings of the suite's command (the client, the disk limit), but its PATH:
+        // this version's own ctr goes first on the inherited one.
         for (k, v) in c.get_envs() {
-            if v.is_none() {
-                own.env_remove(k);
+            match v {
+                None => {
+                    own.env_remove(k);
+                }
+                Some(v) if k != "PATH" => {
+                    own.env(k, v);
+                }
+                Some(_) => {}
             }
         }
         if let Some(dir) = self.ctr.parent().filter(|d| !d.as_os_str().is_empty()) {
