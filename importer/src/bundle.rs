@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -48,6 +50,75 @@ pub struct BundleArchive {
     /// Where the image came from, for archives the registry engine wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<BundleSource>,
+    /// The file as `export` left it on the host that wrote it (see [`FileStamp`]): a re-export
+    /// there reuses an archive whose stamp still matches without reading it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<FileStamp>,
+}
+
+/// How long a timestamp the kernel gives a file can lag behind the clock: one tick of the
+/// coarse clock it reads (at most 10 ms at HZ=100), with room to spare.
+const TICK: Duration = Duration::from_millis(20);
+
+/// What tells, on the host that wrote it, that a file is unchanged without reading it: its
+/// size, inode, and modification and change times in nanoseconds. Any write, truncation,
+/// rename onto it or `touch` sets the change time to the clock, and user space cannot set it
+/// back; so a file whose stamp is the one taken once its change time was a clock tick in
+/// the past has not been written since. A copy (a new inode and change time) or another
+/// host never matches, and is read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub size: u64,
+    pub inode: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl FileStamp {
+    /// The stamp of `meta`; None on a filesystem whose times have no sub-second part (FAT,
+    /// some network filesystems), where two writes in one second would look the same.
+    fn of(meta: &fs::Metadata) -> Option<FileStamp> {
+        if meta.mtime_nsec() == 0 && meta.ctime_nsec() == 0 {
+            return None;
+        }
+        let ns = |s: i64, n: i64| s.checked_mul(1_000_000_000)?.checked_add(n);
+        Some(FileStamp {
+            size: meta.len(),
+            inode: meta.ino(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec())?,
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec())?,
+        })
+    }
+
+    /// The stamp of `path`, taken once its change time is a clock tick in the past (waiting
+    /// up to that long), so that a later write cannot carry the same change time. None when
+    /// the file cannot be stamped.
+    pub fn settled(path: &Path) -> Option<FileStamp> {
+        for _ in 0..10 {
+            let stamp = FileStamp::of(&fs::metadata(path).ok()?)?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+            let now = i64::try_from(now.as_nanos()).ok()?;
+            let tick = TICK.as_nanos() as i64;
+            let wait = stamp.ctime_ns + tick - now;
+            if wait <= 0 {
+                return Some(stamp);
+            }
+            if wait > tick {
+                // A change time in the future: the clock was set back; trust nothing.
+                return None;
+            }
+            std::thread::sleep(Duration::from_nanos(wait as u64));
+        }
+        None
+    }
+
+    /// Whether `path` is still the file this stamp was taken of.
+    pub fn matches(&self, path: &Path) -> bool {
+        fs::metadata(path)
+            .ok()
+            .and_then(|m| FileStamp::of(&m))
+            .is_some_and(|s| s == *self)
+    }
 }
 
 /// The registry's identity of an exported image (the registry engine records it).
@@ -282,6 +353,33 @@ mod tests {
         assert_eq!(sums["x.tar.gz"], a);
         assert_eq!(sums["sub/y file.tar"], "b".repeat(64));
         assert!(parse_sums("nothex  x.tar").is_err());
+    }
+
+    #[test]
+    fn a_stamp_matches_its_file_until_a_write_even_one_that_keeps_size_and_mtime() {
+        let dir = std::env::temp_dir().join(format!("oi-stamp-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.tar");
+        fs::write(&path, b"0123456789").unwrap();
+        let stamp = FileStamp::settled(&path).expect("a filesystem with sub-second times");
+        assert!(stamp.matches(&path));
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        fs::write(&path, b"0123456789").unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        assert!(
+            !stamp.matches(&path),
+            "rewritten with the same bytes, size and mtime"
+        );
+        let copy = dir.join("b.tar");
+        fs::copy(&path, &copy).unwrap();
+        assert!(!FileStamp::settled(&path).unwrap().matches(&copy));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

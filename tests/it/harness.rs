@@ -124,13 +124,18 @@ impl Daemons {
                 own.arg(a);
             }
         }
-        // Every setting of the default pair's command (DISK_MAX_USED, CONTAINERD_CLIENT, the
-        // variables it removes), PATH then made this version's.
+        // The settings of the suite's command (the client, the disk limit), but its PATH:
+        // this version's own ctr goes first on the inherited one.
         for (k, v) in c.get_envs() {
             match v {
-                Some(v) => own.env(k, v),
-                None => own.env_remove(k),
-            };
+                None => {
+                    own.env_remove(k);
+                }
+                Some(v) if k != "PATH" => {
+                    own.env(k, v);
+                }
+                Some(_) => {}
+            }
         }
         if let Some(dir) = self.ctr.parent().filter(|d| !d.as_os_str().is_empty()) {
             let path = std::env::var("PATH").unwrap_or_default();

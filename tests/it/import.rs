@@ -112,6 +112,7 @@ fn write_bundle_files(dir: &Path, files: &[&str]) {
                 })
                 .collect(),
             source: None,
+            stamp: None,
         });
     }
     write_index(dir, &index).unwrap();

@@ -66,15 +66,9 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-fn ctr_at(d: &Daemons, ns: &str) -> Command {
-    let mut c = Command::new("ctr");
-    c.arg("-a").arg(&d.containerd_sock).arg("-n").arg(ns);
-    c
-}
-
-/// Import `bundle` into `d`'s containerd (a fresh namespace) and check that every name in
-/// `expect` (name, target digest) exists with that target; run `run_from` and return what it
-/// printed.
+/// Import `bundle` into `d`'s containerd (a fresh namespace, with the client the suite runs
+/// with and `d`'s own ctr) and check that every name in `expect` (name, target digest) exists
+/// with that target; run `run_from` and return what it printed.
 pub fn check_containerd_import(
     d: &Daemons,
     bundle: &Path,
@@ -82,18 +76,9 @@ pub fn check_containerd_import(
     run_from: &str,
 ) -> String {
     let ns = unique_namespace("registry-import");
-    let mut c = offline_images();
-    c.arg("import")
-        .arg("--images-path")
-        .arg(bundle)
-        .arg("--containerd-address")
-        .arg(&d.containerd_sock)
-        .args(["--runtime", "containerd", "--namespace", &ns])
-        .env_remove("DOCKER_HOST")
-        .env_remove("IMAGES_PATH");
-    let (code, _, stderr) = outcome(&mut c);
-    assert_eq!(code, 0, "{stderr}");
-    let listed: Vec<(String, String)> = stdout_of(ctr_at(d, &ns).args(["images", "ls"]))
+    let (code, _, stderr) = outcome(&mut d.against_containerd("import", bundle, &ns));
+    assert_eq!(code, 0, "{}: {stderr}", d.label);
+    let listed: Vec<(String, String)> = stdout_of(d.ctr(&ns).args(["images", "ls"]))
         .lines()
         .skip(1)
         .filter_map(|l| {
@@ -104,31 +89,96 @@ pub fn check_containerd_import(
     for (name, target) in expect {
         assert!(
             listed.iter().any(|(n, t)| n == name && t == target),
-            "{name} -> {target} not in containerd after import: {listed:?}\n{stderr}"
+            "{}: {name} -> {target} not in containerd after import: {listed:?}\n{stderr}",
+            d.label
         );
     }
-    stdout_of(ctr_at(d, &ns).args(["run", "--rm", run_from, &format!("{ns}-run")]))
+    stdout_of(
+        d.ctr(&ns)
+            .args(["run", "--rm", run_from, &format!("{ns}-run")]),
+    )
 }
 
-/// Load `bundle` into `d`'s dockerd with the importer, and check that `tag` is there with
-/// `config` as its image ID.
-pub fn check_docker_import(d: &Daemons, bundle: &Path, tag: &str, config: &str) -> String {
-    docker_rmi(tag);
-    let mut c = offline_images();
-    c.arg("import")
-        .arg("--images-path")
-        .arg(bundle)
-        .args(["--runtime", "docker", "--docker-host", &d.docker_host])
-        .env_remove("CONTAINERD_ADDRESS")
-        .env_remove("IMAGES_PATH");
-    let (code, _, stderr) = outcome(&mut c);
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(docker_image_id(tag).as_deref(), Some(config), "{stderr}");
-    stderr
+/// What a Docker must hold after loading a registry bundle.
+pub struct DockerExpect<'a> {
+    /// The tag references, each with its image's config digest.
+    pub tags: &'a [(String, String)],
+    /// Every name a pod may use (tags and digest references), with its target digest.
+    pub names: &'a [(String, String)],
+    /// A digest reference to run, and what it prints.
+    pub run: (&'a str, &'a str),
+}
+
+/// Load `bundle` into `d`'s dockerd with the importer. On the classic store each tag's image
+/// ID is its config digest and one line per archive says the digest references cannot be
+/// served; on the containerd image store every name in `expect.names` resolves to its target
+/// and a container runs from a digest name. Returns the import's log.
+pub fn check_docker_import(d: &Daemons, bundle: &Path, expect: &DockerExpect) -> String {
+    let rmi = |name: &str| {
+        let _ = d
+            .docker()
+            .args(["image", "rm", "--force", "--no-prune", name])
+            .stdin(std::process::Stdio::null())
+            .output();
+    };
+    expect.names.iter().for_each(|(n, _)| rmi(n));
+    let (code, _, log) = outcome(&mut d.against_docker("import", bundle));
+    assert_eq!(code, 0, "{}: {log}", d.label);
+    let notes = log
+        .lines()
+        .filter(|l| l.contains("classic image store cannot serve digest references"))
+        .count();
+    if d.docker_containerd_store() {
+        assert_eq!(notes, 0, "{}: {log}", d.label);
+        for (name, target) in expect.names {
+            assert_eq!(
+                d.docker_image_id(name).as_deref(),
+                Some(target.as_str()),
+                "{}: {name} after the import:\n{log}",
+                d.label
+            );
+        }
+        let (name, message) = expect.run;
+        let out = stdout_of(d.docker().args(["run", "--rm", "--network", "none", name]));
+        assert_eq!(out.trim(), message, "{}: {name}", d.label);
+    } else {
+        for (tag, config) in expect.tags {
+            assert_eq!(
+                d.docker_image_id(tag).as_deref(),
+                Some(config.as_str()),
+                "{}: {tag}:\n{log}",
+                d.label
+            );
+        }
+        assert_eq!(notes, archives_in(bundle), "{}: {log}", d.label);
+    }
+    expect.names.iter().for_each(|(n, _)| rmi(n));
+    log
+}
+
+/// The number of archives `images.json` lists.
+fn archives_in(bundle: &Path) -> usize {
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("images.json")).unwrap()).unwrap();
+    v["archives"].as_array().unwrap().len()
+}
+
+/// Each containerd version of the matrix once (the first pair that has it).
+fn containerd_versions() -> Vec<&'static Daemons> {
+    let mut seen: Vec<&'static Daemons> = Vec::new();
+    for d in matrix() {
+        if !seen
+            .iter()
+            .any(|s| s.containerd_version == d.containerd_version)
+        {
+            seen.push(d);
+        }
+    }
+    seen
 }
 
 #[test]
-fn an_image_exported_by_tag_and_one_by_digest_keep_the_registry_digest_with_no_engine_on_path() {
+fn an_image_exported_by_tag_and_one_by_digest_keep_the_registry_digest_on_every_runtime_version() {
     let d = daemons();
     let reg = &d.registry;
     let tagged = pushed_image("reg-tag", "hello from the registry by tag");
@@ -190,22 +240,38 @@ fn an_image_exported_by_tag_and_one_by_digest_keep_the_registry_digest_with_no_e
         (repo_tag(&pinned), pin_digest.clone()),
         (repo_at(&pinned, &pin_digest), pin_digest.clone()),
     ];
-    let said = check_containerd_import(d, &out_dir, &expect, &repo_at(&pinned, &pin_digest));
-    assert_eq!(said.trim(), "hello from the registry by digest");
+    for c in containerd_versions() {
+        let said = check_containerd_import(c, &out_dir, &expect, &repo_at(&pinned, &pin_digest));
+        assert_eq!(
+            said.trim(),
+            "hello from the registry by digest",
+            "{}",
+            c.label
+        );
+    }
 
-    // Docker 20.10 has only the classic store: loaded by tag, and one line per archive says
-    // the digest names cannot be served there.
-    let log = check_docker_import(d, &out_dir, &tagged.tag, &tagged.config_digest);
-    let notes: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("classic image store cannot serve digest references"))
-        .collect();
-    assert_eq!(notes.len(), 2, "{log}");
-    assert!(
-        notes[0].contains(&repo_at(&tagged, &tag_digest))
-            || notes[1].contains(&repo_at(&tagged, &tag_digest)),
-        "{log}"
-    );
+    // The classic store: loaded by tag, and one line per archive says the digest names cannot
+    // be served there, naming them. The containerd image store holds every name.
+    let tags = [
+        (tagged.tag.clone(), tagged.config_digest.clone()),
+        (pinned.tag.clone(), pinned.config_digest.clone()),
+    ];
+    let pinned_at = repo_at(&pinned, &pin_digest);
+    let want = DockerExpect {
+        tags: &tags,
+        names: &expect,
+        run: (&pinned_at, "hello from the registry by digest"),
+    };
+    for d in matrix() {
+        let log = check_docker_import(d, &out_dir, &want);
+        if !d.docker_containerd_store() {
+            let note = log
+                .lines()
+                .find(|l| l.contains(&repo_at(&tagged, &tag_digest)))
+                .unwrap_or_else(|| panic!("{}: no line names the digest name:\n{log}", d.label));
+            assert!(note.contains("cannot serve digest references"), "{note}");
+        }
+    }
 }
 
 /// Build an image for `platform` FROM scratch around the static busybox.
@@ -228,11 +294,11 @@ fn build_for(tag: &str, platform: &str, message: &str) {
 }
 
 #[test]
-fn a_multi_platform_index_exported_for_amd64_keeps_the_index_digest_and_imports_by_it() {
+fn a_multi_platform_index_exported_for_amd64_keeps_the_index_digest_and_imports_by_it_everywhere() {
     let d = daemons();
     let reg = &d.registry;
     let repo = "oi-export/multi";
-    let mut descriptors = Vec::new();
+    let (mut descriptors, mut configs) = (Vec::new(), Vec::new());
     for arch in ["amd64", "arm64"] {
         let tag = format!("{reg}/{repo}:{arch}");
         build_for(
@@ -251,7 +317,10 @@ fn a_multi_platform_index_exported_for_amd64_keeps_the_index_digest_and_imports_
             .to_str()
             .unwrap()
             .to_string();
-        let size = resp.into_body().read_to_vec().unwrap().len();
+        let body = resp.into_body().read_to_vec().unwrap();
+        let size = body.len();
+        let manifest: Value = serde_json::from_slice(&body).unwrap();
+        configs.push(manifest["config"]["digest"].as_str().unwrap().to_string());
         descriptors.push(serde_json::json!({
             "mediaType": media_type, "digest": digest, "size": size,
             "platform": {"os": "linux", "architecture": arch},
@@ -305,8 +374,20 @@ fn a_multi_platform_index_exported_for_amd64_keeps_the_index_digest_and_imports_
         (format!("{base}@{index_digest}"), index_digest.clone()),
         (format!("{base}@{amd64}"), amd64.clone()),
     ];
-    let said = check_containerd_import(d, &out_dir, &expect, &format!("{base}@{index_digest}"));
-    assert_eq!(said.trim(), "hello from amd64");
+    let at_index = format!("{base}@{index_digest}");
+    for c in containerd_versions() {
+        let said = check_containerd_import(c, &out_dir, &expect, &at_index);
+        assert_eq!(said.trim(), "hello from amd64", "{}", c.label);
+    }
+    let tags = [(reference.clone(), configs[0].clone())];
+    let want = DockerExpect {
+        tags: &tags,
+        names: &expect,
+        run: (&at_index, "hello from amd64"),
+    };
+    for d in matrix() {
+        check_docker_import(d, &out_dir, &want);
+    }
 }
 
 #[test]
@@ -489,21 +570,25 @@ fn a_token_registry_exports_with_a_credential_helper_a_config_file_and_password_
     assert!(log.contains("401"), "{log}");
 }
 
+/// Export `reference` into `out` with the blob cache `cache`; the log, the export having
+/// succeeded.
+fn cached_export(out: &Path, cache: &Path, reference: &str) -> String {
+    let (code, _, log) = outcome(
+        registry_export(out, &bare_path(&[]))
+            .arg("--cache-dir")
+            .arg(cache)
+            .arg(reference),
+    );
+    assert_eq!(code, 0, "{log}");
+    log
+}
+
 #[test]
 fn the_blob_cache_is_shared_across_bundles_and_a_second_run_downloads_nothing() {
     let image = pushed_image("reg-cache", "hello from the cache");
     let dir = temp_dir("registry-cache");
     let cache = dir.join("cache");
-    let export = |out: &Path| {
-        let (code, _, log) = outcome(
-            registry_export(out, &bare_path(&[]))
-                .arg("--cache-dir")
-                .arg(&cache)
-                .arg(&image.reference),
-        );
-        assert_eq!(code, 0, "{log}");
-        log
-    };
+    let export = |out: &Path| cached_export(out, &cache, &image.reference);
     let first = export(&dir.join("one"));
     assert!(!first.contains(", 0 B downloaded"), "{first}");
     let second = export(&dir.join("two"));
@@ -515,6 +600,62 @@ fn the_blob_cache_is_shared_across_bundles_and_a_second_run_downloads_nothing() 
     // The same bundle again: the registry still serves that digest, so nothing is written.
     let again = export(&dir.join("two"));
     assert!(again.contains("skipped (up to date"), "{again}");
+}
+
+#[test]
+fn a_re_export_reuses_an_unchanged_archive_unread_and_rewrites_one_changed_in_place() {
+    let image = pushed_image("reg-reuse", "hello from a reused archive");
+    let dir = temp_dir("registry-reuse");
+    let cache = dir.join("cache");
+    let export = |out: &Path| cached_export(out, &cache, &image.reference);
+    let bundle = dir.join("images");
+    let file = file_of(&image.reference);
+    let first = export(&bundle);
+    assert!(first.contains(&format!("written {file}")), "{first}");
+    let stamp = &entry(&bundle, &image.reference)["stamp"];
+    assert!(stamp["ctime_ns"].as_i64().is_some(), "{stamp}");
+
+    // Unchanged since it was written: reused by its stamp, not read for its checksum.
+    let again = export(&bundle);
+    assert!(
+        again.contains(&format!("skipped (up to date: {file})\n")),
+        "{again}"
+    );
+
+    // One byte changed in place, the size and the modification time as they were: the
+    // change time differs, so the file is read, found changed, and written again.
+    let path = bundle.join(&file);
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut data = std::fs::read(&path).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x01;
+    std::fs::write(&path, &data).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let changed = export(&bundle);
+    assert!(changed.contains(&format!("written {file}")), "{changed}");
+    sha256sum_check(&bundle);
+
+    // A copy of the bundle (new inodes): read once for its checksum, then reused unread.
+    let copy = dir.join("copy");
+    run(Command::new("cp").arg("-a").arg(&bundle).arg(&copy));
+    let copied = export(&copy);
+    assert!(
+        copied.contains(&format!(
+            "skipped (up to date: {file}; its checksum verified)"
+        )),
+        "{copied}"
+    );
+    let next = export(&copy);
+    assert!(
+        next.contains(&format!("skipped (up to date: {file})\n")),
+        "{next}"
+    );
+    sha256sum_check(&copy);
 }
 
 #[test]

@@ -546,8 +546,9 @@ impl TempFile {
         out.sync_all().with_context(what)
     }
 
-    /// Rename it onto its destination, then sync the directory so the name lasts.
-    fn put_in_place(mut self) -> Result<()> {
+    /// Rename it onto its destination, then sync the directory so the name lasts; the stamp
+    /// of the file in place (see `bundle::FileStamp`).
+    fn put_in_place(mut self) -> Result<Option<bundle::FileStamp>> {
         fs::rename(&self.path, &self.dest).with_context(|| {
             format!(
                 "cannot rename {} to {}",
@@ -559,7 +560,7 @@ impl TempFile {
         if let Some(d) = self.dest.parent().and_then(|d| File::open(d).ok()) {
             let _ = d.sync_all();
         }
-        Ok(())
+        Ok(bundle::FileStamp::settled(&self.dest))
     }
 }
 
@@ -572,27 +573,55 @@ impl Drop for TempFile {
 }
 
 impl Exporter<'_> {
-    /// The config digest the bundle holds for `file`, when the file is there and its checksum
-    /// still matches `SHA256SUMS`.
-    fn cached_config(&self, file: &str) -> Result<Option<String>> {
-        let path = self.bundle.dir.join(file);
-        let (expected_sum, config) = {
+    /// The config digest the bundle holds for `file`, when the file is there and still the
+    /// archive `SHA256SUMS` lists (see [`Exporter::intact`]).
+    fn cached_config(&self, file: &str) -> Result<Option<(String, &'static str)>> {
+        let config = {
             let state = self.bundle.state.lock().unwrap_or_else(|e| e.into_inner());
-            let (index, sums) = &*state;
-            let config = index
+            let (index, _) = &*state;
+            index
                 .archive(file)
                 .and_then(|a| a.images.first())
-                .map(|i| i.config_digest.clone());
-            (sums.get(file).cloned(), config)
+                .map(|i| i.config_digest.clone())
         };
-        let (Some(expected_sum), Some(config)) = (expected_sum, config) else {
+        let Some(config) = config else {
             return Ok(None);
         };
+        Ok(self.intact(file)?.map(|how| (config, how)))
+    }
+
+    /// Whether the bundle's `file` is still the archive `SHA256SUMS` lists, and how that was
+    /// told: by its stamp in images.json (the file is not read), else by its checksum; an
+    /// archive found intact by its checksum is stamped again, so that the next run need not
+    /// read it. The stamp is taken before the file is read and must still match after.
+    fn intact(&self, file: &str) -> Result<Option<&'static str>> {
+        let path = self.bundle.dir.join(file);
+        let (sum, entry) = {
+            let state = self.bundle.state.lock().unwrap_or_else(|e| e.into_inner());
+            let (index, sums) = &*state;
+            (sums.get(file).cloned(), index.archive(file).cloned())
+        };
+        let (Some(sum), Some(mut entry)) = (sum, entry) else {
+            return Ok(None);
+        };
+        let stamped = entry
+            .stamp
+            .is_some_and(|s| s.size == entry.size && s.matches(&path));
+        if entry.sha256 == sum && stamped {
+            return Ok(Some(""));
+        }
         if !path.is_file() {
             return Ok(None);
         }
-        let actual = bundle::sha256_file(&path)?;
-        Ok((actual == expected_sum).then_some(config))
+        let before = bundle::FileStamp::settled(&path);
+        if bundle::sha256_file(&path)? != sum {
+            return Ok(None);
+        }
+        entry.stamp = before.filter(|s| s.matches(&path));
+        entry.sha256 = sum;
+        entry.size = fs::metadata(&path).map(|m| m.len()).unwrap_or(entry.size);
+        self.bundle.record(entry)?;
+        Ok(Some("; its checksum verified"))
     }
 
     /// Export one image; a failure is logged and becomes its outcome.
@@ -640,35 +669,23 @@ impl Exporter<'_> {
         self.export_local(n, r, engine, false)
     }
 
-    /// The digest images.json holds for the registry engine's `file`, and the file's
-    /// checksum in `SHA256SUMS`, when the file is there and holds the platforms asked for.
-    fn cached_digest(&self, file: &str) -> Result<Option<(String, String)>> {
-        let (expected_sum, digest) = {
-            let state = self.bundle.state.lock().unwrap_or_else(|e| e.into_inner());
-            let (index, sums) = &*state;
-            let digest = index.archive(file).and_then(|a| {
-                let have: Vec<&str> = a
-                    .images
-                    .iter()
-                    .filter_map(|i| i.platform.as_deref())
-                    .collect();
-                let all = self
-                    .platforms
-                    .iter()
-                    .all(|p| have.contains(&p.to_string().as_str()));
-                a.source.as_ref().filter(|_| all).map(|s| s.digest.clone())
-            });
-            (sums.get(file).cloned(), digest)
-        };
-        let (Some(expected_sum), Some(digest)) = (expected_sum, digest) else {
-            return Ok(None);
-        };
-        Ok(self
-            .bundle
-            .dir
-            .join(file)
-            .is_file()
-            .then_some((digest, expected_sum)))
+    /// The digest images.json holds for the registry engine's `file`, when it holds the
+    /// platforms asked for.
+    fn cached_digest(&self, file: &str) -> Option<String> {
+        let state = self.bundle.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (index, _) = &*state;
+        index.archive(file).and_then(|a| {
+            let have: Vec<&str> = a
+                .images
+                .iter()
+                .filter_map(|i| i.platform.as_deref())
+                .collect();
+            let all = self
+                .platforms
+                .iter()
+                .all(|p| have.contains(&p.to_string().as_str()));
+            a.source.as_ref().filter(|_| all).map(|s| s.digest.clone())
+        })
     }
 
     fn export_registry(
@@ -678,15 +695,18 @@ impl Exporter<'_> {
         reg: &registry::Registry,
     ) -> Result<Outcome> {
         let file = format!("{}.tar", r.file_stem());
-        if !self.no_cache {
-            if let Some((digest, sum)) = self.cached_digest(&file)? {
-                progress(n, self.total, r, "checking the registry");
-                // The file is read for its checksum only when the registry still serves the
-                // digest it holds: a changed image is written again anyway.
-                if reg.resolve(r)? == digest
-                    && bundle::sha256_file(&self.bundle.dir.join(&file))? == sum
-                {
-                    progress(n, self.total, r, &format!("skipped (up to date: {file})"));
+        if let Some(digest) = self.cached_digest(&file).filter(|_| !self.no_cache) {
+            progress(n, self.total, r, "checking the registry");
+            // The file is looked at only when the registry still serves the digest it holds:
+            // a changed image is written again anyway.
+            if reg.resolve(r)? == digest {
+                if let Some(how) = self.intact(&file)? {
+                    progress(
+                        n,
+                        self.total,
+                        r,
+                        &format!("skipped (up to date: {file}{how})"),
+                    );
                     return Ok(Outcome::UpToDate);
                 }
             }
@@ -699,9 +719,10 @@ impl Exporter<'_> {
         let exported = reg.export(r, &mut writer, &|b| self.meter.add(b))?;
         let (size, sha256) = (writer.count, writer.hex());
         temp.sync(writer.inner)?;
-        temp.put_in_place()?;
-        self.bundle
-            .record(registry_record(r, &file, size, sha256, &exported))?;
+        let stamp = temp.put_in_place()?;
+        let mut record = registry_record(r, &file, size, sha256, &exported);
+        record.stamp = stamp;
+        self.bundle.record(record)?;
         let secs = started.elapsed().as_secs_f64();
         progress(
             n,
@@ -739,7 +760,7 @@ impl Exporter<'_> {
             progress(n, self.total, r, "pulling");
             engine.pull(r, self.platform)?;
         }
-        let Some(config) = &cached else {
+        let Some((config, how)) = &cached else {
             return Ok(false);
         };
         if !engine.has_local_store() {
@@ -749,7 +770,12 @@ impl Exporter<'_> {
         if &current != config {
             return Ok(false);
         }
-        progress(n, self.total, r, &format!("skipped (up to date: {file})"));
+        progress(
+            n,
+            self.total,
+            r,
+            &format!("skipped (up to date: {file}{how})"),
+        );
         Ok(true)
     }
 
@@ -780,7 +806,7 @@ impl Exporter<'_> {
         };
         temp.sync(writer)?;
         let images = self.bundle_images(n, r, &written.info)?;
-        temp.put_in_place()?;
+        let stamp = temp.put_in_place()?;
         self.bundle.record(BundleArchive {
             file: file.clone(),
             size: written.size,
@@ -789,6 +815,7 @@ impl Exporter<'_> {
             format: written.info.format,
             images,
             source: None,
+            stamp,
         })?;
         let secs = started.elapsed().as_secs_f64();
         progress(
@@ -905,6 +932,7 @@ fn registry_record(
             index_digest: e.index_digest.clone(),
             refs: e.names.clone(),
         }),
+        stamp: None,
     }
 }
 

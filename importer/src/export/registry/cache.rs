@@ -111,8 +111,8 @@ impl Cache {
                 File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
             fetch(&mut f)?;
             // No fsync: the cache can be rebuilt, a blob that a crash left short fails the size
-            // check above, and every cached blob is verified again as it goes into an archive
-            // (a damaged one is removed). The archives themselves are synced.
+            // check above, and every blob an earlier run cached is verified again as it goes
+            // into an archive (a damaged one is removed). The archives themselves are synced.
             drop(f);
             fs::rename(&tmp, &path)
                 .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))

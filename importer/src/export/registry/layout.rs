@@ -1,6 +1,7 @@
 //! One image as an OCI image-layout tar: `oci-layout`, `index.json`, `blobs/sha256/<hex>`.
 //! Entries have fixed metadata (mode 0644, mtime 0, no owner), so the same image always makes
-//! the same archive; blobs read from the cache are verified again as they are written.
+//! the same archive; blobs an earlier run cached are verified again as they are written
+//! (this run's downloads were verified as they arrived).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -13,7 +14,35 @@ use super::verify::{Verifier, VerifyingReader};
 /// Where a blob's bytes are.
 pub enum Blob {
     Bytes(Vec<u8>),
+    /// A cached file, verified again on its way into the archive: it may have been damaged
+    /// since an earlier run stored it.
     File(std::path::PathBuf),
+    /// A cached file this run downloaded and verified a moment ago: copied without hashing
+    /// it a second time, its size checked.
+    Verified(std::path::PathBuf),
+}
+
+/// A reader that fails unless `inner` gives exactly `left` bytes.
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} bytes short", self.left),
+            ));
+        }
+        self.left = self
+            .left
+            .checked_sub(n as u64)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "longer than its size"))?;
+        Ok(n)
+    }
 }
 
 /// A writer that counts and hashes what passes, for `SHA256SUMS`.
@@ -83,6 +112,15 @@ pub fn write(out: &mut impl Write, index: &[u8], blobs: &[(String, u64, Blob)]) 
         let written = match blob {
             Blob::Bytes(data) => {
                 b.append_data(&mut h, &name, VerifyingReader::new(&data[..], verifier))
+            }
+            Blob::Verified(path) => {
+                let f = File::open(path)
+                    .with_context(|| format!("cannot open the cached blob {}", path.display()))?;
+                let exact = Exact {
+                    inner: f.take(*size + 1),
+                    left: *size,
+                };
+                b.append_data(&mut h, &name, exact)
             }
             Blob::File(path) => {
                 let f = File::open(path)

@@ -346,7 +346,7 @@ impl Registry {
         }
         let downloaded = AtomicU64::new(0);
         let cached = AtomicU64::new(0);
-        let results: Vec<Result<std::path::PathBuf>> = std::thread::scope(|s| {
+        let results: Vec<Result<(std::path::PathBuf, bool)>> = std::thread::scope(|s| {
             let handles: Vec<_> = wanted
                 .iter()
                 .map(|(digest, size)| {
@@ -356,7 +356,7 @@ impl Registry {
                             .cache
                             .ensure(digest, *size, |f| repo.blob(digest, *size, f, on_bytes))?;
                         if fresh { downloaded } else { cached }.fetch_add(*size, Ordering::Relaxed);
-                        Ok(path)
+                        Ok((path, fresh))
                     })
                 })
                 .collect();
@@ -369,8 +369,12 @@ impl Registry {
                 .collect()
         });
         let mut blobs = Vec::new();
-        for ((digest, size), path) in wanted.into_iter().zip(results) {
-            blobs.push((digest, size, Blob::File(path?)));
+        for ((digest, size), result) in wanted.into_iter().zip(results) {
+            let blob = match result? {
+                (path, true) => Blob::Verified(path),
+                (path, false) => Blob::File(path),
+            };
+            blobs.push((digest, size, blob));
         }
         Ok((blobs, (downloaded.into_inner(), cached.into_inner())))
     }
