@@ -1159,6 +1159,20 @@ impl PrivateContainerd {
         c
     }
 
+    /// SIGSTOP for `how_long`, then SIGCONT: a containerd that answers nothing for a while (a
+    /// starved node, a disk that stalls), and then goes on.
+    pub fn pause(&self, how_long: std::time::Duration) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("containerd is running")
+            .id()
+            .to_string();
+        run(Command::new("kill").args(["-STOP", &pid]));
+        std::thread::sleep(how_long);
+        run(Command::new("kill").args(["-CONT", &pid]));
+    }
+
     /// Image names in `ns`.
     pub fn images(&self, ns: &str) -> Vec<String> {
         stdout_of(self.ctr(ns).args(["images", "ls", "-q"]))

@@ -717,6 +717,40 @@ fn containerd_killed_mid_archive_fails_that_archive_leaves_no_half_image_and_the
         .contains(&"docker.io/oi-test/crash-big:1".to_string()));
 }
 
+/// A layer that takes long to unpack, with containerd silent meanwhile, is waited for. The
+/// native client used to ping every 5 s: containerd's gRPC server, with no keep-alive policy
+/// of its own, answers a third ping within five minutes, while it sends nothing, with GOAWAY
+/// `too_many_pings`, so every layer whose unpack took over about 20 s failed with "closed the
+/// connection during unpacking a layer" (seen on the corpus's 2 GiB `docker save` under load).
+/// Here containerd is stopped for 25 s in the middle of that unpack.
+#[test]
+fn a_big_docker_save_layer_whose_unpack_outlasts_25_s_of_containerd_silence_is_imported() {
+    let (archive, image) = crate::corpus::big_archive();
+    let cd = PrivateContainerd::start("slow-unpack", None);
+    let dir = temp_dir("slow-unpack-images");
+    std::fs::hard_link(archive, dir.join("big.tar")).unwrap();
+    let ns = "slow-unpack";
+    let importer = Running::spawn(&mut cd.import(&dir, ns));
+    let started = std::time::Instant::now();
+    loop {
+        let snapshots = stdout_of(cd.ctr(ns).args(["snapshots", "ls"]));
+        if snapshots.lines().any(|l| l.contains("extract-")) {
+            break;
+        }
+        assert!(
+            !importer.text().contains("summary") && started.elapsed().as_secs() < 600,
+            "no layer was being unpacked:\n{}",
+            importer.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cd.pause(std::time::Duration::from_secs(25));
+    let (code, log) = importer.finish(600);
+    assert_eq!(code, 0, "{log}");
+    assert!(line_of(&log, "big.tar").starts_with("imported"), "{log}");
+    assert!(cd.images(ns).contains(&image.reference), "{log}");
+}
+
 #[test]
 fn a_full_containerd_disk_is_reported_per_archive_and_every_archive_is_still_attempted() {
     let f = fixtures();

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{WriteContentRequest, WriteContentResponse};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -33,10 +34,29 @@ const LONG: Duration = Duration::from_secs(3600);
 /// A write that makes no progress for this long has stalled.
 const STALL: Duration = Duration::from_secs(120);
 
-/// HTTP/2 pings: a containerd that stops answering (frozen, or its socket gone with the
-/// connection half-open) ends the connection within about this much time.
-const PING_EVERY: Duration = Duration::from_secs(5);
-const PING_WAIT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings, for a connection left half-open. No more often than containerd's gRPC server
+/// allows: it sets no keep-alive policy, so grpc-go's default applies (one ping per 5 minutes
+/// while it sends nothing; the third ping sooner ends the connection with GOAWAY
+/// `too_many_pings`). Pinging every few seconds cut every layer whose unpack took longer than
+/// about 20 s. See docs/ARCHITECTURE.md, "Liveness by asking, not by pinging".
+const PING_EVERY: Duration = Duration::from_secs(330);
+const PING_WAIT: Duration = Duration::from_secs(20);
+
+/// While a long call runs (a layer applied, a large blob committed), containerd is asked its
+/// version this often: its answer shows it is alive, and is data that keeps pings allowed.
+const BEAT_EVERY: Duration = Duration::from_secs(15);
+
+/// A version query unanswered for this long: containerd has stopped answering.
+const BEAT_WAIT: Duration = Duration::from_secs(60);
+
+/// How a watched wait ended.
+enum Waited<T> {
+    Done(T),
+    /// Past its time limit.
+    Late,
+    /// containerd stopped answering its version query meanwhile.
+    Silent,
+}
 
 pub struct Conn {
     rt: tokio::runtime::Runtime,
@@ -74,7 +94,7 @@ impl Conn {
         let endpoint = Endpoint::from_static("http://[::]")
             .http2_keep_alive_interval(PING_EVERY)
             .keep_alive_timeout(PING_WAIT)
-            .keep_alive_while_idle(true)
+            .keep_alive_while_idle(false)
             .connect_timeout(SHORT);
         let connect = endpoint.connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
@@ -129,13 +149,34 @@ impl Conn {
     where
         F: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        match self
-            .rt
-            .block_on(async { tokio::time::timeout(limit, fut).await })
-        {
-            Err(_) => Err(CallError::Other(self.stopped_answering(what, limit))),
-            Ok(Err(status)) => Err(self.classify(what, status)),
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
+        match self.rt.block_on(self.watched(limit, fut)) {
+            Waited::Late => Err(CallError::Other(self.stopped_answering(what, limit))),
+            Waited::Silent => Err(CallError::Other(self.stopped_answering(what, BEAT_WAIT))),
+            Waited::Done(Err(status)) => Err(self.classify(what, status)),
+            Waited::Done(Ok(resp)) => Ok(resp.into_inner()),
+        }
+    }
+
+    /// Wait for `fut` for at most `limit`; past [`BEAT_EVERY`], ask containerd for its
+    /// version every [`BEAT_EVERY`] and give up when it does not answer within [`BEAT_WAIT`].
+    async fn watched<F: Future>(&self, limit: Duration, fut: F) -> Waited<F::Output> {
+        let start = tokio::time::Instant::now();
+        let deadline = tokio::time::sleep(limit);
+        let mut beat = tokio::time::interval_at(start + BEAT_EVERY, BEAT_EVERY);
+        tokio::pin!(fut, deadline);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Waited::Done(out),
+                _ = &mut deadline => return Waited::Late,
+                _ = beat.tick() => {
+                    let mut version = VersionClient::new(self.channel.clone());
+                    let asked = version.version(self.req((), None));
+                    // An error answer is an answer: the call itself reports a lost connection.
+                    if tokio::time::timeout(BEAT_WAIT, asked).await.is_err() {
+                        return Waited::Silent;
+                    }
+                }
+            }
         }
     }
 
@@ -269,13 +310,11 @@ impl Conn {
                 }
             });
         }
-        let outcome = self
-            .rt
-            .block_on(async { tokio::time::timeout(LONG, task).await });
-        let result = match outcome {
-            Err(_) => return Err(self.stopped_answering(&what, LONG)),
-            Ok(Err(join)) => return Err(anyhow!("{what} was cut short: {join}")),
-            Ok(Ok(r)) => r,
+        let result = match self.rt.block_on(self.watched(LONG, task)) {
+            Waited::Late => return Err(self.stopped_answering(&what, LONG)),
+            Waited::Silent => return Err(self.stopped_answering(&what, BEAT_WAIT)),
+            Waited::Done(Err(join)) => return Err(anyhow!("{what} was cut short: {join}")),
+            Waited::Done(Ok(r)) => r,
         };
         let (offset, head) = (feed.offset, std::mem::take(&mut feed.head));
         match result {
