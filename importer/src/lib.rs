@@ -1,5 +1,10 @@
 //! offline-images: export a release's images into a bundle on a connected host, and import
 //! that bundle into containerd or Docker on air-gapped nodes.
+//!
+//! The public API is what the binary, the integration tests and the fuzz target use: `run`,
+//! the CLI, the exit codes, archives, the bundle files, references and the runtime backends.
+//! The commands themselves (export, import, verify, list, prune) and their reports are
+//! private to the crate.
 
 pub mod archive;
 pub mod bundle;
@@ -7,18 +12,18 @@ pub mod bundled;
 pub mod cli;
 mod digest;
 pub mod exit;
-pub mod export;
-pub mod failure;
-pub mod import;
-pub mod labels;
-pub mod list;
+mod export;
+mod failure;
+mod import;
+mod labels;
+mod list;
 mod lock;
-pub mod prune;
+mod prune;
 pub mod reference;
-pub mod report;
+mod report;
 pub mod runtime;
 mod stop;
-pub mod verify;
+mod verify;
 
 use anyhow::Result;
 

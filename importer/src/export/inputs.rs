@@ -1,36 +1,11 @@
 //! Every source of references an `export` run was given, read in the order an operator gave
 //! them: arguments, image lists, a chart rendered by `helm template`, values files, manifests.
 
-use std::path::PathBuf;
-
 use super::chart::{self, ChartRequest, RenderError};
 use super::collect::Collected;
 use super::values;
 use crate::cli::ExportArgs;
 use crate::exit;
-
-/// All inputs of an `export` run, in the order an operator gave them.
-pub struct Inputs<'a> {
-    pub images: &'a [String],
-    pub images_files: &'a [PathBuf],
-    pub values: &'a [PathBuf],
-    pub manifests: &'a [PathBuf],
-}
-
-pub fn collect(inputs: &Inputs) -> Collected {
-    let mut c = Collected::default();
-    c.add_args(inputs.images);
-    for f in inputs.images_files {
-        c.add_images_file(f);
-    }
-    if !inputs.values.is_empty() {
-        values::add_values_files(&mut c, inputs.values, false);
-    }
-    for f in inputs.manifests {
-        c.add_manifests_file(f);
-    }
-    c
-}
 
 /// Everything `export` was given: with `--chart`, the values files and `--set` go to
 /// `helm template`; without it, values files are read as values (values.rs).

@@ -36,9 +36,7 @@ use crate::cli::{self, ExportArgs};
 use crate::exit::{self, Code};
 use crate::reference::Reference;
 
-pub use collect::Collected;
 pub use engine::Engine;
-pub use inputs::{collect, Inputs};
 
 /// The file extension for a compression choice.
 pub fn extension(c: cli::Compression) -> &'static str {
@@ -730,12 +728,13 @@ impl Exporter<'_> {
             r,
             &format!(
                 "written {file} ({}, {} downloaded at {}/s, {} from the cache, in {secs:.1} s; \
-                 digest {})",
+                 digest {}, from {})",
                 human_bytes(size),
                 human_bytes(exported.downloaded),
                 human_bytes((exported.downloaded as f64 / secs.max(0.001)) as u64),
                 human_bytes(exported.cached),
-                exported.digest
+                exported.digest,
+                exported.source
             ),
         );
         Ok(Outcome::Written { bytes: size })

@@ -71,10 +71,6 @@ impl Cache {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn path(&self, digest: &str) -> PathBuf {
         self.dir.join("blobs").join(digest.replacen(':', "/", 1))
     }
