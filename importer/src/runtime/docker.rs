@@ -18,6 +18,7 @@ use serde::Deserialize;
 use super::http::{truncate, Client, Response, Wait};
 use super::{Imported, Present, Runtime};
 use crate::archive::{inspect_stream_detailed, Compression, Limits, Platform};
+use crate::failure::{self, Kind};
 use crate::reference;
 
 /// The newest API version this backend has been tested against (Docker 20.10).
@@ -200,6 +201,15 @@ impl Docker {
     fn get_json<T: for<'de> Deserialize<'de>>(&self, p: &str, max: u64) -> Result<T> {
         let peer = self.client.describe_peer();
         let mut resp = self.client.get(&self.path(p))?;
+        // The image list exists on every Docker, yet the containerd image store answers it
+        // 404 ("content digest … not found") while an image is being removed or loaded beside
+        // the listing: asked again, a moment later, it answers.
+        let mut tries = 1;
+        while resp.status == 404 && p == "/images/json" && tries < LIST_TRIES {
+            std::thread::sleep(std::time::Duration::from_millis(250 * tries));
+            tries += 1;
+            resp = self.client.get(&self.path(p))?;
+        }
         if resp.status != 200 {
             return Err(refusal(&peer, &format!("GET {p}"), &mut resp));
         }
@@ -285,7 +295,35 @@ fn message_of(body: &str) -> String {
     }
 }
 
+/// How many times the image list is asked for when the containerd image store answers 404.
+const LIST_TRIES: u64 = 5;
+
 impl Runtime for Docker {
+    /// On the containerd image store, a load that fails is tried once more from the file: that
+    /// store can lose a load to a removal or a garbage collection running beside it on the
+    /// same daemon ("content digest … not found"), and the same archive then loads.
+    fn import_file(
+        &self,
+        path: &Path,
+        tar: &mut dyn Read,
+        platform: &Platform,
+    ) -> Result<Imported> {
+        let first = match self.import(tar, platform) {
+            Err(e) if self.containerd_store && failure::kind_of(&e) == Kind::Import => e,
+            done => return done,
+        };
+        let mut again = crate::archive::open(path)?.reader;
+        match self.import(&mut again, platform) {
+            Ok(mut imported) => {
+                imported.detail = Some(format!(
+                    "the first load failed ({first:#}); loaded when tried again"
+                ));
+                Ok(imported)
+            }
+            Err(e) => Err(e.context(format!("tried twice; the first time: {first:#}"))),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         "docker"
     }
