@@ -5,8 +5,6 @@
 
 use serde::Serialize;
 
-use crate::runtime::Unreachable;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
@@ -25,6 +23,17 @@ pub enum Kind {
     Stopped,
     /// The import failed otherwise: the runtime refused the archive, or its content is bad.
     Import,
+}
+
+/// The runtime could not be reached (socket missing, connection refused): worth retrying,
+/// unlike an archive the runtime refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
+/// Whether an error (anywhere in its chain) says the runtime was unreachable.
+pub fn is_unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<Unreachable>())
 }
 
 /// An error with its kind; the message is the whole story, the kind is for branching.

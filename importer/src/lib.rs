@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod bundle;
 pub mod bundled;
+mod child;
 pub mod cli;
 mod digest;
 pub mod exit;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use crate::child;
 use crate::report::Reporter;
-use crate::runtime;
 
 /// After SIGTERM, helper processes still running this long are killed.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -57,7 +57,7 @@ pub fn install_stop_handler(reporter: &'static Reporter) {
                     }
                     // The import aborts itself at its next read, and ctr then exits on its
                     // own (cleaning up). Only a helper stuck past a grace period is killed.
-                    Some(t) if t.elapsed() >= KILL_GRACE => runtime::kill_children(),
+                    Some(t) if t.elapsed() >= KILL_GRACE => child::kill_all(),
                     Some(_) => {}
                 }
             }

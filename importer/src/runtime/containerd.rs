@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::child::{Helper, Killer};
 use super::{chroot, content, socket, Container, Imported, Present, Runtime, Unreachable};
 use crate::archive::{inspect_stream_detailed, ArchiveInfo, Compression, Limits, Platform};
+use crate::child::{Helper, Killer};
 use crate::failure::{Failure, Kind};
 
 /// Where nodes keep `ctr`: distribution packages, RKE2, k3s, MicroK8s, k0s, Flatcar/Talos-like

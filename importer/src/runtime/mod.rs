@@ -3,7 +3,6 @@
 //! containerd is reached through its gRPC API on the socket (`native`) or through the node's
 //! own `ctr` (`containerd`); Docker through its Engine API.
 
-mod child;
 pub mod chroot;
 pub mod containerd;
 mod content;
@@ -159,18 +158,4 @@ pub struct Container {
 #[error("not supported by the {0} backend")]
 pub struct Unsupported(pub &'static str);
 
-/// The runtime could not be reached (socket missing, connection refused): worth retrying,
-/// unlike an archive the runtime refused.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Unreachable(pub String);
-
-/// Whether an error (anywhere in its chain) says the runtime was unreachable.
-pub fn is_unreachable(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| e.is::<Unreachable>())
-}
-
-/// SIGKILL every helper process still running (the run is being stopped).
-pub fn kill_children() {
-    child::kill_all();
-}
+pub use crate::failure::{is_unreachable, Unreachable};

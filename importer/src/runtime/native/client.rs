@@ -417,7 +417,7 @@ impl Feed<'_> {
         let Some(path) = &conn.guard else {
             return Ok(());
         };
-        match super::preflight::available(path) {
+        match super::disk::available(path) {
             Some(left) if left < RESERVE => Err(Fed::Read(anyhow!(
                 "the disk holding containerd's root is nearly full ({} left on the filesystem of \
                  {}) during the upload of {}: the upload was abandoned while containerd could \

@@ -7,6 +7,7 @@
 
 mod client;
 mod cri;
+mod disk;
 mod image;
 mod ingest;
 mod preflight;

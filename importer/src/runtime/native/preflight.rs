@@ -13,6 +13,7 @@ use containerd_client::services::v1::PluginsRequest;
 use sha2::{Digest, Sha256};
 
 use super::client::Conn;
+use super::disk::{statfs, Fs};
 use super::image::{blob_path, parse, ConfigDoc, DockerEntry, IndexDoc, ManifestDoc, Plan};
 use super::ingest::Ingest;
 use super::Native;
@@ -32,34 +33,6 @@ pub struct Need {
     pub unpacked: u64,
     /// Some unpacked sizes are estimates (compressed layers: twice their size).
     pub estimated: bool,
-}
-
-/// One filesystem's size and free space, and its identity.
-struct Fs {
-    path: PathBuf,
-    id: u64,
-    total: u64,
-    avail: u64,
-}
-
-fn statfs(path: &Path) -> Result<Fs> {
-    // containerd 2 makes its stores' directories on first use: until then, the filesystem
-    // they will be on is the nearest one that exists.
-    let existing = path.ancestors().find(|p| p.exists()).unwrap_or(path);
-    let s = nix::sys::statvfs::statvfs(existing).with_context(|| {
-        format!(
-            "cannot read the free space of {} for the disk preflight (mount containerd's \
-                 root there, read-only is enough, or turn the check off with --no-disk-preflight)",
-            path.display()
-        )
-    })?;
-    let unit = s.fragment_size() as u64;
-    Ok(Fs {
-        path: path.to_path_buf(),
-        id: s.filesystem_id() as u64,
-        total: s.blocks() as u64 * unit,
-        avail: s.blocks_available() as u64 * unit,
-    })
 }
 
 /// Where containerd keeps `plugin_type`'s data (as it reports it), seen from here.
@@ -97,11 +70,6 @@ pub fn plugin_root(
         host_root,
         Path::new(root),
     ))
-}
-
-/// Bytes free for containerd at `path`.
-pub fn available(path: &Path) -> Option<u64> {
-    statfs(path).ok().map(|f| f.avail)
 }
 
 /// The archive's names and sizes, and its small documents, from one cheap pass.
