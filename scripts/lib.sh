@@ -334,6 +334,26 @@ oi_build_aarch64() {
   echo "$bin"
 }
 
+# Unpack Debian forky's PACKAGES (apt-get download, dpkg -x; nothing is installed) into ROOT,
+# once: ROOT/.complete marks a finished unpack. NAME names the download directory.
+oi_unpack_forky() {
+  local name=$1 root=$2 dir=$OI_CACHE/apt/forky deb
+  shift 2
+  [ -f "$root/.complete" ] && return 0
+  [ -f "$dir/sources.list" ] || oi_fetch_suite forky >/dev/null
+  mkdir -p "$dir/$name-debs"
+  rm -f "$dir/$name-debs"/*.deb
+  say "fetching $* from Debian forky into $OI_CACHE"
+  (cd "$dir/$name-debs" && oi_apt forky apt-get download "$@" >/dev/null) \
+    || die "apt-get download of $* from forky failed"
+  rm -rf "$root.new"
+  mkdir -p "$root.new"
+  for deb in "$dir/$name-debs"/*.deb; do dpkg -x "$deb" "$root.new" || die "dpkg -x $deb failed"; done
+  touch "$root.new/.complete"
+  rm -rf "$root"
+  mv "$root.new" "$root"
+}
+
 # ---- skopeo 1.22 -----------------------------------------------------------------------------
 # skopeo 1.22 (Debian forky) writes archives the Debian 12 one cannot (zstd-compressed layers).
 # Its binary needs glibc 2.38, newer than Debian 12's, so it does not run here as it is: it
@@ -341,21 +361,8 @@ oi_build_aarch64() {
 # installed). Echoes the path of a `skopeo` that does so.
 OI_SKOPEO_PACKAGES=(skopeo libc6 libgpgme45 libassuan9 libgpg-error0 libsqlite3-0)
 oi_fetch_forky_skopeo() {
-  local dir=$OI_CACHE/apt/forky root=$OI_CACHE/forky-skopeo/root bin=$OI_CACHE/forky-skopeo/bin deb lib
-  if [ ! -f "$root/.complete" ]; then
-    [ -f "$dir/sources.list" ] || oi_fetch_suite forky >/dev/null
-    mkdir -p "$dir/skopeo-debs"
-    rm -f "$dir/skopeo-debs"/*.deb
-    say "fetching ${OI_SKOPEO_PACKAGES[*]} from Debian forky into $OI_CACHE"
-    (cd "$dir/skopeo-debs" && oi_apt forky apt-get download "${OI_SKOPEO_PACKAGES[@]}" >/dev/null) \
-      || die "apt-get download of ${OI_SKOPEO_PACKAGES[*]} from forky failed"
-    rm -rf "$root.new"
-    mkdir -p "$root.new"
-    for deb in "$dir/skopeo-debs"/*.deb; do dpkg -x "$deb" "$root.new" || die "dpkg -x $deb failed"; done
-    touch "$root.new/.complete"
-    rm -rf "$root"
-    mv "$root.new" "$root"
-  fi
+  local root=$OI_CACHE/forky-skopeo/root bin=$OI_CACHE/forky-skopeo/bin lib
+  oi_unpack_forky skopeo "$root" "${OI_SKOPEO_PACKAGES[@]}"
   lib=$root/usr/lib/x86_64-linux-gnu
   mkdir -p "$bin"
   printf '#!/bin/sh\n# skopeo from Debian forky, run with its own glibc (this machine has an older one).\nexec %s --library-path %s %s "$@"\n' \
@@ -379,20 +386,10 @@ oi_fetch_forky_skopeo() {
 OI_PODMAN_PACKAGES=(podman conmon netavark libc6 libgpgme45 libassuan9 libgpg-error0 libseccomp2
   libsqlite3-0 libsubid6 libglib2.0-0t64)
 oi_fetch_forky_podman() {
-  local dir=$OI_CACHE/apt/forky top=$OI_CACHE/forky-podman root=$OI_CACHE/forky-podman/root deb lib b
+  local top=$OI_CACHE/forky-podman root=$OI_CACHE/forky-podman/root lib b
   if [ ! -f "$root/.complete" ]; then
-    [ -f "$dir/sources.list" ] || oi_fetch_suite forky >/dev/null
-    mkdir -p "$dir/podman-debs"
-    rm -f "$dir/podman-debs"/*.deb
-    say "fetching ${OI_PODMAN_PACKAGES[*]} from Debian forky into $OI_CACHE"
-    (cd "$dir/podman-debs" && oi_apt forky apt-get download "${OI_PODMAN_PACKAGES[@]}" >/dev/null) \
-      || die "apt-get download of ${OI_PODMAN_PACKAGES[*]} from forky failed"
-    rm -rf "$root.new"
-    mkdir -p "$root.new"
-    for deb in "$dir/podman-debs"/*.deb; do dpkg -x "$deb" "$root.new" || die "dpkg -x $deb failed"; done
-    touch "$root.new/.complete"
-    rm -rf "$root" "$top/bin"
-    mv "$root.new" "$root"
+    rm -rf "$top/bin"
+    oi_unpack_forky podman "$root" "${OI_PODMAN_PACKAGES[@]}"
   fi
   lib=$root/usr/lib/x86_64-linux-gnu
   if [ ! -x "$top/bin/podman" ]; then
