@@ -341,15 +341,9 @@ pub fn twin_layers() -> &'static (PathBuf, TestImage) {
             layers.len() == 3 && layers[1] == layers[2],
             "the two COPY steps must make one layer twice: {layers:?}"
         );
-        let id = stdout_of(docker().args(["image", "inspect", "--format", "{{.Id}}", tag]));
         let tar = temp_dir("twin-save").join("twin.tar");
         run(docker().args(["save", "-o"]).arg(&tar).arg(tag));
-        let image = TestImage {
-            tag: tag.into(),
-            reference: offline_images::reference::normalize(tag).unwrap(),
-            config_digest: id.trim().into(),
-        };
-        (tar, image)
+        (tar, test_image(tag))
     })
 }
 

@@ -299,6 +299,11 @@ pub fn build_image(tag: &str, message: &str) -> TestImage {
     )
     .unwrap();
     run(docker().args(["build", "-q", "-t", tag]).arg(&ctx));
+    test_image(tag)
+}
+
+/// The image the default pair's dockerd holds under `tag`, with its config digest.
+pub fn test_image(tag: &str) -> TestImage {
     let id = stdout_of(docker().args(["image", "inspect", "--format", "{{.Id}}", tag]));
     TestImage {
         tag: tag.to_string(),
@@ -1498,12 +1503,7 @@ pub fn build_base_image(tag: &str) -> TestImage {
     )
     .unwrap();
     run(docker().args(["build", "-q", "-t", tag]).arg(&ctx));
-    let id = stdout_of(docker().args(["image", "inspect", "--format", "{{.Id}}", tag]));
-    TestImage {
-        tag: tag.to_string(),
-        reference: offline_images::reference::normalize(tag).unwrap(),
-        config_digest: id.trim().to_string(),
-    }
+    test_image(tag)
 }
 
 /// `docker save` of three images that share the busybox layer (base, alpha, beta), made by
