@@ -109,15 +109,8 @@ pub fn skopeo_122_docker_archive() -> Option<&'static PathBuf> {
         let skopeo = std::env::var_os("OI_SKOPEO_122")?;
         let f = fixtures();
         let tar = temp_dir("skopeo-122").join("alpha-docker.tar");
-        run(Command::new(&skopeo)
-            .args([
-                "copy",
-                "--quiet",
-                "--src-daemon-host",
-                &daemons().docker_host,
-            ])
-            .arg(format!("docker-daemon:{}", f.alpha.tag))
-            .arg(format!("docker-archive:{}:{}", tar.display(), f.alpha.tag)));
+        let to = format!("docker-archive:{}:{}", tar.display(), f.alpha.tag);
+        skopeo_from_daemon(Command::new(&skopeo), &[], &f.alpha.tag, to);
         Some(tar)
     })
     .as_ref()
@@ -354,15 +347,8 @@ pub fn untagged_oci() -> &'static (PathBuf, String) {
     U.get_or_init(|| {
         let f = fixtures();
         let tar = temp_dir("untagged-oci").join("untagged-oci.tar");
-        run(skopeo()
-            .args([
-                "copy",
-                "--quiet",
-                "--src-daemon-host",
-                &daemons().docker_host,
-            ])
-            .arg(format!("docker-daemon:{}", f.alpha.tag))
-            .arg(format!("oci-archive:{}", tar.display())));
+        let to = format!("oci-archive:{}", tar.display());
+        skopeo_from_daemon(skopeo(), &[], &f.alpha.tag, to);
         let index: serde_json::Value =
             serde_json::from_slice(&tar_file(&tar, "index.json")).unwrap();
         assert!(

@@ -302,6 +302,17 @@ pub fn build_image(tag: &str, message: &str) -> TestImage {
     test_image(tag)
 }
 
+/// `skopeo copy` (the `skopeo` command given, with `extra` flags) of `tag` from the default
+/// pair's dockerd to `dest` (`docker-archive:PATH:TAG`, `oci-archive:PATH`, …).
+pub fn skopeo_from_daemon(mut skopeo: Command, extra: &[&str], tag: &str, dest: String) {
+    run(skopeo
+        .args(["copy", "--quiet"])
+        .args(extra)
+        .args(["--src-daemon-host", &daemons().docker_host])
+        .arg(format!("docker-daemon:{tag}"))
+        .arg(dest));
+}
+
 /// The image the default pair's dockerd holds under `tag`, with its config digest.
 pub fn test_image(tag: &str) -> TestImage {
     let id = stdout_of(docker().args(["image", "inspect", "--format", "{{.Id}}", tag]));
@@ -350,15 +361,12 @@ fn build_fixtures() -> Fixtures {
         .arg(p("ctr-oci.tar"))
         .arg(&alpha.reference));
 
-    let daemon = daemons().docker_host.clone();
     for (dest, file) in [
         ("docker-archive", "skopeo-docker.tar"),
         ("oci-archive", "skopeo-oci.tar"),
     ] {
-        run(skopeo()
-            .args(["copy", "--quiet", "--src-daemon-host", &daemon])
-            .arg(format!("docker-daemon:{}", alpha.tag))
-            .arg(format!("{dest}:{}:{}", p(file).display(), alpha.tag)));
+        let to = format!("{dest}:{}:{}", p(file).display(), alpha.tag);
+        skopeo_from_daemon(skopeo(), &[], &alpha.tag, to);
     }
 
     run(docker()
@@ -435,12 +443,9 @@ pub fn unique_tag(label: &str) -> String {
 pub fn save_as(flavour: &str, image: &TestImage) -> (PathBuf, TestImage) {
     let dir = temp_dir("flavour");
     let tar = dir.join("image.tar");
-    let daemon = daemons().docker_host.clone();
     let skopeo_to = |dest: &str| {
-        run(skopeo()
-            .args(["copy", "--quiet", "--src-daemon-host", &daemon])
-            .arg(format!("docker-daemon:{}", image.tag))
-            .arg(format!("{dest}:{}:{}", tar.display(), image.tag)));
+        let to = format!("{dest}:{}:{}", tar.display(), image.tag);
+        skopeo_from_daemon(skopeo(), &[], &image.tag, to);
     };
     match flavour {
         "docker save" | "docker save | gzip" => {
@@ -466,16 +471,8 @@ pub fn save_as(flavour: &str, image: &TestImage) -> (PathBuf, TestImage) {
         "skopeo oci-archive" | "skopeo oci-archive, gzip layers" => {
             if flavour.ends_with("gzip layers") {
                 // As images copied from a registry are stored: compressed layers.
-                run(skopeo()
-                    .args([
-                        "copy",
-                        "--quiet",
-                        "--dest-compress",
-                        "--src-daemon-host",
-                        &daemon,
-                    ])
-                    .arg(format!("docker-daemon:{}", image.tag))
-                    .arg(format!("oci-archive:{}:{}", tar.display(), image.tag)));
+                let to = format!("oci-archive:{}:{}", tar.display(), image.tag);
+                skopeo_from_daemon(skopeo(), &["--dest-compress"], &image.tag, to);
             } else {
                 skopeo_to("oci-archive");
             }
