@@ -23,7 +23,8 @@
 #   import-memory      peak RSS of `offline-images import` of that 2 GiB archive (gzip) into containerd
 #   native             (not in the default set) the containerd clients side by side, on the
 #                      exported bundle: first import (native vs the ctr loop, and ours on
-#                      `ctr` with BENCH_CTR_CLIENT=1), an upgrade where one image changed (its base layer shared),
+#                      `ctr` with BENCH_CTR_CLIENT=1, and one archive at a time with
+#                      BENCH_SEQUENTIAL=1), an upgrade where one image changed (its base layer shared),
 #                      and a re-run over images the ctr loop imported
 #
 # The import, rerun and export sections start private containerd, dockerd and registry daemons
@@ -301,6 +302,7 @@ describe() {
   case $1 in
   ours_ctr_exported) echo "offline-images import --images-path EXPORTED --runtime containerd --containerd-address SOCK --namespace k8s.io" ;;
   ours_native_exported) echo "offline-images import --images-path EXPORTED --runtime containerd --containerd-client native --containerd-address SOCK --namespace k8s.io" ;;
+  ours_native1_exported) echo "offline-images import --images-path EXPORTED --runtime containerd --containerd-client native --containerd-address SOCK --namespace k8s.io --jobs 1" ;;
   ours_native_upgraded) echo "offline-images import --images-path UPGRADED --runtime containerd --containerd-client native --containerd-address SOCK --namespace k8s.io" ;;
   ours_native_foreign) echo "offline-images import --images-path FOREIGN --runtime containerd --containerd-client native --containerd-address SOCK --namespace k8s.io" ;;
   ours_ctrclient_exported) echo "offline-images import --images-path EXPORTED --runtime containerd --containerd-client ctr --containerd-address SOCK --namespace k8s.io" ;;
@@ -486,11 +488,14 @@ section_import_memory() {
 # disk preflight runs, its limit at 100%: the scratch dir is on a shared disk that may already
 # be fuller than the default 85%.
 import_client() {
-  run "$1" "$BIN" import --images-path "$2" --runtime containerd --containerd-client "$3" \
-    --containerd-address "$OI_CONTAINERD_SOCK" --namespace k8s.io --disk-max-used 100
-  all_archives_done "$1"
+  local log=$1 dir=$2 client=$3
+  shift 3
+  run "$log" "$BIN" import --images-path "$dir" --runtime containerd --containerd-client "$client" \
+    --containerd-address "$OI_CONTAINERD_SOCK" --namespace k8s.io --disk-max-used 100 "$@"
+  all_archives_done "$log"
 }
 ours_native_exported() { import_client "$1" "$EXPORTED" native; }
+ours_native1_exported() { import_client "$1" "$EXPORTED" native --jobs 1; }
 ours_ctrclient_exported() { import_client "$1" "$EXPORTED" ctr; }
 ours_native_upgraded() { import_client "$1" "$UPGRADED" native; }
 theirs_ctr_upgraded() { ctr_loop "$1" "$UPGRADED"; }
@@ -525,6 +530,9 @@ section_native() {
   # Our ctr client as a third contender only with BENCH_CTR_CLIENT=1: it adds a third of the time.
   local first=(ours_native_exported theirs_ctr_exported)
   [ "${BENCH_CTR_CLIENT:-0}" = 1 ] && first+=(ours_ctrclient_exported)
+  # The native client one archive at a time (--jobs 1), with BENCH_SEQUENTIAL=1: what the
+  # overlap of one archive's unpack with the next one's upload is worth.
+  [ "${BENCH_SEQUENTIAL:-0}" = 1 ] && first+=(ours_native1_exported)
   compare native-first '<=0.5' reset_containerd "${first[@]}"
   build_upgrade
   record "native: upgrade, one of the images changed, the others and the base layer present"

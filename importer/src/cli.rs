@@ -197,9 +197,12 @@ pub struct ImportArgs {
     #[arg(long, env = "NO_DISK_PREFLIGHT")]
     pub no_disk_preflight: bool,
 
-    /// Archives imported at the same time.
-    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
+    /// Archives imported at the same time. With containerd's native client, two at most by
+    /// default: one archive's layers are unpacked while the next one's content is sent, each
+    /// step in the bundle's order; 1 turns that off. With ctr and Docker, N archives are
+    /// imported side by side [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
 
     /// Exit 1 if any archive failed (default: report failures and exit 0).
     #[arg(long, env = "IMPORT_STRICT")]

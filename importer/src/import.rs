@@ -28,6 +28,9 @@ use crate::report::{self, ArchiveResult, Event, Missing, Reporter, Status, Summa
 use crate::runtime::{self, detect, Present, Runtime};
 use crate::stop::{install_stop_handler, sleep_unless_stopped, stop_signal};
 
+mod turns;
+use turns::{Passage, Pipeline};
+
 /// Retries when the runtime is briefly unreachable (restarting): 1+2+4+8+16 s.
 const RETRY_DELAYS: &[u64] = &[1, 2, 4, 8, 16];
 /// A progress line this often while one archive is being imported.
@@ -185,6 +188,40 @@ struct Run<'a> {
     runtime: &'a dyn Runtime,
     reporter: &'a Reporter,
     platform: Platform,
+    jobs: Jobs,
+}
+
+/// How many archives are in flight, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jobs {
+    /// Side by side, each whole, in any order.
+    Parallel(u16),
+    /// Two at most, each step in plan order (see `turns`).
+    Pipelined,
+}
+
+impl Jobs {
+    /// `--jobs` as asked, for `rt`: a runtime that imports in two steps pipelines unless
+    /// asked for one at a time; the others import `--jobs` archives side by side (default 1).
+    fn of(asked: Option<u16>, rt: &dyn Runtime) -> Jobs {
+        match asked {
+            Some(1) => Jobs::Parallel(1),
+            _ if rt.stages() => Jobs::Pipelined,
+            asked => Jobs::Parallel(asked.unwrap_or(1)),
+        }
+    }
+
+    fn workers(self) -> usize {
+        match self {
+            Jobs::Parallel(n) => usize::from(n),
+            Jobs::Pipelined => 2,
+        }
+    }
+
+    /// Whether archives may finish out of plan order.
+    fn unordered(self) -> bool {
+        matches!(self, Jobs::Parallel(n) if n > 1)
+    }
 }
 
 pub fn run(args: &ImportArgs) -> Result<Code> {
@@ -200,7 +237,8 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     let rt = detected.runtime.as_ref();
     runtime::check_architecture(rt)?;
     let socket = detected.socket.display().to_string();
-    announce(args, &detected, &socket, &bundle.found, reporter);
+    let jobs = Jobs::of(args.jobs, rt);
+    announce(args, &detected, &socket, &bundle.found, jobs, reporter);
     say_left_out_nodes(&args.left_out_nodes, reporter);
     let _lock = if args.dry_run {
         None
@@ -213,6 +251,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         runtime: rt,
         reporter,
         platform: Platform::host(),
+        jobs,
     };
     let (mut results, todo) = plan(&ctx, &bundle, release_key.as_deref())?;
     let interrupted = execute(&ctx, &todo, &mut results);
@@ -306,6 +345,7 @@ fn announce(
     detected: &detect::Detected,
     socket: &str,
     found: &[Found],
+    jobs: Jobs,
     reporter: &Reporter,
 ) {
     let rt = detected.runtime.as_ref();
@@ -326,7 +366,8 @@ fn announce(
         images_path: &images_path,
         archives: found.len(),
         bytes: found.iter().map(|f| f.size).sum(),
-        jobs: args.jobs,
+        jobs: jobs.workers() as u16,
+        pipelined: jobs == Jobs::Pipelined,
         dry_run: args.dry_run,
         force: args.force,
     });
@@ -469,7 +510,7 @@ type Landed = (Vec<(usize, ArchiveResult)>, Vec<(usize, NameConfigs)>);
 /// The workers: each takes the next archive; one that lost a race with a parallel import is
 /// imported again alone once the others are done.
 fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
-    let jobs = ctx.args.jobs;
+    let pipeline = (ctx.jobs == Jobs::Pipelined).then(Pipeline::new);
     let done = Mutex::new(Vec::new());
     let landed = Mutex::new(Vec::new());
     let retry = Mutex::new(Vec::new());
@@ -483,15 +524,18 @@ fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
             .push((i, names));
     };
     thread::scope(|s| {
-        for _ in 0..usize::from(jobs).min(todo.len().max(1)) {
+        for _ in 0..ctx.jobs.workers().min(todo.len().max(1)) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(p) = todo.get(i) else { break };
+                let mut passage = Passage::new(pipeline.as_ref(), i);
                 if stop_signal().is_some() {
                     break;
                 }
-                let (r, names) = import_one(ctx, p);
-                if jobs > 1 && lost_a_parallel_race(&r) {
+                let (r, names) = import_one(ctx, p, &mut passage);
+                // Pipelined, the results too land in plan order.
+                passage.finish();
+                if ctx.jobs.unordered() && lost_a_parallel_race(&r) {
                     // Tried again alone below, once the other imports are done.
                     retry.lock().unwrap_or_else(|e| e.into_inner()).push(i);
                     continue;
@@ -511,7 +555,7 @@ fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
             "{}: importing again on its own: a parallel import was writing a layer or an image name it shares",
             p.file
         ));
-        let (r, names) = import_one(ctx, p);
+        let (r, names) = import_one(ctx, p, &mut Passage::new(None, i));
         land(i, r, names);
     }
     (
@@ -836,9 +880,13 @@ fn with_retries<T>(
 
 /// Import one archive: its result, and each name it set with the config digest (node
 /// platform) that name now has.
-fn import_one(ctx: &Run<'_>, p: &Planned) -> (ArchiveResult, NameConfigs) {
+fn import_one(
+    ctx: &Run<'_>,
+    p: &Planned,
+    passage: &mut Passage<'_>,
+) -> (ArchiveResult, NameConfigs) {
     let started = Instant::now();
-    let (mut result, names) = match import_archive(ctx, p) {
+    let (mut result, names) = match import_archive(ctx, p, passage) {
         Ok(r) => r,
         Err(e) => {
             let (kind, reason) = match stop_signal() {
@@ -888,7 +936,7 @@ fn settle_shared_names(
     for (_, from) in &mut shared {
         from.sort_by_key(|(i, _)| *i);
     }
-    if ctx.args.jobs > 1 {
+    if ctx.jobs.unordered() {
         reimport_last_of_shared(ctx, todo, &shared, done);
     }
     for (name, from) in &shared {
@@ -949,7 +997,7 @@ fn reimport_last_of_shared(
              which finished after it",
             p.file
         ));
-        let (r, _) = import_one(ctx, p);
+        let (r, _) = import_one(ctx, p, &mut Passage::new(None, 0));
         if r.status == Status::Failed {
             ctx.reporter.emit(&Event::Archive(&r));
         }
@@ -959,7 +1007,11 @@ fn reimport_last_of_shared(
     }
 }
 
-fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<(ArchiveResult, NameConfigs)> {
+fn import_archive(
+    ctx: &Run<'_>,
+    p: &Planned,
+    passage: &mut Passage<'_>,
+) -> Result<(ArchiveResult, NameConfigs)> {
     let file = p.file.as_str();
     if let Some(expected) = &p.expected_sha256 {
         check_sha256(p, expected)?;
@@ -980,13 +1032,28 @@ fn import_archive(ctx: &Run<'_>, p: &Planned) -> Result<(ArchiveResult, NameConf
         };
         return Ok((would, Vec::new()));
     }
-    if !ctx.args.no_disk_preflight {
-        with_retries(ctx.reporter, Some(file), || {
-            ctx.runtime
-                .preflight(&p.found.path, &ctx.platform, ctx.args.disk_max_used)
-        })?;
-    }
-    let imported = with_retries(ctx.reporter, Some(file), || stream_into_runtime(ctx, p))?;
+    passage.store();
+    let rest = match preflight_and_stage(ctx, p) {
+        Err(e) if passage.overlapped() && failure::kind_of(&e) == Kind::Disk => {
+            ctx.reporter.info(&format!(
+                "{file}: {e:#}; the archive before it was being unpacked meanwhile: importing \
+                 it again once that one is done, and the rest of the bundle one archive at a time"
+            ));
+            passage.alone();
+            preflight_and_stage(ctx, p)?
+        }
+        other => other?,
+    };
+    passage.finish();
+    let imported = match rest() {
+        // containerd went away between the two steps: the whole archive once more.
+        Err(e) if runtime::is_unreachable(&e) => {
+            ctx.reporter
+                .warn(Some(file), &format!("{e:#}; importing the archive again"));
+            with_retries(ctx.reporter, Some(file), || stage_into_runtime(ctx, p)?())?
+        }
+        other => other?,
+    };
     for w in &imported.info.warnings {
         ctx.reporter.warn(Some(file), w);
     }
@@ -1049,8 +1116,21 @@ fn check_sha256(p: &Planned, expected: &str) -> Result<()> {
     Ok(())
 }
 
-/// Open the archive and stream its tar into the runtime, with progress lines on the way.
-fn stream_into_runtime(ctx: &Run<'_>, p: &Planned) -> Result<runtime::Imported> {
+/// The disk preflight (unless turned off), then the archive's first step into the runtime.
+fn preflight_and_stage<'a>(ctx: &Run<'a>, p: &Planned) -> Result<runtime::Rest<'a>> {
+    let file = Some(p.file.as_str());
+    if !ctx.args.no_disk_preflight {
+        with_retries(ctx.reporter, file, || {
+            ctx.runtime
+                .preflight(&p.found.path, &ctx.platform, ctx.args.disk_max_used)
+        })?;
+    }
+    with_retries(ctx.reporter, file, || stage_into_runtime(ctx, p))
+}
+
+/// Open the archive and stream its tar into the runtime, with progress lines on the way: the
+/// first step of its import ([`Runtime::stage_file`]); the step returned does the rest.
+fn stage_into_runtime<'a>(ctx: &Run<'a>, p: &Planned) -> Result<runtime::Rest<'a>> {
     let started = Instant::now();
     let opened = archive::open(&p.found.path)?;
     let compression = opened.compression;
@@ -1062,11 +1142,14 @@ fn stream_into_runtime(ctx: &Run<'_>, p: &Planned) -> Result<runtime::Imported> 
         last: Instant::now(),
         bytes: 0,
     };
-    let mut imported = ctx
+    let rest = ctx
         .runtime
-        .import_file(&p.found.path, &mut reader, &ctx.platform)?;
-    imported.info.compression = compression;
-    Ok(imported)
+        .stage_file(&p.found.path, &mut reader, &ctx.platform)?;
+    Ok(Box::new(move || {
+        let mut imported = rest()?;
+        imported.info.compression = compression;
+        Ok(imported)
+    }))
 }
 
 /// Pin and label every name an archive set: managed, the release, and the archive's

@@ -136,6 +136,8 @@ pub enum Event<'a> {
         archives: usize,
         bytes: u64,
         jobs: u16,
+        /// Two archives in flight, one unpacked while the next is sent.
+        pipelined: bool,
         dry_run: bool,
         force: bool,
     },
@@ -223,6 +225,7 @@ fn text(event: &Event<'_>) -> String {
             archives,
             bytes,
             jobs,
+            pipelined,
             dry_run,
             force,
             ..
@@ -232,7 +235,9 @@ fn text(event: &Event<'_>) -> String {
                 if *dry_run { "planning" } else { "importing" },
                 human_bytes(*bytes)
             );
-            if *jobs > 1 {
+            if *pipelined {
+                s.push_str(", one unpacked while the next is sent");
+            } else if *jobs > 1 {
                 let _ = write!(s, ", {jobs} at a time");
             }
             if *force {

@@ -41,6 +41,9 @@ pub struct Imported {
     pub detail: Option<String>,
 }
 
+/// What is left of a staged import ([`Runtime::stage_file`]); run once.
+pub type Rest<'a> = Box<dyn FnOnce() -> Result<Imported> + 'a>;
+
 pub trait Runtime: Send + Sync {
     /// `containerd` or `docker`.
     fn kind(&self) -> &'static str;
@@ -85,6 +88,25 @@ pub trait Runtime: Send + Sync {
     ) -> Result<Imported> {
         let _ = path;
         self.import(tar, platform)
+    }
+
+    /// Whether [`Runtime::stage_file`] ends before the archive's import does, so that the
+    /// rest of one archive's import can run while the next archive is staged.
+    fn stages(&self) -> bool {
+        false
+    }
+
+    /// [`Runtime::import_file`] in two steps: this call reads the archive and stores what it
+    /// holds; the step it returns does the rest (for containerd: unpack and name the images).
+    /// A backend that does not stage does everything here.
+    fn stage_file<'a>(
+        &'a self,
+        path: &Path,
+        tar: &mut dyn Read,
+        platform: &Platform,
+    ) -> Result<Rest<'a>> {
+        let imported = self.import_file(path, tar, platform)?;
+        Ok(Box::new(move || Ok(imported)))
     }
 
     /// Before `archive` is imported: an error naming the numbers when importing it would leave

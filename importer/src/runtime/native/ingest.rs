@@ -31,7 +31,7 @@ pub struct Blob {
 /// What the pass over the archive stored, and what it kept for assembling the images.
 pub struct Ingest<'a> {
     conn: &'a Conn,
-    lease: &'a str,
+    lease: String,
     /// Small files (JSON documents), by archive name.
     pub docs: HashMap<String, Vec<u8>>,
     /// Every stored file, by archive name.
@@ -57,10 +57,10 @@ pub struct Ingest<'a> {
 const METADATA: &[&str] = &["manifest.json", "index.json", "oci-layout", "repositories"];
 
 impl<'a> Ingest<'a> {
-    pub fn new(conn: &'a Conn, lease: &'a str) -> Ingest<'a> {
+    pub fn new(conn: &'a Conn, lease: &str) -> Ingest<'a> {
         Ingest {
             conn,
-            lease,
+            lease: lease.to_string(),
             docs: HashMap::new(),
             blobs: HashMap::new(),
             links: HashMap::new(),
@@ -201,7 +201,7 @@ impl<'a> Ingest<'a> {
         let reference = self.next_ref();
         let written = match data {
             EntryData::Bytes(b) => self.conn.write(
-                self.lease,
+                &self.lease,
                 (&reference, name),
                 Some(digest),
                 size,
@@ -209,7 +209,7 @@ impl<'a> Ingest<'a> {
             ),
             EntryData::Stream(r) => {
                 self.conn
-                    .write(self.lease, (&reference, name), Some(digest), size, r)
+                    .write(&self.lease, (&reference, name), Some(digest), size, r)
             }
         };
         let written = self.abandon_on_error(&reference, written)?;
@@ -231,7 +231,7 @@ impl<'a> Ingest<'a> {
         let reference = self.next_ref();
         let written = self
             .conn
-            .write(self.lease, (&reference, name), None, size, r);
+            .write(&self.lease, (&reference, name), None, size, r);
         let written = self.abandon_on_error(&reference, written)?;
         self.count(&written, size);
         if written.existed {

@@ -30,8 +30,8 @@ use prost_types::FieldMask;
 
 use self::client::{label_paths, Conn};
 use self::ingest::Ingest;
-use super::{content, socket, Container, Imported, Present, Runtime, Unreachable};
-use crate::archive::{inspect_stream_into, Compression, Limits, Platform};
+use super::{content, socket, Container, Imported, Present, Rest, Runtime, Unreachable};
+use crate::archive::{inspect_stream_into, ArchiveInfo, Compression, Limits, Platform};
 use crate::labels::{LABEL_MANAGED, LABEL_PINNED};
 
 /// How long a lease outlives an importer that was killed before it could delete it; what it
@@ -47,6 +47,13 @@ pub struct Native {
     /// Why that snapshotter, for the log.
     snapshotter_from: &'static str,
     platform: Platform,
+}
+
+/// An archive whose content is in the content store: what unpacking and naming need.
+struct Uploaded<'a> {
+    ingest: Ingest<'a>,
+    info: ArchiveInfo,
+    plans: Vec<image::Plan>,
 }
 
 impl Native {
@@ -142,13 +149,15 @@ impl Native {
         Ok(())
     }
 
-    fn import_under(
+    /// The first step of an archive's import under `lease`: read it, and store in the
+    /// content store what containerd lacks. What the rest needs is returned.
+    fn upload(
         &self,
         lease: &str,
         tar: &mut dyn Read,
         platform: &Platform,
         path: Option<&Path>,
-    ) -> Result<Imported> {
+    ) -> Result<Uploaded<'_>> {
         let mut ingest = Ingest::new(&self.conn, lease);
         if let Some(path) = path {
             if crate::archive::open(path)?.compression == Compression::None {
@@ -165,6 +174,20 @@ impl Native {
         }
         let info = inspected.info;
         let plans = image::plans(&mut ingest, &info, platform)?;
+        Ok(Uploaded {
+            ingest,
+            info,
+            plans,
+        })
+    }
+
+    /// The second step: unpack the layers that have no snapshot yet, and name the images.
+    fn unpack_and_name(&self, lease: &str, up: Uploaded<'_>) -> Result<Imported> {
+        let Uploaded {
+            ingest,
+            info,
+            plans,
+        } = up;
         let (mut unpacked, mut layers) = (0, 0);
         for plan in &plans {
             unpacked += image::unpack(&self.conn, &ingest, lease, plan, &self.snapshotter)?;
@@ -186,29 +209,36 @@ impl Native {
         })
     }
 
-    /// One archive under a lease of its own: deleted when the archive fails, and with it what
-    /// was written for it.
-    fn import_leased(
+    /// One archive under a lease of its own, in two steps (see [`Runtime::stage_file`]): the
+    /// lease is deleted when either step fails, and with it what was written for the archive.
+    fn stage_leased(
         &self,
         tar: &mut dyn Read,
         platform: &Platform,
         path: Option<&Path>,
-    ) -> Result<Imported> {
+    ) -> Result<Rest<'_>> {
         self.reachable()?;
         let lease = self.create_lease()?;
-        match self.import_under(&lease, tar, platform, path) {
-            Ok(imported) => {
-                // The images now hold what they need; a lease left behind expires anyway.
-                let _ = self.delete_lease(&lease, false);
-                Ok(imported)
+        let uploaded = match self.upload(&lease, tar, platform, path) {
+            Ok(up) => up,
+            Err(e) => return Err(self.drop_lease_after(&lease, e)),
+        };
+        Ok(Box::new(move || {
+            match self.unpack_and_name(&lease, uploaded) {
+                Ok(imported) => {
+                    // The images now hold what they need; a lease left behind expires anyway.
+                    let _ = self.delete_lease(&lease, false);
+                    Ok(imported)
+                }
+                Err(e) => Err(self.drop_lease_after(&lease, e)),
             }
-            Err(e) => {
-                // What was written goes with the lease; the wait lets the space be free before
-                // the next archive.
-                let _ = self.delete_lease(&lease, true);
-                Err(e)
-            }
-        }
+        }))
+    }
+
+    /// A failed archive's lease goes; the wait lets the space be free before the next archive.
+    fn drop_lease_after(&self, lease: &str, e: anyhow::Error) -> anyhow::Error {
+        let _ = self.delete_lease(lease, true);
+        e
     }
 
     /// The image records of `plans`, pinned and managed: the names made.
@@ -355,7 +385,7 @@ impl Runtime for Native {
     }
 
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
-        self.import_leased(tar, platform, None)
+        self.stage_leased(tar, platform, None)?()
     }
 
     fn import_file(
@@ -364,7 +394,20 @@ impl Runtime for Native {
         tar: &mut dyn Read,
         platform: &Platform,
     ) -> Result<Imported> {
-        self.import_leased(tar, platform, Some(path))
+        self.stage_leased(tar, platform, Some(path))?()
+    }
+
+    fn stages(&self) -> bool {
+        true
+    }
+
+    fn stage_file<'a>(
+        &'a self,
+        path: &Path,
+        tar: &mut dyn Read,
+        platform: &Platform,
+    ) -> Result<Rest<'a>> {
+        self.stage_leased(tar, platform, Some(path))
     }
 
     fn preflight(&self, archive: &Path, platform: &Platform, max_used: u8) -> Result<()> {
