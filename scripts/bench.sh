@@ -25,7 +25,8 @@
 #                      exported bundle: first import (native vs the ctr loop, and ours on
 #                      `ctr` with BENCH_CTR_CLIENT=1, and one archive at a time with
 #                      BENCH_SEQUENTIAL=1), an upgrade where one image changed (its base layer shared),
-#                      and a re-run over images the ctr loop imported
+#                      and a re-run over images the ctr loop imported; also one at a time:
+#                      native-first, native-upgrade, native-rerun-other
 #
 # The import, rerun and export sections start private containerd, dockerd and registry daemons
 # under a temp dir (import-memory starts only those), and build a bundle offline: BENCH_IMAGES images (FROM scratch, `docker build`)
@@ -524,7 +525,7 @@ reset_to_installed() {
   import_client "$WORK/native.prep-installed.log" "$EXPORTED" native
   LEFT="$LEFT; then the exported bundle imported"
 }
-section_native() {
+section_native_first() {
   setup
   record "native: first import into containerd, the native client and our ctr client against the ctr loop"
   # Our ctr client as a third contender only with BENCH_CTR_CLIENT=1: it adds a third of the time.
@@ -534,12 +535,25 @@ section_native() {
   # overlap of one archive's unpack with the next one's upload is worth.
   [ "${BENCH_SEQUENTIAL:-0}" = 1 ] && first+=(ours_native1_exported)
   compare native-first '<=0.5' reset_containerd "${first[@]}"
+  reset_containerd
+}
+section_native_upgrade() {
+  setup
   build_upgrade
   record "native: upgrade, one of the images changed, the others and the base layer present"
   compare native-upgrade '<=0.15' reset_to_installed ours_native_upgraded theirs_ctr_upgraded
+  reset_containerd
+}
+section_native_rerun_other() {
+  setup
   record "native: re-run over the foreign bundle the ctr loop imported"
   compare native-rerun-other '<=0.1' reset_loop_imported ours_native_foreign theirs_ctr_foreign
   reset_containerd
+}
+section_native() {
+  section_native_first
+  section_native_upgrade
+  section_native_rerun_other
 }
 
 for s in "${SECTIONS[@]}"; do

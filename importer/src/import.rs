@@ -1132,7 +1132,7 @@ fn preflight_and_stage<'a>(ctx: &Run<'a>, p: &Planned) -> Result<runtime::Rest<'
 /// first step of its import ([`Runtime::stage_file`]); the step returned does the rest.
 fn stage_into_runtime<'a>(ctx: &Run<'a>, p: &Planned) -> Result<runtime::Rest<'a>> {
     let started = Instant::now();
-    let opened = archive::open(&p.found.path)?;
+    let opened = archive::open_ahead(&p.found.path)?;
     let compression = opened.compression;
     let mut reader = Watched {
         inner: opened.reader,

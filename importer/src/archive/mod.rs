@@ -5,6 +5,7 @@
 //! docker-archive), podman/skopeo `docker-archive` and `oci-archive`, `ctr export` and
 //! `nerdctl save` (OCI layout), plain or compressed (detected by magic bytes).
 
+mod ahead;
 mod discover;
 mod inspect;
 mod open;
@@ -13,6 +14,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use ahead::open_ahead;
 pub use discover::{check_images_path, discover, Found, Rejected};
 pub use inspect::{
     human_bytes, inspect_path, inspect_path_into, inspect_stream, inspect_stream_detailed,

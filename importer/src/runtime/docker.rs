@@ -312,7 +312,7 @@ impl Runtime for Docker {
             Err(e) if self.containerd_store && failure::kind_of(&e) == Kind::Import => e,
             done => return done,
         };
-        let mut again = crate::archive::open(path)?.reader;
+        let mut again = crate::archive::open_ahead(path)?.reader;
         match self.import(&mut again, platform) {
             Ok(mut imported) => {
                 imported.detail = Some(format!(

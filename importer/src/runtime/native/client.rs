@@ -418,13 +418,17 @@ impl Feed<'_> {
             return Ok(());
         };
         match super::disk::available(path) {
-            Some(left) if left < RESERVE => Err(Fed::Read(anyhow!(
-                "the disk holding containerd's root is nearly full ({} left on the filesystem of \
-                 {}) during the upload of {}: the upload was abandoned while containerd could \
-                 still record it; free space on the node and run the import again",
-                crate::archive::human_bytes(left),
-                path.display(),
-                self.label
+            Some(left) if left < RESERVE => Err(Fed::Read(Failure::error(
+                Kind::Disk,
+                format!(
+                    "the disk holding containerd's root is nearly full ({} left on the \
+                     filesystem of {}) during the upload of {}: the upload was abandoned while \
+                     containerd could still record it; free space on the node and run the \
+                     import again",
+                    crate::archive::human_bytes(left),
+                    path.display(),
+                    self.label
+                ),
             ))),
             _ => Ok(()),
         }

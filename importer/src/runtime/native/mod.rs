@@ -471,7 +471,7 @@ impl Runtime for Native {
 /// The files a first pass over the archive at `path` hashed but did not send, containerd
 /// lacking them: sent now, from the archive read again.
 fn second_pass(ingest: &mut Ingest<'_>, path: &Path) -> Result<()> {
-    let opened = crate::archive::open(path)?;
+    let opened = crate::archive::open_ahead(path)?;
     ingest.only = Some(std::mem::take(&mut ingest.unsent));
     let read = inspect_stream_into(
         Stopping(opened.reader),
