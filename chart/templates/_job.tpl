@@ -7,13 +7,18 @@ How the import pod reaches the node's runtime:
 */}}
 {{- define "offline-images.hostAccess" -}}
 {{- $ip := .Values.imagePull -}}
-{{- if and (eq $ip.containerdClient "native") (eq $ip.runtime "docker") -}}
-{{- fail "imagePull.containerdClient: native is a containerd client; imagePull.runtime is docker" -}}
-{{- end -}}
 {{- if or (eq $ip.runtime "docker") (eq $ip.containerdClient "native") -}}
 socket
 {{- else -}}
 nodeRoot
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the Job reaches containerd through its gRPC API (containerdClient native). */}}
+{{- define "offline-images.nativeContainerd" -}}
+{{- $ip := .Values.imagePull -}}
+{{- if and (eq $ip.containerdClient "native") (ne $ip.runtime "docker") -}}
+true
 {{- end -}}
 {{- end -}}
 
@@ -114,7 +119,9 @@ recursiveReadOnly: {{ . }}
 {{- end }}
 {{- else }}
 - import
+{{- if $ip.jobs }}
 - --jobs={{ int $ip.jobs }}
+{{- end }}
 {{- if $ip.strict }}
 - --strict
 {{- end }}
@@ -260,10 +267,10 @@ spec:
             - name: HOST_ROOT
               value: /host
             - name: IMAGE_RUNTIME
-              value: {{ ternary "containerd" $ip.runtime (eq $ip.containerdClient "native") | quote }}
+              value: {{ ternary "containerd" $ip.runtime (eq (include "offline-images.nativeContainerd" $root) "true") | quote }}
             - name: CONTAINERD_CLIENT
               value: {{ $ip.containerdClient | quote }}
-            {{- if eq $ip.containerdClient "native" }}
+            {{- if eq (include "offline-images.nativeContainerd" $root) "true" }}
             # containerd's gRPC API on the socket: no node root, no chroot.
             - name: CONTAINERD_ADDRESS
               value: {{ include "offline-images.socketPath" $root | quote }}
@@ -320,7 +327,7 @@ spec:
             - name: runtime-socket
               mountPath: {{ printf "/host%s" (include "offline-images.socketPath" $root) | quote }}
               readOnly: true
-            {{- if and (eq $ip.containerdClient "native") $ip.containerdRoot (ne $ip.runtime "docker") }}
+            {{- if and (eq (include "offline-images.nativeContainerd" $root) "true") $ip.containerdRoot }}
             # containerd's root, read-only, for the disk preflight's statfs alone.
             - name: containerd-root
               mountPath: {{ printf "/host%s" $ip.containerdRoot | quote }}
@@ -372,7 +379,7 @@ spec:
           hostPath:
             path: {{ include "offline-images.socketPath" $root | quote }}
             type: Socket
-        {{- if and (eq $ip.containerdClient "native") $ip.containerdRoot (ne $ip.runtime "docker") }}
+        {{- if and (eq (include "offline-images.nativeContainerd" $root) "true") $ip.containerdRoot }}
         # containerd's root, read-only: the disk preflight reads its free space (statfs).
         - name: containerd-root
           hostPath:

@@ -279,7 +279,7 @@ def test_bootstrap_runs_the_bundled_importer_in_the_pause_image_that_is_never_pu
     assert c["image"] == "registry.k8s.io/pause:3.9"
     assert c["imagePullPolicy"] == "Never"
     assert c["command"] == ["/images/.offline-images/offline-images"]
-    assert c["args"] == ["import", "--jobs=1"]
+    assert c["args"] == ["import"]
     assert mount(j, "/images")["readOnly"] is True
     assert volume(j, "images")["hostPath"]["path"] == "/var/lib/offline-images/images"
     assert "Bootstrap mode" in notes and "registry.k8s.io/pause:3.9" in notes

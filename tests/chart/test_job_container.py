@@ -252,15 +252,25 @@ def run_like_kubelet(job_doc: dict[str, Any], *, stdin: bytes | None = None, **k
         termination_log.unlink(missing_ok=True)
 
 
-def job_values(importer_image: dict[str, Any], bundle: dict[str, Any], node: Daemons | None = None) -> dict[str, Any]:
+def node_values(node: Daemons | None, client: str) -> dict[str, Any]:
+    """The containerd of `node` (default: the default pair's) through `client`: its socket, and
+    its root for the native client's disk preflight."""
+    node = node or CONTAINERDS[0]
+    values = {"runtime": "containerd", "containerdClient": client, "containerdAddress": node.containerd_sock}
+    if client == "native":
+        values["containerdRoot"] = node.containerd_root
+    return values
+
+
+def job_values(importer_image: dict[str, Any], bundle: dict[str, Any], node: Daemons | None = None,
+               client: str = "native") -> dict[str, Any]:
     """Values that point the Job at the bundle and at the containerd of `node` (default: the default pair's)."""
     repository, tag = importer_image["image"].rsplit(":", 1)
     return {
         "imagePull": {
             "importerImage": {"repository": repository, "tag": tag},
             "imagesPath": str(bundle["dir"]),
-            "runtime": "containerd",
-            "containerdAddress": node.containerd_sock if node else os.environ["OI_CONTAINERD_SOCK"],
+            **node_values(node, client),
             "containerdNamespace": NAMESPACE,
             "activeDeadlineSeconds": 300,
         }
@@ -295,7 +305,7 @@ def test_the_job_security_context_lets_the_node_ctr_run_chrooted_in_the_node_roo
     # What the importer's containerd backend does, done by busybox in the Job's exact container
     # settings: chroot into the node root and stream an archive into the node's ctr, which on a
     # node of this version is this version's.
-    jb = job(job_values(importer_image, bundle, containerd))
+    jb = job(job_values(importer_image, bundle, containerd, client="ctr"))
     node_ctr = shutil.which("ctr")
     assert node_ctr
     code, version = run_like_kubelet(jb, node=containerd, image=bundle["ref"],
@@ -309,22 +319,27 @@ def test_the_job_security_context_lets_the_node_ctr_run_chrooted_in_the_node_roo
 
 
 def test_without_sys_chroot_the_node_ctr_cannot_be_run_chrooted(importer_image, bundle):
-    jb = job(job_values(importer_image, bundle))
+    jb = job(job_values(importer_image, bundle, client="ctr"))
     container(jb)["securityContext"]["capabilities"]["add"] = []
     code, log = run_like_kubelet(jb, image=bundle["ref"], command=["/bin/busybox", "chroot", "/host", "/bin/true"])
     assert code != 0
     assert "Operation not permitted" in log
 
 
-def test_the_rendered_job_imports_the_bundle_into_containerd_as_the_kubelet_would_run_it(importer_image, bundle, containerd):
-    jb = job(job_values(importer_image, bundle, containerd))
+@pytest.mark.parametrize("client", ["native", "ctr"])
+def test_the_rendered_job_imports_the_bundle_into_containerd_as_the_kubelet_would_run_it(importer_image, bundle, containerd,
+                                                                                          client):
+    namespace = f"{NAMESPACE}-job-{client}"
+    jb = job(merge(job_values(importer_image, bundle, containerd, client=client),
+                   {"imagePull": {"containerdNamespace": namespace}}))
     code, log = run_like_kubelet(jb, node=containerd)
     assert code == 0, f"the import Job's container exited {code}:\n{log}"
     lines = [line for line in log.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("summary:"), log
-    assert bundle["ref"] in containerd.ctr_run(NAMESPACE, "images", "ls", "-q").split()
-    # The importer ran that version's ctr and talked to that version's containerd.
+    assert bundle["ref"] in containerd.ctr_run(namespace, "images", "ls", "-q").split()
+    # The importer talked to that version's containerd (with ctr: through that version's ctr).
     assert f"containerd {containerd.containerd_release}" in log, log
+    assert ("via its gRPC API" in log) == (client == "native"), log
     assert LAST_TERMINATION_MESSAGE["message"].splitlines()[0] == lines[-1]
 
 
@@ -483,8 +498,7 @@ def bootstrap_values(pause_image: str, bundle_dir: Path, namespace: str, node: D
             "enabled": True,
             "bootstrap": {"enabled": True, "image": repository, "tag": tag},
             "imagesPath": str(bundle_dir),
-            "runtime": "containerd",
-            "containerdAddress": node.containerd_sock if node else os.environ["OI_CONTAINERD_SOCK"],
+            **node_values(node, "native"),
             "containerdNamespace": namespace,
             "activeDeadlineSeconds": 300,
             "prune": {"enabled": True},

@@ -21,7 +21,7 @@ def volumes(jb):
 
 
 def test_the_ctr_client_sees_the_node_root_read_only_recursively_where_possible():
-    jb = job()
+    jb = job({"imagePull": {"containerdClient": "ctr"}})
     assert mount(jb, "/host")["recursiveReadOnly"] == "IfPossible"
     assert mount(jb, "/images")["recursiveReadOnly"] == "IfPossible"
     assert container(jb)["securityContext"]["capabilities"]["add"] == ["SYS_CHROOT"]
@@ -30,7 +30,7 @@ def test_the_ctr_client_sees_the_node_root_read_only_recursively_where_possible(
 
 
 def test_recursive_read_only_can_be_left_out():
-    jb = job({"imagePull": {"recursiveReadOnly": ""}})
+    jb = job({"imagePull": {"containerdClient": "ctr", "recursiveReadOnly": ""}})
     assert "recursiveReadOnly" not in mount(jb, "/host")
     assert "recursiveReadOnly" not in mount(jb, "/images")
 
@@ -79,10 +79,27 @@ def test_the_native_client_without_a_containerd_root_mounts_only_the_socket_and_
     assert env_of(jb)["NO_DISK_PREFLIGHT"] == "true"
 
 
-def test_the_native_client_with_the_docker_runtime_is_refused():
-    with pytest.raises(helm_python.HelmRenderError) as err:
-        job({"imagePull": {"containerdClient": "native", "runtime": "docker"}})
-    assert "imagePull.containerdClient: native is a containerd client" in str(err.value)
+@pytest.mark.parametrize("client", ["native", "ctr"])
+def test_with_the_docker_runtime_the_containerd_client_does_not_matter(client):
+    jb = job({"imagePull": {"containerdClient": client, "runtime": "docker"}})
+    assert set(volumes(jb)) == {"images", "runtime-socket", "tmp"}
+    assert volume(jb, "runtime-socket")["hostPath"] == {"path": "/var/run/docker.sock", "type": "Socket"}
+    env = env_of(jb)
+    assert env["IMAGE_RUNTIME"] == "docker"
+    assert "CONTAINERD_ADDRESS" not in env
+    assert "add" not in container(jb)["securityContext"]["capabilities"]
+
+
+def test_by_default_the_job_reaches_containerd_through_its_socket_alone_with_no_capability():
+    jb = job()
+    assert set(volumes(jb)) == {"images", "runtime-socket", "containerd-root", "tmp"}
+    assert volume(jb, "runtime-socket")["hostPath"] == {"path": "/run/containerd/containerd.sock", "type": "Socket"}
+    env = env_of(jb)
+    assert env["CONTAINERD_CLIENT"] == "native" and env["IMAGE_RUNTIME"] == "containerd"
+    assert "HOST_ROOT" in env and not any(m["mountPath"] == "/host" for m in container(jb)["volumeMounts"])
+    assert container(jb)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # The importer picks its own --jobs: two archives in flight with the native client.
+    assert not any(a.startswith("--jobs") for a in container(jb)["args"])
 
 
 def test_an_selinux_context_can_be_set_for_enforcing_nodes():
@@ -137,7 +154,7 @@ def test_image_pull_secrets_come_from_the_value_and_global():
 
 def test_required_images_are_passed_to_the_importer():
     c = container(job({"imagePull": {"requiredImages": ["registry.site.local/shop/web:4.5.6", "busybox"]}}))
-    assert c["args"] == ["import", "--jobs=1", "--require=registry.site.local/shop/web:4.5.6", "--require=busybox"]
+    assert c["args"] == ["import", "--require=registry.site.local/shop/web:4.5.6", "--require=busybox"]
     with pytest.raises(helm_python.HelmValuesError):
         job({"imagePull": {"requiredImages": ["a, b"]}})
 

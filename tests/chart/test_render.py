@@ -101,8 +101,8 @@ def test_the_default_images_path_is_under_var_lib():
     assert volume(jb, "images")["hostPath"]["path"] == "/var/lib/offline-images/images"
 
 
-def test_the_node_root_is_mounted_read_only_at_host_and_passed_as_host_root():
-    jb = job()
+def test_with_the_ctr_client_the_node_root_is_mounted_read_only_at_host_and_passed_as_host_root():
+    jb = job({"imagePull": {"containerdClient": "ctr"}})
     host = mount(jb, "/host")
     assert host["readOnly"] is True
     assert volume(jb, host["name"])["hostPath"] == {"path": "/", "type": "Directory"}
@@ -142,13 +142,17 @@ def test_the_images_can_come_from_an_existing_claim_and_a_sub_path():
     assert mount(jb, "/images")["readOnly"] is True
 
 
-def test_the_container_runs_as_root_with_only_sys_chroot_and_a_read_only_root_filesystem():
-    jb = job()
+@pytest.mark.parametrize(("client", "capabilities"), [
+    ("native", {"drop": ["ALL"]}),
+    ("ctr", {"drop": ["ALL"], "add": ["SYS_CHROOT"]}),
+])
+def test_the_container_runs_as_root_with_no_capability_but_sys_chroot_for_ctr_and_a_read_only_root_filesystem(client, capabilities):
+    jb = job({"imagePull": {"containerdClient": client}})
     pod_sc = jb["spec"]["template"]["spec"]["securityContext"]
     assert pod_sc["runAsUser"] == 0
     assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
     sc = container(jb)["securityContext"]
-    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["SYS_CHROOT"]}
+    assert sc["capabilities"] == capabilities
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["privileged"] is False
@@ -196,7 +200,7 @@ def test_the_chart_app_version_is_the_importer_version():
 def test_the_job_runs_the_import_command_of_the_binary():
     c = container(job())
     assert c["command"] == ["/offline-images"]
-    assert c["args"] == ["import", "--jobs=1"]
+    assert c["args"] == ["import"]
 
 
 def test_a_failed_import_shows_the_end_of_its_log_in_the_pod_status():
@@ -238,6 +242,7 @@ def test_every_value_reaches_the_job():
                 }
             },
             "runtime": "containerd",
+            "containerdClient": "ctr",
             "containerdAddress": "/run/k3s/containerd/containerd.sock",
             "containerdNamespace": "site.images",
             "dockerHost": "unix:///run/docker.sock",
@@ -294,8 +299,8 @@ def test_every_value_reaches_the_job():
     assert labels["app.kubernetes.io/instance"] == "site"
 
 
-def test_unset_runtime_addresses_are_left_to_the_importer_to_probe():
-    env = env_of(job())
+def test_with_the_ctr_client_unset_runtime_addresses_are_left_to_the_importer_to_probe():
+    env = env_of(job({"imagePull": {"containerdClient": "ctr"}}))
     assert env["IMAGE_RUNTIME"] == "auto"
     assert env["CONTAINERD_NAMESPACE"] == "k8s.io"
     assert "CONTAINERD_ADDRESS" not in env

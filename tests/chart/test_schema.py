@@ -71,13 +71,13 @@ def test_a_value_outside_its_enum_is_rejected_with_the_allowed_ones(values, expe
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ({"jobs": 0}, "at '/imagePull/jobs': minimum: got 0, want 1"),
+        ({"jobs": -1}, "at '/imagePull/jobs': minimum: got -1, want 0"),
         ({"jobs": 65}, "at '/imagePull/jobs': maximum: got 65, want 64"),
         ({"backoffLimit": -1}, "at '/imagePull/backoffLimit': minimum: got -1, want 0"),
         ({"activeDeadlineSeconds": 0}, "at '/imagePull/activeDeadlineSeconds': minimum: got 0, want 1"),
         ({"ttlSecondsAfterFinished": -5}, "at '/imagePull/ttlSecondsAfterFinished': minimum: got -5, want 1"),
     ],
-    ids=["jobs-0", "jobs-65", "backoffLimit", "activeDeadlineSeconds", "ttl"],
+    ids=["jobs-minus-1", "jobs-65", "backoffLimit", "activeDeadlineSeconds", "ttl"],
 )
 def test_a_number_out_of_range_is_rejected_with_the_bound(values, expected):
     assert expected in rejection(merge(ENABLED, {"imagePull": values}))
