@@ -1032,28 +1032,7 @@ fn import_archive(
         };
         return Ok((would, Vec::new()));
     }
-    passage.store();
-    let rest = match preflight_and_stage(ctx, p) {
-        Err(e) if passage.overlapped() && failure::kind_of(&e) == Kind::Disk => {
-            ctx.reporter.info(&format!(
-                "{file}: {e:#}; the archive before it was being unpacked meanwhile: importing \
-                 it again once that one is done, and the rest of the bundle one archive at a time"
-            ));
-            passage.alone();
-            preflight_and_stage(ctx, p)?
-        }
-        other => other?,
-    };
-    passage.finish();
-    let imported = match rest() {
-        // containerd went away between the two steps: the whole archive once more.
-        Err(e) if runtime::is_unreachable(&e) => {
-            ctx.reporter
-                .warn(Some(file), &format!("{e:#}; importing the archive again"));
-            with_retries(ctx.reporter, Some(file), || stage_into_runtime(ctx, p)?())?
-        }
-        other => other?,
-    };
+    let imported = import_in_steps(ctx, p, passage)?;
     for w in &imported.info.warnings {
         ctx.reporter.warn(Some(file), w);
     }
@@ -1114,6 +1093,37 @@ fn check_sha256(p: &Planned, expected: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The archive into the runtime, each of its two steps in its turn (see `turns`).
+fn import_in_steps(
+    ctx: &Run<'_>,
+    p: &Planned,
+    passage: &mut Passage<'_>,
+) -> Result<runtime::Imported> {
+    let file = p.file.as_str();
+    passage.store();
+    let rest = match preflight_and_stage(ctx, p) {
+        Err(e) if passage.overlapped() && failure::kind_of(&e) == Kind::Disk => {
+            ctx.reporter.info(&format!(
+                "{file}: {e:#}; the archive before it was being unpacked meanwhile: importing \
+                 it again once that one is done, and the rest of the bundle one archive at a time"
+            ));
+            passage.alone();
+            preflight_and_stage(ctx, p)?
+        }
+        other => other?,
+    };
+    passage.finish();
+    match rest() {
+        // containerd went away between the two steps: the whole archive once more.
+        Err(e) if runtime::is_unreachable(&e) => {
+            ctx.reporter
+                .warn(Some(file), &format!("{e:#}; importing the archive again"));
+            with_retries(ctx.reporter, Some(file), || stage_into_runtime(ctx, p)?())
+        }
+        other => other,
+    }
 }
 
 /// The disk preflight (unless turned off), then the archive's first step into the runtime.
