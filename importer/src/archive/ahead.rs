@@ -183,14 +183,25 @@ mod tests {
 
     #[test]
     fn dropping_the_reader_early_ends_its_thread() {
-        let inner = Pieces {
-            data: data(BLOCK * 64),
-            at: 0,
-            fail_at_end: false,
-        };
-        let mut r = ReadAhead::new(Box::new(inner));
+        /// An endless stream that says, by being dropped, that the thread owning it has ended.
+        struct Owned(io::Repeat, #[allow(dead_code)] std::sync::Arc<()>);
+        impl Read for Owned {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                self.0.read(out)
+            }
+        }
+        let alive = std::sync::Arc::new(());
+        let mut r = ReadAhead::new(Box::new(Owned(io::repeat(7), alive.clone())));
         let mut first = [0u8; 10];
         r.read_exact(&mut first).unwrap();
-        drop(r); // the thread's next send fails and it returns; nothing to join
+        drop(r);
+        // The thread's next send fails, it returns and drops the stream: within 10 s.
+        for _ in 0..1000 {
+            if std::sync::Arc::strong_count(&alive) == 1 {
+                return;
+            }
+            thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the decompression thread still runs after its reader was dropped");
     }
 }
