@@ -12,7 +12,9 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::version_client::VersionClient;
-use containerd_client::services::v1::{WriteContentRequest, WriteContentResponse};
+use containerd_client::services::v1::{
+    Info, ListContentRequest, WriteContentRequest, WriteContentResponse,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
@@ -135,6 +137,20 @@ impl Conn {
         F: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         self.call_within(SHORT, what, fut)
+    }
+
+    /// Every blob of the content store (`Content.List`, a stream), with its size and labels.
+    pub fn list_content(&self) -> Result<Vec<Info>, CallError> {
+        let mut content = ContentClient::new(self.channel.clone());
+        let req = self.req(ListContentRequest { filters: vec![] }, None);
+        self.call("listing content", async {
+            let mut stream = content.list(req).await?.into_inner();
+            let mut all = Vec::new();
+            while let Some(m) = stream.message().await? {
+                all.extend(m.info);
+            }
+            Ok(tonic::Response::new(all))
+        })
     }
 
     /// [`Conn::call`] for a call that may take long (a layer applied).

@@ -11,8 +11,7 @@ use std::io::Read;
 use anyhow::Result;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{
-    content_client::ContentClient, AbortRequest, AddResourceRequest, InfoRequest,
-    ListContentRequest, Resource,
+    content_client::ContentClient, AbortRequest, AddResourceRequest, InfoRequest, Resource,
 };
 use sha2::{Digest, Sha256};
 
@@ -133,16 +132,7 @@ impl<'a> Ingest<'a> {
     /// Whether containerd has a blob of exactly `size` bytes (one listing per archive).
     fn has_size(&mut self, size: u64) -> Result<bool> {
         if self.sizes.is_none() {
-            let mut content = ContentClient::new(self.conn.channel.clone());
-            let req = self.conn.req(ListContentRequest { filters: vec![] }, None);
-            let infos = self.conn.call("listing content", async {
-                let mut stream = content.list(req).await?.into_inner();
-                let mut all = Vec::new();
-                while let Some(m) = stream.message().await? {
-                    all.extend(m.info);
-                }
-                Ok(tonic::Response::new(all))
-            })?;
+            let infos = self.conn.list_content()?;
             let mut sizes: HashMap<u64, HashSet<String>> = HashMap::new();
             for i in infos {
                 sizes

@@ -24,7 +24,7 @@ use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{
     CreateRequest, DeleteImageRequest, DeleteRequest, GetImageRequest, ListContainersRequest,
-    ListContentRequest, ListImagesRequest, ReadContentRequest, UpdateImageRequest,
+    ListImagesRequest, ReadContentRequest, UpdateImageRequest,
 };
 use prost_types::FieldMask;
 
@@ -264,17 +264,7 @@ impl Native {
 
     /// Every blob's labels, by digest.
     fn content_labels(&self) -> Result<HashMap<String, HashMap<String, String>>> {
-        let mut content = ContentClient::new(self.conn.channel.clone());
-        let req = self.conn.req(ListContentRequest { filters: vec![] }, None);
-        let conn = &self.conn;
-        let infos = conn.call("listing content", async {
-            let mut stream = content.list(req).await?.into_inner();
-            let mut all = Vec::new();
-            while let Some(m) = stream.message().await? {
-                all.extend(m.info);
-            }
-            Ok(tonic::Response::new(all))
-        })?;
+        let infos = self.conn.list_content()?;
         Ok(infos.into_iter().map(|i| (i.digest, i.labels)).collect())
     }
 
