@@ -1,6 +1,7 @@
 //! `offline-images import`: plan (checksums, what is already present), import the rest a few
 //! at a time, and report every archive's outcome.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
@@ -528,11 +529,11 @@ fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(p) = todo.get(i) else { break };
-                let mut passage = Passage::new(pipeline.as_ref(), i);
+                let passage = Passage::new(pipeline.as_ref(), i);
                 if stop_signal().is_some() {
                     break;
                 }
-                let (r, names) = import_one(ctx, p, &mut passage);
+                let (r, names) = import_one(ctx, p, &passage);
                 // Pipelined, the results too land in plan order.
                 passage.finish();
                 if ctx.jobs.unordered() && lost_a_parallel_race(&r) {
@@ -555,7 +556,7 @@ fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
             "{}: importing again on its own: a parallel import was writing a layer or an image name it shares",
             p.file
         ));
-        let (r, names) = import_one(ctx, p, &mut Passage::new(None, i));
+        let (r, names) = import_one(ctx, p, &Passage::new(None, i));
         land(i, r, names);
     }
     (
@@ -880,11 +881,7 @@ fn with_retries<T>(
 
 /// Import one archive: its result, and each name it set with the config digest (node
 /// platform) that name now has.
-fn import_one(
-    ctx: &Run<'_>,
-    p: &Planned,
-    passage: &mut Passage<'_>,
-) -> (ArchiveResult, NameConfigs) {
+fn import_one(ctx: &Run<'_>, p: &Planned, passage: &Passage<'_>) -> (ArchiveResult, NameConfigs) {
     let started = Instant::now();
     let (mut result, names) = match import_archive(ctx, p, passage) {
         Ok(r) => r,
@@ -997,7 +994,7 @@ fn reimport_last_of_shared(
              which finished after it",
             p.file
         ));
-        let (r, _) = import_one(ctx, p, &mut Passage::new(None, 0));
+        let (r, _) = import_one(ctx, p, &Passage::new(None, 0));
         if r.status == Status::Failed {
             ctx.reporter.emit(&Event::Archive(&r));
         }
@@ -1010,7 +1007,7 @@ fn reimport_last_of_shared(
 fn import_archive(
     ctx: &Run<'_>,
     p: &Planned,
-    passage: &mut Passage<'_>,
+    passage: &Passage<'_>,
 ) -> Result<(ArchiveResult, NameConfigs)> {
     let file = p.file.as_str();
     if let Some(expected) = &p.expected_sha256 {
@@ -1095,22 +1092,43 @@ fn check_sha256(p: &Planned, expected: &str) -> Result<()> {
     Ok(())
 }
 
-/// The archive into the runtime, each of its two steps in its turn (see `turns`).
-fn import_in_steps(
-    ctx: &Run<'_>,
-    p: &Planned,
-    passage: &mut Passage<'_>,
-) -> Result<runtime::Imported> {
+/// The archive into the runtime, each of its two steps in its turn (see `turns`). The
+/// archive is read before its turn to store: it waits for the turn, and makes the disk
+/// preflight, before the first thing it writes. On a re-run that has nothing to send, two
+/// archives are then read and decompressed at once.
+fn import_in_steps(ctx: &Run<'_>, p: &Planned, passage: &Passage<'_>) -> Result<runtime::Imported> {
     let file = p.file.as_str();
-    passage.store();
-    let rest = match preflight_and_stage(ctx, p) {
+    let gated = Cell::new(false);
+    let gate = || -> Result<()> {
+        gated.set(true);
+        passage.store();
+        if ctx.args.no_disk_preflight {
+            return Ok(());
+        }
+        ctx.runtime
+            .preflight(&p.found.path, &ctx.platform, ctx.args.disk_max_used)
+    };
+    let stage = || {
+        with_retries(ctx.reporter, Some(file), || {
+            stage_into_runtime(ctx, p, &gate)
+        })
+    };
+    let rest = match stage() {
+        // Lost while only reading, maybe with the archive before it: read again in its turn.
+        Err(e) if !gated.get() && failure::kind_of(&e) == Kind::Unreachable => {
+            ctx.reporter.info(&format!(
+                "{file}: {e:#}; nothing of it had been written: reading it again in its turn"
+            ));
+            passage.store();
+            stage()?
+        }
         Err(e) if passage.overlapped() && failure::kind_of(&e) == Kind::Disk => {
             ctx.reporter.info(&format!(
                 "{file}: {e:#}; the archive before it was being unpacked meanwhile: importing \
                  it again once that one is done, and the rest of the bundle one archive at a time"
             ));
             passage.alone();
-            preflight_and_stage(ctx, p)?
+            stage()?
         }
         other => other?,
     };
@@ -1120,27 +1138,22 @@ fn import_in_steps(
         Err(e) if runtime::is_unreachable(&e) => {
             ctx.reporter
                 .warn(Some(file), &format!("{e:#}; importing the archive again"));
-            with_retries(ctx.reporter, Some(file), || stage_into_runtime(ctx, p)?())
+            with_retries(ctx.reporter, Some(file), || {
+                stage_into_runtime(ctx, p, &gate)?()
+            })
         }
         other => other,
     }
 }
 
-/// The disk preflight (unless turned off), then the archive's first step into the runtime.
-fn preflight_and_stage<'a>(ctx: &Run<'a>, p: &Planned) -> Result<runtime::Rest<'a>> {
-    let file = Some(p.file.as_str());
-    if !ctx.args.no_disk_preflight {
-        with_retries(ctx.reporter, file, || {
-            ctx.runtime
-                .preflight(&p.found.path, &ctx.platform, ctx.args.disk_max_used)
-        })?;
-    }
-    with_retries(ctx.reporter, file, || stage_into_runtime(ctx, p))
-}
-
 /// Open the archive and stream its tar into the runtime, with progress lines on the way: the
-/// first step of its import ([`Runtime::stage_file`]); the step returned does the rest.
-fn stage_into_runtime<'a>(ctx: &Run<'a>, p: &Planned) -> Result<runtime::Rest<'a>> {
+/// first step of its import ([`Runtime::stage_file`]), `gate` passed before it writes; the
+/// step returned does the rest.
+fn stage_into_runtime<'a>(
+    ctx: &Run<'a>,
+    p: &Planned,
+    gate: runtime::Gate<'a>,
+) -> Result<runtime::Rest<'a>> {
     let started = Instant::now();
     let opened = archive::open_ahead(&p.found.path)?;
     let compression = opened.compression;
@@ -1154,7 +1167,7 @@ fn stage_into_runtime<'a>(ctx: &Run<'a>, p: &Planned) -> Result<runtime::Rest<'a
     };
     let rest = ctx
         .runtime
-        .stage_file(&p.found.path, &mut reader, &ctx.platform)?;
+        .stage_file(&p.found.path, &mut reader, &ctx.platform, gate)?;
     Ok(Box::new(move || {
         let mut imported = rest()?;
         imported.info.compression = compression;

@@ -514,3 +514,95 @@ fn a_gzip_layer_of_the_size_of_another_present_is_sent_in_a_second_pass() {
     let verify = outcome(&mut against_containerd("verify", &dir, &ns));
     assert_eq!(verify.0, 0, "{}", verify.2);
 }
+
+/// A decompressed archive stream that counts what was read of it.
+struct Counted<'c, R> {
+    inner: R,
+    read: &'c std::cell::Cell<u64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The content containerd has in namespace `ns`, and the uploads under way there.
+fn content_and_uploads(ns: &str) -> (String, String) {
+    (
+        stdout_of(ctr(ns).args(["content", "ls", "-q"])),
+        stdout_of(ctr(ns).args(["content", "active"])),
+    )
+}
+
+/// What containerd had, and how much of the archive had been read, each time the gate was
+/// passed; and how much was read in all.
+type Passes = (Vec<(u64, (String, String))>, u64);
+
+/// Both steps of the native client's import of `file`, through the library, with a gate that
+/// notes what it saw.
+fn stage_with_a_watched_gate(ns: &str, file: &Path) -> Passes {
+    use offline_images::archive::{open_ahead, Platform};
+    use offline_images::runtime::native::Native;
+    use offline_images::runtime::Runtime;
+
+    let native = Native::new(&daemons().containerd_sock, ns, None, None).unwrap();
+    let read = std::cell::Cell::new(0);
+    let passes = std::cell::RefCell::new(Vec::new());
+    let gate = || -> anyhow::Result<()> {
+        passes
+            .borrow_mut()
+            .push((read.get(), content_and_uploads(ns)));
+        Ok(())
+    };
+    let mut tar = Counted {
+        inner: open_ahead(file).unwrap().reader,
+        read: &read,
+    };
+    let rest = native
+        .stage_file(file, &mut tar, &Platform::host(), &gate)
+        .unwrap();
+    rest().unwrap();
+    let total = read.get();
+    (passes.into_inner(), total)
+}
+
+/// The gate of an archive's import (its turn to store, and the disk preflight) is passed once,
+/// before the first write: an archive containerd lacks has written nothing when it is passed;
+/// an archive containerd has whole is read to its end first, so that on a re-run the next
+/// archive is read while the one before it is still being stored.
+#[test]
+fn the_native_client_reads_before_the_gate_and_writes_only_after_it() {
+    let f = fixtures();
+    for file in ["docker.tar", "docker.tar.gz", "ctr-oci.tar"] {
+        let path = f.dir.join(file);
+        let ns = unique_namespace("gate");
+        let (passes, total) = stage_with_a_watched_gate(&ns, &path);
+        assert_eq!(passes.len(), 1, "{file}: the gate was passed {passes:?}");
+        let (read, (content, uploads)) = &passes[0];
+        assert!(
+            read < &total,
+            "{file}: read whole ({total} bytes) before its first write"
+        );
+        assert_eq!(content.trim(), "", "{file}: written before the gate");
+        assert!(
+            !uploads.lines().any(|l| l.contains("offline-images-")),
+            "{file}: an upload began before the gate:\n{uploads}"
+        );
+        assert_eq!(
+            ctr_config_digest(&ns, &f.alpha.reference).as_deref(),
+            Some(f.alpha.config_digest.as_str()),
+            "{file}"
+        );
+
+        // Again, with everything there: read to the end, and only then the gate.
+        let before = content_and_uploads(&ns).0;
+        let (passes, total) = stage_with_a_watched_gate(&ns, &path);
+        assert_eq!(passes.len(), 1, "{file}: the gate was passed {passes:?}");
+        let (read, _) = &passes[0];
+        assert_eq!(*read, total, "{file}: read on after the gate of a re-run");
+        assert_eq!(content_and_uploads(&ns).0, before, "{file}: a re-run wrote");
+    }
+}

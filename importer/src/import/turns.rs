@@ -5,8 +5,11 @@
 //!
 //! Each step is taken by one archive at a time and in plan order, so what a one-at-a-time
 //! run promises still holds: an archive finds every blob and snapshot of the archives before
-//! it, and of two archives that set one name, the one sorting last sets it last.
+//! it, and of two archives that set one name, the one sorting last sets it last. An archive
+//! may read before its turn to store (the backend waits for it before its first write), so
+//! two archives with nothing to send are decompressed at once.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -104,9 +107,9 @@ enum At {
 pub struct Passage<'a> {
     pipeline: Option<&'a Pipeline>,
     i: usize,
-    at: At,
+    at: Cell<At>,
     /// An archive before this one was still being finished when this one began to store.
-    overlapped: bool,
+    overlapped: Cell<bool>,
 }
 
 impl<'a> Passage<'a> {
@@ -114,50 +117,51 @@ impl<'a> Passage<'a> {
         Passage {
             pipeline,
             i,
-            at: At::Before,
-            overlapped: false,
+            at: Cell::new(At::Before),
+            overlapped: Cell::new(false),
         }
     }
 
-    /// Wait for this archive's turn to store its content.
-    pub fn store(&mut self) {
+    /// Wait for this archive's turn to store its content. An archive may read before its
+    /// turn: it waits here before the first thing it writes.
+    pub fn store(&self) {
         let Some(p) = self.pipeline else { return };
-        if self.at != At::Before {
+        if self.at.get() != At::Before {
             return;
         }
         p.store.wait(self.i);
         if p.alone.load(Ordering::SeqCst) {
             p.finish.wait(self.i);
         }
-        self.overlapped = !p.finish.reached(self.i);
-        self.at = At::Storing;
+        self.overlapped.set(!p.finish.reached(self.i));
+        self.at.set(At::Storing);
     }
 
     /// Whether an archive before this one was being finished while this one stored: what it
     /// wrote meanwhile (a layer unpacked) may be why this one found the disk full.
     pub fn overlapped(&self) -> bool {
-        self.overlapped
+        self.overlapped.get()
     }
 
     /// Wait, still holding the turn to store, until every archive before this one has
     /// finished; and from now on, no archive stores while another one finishes.
-    pub fn alone(&mut self) {
+    pub fn alone(&self) {
         let Some(p) = self.pipeline else { return };
         p.alone.store(true, Ordering::SeqCst);
         p.finish.wait(self.i);
-        self.overlapped = false;
+        self.overlapped.set(false);
     }
 
     /// Let the next archive store, and wait for this one's turn to finish: its result is
     /// then in plan order too.
-    pub fn finish(&mut self) {
+    pub fn finish(&self) {
         let Some(p) = self.pipeline else { return };
-        if self.at == At::Finishing {
+        if self.at.get() == At::Finishing {
             return;
         }
         p.store.pass(self.i);
         p.finish.wait(self.i);
-        self.at = At::Finishing;
+        self.at.set(At::Finishing);
     }
 }
 
@@ -166,7 +170,7 @@ impl Drop for Passage<'_> {
     /// nothing the others must come after.
     fn drop(&mut self) {
         let Some(p) = self.pipeline else { return };
-        if self.at != At::Finishing {
+        if self.at.get() != At::Finishing {
             p.store.pass(self.i);
         }
         p.finish.pass(self.i);
@@ -196,7 +200,7 @@ mod tests {
                     if i >= 6 {
                         break;
                     }
-                    let mut passage = Passage::new(Some(&pipeline), i);
+                    let passage = Passage::new(Some(&pipeline), i);
                     if i % 3 == 2 {
                         continue; // left early: the drop passes its turns
                     }
@@ -241,7 +245,7 @@ mod tests {
                     if i >= 4 {
                         break;
                     }
-                    let mut passage = Passage::new(Some(&pipeline), i);
+                    let passage = Passage::new(Some(&pipeline), i);
                     passage.store();
                     say(format!("store {i}"));
                     if i == 1 {
@@ -267,7 +271,7 @@ mod tests {
 
     #[test]
     fn without_a_pipeline_a_passage_waits_for_nothing() {
-        let mut passage = Passage::new(None, 7);
+        let passage = Passage::new(None, 7);
         passage.store();
         passage.finish();
     }

@@ -44,6 +44,12 @@ pub struct Imported {
 /// What is left of a staged import ([`Runtime::stage_file`]); run once.
 pub type Rest<'a> = Box<dyn FnOnce() -> Result<Imported> + 'a>;
 
+/// Called by [`Runtime::stage_file`] before the first thing it writes, and at the latest
+/// before it returns: the archive's turn to store is taken, and the disk preflight made,
+/// there. What comes before it only reads (the archive, and what the runtime has). An error
+/// ends the stage with nothing written.
+pub type Gate<'a> = &'a dyn Fn() -> Result<()>;
+
 pub trait Runtime: Send + Sync {
     /// `containerd` or `docker`.
     fn kind(&self) -> &'static str;
@@ -97,14 +103,17 @@ pub trait Runtime: Send + Sync {
     }
 
     /// [`Runtime::import_file`] in two steps: this call reads the archive and stores what it
-    /// holds; the step it returns does the rest (for containerd: unpack and name the images).
-    /// A backend that does not stage does everything here.
+    /// holds, passing `gate` before it writes; the step it returns does the rest (for
+    /// containerd: unpack and name the images). A backend that does not stage passes the gate
+    /// first and does everything here.
     fn stage_file<'a>(
         &'a self,
         path: &Path,
         tar: &mut dyn Read,
         platform: &Platform,
+        gate: Gate<'a>,
     ) -> Result<Rest<'a>> {
+        gate()?;
         let imported = self.import_file(path, tar, platform)?;
         Ok(Box::new(move || Ok(imported)))
     }

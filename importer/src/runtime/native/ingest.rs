@@ -4,6 +4,11 @@
 //! a first look at a plain tar's headers gave it; in a compressed stream, a layer of the size
 //! of a blob containerd has is hashed here, unsent, and sent in a second pass only when its
 //! digest turns out to be missing; any other is hashed while it is sent.
+//!
+//! Everything before the first write only reads: the archive, and what containerd has. The
+//! first write waits for the gate (the archive's turn to store, and the disk preflight), and
+//! what was looked up before it is looked up again after it: an archive before this one may
+//! have stored it meanwhile.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -17,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::client::{CallError, Conn};
 use crate::archive::{EntryData, EntrySink};
+use crate::runtime::Gate;
 
 /// A blob of the archive as it is now in the content store.
 #[derive(Debug, Clone)]
@@ -51,12 +57,15 @@ pub struct Ingest<'a> {
     pub unsent: HashMap<String, (String, u64)>,
     /// In a second pass: the only files to store.
     pub only: Option<HashMap<String, (String, u64)>>,
+    /// Passed before the first write ([`Ingest::open_gate`]).
+    gate: Option<Gate<'a>>,
+    gate_passed: bool,
 }
 
 const METADATA: &[&str] = &["manifest.json", "index.json", "oci-layout", "repositories"];
 
 impl<'a> Ingest<'a> {
-    pub fn new(conn: &'a Conn, lease: &str) -> Ingest<'a> {
+    pub fn new(conn: &'a Conn, lease: &str, gate: Option<Gate<'a>>) -> Ingest<'a> {
         Ingest {
             conn,
             lease: lease.to_string(),
@@ -71,7 +80,23 @@ impl<'a> Ingest<'a> {
             by_size: false,
             unsent: HashMap::new(),
             only: None,
+            gate,
+            gate_passed: false,
         }
+    }
+
+    /// Pass the gate, if not yet: whether this call passed it. What was looked up before is
+    /// then to be looked up again, and the listing of sizes is taken afresh.
+    pub fn open_gate(&mut self) -> Result<bool> {
+        if self.gate_passed {
+            return Ok(false);
+        }
+        if let Some(gate) = self.gate {
+            gate()?;
+        }
+        self.gate_passed = true;
+        self.sizes = None;
+        Ok(true)
     }
 
     /// The stored blob an archive name stands for, following links.
@@ -180,7 +205,7 @@ impl<'a> Ingest<'a> {
         if let EntryData::Bytes(b) = &data {
             head = b[..b.len().min(8)].to_vec();
         }
-        if self.present(digest)? {
+        if self.present(digest)? || (self.open_gate()? && self.present(digest)?) {
             self.skipped += size;
             return Ok(Blob {
                 digest: digest.to_string(),
@@ -218,6 +243,7 @@ impl<'a> Ingest<'a> {
 
     /// Store a blob whose digest is learnt while it is sent.
     fn store_unknown(&mut self, name: &str, size: u64, r: &mut dyn Read) -> Result<Blob> {
+        self.open_gate()?;
         let reference = self.next_ref();
         let written = self
             .conn
@@ -283,7 +309,11 @@ impl Ingest<'_> {
         if let Some(diff_id) = self.layer_digests.get(name).cloned() {
             // The blob of that digest is the uncompressed layer the image config names,
             // whatever form this archive stores it in: its size is the store's.
-            if let Some(stored) = self.size_of(&diff_id)? {
+            let mut stored = self.size_of(&diff_id)?;
+            if stored.is_none() && self.open_gate()? {
+                stored = self.size_of(&diff_id)?;
+            }
+            if let Some(stored) = stored {
                 self.hold(&diff_id, "content")?;
                 self.skipped += size;
                 return Ok(Blob {
@@ -294,7 +324,12 @@ impl Ingest<'_> {
             }
             return self.store_unknown(name, size, r);
         }
-        if !(self.by_size && self.has_size(size)?) {
+        // A size listed before the gate may have been stored since: listed again after it.
+        let mut by_size = self.by_size && self.has_size(size)?;
+        if self.by_size && !by_size && self.open_gate()? {
+            by_size = self.has_size(size)?;
+        }
+        if !by_size {
             return self.store_unknown(name, size, r);
         }
         let (digest, head) = hash_all(r, size)?;

@@ -30,7 +30,7 @@ use prost_types::FieldMask;
 
 use self::client::{label_paths, Conn};
 use self::ingest::Ingest;
-use super::{content, socket, Container, Imported, Present, Rest, Runtime, Unreachable};
+use super::{content, socket, Container, Gate, Imported, Present, Rest, Runtime, Unreachable};
 use crate::archive::{inspect_stream_into, ArchiveInfo, Compression, Limits, Platform};
 use crate::labels::{LABEL_MANAGED, LABEL_PINNED};
 
@@ -150,15 +150,17 @@ impl Native {
     }
 
     /// The first step of an archive's import under `lease`: read it, and store in the
-    /// content store what containerd lacks. What the rest needs is returned.
-    fn upload(
-        &self,
+    /// content store what containerd lacks, passing `gate` before the first write (and at the
+    /// end when nothing was written). What the rest needs is returned.
+    fn upload<'a>(
+        &'a self,
         lease: &str,
         tar: &mut dyn Read,
         platform: &Platform,
         path: Option<&Path>,
-    ) -> Result<Uploaded<'_>> {
-        let mut ingest = Ingest::new(&self.conn, lease);
+        gate: Option<Gate<'a>>,
+    ) -> Result<Uploaded<'a>> {
+        let mut ingest = Ingest::new(&self.conn, lease, gate);
         if let Some(path) = path {
             if crate::archive::open(path)?.compression == Compression::None {
                 // Cheap on a plain tar: its headers and small documents only.
@@ -174,6 +176,8 @@ impl Native {
         }
         let info = inspected.info;
         let plans = image::plans(&mut ingest, &info, platform)?;
+        // Nothing written: the turn and the preflight all the same, for what the unpack adds.
+        ingest.open_gate()?;
         Ok(Uploaded {
             ingest,
             info,
@@ -211,15 +215,16 @@ impl Native {
 
     /// One archive under a lease of its own, in two steps (see [`Runtime::stage_file`]): the
     /// lease is deleted when either step fails, and with it what was written for the archive.
-    fn stage_leased(
-        &self,
+    fn stage_leased<'a>(
+        &'a self,
         tar: &mut dyn Read,
         platform: &Platform,
         path: Option<&Path>,
-    ) -> Result<Rest<'_>> {
+        gate: Option<Gate<'a>>,
+    ) -> Result<Rest<'a>> {
         self.reachable()?;
         let lease = self.create_lease()?;
-        let uploaded = match self.upload(&lease, tar, platform, path) {
+        let uploaded = match self.upload(&lease, tar, platform, path, gate) {
             Ok(up) => up,
             Err(e) => return Err(self.drop_lease_after(&lease, e)),
         };
@@ -375,7 +380,7 @@ impl Runtime for Native {
     }
 
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
-        self.stage_leased(tar, platform, None)?()
+        self.stage_leased(tar, platform, None, None)?()
     }
 
     fn import_file(
@@ -384,7 +389,7 @@ impl Runtime for Native {
         tar: &mut dyn Read,
         platform: &Platform,
     ) -> Result<Imported> {
-        self.stage_leased(tar, platform, Some(path))?()
+        self.stage_leased(tar, platform, Some(path), None)?()
     }
 
     fn stages(&self) -> bool {
@@ -396,8 +401,9 @@ impl Runtime for Native {
         path: &Path,
         tar: &mut dyn Read,
         platform: &Platform,
+        gate: Gate<'a>,
     ) -> Result<Rest<'a>> {
-        self.stage_leased(tar, platform, Some(path))
+        self.stage_leased(tar, platform, Some(path), Some(gate))
     }
 
     fn preflight(&self, archive: &Path, platform: &Platform, max_used: u8) -> Result<()> {

@@ -221,7 +221,7 @@ impl Native {
         let mut survey = Survey::default();
         let info = inspect_path_into(path, Limits::default(), &mut survey)?;
         let images = images_of(&survey, info.format, &info.images, platform)?;
-        let probe = Ingest::new(&self.conn, "");
+        let probe = Ingest::new(&self.conn, "", None);
         let mut need = Need::default();
         // A docker layer's digest is its diff ID, the chain ID of a bottom layer: two sets.
         let (mut seen, mut seen_snapshots) = (HashSet::new(), HashSet::new());
