@@ -527,7 +527,7 @@ reset_to_installed() {
 }
 section_native_first() {
   setup
-  record "native: first import into containerd, the native client and our ctr client against the ctr loop"
+  record "native: first import into containerd, the native client against the ctr loop"
   # Our ctr client as a third contender only with BENCH_CTR_CLIENT=1: it adds a third of the time.
   local first=(ours_native_exported theirs_ctr_exported)
   [ "${BENCH_CTR_CLIENT:-0}" = 1 ] && first+=(ours_ctrclient_exported)
