@@ -285,6 +285,7 @@ pub fn docker_save_platform(d: &Daemons) -> Option<PathBuf> {
         return None;
     }
     let f = fixtures();
+    let _docker = d.docker_lock();
     run(d
         .docker()
         .args(["load", "-q", "-i"])

@@ -108,6 +108,7 @@ fn bare_repo_tag_that_docker_refuses_as_an_invalid_tag_is_imported_with_latest_o
     );
     let full = format!("docker.io/library/{bare}:latest");
     for d in matrix() {
+        let _docker = d.docker_lock();
         let (code, _, stderr) = outcome(&mut d.against_docker("import", &dir));
         assert_eq!(code, 0, "{}: {stderr}", d.label);
         assert!(stderr.contains("1 imported"), "{}: {stderr}", d.label);
@@ -160,6 +161,7 @@ fn manifests_null_in_a_docker_25_index_is_read_through_manifest_json_on_every_ve
     );
     assert!(listed.contains(&reference), "{listed}");
     for d in matrix() {
+        let _docker = d.docker_lock();
         let ns = unique_namespace("null");
         let (code, _, stderr) = outcome(&mut d.against_containerd("import", &bundle, &ns));
         assert_eq!(code, 0, "{}: {stderr}", d.label);
@@ -224,6 +226,7 @@ fn import_twice_into_docker(label: &str, import: impl Fn() -> std::process::Comm
 fn shared_layer_symlink_docker_save_loads_into_every_docker_and_a_rerun_skips_it() {
     let saves = shared_layer_saves();
     for (i, (d, save)) in matrix().iter().zip(saves).enumerate() {
+        let _docker = d.docker_lock();
         let dir = bundle_of(&save.archive, "release.tar");
         // The default pair's dockerd holds these images already (they were built there): a
         // private dockerd of the same version starts empty.
@@ -283,6 +286,7 @@ fn short_ref_name_of_a_skopeo_oci_archive_is_named_in_full_on_ctr_2_and_dockers_
         if i == 0 {
             continue; // the default pair's dockerd built alpha: covered by the versions table
         }
+        let _docker = d.docker_lock();
         docker_rmi_on(d, &image.tag);
         let (code, _, stderr) = outcome(&mut d.against_docker("import", &dir));
         assert_eq!(code, 0, "{}: {stderr}", d.label);
@@ -430,6 +434,7 @@ fn untagged_docker_archive_is_skipped_on_a_rerun_and_verified_on_every_docker() 
     let f = fixtures();
     let dir = bundle_of(&f.untagged, "untagged.tar");
     for (i, d) in matrix().iter().enumerate() {
+        let _docker = d.docker_lock();
         // The default pair's dockerd has alpha already (built there): a private one is empty.
         let private = (i == 0).then(|| PrivateDockerd::start("untagged-docker"));
         let import: MakeCommand<'_> = match &private {
@@ -473,6 +478,7 @@ fn ctr_export_of_one_platform_of_an_index_loads_into_dockers_containerd_store() 
         return;
     };
     for d in stores {
+        let _docker = d.docker_lock();
         let exported = crate::corpus::ctr_export_multi_platform(d, false).unwrap();
         let dir = bundle_of(&exported, "multi.tar");
         docker_rmi_on(d, &index.tag);

@@ -91,6 +91,26 @@ pub fn matrix() -> &'static [Daemons] {
 }
 
 impl Daemons {
+    /// Held by a test while it loads, runs or removes images of the fixtures' names (alpha,
+    /// beta, base) on this dockerd: two tests doing so at once remove each other's images
+    /// (by tag, or by image ID, which takes every tag of it).
+    pub fn docker_lock(&self) -> std::sync::MutexGuard<'static, ()> {
+        type Locks =
+            std::sync::Mutex<std::collections::HashMap<String, &'static std::sync::Mutex<()>>>;
+        static LOCKS: OnceLock<Locks> = OnceLock::new();
+        let lock = {
+            let mut locks = LOCKS
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *locks
+                .entry(self.docker_host.clone())
+                .or_insert_with(|| Box::leak(Box::default()))
+        };
+        // A test that failed holding it leaves nothing half-done the next one depends on.
+        lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The docker CLI of this version, pointed at its dockerd.
     pub fn docker(&self) -> Command {
         let mut c = Command::new(&self.docker_cli);

@@ -205,6 +205,7 @@ fn own_flavours(i: usize, d: &Daemons) -> Vec<Flavour> {
     if i == 0 {
         std::fs::copy(f.dir.join("docker.tar"), &own).unwrap();
     } else {
+        let _docker = d.docker_lock();
         run(d
             .docker()
             .args(["load", "-q", "-i"])
@@ -484,7 +485,10 @@ fn version_columns(i: usize, d: &Daemons, with_containerd: bool) -> Vec<Column> 
                 Some(p) => docker_cell(f, &|cmd, dir| with_command(p.import(dir), cmd), &|| {
                     p.docker()
                 }),
-                None => docker_cell(f, &|cmd, dir| d.against_docker(cmd, dir), &|| d.docker()),
+                None => {
+                    let _docker = d.docker_lock();
+                    docker_cell(f, &|cmd, dir| d.against_docker(cmd, dir), &|| d.docker())
+                }
             };
             (f.name.clone(), cell)
         })
