@@ -195,8 +195,11 @@ fn big_columns(column: &str) -> bool {
         .any(|c| column.starts_with(c))
 }
 
-/// The archives `d`'s own docker and ctr write.
+/// The archives `d`'s own docker and ctr write. Made holding `d`'s dockerd lock: the field
+/// tests load and remove the same images there, and on Docker's containerd store that is the
+/// containerd ctr exports from.
 fn own_flavours(i: usize, d: &Daemons) -> Vec<Flavour> {
+    let _docker = d.docker_lock();
     let f = fixtures();
     let alpha = |image: &TestImage| vec![(image.clone(), "hello from alpha")];
     let dir = temp_dir("versions-own");
@@ -205,7 +208,6 @@ fn own_flavours(i: usize, d: &Daemons) -> Vec<Flavour> {
     if i == 0 {
         std::fs::copy(f.dir.join("docker.tar"), &own).unwrap();
     } else {
-        let _docker = d.docker_lock();
         run(d
             .docker()
             .args(["load", "-q", "-i"])
