@@ -263,27 +263,18 @@ pub fn ctr_export_multi_platform(d: &Daemons, all: bool) -> Option<PathBuf> {
         .args(flag)
         .arg(&index.reference));
     let out = temp_dir("multi-export").join(if all { "all.tar" } else { "one.tar" });
-    for attempt in 1..=3 {
-        run(d
-            .ctr(&ns)
-            .args(["images", "export"])
-            .args(flag)
-            .arg(&out)
-            .arg(&index.reference));
-        // ctr has exited 0 with a truncated archive: kept only whole, as the field gets it
-        // from a ctr that worked.
-        let listed = Command::new("tar").arg("-tf").arg(&out).output().unwrap();
-        if listed.status.success() {
-            break;
-        }
-        eprintln!(
-            "{}: ctr export wrote a truncated {} (attempt {attempt}): {}",
-            d.label,
-            out.display(),
-            String::from_utf8_lossy(&listed.stderr).trim()
-        );
-        assert!(attempt < 3, "ctr export kept writing truncated archives");
-    }
+    ctr_export(
+        || {
+            let mut c = d.ctr(&ns);
+            c.args(["images", "export"])
+                .args(flag)
+                .arg(&out)
+                .arg(&index.reference);
+            c
+        },
+        &out,
+        &d.label,
+    );
     let _ = d.ctr(&ns).args(["images", "rm", &index.reference]).output();
     Some(out)
 }

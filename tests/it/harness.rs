@@ -223,6 +223,28 @@ pub fn temp_dir(label: &str) -> PathBuf {
     dir
 }
 
+/// Run `export` (a `ctr images export` that writes `out`) until tar can list what it wrote,
+/// up to three times, each short archive logged: ctr 2.1, exporting through containerd's
+/// transfer service, has exited 0 with an archive short of its last bytes.
+pub fn ctr_export(export: impl Fn() -> Command, out: &Path, label: &str) {
+    for attempt in 1..=3 {
+        run(&mut export());
+        let listed = Command::new("tar").arg("-tf").arg(out).output().unwrap();
+        if listed.status.success() {
+            return;
+        }
+        eprintln!(
+            "{label}: ctr export wrote a truncated {} (attempt {attempt}): {}",
+            out.display(),
+            String::from_utf8_lossy(&listed.stderr).trim()
+        );
+    }
+    panic!(
+        "{label}: ctr export wrote a truncated {} three times",
+        out.display()
+    );
+}
+
 /// The binary under test.
 pub fn offline_images() -> Command {
     Command::new(env!("CARGO_BIN_EXE_offline-images"))

@@ -245,11 +245,17 @@ fn own_flavours(i: usize, d: &Daemons) -> Vec<Flavour> {
         .ctr(&ns)
         .args(["images", "import"])
         .arg(f.dir.join("docker.tar")));
-    run(d
-        .ctr(&ns)
-        .args(["images", "export", "--platform", "linux/amd64"])
-        .arg(&exported)
-        .arg(&f.alpha.reference));
+    ctr_export(
+        || {
+            let mut c = d.ctr(&ns);
+            c.args(["images", "export", "--platform", "linux/amd64"])
+                .arg(&exported)
+                .arg(&f.alpha.reference);
+            c
+        },
+        &exported,
+        &d.label,
+    );
     out.push(Flavour::new(
         format!("ctr export (containerd {containerd})"),
         exported,
