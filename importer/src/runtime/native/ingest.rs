@@ -99,6 +99,18 @@ impl<'a> Ingest<'a> {
         Ok(true)
     }
 
+    /// What `look` finds; when it finds nothing before the gate, the gate is passed (a write
+    /// is coming) and `look` asked again, since the archive before may have stored it meanwhile.
+    fn look_across_gate<T>(
+        &mut self,
+        mut look: impl FnMut(&mut Self) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        match look(self)? {
+            None if self.open_gate()? => look(self),
+            found => Ok(found),
+        }
+    }
+
     /// The stored blob an archive name stands for, following links.
     pub fn blob(&self, name: &str) -> Option<&Blob> {
         let mut name = name;
@@ -205,7 +217,8 @@ impl<'a> Ingest<'a> {
         if let EntryData::Bytes(b) = &data {
             head = b[..b.len().min(8)].to_vec();
         }
-        if self.present(digest)? || (self.open_gate()? && self.present(digest)?) {
+        let present = self.look_across_gate(|i| Ok(i.present(digest)?.then_some(())))?;
+        if present.is_some() {
             self.skipped += size;
             return Ok(Blob {
                 digest: digest.to_string(),
@@ -309,11 +322,7 @@ impl Ingest<'_> {
         if let Some(diff_id) = self.layer_digests.get(name).cloned() {
             // The blob of that digest is the uncompressed layer the image config names,
             // whatever form this archive stores it in: its size is the store's.
-            let mut stored = self.size_of(&diff_id)?;
-            if stored.is_none() && self.open_gate()? {
-                stored = self.size_of(&diff_id)?;
-            }
-            if let Some(stored) = stored {
+            if let Some(stored) = self.look_across_gate(|i| i.size_of(&diff_id))? {
                 self.hold(&diff_id, "content")?;
                 self.skipped += size;
                 return Ok(Blob {
@@ -324,11 +333,10 @@ impl Ingest<'_> {
             }
             return self.store_unknown(name, size, r);
         }
-        // A size listed before the gate may have been stored since: listed again after it.
-        let mut by_size = self.by_size && self.has_size(size)?;
-        if self.by_size && !by_size && self.open_gate()? {
-            by_size = self.has_size(size)?;
-        }
+        let by_size = self.by_size
+            && self
+                .look_across_gate(|i| Ok(i.has_size(size)?.then_some(())))?
+                .is_some();
         if !by_size {
             return self.store_unknown(name, size, r);
         }
