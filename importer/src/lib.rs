@@ -24,6 +24,7 @@ pub mod reference;
 mod report;
 pub mod runtime;
 mod stop;
+mod units;
 mod verify;
 
 use anyhow::Result;

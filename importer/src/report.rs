@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::archive::human_bytes;
 use crate::failure::Kind;
+use crate::units::human_bytes;
 
 /// Where Kubernetes reads a container's termination message from.
 pub const TERMINATION_LOG: &str = "/dev/termination-log";

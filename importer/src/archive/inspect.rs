@@ -4,7 +4,7 @@
 //! cap; layer data is skipped (seeked over in a plain tar file, read and dropped in a
 //! compressed stream), so memory stays flat whatever the archive's size.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 
 use super::{open, ArchiveInfo, Compression, Format, Image, Platform, PlatformImage};
 use crate::reference;
+use crate::stop::stop_signal;
+use crate::units::human_bytes;
 
 /// Caps on what is held in memory while reading an archive.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +27,16 @@ pub struct Limits {
     pub blob_json_max: u64,
     /// All JSON kept for one archive together.
     pub total_json_max: u64,
+    /// Tar entries of one archive (files, links and directories alike). Only the names of the
+    /// entries are kept, so this bounds the memory one archive can take whatever it holds.
+    pub entries_max: u64,
+    /// Images one archive may hold (index entries, `manifest.json` entries).
+    pub images_max: usize,
+    /// Names one image may have.
+    pub names_per_image_max: usize,
+    /// Names all the images of one archive may have together: each is an image record to
+    /// write and label in the runtime.
+    pub names_max: usize,
 }
 
 impl Default for Limits {
@@ -33,6 +45,12 @@ impl Default for Limits {
             metadata_max: 8 << 20,
             blob_json_max: 4 << 20,
             total_json_max: 32 << 20,
+            // docker save writes 3 or 4 entries per layer, an OCI archive one per blob: 400
+            // images of a hundred layers stay inside, and the entries' names take some 25 MiB.
+            entries_max: 200_000,
+            images_max: 10_000,
+            names_per_image_max: 1_000,
+            names_max: 10_000,
         }
     }
 }
@@ -72,7 +90,7 @@ pub fn inspect_path_into(
                 scan.end_of_entries
             );
         }
-        return resolve(&scan, Compression::None, size);
+        return resolve(&scan, Compression::None, size, limits);
     }
     inspect_stream_into(opened.reader, opened.compression, limits, sink).map(|i| i.info)
 }
@@ -141,7 +159,7 @@ pub fn inspect_stream_into<R: Read>(
     io::copy(&mut counted, &mut io::sink()).map_err(tar_error)?;
     let end_of_entries = scan.end_of_entries;
     let has_docker_manifest = scan.json_of("manifest.json").is_some();
-    let info = resolve(&scan, compression, counted.count)?;
+    let info = resolve(&scan, compression, counted.count, limits)?;
     Ok(Inspected {
         info,
         end_of_entries,
@@ -446,7 +464,19 @@ fn scan<R: Read>(
     sink: &mut dyn EntrySink,
 ) -> Result<Scan> {
     let mut scan = Scan::default();
+    let mut count: u64 = 0;
     for entry in entries {
+        if let Some(sig) = stop_signal() {
+            bail!("aborted by {sig}");
+        }
+        count += 1;
+        if count > limits.entries_max {
+            bail!(
+                "the archive has more than {} tar entries, over the limit for one archive: \
+                 this is not an image archive (or one to split)",
+                limits.entries_max
+            );
+        }
         let mut entry = entry.map_err(tar_error)?;
         scan.end_of_entries = entry.raw_file_position() + entry.size().div_ceil(512) * 512;
         let name = normalize_name(&entry.path_bytes())?;
@@ -593,22 +623,6 @@ fn hex_sha256(data: &[u8]) -> String {
     crate::digest::hex(&Sha256::digest(data))
 }
 
-/// Bytes as a person reads them: `1.5 GiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 // ---- the documents we read -------------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -616,6 +630,9 @@ struct Descriptor {
     #[serde(rename = "mediaType", default)]
     media_type: String,
     digest: String,
+    /// What the descriptor claims the blob's size is (the OCI spec requires it).
+    #[serde(default)]
+    size: Option<u64>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
     #[serde(default)]
@@ -684,6 +701,36 @@ fn config_platform(data: &[u8]) -> Option<Platform> {
     })
 }
 
+/// Whether a manifest-or-index document is an index: it has `manifests` and no `config`.
+fn document_is_index(path: &str, data: &[u8]) -> Result<bool> {
+    #[derive(Deserialize)]
+    struct Shape {
+        #[serde(default)]
+        manifests: Option<serde_json::Value>,
+        #[serde(default)]
+        config: Option<serde_json::Value>,
+    }
+    let shape: Shape = parse(path, data)?;
+    match (shape.manifests.is_some(), shape.config.is_some()) {
+        (true, true) => bail!("{path} has both `manifests` and `config`: it is neither an image index nor an image manifest"),
+        (false, false) => bail!("{path} has neither `manifests` nor `config`: it is neither an image index nor an image manifest"),
+        (is_index, _) => Ok(is_index),
+    }
+}
+
+/// A descriptor's size against the blob's in the archive, when both are known: a descriptor
+/// that claims another size than its blob's is refused (the OCI spec requires them equal, and
+/// a reader trusting the claim would report or reserve what is not there).
+fn check_size(scan: &Scan, desc: &Descriptor, path: &str) -> Result<()> {
+    match (desc.size, scan.size_of(path)) {
+        (Some(claimed), Some(actual)) if claimed != actual => bail!(
+            "a descriptor says {} is {claimed} bytes, but the archive's blob is {actual} bytes",
+            desc.digest
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn is_index_type(media_type: &str) -> bool {
     media_type == "application/vnd.oci.image.index.v1+json"
         || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -691,7 +738,12 @@ fn is_index_type(media_type: &str) -> bool {
 
 // ---- resolving the images ----------------------------------------------------------------
 
-fn resolve(scan: &Scan, compression: Compression, tar_size: u64) -> Result<ArchiveInfo> {
+fn resolve(
+    scan: &Scan,
+    compression: Compression,
+    tar_size: u64,
+    limits: Limits,
+) -> Result<ArchiveInfo> {
     let mut warnings = Vec::new();
     let index = scan.json_of("index.json");
     let manifest = scan.json_of("manifest.json");
@@ -704,12 +756,18 @@ fn resolve(scan: &Scan, compression: Compression, tar_size: u64) -> Result<Archi
         }
         (Some(index), manifest) => {
             let index: Index = parse("index.json", index)?;
+            check_count(
+                "index.json",
+                "images",
+                index.manifests.len(),
+                limits.images_max,
+            )?;
             let mut images = Vec::new();
             for desc in &index.manifests {
                 images.push(oci_image(scan, desc, &mut warnings)?);
             }
             let format = if let Some(m) = manifest {
-                merge_docker_names(scan, m, &mut images, &mut warnings)?;
+                merge_docker_names(scan, m, &mut images, limits, &mut warnings)?;
                 Format::DockerOci
             } else {
                 Format::Oci
@@ -725,7 +783,7 @@ fn resolve(scan: &Scan, compression: Compression, tar_size: u64) -> Result<Archi
             (format, images)
         }
         (None, Some(manifest)) => {
-            let entries: Vec<DockerManifestEntry> = parse("manifest.json", manifest)?;
+            let entries = docker_entries(manifest, limits)?;
             let mut images = Vec::new();
             for entry in &entries {
                 images.push(docker_image(scan, entry, &mut warnings)?);
@@ -739,7 +797,9 @@ fn resolve(scan: &Scan, compression: Compression, tar_size: u64) -> Result<Archi
     for image in &mut images {
         image.names.dedup();
     }
-    let mut seen = std::collections::HashSet::new();
+    let names: usize = images.iter().map(|i| i.names.len()).sum();
+    check_count("the archive", "image names", names, limits.names_max)?;
+    let mut seen = HashSet::new();
     for name in images.iter().flat_map(|i| &i.names) {
         if !seen.insert(name) {
             warnings.push(format!(
@@ -756,15 +816,48 @@ fn resolve(scan: &Scan, compression: Compression, tar_size: u64) -> Result<Archi
     })
 }
 
+/// A count from the archive against its limit: past it, the archive is refused, naming both.
+fn check_count(whose: &str, what: &str, count: usize, max: usize) -> Result<()> {
+    if count > max {
+        bail!(
+            "{whose} gives {count} {what}, over the limit of {max} for one archive: refusing it \
+             before any of them is imported"
+        );
+    }
+    Ok(())
+}
+
+/// The entries of a docker-archive `manifest.json`, each with no more names than one image may
+/// have (checked before a name is parsed, so a hostile list costs no time).
+fn docker_entries(data: &[u8], limits: Limits) -> Result<Vec<DockerManifestEntry>> {
+    let entries: Vec<DockerManifestEntry> = parse("manifest.json", data)?;
+    check_count("manifest.json", "images", entries.len(), limits.images_max)?;
+    for entry in &entries {
+        let tags = entry.repo_tags.as_ref().map_or(0, Vec::len);
+        if tags > limits.names_per_image_max {
+            bail!(
+                "manifest.json gives the image {} {tags} names (RepoTags), over the limit of {} \
+                 for one image: refusing the archive before any of them is imported",
+                entry.config,
+                limits.names_per_image_max
+            );
+        }
+    }
+    Ok(entries)
+}
+
+/// The names, normalised, each once (in linear time), in their first order; a name that is
+/// not a reference is a warning.
 fn normalize_names<'a>(
     names: impl IntoIterator<Item = &'a str>,
     warnings: &mut Vec<String>,
 ) -> Vec<String> {
     let mut out = Vec::new();
+    let mut seen = HashSet::new();
     for n in names {
         match reference::normalize(n) {
             Ok(r) => {
-                if !out.contains(&r) {
+                if seen.insert(r.clone()) {
                     out.push(r)
                 }
             }
@@ -816,7 +909,20 @@ fn collect_platforms(
         bail!("the archive's indexes nest more than 4 deep");
     }
     let path = blob_path(&desc.digest);
+    check_size(scan, desc, &path)?;
     let Some(data) = scan.json_of(&path) else {
+        if let Some(size) = scan.size_of(&path) {
+            bail!(
+                "{} points to {}, which is in the archive but is no image manifest or index \
+                 (a blob of {size} bytes that is not a JSON document)",
+                if depth == 0 {
+                    "index.json"
+                } else {
+                    "an image index"
+                },
+                desc.digest
+            );
+        }
         if depth == 0 {
             bail!(
                 "index.json points to {}, which is not in the archive",
@@ -834,9 +940,14 @@ fn collect_platforms(
         });
         return Ok(());
     };
-    let looks_like_index = is_index_type(&desc.media_type)
-        || (desc.media_type.is_empty() && serde_json::from_slice::<Manifest>(data).is_err());
-    if looks_like_index {
+    if document_is_index(&path, data)? {
+        if !desc.media_type.is_empty() && !is_index_type(&desc.media_type) {
+            bail!(
+                "{} is an image index, but the descriptor that points to it says {}",
+                desc.digest,
+                desc.media_type
+            );
+        }
         let index: Index = parse(&path, data)?;
         for child in &index.manifests {
             if child
@@ -851,11 +962,20 @@ fn collect_platforms(
         }
         return Ok(());
     }
+    if is_index_type(&desc.media_type) {
+        bail!(
+            "{} is an image manifest, but the descriptor that points to it says {}",
+            desc.digest,
+            desc.media_type
+        );
+    }
     let manifest: Manifest = parse(&path, data)?;
+    check_size(scan, &manifest.config, &blob_path(&manifest.config.digest))?;
     let config = scan.json_of(&blob_path(&manifest.config.digest));
     let mut size = 0;
     let mut complete = config.is_some();
     for layer in &manifest.layers {
+        check_size(scan, layer, &blob_path(&layer.digest))?;
         match scan.size_of(&blob_path(&layer.digest)) {
             Some(s) => size += s,
             None => complete = false,
@@ -877,9 +997,10 @@ fn merge_docker_names(
     scan: &Scan,
     manifest: &[u8],
     images: &mut Vec<Image>,
+    limits: Limits,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
-    let entries: Vec<DockerManifestEntry> = parse("manifest.json", manifest)?;
+    let entries = docker_entries(manifest, limits)?;
     for entry in &entries {
         let tags = entry.repo_tags.iter().flatten().map(String::as_str);
         let names = normalize_names(tags, warnings);
@@ -1170,11 +1291,13 @@ mod tests {
         let man_d = hex_sha256(manifest.as_bytes());
         let other = "0".repeat(64);
         let idx = format!(
-            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{man_d}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{other}","size":1,"platform":{{"os":"linux","architecture":"arm64"}}}}]}}"#
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{man_d}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{other}","size":1,"platform":{{"os":"linux","architecture":"arm64"}}}}]}}"#,
+            manifest.len()
         );
         let idx_d = hex_sha256(idx.as_bytes());
         let top = format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:{idx_d}","size":1,"annotations":{{"io.containerd.image.name":"example.com/multi:1","org.opencontainers.image.ref.name":"1"}}}}]}}"#
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:{idx_d}","size":{},"annotations":{{"io.containerd.image.name":"example.com/multi:1","org.opencontainers.image.ref.name":"1"}}}}]}}"#,
+            idx.len()
         );
         let files: Vec<(String, Vec<u8>)> = vec![
             (
@@ -1237,5 +1360,154 @@ mod tests {
                 .contains("no complete image for linux/arm64 (it has: linux/amd64)"),
             "{err}"
         );
+    }
+
+    /// A one-layer OCI archive whose `index.json` has the one entry `entry` (with `{man}`,
+    /// `{man_size}` and `{layer}` replaced by the manifest's and layer's digests and size).
+    fn oci_archive_with_entry(entry: &str) -> Vec<u8> {
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let layer_d = hex_sha256(b"xx");
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_d}","size":2}}]}}"#,
+            hex_sha256(config),
+            config.len()
+        );
+        let man_d = hex_sha256(manifest.as_bytes());
+        let entry = entry
+            .replace("{man}", &format!("sha256:{man_d}"))
+            .replace("{man_size}", &manifest.len().to_string())
+            .replace("{layer}", &format!("sha256:{layer_d}"));
+        let index = format!(r#"{{"schemaVersion":2,"manifests":[{entry}]}}"#);
+        let files: Vec<(String, Vec<u8>)> = vec![
+            (
+                "oci-layout".into(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            (format!("blobs/sha256/{layer_d}"), b"xx".to_vec()),
+            (
+                format!("blobs/sha256/{}", hex_sha256(config)),
+                config.to_vec(),
+            ),
+            (format!("blobs/sha256/{man_d}"), manifest.into_bytes()),
+            ("index.json".into(), index.into_bytes()),
+        ];
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), &d[..])).collect();
+        tar_of(&refs)
+    }
+
+    fn refusal(tar: &[u8], limits: Limits) -> String {
+        format!(
+            "{:#}",
+            inspect_stream(tar, Compression::None, limits).unwrap_err()
+        )
+    }
+
+    #[test]
+    fn two_hundred_thousand_repo_tags_are_refused_by_count_before_any_is_parsed() {
+        let tags: Vec<String> = (0..200_000).map(|i| format!("chaos.test/t:{i}")).collect();
+        let manifest = serde_json::to_vec(&serde_json::json!([
+            {"Config": "c.json", "RepoTags": tags, "Layers": []}
+        ]))
+        .unwrap();
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"diff_ids":[]}}"#;
+        let tar = tar_of(&[("c.json", config), ("manifest.json", &manifest)]);
+        let err = refusal(&tar, Limits::default());
+        assert!(
+            err.contains("manifest.json gives the image c.json 200000 names (RepoTags), over the limit of 1000"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_archive_over_the_entry_limit_is_refused_at_the_entry_past_it() {
+        let files: Vec<(String, Vec<u8>)> =
+            (0..11).map(|i| (format!("f{i}"), Vec::new())).collect();
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), &d[..])).collect();
+        let limits = Limits {
+            entries_max: 10,
+            ..Limits::default()
+        };
+        let err = refusal(&tar_of(&refs), limits);
+        assert!(err.contains("more than 10 tar entries"), "{err}");
+        let refs = &refs[..10];
+        let err = refusal(&tar_of(refs), limits);
+        assert!(err.contains("not a docker-archive or OCI"), "{err}");
+    }
+
+    #[test]
+    fn an_index_of_more_images_than_the_limit_is_refused_by_count() {
+        let entry = r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{man}","size":{man_size}}"#;
+        let many = vec![entry; 11].join(",");
+        let tar = oci_archive_with_entry(&many);
+        let limits = Limits {
+            images_max: 10,
+            ..Limits::default()
+        };
+        let err = refusal(&tar, limits);
+        assert!(
+            err.contains("index.json gives 11 images, over the limit of 10"),
+            "{err}"
+        );
+        let names = |n: usize| {
+            (0..n)
+                .map(|i| format!(r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{{man}}","size":{{man_size}},"annotations":{{"io.containerd.image.name":"chaos.test/n:{i}"}}}}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let limits = Limits {
+            names_max: 3,
+            ..Limits::default()
+        };
+        let err = refusal(&oci_archive_with_entry(&names(4)), limits);
+        assert!(
+            err.contains("the archive gives 4 image names, over the limit of 3"),
+            "{err}"
+        );
+        assert!(inspect_stream(
+            &oci_archive_with_entry(&names(3))[..],
+            Compression::None,
+            limits
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn an_index_entry_pointing_at_a_layer_is_told_it_is_no_manifest_not_that_it_is_absent() {
+        let tar = oci_archive_with_entry(
+            r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{layer}","size":2}"#,
+        );
+        let err = refusal(&tar, Limits::default());
+        assert!(
+            err.contains("is in the archive but is no image manifest or index (a blob of 2 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_index_typed_entry_that_is_a_manifest_is_named_for_what_it_is() {
+        let tar = oci_archive_with_entry(
+            r#"{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{man}","size":{man_size}}"#,
+        );
+        let err = refusal(&tar, Limits::default());
+        assert!(
+            err.contains("is an image manifest, but the descriptor that points to it says application/vnd.oci.image.index.v1+json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_descriptor_claiming_a_terabyte_for_a_small_blob_is_refused() {
+        let tar = oci_archive_with_entry(
+            r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{man}","size":1099511627776}"#,
+        );
+        let err = refusal(&tar, Limits::default());
+        assert!(
+            err.contains("is 1099511627776 bytes, but the archive's blob is"),
+            "{err}"
+        );
+        let ok = oci_archive_with_entry(
+            r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{man}","size":{man_size}}"#,
+        );
+        inspect_stream(&ok[..], Compression::None, Limits::default()).unwrap();
     }
 }

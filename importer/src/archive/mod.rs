@@ -14,11 +14,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::units::human_bytes;
 pub use ahead::open_ahead;
 pub use discover::{check_images_path, discover, Found, Rejected};
 pub use inspect::{
-    human_bytes, inspect_path, inspect_path_into, inspect_stream, inspect_stream_detailed,
-    inspect_stream_into, EntryData, EntrySink, Inspected, Limits,
+    inspect_path, inspect_path_into, inspect_stream, inspect_stream_detailed, inspect_stream_into,
+    EntryData, EntrySink, Inspected, Limits,
 };
 pub use open::{decompress, open, sniff, Compression, Opened};
 
