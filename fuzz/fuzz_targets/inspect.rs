@@ -9,7 +9,7 @@ use offline_images::archive::{decompress, inspect_stream, Compression, Limits};
 
 fuzz_target!(|data: &[u8]| {
     // Small caps, so that a large-metadata input is refused quickly instead of slowly.
-    let limits = Limits { metadata_max: 1 << 20, blob_json_max: 1 << 20, total_json_max: 4 << 20 };
+    let limits = Limits { metadata_max: 1 << 20, blob_json_max: 1 << 20, total_json_max: 4 << 20, ..Limits::default() };
     let _ = inspect_stream(data, Compression::None, limits);
     // The same bytes as a file would be read: decompressed by what their magic says.
     if let Ok((compression, tar)) = decompress(Cursor::new(data.to_vec())) {
