@@ -5,7 +5,6 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -44,7 +43,8 @@ struct Planned {
     found: Found,
     /// Relative to the images path, `/`-separated (as SHA256SUMS and images.json name it).
     file: String,
-    fingerprint: String,
+    /// None when the file cannot be stamped: it is then never skipped by its fingerprint.
+    fingerprint: Option<String>,
     expected_sha256: Option<String>,
 }
 
@@ -53,18 +53,31 @@ struct Planned {
 /// A bundle's `images.json` says which images an archive holds, so a re-run can tell what is
 /// present without reading the archive. A foreign archive (no `images.json`) would have to be
 /// decompressed to learn its contents; instead the images it gave are labelled with this
-/// fingerprint (name, size and modification time of the file: all from one `stat`) and the
-/// number of images and their config digests, so the next run skips it when that many images
-/// still carry the label, each with the config digest it had when imported.
-/// A file that is replaced or touched gets a new fingerprint and is imported again: at worst
-/// some extra work, never a skipped change.
-fn fingerprint(file: &str, meta: Option<&std::fs::Metadata>) -> String {
+/// fingerprint and the number of images and their config digests, so the next run skips it
+/// when that many images still carry the label, each with the config digest it had when
+/// imported.
+///
+/// The fingerprint must prove the file unchanged, not suggest it: name, size and modification
+/// time do not, since `cp -p`, `rsync -a` and tools that normalise timestamps give a replaced
+/// file the old ones. So it is taken from the file's stamp ([`bundle::FileStamp`]): size,
+/// inode, and modification and change times in nanoseconds, once the change time is a clock
+/// tick in the past. No user-space tool can set the change time: writing the file in place,
+/// or renaming another one over it, gives it a new change time or a new inode. A file that is
+/// replaced, touched, copied again or moved to another disk gets a new fingerprint and is read
+/// again: at worst some extra work, never a skipped change. A file that cannot be stamped (a
+/// filesystem without sub-second times) has no fingerprint, and is never skipped by one.
+fn fingerprint(file: &str, path: &Path) -> Option<String> {
+    let stamp = bundle::FileStamp::settled(path)?;
     let mut h = Sha256::new();
     h.update(file.as_bytes());
-    if let Some(m) = meta {
-        h.update(format!("\0{}\0{}.{}", m.size(), m.mtime(), m.mtime_nsec()).as_bytes());
-    }
-    bundle::hex(&h.finalize())[..32].to_string()
+    h.update(
+        format!(
+            "\0{}\0{}\0{}\0{}",
+            stamp.size, stamp.inode, stamp.mtime_ns, stamp.ctime_ns
+        )
+        .as_bytes(),
+    );
+    Some(bundle::hex(&h.finalize())[..32].to_string())
 }
 
 /// Present images by name.
@@ -423,8 +436,7 @@ fn plan(
     let mut sums = b.sums.clone();
     let mut todo: Vec<Planned> = Vec::new();
     for (f, file) in b.found.iter().cloned().zip(found_names) {
-        let meta = std::fs::metadata(&f.path).ok();
-        let fingerprint = fingerprint(&file, meta.as_ref());
+        let fingerprint = fingerprint(&file, &f.path);
         let expected_sha256 = expected_sha256(&mut sums, &file, reporter);
         if !args.force {
             let read = !rt.keeps_labels();
@@ -433,7 +445,7 @@ fn plan(
                 b.index.as_ref(),
                 &file,
                 &f,
-                &fingerprint,
+                fingerprint.as_deref(),
                 read,
                 reporter,
             );
@@ -786,7 +798,7 @@ fn skip_result(
     index: Option<&BundleIndex>,
     file: &str,
     f: &Found,
-    fp: &str,
+    fp: Option<&str>,
     read_archive: bool,
     reporter: &Reporter,
 ) -> Option<ArchiveResult> {
@@ -824,7 +836,7 @@ fn skip_result(
             return None;
         }
     }
-    let Some(tagged) = present.by_fingerprint(fp) else {
+    let Some(tagged) = fp.and_then(|fp| present.by_fingerprint(fp)) else {
         // A runtime without labels cannot say which archive its images came from: the archive
         // itself says what it holds.
         if !read_archive || present.by_name.is_empty() {
@@ -1188,9 +1200,9 @@ fn label_imported(ctx: &Run<'_>, p: &Planned, names: &[String], configs: &[Optio
                 "true".to_string(),
             );
         }
-        if let Some(config) = config {
+        if let (Some(config), Some(fp)) = (config, &p.fingerprint) {
             labels.insert(
-                format!("{LABEL_ARCHIVE_PREFIX}{}", p.fingerprint),
+                format!("{LABEL_ARCHIVE_PREFIX}{fp}"),
                 format!("{}/{config}", names.len()),
             );
         }
@@ -1380,8 +1392,41 @@ mod tests {
 
     #[test]
     fn the_fingerprint_changes_with_the_file_name() {
-        assert_ne!(fingerprint("a.tar", None), fingerprint("b.tar", None));
-        assert_eq!(fingerprint("a.tar", None).len(), 32);
+        let dir = std::env::temp_dir().join(format!("oi-fp-name-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.tar");
+        std::fs::write(&path, b"x").unwrap();
+        let a = fingerprint("a.tar", &path).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(Some(a), fingerprint("b.tar", &path));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `cp -p` of another archive of the same size over this one keeps its name, size and
+    /// modification time; only the change time tells.
+    #[test]
+    fn a_file_rewritten_in_place_with_its_old_size_and_mtime_gets_a_new_fingerprint() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("oi-fp-cp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.tar");
+        std::fs::write(&path, b"app:1.0.1").unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let before = fingerprint("app.tar", &path).unwrap();
+        assert_eq!(fingerprint("app.tar", &path).as_ref(), Some(&before));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"app:1.0.2").unwrap();
+        f.set_times(std::fs::FileTimes::new().set_modified(mtime))
+            .unwrap();
+        drop(f);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.len(), meta.modified().unwrap()), (9, mtime));
+        assert_ne!(fingerprint("app.tar", &path), Some(before));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
