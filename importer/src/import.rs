@@ -24,11 +24,13 @@ use crate::labels::{
 };
 use crate::lock::lock_node;
 use crate::reference;
-use crate::report::{self, ArchiveResult, Event, Missing, Reporter, Status, Summary};
+use crate::report::{self, ArchiveResult, Event, Missing, Replaced, Reporter, Status, Summary};
 use crate::runtime::{self, detect, Present, Runtime};
 use crate::stop::{install_stop_handler, sleep_unless_stopped, stop_signal};
 
+mod owners;
 mod turns;
+use owners::Owners;
 use turns::{Passage, Pipeline};
 
 /// Retries when the runtime is briefly unreachable (restarting): 1+2+4+8+16 s.
@@ -39,7 +41,10 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 // ---- planning -----------------------------------------------------------------------------
 
 /// What to do with one archive.
+#[derive(Clone)]
 struct Planned {
+    /// Its place in the plan's order (every archive found, sorted by path).
+    index: usize,
     found: Found,
     /// Relative to the images path, `/`-separated (as SHA256SUMS and images.json name it).
     file: String,
@@ -103,10 +108,6 @@ impl PresentSet {
         Ok(set)
     }
 
-    fn has(&self, name: &str, config: &str) -> bool {
-        self.has_image(name, config, &[])
-    }
-
     /// `name` is present as the image of config `config`, or, where the runtime knows no
     /// config digest, as the image whose manifest or index digest is one of `digests`.
     fn has_image(&self, name: &str, config: &str, digests: &[&str]) -> bool {
@@ -133,8 +134,8 @@ impl PresentSet {
     }
 
     /// Skip by images.json: every image of the archive present under each of its names,
-    /// with the same config digest.
-    fn covers_bundle_entry(&self, entry: &BundleArchive) -> bool {
+    /// with the same config digest, but for the names another archive wins (`lost`).
+    fn covers_bundle_entry(&self, entry: &BundleArchive, lost: &dyn Fn(&str) -> bool) -> bool {
         !entry.images.is_empty()
             && entry.images.iter().all(|img| {
                 let digests: Vec<&str> = img.manifest_digest.as_deref().into_iter().collect();
@@ -143,14 +144,19 @@ impl PresentSet {
                 } else {
                     img.names
                         .iter()
-                        .all(|n| self.has_image(n, &img.config_digest, &digests))
+                        .all(|n| lost(n) || self.has_image(n, &img.config_digest, &digests))
                 }
             })
     }
 
     /// Skip by the archive's own reading (a runtime without labels): every image of the
     /// archive present for `platform` under each of its names, as the same image.
-    fn covers_archive(&self, info: &ArchiveInfo, platform: &Platform) -> bool {
+    fn covers_archive(
+        &self,
+        info: &ArchiveInfo,
+        platform: &Platform,
+        lost: &dyn Fn(&str) -> bool,
+    ) -> bool {
         !info.images.is_empty()
             && info.images.iter().all(|img| {
                 let Some(p) = img.for_platform(platform) else {
@@ -168,14 +174,15 @@ impl PresentSet {
                 } else {
                     img.names
                         .iter()
-                        .all(|n| self.has_image(n, config, &digests))
+                        .all(|n| lost(n) || self.has_image(n, config, &digests))
                 }
             })
     }
 
     /// Skip by fingerprint: as many images carry the archive's fingerprint label as it gave,
-    /// each still with the config digest it was imported with.
-    fn by_fingerprint(&self, fp: &str) -> Option<Vec<&Present>> {
+    /// each still with the config digest it was imported with, but for the names another
+    /// archive wins (`lost`).
+    fn by_fingerprint(&self, fp: &str, lost: &dyn Fn(&str) -> bool) -> Option<Vec<&Present>> {
         let key = format!("{LABEL_ARCHIVE_PREFIX}{fp}");
         let mut want = None;
         let mut tagged = Vec::new();
@@ -185,7 +192,7 @@ impl PresentSet {
             };
             let (n, config) = value.split_once('/')?;
             want = Some(n.parse::<usize>().ok()?);
-            if p.config_digest.as_deref() != Some(config) {
+            if p.config_digest.as_deref() != Some(config) && !lost(&p.name) {
                 return None;
             }
             tagged.push(p);
@@ -203,6 +210,8 @@ struct Run<'a> {
     reporter: &'a Reporter,
     platform: Platform,
     jobs: Jobs,
+    /// What the runtime had before the run.
+    present: &'a PresentSet,
 }
 
 /// How many archives are in flight, and how.
@@ -260,24 +269,38 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         lock_node(&detected.socket, reporter)
     };
 
+    let present = if bundle.found.is_empty() {
+        PresentSet::new(Vec::new())
+    } else {
+        with_retries(reporter, None, || PresentSet::of(rt))?
+    };
     let ctx = Run {
         args,
         runtime: rt,
         reporter,
         platform: Platform::host(),
         jobs,
+        present: &present,
     };
-    let (mut results, todo) = plan(&ctx, &bundle, release_key.as_deref())?;
-    let interrupted = execute(&ctx, &todo, &mut results);
+    let mut plan = plan(&ctx, &bundle, release_key.as_deref())?;
+    let (interrupted, conflicts) = execute(&ctx, &mut plan);
     let missing = if args.dry_run || interrupted {
         Vec::new()
     } else {
-        check_presence(
-            rt,
-            &expected_images(bundle.index.as_ref(), &required, &ctx.platform),
-            reporter,
-        )
+        let index_of: HashMap<&str, usize> = plan
+            .all
+            .iter()
+            .map(|p| (p.file.as_str(), p.index))
+            .collect();
+        let lost = |file: &str, name: &str| {
+            index_of
+                .get(file)
+                .is_some_and(|&i| plan.owners.loses(name, i))
+        };
+        let expected = expected_images(bundle.index.as_ref(), &required, &ctx.platform, &lost);
+        check_presence(rt, &expected, reporter)
     };
+    let results = plan.results;
     let summary = Summary {
         version: env!("CARGO_PKG_VERSION").to_string(),
         runtime: rt.kind().to_string(),
@@ -293,6 +316,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         would_import: Summary::count(&results, Status::WouldImport),
         archives: results,
         missing,
+        conflicts,
     };
     finish(args, &summary, reporter)
 }
@@ -387,14 +411,20 @@ fn announce(
     });
 }
 
+/// What planning decided: the results it settled (refused paths, files SHA256SUMS lists but
+/// the bundle lacks, archives already present), the archives to import, every archive found
+/// (in plan order, by `Planned::index`), and who claims which name.
+struct Plan {
+    results: Vec<ArchiveResult>,
+    todo: Vec<Planned>,
+    all: Vec<Planned>,
+    owners: Owners,
+}
+
 /// Decide for every path of the bundle: refused paths and files SHA256SUMS lists but the
 /// bundle lacks fail at once, archives already present are skipped (labelled for this
 /// release too), the rest is to import. Results decided here are already in the log.
-fn plan(
-    ctx: &Run<'_>,
-    b: &Bundle,
-    release_key: Option<&str>,
-) -> Result<(Vec<ArchiveResult>, Vec<Planned>)> {
+fn plan(ctx: &Run<'_>, b: &Bundle, release_key: Option<&str>) -> Result<Plan> {
     let (args, rt, reporter) = (ctx.args, ctx.runtime, ctx.reporter);
     let root = &b.root;
     let mut results: Vec<ArchiveResult> = Vec::new();
@@ -428,43 +458,107 @@ fn plan(
     for r in b.listed_but_absent(&found_names) {
         emit(r);
     }
-    let present = if b.found.is_empty() {
-        PresentSet::new(Vec::new())
-    } else {
-        with_retries(reporter, None, || PresentSet::of(rt))?
-    };
     let mut sums = b.sums.clone();
+    let all: Vec<Planned> = b
+        .found
+        .iter()
+        .cloned()
+        .zip(found_names)
+        .enumerate()
+        .map(|(index, (found, file))| Planned {
+            index,
+            fingerprint: fingerprint(&file, &found.path),
+            expected_sha256: expected_sha256(&mut sums, &file, reporter),
+            found,
+            file,
+        })
+        .collect();
+    let (owners, read) = claims(ctx, b, &all);
     let mut todo: Vec<Planned> = Vec::new();
-    for (f, file) in b.found.iter().cloned().zip(found_names) {
-        let fingerprint = fingerprint(&file, &f.path);
-        let expected_sha256 = expected_sha256(&mut sums, &file, reporter);
+    for p in &all {
         if !args.force {
-            let read = !rt.keeps_labels();
-            let skipped = skip_result(
-                &present,
-                b.index.as_ref(),
-                &file,
-                &f,
-                fingerprint.as_deref(),
-                read,
-                reporter,
-            );
-            if let Some(r) = skipped {
+            let lost = |name: &str| owners.loses(name, p.index);
+            let known = Known {
+                present: ctx.present,
+                index: b.index.as_ref(),
+                info: read.get(&p.index),
+                lost: &lost,
+            };
+            if let Some(r) = skip_result(&known, p, reporter) {
                 if let (Some(key), false) = (release_key, args.dry_run) {
-                    label_for_release(rt, &present, &r.names, key, &file, reporter);
+                    label_for_release(rt, ctx.present, &r.names, key, &p.file, reporter);
                 }
                 emit(r);
                 continue;
             }
         }
-        todo.push(Planned {
-            found: f,
-            file,
-            fingerprint,
-            expected_sha256,
-        });
+        todo.push(p.clone());
     }
-    Ok((results, todo))
+    Ok(Plan {
+        results,
+        todo,
+        all,
+        owners,
+    })
+}
+
+/// Who claims which name before anything is imported: `images.json` for the archives it
+/// describes (listed claims); the fingerprint labels of present images for the archives of
+/// another tool that a runtime with labels has seen; and, on a runtime without labels that
+/// has images, each such archive's own reading (kept, so the skip check does not read it
+/// again).
+fn claims(ctx: &Run<'_>, b: &Bundle, all: &[Planned]) -> (Owners, HashMap<usize, ArchiveInfo>) {
+    let mut owners = Owners::default();
+    let mut read = HashMap::new();
+    let described = |p: &Planned| {
+        b.index
+            .as_ref()
+            .and_then(|i| i.archive(&p.file))
+            .filter(|e| e.size == p.found.size)
+    };
+    for p in all {
+        let Some(entry) = described(p) else { continue };
+        for img in &entry.images {
+            if platform_matches(img.platform.as_deref(), &ctx.platform) {
+                for name in &img.names {
+                    owners.add(name, p.index, Some(&img.config_digest), true);
+                }
+            }
+        }
+    }
+    let by_fp: HashMap<&str, usize> = all
+        .iter()
+        .filter_map(|p| Some((p.fingerprint.as_deref()?, p.index)))
+        .collect();
+    for present in ctx.present.by_name.values() {
+        for (key, value) in &present.labels {
+            let Some(fp) = key.strip_prefix(LABEL_ARCHIVE_PREFIX) else {
+                continue;
+            };
+            let (Some(&i), Some((_, config))) = (by_fp.get(fp), value.split_once('/')) else {
+                continue;
+            };
+            owners.add(&present.name, i, Some(config), false);
+        }
+    }
+    if ctx.runtime.keeps_labels() || ctx.present.by_name.is_empty() || ctx.args.force {
+        return (owners, read);
+    }
+    for p in all.iter().filter(|p| described(p).is_none()) {
+        let Ok(info) = archive::inspect_path(&p.found.path, archive::Limits::default()) else {
+            continue;
+        };
+        for img in &info.images {
+            let config = img
+                .for_platform(&ctx.platform)
+                .and_then(|pi| pi.config_digest.as_deref());
+            for name in &img.names {
+                owners.add(name, p.index, config, false);
+            }
+        }
+        read.insert(p.index, info);
+    }
+    (owners, read)
 }
 
 /// The checksum SHA256SUMS gives `file` (taken out of `sums`), with a warning when the bundle
@@ -488,19 +582,30 @@ fn expected_sha256(
     found
 }
 
-/// Import the planned archives `--jobs` at a time, each result logged as it lands, onto
-/// `results` in plan order. Returns whether a signal stopped the run (the archives not
-/// started then fail as such).
-fn execute(ctx: &Run<'_>, todo: &[Planned], results: &mut Vec<ArchiveResult>) -> bool {
+/// Import the planned archives `--jobs` at a time, each result logged as it lands, onto the
+/// plan's results in plan order. Returns whether a signal stopped the run (the archives not
+/// started then fail as such), and the names several archives give different images.
+fn execute(ctx: &Run<'_>, plan: &mut Plan) -> (bool, Vec<String>) {
+    let todo = &plan.todo;
     let (mut done, landed) = import_parallel(ctx, todo);
     done.sort_by_key(|(i, _)| *i);
+    let mut conflicts = Vec::new();
     if stop_signal().is_none() {
-        settle_shared_names(ctx, todo, landed, &mut done);
+        let again = settle_shared_names(ctx, plan, landed, &mut conflicts);
+        for r in again {
+            let slot = done.iter_mut().map(|(_, d)| d);
+            let slot = slot
+                .chain(plan.results.iter_mut())
+                .find(|d| d.file == r.file);
+            if let Some(slot) = slot {
+                *slot = r;
+            }
+        }
     }
     let interrupted = stop_signal().is_some();
     if interrupted {
         let finished: Vec<usize> = done.iter().map(|(i, _)| *i).collect();
-        for (i, p) in todo.iter().enumerate() {
+        for (i, p) in plan.todo.iter().enumerate() {
             if !finished.contains(&i) {
                 let r = ArchiveResult::failed(
                     &p.file,
@@ -513,8 +618,8 @@ fn execute(ctx: &Run<'_>, todo: &[Planned], results: &mut Vec<ArchiveResult>) ->
             }
         }
     }
-    results.extend(done.into_iter().map(|(_, r)| r));
-    interrupted
+    plan.results.extend(done.into_iter().map(|(_, r)| r));
+    (interrupted, conflicts)
 }
 
 /// What the workers did, by index in the plan: each archive's result, and the names it set.
@@ -598,7 +703,8 @@ fn finish(args: &ImportArgs, summary: &Summary, reporter: &Reporter) -> Result<C
             exit::Failed(format!("cannot write the report {}: {e:#}", path.display()))
         })?;
     }
-    if interrupted || (summary.failed > 0 && args.strict) || !summary.missing.is_empty() {
+    let strict_fails = args.strict && (summary.failed > 0 || !summary.conflicts.is_empty());
+    if interrupted || strict_fails || !summary.missing.is_empty() {
         return Ok(Code::Failure);
     }
     Ok(Code::Success)
@@ -646,17 +752,29 @@ fn platform_matches(entry: Option<&str>, platform: &Platform) -> bool {
 }
 
 /// Every image of images.json for this node's platform, then every required one.
+/// A name images.json gives an archive that another archive wins (`lost(file, name)`) is not
+/// expected under that archive's image.
 fn expected_images(
     index: Option<&BundleIndex>,
     required: &[String],
     platform: &Platform,
+    lost: &dyn Fn(&str, &str) -> bool,
 ) -> Vec<Expected> {
     let mut out = Vec::new();
     for archive in index.map(|i| i.archives.as_slice()).unwrap_or_default() {
         for img in &archive.images {
             if platform_matches(img.platform.as_deref(), platform) {
+                let names: Vec<String> = img
+                    .names
+                    .iter()
+                    .filter(|n| !lost(&archive.file, n))
+                    .cloned()
+                    .collect();
+                if names.is_empty() && !img.names.is_empty() {
+                    continue;
+                }
                 out.push(Expected {
-                    names: img.names.clone(),
+                    names,
                     config_digest: Some(img.config_digest.clone()),
                     manifest_digest: img.manifest_digest.clone(),
                     source: format!("listed in {} for {}", bundle::INDEX_FILE, archive.file),
@@ -792,16 +910,19 @@ fn label_for_release(
     }
 }
 
+/// What the skip check of one archive goes by.
+struct Known<'a> {
+    present: &'a PresentSet,
+    index: Option<&'a BundleIndex>,
+    /// The archive's own reading, when planning read it already.
+    info: Option<&'a ArchiveInfo>,
+    /// Whether another archive wins a name this one gives.
+    lost: &'a dyn Fn(&str) -> bool,
+}
+
 /// The result for an archive that need not be imported, if it need not.
-fn skip_result(
-    present: &PresentSet,
-    index: Option<&BundleIndex>,
-    file: &str,
-    f: &Found,
-    fp: Option<&str>,
-    read_archive: bool,
-    reporter: &Reporter,
-) -> Option<ArchiveResult> {
+fn skip_result(k: &Known<'_>, p: &Planned, reporter: &Reporter) -> Option<ArchiveResult> {
+    let (file, f) = (p.file.as_str(), &p.found);
     let skipped = |names: Vec<String>, digests: Vec<String>| ArchiveResult {
         file: file.to_string(),
         status: Status::Skipped,
@@ -811,8 +932,9 @@ fn skip_result(
         bytes: f.size,
         reason: None,
         failure: None,
+        replaced: Vec::new(),
     };
-    if let Some(entry) = index.and_then(|i| i.archive(file)) {
+    if let Some(entry) = k.index.and_then(|i| i.archive(file)) {
         if entry.size != f.size {
             reporter.warn(
                 Some(file),
@@ -823,7 +945,7 @@ fn skip_result(
                     f.size
                 ),
             );
-        } else if present.covers_bundle_entry(entry) {
+        } else if k.present.covers_bundle_entry(entry, k.lost) {
             return Some(skipped(
                 entry.images.iter().flat_map(|i| i.names.clone()).collect(),
                 entry
@@ -836,20 +958,18 @@ fn skip_result(
             return None;
         }
     }
-    let Some(tagged) = fp.and_then(|fp| present.by_fingerprint(fp)) else {
+    let by_fp = p.fingerprint.as_deref();
+    let Some(tagged) = by_fp.and_then(|fp| k.present.by_fingerprint(fp, k.lost)) else {
         // A runtime without labels cannot say which archive its images came from: the archive
-        // itself says what it holds.
-        if !read_archive || present.by_name.is_empty() {
-            return None;
-        }
-        let info = archive::inspect_path(&f.path, archive::Limits::default()).ok()?;
+        // itself says what it holds (planning has read it).
+        let info = k.info?;
         let platform = Platform::host();
-        if !present.covers_archive(&info, &platform) {
+        if !k.present.covers_archive(info, &platform, k.lost) {
             return None;
         }
         return Some(skipped(
             info.images.iter().flat_map(|i| i.names.clone()).collect(),
-            config_digests(&info, &platform),
+            config_digests(info, &platform),
         ));
     };
     let mut names: Vec<String> = tagged.iter().map(|p| p.name.clone()).collect();
@@ -915,105 +1035,121 @@ fn import_one(ctx: &Run<'_>, p: &Planned, passage: &Passage<'_>) -> (ArchiveResu
 /// Image names with the config digest each was given.
 type NameConfigs = Vec<(String, Option<String>)>;
 
-/// The archives (by index in the plan) that set one name, each with the config digest it gave.
-type Sources = Vec<(usize, Option<String>)>;
-
-/// When several archives carry the same name, the archive that sorts last (by path) wins, as
-/// it does in a one-at-a-time run, and the log says so. With `--jobs` above 1 those archives
-/// may have finished in another order: the name is then checked, and the last archive
-/// imported once more if the name points elsewhere.
+/// Every name that several archives give different images ends with the archive that wins it
+/// (see `owners`), on this run and the next, and the log says so. An archive that set such a
+/// name after its winner did (it sorts after a winner images.json lists, or finished after it
+/// with `--jobs` above 1), or while the winner was skipped as present, is followed by the
+/// winner once more. Returns the results of those imports; `conflicts` gets the names.
 fn settle_shared_names(
     ctx: &Run<'_>,
-    todo: &[Planned],
+    plan: &mut Plan,
     landed: Vec<(usize, NameConfigs)>,
-    done: &mut [(usize, ArchiveResult)],
-) {
-    // Name -> (archive, config digest) for every archive that set it.
-    let mut by_name: BTreeMap<String, Sources> = BTreeMap::new();
-    for (i, names) in landed {
+    conflicts: &mut Vec<String>,
+) -> Vec<ArchiveResult> {
+    // Name -> (archive, place in the order the archives finished) for every name set here.
+    let mut set: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+    for (order, (t, names)) in landed.into_iter().enumerate() {
+        let archive = plan.todo[t].index;
         for (name, config) in names {
-            by_name.entry(name).or_default().push((i, config));
+            plan.owners.add(&name, archive, config.as_deref(), false);
+            set.entry(name).or_default().push((archive, order));
         }
     }
-    let mut shared: Vec<(String, Sources)> = by_name
-        .into_iter()
-        .filter(|(_, from)| from.len() > 1)
-        .collect();
-    if shared.is_empty() {
-        return;
+    let found = plan.owners.conflicts();
+    if found.is_empty() {
+        return Vec::new();
     }
-    for (_, from) in &mut shared {
-        from.sort_by_key(|(i, _)| *i);
-    }
-    if ctx.jobs.unordered() {
-        reimport_last_of_shared(ctx, todo, &shared, done);
-    }
-    for (name, from) in &shared {
-        let describe = |(i, config): &(usize, Option<String>)| match config {
-            Some(c) => format!("{} (config {c})", todo[*i].file),
-            None => todo[*i].file.clone(),
+    let present = lazy_present(ctx, found.iter().any(|c| set.contains_key(c.name)));
+    let mut again: Vec<usize> = Vec::new();
+    for c in &found {
+        let file = |i: usize| plan.all[i].file.as_str();
+        let describe = |cl: &owners::Claim| match &cl.config {
+            Some(d) => format!("{} (config {d})", file(cl.archive)),
+            None => file(cl.archive).to_string(),
         };
-        let Some((last, earlier)) = from.split_last() else {
-            continue;
-        };
-        let earlier: Vec<String> = earlier.iter().map(describe).collect();
+        let losers: Vec<String> = c.losers.iter().map(|l| describe(l)).collect();
         ctx.reporter.warn(
-            Some(&todo[last.0].file),
+            Some(file(c.winner.archive)),
             &format!(
-                "{name} is also in {}: the archive sorting last wins, so {name} is {}",
-                earlier.join(", "),
-                describe(last)
+                "{} is also in {}, with another image: {} wins it ({}), so {} is {}",
+                c.name,
+                losers.join(", "),
+                file(c.winner.archive),
+                c.rule(),
+                c.name,
+                describe(c.winner)
             ),
         );
+        conflicts.push(c.name.to_string());
+        if winner_set_it_last(c, set.get(c.name), present.as_ref()) == Some(false) {
+            again.push(c.winner.archive);
+        }
     }
+    again.sort_unstable();
+    again.dedup();
+    let all = plan.all.clone();
+    again
+        .into_iter()
+        .filter_map(|i| import_winner(ctx, &all[i]))
+        .collect()
 }
 
-/// With parallel imports, an archive that sorts last for a shared name may have finished
-/// before an earlier one: import it once more so that the archive sorting last wins.
-fn reimport_last_of_shared(
-    ctx: &Run<'_>,
-    todo: &[Planned],
-    shared: &[(String, Sources)],
-    done: &mut [(usize, ArchiveResult)],
-) {
-    let present = match with_retries(ctx.reporter, None, || PresentSet::of(ctx.runtime)) {
-        Ok(p) => p,
+/// What the runtime has now, when `needed` (a name was set during the run).
+fn lazy_present(ctx: &Run<'_>, needed: bool) -> Option<PresentSet> {
+    if !needed {
+        return None;
+    }
+    match with_retries(ctx.reporter, None, || PresentSet::of(ctx.runtime)) {
+        Ok(p) => Some(p),
         Err(e) => {
             ctx.reporter.warn(
                 None,
                 &format!("cannot check names that several archives carry: {e:#}"),
             );
-            PresentSet::new(Vec::new())
-        }
-    };
-    let mut again: Vec<usize> = shared
-        .iter()
-        .filter_map(|(name, from)| {
-            let (last, config) = from.last()?;
-            let config = config.as_deref()?;
-            (!present.by_name.is_empty() && !present.has(name, config)).then_some(*last)
-        })
-        .collect();
-    again.sort_unstable();
-    again.dedup();
-    for i in again {
-        if stop_signal().is_some() {
-            return;
-        }
-        let p = &todo[i];
-        ctx.reporter.info(&format!(
-            "importing {} once more: it sorts after other archives carrying the same names, \
-             which finished after it",
-            p.file
-        ));
-        let (r, _) = import_one(ctx, p, &Passage::new(None, 0));
-        if r.status == Status::Failed {
-            ctx.reporter.emit(&Event::Archive(&r));
-        }
-        if let Some(slot) = done.iter_mut().find(|(j, _)| *j == i) {
-            slot.1 = r;
+            None
         }
     }
+}
+
+/// Whether the winner of a shared name holds it after the run: by the runtime's own word when
+/// it reports the name's config digest, else by the order in which the archives set it
+/// (`set`: archive and place in the order they finished). None when no archive set the name
+/// during the run (it is as the plan found it).
+fn winner_set_it_last(
+    c: &owners::Conflict<'_>,
+    set: Option<&Vec<(usize, usize)>>,
+    present: Option<&PresentSet>,
+) -> Option<bool> {
+    let set = set?;
+    let now = present
+        .and_then(|p| p.by_name.get(c.name))
+        .and_then(|p| p.config_digest.as_deref());
+    if let (Some(now), Some(want)) = (now, c.winner.config.as_deref()) {
+        return Some(now == want);
+    }
+    let at = |archive: usize| set.iter().find(|(a, _)| *a == archive).map(|(_, o)| *o);
+    let last_loser = c.losers.iter().filter_map(|l| at(l.archive)).max();
+    Some(match (at(c.winner.archive), last_loser) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(w), Some(l)) => w > l,
+    })
+}
+
+/// Import a shared name's winner once more, after an archive that lost the name set it.
+fn import_winner(ctx: &Run<'_>, p: &Planned) -> Option<ArchiveResult> {
+    if stop_signal().is_some() {
+        return None;
+    }
+    ctx.reporter.info(&format!(
+        "importing {} once more: another archive set names that it wins",
+        p.file
+    ));
+    let (r, _) = import_one(ctx, p, &Passage::new(None, 0));
+    if r.status == Status::Failed {
+        ctx.reporter.emit(&Event::Archive(&r));
+    }
+    Some(r)
 }
 
 fn import_archive(
@@ -1038,6 +1174,7 @@ fn import_archive(
             bytes: p.found.size,
             reason: None,
             failure: None,
+            replaced: Vec::new(),
         };
         return Ok((would, Vec::new()));
     }
@@ -1081,8 +1218,29 @@ fn import_archive(
         bytes: p.found.size,
         reason: None,
         failure: None,
+        replaced: replaced_names(ctx.present, &names, &configs),
     };
     Ok((result, names.into_iter().zip(configs).collect()))
+}
+
+/// The names an archive took from another image: in the runtime before the run as an image
+/// of another config digest.
+fn replaced_names(
+    before: &PresentSet,
+    names: &[String],
+    configs: &[Option<String>],
+) -> Vec<Replaced> {
+    names
+        .iter()
+        .zip(configs)
+        .filter_map(|(name, now)| {
+            let was = before.by_name.get(name)?.config_digest.as_deref()?;
+            (was != now.as_deref()?).then(|| Replaced {
+                name: name.clone(),
+                was: was.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// A mismatched archive never reaches the runtime.
@@ -1442,14 +1600,14 @@ mod tests {
             p("c:1", "f2", "2/sha256:c"),
             p("d:1", "f4", "1/sha256:other"),
         ]);
-        assert_eq!(set.by_fingerprint("f1").unwrap().len(), 2);
+        assert_eq!(set.by_fingerprint("f1", &|_| false).unwrap().len(), 2);
         assert!(
-            set.by_fingerprint("f2").is_none(),
+            set.by_fingerprint("f2", &|_| false).is_none(),
             "one of two images is gone"
         );
-        assert!(set.by_fingerprint("f3").is_none());
+        assert!(set.by_fingerprint("f3", &|_| false).is_none());
         assert!(
-            set.by_fingerprint("f4").is_none(),
+            set.by_fingerprint("f4", &|_| false).is_none(),
             "the config changed since"
         );
     }

@@ -56,6 +56,17 @@ pub struct ArchiveResult {
     /// Why it failed, for a program to branch on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Kind>,
+    /// Names that were in the runtime as another image before this archive gave them its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<Replaced>,
+}
+
+/// A name an archive took from another image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replaced {
+    pub name: String,
+    /// The config digest the name had before.
+    pub was: String,
 }
 
 impl ArchiveResult {
@@ -69,6 +80,7 @@ impl ArchiveResult {
             bytes,
             reason: Some(reason.into()),
             failure: Some(kind),
+            replaced: Vec::new(),
         }
     }
 }
@@ -94,6 +106,10 @@ pub struct Summary {
     /// runtime after the run: any makes the run fail.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<Missing>,
+    /// Names that several archives of the bundle give different images (one wins, by a rule
+    /// the log names); `--strict` fails the run on any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
 }
 
 /// An image that should be in the runtime after the run and is not.
@@ -281,6 +297,14 @@ fn archive_line(a: &ArchiveResult) -> String {
     if !a.digests.is_empty() {
         let _ = write!(s, "  config {}", a.digests.join(", "));
     }
+    if !a.replaced.is_empty() {
+        let list: Vec<String> = a
+            .replaced
+            .iter()
+            .map(|r| format!("{} (was config {})", r.name, r.was))
+            .collect();
+        let _ = write!(s, "  replaced {}", list.join(", "));
+    }
     match a.status {
         Status::Imported => {
             let _ = write!(
@@ -329,6 +353,14 @@ fn summary_line(s: &Summary) -> String {
             .map(|a| a.file.as_str())
             .collect();
         let _ = write!(line, "; failed: {}", failed.join(", "));
+    }
+    if !s.conflicts.is_empty() {
+        let _ = write!(
+            line,
+            "; {} name(s) given different images by several archives: {}",
+            s.conflicts.len(),
+            s.conflicts.join(", ")
+        );
     }
     if !s.missing.is_empty() {
         let missing: Vec<&str> = s.missing.iter().map(|m| m.image.as_str()).collect();
@@ -417,6 +449,7 @@ mod tests {
             would_import: 0,
             archives: Vec::new(),
             missing: vec![m],
+            conflicts: Vec::new(),
         };
         let line = summary_line(&summary);
         assert!(line.starts_with("summary: "), "{line}");

@@ -405,6 +405,11 @@ struct Counting<R> {
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // A stream's reading (a layer skipped by reading through it, a whole decompression)
+        // ends at the next read once the run is asked to stop.
+        if let Some(sig) = stop_signal() {
+            return Err(io::Error::other(format!("aborted by {sig}")));
+        }
         let n = self.inner.read(buf)?;
         self.count += n as u64;
         Ok(n)
@@ -962,6 +967,18 @@ fn collect_platforms(
         }
         return Ok(());
     }
+    out.push(manifest_platform(scan, desc, &path, data, platform)?);
+    Ok(())
+}
+
+/// The image manifest `desc` points to, read from `data`, for `platform` (or its config's).
+fn manifest_platform(
+    scan: &Scan,
+    desc: &Descriptor,
+    path: &str,
+    data: &[u8],
+    platform: Option<Platform>,
+) -> Result<PlatformImage> {
     if is_index_type(&desc.media_type) {
         bail!(
             "{} is an image manifest, but the descriptor that points to it says {}",
@@ -969,7 +986,7 @@ fn collect_platforms(
             desc.media_type
         );
     }
-    let manifest: Manifest = parse(&path, data)?;
+    let manifest: Manifest = parse(path, data)?;
     check_size(scan, &manifest.config, &blob_path(&manifest.config.digest))?;
     let config = scan.json_of(&blob_path(&manifest.config.digest));
     let mut size = 0;
@@ -981,15 +998,14 @@ fn collect_platforms(
             None => complete = false,
         }
     }
-    out.push(PlatformImage {
+    Ok(PlatformImage {
         manifest_digest: Some(desc.digest.clone()),
         platform: platform.or_else(|| config.and_then(config_platform)),
         config_digest: Some(manifest.config.digest.clone()),
         layers: manifest.layers.len(),
         size,
         complete,
-    });
-    Ok(())
+    })
 }
 
 /// docker save 25+ writes `manifest.json` beside the OCI index; its `RepoTags` name images too.
@@ -1437,7 +1453,7 @@ mod tests {
     #[test]
     fn an_index_of_more_images_than_the_limit_is_refused_by_count() {
         let entry = r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{man}","size":{man_size}}"#;
-        let many = vec![entry; 11].join(",");
+        let many = [entry; 11].join(",");
         let tar = oci_archive_with_entry(&many);
         let limits = Limits {
             images_max: 10,
