@@ -527,6 +527,278 @@ fn the_same_reference_in_two_archives_ends_with_the_last_one_and_the_log_says_so
     }
 }
 
+// ---- bounded work, and names that stay put ----------------------------------------------------
+
+#[test]
+fn two_hundred_thousand_repo_tags_are_refused_by_name_within_10_s_and_the_good_archives_import() {
+    let f = fixtures();
+    let dir = dir_with_good_archives("tags");
+    // A 4.9 MB manifest.json, under the metadata limit, sorted before a good archive.
+    with_manifest(|old| {
+        let mut m: serde_json::Value = serde_json::from_slice(old).unwrap();
+        let tags: Vec<String> = (0..200_000).map(|i| format!("chaos.test/t:{i}")).collect();
+        m[0]["RepoTags"] = tags.into();
+        serde_json::to_vec(&m).unwrap()
+    })(&dir.join("m-tags.tar"));
+    // A containerd of its own: no other test's import holds its node lock. Before, this run
+    // wrote nothing for over 120 s while holding the lock: the bound is on a hang.
+    let cd = PrivateContainerd::start("tags", None);
+    let out = run_bounded(&cd.import(&dir, "tags"), 10);
+    assert_eq!(out.code, 0, "tolerant by default:\n{}", out.stderr);
+    assert_failed_because(
+        &out.stderr,
+        "m-tags.tar",
+        &["200000 names (RepoTags), over the limit of 1000 for one image"],
+    );
+    for (file, image) in [
+        ("a-good-alpha.tar.gz", &f.alpha),
+        ("z-good-beta.tar", &f.beta),
+    ] {
+        assert!(
+            line_of(&out.stderr, file).starts_with("imported"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            cd.images("tags").contains(&image.reference),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(
+        !cd.images("tags").iter().any(|n| n.contains("chaos.test")),
+        "{:?}",
+        cd.images("tags")
+    );
+}
+
+#[test]
+fn sigterm_while_planning_reads_a_big_archive_ends_the_run_within_2_s() {
+    // The test dockerd holds the fixtures' images, so planning reads every archive of another
+    // tool (Docker keeps no labels) before anything is imported.
+    fixtures();
+    let dir = temp_dir("sigterm-read");
+    let tar = dir.join("big.tar");
+    big_docker_archive(&tar, &unique_tag("sigread"), 768);
+    gzip(&tar, &dir.join("big.tar.gz"));
+    std::fs::remove_file(&tar).unwrap();
+    // --dry-run takes no node lock: the signal finds the run reading, not waiting.
+    let mut importer = Running::spawn(daemons().against_docker("import", &dir).arg("--dry-run"));
+    importer.wait_for_text("offline-images ", 60);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!importer.text().contains("summary"), "{}", importer.text());
+    let sent = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(importer.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let (code, log) = importer.finish(BOUND);
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(2),
+        "stopping took {:?}:\n{log}",
+        sent.elapsed()
+    );
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("INTERRUPTED"), "{log}");
+}
+
+/// `docker tag` each image as `tag` and `docker save` it under that name into `dir/file`, as
+/// two releases that reuse a name would; the tag is removed again.
+fn saved_under_one_name(tag: &str, saves: &[(&TestImage, &Path)]) {
+    let _lock = daemons().docker_lock();
+    for (image, path) in saves {
+        run(docker().args(["tag", &image.tag, tag]));
+        run(docker().args(["save", "-o"]).arg(path).arg(tag));
+    }
+    docker_rmi(tag);
+}
+
+/// The warning about `reference` says both archives, the winner and why.
+fn assert_said_who_wins(stderr: &str, reference: &str, winner: &str, loser: &str, why: &str) {
+    let said = stderr
+        .lines()
+        .find(|l| l.starts_with("warning") && l.contains(reference))
+        .unwrap_or_else(|| panic!("no warning about {reference}:\n{stderr}"));
+    for needed in [loser, &format!("{winner} wins it ({why})")] {
+        assert!(said.contains(needed), "{needed} not in {said}");
+    }
+}
+
+#[test]
+fn two_archives_giving_one_name_different_images_settle_it_the_same_way_five_runs_in_a_row() {
+    let f = fixtures();
+    let tag = unique_tag("flip");
+    let reference = offline_images::reference::normalize(&tag).unwrap();
+    let dir = temp_dir("flip");
+    saved_under_one_name(
+        &tag,
+        &[
+            (&f.alpha, &dir.join("a-first.tar")),
+            (&f.beta, &dir.join("b-second.tar")),
+        ],
+    );
+    let ns = unique_namespace("flip");
+    for round in 1..=5 {
+        let out = run_bounded(&against_containerd("import", &dir, &ns), BOUND);
+        assert_eq!(out.code, 0, "round {round}:\n{}", out.stderr);
+        assert_eq!(
+            ctr_config_digest(&ns, &reference).as_deref(),
+            Some(f.beta.config_digest.as_str()),
+            "round {round}: the archive sorting last wins:\n{}",
+            out.stderr
+        );
+        assert_said_who_wins(
+            &out.stderr,
+            &reference,
+            "b-second.tar",
+            "a-first.tar",
+            "that archive sorts last",
+        );
+        if round > 1 {
+            for file in ["a-first.tar", "b-second.tar"] {
+                assert!(
+                    line_of(&out.stderr, file).starts_with("skipped"),
+                    "round {round}:\n{}",
+                    out.stderr
+                );
+            }
+        }
+    }
+    let out = run_bounded(
+        against_containerd("import", &dir, &ns).arg("--strict"),
+        BOUND,
+    );
+    assert_eq!(
+        out.code, 1,
+        "--strict fails on a conflict inside the bundle:\n{}",
+        out.stderr
+    );
+    let summary = out.stderr.lines().last().unwrap();
+    assert!(
+        summary.contains(&format!(
+            "1 name(s) given different images by several archives: {reference}"
+        )),
+        "{summary}"
+    );
+
+    let _lock = daemons().docker_lock();
+    for round in 1..=5 {
+        let out = run_bounded(&daemons().against_docker("import", &dir), BOUND);
+        assert_eq!(out.code, 0, "Docker, round {round}:\n{}", out.stderr);
+        assert_eq!(
+            docker_image_id(&tag).as_deref(),
+            Some(f.beta.config_digest.as_str()),
+            "Docker, round {round}:\n{}",
+            out.stderr
+        );
+        assert_said_who_wins(
+            &out.stderr,
+            &reference,
+            "b-second.tar",
+            "a-first.tar",
+            "that archive sorts last",
+        );
+    }
+    docker_rmi(&tag);
+}
+
+#[test]
+fn a_name_another_tool_gave_another_image_is_reported_as_replaced_not_just_imported() {
+    let f = fixtures();
+    let tag = unique_tag("replaced");
+    let reference = offline_images::reference::normalize(&tag).unwrap();
+    let (dir, other) = (temp_dir("replaced"), temp_dir("replaced-other"));
+    saved_under_one_name(
+        &tag,
+        &[
+            (&f.beta, &other.join("beta.tar")),
+            (&f.alpha, &dir.join("app.tar")),
+        ],
+    );
+    let ns = unique_namespace("replaced");
+    run(ctr(&ns)
+        .args(["images", "import"])
+        .arg(other.join("beta.tar")));
+    let report = temp_dir("replaced-report").join("report.json");
+    let out = run_bounded(
+        against_containerd("import", &dir, &ns)
+            .arg("--report")
+            .arg(&report),
+        BOUND,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let line = line_of(&out.stderr, "app.tar");
+    assert!(
+        line.starts_with("imported")
+            && line.contains(&format!(
+                "replaced {reference} (was config {})",
+                f.beta.config_digest
+            )),
+        "{line}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(
+        report["archives"][0]["replaced"],
+        serde_json::json!([{"name": reference, "was": f.beta.config_digest}])
+    );
+}
+
+#[test]
+fn an_archive_replaced_by_cp_p_with_its_size_and_mtime_is_imported_on_the_next_run() {
+    let f = fixtures();
+    // Two real saves of one image under two tags of one length: archives of one size.
+    let repo = format!("oi-test/cpp-{}", std::process::id());
+    let (old, new) = (format!("{repo}:1.0.1"), format!("{repo}:1.0.2"));
+    let (dir, next) = (temp_dir("cpp"), temp_dir("cpp-next"));
+    saved_under_one_name(&old, &[(&f.alpha, &dir.join("app.tar"))]);
+    saved_under_one_name(&new, &[(&f.alpha, &next.join("app.tar"))]);
+    let stat = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.len(), m.modified().unwrap())
+    };
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    for p in [dir.join("app.tar"), next.join("app.tar")] {
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_modified(when))
+            .unwrap();
+    }
+    let before = stat(&dir.join("app.tar"));
+    assert_eq!(
+        before,
+        stat(&next.join("app.tar")),
+        "the premise: one size, one time"
+    );
+
+    let ns = unique_namespace("cpp");
+    let out = run_bounded(&against_containerd("import", &dir, &ns), BOUND);
+    assert!(
+        line_of(&out.stderr, "app.tar").starts_with("imported"),
+        "{}",
+        out.stderr
+    );
+    run(Command::new("cp")
+        .arg("-p")
+        .arg(next.join("app.tar"))
+        .arg(dir.join("app.tar")));
+    assert_eq!(stat(&dir.join("app.tar")), before);
+
+    let out = run_bounded(&against_containerd("import", &dir, &ns), BOUND);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let line = line_of(&out.stderr, "app.tar");
+    let want = offline_images::reference::normalize(&new).unwrap();
+    assert!(
+        line.starts_with("imported") && line.contains(&want),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        ctr_config_digest(&ns, &want).as_deref(),
+        Some(f.alpha.config_digest.as_str())
+    );
+}
+
 #[test]
 fn file_names_with_spaces_and_non_ascii_are_imported_and_checked() {
     use std::os::unix::ffi::OsStrExt;
