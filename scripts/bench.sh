@@ -21,6 +21,9 @@
 #                      changed, BENCH_ROUNDS times; medians and their ratio
 #   list-memory        peak RSS and time of `offline-images list` on a 2 GiB archive, plain and gzip
 #   import-memory      peak RSS of `offline-images import` of that 2 GiB archive (gzip) into containerd
+#   entries-memory     peak RSS of `offline-images import` of a tar of BENCH_ENTRIES (default
+#                      3,000,000) empty entries beside a good archive: memory must not grow
+#                      with the number of entries; the good archive must import
 #   native             (not in the default set) the containerd clients side by side, on the
 #                      exported bundle: first import (native vs the ctr loop, and ours on
 #                      `ctr` with BENCH_CTR_CLIENT=1, and one archive at a time with
@@ -54,7 +57,7 @@ ROOT=$PWD
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-ALL_SECTIONS=(import-containerd rerun import-docker export export-registry list-memory import-memory)
+ALL_SECTIONS=(import-containerd rerun import-docker export export-registry list-memory import-memory entries-memory)
 SECTIONS=("$@")
 [ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=("${ALL_SECTIONS[@]}")
 SIZE_MB=${BENCH_SIZE_MB:-2048}
@@ -482,6 +485,38 @@ section_import_memory() {
   import_ctr "$WORK/import-memory.log" "$WORK/big-bundle"
   record "import-memory  big.tar.gz  size=$(du -m "$BIG_GZ" | cut -f1) MiB into containerd  own peak RSS $(mib "$SELF_KB") MiB (goal <= 64 MiB: $([ "$SELF_KB" -le 65536 ] && echo met || echo MISSED)), tree $(mib "$TREE_KB") MiB, wall ${SECS}s"
   record "    \$ $(describe ours_ctr_exported | sed 's/EXPORTED/DIR-WITH-big.tar.gz/')"
+  reset_containerd
+}
+
+# A hostile archive: a .tar.gz of BENCH_ENTRIES empty entries (Python's tarfile writes it),
+# sorted before a good archive (`docker save` of an image FROM scratch with busybox), imported
+# into containerd. The importer's own peak RSS must not grow with the number of entries.
+section_entries_memory() {
+  local n=${BENCH_ENTRIES:-3000000} dir=$WORK/entries-bundle ctx=$WORK/entries-image bad
+  start_daemons
+  mkdir -p "$dir" "$ctx"
+  say "writing a tar of $n empty entries"
+  python3 -c '
+import sys, tarfile
+path, n = sys.argv[1], int(sys.argv[2])
+with tarfile.open(path, "w:gz", compresslevel=1, format=tarfile.USTAR_FORMAT) as t:
+    for i in range(n):
+        t.addfile(tarfile.TarInfo(f"e/{i}"))
+' "$dir/a-entries.tar.gz" "$n"
+  cp /bin/busybox "$ctx/busybox"
+  printf 'FROM scratch\nCOPY busybox /bin/busybox\n' >"$ctx/Dockerfile"
+  "$DOCKER" build -q -t offline-images-bench/good:1 "$ctx" >/dev/null
+  "$DOCKER" save -o "$dir/z-good.tar" offline-images-bench/good:1
+  reset_containerd
+  run "$WORK/entries-memory.log" "$BIN" import --images-path "$dir" --runtime containerd \
+    --containerd-address "$OI_CONTAINERD_SOCK" --namespace k8s.io --disk-max-used 100
+  grep -qE '^imported +z-good.tar' "$WORK/entries-memory.log" \
+    || die "the good archive was not imported (log: $WORK/entries-memory.log)"
+  bad=$(grep -E '^(FAILED|imported) +a-entries.tar.gz' "$WORK/entries-memory.log" | cut -c1-160) \
+    || die "no result for the entries archive (log: $WORK/entries-memory.log)"
+  record "entries-memory  a-entries.tar.gz ($n entries, $(du -m "$dir/a-entries.tar.gz" | cut -f1) MiB) beside z-good.tar into containerd: own peak RSS $(mib "$SELF_KB") MiB (goal <= 64 MiB: $([ "$SELF_KB" -le 65536 ] && echo met || echo MISSED)), tree $(mib "$TREE_KB") MiB, wall ${SECS}s"
+  record "    $bad"
+  record "    $(grep -E '^imported +z-good.tar' "$WORK/entries-memory.log" | cut -c1-120)"
   reset_containerd
 }
 
