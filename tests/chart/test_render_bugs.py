@@ -147,3 +147,29 @@ def test_ttl_seconds_after_finished_0_is_refused_as_it_hangs_helm_4():
     with pytest.raises(helm_python.HelmValuesError) as err:
         render(merge(ENABLED, {"imagePull": {"ttlSecondsAfterFinished": 0}}))
     assert "at '/imagePull/ttlSecondsAfterFinished': minimum: got 0, want 1" in str(err.value)
+
+
+# ---- issue 30: the chart's small contract bugs ----------------------------------------------------
+
+
+def _host_paths(docs):
+    for jb in jobs_in(docs, "image-import") + jobs_in(docs, "image-prune"):
+        for v in jb["spec"]["template"]["spec"]["volumes"]:
+            if "hostPath" in v:
+                yield jb, v
+
+
+@pytest.mark.parametrize("client", ["native", "ctr"])
+@pytest.mark.parametrize("runtime", ["auto", "containerd", "docker"])
+def test_no_host_path_lets_the_kubelet_or_runtime_create_anything_on_the_node(tmp_path, runtime, client):
+    # type "" makes containerd's CRI plugin and Docker create a missing path as a directory
+    # (a directory at /var/run/docker.sock breaks a later Docker); DirectoryOrCreate and
+    # FileOrCreate create it too.
+    chart = chart_with_nodes(tmp_path, [node("a", runtime="containerd://1.7.24"), node("b", runtime="docker://28.5.2"),
+                                        node("c")])
+    values = {"imagePull": {"runtime": runtime, "containerdClient": client, "prune": {"enabled": True}}}
+    for docs in (render(merge(ENABLED, values)), render_with(chart, values)[0]):
+        found = list(_host_paths(docs))
+        assert found
+        for jb, v in found:
+            assert v["hostPath"].get("type") in ("Directory", "Socket"), (jb["metadata"]["name"], v)
