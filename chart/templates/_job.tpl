@@ -136,6 +136,41 @@ recursiveReadOnly: {{ . }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+The flags of `import` the chart sets itself (as arguments or through their environment
+variables), each with the value that sets it. extraArgs may not give them: the importer refuses
+a flag given twice (exit 2), and a flag given once would override the chart's environment
+variable while the pod's mounts still follow the value. --require adds to requiredImages and
+may be given.
+*/}}
+{{- define "offline-images.chartFlags" -}}
+{{- dict
+  "--jobs" "set imagePull.jobs instead"
+  "--strict" "set imagePull.strict instead"
+  "--images-path" "set imagePull.imagesPath or imagePull.imagesVolume instead (the bundle is mounted at /images)"
+  "--runtime" "set imagePull.runtime instead (the pod mounts that runtime's socket)"
+  "--containerd-address" "set imagePull.containerdAddress instead (the pod mounts that socket)"
+  "--containerd-client" "set imagePull.containerdClient instead"
+  "--namespace" "set imagePull.containerdNamespace instead"
+  "--docker-host" "set imagePull.dockerHost instead (the pod mounts that socket)"
+  "--host-root" "the node's paths are mounted under /host"
+  "--log-format" "set imagePull.logFormat instead"
+  "--release" "it is the release name, which prune relies on"
+  "--left-out-node" "it names the nodes allNodes or nodes left out"
+  | toJson -}}
+{{- end -}}
+
+{{/* Fail on an extraArgs item that gives a flag of offline-images.chartFlags. */}}
+{{- define "offline-images.checkExtraArgs" -}}
+{{- $owned := include "offline-images.chartFlags" . | fromJson -}}
+{{- range $arg := .Values.imagePull.extraArgs -}}
+{{- $flag := first (splitList "=" (toString $arg)) -}}
+{{- with get $owned $flag -}}
+{{- fail (printf "imagePull.extraArgs: %q: the chart sets %s itself; %s" (toString $arg) $flag .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The importer's arguments. */}}
 {{- define "offline-images.args" -}}
 {{- $ip := .root.Values.imagePull -}}
@@ -149,6 +184,7 @@ recursiveReadOnly: {{ . }}
 {{- end }}
 {{- else }}
 - import
+{{- include "offline-images.checkExtraArgs" .root }}
 {{- if $ip.jobs }}
 - --jobs={{ int $ip.jobs }}
 {{- end }}

@@ -152,6 +152,35 @@ def test_ttl_seconds_after_finished_0_is_refused_as_it_hangs_helm_4():
 # ---- issue 30: the chart's small contract bugs ----------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("values", "extra", "flag", "instead"),
+    [
+        ({"jobs": 2}, "--jobs=1", "--jobs", "set imagePull.jobs instead"),
+        ({"strict": True}, "--strict", "--strict", "set imagePull.strict instead"),
+        ({}, "--jobs", "--jobs", "set imagePull.jobs instead"),
+        ({}, "--runtime=docker", "--runtime", "set imagePull.runtime instead"),
+        ({}, "--containerd-address=/run/k3s/containerd/containerd.sock", "--containerd-address",
+         "set imagePull.containerdAddress instead"),
+        ({}, "--namespace=k8s.io", "--namespace", "set imagePull.containerdNamespace instead"),
+        ({}, "--log-format=json", "--log-format", "set imagePull.logFormat instead"),
+    ],
+    ids=["jobs-repeated", "strict-repeated", "jobs-bare", "runtime", "containerd-address", "namespace", "log-format"],
+)
+def test_extra_args_that_repeat_a_chart_flag_are_refused_with_a_clear_message_not_an_exit_2(values, extra, flag, instead):
+    # Rendered as `--jobs=2 --jobs=1`, clap refused the repeat and the Job exited 2.
+    with pytest.raises(helm_python.HelmRenderError) as err:
+        render(merge(ENABLED, {"imagePull": {**values, "extraArgs": ["--force", extra]}}))
+    message = str(err.value)
+    assert f'imagePull.extraArgs: "{extra}": the chart sets {flag} itself; {instead}' in message, message
+
+
+def test_extra_args_the_chart_does_not_set_are_passed_after_its_own():
+    docs = render(merge(ENABLED, {"imagePull": {"jobs": 2, "strict": True, "requiredImages": ["a/b:1"],
+                                                "extraArgs": ["--force", "--require=c/d:2", "--jobsfile=x"]}}))
+    args = only(docs, "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["import", "--jobs=2", "--strict", "--require=a/b:1", "--force", "--require=c/d:2", "--jobsfile=x"]
+
+
 def _host_paths(docs):
     for jb in jobs_in(docs, "image-import") + jobs_in(docs, "image-prune"):
         for v in jb["spec"]["template"]["spec"]["volumes"]:
