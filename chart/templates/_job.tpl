@@ -383,8 +383,9 @@ spec:
             {{- toYaml . | nindent 12 }}
             {{- end }}
           # The importer writes its summary (and every failed archive and missing image) to
-          # the termination message, shown by `kubectl get pod -o wide` and `describe pod`;
-          # when it dies without one, the end of its log stands in.
+          # the termination message: the pod's status.containerStatuses[].state.terminated.message,
+          # shown by `kubectl describe pod` (Message) and `kubectl get pod -o jsonpath`; when
+          # it dies without one, the end of its log stands in.
           terminationMessagePath: /dev/termination-log
           terminationMessagePolicy: FallbackToLogsOnError
           volumeMounts:

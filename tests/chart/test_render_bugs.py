@@ -181,6 +181,15 @@ def test_extra_args_the_chart_does_not_set_are_passed_after_its_own():
     assert args == ["import", "--jobs=2", "--strict", "--require=a/b:1", "--force", "--require=c/d:2", "--jobsfile=x"]
 
 
+def test_the_termination_message_comment_no_longer_says_kubectl_get_pod_wide_shows_it():
+    # `kubectl get pod -o wide` has no column for it; `describe pod` (Message) and the pod's
+    # status (jsonpath) do show it.
+    text = next(t for p, t in render_files(ENABLED).items() if p.endswith("import-job.yaml"))
+    comment = text[text.index("# The importer writes its summary"):text.index("terminationMessagePath")]
+    assert "-o wide" not in comment, comment
+    assert "kubectl describe pod" in comment and "state.terminated.message" in comment, comment
+
+
 def _host_paths(docs):
     for jb in jobs_in(docs, "image-import") + jobs_in(docs, "image-prune"):
         for v in jb["spec"]["template"]["spec"]["volumes"]:
