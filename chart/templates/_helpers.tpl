@@ -123,11 +123,43 @@ Needs permission to list nodes (cluster-scoped) at install time.
 {{- end -}}
 
 {{/*
+The runtime a node's kubelet uses, as its Node object reports it
+(status.nodeInfo.containerRuntimeVersion, e.g. containerd://1.7.24, docker://28.5.2,
+cri-o://1.31.1; cri-dockerd reports docker): the part before "://", or "" when the node does
+not say. Pass a Node object.
+*/}}
+{{- define "offline-images.nodeRuntime" -}}
+{{- $reported := dig "status" "nodeInfo" "containerRuntimeVersion" "" . | toString -}}
+{{- if contains "://" $reported -}}
+{{- first (splitList "://" $reported) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The runtime a node's Job imports into: imagePull.runtime when it is not auto; with auto, the
+runtime the node's kubelet uses when it is containerd or docker (the images must land where
+the kubelet reads them: on a cri-dockerd node, Docker, though Docker's containerd answers
+too), else auto (the Job then probes). Pass a dict "root" and "node" (a Node object).
+*/}}
+{{- define "offline-images.jobRuntime" -}}
+{{- $ip := .root.Values.imagePull -}}
+{{- $kubelet := include "offline-images.nodeRuntime" .node -}}
+{{- if ne $ip.runtime "auto" -}}
+{{- $ip.runtime -}}
+{{- else if has $kubelet (list "containerd" "docker") -}}
+{{- $kubelet -}}
+{{- else -}}
+auto
+{{- end -}}
+{{- end -}}
+
+{{/*
 Why a node cannot run an import pod, or "" when it can. Pass a dict "root" and "node" (a Node
 object). In this order: not Ready (a toleration of every taint, `operator: Exists`, would
 otherwise reach nodes that are NotReady or unreachable), cordoned, not Linux, an architecture
-the importer does not have, labels that do not match imagePull.nodeSelector, a NoSchedule or
-NoExecute taint that imagePull.tolerations do not tolerate.
+the importer does not have, a runtime other than containerd and Docker (CRI-O: the kubelet
+would not see what the importer can write), labels that do not match imagePull.nodeSelector, a
+NoSchedule or NoExecute taint that imagePull.tolerations do not tolerate.
 */}}
 {{- define "offline-images.whyNot" -}}
 {{- $ip := .root.Values.imagePull -}}
@@ -142,6 +174,7 @@ NoExecute taint that imagePull.tolerations do not tolerate.
 {{- $os := get $labels "kubernetes.io/os" | default (dig "status" "nodeInfo" "operatingSystem" "" $node) -}}
 {{- $arch := get $labels "kubernetes.io/arch" | default (dig "status" "nodeInfo" "architecture" "" $node) -}}
 {{- $why := "" -}}
+{{- $kubelet := include "offline-images.nodeRuntime" $node -}}
 {{- if ne $ready "True" -}}
 {{- $why = printf "NotReady (its Ready condition is %s)" ($ready | default "missing") -}}
 {{- else if dig "spec" "unschedulable" false $node -}}
@@ -150,6 +183,8 @@ NoExecute taint that imagePull.tolerations do not tolerate.
 {{- $why = printf "runs %s, not linux" ($os | default "an unknown OS") -}}
 {{- else if not (has $arch $ip.architectures) -}}
 {{- $why = printf "architecture %s: the importer has %s (imagePull.architectures)" ($arch | default "unknown") (join ", " $ip.architectures) -}}
+{{- else if and $kubelet (not (has $kubelet (list "containerd" "docker"))) -}}
+{{- $why = printf "its kubelet uses %s (status.nodeInfo.containerRuntimeVersion); the importer imports into containerd and Docker only" (dig "status" "nodeInfo" "containerRuntimeVersion" "" $node) -}}
 {{- end -}}
 {{- if not $why -}}
 {{- range $key, $want := $ip.nodeSelector -}}
@@ -188,9 +223,11 @@ NoExecute taint that imagePull.tolerations do not tolerate.
 
 {{/*
 Which nodes get an import Job, as JSON:
-  {"listed": <nodes lookup returned>, "targets": ["<node>"], "skipped": ["<node>: <why>"]}
+  {"listed": <nodes lookup returned>, "targets": ["<node>"], "skipped": ["<node>: <why>"],
+   "runtimes": {"<node>": "<offline-images.jobRuntime>"}}
 With imagePull.nodes, only those nodes are considered; a listed node the cluster does not have
-fails the render. Without a node list from lookup, the targets are imagePull.nodes as given.
+fails the render. Without a node list from lookup, the targets are imagePull.nodes as given,
+with no runtime of their own (imagePull.runtime applies).
 */}}
 {{- define "offline-images.nodePlan" -}}
 {{- $ip := .Values.imagePull -}}
@@ -199,6 +236,7 @@ fails the render. Without a node list from lookup, the targets are imagePull.nod
 {{- $targets := list -}}
 {{- $skipped := list -}}
 {{- $names := list -}}
+{{- $runtimes := dict -}}
 {{- range $node := $nodes -}}
 {{- $name := dig "metadata" "name" "" $node -}}
 {{- $names = append $names $name -}}
@@ -208,6 +246,7 @@ fails the render. Without a node list from lookup, the targets are imagePull.nod
 {{- $skipped = append $skipped (printf "%s: %s" $name $why) -}}
 {{- else -}}
 {{- $targets = append $targets $name -}}
+{{- $_ := set $runtimes $name (include "offline-images.jobRuntime" (dict "root" $ "node" $node)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -220,7 +259,7 @@ fails the render. Without a node list from lookup, the targets are imagePull.nod
 {{- else -}}
 {{- $targets = $wanted -}}
 {{- end -}}
-{{- dict "listed" (len $nodes) "targets" $targets "skipped" $skipped | toJson -}}
+{{- dict "listed" (len $nodes) "targets" $targets "skipped" $skipped "runtimes" $runtimes | toJson -}}
 {{- end -}}
 
 {{/*

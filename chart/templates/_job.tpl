@@ -1,35 +1,65 @@
 {{/*
-How the import pod reaches the node's runtime:
-  nodeRoot  the node's root filesystem, read-only at /host: the runtime sockets are probed
-            there and the node's `ctr` runs chrooted into it (the default containerd client);
+How the import pod reaches the node's runtime. Pass a dict "root" and "runtime" (the Job's
+runtime: auto, containerd or docker, see offline-images.jobRuntime):
   socket    only the runtime's socket, at /host<path>: Docker (the Engine API needs nothing
-            else) and containerd with containerdClient native (the gRPC API on the socket).
+            else), and containerd with containerdClient native (the gRPC API on the socket);
+  probe     runtime auto with the native client: the node's /run, read-only, at /host/run and
+            /host/var/run, where the sockets of containerd (kubeadm, k3s/RKE2, k0s), Docker and
+            cri-dockerd are. The importer probes them and takes the runtime the kubelet reads.
+            /run is a directory on every Linux node, so the mount never keeps the pod from
+            starting and creates nothing on the node, which mounting each candidate socket
+            cannot do: type Socket fails the pod where that socket is absent, and type ""
+            (no check) lets the runtime create a directory at the socket's path (containerd's
+            CRI plugin and Docker make a missing hostPath a directory);
+  nodeRoot  the node's root filesystem, read-only at /host: the runtime sockets are probed
+            there and the node's `ctr` runs chrooted into it (containerdClient ctr).
 */}}
 {{- define "offline-images.hostAccess" -}}
-{{- $ip := .Values.imagePull -}}
-{{- if or (eq $ip.runtime "docker") (eq $ip.containerdClient "native") -}}
+{{- $ip := .root.Values.imagePull -}}
+{{- if eq .runtime "docker" -}}
+socket
+{{- else if eq $ip.containerdClient "ctr" -}}
+nodeRoot
+{{- else if eq .runtime "containerd" -}}
 socket
 {{- else -}}
-nodeRoot
+probe
 {{- end -}}
 {{- end -}}
 
-{{/* "true" when the Job reaches containerd through its gRPC API (containerdClient native). */}}
+{{/* "true" when the Job may reach containerd through its gRPC API (containerdClient native,
+runtime not docker). Pass a dict "root" and "runtime". */}}
 {{- define "offline-images.nativeContainerd" -}}
-{{- $ip := .Values.imagePull -}}
-{{- if and (eq $ip.containerdClient "native") (ne $ip.runtime "docker") -}}
+{{- if and (eq .root.Values.imagePull.containerdClient "native") (ne .runtime "docker") -}}
 true
 {{- end -}}
 {{- end -}}
 
-{{/* The node path of the runtime socket mounted in socket mode. */}}
+{{/* The node path of the runtime socket mounted in socket mode. Pass a dict "root" and "runtime". */}}
 {{- define "offline-images.socketPath" -}}
-{{- $ip := .Values.imagePull -}}
-{{- if eq $ip.runtime "docker" -}}
+{{- $ip := .root.Values.imagePull -}}
+{{- if eq .runtime "docker" -}}
 {{- $ip.dockerHost | default "unix:///var/run/docker.sock" | trimPrefix "unix://" -}}
 {{- else -}}
 {{- $ip.containerdAddress | default "/run/containerd/containerd.sock" -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+The sockets a probe-mode pod mounts one by one, beside /run: containerdAddress and dockerHost
+when they are set to a path outside /run and /var/run (MicroK8s keeps containerd's under
+/var/snap). A socket named in the values is expected there: type Socket. As JSON:
+{"<volume name>": "<node path>"}.
+*/}}
+{{- define "offline-images.probeSockets" -}}
+{{- $ip := .Values.imagePull -}}
+{{- $out := dict -}}
+{{- range $name, $path := dict "containerd-socket" $ip.containerdAddress "docker-socket" ($ip.dockerHost | trimPrefix "unix://") -}}
+{{- if and $path (not (hasPrefix "/run/" $path)) (not (hasPrefix "/var/run/" $path)) -}}
+{{- $_ := set $out $name $path -}}
+{{- end -}}
+{{- end -}}
+{{- $out | toJson -}}
 {{- end -}}
 
 {{/*
@@ -56,11 +86,11 @@ can only run on that node.
 {{- end -}}
 {{- end -}}
 
-{{/* The container security context; in socket mode without SYS_CHROOT, which only the node's
-chrooted `ctr` needs. */}}
+{{/* The container security context; without SYS_CHROOT, which only the node's chrooted `ctr`
+needs, unless the node root is mounted. Pass a dict "root" and "access" (offline-images.hostAccess). */}}
 {{- define "offline-images.securityContext" -}}
-{{- $sc := deepCopy (.Values.imagePull.securityContext | default dict) -}}
-{{- if and (eq (include "offline-images.hostAccess" .) "socket") (hasKey $sc "capabilities") -}}
+{{- $sc := deepCopy (.root.Values.imagePull.securityContext | default dict) -}}
+{{- if and (ne .access "nodeRoot") (hasKey $sc "capabilities") -}}
 {{- $caps := get $sc "capabilities" -}}
 {{- $add := without (get $caps "add" | default list) "SYS_CHROOT" -}}
 {{- if $add -}}
@@ -106,6 +136,41 @@ recursiveReadOnly: {{ . }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+The flags of `import` the chart sets itself (as arguments or through their environment
+variables), each with the value that sets it. extraArgs may not give them: the importer refuses
+a flag given twice (exit 2), and a flag given once would override the chart's environment
+variable while the pod's mounts still follow the value. --require adds to requiredImages and
+may be given.
+*/}}
+{{- define "offline-images.chartFlags" -}}
+{{- dict
+  "--jobs" "set imagePull.jobs instead"
+  "--strict" "set imagePull.strict instead"
+  "--images-path" "set imagePull.imagesPath or imagePull.imagesVolume instead (the bundle is mounted at /images)"
+  "--runtime" "set imagePull.runtime instead (the pod mounts that runtime's socket)"
+  "--containerd-address" "set imagePull.containerdAddress instead (the pod mounts that socket)"
+  "--containerd-client" "set imagePull.containerdClient instead"
+  "--namespace" "set imagePull.containerdNamespace instead"
+  "--docker-host" "set imagePull.dockerHost instead (the pod mounts that socket)"
+  "--host-root" "the node's paths are mounted under /host"
+  "--log-format" "set imagePull.logFormat instead"
+  "--release" "it is the release name, which prune relies on"
+  "--left-out-node" "it names the nodes allNodes or nodes left out"
+  | toJson -}}
+{{- end -}}
+
+{{/* Fail on an extraArgs item that gives a flag of offline-images.chartFlags. */}}
+{{- define "offline-images.checkExtraArgs" -}}
+{{- $owned := include "offline-images.chartFlags" . | fromJson -}}
+{{- range $arg := .Values.imagePull.extraArgs -}}
+{{- $flag := first (splitList "=" (toString $arg)) -}}
+{{- with get $owned $flag -}}
+{{- fail (printf "imagePull.extraArgs: %q: the chart sets %s itself; %s" (toString $arg) $flag .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The importer's arguments. */}}
 {{- define "offline-images.args" -}}
 {{- $ip := .root.Values.imagePull -}}
@@ -119,6 +184,7 @@ recursiveReadOnly: {{ . }}
 {{- end }}
 {{- else }}
 - import
+{{- include "offline-images.checkExtraArgs" .root }}
 {{- if $ip.jobs }}
 - --jobs={{ int $ip.jobs }}
 {{- end }}
@@ -140,6 +206,7 @@ One Job of the chart, for one node or for none. Pass a dict:
   node    the node name (empty: one Job, not pinned to a node)
   prune   true for the post-delete prune Job, false for the import Job
   skipped the nodes left out, with the reason ("<node>: <why>"), named in the import log
+  runtime the runtime chosen for the node (offline-images.nodePlan); empty: imagePull.runtime
 */}}
 {{- define "offline-images.job" -}}
 {{- $root := .root }}
@@ -147,7 +214,12 @@ One Job of the chart, for one node or for none. Pass a dict:
 {{- $vol := $ip.imagesVolume }}
 {{- $node := .node }}
 {{- $prune := .prune }}
-{{- $access := include "offline-images.hostAccess" $root }}
+{{- $runtime := .runtime | default $ip.runtime }}
+{{- $rt := dict "root" $root "runtime" $runtime }}
+{{- $access := include "offline-images.hostAccess" $rt }}
+{{- $native := eq (include "offline-images.nativeContainerd" $rt) "true" }}
+{{- $socketPath := include "offline-images.socketPath" $rt }}
+{{- $probeSockets := ternary (include "offline-images.probeSockets" $root | fromJson) dict (eq $access "probe") }}
 {{- $component := ternary "image-prune" "image-import" $prune }}
 {{- $base := ternary (include "offline-images.pruneName" $root) (include "offline-images.importName" $root) $prune }}
 {{- $name := include "offline-images.nodeJobName" (dict "base" $base "node" $node) }}
@@ -266,24 +338,28 @@ spec:
               value: {{ $root.Release.Name | quote }}
             - name: HOST_ROOT
               value: /host
+            {{- if eq $access "probe" }}
+            # auto: the importer probes the sockets under the node's /run and takes the runtime
+            # the kubelet reads (Docker first where a cri-dockerd socket is).
+            {{- end }}
             - name: IMAGE_RUNTIME
-              value: {{ ternary "containerd" $ip.runtime (eq (include "offline-images.nativeContainerd" $root) "true") | quote }}
+              value: {{ $runtime | quote }}
             - name: CONTAINERD_CLIENT
               value: {{ $ip.containerdClient | quote }}
-            {{- if eq (include "offline-images.nativeContainerd" $root) "true" }}
+            {{- if and $native (eq $access "socket") }}
             # containerd's gRPC API on the socket: no node root, no chroot.
             - name: CONTAINERD_ADDRESS
-              value: {{ include "offline-images.socketPath" $root | quote }}
-            {{- if not $ip.containerdRoot }}
-            # No containerd root mounted: the disk preflight cannot see the node's free space.
-            - name: NO_DISK_PREFLIGHT
-              value: "true"
-            {{- end }}
-            {{- else }}
+              value: {{ $socketPath | quote }}
+            {{- else if ne $runtime "docker" }}
             {{- with $ip.containerdAddress }}
             - name: CONTAINERD_ADDRESS
               value: {{ . | quote }}
             {{- end }}
+            {{- end }}
+            {{- if and $native (not $ip.containerdRoot) }}
+            # No containerd root mounted: the disk preflight cannot see the node's free space.
+            - name: NO_DISK_PREFLIGHT
+              value: "true"
             {{- end }}
             - name: CONTAINERD_NAMESPACE
               value: {{ $ip.containerdNamespace | quote }}
@@ -307,8 +383,9 @@ spec:
             {{- toYaml . | nindent 12 }}
             {{- end }}
           # The importer writes its summary (and every failed archive and missing image) to
-          # the termination message, shown by `kubectl get pod -o wide` and `describe pod`;
-          # when it dies without one, the end of its log stands in.
+          # the termination message: the pod's status.containerStatuses[].state.terminated.message,
+          # shown by `kubectl describe pod` (Message) and `kubectl get pod -o jsonpath`; when
+          # it dies without one, the end of its log stands in.
           terminationMessagePath: /dev/termination-log
           terminationMessagePolicy: FallbackToLogsOnError
           volumeMounts:
@@ -325,9 +402,25 @@ spec:
             {{- end }}
             {{- if eq $access "socket" }}
             - name: runtime-socket
-              mountPath: {{ printf "/host%s" (include "offline-images.socketPath" $root) | quote }}
+              mountPath: {{ printf "/host%s" $socketPath | quote }}
               readOnly: true
-            {{- if and (eq (include "offline-images.nativeContainerd" $root) "true") $ip.containerdRoot }}
+            {{- else if eq $access "probe" }}
+            {{- /* /var/run is a symlink to /run on the node: both node paths work. */}}
+            {{- range $at := list "/host/run" "/host/var/run" }}
+            - name: node-run
+              mountPath: {{ $at }}
+              readOnly: true
+              {{- with $rro }}
+              {{- . | nindent 14 }}
+              {{- end }}
+            {{- end }}
+            {{- range $name, $path := $probeSockets }}
+            - name: {{ $name }}
+              mountPath: {{ printf "/host%s" $path | quote }}
+              readOnly: true
+            {{- end }}
+            {{- end }}
+            {{- if and $native $ip.containerdRoot (ne $access "nodeRoot") }}
             # containerd's root, read-only, for the disk preflight's statfs alone.
             - name: containerd-root
               mountPath: {{ printf "/host%s" $ip.containerdRoot | quote }}
@@ -336,7 +429,7 @@ spec:
               {{- . | nindent 14 }}
               {{- end }}
             {{- end }}
-            {{- else }}
+            {{- if eq $access "nodeRoot" }}
             - name: host-root
               mountPath: /host
               readOnly: true
@@ -350,7 +443,7 @@ spec:
           resources:
             {{- toYaml . | nindent 12 }}
           {{- end }}
-          {{- with include "offline-images.securityContext" $root }}
+          {{- with include "offline-images.securityContext" (dict "root" $root "access" $access) }}
           securityContext:
             {{- . | nindent 12 }}
           {{- end }}
@@ -377,16 +470,31 @@ spec:
         # The runtime's socket alone: nothing else of the node is visible.
         - name: runtime-socket
           hostPath:
-            path: {{ include "offline-images.socketPath" $root | quote }}
+            path: {{ $socketPath | quote }}
             type: Socket
-        {{- if and (eq (include "offline-images.nativeContainerd" $root) "true") $ip.containerdRoot }}
+        {{- else if eq $access "probe" }}
+        # The node's /run, read-only, where the runtime sockets are: a directory on every Linux
+        # node, so the pod starts whichever runtime the node has, and nothing is created there.
+        - name: node-run
+          hostPath:
+            path: /run
+            type: Directory
+        {{- range $name, $path := $probeSockets }}
+        # A socket the values name outside /run.
+        - name: {{ $name }}
+          hostPath:
+            path: {{ $path | quote }}
+            type: Socket
+        {{- end }}
+        {{- end }}
+        {{- if and $native $ip.containerdRoot (ne $access "nodeRoot") }}
         # containerd's root, read-only: the disk preflight reads its free space (statfs).
         - name: containerd-root
           hostPath:
             path: {{ $ip.containerdRoot | quote }}
             type: Directory
         {{- end }}
-        {{- else }}
+        {{- if eq $access "nodeRoot" }}
         # The node's root filesystem, read-only: the runtime sockets and the node's `ctr`
         # are found there.
         - name: host-root

@@ -1,8 +1,11 @@
 //! Command-line interface: the names here are a contract that scripts and the chart rely on
 //! (docs/ARCHITECTURE.md, "Modules").
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::report;
@@ -61,6 +64,43 @@ pub enum Command {
     /// release also imported only loses this release's label. Removed images are listed on
     /// stdout. Docker images carry no labels after `docker load`, so Docker is refused (exit 2).
     Prune(PruneArgs),
+}
+
+/// The value of a yes/no flag that its environment variable may set, spelt as shells and
+/// Kubernetes `env` entries spell it: 1, true, yes, on (any case) turn it on; 0, false, no, off
+/// and the empty string turn it off. clap's own parser takes only `true` and `false`, so
+/// `IMPORT_STRICT=0` stopped the run with exit 2. The flag given on the command line sets it on.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvFlag(pub &'static str);
+
+/// `Some(on)` for the spellings [`EnvFlag`] takes, `None` for any other.
+pub fn yes_or_no(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "" | "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+impl TypedValueParser for EnvFlag {
+    type Value = bool;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<bool, clap::Error> {
+        let text = value.to_string_lossy();
+        yes_or_no(&text).ok_or_else(|| {
+            let message = format!(
+                "{}={text:?} is neither yes nor no: 1, true, yes or on turn it on; 0, false, no, \
+                 off or empty turn it off\n",
+                self.0
+            );
+            clap::Error::raw(ErrorKind::InvalidValue, message).with_cmd(cmd)
+        })
+    }
 }
 
 /// Which container runtime to talk to.
@@ -194,7 +234,7 @@ pub struct ImportArgs {
     pub disk_max_used: u8,
 
     /// Do not check the free space of containerd's disk before each archive.
-    #[arg(long, env = "NO_DISK_PREFLIGHT")]
+    #[arg(long, env = "NO_DISK_PREFLIGHT", value_parser = EnvFlag("NO_DISK_PREFLIGHT"))]
     pub no_disk_preflight: bool,
 
     /// Archives imported at the same time. With containerd's native client, two at most by
@@ -205,7 +245,7 @@ pub struct ImportArgs {
     pub jobs: Option<u16>,
 
     /// Exit 1 if any archive failed (default: report failures and exit 0).
-    #[arg(long, env = "IMPORT_STRICT")]
+    #[arg(long, env = "IMPORT_STRICT", value_parser = EnvFlag("IMPORT_STRICT"))]
     pub strict: bool,
 
     /// Import even archives whose images are already present.
@@ -468,4 +508,55 @@ pub struct ExportArgs {
     /// Exit 0 even when values files yield no image.
     #[arg(long)]
     pub allow_empty: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_strict_0_or_empty_is_off_instead_of_an_exit_2() {
+        for off in ["", "0", "false", "False", "no", "NO", "off", " 0 "] {
+            assert_eq!(yes_or_no(off), Some(false), "{off:?}");
+        }
+        for on in ["1", "true", "TRUE", "yes", "Yes", "on"] {
+            assert_eq!(yes_or_no(on), Some(true), "{on:?}");
+        }
+        for neither in ["maybe", "2", "-1", "y e s", "enabled"] {
+            assert_eq!(yes_or_no(neither), None, "{neither:?}");
+        }
+    }
+
+    #[test]
+    fn an_env_flag_that_is_neither_yes_nor_no_names_the_variable_and_the_spellings() {
+        let cmd = clap::Command::new("offline-images");
+        let err = EnvFlag("IMPORT_STRICT")
+            .parse_ref(&cmd, None, OsStr::new("maybe"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        let text = err.to_string();
+        assert!(
+            text.contains("IMPORT_STRICT=\"maybe\" is neither yes nor no"),
+            "{text}"
+        );
+        assert!(
+            text.contains("0, false, no, off or empty turn it off"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_flags_on_the_command_line_still_turn_strict_and_no_disk_preflight_on() {
+        let parsed = Cli::try_parse_from(["offline-images", "import", "--strict"]).unwrap();
+        let Command::Import(args) = parsed.command else {
+            panic!("not import")
+        };
+        assert!(args.strict);
+        let parsed =
+            Cli::try_parse_from(["offline-images", "import", "--no-disk-preflight"]).unwrap();
+        let Command::Import(args) = parsed.command else {
+            panic!("not import")
+        };
+        assert!(args.no_disk_preflight);
+    }
 }

@@ -32,8 +32,10 @@ def name_hash(base: str, node_name: str) -> str:
 
 
 def node(name: str, labels: dict[str, str] | None = None, taints: list[dict[str, str]] | None = None,
-         unschedulable: bool = False, ready: str = "True", arch: str = "amd64", os_: str = "linux") -> dict[str, Any]:
-    """A Node object as the API server returns it (and `lookup` passes it on)."""
+         unschedulable: bool = False, ready: str = "True", arch: str = "amd64", os_: str = "linux",
+         runtime: str = "") -> dict[str, Any]:
+    """A Node object as the API server returns it (and `lookup` passes it on); `runtime` is its
+    status.nodeInfo.containerRuntimeVersion (e.g. containerd://1.7.24), left out when empty."""
     doc: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Node",
@@ -45,6 +47,8 @@ def node(name: str, labels: dict[str, str] | None = None, taints: list[dict[str,
             "nodeInfo": {"operatingSystem": os_, "architecture": arch},
         },
     }
+    if runtime:
+        doc["status"]["nodeInfo"]["containerRuntimeVersion"] = runtime
     if taints:
         doc["spec"]["taints"] = taints
     if unschedulable:
@@ -266,6 +270,76 @@ def test_per_node_jobs_are_valid_kubernetes_objects(tmp_path):
     assert len(jobs(docs)) == 2 and len(jobs(docs, "image-prune")) == 2
     for doc in flat(docs):
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+# ---- the runtime of each node ------------------------------------------------------------------
+
+
+def volumes_of(j: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in j["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_runtime_auto_gives_each_node_the_runtime_its_kubelet_reports(tmp_path):
+    # The chart's runtime auto never found Docker: every Job mounted containerd's socket, and on
+    # a cri-dockerd node (whose Docker runs on a containerd that answers too) the images went
+    # into containerd's k8s.io namespace, which that kubelet never reads.
+    chart = chart_with_nodes(tmp_path, [node("ctrd", runtime="containerd://1.7.24"),
+                                        node("dock", runtime="docker://28.5.2"),
+                                        node("quiet")])
+    found = {pinned_to(j): j for j in jobs(render_with(chart, {"imagePull": {"prune": {"enabled": True}}})[0])}
+    assert sorted(found) == ["ctrd", "dock", "quiet"]
+
+    ctrd, dock, quiet = found["ctrd"], found["dock"], found["quiet"]
+    assert env_of(ctrd)["IMAGE_RUNTIME"] == "containerd"
+    assert volume(ctrd, "runtime-socket")["hostPath"] == {"path": "/run/containerd/containerd.sock", "type": "Socket"}
+    assert env_of(ctrd)["CONTAINERD_ADDRESS"] == "/run/containerd/containerd.sock"
+    assert set(volumes_of(ctrd)) == {"images", "runtime-socket", "containerd-root", "tmp"}
+
+    assert env_of(dock)["IMAGE_RUNTIME"] == "docker"
+    assert volume(dock, "runtime-socket")["hostPath"] == {"path": "/var/run/docker.sock", "type": "Socket"}
+    assert set(volumes_of(dock)) == {"images", "runtime-socket", "tmp"}
+    assert "CONTAINERD_ADDRESS" not in env_of(dock)
+
+    # A node that does not say: its Job finds the runtime itself, as the single Job does.
+    assert env_of(quiet)["IMAGE_RUNTIME"] == "auto"
+    assert volume(quiet, "node-run")["hostPath"] == {"path": "/run", "type": "Directory"}
+    for j in found.values():
+        assert "add" not in container(j)["securityContext"]["capabilities"]
+
+
+def test_prune_jobs_are_rendered_only_for_nodes_whose_images_carry_labels(tmp_path):
+    # Images loaded into Docker carry no labels: prune exits 2 there and fails the uninstall.
+    chart = chart_with_nodes(tmp_path, [node("ctrd", runtime="containerd://1.7.24"),
+                                        node("dock", runtime="docker://28.5.2")])
+    docs, notes = render_with(chart, {"imagePull": {"prune": {"enabled": True}}})
+    (pruner,) = jobs(docs, "image-prune")
+    assert pinned_to(pruner) == "ctrd" and env_of(pruner)["IMAGE_RUNTIME"] == "containerd"
+    assert "No prune Job for dock: its images went into Docker, where they carry no labels." in notes
+    single, single_notes = render_with(CHART, {"imagePull": {"allNodes": False, "runtime": "docker",
+                                                              "prune": {"enabled": True}}})
+    assert jobs(single, "image-prune") == [] and len(jobs(single)) == 1
+    assert "No prune Job for the node" in single_notes and "post-delete Job per node" not in single_notes
+    only_docker = chart_with_nodes(tmp_path / "docker", [node("dock", runtime="docker://28.5.2")])
+    docs, _ = render_with(only_docker, {"imagePull": {"prune": {"enabled": True}}})
+    assert jobs(docs, "image-prune") == [] and len(jobs(docs)) == 1
+    assert not [d for d in docs if d["kind"] == "List" and d["metadata"]["name"] == "shop-image-prune"]
+
+
+def test_a_runtime_set_in_the_values_wins_over_what_the_nodes_report(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("dock", runtime="docker://28.5.2")])
+    (j,) = jobs(render_with(chart, {"imagePull": {"runtime": "containerd"}})[0])
+    assert env_of(j)["IMAGE_RUNTIME"] == "containerd"
+    assert volume(j, "runtime-socket")["hostPath"]["path"] == "/run/containerd/containerd.sock"
+
+
+def test_a_cri_o_node_is_left_out_and_named_as_its_kubelet_reads_no_runtime_the_importer_writes(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("crio", runtime="cri-o://1.31.1"), node("ctrd", runtime="containerd://2.1.4")])
+    docs, notes = render_with(chart, {})
+    assert [pinned_to(j) for j in jobs(docs)] == ["ctrd"]
+    why = ("crio: its kubelet uses cri-o://1.31.1 (status.nodeInfo.containerRuntimeVersion); "
+           "the importer imports into containerd and Docker only")
+    assert why in notes
+    assert why in env_of(jobs(docs)[0])["LEFT_OUT_NODES"]
 
 
 # ---- bootstrap mode ----------------------------------------------------------------------------

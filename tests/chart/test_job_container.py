@@ -116,10 +116,22 @@ def quantity(value: str | int | float) -> float:
     return number * suffixes[suffix] if suffix else number
 
 
+def on_machine(node_path: str, view: dict[str, Path] | None) -> Path:
+    """Where a node's path is on this machine: under the directory a node view gives for the
+    longest prefix it names (e.g. {"/run": <a directory holding that node's sockets>}), else
+    the same path (this machine stands for the node)."""
+    for prefix in sorted(view or {}, key=len, reverse=True):
+        if node_path == prefix or node_path.startswith(prefix.rstrip("/") + "/"):
+            return view[prefix] / node_path[len(prefix):].lstrip("/")
+    return Path(node_path)
+
+
 def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = None, command: list[str] | None = None,
-                    termination_log: Path | None = None, node: Daemons | None = None) -> list[str]:
+                    termination_log: Path | None = None, node: Daemons | None = None,
+                    view: dict[str, Path] | None = None) -> list[str]:
     """`docker run` arguments that run the Job's one container as the kubelet would, on a
-    node whose runtime is `node` (default: the default pair)."""
+    node whose runtime is `node` (default: the default pair) and whose paths are `view` (see
+    `on_machine`; default: this machine's)."""
     pod = job_doc["spec"]["template"]["spec"]
     c = container(job_doc)
     assert pod.get("hostNetwork") in (None, False) and pod.get("hostPID") in (None, False)
@@ -164,7 +176,7 @@ def docker_run_args(job_doc: dict[str, Any], name: str, *, image: str | None = N
     for m in c.get("volumeMounts", []):
         v = volumes[m["name"]]
         if "hostPath" in v:
-            source = Path(v["hostPath"]["path"]) / m.get("subPath", "")
+            source = on_machine(v["hostPath"]["path"], view) / m.get("subPath", "")
             if v["hostPath"].get("type") == "Directory":
                 assert source.is_dir(), f"hostPath {source} is not a directory (the kubelet would refuse to start the pod)"
             if v["hostPath"].get("type") == "Socket":

@@ -58,7 +58,7 @@ def test_the_default_docker_socket_is_the_one_mounted_without_a_docker_host_valu
     [("", "/run/containerd/containerd.sock"), ("/run/k3s/containerd/containerd.sock", "/run/k3s/containerd/containerd.sock")],
 )
 def test_the_native_containerd_client_mounts_only_the_socket_and_containerds_root_read_only(address, expected):
-    jb = job({"imagePull": {"containerdClient": "native", "containerdAddress": address}})
+    jb = job({"imagePull": {"runtime": "containerd", "containerdClient": "native", "containerdAddress": address}})
     assert set(volumes(jb)) == {"images", "runtime-socket", "containerd-root", "tmp"}
     assert volume(jb, "runtime-socket")["hostPath"] == {"path": expected, "type": "Socket"}
     # The disk preflight's statfs alone: the root, read-only, nothing else of the node.
@@ -74,8 +74,14 @@ def test_the_native_containerd_client_mounts_only_the_socket_and_containerds_roo
 
 
 def test_the_native_client_without_a_containerd_root_mounts_only_the_socket_and_skips_the_preflight():
-    jb = job({"imagePull": {"containerdClient": "native", "containerdRoot": ""}})
+    jb = job({"imagePull": {"runtime": "containerd", "containerdClient": "native", "containerdRoot": ""}})
     assert set(volumes(jb)) == {"images", "runtime-socket", "tmp"}
+    assert env_of(jb)["NO_DISK_PREFLIGHT"] == "true"
+
+
+def test_runtime_auto_without_a_containerd_root_mounts_only_the_nodes_run_and_skips_the_preflight():
+    jb = job({"imagePull": {"containerdRoot": ""}})
+    assert set(volumes(jb)) == {"images", "node-run", "tmp"}
     assert env_of(jb)["NO_DISK_PREFLIGHT"] == "true"
 
 
@@ -90,12 +96,16 @@ def test_with_the_docker_runtime_the_containerd_client_does_not_matter(client):
     assert "add" not in container(jb)["securityContext"]["capabilities"]
 
 
-def test_by_default_the_job_reaches_containerd_through_its_socket_alone_with_no_capability():
+def test_by_default_the_job_sees_the_nodes_run_read_only_to_find_the_runtime_with_no_capability():
     jb = job()
-    assert set(volumes(jb)) == {"images", "runtime-socket", "containerd-root", "tmp"}
-    assert volume(jb, "runtime-socket")["hostPath"] == {"path": "/run/containerd/containerd.sock", "type": "Socket"}
+    assert set(volumes(jb)) == {"images", "node-run", "containerd-root", "tmp"}
+    assert volume(jb, "node-run")["hostPath"] == {"path": "/run", "type": "Directory"}
+    for at in ("/host/run", "/host/var/run"):
+        assert mount(jb, at)["readOnly"] is True and mount(jb, at)["recursiveReadOnly"] == "IfPossible"
     env = env_of(jb)
-    assert env["CONTAINERD_CLIENT"] == "native" and env["IMAGE_RUNTIME"] == "containerd"
+    # The importer probes: containerd, or Docker where the kubelet reads Docker (cri-dockerd).
+    assert env["CONTAINERD_CLIENT"] == "native" and env["IMAGE_RUNTIME"] == "auto"
+    assert "CONTAINERD_ADDRESS" not in env and "DOCKER_HOST" not in env
     assert "HOST_ROOT" in env and not any(m["mountPath"] == "/host" for m in container(jb)["volumeMounts"])
     assert container(jb)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     # The importer picks its own --jobs: two archives in flight with the native client.

@@ -147,3 +147,67 @@ def test_ttl_seconds_after_finished_0_is_refused_as_it_hangs_helm_4():
     with pytest.raises(helm_python.HelmValuesError) as err:
         render(merge(ENABLED, {"imagePull": {"ttlSecondsAfterFinished": 0}}))
     assert "at '/imagePull/ttlSecondsAfterFinished': minimum: got 0, want 1" in str(err.value)
+
+
+# ---- issue 30: the chart's small contract bugs ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "extra", "flag", "instead"),
+    [
+        ({"jobs": 2}, "--jobs=1", "--jobs", "set imagePull.jobs instead"),
+        ({"strict": True}, "--strict", "--strict", "set imagePull.strict instead"),
+        ({}, "--jobs", "--jobs", "set imagePull.jobs instead"),
+        ({}, "--runtime=docker", "--runtime", "set imagePull.runtime instead"),
+        ({}, "--containerd-address=/run/k3s/containerd/containerd.sock", "--containerd-address",
+         "set imagePull.containerdAddress instead"),
+        ({}, "--namespace=k8s.io", "--namespace", "set imagePull.containerdNamespace instead"),
+        ({}, "--log-format=json", "--log-format", "set imagePull.logFormat instead"),
+    ],
+    ids=["jobs-repeated", "strict-repeated", "jobs-bare", "runtime", "containerd-address", "namespace", "log-format"],
+)
+def test_extra_args_that_repeat_a_chart_flag_are_refused_with_a_clear_message_not_an_exit_2(values, extra, flag, instead):
+    # Rendered as `--jobs=2 --jobs=1`, clap refused the repeat and the Job exited 2.
+    with pytest.raises(helm_python.HelmRenderError) as err:
+        render(merge(ENABLED, {"imagePull": {**values, "extraArgs": ["--force", extra]}}))
+    message = str(err.value)
+    assert f'imagePull.extraArgs: "{extra}": the chart sets {flag} itself; {instead}' in message, message
+
+
+def test_extra_args_the_chart_does_not_set_are_passed_after_its_own():
+    docs = render(merge(ENABLED, {"imagePull": {"jobs": 2, "strict": True, "requiredImages": ["a/b:1"],
+                                                "extraArgs": ["--force", "--require=c/d:2", "--jobsfile=x"]}}))
+    args = only(docs, "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["import", "--jobs=2", "--strict", "--require=a/b:1", "--force", "--require=c/d:2", "--jobsfile=x"]
+
+
+def test_the_termination_message_comment_no_longer_says_kubectl_get_pod_wide_shows_it():
+    # `kubectl get pod -o wide` has no column for it; `describe pod` (Message) and the pod's
+    # status (jsonpath) do show it.
+    text = next(t for p, t in render_files(ENABLED).items() if p.endswith("import-job.yaml"))
+    comment = text[text.index("# The importer writes its summary"):text.index("terminationMessagePath")]
+    assert "-o wide" not in comment, comment
+    assert "kubectl describe pod" in comment and "state.terminated.message" in comment, comment
+
+
+def _host_paths(docs):
+    for jb in jobs_in(docs, "image-import") + jobs_in(docs, "image-prune"):
+        for v in jb["spec"]["template"]["spec"]["volumes"]:
+            if "hostPath" in v:
+                yield jb, v
+
+
+@pytest.mark.parametrize("client", ["native", "ctr"])
+@pytest.mark.parametrize("runtime", ["auto", "containerd", "docker"])
+def test_no_host_path_lets_the_kubelet_or_runtime_create_anything_on_the_node(tmp_path, runtime, client):
+    # type "" makes containerd's CRI plugin and Docker create a missing path as a directory
+    # (a directory at /var/run/docker.sock breaks a later Docker); DirectoryOrCreate and
+    # FileOrCreate create it too.
+    chart = chart_with_nodes(tmp_path, [node("a", runtime="containerd://1.7.24"), node("b", runtime="docker://28.5.2"),
+                                        node("c")])
+    values = {"imagePull": {"runtime": runtime, "containerdClient": client, "prune": {"enabled": True}}}
+    for docs in (render(merge(ENABLED, values)), render_with(chart, values)[0]):
+        found = list(_host_paths(docs))
+        assert found
+        for jb, v in found:
+            assert v["hostPath"].get("type") in ("Directory", "Socket"), (jb["metadata"]["name"], v)

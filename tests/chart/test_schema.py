@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import helm_python
 import pytest
 
-from chartlib import CHART, ENABLED, merge, render
+from chartlib import CHART, ENABLED, env_of, job, merge, render, volume
 
 
 def rejection(values):
@@ -119,3 +121,20 @@ def test_the_defaults_pass_the_schema():
     with helm_python.Chart.load(CHART) as chart:
         chart.validate_schema(chart.values)
         chart.validate_schema(merge(chart.values, ENABLED))
+
+
+def test_the_schema_no_longer_says_an_empty_containerd_address_probes_where_it_means_the_default_socket():
+    # It said "or empty to probe"; with the native client and containerd chosen, empty means
+    # /run/containerd/containerd.sock, and the Job mounts that socket alone.
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    said = schema["properties"]["imagePull"]["properties"]["containerdAddress"]["description"]
+    assert "empty to probe" not in said
+    assert "Empty: /run/containerd/containerd.sock where containerd is chosen (runtime containerd" in said
+    chosen = job({"imagePull": {"runtime": "containerd"}})
+    assert env_of(chosen)["CONTAINERD_ADDRESS"] == "/run/containerd/containerd.sock"
+    assert volume(chosen, "runtime-socket")["hostPath"]["path"] == "/run/containerd/containerd.sock"
+    # "with runtime auto otherwise, the usual sockets under /run are probed".
+    assert "with runtime auto otherwise, the usual sockets under /run are probed" in said
+    probing = job()
+    assert "CONTAINERD_ADDRESS" not in env_of(probing) and env_of(probing)["IMAGE_RUNTIME"] == "auto"
+    assert volume(probing, "node-run")["hostPath"]["path"] == "/run"

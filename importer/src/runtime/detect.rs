@@ -56,7 +56,8 @@ pub const DOCKER_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock"
 
 /// On a node whose kubelet uses Docker (through cri-dockerd), containerd answers too (Docker
 /// runs on it), but kubelet reads Docker's images, not containerd's k8s.io namespace. The
-/// cri-dockerd socket tells such a node apart, so `auto` then tries Docker first.
+/// cri-dockerd socket tells such a node apart, so `auto` then tries Docker alone: an image put
+/// into containerd there would be one the kubelet never sees.
 pub const CRI_DOCKERD_SOCKETS: &[&str] = &["/run/cri-dockerd.sock", "/var/run/cri-dockerd.sock"];
 
 /// The runtime chosen, and why.
@@ -107,11 +108,24 @@ fn containerd_socket_path(addr: &Path) -> PathBuf {
     }
 }
 
-/// The sockets to try, as the flags ask: containerd then Docker, or Docker first on a node
+/// The cri-dockerd socket of the node, when `auto` is asked with no containerd address and
+/// the node has one.
+fn cri_dockerd_socket(args: &Config) -> Option<PathBuf> {
+    if args.runtime != RuntimeKind::Auto || args.containerd_address.is_some() {
+        return None;
+    }
+    CRI_DOCKERD_SOCKETS
+        .iter()
+        .map(|s| local_path(args.host_root.as_deref(), Path::new(s)))
+        .find(|p| p.exists())
+}
+
+/// The sockets to try, as the flags ask: containerd then Docker, or Docker alone on a node
 /// where kubelet uses Docker through cri-dockerd.
 pub fn candidates(args: &Config) -> Result<Vec<(&'static str, PathBuf, &'static str)>> {
+    let cri_dockerd = cri_dockerd_socket(args).is_some();
     let mut containerd = Vec::new();
-    if args.runtime != RuntimeKind::Docker {
+    if args.runtime != RuntimeKind::Docker && !cri_dockerd {
         match &args.containerd_address {
             Some(a) => containerd.push((
                 "containerd",
@@ -125,18 +139,14 @@ pub fn candidates(args: &Config) -> Result<Vec<(&'static str, PathBuf, &'static 
             ),
         }
     }
-    let cri_dockerd = args.runtime == RuntimeKind::Auto
-        && args.containerd_address.is_none()
-        && CRI_DOCKERD_SOCKETS
-            .iter()
-            .any(|s| local_path(args.host_root.as_deref(), Path::new(s)).exists());
     let mut docker = Vec::new();
     if args.runtime != RuntimeKind::Containerd {
         match &args.docker_host {
             Some(h) => docker.push(("docker", docker_socket_path(h)?, "--docker-host")),
             None => docker.extend(DOCKER_SOCKETS.iter().map(|s| {
                 let source = if cri_dockerd {
-                    "usual location; tried first because a cri-dockerd socket shows kubelet uses Docker's images"
+                    "usual location; the only runtime tried, because a cri-dockerd socket shows \
+                     kubelet uses Docker's images"
                 } else {
                     "usual location"
                 };
@@ -144,11 +154,7 @@ pub fn candidates(args: &Config) -> Result<Vec<(&'static str, PathBuf, &'static 
             })),
         }
     }
-    Ok(if cri_dockerd {
-        docker.into_iter().chain(containerd).collect()
-    } else {
-        containerd.into_iter().chain(docker).collect()
-    })
+    Ok(containerd.into_iter().chain(docker).collect())
 }
 
 /// Probe the candidate sockets in order and connect to the first runtime that answers.
@@ -236,6 +242,15 @@ fn no_runtime_message(args: &Config, probes: &[Probe]) -> String {
         RuntimeKind::Docker => "no Docker Engine",
     };
     let mut msg = format!("{which} answered on any socket probed:");
+    if let Some(socket) = cri_dockerd_socket(args) {
+        let _ = write!(
+            msg,
+            "\n  containerd was not tried: the cri-dockerd socket {} shows the kubelet reads \
+             Docker's images, and it would not see an image put into containerd (--runtime \
+             containerd imports there all the same)",
+            socket.display()
+        );
+    }
     for p in probes {
         let _ = write!(
             msg,
@@ -305,6 +320,30 @@ mod tests {
             ..auto_args(&root)
         };
         assert_eq!(first(&explicit), "containerd", "an explicit address wins");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_cri_dockerd_node_never_falls_back_to_docker_s_containerd() {
+        let root = std::env::temp_dir().join(format!("oi-detect-cri-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("var/run")).unwrap();
+        std::fs::write(root.join("var/run/cri-dockerd.sock"), b"").unwrap();
+        let kinds: Vec<_> = candidates(&auto_args(&root))
+            .unwrap()
+            .into_iter()
+            .map(|c| c.0)
+            .collect();
+        assert_eq!(kinds, ["docker", "docker"]);
+        let said = no_runtime_message(&auto_args(&root), &[]);
+        assert!(
+            said.contains("containerd was not tried: the cri-dockerd socket"),
+            "{said}"
+        );
+        let asked = Config {
+            runtime: RuntimeKind::Containerd,
+            ..auto_args(&root)
+        };
+        assert_eq!(candidates(&asked).unwrap()[0].0, "containerd");
         std::fs::remove_dir_all(&root).unwrap();
     }
 
