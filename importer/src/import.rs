@@ -1349,6 +1349,11 @@ fn stage_into_runtime<'a>(
 /// fingerprint with the config digest, so the next run can skip it without reading it.
 fn label_imported(ctx: &Run<'_>, p: &Planned, names: &[String], configs: &[Option<String>]) {
     for (name, config) in names.iter().zip(configs) {
+        if stop_signal().is_some() {
+            // The next run labels what this one did not: it finds no fingerprint and reads
+            // the archive again.
+            break;
+        }
         let mut labels = BTreeMap::new();
         labels.insert(LABEL_PINNED.to_string(), "pinned".to_string());
         labels.insert(LABEL_MANAGED.to_string(), "true".to_string());

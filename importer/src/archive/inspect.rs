@@ -48,9 +48,11 @@ impl Default for Limits {
             // docker save writes 3 or 4 entries per layer, an OCI archive one per blob: 400
             // images of a hundred layers stay inside, and the entries' names take some 25 MiB.
             entries_max: 200_000,
-            images_max: 10_000,
+            // Each name is an image record to write and label, a few milliseconds each: 2,000
+            // keep a whole archive's naming inside the 30 s a stopped pod is given.
+            images_max: 2_000,
             names_per_image_max: 1_000,
-            names_max: 10_000,
+            names_max: 2_000,
         }
     }
 }
