@@ -873,7 +873,7 @@ fn check_presence(rt: &dyn Runtime, expected: &[Expected], reporter: &Reporter) 
 
 /// An archive that lost a race with a parallel import (the backend says so: see
 /// [`Kind::Race`]) is imported again alone once the others are done (and settle_shared_names
-/// then lets the archive that sorts last win the name).
+/// then gives a shared name to the archive that wins it).
 fn lost_a_parallel_race(r: &ArchiveResult) -> bool {
     r.status == Status::Failed && r.failure == Some(Kind::Race)
 }
