@@ -224,6 +224,12 @@ pub struct ImportArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
+    /// Where Kubernetes reads the container's termination message (the pod's
+    /// terminationMessagePath): the summary and every failure are written there when the file
+    /// exists and is writable.
+    #[arg(long, default_value = report::TERMINATION_LOG, value_name = "FILE")]
+    pub termination_log: PathBuf,
+
     /// Label every image of the bundle (imported or already present) as used by this Helm
     /// release, so that `offline-images prune --release NAME` can remove them later.
     #[arg(long, env = "RELEASE_NAME", value_name = "NAME")]

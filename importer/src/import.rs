@@ -576,7 +576,7 @@ fn finish(args: &ImportArgs, summary: &Summary, reporter: &Reporter) -> Result<C
         ));
     }
     reporter.emit(&Event::Summary(summary));
-    report::write_termination_message(Path::new(report::TERMINATION_LOG), summary);
+    report::write_termination_message(&args.termination_log, summary);
     if let Some(path) = &args.report {
         let mut data = serde_json::to_vec_pretty(summary)?;
         data.push(b'\n');
