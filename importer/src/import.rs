@@ -244,7 +244,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     let _lock = if args.dry_run {
         None
     } else {
-        lock_node(&detected.socket, reporter)
+        lock_node(&detected.socket, args.lock.timeout(), reporter)?
     };
 
     let ctx = Run {
