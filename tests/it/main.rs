@@ -13,6 +13,7 @@ mod harness;
 mod import;
 mod list;
 mod native;
+mod node_lock;
 mod prune;
 mod registry;
 mod reliability;
