@@ -123,6 +123,17 @@ recursiveReadOnly: {{ . }}
 {{- end -}}
 {{- end -}}
 
+{{/* The importer's --lock-timeout: the value, or half the import Job's deadline, so that an
+importer that waited for another on its node still has the other half to import. */}}
+{{- define "offline-images.lockTimeout" -}}
+{{- $ip := .Values.imagePull -}}
+{{- if kindIs "invalid" $ip.lockTimeoutSeconds -}}
+{{- div (include "offline-images.deadline" . | int64) 2 -}}
+{{- else -}}
+{{- int64 $ip.lockTimeoutSeconds -}}
+{{- end -}}
+{{- end -}}
+
 {{/* imagePullSecrets: global.imagePullSecrets, then imagePull.imagePullSecrets; each a name or
 {name: ...}. */}}
 {{- define "offline-images.pullSecrets" -}}
@@ -369,6 +380,9 @@ spec:
             {{- end }}
             - name: LOG_FORMAT
               value: {{ $ip.logFormat | quote }}
+            # How long to wait for another importer on this node before giving up (exit 2).
+            - name: LOCK_TIMEOUT
+              value: {{ include "offline-images.lockTimeout" $root | quote }}
             {{- if and (not $prune) .skipped }}
             # Nodes the chart left out, named in the log.
             - name: LEFT_OUT_NODES

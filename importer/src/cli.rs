@@ -264,6 +264,15 @@ pub struct ImportArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
+    /// Where Kubernetes reads the container's termination message (the pod's
+    /// terminationMessagePath): the summary and every failure are written there when the file
+    /// exists and is writable.
+    #[arg(long, default_value = report::TERMINATION_LOG, value_name = "FILE")]
+    pub termination_log: PathBuf,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+
     /// Label every image of the bundle (imported or already present) as used by this Helm
     /// release, so that `offline-images prune --release NAME` can remove them later.
     #[arg(long, env = "RELEASE_NAME", value_name = "NAME")]
@@ -311,6 +320,30 @@ pub struct PruneArgs {
     /// use then is kept. 0 decides at once.
     #[arg(long, default_value_t = 0, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub wait_for_containers: u64,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// The node lock: one importer (or prune) at a time per runtime socket.
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// Seconds to wait for another importer on this node, which holds the lock on the runtime
+    /// socket's directory, before giving up with exit 2; 0 gives up at once.
+    #[arg(
+        long,
+        env = "LOCK_TIMEOUT",
+        default_value_t = crate::lock::DEFAULT_TIMEOUT_SECS,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(0..=86400)
+    )]
+    pub lock_timeout: u64,
+}
+
+impl LockArgs {
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lock_timeout)
+    }
 }
 
 #[derive(Debug, Clone, Args)]

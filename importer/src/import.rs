@@ -266,7 +266,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     let _lock = if args.dry_run {
         None
     } else {
-        lock_node(&detected.socket, reporter)
+        lock_node(&detected.socket, args.lock.timeout(), reporter)?
     };
 
     let present = if bundle.found.is_empty() {
@@ -693,7 +693,7 @@ fn finish(args: &ImportArgs, summary: &Summary, reporter: &Reporter) -> Result<C
         ));
     }
     reporter.emit(&Event::Summary(summary));
-    report::write_termination_message(Path::new(report::TERMINATION_LOG), summary);
+    report::write_termination_message(&args.termination_log, summary);
     if let Some(path) = &args.report {
         let mut data = serde_json::to_vec_pretty(summary)?;
         data.push(b'\n');

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::archive::{self, human_bytes, ArchiveInfo, Limits};
 use crate::cli::ListArgs;
 use crate::exit::Code;
+use crate::report::{prose, shown};
 
 #[derive(Serialize)]
 struct JsonLine<'a> {
@@ -33,7 +34,11 @@ pub fn run(args: &ListArgs) -> Result<Code> {
             }
         };
         for r in &rejected {
-            eprintln!("offline-images: {}: {}", r.path.display(), r.reason);
+            eprintln!(
+                "offline-images: {}: {}",
+                shown_path(&r.path),
+                prose(&r.reason)
+            );
             failed += 1;
         }
         if found.is_empty() && rejected.is_empty() {
@@ -61,13 +66,21 @@ pub fn run(args: &ListArgs) -> Result<Code> {
                         write_text(&mut out, &f.path, f.size, &info)?;
                     }
                     for w in &info.warnings {
-                        eprintln!("offline-images: warning: {}: {w}", f.path.display());
+                        eprintln!(
+                            "offline-images: warning: {}: {}",
+                            shown_path(&f.path),
+                            prose(w)
+                        );
                     }
                 }
                 Err(e) => {
                     // Results so far go out before the error, so the two streams read in order.
                     out.flush()?;
-                    eprintln!("offline-images: {}: {e:#}", f.path.display());
+                    eprintln!(
+                        "offline-images: {}: {}",
+                        shown_path(&f.path),
+                        prose(&format!("{e:#}"))
+                    );
                     failed += 1;
                 }
             }
@@ -81,30 +94,35 @@ pub fn run(args: &ListArgs) -> Result<Code> {
     Ok(Code::Success)
 }
 
+/// A path as the text output shows it: escaped and bounded, as every name from the bundle.
+fn shown_path(path: &Path) -> String {
+    shown(&path.display().to_string()).into_owned()
+}
+
 fn write_text(out: &mut impl Write, path: &Path, size: u64, info: &ArchiveInfo) -> io::Result<()> {
     writeln!(
         out,
         "{}  ({}, {}, {})",
-        path.display(),
+        shown_path(path),
         info.format,
         info.compression,
         human_bytes(size)
     )?;
     for image in &info.images {
-        writeln!(out, "  {}", image.display_names())?;
+        writeln!(out, "  {}", shown(&image.display_names()))?;
         if let Some(d) = &image.digest {
-            writeln!(out, "    digest   {d}")?;
+            writeln!(out, "    digest   {}", shown(d))?;
         }
         for p in &image.platforms {
-            let platform = p
-                .platform
-                .as_ref()
-                .map_or_else(|| "unknown".to_string(), |p| p.to_string());
+            let platform = p.platform.as_ref().map_or_else(
+                || "unknown".to_string(),
+                |p| shown(&p.to_string()).into_owned(),
+            );
             if p.complete {
                 writeln!(
                     out,
                     "    {platform:<14} config {}  {} layer(s), {}",
-                    p.config_digest.as_deref().unwrap_or("-"),
+                    shown(p.config_digest.as_deref().unwrap_or("-")),
                     p.layers,
                     human_bytes(p.size)
                 )?;

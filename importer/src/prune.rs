@@ -93,7 +93,7 @@ pub fn run(args: &PruneArgs) -> Result<Code> {
         None
     } else {
         let reporter = Reporter::new(report::Format::Text);
-        crate::lock::lock_node(&detected.socket, &reporter)
+        crate::lock::lock_node(&detected.socket, args.lock.timeout(), &reporter)?
     };
     let plan = plan(rt, &key)?;
     if plan.is_empty() {

@@ -1,7 +1,15 @@
 //! What a run tells its reader: one line per event on stderr (text for a person reading
 //! `kubectl logs`, or JSON lines for a log pipeline), a JSON summary file on request, and a
 //! short summary in the Kubernetes termination message.
+//!
+//! Much of what the text log and the termination message show comes from input that someone
+//! else wrote: file names, paths, image names, digests, annotations, the error texts of
+//! daemons. None of it may forge a line or move a terminal's cursor, and none may fill a line
+//! on its own, so every such string passes through [`shown`] (a name) or [`prose`] (a message)
+//! on its way into a text line, and [`Reporter::emit`] escapes whatever control character is
+//! still left. The JSON log keeps every value whole: a JSON encoder escapes them already.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::Path;
@@ -12,10 +20,20 @@ use serde::Serialize;
 use crate::failure::Kind;
 use crate::units::human_bytes;
 
-/// Where Kubernetes reads a container's termination message from.
+/// Where Kubernetes reads a container's termination message from, unless the pod says
+/// otherwise (`terminationMessagePath`; the importer's `--termination-log`).
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
 /// Kubernetes keeps at most 4096 bytes of it.
 const TERMINATION_MAX: usize = 4000;
+/// The most of a name (file, path, image name, digest) a text line shows, in bytes of input.
+const NAME_MAX: usize = 300;
+/// The most of a message or a reason (often a daemon's error text) a text line shows.
+const PROSE_MAX: usize = 2000;
+/// The most names of one list (an archive's images, their digests) a text line shows.
+const LIST_MAX: usize = 10;
+/// The summary repeats the names of failed archives and missing images only while they fit
+/// in this many bytes; the others are counted, each named in its own line.
+const SUMMARY_NAMES_MAX: usize = 400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -203,7 +221,9 @@ impl Reporter {
     pub fn emit(&self, event: &Event<'_>) {
         let line = match self.format {
             Format::Json => serde_json::to_string(event).unwrap_or_default(),
-            Format::Text => text(event),
+            // Every field is escaped where the line is made; this catches what a new field
+            // might have let through, so no raw control character ever reaches the log.
+            Format::Text => escape_controls(&text(event), false).into_owned(),
         };
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         // A log line that cannot be written has nowhere else to go.
@@ -233,7 +253,11 @@ fn text(event: &Event<'_>) -> String {
             description,
             reason,
             ..
-        } => format!("runtime: {description}; chosen because the {reason}"),
+        } => format!(
+            "runtime: {}; chosen because the {}",
+            prose(description),
+            prose(reason)
+        ),
         Event::Start {
             version,
             runtime,
@@ -247,9 +271,11 @@ fn text(event: &Event<'_>) -> String {
             ..
         } => {
             let mut s = format!(
-                "offline-images {version}: {} {archives} archive(s), {}, from {images_path} into {runtime}",
+                "offline-images {version}: {} {archives} archive(s), {}, from {} into {}",
                 if *dry_run { "planning" } else { "importing" },
-                human_bytes(*bytes)
+                human_bytes(*bytes),
+                shown(images_path),
+                prose(runtime)
             );
             if *pipelined {
                 s.push_str(", one unpacked while the next is sent");
@@ -264,44 +290,45 @@ fn text(event: &Event<'_>) -> String {
             }
             s
         }
-        Event::Info { message } => message.to_string(),
+        Event::Info { message } => prose(message).into_owned(),
         Event::Warning {
             file: Some(f),
             message,
-        } => format!("warning: {f}: {message}"),
+        } => format!("warning: {}: {}", shown(f), prose(message)),
         Event::Warning {
             file: None,
             message,
-        } => format!("warning: {message}"),
+        } => format!("warning: {}", prose(message)),
         Event::Progress {
             file,
             tar_bytes,
             seconds,
         } => format!(
-            "progress: {file}: {} read in {:.0} s ({})",
+            "progress: {}: {} read in {:.0} s ({})",
+            shown(file),
             human_bytes(*tar_bytes),
             seconds,
             rate(*tar_bytes, *seconds)
         ),
         Event::Archive(a) => archive_line(a),
-        Event::Missing(m) => format!("{:<9} {}: {}", "MISSING", m.image, m.reason),
+        Event::Missing(m) => format!("{:<9} {}: {}", "MISSING", shown(&m.image), prose(&m.reason)),
         Event::Summary(s) => summary_line(s),
     }
 }
 
 fn archive_line(a: &ArchiveResult) -> String {
-    let mut s = format!("{:<9} {}", a.status.word(), a.file);
+    let mut s = format!("{:<9} {}", a.status.word(), shown(&a.file));
     if !a.names.is_empty() {
-        let _ = write!(s, "  {}", a.names.join(", "));
+        let _ = write!(s, "  {}", shown_list(&a.names));
     }
     if !a.digests.is_empty() {
-        let _ = write!(s, "  config {}", a.digests.join(", "));
+        let _ = write!(s, "  config {}", shown_list(&a.digests));
     }
     if !a.replaced.is_empty() {
         let list: Vec<String> = a
             .replaced
             .iter()
-            .map(|r| format!("{} (was config {})", r.name, r.was))
+            .map(|r| format!("{} (was config {})", shown(&r.name), shown(&r.was)))
             .collect();
         let _ = write!(s, "  replaced {}", list.join(", "));
     }
@@ -322,9 +349,7 @@ fn archive_line(a: &ArchiveResult) -> String {
         Status::Failed => {}
     }
     if let Some(r) = &a.reason {
-        // One line per archive, whatever a helper printed (ctr's errors may span lines).
-        let one_line: Vec<&str> = r.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-        let _ = write!(s, ": {}", one_line.join("; "));
+        let _ = write!(s, ": {}", prose(r));
     }
     s
 }
@@ -346,35 +371,66 @@ fn summary_line(s: &Summary) -> String {
         line.push_str("; INTERRUPTED before the end");
     }
     if s.failed > 0 {
-        let failed: Vec<&str> = s
+        let failed = s
             .archives
             .iter()
             .filter(|a| a.status == Status::Failed)
-            .map(|a| a.file.as_str())
-            .collect();
-        let _ = write!(line, "; failed: {}", failed.join(", "));
+            .map(|a| a.file.as_str());
+        let _ = write!(
+            line,
+            "; failed: {}",
+            summary_names(failed, "archive", "FAILED")
+        );
     }
     if !s.conflicts.is_empty() {
         let _ = write!(
             line,
             "; {} name(s) given different images by several archives: {}",
             s.conflicts.len(),
-            s.conflicts.join(", ")
+            summary_names(s.conflicts.iter().map(String::as_str), "name", "warning")
         );
     }
     if !s.missing.is_empty() {
-        let missing: Vec<&str> = s.missing.iter().map(|m| m.image.as_str()).collect();
+        let missing = s.missing.iter().map(|m| m.image.as_str());
         let _ = write!(
             line,
             "; {} image(s) MISSING from the runtime: {}",
-            missing.len(),
-            missing.join(", ")
+            s.missing.len(),
+            summary_names(missing, "image", "MISSING")
         );
     }
     line
 }
 
-/// A few lines for the Kubernetes termination message, when `path` is writable.
+/// The names the summary repeats: each escaped, only those the log showed whole, and only
+/// while they fit in [`SUMMARY_NAMES_MAX`]; the others are counted. So a long or hostile name
+/// is shown once, in its own line, and the summary stays short.
+pub fn summary_names<'a>(names: impl Iterator<Item = &'a str>, what: &str, line: &str) -> String {
+    let mut listed: Vec<Cow<str>> = Vec::new();
+    let mut used = 0;
+    let mut others = 0;
+    for name in names {
+        let s = shown(name);
+        if others == 0 && name.len() <= NAME_MAX && used + s.len() <= SUMMARY_NAMES_MAX {
+            used += s.len() + 2;
+            listed.push(s);
+        } else {
+            others += 1;
+        }
+    }
+    match (listed.is_empty(), others) {
+        (_, 0) => listed.join(", "),
+        (true, n) => format!("{n} {what}(s), each named in its {line} line"),
+        (false, n) => format!(
+            "{} and {n} more, each named in its {line} line",
+            listed.join(", ")
+        ),
+    }
+}
+
+/// A few lines for the Kubernetes termination message, when `path` exists and is writable:
+/// the summary line, then one line per failed archive and per missing image, every name and
+/// reason escaped and cut as in the text log.
 pub fn write_termination_message(path: &Path, s: &Summary) {
     let Ok(mut f) = std::fs::OpenOptions::new()
         .write(true)
@@ -388,12 +444,12 @@ pub fn write_termination_message(path: &Path, s: &Summary) {
         let _ = write!(
             msg,
             "\n{}: {}",
-            a.file,
-            a.reason.as_deref().unwrap_or("failed")
+            shown(&a.file),
+            prose(a.reason.as_deref().unwrap_or("failed"))
         );
     }
     for m in &s.missing {
-        let _ = write!(msg, "\nmissing {}: {}", m.image, m.reason);
+        let _ = write!(msg, "\nmissing {}: {}", shown(&m.image), prose(&m.reason));
     }
     if msg.len() > TERMINATION_MAX {
         let mut cut = TERMINATION_MAX;
@@ -403,6 +459,137 @@ pub fn write_termination_message(path: &Path, s: &Summary) {
         msg.truncate(cut);
     }
     let _ = f.write_all(msg.as_bytes());
+}
+
+// ---- input shown in a text line ---------------------------------------------------------
+
+/// A name that came from input (a file name, a path, an image name, a digest) as a text line
+/// shows it: every control character escaped (`\n`, `\u{1b}`), a backslash doubled so that an
+/// escape cannot be faked, and cut in the middle past [`NAME_MAX`] bytes with a visible marker,
+/// so both ends (a path's directory and its file name) stay readable.
+pub fn shown(s: &str) -> Cow<'_, str> {
+    let (head, cut, tail) = cut_middle(s, NAME_MAX);
+    if cut == 0 && !s.chars().any(|c| c == '\\' || needs_escape(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = escape_controls(head, true).into_owned();
+    if cut > 0 {
+        let _ = write!(out, "…({} bytes cut)…", grouped(cut));
+        out.push_str(&escape_controls(tail, true));
+    }
+    Cow::Owned(out)
+}
+
+/// A message or a reason as a text line shows it: one line (the lines of a multi-line error
+/// joined with "; ", as ctr's and containerd's errors may span lines), any control character
+/// left escaped, and cut in the middle past [`PROSE_MAX`] bytes.
+pub fn prose(s: &str) -> Cow<'_, str> {
+    let folded: Cow<str> = if s.contains(['\n', '\r']) {
+        let lines: Vec<&str> = s
+            .split(['\n', '\r'])
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        Cow::Owned(lines.join("; "))
+    } else {
+        Cow::Borrowed(s)
+    };
+    let (head, cut, tail) = cut_middle(&folded, PROSE_MAX);
+    if cut == 0 {
+        if let Cow::Owned(escaped) = escape_controls(head, false) {
+            return Cow::Owned(escaped);
+        }
+        return folded;
+    }
+    Cow::Owned(format!(
+        "{}…({} bytes cut)…{}",
+        escape_controls(head, false),
+        grouped(cut),
+        escape_controls(tail, false)
+    ))
+}
+
+/// A list of names, each [`shown`], at most [`LIST_MAX`] of them and then how many more.
+fn shown_list(names: &[String]) -> String {
+    let mut out: Vec<Cow<str>> = names.iter().take(LIST_MAX).map(|n| shown(n)).collect();
+    if names.len() > LIST_MAX {
+        out.push(Cow::Owned(format!(
+            "and {} more",
+            grouped(names.len() - LIST_MAX)
+        )));
+    }
+    out.join(", ")
+}
+
+/// Characters that must never reach a text line raw: the C0 and C1 controls and DEL (newline,
+/// carriage return, the escape that starts a terminal's control sequences), the Unicode line
+/// and paragraph separators, and the invisible marks that reorder or hide text (bidirectional
+/// overrides and isolates, zero-width spaces, the byte order mark).
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
+/// `s` with every character of [`needs_escape`] written as an escape (`\n`, `\r`, `\t`, else
+/// `\u{..}`), and with `backslash`, every backslash doubled.
+fn escape_controls(s: &str, backslash: bool) -> Cow<'_, str> {
+    if !s
+        .chars()
+        .any(|c| needs_escape(c) || (backslash && c == '\\'))
+    {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' if backslash => out.push_str("\\\\"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `s` cut to about `max` bytes, in the middle: (head, bytes left out, tail). Cut on
+/// character boundaries; nothing is left out when `s` fits.
+fn cut_middle(s: &str, max: usize) -> (&str, usize, &str) {
+    if s.len() <= max {
+        return (s, 0, "");
+    }
+    let mut head = max / 2;
+    while !s.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = s.len() - max / 2;
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    (&s[..head], tail - head, &s[tail..])
+}
+
+/// 4873 -> "4,873".
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -457,6 +644,165 @@ mod tests {
             line.ends_with("; 1 image(s) MISSING from the runtime: docker.io/library/app:1"),
             "{line}"
         );
+    }
+
+    /// The file name of issue 31: it forged an "imported" line and a summary, and erased a
+    /// line on a terminal.
+    const FORGING: &str = "a.tar\nsummary: 2 imported, 0 skipped (already present), 0 failed, \
+         of 2 archive(s) in 0.1 s\n\x1b[1A\x1b[2Kx.tar";
+
+    fn summary_of(archives: Vec<ArchiveResult>, missing: Vec<Missing>) -> Summary {
+        Summary {
+            version: "0".into(),
+            runtime: "containerd".into(),
+            socket: "/s".into(),
+            namespace: None,
+            images_path: "/images".into(),
+            dry_run: false,
+            interrupted: false,
+            seconds: 1.0,
+            imported: Summary::count(&archives, Status::Imported),
+            skipped: 0,
+            failed: Summary::count(&archives, Status::Failed),
+            would_import: 0,
+            archives,
+            missing,
+        }
+    }
+
+    fn raw_controls(s: &str) -> Vec<char> {
+        s.chars().filter(|c| needs_escape(*c)).collect()
+    }
+
+    #[test]
+    fn a_forging_file_name_is_escaped_in_every_text_line_and_the_termination_message() {
+        let failed = ArchiveResult::failed(
+            FORGING,
+            1,
+            Kind::Archive,
+            format!("cannot open /images/{FORGING}\u{2028}\u{202e}: no"),
+        );
+        let summary = summary_of(vec![failed.clone()], Vec::new());
+        let warning = Event::Warning {
+            file: Some(FORGING),
+            message: FORGING,
+        };
+        for line in [
+            text(&Event::Archive(&failed)),
+            text(&warning),
+            text(&Event::Summary(&summary)),
+        ] {
+            assert!(raw_controls(&line).is_empty(), "{line:?}");
+        }
+        let line = text(&Event::Archive(&failed));
+        assert!(
+            line.starts_with("FAILED    a.tar\\nsummary: 2 imported"),
+            "{line}"
+        );
+        assert!(
+            line.contains("\\u{1b}[1A\\u{1b}[2Kx.tar: cannot open"),
+            "{line}"
+        );
+        let summary_line = text(&Event::Summary(&summary));
+        assert!(
+            summary_line.starts_with("summary: 0 imported, 0 skipped (already present), 1 failed"),
+            "{summary_line}"
+        );
+        let path = std::env::temp_dir().join(format!("oi-termination-{}", std::process::id()));
+        std::fs::write(&path, b"").unwrap();
+        write_termination_message(&path, &summary);
+        let message = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let lines: Vec<&str> = message.split('\n').collect();
+        assert_eq!(lines.len(), 2, "the summary and one failure: {message:?}");
+        assert_eq!(lines[0], summary_line);
+        assert!(
+            raw_controls(&message.replace('\n', "")).is_empty(),
+            "{message:?}"
+        );
+    }
+
+    #[test]
+    fn a_backslash_is_doubled_so_that_an_escape_cannot_be_faked() {
+        assert_eq!(shown("a\\nb.tar"), "a\\\\nb.tar");
+        assert_eq!(shown("a\nb.tar"), "a\\nb.tar");
+        assert_eq!(shown("plain.tar"), "plain.tar");
+        assert!(matches!(shown("plain.tar"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_long_name_is_cut_in_the_middle_with_a_marker_naming_what_was_cut() {
+        let long = format!("{}/x.tar", "d".repeat(5000));
+        let s = shown(&long);
+        assert!(s.len() < NAME_MAX + 40, "{}", s.len());
+        assert!(s.starts_with("ddd"), "{s}");
+        assert!(s.ends_with("ddd/x.tar"), "{s}");
+        let cut = long.len() - NAME_MAX;
+        assert!(
+            s.contains(&format!("…({} bytes cut)…", grouped(cut))),
+            "{s}"
+        );
+        assert_eq!(grouped(4873), "4,873");
+        assert_eq!(grouped(1234567), "1,234,567");
+        assert_eq!(grouped(999), "999");
+        // Cut on character boundaries.
+        let wide = "é".repeat(1000);
+        assert!(shown(&wide).contains("bytes cut"));
+    }
+
+    #[test]
+    fn a_multi_line_daemon_error_is_folded_into_one_line() {
+        let r = "ctr: failed to import\n  unexpected EOF\r\n\nsecond cause";
+        assert_eq!(
+            prose(r),
+            "ctr: failed to import; unexpected EOF; second cause"
+        );
+        assert_eq!(
+            prose("tab\there, esc \x1b[2K"),
+            "tab\\there, esc \\u{1b}[2K"
+        );
+    }
+
+    #[test]
+    fn an_archive_line_shows_at_most_ten_names_and_counts_the_rest() {
+        let mut a = ArchiveResult::failed("many.tar", 1, Kind::Import, "no");
+        a.status = Status::Imported;
+        a.reason = None;
+        a.names = (0..200_000).map(|i| format!("r/n:{i}")).collect();
+        let line = archive_line(&a);
+        assert!(line.contains("r/n:9, and 199,990 more"), "{line}");
+        assert!(line.len() < 400, "{}", line.len());
+    }
+
+    #[test]
+    fn the_summary_repeats_no_name_the_log_had_to_cut() {
+        let long = format!("{}/x.tar", "d".repeat(5000));
+        let archives = vec![
+            ArchiveResult::failed("a.tar", 1, Kind::Archive, "no"),
+            ArchiveResult::failed(&long, 1, Kind::Archive, "no"),
+            ArchiveResult::failed("z.tar", 1, Kind::Archive, "no"),
+        ];
+        let line = summary_line(&summary_of(archives, Vec::new()));
+        assert!(
+            line.ends_with("; failed: a.tar and 2 more, each named in its FAILED line"),
+            "{line}"
+        );
+        let only_long = vec![ArchiveResult::failed(&long, 1, Kind::Archive, "no")];
+        let line = summary_line(&summary_of(only_long, Vec::new()));
+        assert!(
+            line.ends_with("; failed: 1 archive(s), each named in its FAILED line"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn json_events_keep_input_whole() {
+        let long = format!("{FORGING}{}", "d".repeat(5000));
+        let a = ArchiveResult::failed(&long, 1, Kind::Import, FORGING);
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&Event::Archive(&a)).unwrap()).unwrap();
+        assert_eq!(v["file"], long.as_str());
+        assert_eq!(v["reason"], FORGING);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::archive::{self, Found, Limits, Platform};
 use crate::bundle::{self, BundleIndex};
 use crate::cli::{LogFormat, VerifyArgs};
 use crate::exit::Code;
+use crate::report::{prose, shown, summary_names};
 use crate::runtime::{detect, Present};
 
 #[derive(Serialize)]
@@ -40,7 +41,10 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
     check_images_path(root)?;
     let (found, rejected) = archive::discover(root)?;
     let index = bundle::read_index(root).unwrap_or_else(|e| {
-        eprintln!("offline-images: warning: {e:#}; reading the archives themselves instead");
+        eprintln!(
+            "offline-images: warning: {}; reading the archives themselves instead",
+            prose(&format!("{e:#}"))
+        );
         None
     });
     let detected = detect::detect(&args.runtime.config())?;
@@ -109,16 +113,17 @@ impl<W: Write> Out<W> {
                 serde_json::to_writer(&mut *out, line)?;
                 writeln!(out)
             }
+            // Every field comes from the bundle: escaped and bounded as in import's log.
             LogFormat::Text => {
-                write!(out, "{:<10} {}", line.status, line.file)?;
+                write!(out, "{:<10} {}", line.status, shown(line.file))?;
                 if let Some(n) = line.name {
-                    write!(out, "  {n}")?;
+                    write!(out, "  {}", shown(n))?;
                 }
                 if let Some(c) = line.config_digest {
-                    write!(out, "  config {c}")?;
+                    write!(out, "  config {}", shown(c))?;
                 }
                 if let Some(r) = &line.reason {
-                    write!(out, ": {r}")?;
+                    write!(out, ": {}", prose(r))?;
                 }
                 writeln!(out)
             }
@@ -254,7 +259,8 @@ fn report(t: &Tally, archives: usize) -> Code {
         t.missing.len()
     );
     if !t.missing.is_empty() {
-        msg.push_str(&format!(": {}", t.missing.join(", ")));
+        let missing = t.missing.iter().map(String::as_str);
+        msg.push_str(&format!(": {}", summary_names(missing, "image", "missing")));
     }
     if t.unreadable > 0 {
         msg.push_str(&format!("; {} archive(s) could not be read", t.unreadable));

@@ -247,7 +247,7 @@ pub fn ctr_export(export: impl Fn() -> Command, out: &Path, label: &str) {
 
 /// The binary under test.
 pub fn offline_images() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_offline-images"))
+    with_suite_lock_timeout(Command::new(env!("CARGO_BIN_EXE_offline-images")))
 }
 
 /// The release build of the binary under test (scripts/test.sh builds it as OI_STATIC_BIN),
@@ -255,9 +255,17 @@ pub fn offline_images() -> Command {
 /// bottleneck; the debug build when it is not set.
 pub fn offline_images_release() -> Command {
     match std::env::var_os("OI_STATIC_BIN") {
-        Some(p) => Command::new(p),
+        Some(p) => with_suite_lock_timeout(Command::new(p)),
         None => offline_images(),
     }
+}
+
+/// Every test's importer takes the node lock of the one shared containerd or dockerd: on a
+/// busy machine one may wait for many others longer than an operator's default. The tests of
+/// the timeout give `--lock-timeout`, which wins over the environment.
+fn with_suite_lock_timeout(mut c: Command) -> Command {
+    c.env("LOCK_TIMEOUT", "3600");
+    c
 }
 
 /// `cmd` (a command of the binary under test) run by the release build instead.
