@@ -667,6 +667,7 @@ mod tests {
             would_import: 0,
             archives,
             missing,
+            conflicts: Vec::new(),
         }
     }
 
