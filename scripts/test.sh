@@ -64,7 +64,7 @@ export DOCKER_BUILDKIT=0
 
 if [ ${#CHART_ONLY[@]} -gt 0 ]; then
   say "chart tests (real Helm engine): ${CHART_ONLY[*]}"
-  "$VENV/bin/python" -m pytest -q "${CHART_ONLY[@]}"
+  "$VENV/bin/python" -m pytest -q -rs "${CHART_ONLY[@]}"
   say "chart tests passed"
   exit 0
 fi
@@ -83,7 +83,7 @@ fi
 
 if [ ${#FILTER[@]} -eq 0 ] && [ -d tests/chart ]; then
   say "chart tests (real Helm engine)"
-  "$VENV/bin/python" -m pytest -q tests/chart
+  "$VENV/bin/python" -m pytest -q -rs tests/chart
 fi
 [ -f "$OI_VERSIONS_TABLE" ] && say "versions tested: $OI_VERSIONS_TABLE"
 say "all tests passed"

@@ -133,7 +133,9 @@ fn manifests_null_in_a_docker_25_index_is_read_through_manifest_json_on_every_ve
         .iter()
         .find(|d| !d.docker_version.starts_with("20."))
     else {
-        eprintln!("no Docker 25+ in this run (OI_VERSIONS): nothing to save the archive with");
+        missing_precondition(
+            "no Docker 25+ in this run (OI_VERSIONS): nothing to save the archive with",
+        );
         return;
     };
     let f = fixtures();
@@ -470,11 +472,13 @@ fn ctr_export_of_one_platform_of_an_index_loads_into_dockers_containerd_store() 
         .filter(|d| d.docker_containerd_store())
         .collect();
     if stores.is_empty() {
-        eprintln!("no Docker with the containerd image store in this run (OI_VERSIONS)");
+        missing_precondition("no Docker with the containerd image store in this run (OI_VERSIONS)");
         return;
     }
     let Some(index) = crate::corpus::multi_platform_index() else {
-        eprintln!("no podman 5 in this run (OI_PODMAN): no multi-platform index to export");
+        missing_precondition(
+            "no podman 5 in this run (OI_PODMAN): no multi-platform index to export",
+        );
         return;
     };
     for d in stores {
