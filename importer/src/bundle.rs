@@ -140,6 +140,33 @@ pub struct BundleSource {
     pub refs: Vec<String>,
 }
 
+impl BundleSource {
+    /// The names the archive gives the image whose manifest is `manifest_digest`: each tag,
+    /// `repository@<the digest the reference resolved to>` and `repository@<its manifest>`,
+    /// but not another platform's `repository@<manifest>` (that name is that image's). Taken
+    /// from `refs`, the names the archive's `index.json` gives; where `refs` has no digest
+    /// name (a file no version wrote, but readable), derived from the digests recorded.
+    pub fn names_for(&self, manifest_digest: Option<&str>) -> Vec<String> {
+        let own = |digest: &str| digest == self.digest || Some(digest) == manifest_digest;
+        let mut names: Vec<String> = self
+            .refs
+            .iter()
+            .filter(|r| r.split_once('@').is_none_or(|(_, digest)| own(digest)))
+            .cloned()
+            .collect();
+        if !self.refs.iter().any(|r| r.contains('@')) {
+            let derived = [Some(self.digest.as_str()), manifest_digest];
+            for digest in derived.into_iter().flatten() {
+                let name = format!("{}@{digest}", self.repository);
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+}
+
 /// A layer as the registry serves it (compressed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleLayer {
@@ -172,6 +199,24 @@ impl BundleIndex {
         }
     }
 
+    /// Give every image of every archive the registry engine wrote each name its archive
+    /// gives it (see [`BundleSource::names_for`]). A file written before `images.json`
+    /// recorded the digest names lists the tag alone; this makes it say what the archive says.
+    pub fn complete_names(&mut self) {
+        for archive in &mut self.archives {
+            let Some(source) = &archive.source else {
+                continue;
+            };
+            for image in &mut archive.images {
+                for name in source.names_for(image.manifest_digest.as_deref()) {
+                    if !image.names.contains(&name) {
+                        image.names.push(name);
+                    }
+                }
+            }
+        }
+    }
+
     pub fn archive(&self, file: &str) -> Option<&BundleArchive> {
         self.archives.iter().find(|a| a.file == file)
     }
@@ -200,7 +245,7 @@ pub fn read_index(dir: &Path) -> Result<Option<BundleIndex>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let index: BundleIndex = serde_json::from_slice(&data)
+    let mut index: BundleIndex = serde_json::from_slice(&data)
         .with_context(|| format!("{} is not valid", path.display()))?;
     if index.version != INDEX_VERSION {
         bail!(
@@ -209,6 +254,7 @@ pub fn read_index(dir: &Path) -> Result<Option<BundleIndex>> {
             index.version
         );
     }
+    index.complete_names();
     Ok(Some(index))
 }
 
@@ -379,6 +425,81 @@ mod tests {
         let copy = dir.join("b.tar");
         fs::copy(&path, &copy).unwrap();
         assert!(!FileStamp::settled(&path).unwrap().matches(&copy));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// images.json as export wrote it before it recorded the digest names: each image named
+    /// by the tag alone, the archive's names only in `source.refs` (or, in a file no version
+    /// wrote, not even there).
+    #[test]
+    fn an_old_images_json_without_digest_names_is_read_with_every_name_the_archive_gives() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let (index, amd, arm) = (d('a'), d('b'), d('c'));
+        let repo = "reg.example.com/shop/web";
+        let old = serde_json::json!({
+            "version": 1,
+            "generator": "offline-images 0.1.0",
+            "archives": [
+                {
+                    "file": "multi.tar", "size": 10, "sha256": "0".repeat(64),
+                    "compression": "none", "format": "oci",
+                    "images": [
+                        {"names": [format!("{repo}:1")], "config_digest": d('d'),
+                         "manifest_digest": amd, "platform": "linux/amd64"},
+                        {"names": [format!("{repo}:1")], "config_digest": d('e'),
+                         "manifest_digest": arm, "platform": "linux/arm64"}
+                    ],
+                    "source": {
+                        "reference": format!("{repo}:1"), "repository": repo, "tag": "1",
+                        "digest": index, "index_digest": index,
+                        "refs": [format!("{repo}:1"), format!("{repo}@{index}"),
+                                 format!("{repo}@{amd}"), format!("{repo}@{arm}")]
+                    }
+                },
+                {
+                    "file": "no-refs.tar", "size": 10, "sha256": "0".repeat(64),
+                    "compression": "none", "format": "oci",
+                    "images": [{"names": [format!("{repo}:2")], "config_digest": d('f'),
+                                "manifest_digest": amd, "platform": "linux/amd64"}],
+                    "source": {"reference": format!("{repo}:2"), "repository": repo,
+                               "tag": "2", "digest": amd}
+                },
+                {
+                    "file": "saved.tar.gz", "size": 10, "sha256": "0".repeat(64),
+                    "compression": "gzip", "format": "docker-archive",
+                    "images": [{"names": ["docker.io/library/app:1"], "config_digest": d('f')}]
+                }
+            ]
+        });
+        let dir = std::env::temp_dir().join(format!("oi-old-index-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(INDEX_FILE), old.to_string()).unwrap();
+        let read = read_index(&dir).unwrap().unwrap();
+        let names = |file: &str, i: usize| read.archive(file).unwrap().images[i].names.clone();
+        assert_eq!(
+            names("multi.tar", 0),
+            [
+                format!("{repo}:1"),
+                format!("{repo}@{index}"),
+                format!("{repo}@{amd}")
+            ]
+        );
+        assert_eq!(
+            names("multi.tar", 1),
+            [
+                format!("{repo}:1"),
+                format!("{repo}@{index}"),
+                format!("{repo}@{arm}")
+            ]
+        );
+        assert_eq!(
+            names("no-refs.tar", 0),
+            [format!("{repo}:2"), format!("{repo}@{amd}")]
+        );
+        assert_eq!(names("saved.tar.gz", 0), ["docker.io/library/app:1"]);
+        // Written back (export merges into it), it reads the same.
+        write_index(&dir, &read).unwrap();
+        assert_eq!(read_index(&dir).unwrap().unwrap(), read);
         fs::remove_dir_all(&dir).unwrap();
     }
 

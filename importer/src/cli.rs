@@ -60,9 +60,11 @@ pub enum Command {
     Export(Box<ExportArgs>),
     /// Remove the images a release imported (those labelled with its name), on this node.
     ///
-    /// containerd only: an image still used by a container is kept, and an image that another
-    /// release also imported only loses this release's label. Removed images are listed on
-    /// stdout. Docker images carry no labels after `docker load`, so Docker is refused (exit 2).
+    /// containerd only: every name of the release's images is looked at (the tag and the
+    /// digest names alike). A name still used by a container is kept, and a name whose image
+    /// another release also imported (under this name or another) only loses this release's
+    /// label. Removed names are listed on stdout. Docker images carry no labels after `docker
+    /// load`, so Docker is refused (exit 2).
     Prune(PruneArgs),
 }
 
@@ -273,8 +275,10 @@ pub struct ImportArgs {
     #[command(flatten)]
     pub lock: LockArgs,
 
-    /// Label every image of the bundle (imported or already present) as used by this Helm
-    /// release, so that `offline-images prune --release NAME` can remove them later.
+    /// Label every image of the bundle (imported or already present), under each of its
+    /// names, as used by this Helm release, so that `offline-images prune --release NAME` can
+    /// remove them later. Docker keeps no labels: the run then says at the start that prune
+    /// cannot remove them.
     #[arg(long, env = "RELEASE_NAME", value_name = "NAME")]
     pub release: Option<String>,
 
@@ -320,6 +324,10 @@ pub struct PruneArgs {
     /// use then is kept. 0 decides at once.
     #[arg(long, default_value_t = 0, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub wait_for_containers: u64,
+
+    /// Format of the result lines on stdout and the log on stderr.
+    #[arg(long, value_enum, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
 
     #[command(flatten)]
     pub lock: LockArgs,

@@ -2,7 +2,7 @@
 //! at a time, and report every archive's outcome.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -91,6 +91,8 @@ struct PresentSet {
     /// Name -> manifest or index digest, for a runtime that knows no config digests
     /// (Docker's containerd image store).
     targets: HashMap<String, String>,
+    /// Whether the runtime lists digest names (`Runtime::lists_digest_names`).
+    digest_names: bool,
 }
 
 impl PresentSet {
@@ -98,6 +100,7 @@ impl PresentSet {
         PresentSet {
             by_name: list.into_iter().map(|p| (p.name.clone(), p)).collect(),
             targets: HashMap::new(),
+            digest_names: true,
         }
     }
 
@@ -105,7 +108,16 @@ impl PresentSet {
     fn of(rt: &dyn Runtime) -> Result<PresentSet> {
         let mut set = PresentSet::new(rt.present()?);
         set.targets = rt.target_digests()?.into_iter().collect();
+        set.digest_names = rt.lists_digest_names();
         Ok(set)
+    }
+
+    /// Of an image's `names`, those this runtime can be asked for by name.
+    fn findable<'n>(&self, names: &'n [String]) -> Vec<&'n String> {
+        names
+            .iter()
+            .filter(|n| findable(n, self.digest_names))
+            .collect()
     }
 
     /// `name` is present as the image of config `config`, or, where the runtime knows no
@@ -133,16 +145,28 @@ impl PresentSet {
         })
     }
 
-    /// Skip by images.json: every image of the archive present under each of its names,
-    /// with the same config digest, but for the names another archive wins (`lost`).
-    fn covers_bundle_entry(&self, entry: &BundleArchive, lost: &dyn Fn(&str) -> bool) -> bool {
-        !entry.images.is_empty()
-            && entry.images.iter().all(|img| {
+    /// Skip by images.json: every image of the archive for `platform` present under each
+    /// of its names (the tag and the digest names alike), with the same config digest, but
+    /// for the names another archive wins (`lost`).
+    fn covers_bundle_entry(
+        &self,
+        entry: &BundleArchive,
+        platform: &Platform,
+        lost: &dyn Fn(&str) -> bool,
+    ) -> bool {
+        let images: Vec<&bundle::BundleImage> = entry
+            .images
+            .iter()
+            .filter(|img| platform_matches(img.platform.as_deref(), platform))
+            .collect();
+        !images.is_empty()
+            && images.iter().all(|img| {
                 let digests: Vec<&str> = img.manifest_digest.as_deref().into_iter().collect();
-                if img.names.is_empty() {
+                let names = self.findable(&img.names);
+                if names.is_empty() {
                     self.has_config(&img.config_digest, &digests)
                 } else {
-                    img.names
+                    names
                         .iter()
                         .all(|n| lost(n) || self.has_image(n, &img.config_digest, &digests))
                 }
@@ -169,10 +193,11 @@ impl PresentSet {
                     .into_iter()
                     .flatten()
                     .collect();
-                if img.names.is_empty() {
+                let names = self.findable(&img.names);
+                if names.is_empty() {
                     self.has_config(config, &digests)
                 } else {
-                    img.names
+                    names
                         .iter()
                         .all(|n| lost(n) || self.has_image(n, config, &digests))
                 }
@@ -200,6 +225,12 @@ impl PresentSet {
         let want = want?;
         (want > 0 && tagged.len() >= want).then_some(tagged)
     }
+}
+
+/// Whether a runtime can be asked for `name` by name: a digest name (`repo@sha256:…`) only
+/// where it lists digest names.
+fn findable(name: &str, digest_names: bool) -> bool {
+    digest_names || !name.contains('@')
 }
 
 // ---- the run ------------------------------------------------------------------------------
@@ -262,6 +293,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     let socket = detected.socket.display().to_string();
     let jobs = Jobs::of(args.jobs, rt);
     announce(args, &detected, &socket, &bundle.found, jobs, reporter);
+    warn_unprunable(args.release.as_deref(), rt, reporter);
     say_left_out_nodes(&args.left_out_nodes, reporter);
     let _lock = if args.dry_run {
         None
@@ -297,7 +329,13 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
                 .get(file)
                 .is_some_and(|&i| plan.owners.loses(name, i))
         };
-        let expected = expected_images(bundle.index.as_ref(), &required, &ctx.platform, &lost);
+        let expected = expected_images(
+            bundle.index.as_ref(),
+            &required,
+            &ctx.platform,
+            &lost,
+            rt.lists_digest_names(),
+        );
         check_presence(rt, &expected, reporter)
     };
     let results = plan.results;
@@ -710,6 +748,27 @@ fn finish(args: &ImportArgs, summary: &Summary, reporter: &Reporter) -> Result<C
     Ok(Code::Success)
 }
 
+/// `--release` on a runtime that keeps no labels: said at the start, since `prune` of that
+/// release will refuse later.
+fn warn_unprunable(release: Option<&str>, rt: &dyn Runtime, reporter: &Reporter) {
+    let Some(release) = release else { return };
+    if rt.keeps_labels() {
+        return;
+    }
+    reporter.warn(
+        None,
+        &format!(
+            "--release {release}: images loaded into {} carry no labels, so `offline-images \
+             prune --release {release}` cannot remove them later; remove them with `docker rmi`",
+            if rt.kind() == "docker" {
+                "Docker"
+            } else {
+                rt.kind()
+            }
+        ),
+    );
+}
+
 /// One line per node the chart left out of the import (`--left-out-node`), with the reason.
 fn say_left_out_nodes(nodes: &[String], reporter: &Reporter) {
     for node in nodes.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
@@ -744,21 +803,24 @@ fn required_images(values: &[String]) -> Result<Vec<String>> {
 }
 
 /// Whether an images.json platform (`os/arch[/variant]`, or none) is the node's.
-fn platform_matches(entry: Option<&str>, platform: &Platform) -> bool {
+pub(crate) fn platform_matches(entry: Option<&str>, platform: &Platform) -> bool {
     let Some(entry) = entry else { return true };
     let mut parts = entry.split('/');
     parts.next() == Some(platform.os.as_str())
         && parts.next() == Some(platform.architecture.as_str())
 }
 
-/// Every image of images.json for this node's platform, then every required one.
-/// A name images.json gives an archive that another archive wins (`lost(file, name)`) is not
-/// expected under that archive's image.
+/// Every image of images.json for this node's platform, under each of its names (the tag
+/// and the digest names alike), then every required one. A name images.json gives an archive
+/// that another archive wins (`lost(file, name)`) is not expected under that archive's image.
+/// On a runtime that lists no digest names (`digest_names` false), an image is expected under
+/// its other names, or by its config when it has only digest names.
 fn expected_images(
     index: Option<&BundleIndex>,
     required: &[String],
     platform: &Platform,
     lost: &dyn Fn(&str, &str) -> bool,
+    digest_names: bool,
 ) -> Vec<Expected> {
     let mut out = Vec::new();
     for archive in index.map(|i| i.archives.as_slice()).unwrap_or_default() {
@@ -774,7 +836,10 @@ fn expected_images(
                     continue;
                 }
                 out.push(Expected {
-                    names,
+                    names: names
+                        .into_iter()
+                        .filter(|n| findable(n, digest_names))
+                        .collect(),
                     config_digest: Some(img.config_digest.clone()),
                     manifest_digest: img.manifest_digest.clone(),
                     source: format!("listed in {} for {}", bundle::INDEX_FILE, archive.file),
@@ -945,9 +1010,21 @@ fn skip_result(k: &Known<'_>, p: &Planned, reporter: &Reporter) -> Option<Archiv
                     f.size
                 ),
             );
-        } else if k.present.covers_bundle_entry(entry, k.lost) {
+        } else if k
+            .present
+            .covers_bundle_entry(entry, &Platform::host(), k.lost)
+        {
+            // Every name of every image, each once: all are labelled for the release.
+            let mut seen = HashSet::new();
+            let names: Vec<String> = entry
+                .images
+                .iter()
+                .flat_map(|i| &i.names)
+                .filter(|n| findable(n, k.present.digest_names) && seen.insert(n.as_str()))
+                .cloned()
+                .collect();
             return Some(skipped(
-                entry.images.iter().flat_map(|i| i.names.clone()).collect(),
+                names,
                 entry
                     .images
                     .iter()
@@ -1520,6 +1597,84 @@ mod tests {
             .contains("with config sha256:old, not sha256:b"));
         assert!(missing[1].reason.ends_with("not in the runtime"));
         assert!(missing[3].reason.starts_with("required (--require)"));
+    }
+
+    /// An images.json entry of a registry export: one image per platform, each with the tag
+    /// and its digest names.
+    fn registry_entry() -> BundleArchive {
+        let image = |arch: &str, manifest: &str, config: &str| bundle::BundleImage {
+            names: vec![
+                "reg/app:1".into(),
+                "reg/app@sha256:index".into(),
+                format!("reg/app@{manifest}"),
+            ],
+            config_digest: config.into(),
+            manifest_digest: Some(manifest.into()),
+            platform: Some(format!("linux/{arch}")),
+            layers: Vec::new(),
+        };
+        BundleArchive {
+            file: "app.tar".into(),
+            size: 1,
+            sha256: String::new(),
+            compression: archive::Compression::None,
+            format: archive::Format::Oci,
+            images: vec![
+                image("amd64", "sha256:m-amd", "sha256:c-amd"),
+                image("arm64", "sha256:m-arm", "sha256:c-arm"),
+            ],
+            source: None,
+            stamp: None,
+        }
+    }
+
+    fn amd64() -> Platform {
+        Platform::parse("linux/amd64").unwrap()
+    }
+
+    #[test]
+    fn an_archive_is_skipped_only_when_its_digest_names_are_present_too() {
+        let entry = registry_entry();
+        let none = |_: &str| false;
+        let all = vec![
+            present("reg/app:1", "sha256:c-amd"),
+            present("reg/app@sha256:index", "sha256:c-amd"),
+            present("reg/app@sha256:m-amd", "sha256:c-amd"),
+        ];
+        // The node's platform alone: the arm64 image's names are not looked for.
+        assert!(PresentSet::new(all.clone()).covers_bundle_entry(&entry, &amd64(), &none));
+        for gone in 0..all.len() {
+            let mut some = all.clone();
+            let name = some.remove(gone).name;
+            assert!(
+                !PresentSet::new(some).covers_bundle_entry(&entry, &amd64(), &none),
+                "skipped without {name}"
+            );
+        }
+        // A runtime that lists no digest names (Docker) is asked for the tag alone.
+        let mut docker = PresentSet::new(vec![present("reg/app:1", "sha256:c-amd")]);
+        docker.digest_names = false;
+        assert!(docker.covers_bundle_entry(&entry, &amd64(), &none));
+    }
+
+    #[test]
+    fn every_name_of_an_image_is_expected_after_the_run_where_the_runtime_lists_it() {
+        let index = BundleIndex {
+            archives: vec![registry_entry()],
+            ..BundleIndex::new()
+        };
+        let none = |_: &str, _: &str| false;
+        let on_containerd = expected_images(Some(&index), &[], &amd64(), &none, true);
+        assert_eq!(on_containerd.len(), 1);
+        assert_eq!(
+            on_containerd[0].names,
+            ["reg/app:1", "reg/app@sha256:index", "reg/app@sha256:m-amd"]
+        );
+        let missing = missing_images(&[present("reg/app:1", "sha256:c-amd")], &on_containerd);
+        let names: Vec<&str> = missing.iter().map(|m| m.image.as_str()).collect();
+        assert_eq!(names, ["reg/app@sha256:index", "reg/app@sha256:m-amd"]);
+        let on_docker = expected_images(Some(&index), &[], &amd64(), &none, false);
+        assert_eq!(on_docker[0].names, ["reg/app:1"]);
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
     let runtime = InRuntime {
         present: detected.runtime.present()?,
         targets: detected.runtime.target_digests()?,
+        digest_names: detected.runtime.lists_digest_names(),
     };
     let platform = Platform::host();
 
@@ -89,6 +90,9 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
 struct InRuntime {
     present: Vec<Present>,
     targets: BTreeMap<String, String>,
+    /// Whether the runtime lists digest names (`Runtime::lists_digest_names`): where it does
+    /// not, an image is looked for under its other names, or by its config.
+    digest_names: bool,
 }
 
 #[derive(Default)]
@@ -142,8 +146,9 @@ impl<W: Write> Out<W> {
     }
 }
 
-/// The images an archive should have put in the runtime: from images.json when it describes
-/// this file (same size), else from reading the archive.
+/// The images an archive should have put in the runtime for `platform`, each with every
+/// name it has (the tag and the digest names alike): from images.json when it describes this
+/// file (same size), else from reading the archive.
 fn expected_images(
     index: Option<&BundleIndex>,
     file: &str,
@@ -154,15 +159,25 @@ fn expected_images(
         .and_then(|i| i.archive(file))
         .filter(|a| a.size == f.size)
     {
-        return Ok(entry
+        let mine: Vec<Expected> = entry
             .images
             .iter()
+            .filter(|i| crate::import::platform_matches(i.platform.as_deref(), platform))
             .map(|i| Expected {
                 names: i.names.clone(),
                 config_digest: Some(i.config_digest.clone()),
                 digests: i.manifest_digest.iter().cloned().collect(),
             })
-            .collect());
+            .collect();
+        // An archive with no image for this node is one missing image, not none.
+        return Ok(match (mine.is_empty(), entry.images.first()) {
+            (true, Some(other)) => vec![Expected {
+                names: other.names.clone(),
+                config_digest: None,
+                digests: Vec::new(),
+            }],
+            _ => mine,
+        });
     }
     let info = archive::inspect_path(&f.path, Limits::default())?;
     Ok(info
@@ -200,10 +215,15 @@ fn check_image<W: Write>(
             reason: Some(format!("the archive has no image for {platform}")),
         });
     };
-    let names: Vec<Option<&str>> = if img.names.is_empty() {
+    let findable: Vec<&String> = img
+        .names
+        .iter()
+        .filter(|n| rt.digest_names || !n.contains('@'))
+        .collect();
+    let names: Vec<Option<&str>> = if findable.is_empty() {
         vec![None]
     } else {
-        img.names.iter().map(|n| Some(n.as_str())).collect()
+        findable.into_iter().map(|n| Some(n.as_str())).collect()
     };
     for name in names {
         let same = |p: &Present| match &p.config_digest {

@@ -283,3 +283,13 @@ def test_every_link_inside_a_guide_points_to_one_of_its_headings(doc: Path):
     assert links, f"{doc.name} has no links to its own sections"
     broken = [link for link in links if link not in anchors]
     assert not broken, f"{doc.name} links to sections it does not have: {broken}"
+
+
+def test_the_readmes_exit_codes_give_exit_1_for_an_image_missing_without_strict():
+    """Finding: the README's exit codes left out the Job's most common exit 1, an image MISSING
+    after the run without --strict (the guide's table has it)."""
+    text = " ".join(lines_outside_code(README.read_text()))
+    sentence = re.search(r"Exit codes: 0 (.*?) 2 usage", text)
+    assert sentence, "the README has no 'Exit codes: 0 ... 2 usage' sentence"
+    one = sentence.group(1)
+    assert re.search(r"\bMISSING\b", one) and "without `--strict`" in one, one

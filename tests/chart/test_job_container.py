@@ -586,3 +586,21 @@ def test_a_tampered_bundled_importer_refuses_to_run_and_imports_nothing(pause_im
     assert "refusing to run /images/.offline-images/offline-images" in log, log
     assert "damaged or replaced" in log, log
     assert bundle["ref"] not in ctr_in(namespace, "images", "ls", "-q").split()
+
+
+def test_log_format_json_reaches_the_prune_job_whose_every_line_is_json(importer_image, bundle, containerd):
+    """Finding: `logFormat: json` did not reach the prune Job: prune had no --log-format and
+    printed text whatever the LOG_FORMAT the chart gives it."""
+    namespace = f"{NAMESPACE}-prune-json"
+    values = merge(job_values(importer_image, bundle, containerd),
+                   {"imagePull": {"enabled": True, "containerdNamespace": namespace, "logFormat": "json",
+                                  "prune": {"enabled": True, "waitSeconds": 0}}})
+    found = rendered_jobs(values)
+    code, log = run_like_kubelet(found["image-import"], node=containerd)
+    assert code == 0, f"the import Job's container exited {code}:\n{log}"
+    code, log = run_like_kubelet(found["image-prune"], node=containerd)
+    assert code == 0, f"the prune Job's container exited {code}:\n{log}"
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert {"name": bundle["ref"], "action": "removed"} in lines, log
+    assert lines[-1]["event"] == "summary" and lines[-1]["removed"] == 1, log
+    assert bundle["ref"] not in containerd.ctr_run(namespace, "images", "ls", "-q").split()

@@ -10,14 +10,14 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \
      application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json";
 
 /// The digest the plain-HTTP registry `addr` serves for `path:reference`, from its
 /// `Docker-Content-Digest` header.
-fn registry_digest(addr: &str, path: &str, reference: &str) -> String {
+pub fn registry_digest(addr: &str, path: &str, reference: &str) -> String {
     let resp = ureq::get(&format!("http://{addr}/v2/{path}/manifests/{reference}"))
         .header("Accept", ACCEPT)
         .call()
@@ -164,7 +164,7 @@ fn archives_in(bundle: &Path) -> usize {
 }
 
 /// Each containerd version of the matrix once (the first pair that has it).
-fn containerd_versions() -> Vec<&'static Daemons> {
+pub fn containerd_versions() -> Vec<&'static Daemons> {
     let mut seen: Vec<&'static Daemons> = Vec::new();
     for d in matrix() {
         if !seen
@@ -275,7 +275,7 @@ fn an_image_exported_by_tag_and_one_by_digest_keep_the_registry_digest_on_every_
 }
 
 /// Build an image for `platform` FROM scratch around the static busybox.
-fn build_for(tag: &str, platform: &str, message: &str) {
+pub fn build_for(tag: &str, platform: &str, message: &str) {
     let ctx = temp_dir("build-platform");
     std::fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
     std::fs::write(ctx.join("message"), format!("{message}\n")).unwrap();

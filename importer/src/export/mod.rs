@@ -898,7 +898,14 @@ fn registry_record(
     sha256: String,
     e: &registry::Exported,
 ) -> BundleArchive {
-    let tag_name = e.names.first().cloned().unwrap_or_default();
+    let source = BundleSource {
+        reference: r.to_string(),
+        repository: r.repository(),
+        tag: r.tag.clone(),
+        digest: e.digest.clone(),
+        index_digest: e.index_digest.clone(),
+        refs: e.names.clone(),
+    };
     BundleArchive {
         file: file.to_string(),
         size,
@@ -909,7 +916,9 @@ fn registry_record(
             .images
             .iter()
             .map(|p| BundleImage {
-                names: vec![tag_name.clone()],
+                // Every name the archive gives this image: the tag and the digest names a pod
+                // may use, each imported, labelled, verified and pruned like the tag.
+                names: source.names_for(Some(&p.manifest_digest)),
                 config_digest: p.config_digest.clone(),
                 manifest_digest: Some(p.manifest_digest.clone()),
                 platform: p.platform.as_ref().map(ToString::to_string),
@@ -923,14 +932,7 @@ fn registry_record(
                     .collect(),
             })
             .collect(),
-        source: Some(BundleSource {
-            reference: r.to_string(),
-            repository: r.repository(),
-            tag: r.tag.clone(),
-            digest: e.digest.clone(),
-            index_digest: e.index_digest.clone(),
-            refs: e.names.clone(),
-        }),
+        source: Some(source),
         stamp: None,
     }
 }
@@ -939,6 +941,41 @@ fn registry_record(
 mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn images_json_records_every_name_the_archive_gives_each_image() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let r = Reference::parse("reg.example.com/shop/web:1").unwrap();
+        let repo = "reg.example.com/shop/web";
+        let platform = |arch: &str, m: char, c: char| registry::PlatformExport {
+            platform: crate::archive::Platform::parse(&format!("linux/{arch}")),
+            manifest_digest: d(m),
+            config_digest: d(c),
+            layers: Vec::new(),
+        };
+        // The names index.json gives (registry::names_of): tag, index, each manifest.
+        let names = vec![
+            format!("{repo}:1"),
+            format!("{repo}@{}", d('a')),
+            format!("{repo}@{}", d('b')),
+            format!("{repo}@{}", d('c')),
+        ];
+        let e = registry::Exported {
+            digest: d('a'),
+            index_digest: Some(d('a')),
+            images: vec![platform("amd64", 'b', 'd'), platform("arm64", 'c', 'e')],
+            names: names.clone(),
+            downloaded: 0,
+            cached: 0,
+            source: "http://reg.example.com".into(),
+        };
+        let record = registry_record(&r, "web.tar", 1, "0".repeat(64), &e);
+        assert_eq!(record.images[0].names, names[..3]);
+        assert_eq!(
+            record.images[1].names,
+            [names[0].clone(), names[1].clone(), names[3].clone()]
+        );
+    }
 
     #[test]
     fn leftovers_of_a_dead_run_are_removed_and_live_or_recent_ones_kept() {

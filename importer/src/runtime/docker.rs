@@ -370,6 +370,12 @@ impl Runtime for Docker {
         false
     }
 
+    /// Docker names images by tag: the classic store has no place for a digest name after a
+    /// load, and the containerd image store lists one among `RepoDigests`, not as a name.
+    fn lists_digest_names(&self) -> bool {
+        false
+    }
+
     fn node_architecture(&self) -> Option<String> {
         (!self.architecture.is_empty()).then(|| super::oci_architecture(&self.architecture))
     }

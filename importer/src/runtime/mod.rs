@@ -79,6 +79,13 @@ pub trait Runtime: Send + Sync {
         true
     }
 
+    /// Whether [`Runtime::present`] lists the digest names an archive gives its images
+    /// (`repo@sha256:…`) as names, so that each one can be looked for. Where it does not, an
+    /// image is found by its other names, or by its config when it has only digest names.
+    fn lists_digest_names(&self) -> bool {
+        true
+    }
+
     /// Load one archive, given as its decompressed tar stream, for `platform`. The stream is
     /// read to its end; the error, if any, says what the runtime answered.
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported>;
