@@ -406,7 +406,9 @@ impl Runtime for Docker {
                     ),
                 });
             }
-            // Dropping the request without its last chunk makes Docker drop what it read.
+            // Dropping the request without its last chunk makes Docker drop what it read. An
+            // archive refused for what it holds (a name no runtime takes) was read whole.
+            (Err(e), None) if failure::kind_of(&e) == Kind::Archive => return Err(e),
             (Err(e), None) => return Err(e.context("the archive cannot be read")),
             (Ok(i), None) => i,
         };
