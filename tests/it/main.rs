@@ -18,3 +18,4 @@ mod registry;
 mod reliability;
 mod selfcheck;
 mod versions;
+mod whole;
