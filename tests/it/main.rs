@@ -20,3 +20,4 @@ mod reliability;
 mod selfcheck;
 mod text_log;
 mod versions;
+mod whole;

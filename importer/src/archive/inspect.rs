@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{open, ArchiveInfo, Compression, Format, Image, Platform, PlatformImage};
+use crate::failure::{Failure, Kind};
 use crate::reference;
 use crate::stop::stop_signal;
 use crate::units::human_bytes;
@@ -771,10 +772,10 @@ fn resolve(
             )?;
             let mut images = Vec::new();
             for desc in &index.manifests {
-                images.push(oci_image(scan, desc, &mut warnings)?);
+                images.push(oci_image(scan, desc)?);
             }
             let format = if let Some(m) = manifest {
-                merge_docker_names(scan, m, &mut images, limits, &mut warnings)?;
+                merge_docker_names(scan, m, &mut images, limits)?;
                 Format::DockerOci
             } else {
                 Format::Oci
@@ -793,7 +794,7 @@ fn resolve(
             let entries = docker_entries(manifest, limits)?;
             let mut images = Vec::new();
             for entry in &entries {
-                images.push(docker_image(scan, entry, &mut warnings)?);
+                images.push(docker_image(scan, entry)?);
             }
             (Format::DockerArchive, images)
         }
@@ -853,12 +854,14 @@ fn docker_entries(data: &[u8], limits: Limits) -> Result<Vec<DockerManifestEntry
     Ok(entries)
 }
 
-/// The names, normalised, each once (in linear time), in their first order; a name that is
-/// not a reference is a warning.
+/// The names as Docker and containerd write them, each once (in linear time), in their first
+/// order. A name that is not a reference by Docker's rules (see `reference`) refuses the whole
+/// archive: Docker would load the images named before it and then fail, and the kubelet could
+/// never ask for it.
 fn normalize_names<'a>(
     names: impl IntoIterator<Item = &'a str>,
-    warnings: &mut Vec<String>,
-) -> Vec<String> {
+    source: &str,
+) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for n in names {
@@ -868,21 +871,31 @@ fn normalize_names<'a>(
                     out.push(r)
                 }
             }
-            Err(e) => warnings.push(e.to_string()),
+            Err(e) => {
+                return Err(Failure::error(
+                    Kind::Archive,
+                    format!("{source}: {e}; no image of this archive is imported"),
+                ))
+            }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Name precedence, as containerd's importer has it: `io.containerd.image.name`, then
 /// `org.opencontainers.image.ref.name` when it is a whole reference (not just a tag).
-fn oci_names(desc: &Descriptor, warnings: &mut Vec<String>) -> Vec<String> {
+fn oci_names(desc: &Descriptor) -> Result<Vec<String>> {
     if let Some(n) = desc.annotations.get(ANNOTATION_CONTAINERD_NAME) {
-        return normalize_names([n.as_str()], warnings);
+        return normalize_names(
+            [n.as_str()],
+            &format!("index.json {ANNOTATION_CONTAINERD_NAME}"),
+        );
     }
     match desc.annotations.get(ANNOTATION_REF_NAME) {
-        Some(n) if n.contains('/') || n.contains(':') => normalize_names([n.as_str()], warnings),
-        _ => Vec::new(),
+        Some(n) if n.contains('/') || n.contains(':') => {
+            normalize_names([n.as_str()], &format!("index.json {ANNOTATION_REF_NAME}"))
+        }
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -894,8 +907,8 @@ fn bare_tag(desc: &Descriptor) -> Option<&str> {
         .map(String::as_str)
 }
 
-fn oci_image(scan: &Scan, desc: &Descriptor, warnings: &mut Vec<String>) -> Result<Image> {
-    let names = oci_names(desc, warnings);
+fn oci_image(scan: &Scan, desc: &Descriptor) -> Result<Image> {
+    let names = oci_names(desc)?;
     let mut platforms = Vec::new();
     collect_platforms(scan, desc, None, 0, &mut platforms)?;
     Ok(Image {
@@ -1016,12 +1029,11 @@ fn merge_docker_names(
     manifest: &[u8],
     images: &mut Vec<Image>,
     limits: Limits,
-    warnings: &mut Vec<String>,
 ) -> Result<()> {
     let entries = docker_entries(manifest, limits)?;
     for entry in &entries {
         let tags = entry.repo_tags.iter().flatten().map(String::as_str);
-        let names = normalize_names(tags, warnings);
+        let names = normalize_names(tags, "manifest.json RepoTags")?;
         let config_digest = entry
             .config
             .strip_prefix("blobs/")
@@ -1039,17 +1051,13 @@ fn merge_docker_names(
                     }
                 }
             }
-            None => images.push(docker_image(scan, entry, warnings)?),
+            None => images.push(docker_image(scan, entry)?),
         }
     }
     Ok(())
 }
 
-fn docker_image(
-    scan: &Scan,
-    entry: &DockerManifestEntry,
-    warnings: &mut Vec<String>,
-) -> Result<Image> {
+fn docker_image(scan: &Scan, entry: &DockerManifestEntry) -> Result<Image> {
     let config_name = normalize_name(entry.config.as_bytes())?;
     let config = scan.json_of(&config_name).ok_or_else(|| {
         anyhow!("manifest.json names the config {config_name}, which is not in the archive")
@@ -1066,7 +1074,7 @@ fn docker_image(
     }
     let tags = entry.repo_tags.iter().flatten().map(String::as_str);
     Ok(Image {
-        names: normalize_names(tags, warnings),
+        names: normalize_names(tags, "manifest.json RepoTags")?,
         digest: None,
         platforms: vec![PlatformImage {
             manifest_digest: converted_manifest_digest(config, &sizes),

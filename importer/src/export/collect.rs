@@ -39,7 +39,8 @@ pub struct Collected {
 
 impl Collected {
     pub(super) fn add(&mut self, origin: &str, value: &str) {
-        match Reference::parse(value) {
+        // What a person typed may have spaces around it; a reference itself never has.
+        match Reference::parse(value.trim()) {
             Ok(r) => {
                 self.refs.insert(r);
             }

@@ -8,14 +8,14 @@
 //! name in it or in `index.json` would make Docker refuse it or name an image short: then a
 //! corrected `manifest.json` or `index.json` is appended the same way (the last one wins).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use super::http::{truncate, Client, Response, Wait};
+use super::http::{truncate, Client, Request, Response, Wait};
 use super::{Imported, Present, Runtime};
 use crate::archive::{inspect_stream_detailed, Compression, Limits, Platform};
 use crate::failure::{self, Kind};
@@ -396,23 +396,11 @@ impl Runtime for Docker {
         let inspected = match (inspected, sink_error) {
             (_, Some(write_error)) => {
                 drop(forward);
-                // Docker stopped taking the archive: it may have said why.
-                return Err(match request.response_after_failed_write() {
-                    Ok(mut resp) => match read_load_answer(&peer, &mut resp) {
-                        Err(e) => e,
-                        Ok(_) => anyhow!(
-                            "{peer} stopped reading the archive before its end ({write_error}) and reported no error"
-                        ),
-                    },
-                    // No answer at all: the daemon went away (restarted, killed) mid-archive.
-                    Err(_) => anyhow!(
-                        "{peer} closed the connection before the end of the archive \
-                         ({write_error}): was dockerd restarted? The archive was not loaded; \
-                         run the import again"
-                    ),
-                });
+                return Err(stopped_reading(&peer, request, &write_error));
             }
-            // Dropping the request without its last chunk makes Docker drop what it read.
+            // Dropping the request without its last chunk makes Docker drop what it read. An
+            // archive refused for what it holds (a name no runtime takes) was read whole.
+            (Err(e), None) if failure::kind_of(&e) == Kind::Archive => return Err(e),
             (Err(e), None) => return Err(e.context("the archive cannot be read")),
             (Ok(i), None) => i,
         };
@@ -422,6 +410,12 @@ impl Runtime for Docker {
             Ok(f) => f,
             Err(e) => return Err(e.context("the archive cannot be read")),
         };
+        // Docker names images only once it has read the end of the archive, held back until
+        // now: what the archive's names stand for before then is what a failed load undoes to.
+        let before = self.before_load(&info).context(
+            "cannot list Docker's images before the load (needed to undo a load that fails \
+             half-way); nothing of the archive was loaded",
+        )?;
         let finished = if inspected.has_docker_manifest && fixes.is_empty() {
             forward.pass_through_end()
         } else {
@@ -441,19 +435,37 @@ impl Runtime for Docker {
                 drop(forward);
                 // Docker's own reason, when it gave one, says more than the broken pipe.
                 if let Ok(mut resp) = request.response_after_failed_write() {
-                    read_load_answer(&peer, &mut resp)?;
+                    read_load_answer(&peer, &mut resp)?.result(&peer)?;
                 }
             }
             return Err(e);
         }
         drop(forward);
-        let mut resp = request.response(Wait::Unlimited)?;
-        let names = read_load_answer(&peer, &mut resp)?;
+        let names = self.await_load(&peer, request, &before, &info)?;
         Ok(Imported {
             info,
             names,
             detail: None,
         })
+    }
+}
+
+/// Docker stopped taking the archive: the error it gave, or else what the write met. Docker
+/// names nothing before it has read the archive's end, so nothing is left to undo.
+fn stopped_reading(peer: &str, request: Request, write_error: &io::Error) -> anyhow::Error {
+    match request.response_after_failed_write() {
+        Ok(mut resp) => match read_load_answer(peer, &mut resp).and_then(|a| a.result(peer)) {
+            Err(e) => e,
+            Ok(_) => anyhow!(
+                "{peer} stopped reading the archive before its end ({write_error}) and reported no error"
+            ),
+        },
+        // No answer at all: the daemon went away (restarted, killed) mid-archive.
+        Err(_) => anyhow!(
+            "{peer} closed the connection before the end of the archive \
+             ({write_error}): was dockerd restarted? The archive was not loaded; \
+             run the import again"
+        ),
     }
 }
 
@@ -516,9 +528,287 @@ impl Docker {
     }
 }
 
+/// Docker's names and images at one moment: what a failed load is undone to.
+#[derive(Debug, Default)]
+struct Listing {
+    /// Every tag Docker lists, normalised, and the image ID it names.
+    tags: BTreeMap<String, String>,
+    /// Every image ID, named or not.
+    ids: BTreeSet<String>,
+    /// The archive's digest names (`repo@sha256:…`), on the containerd image store (the classic
+    /// store loads none): the image ID each names, or None. The image list shows only tags.
+    digests: BTreeMap<String, Option<String>>,
+}
+
+impl Listing {
+    fn id_of(&self, name: &str) -> Option<&String> {
+        match self.digests.get(name) {
+            Some(id) => id.as_ref(),
+            None => self.tags.get(name),
+        }
+    }
+
+    /// No tag names `id`.
+    fn unnamed(&self, id: &str) -> bool {
+        self.ids.contains(id) && !self.tags.values().any(|t| t == id)
+    }
+}
+
+impl Docker {
+    /// What Docker has now, with the image each digest name of `info` stands for.
+    fn before_load(&self, info: &crate::archive::ArchiveInfo) -> Result<Listing> {
+        let digest_names = info.images.iter().flat_map(|i| &i.names);
+        let digest_names = digest_names.filter(|n| self.containerd_store && n.contains('@'));
+        self.listing(digest_names)
+    }
+
+    fn listing<'a>(&self, digest_names: impl IntoIterator<Item = &'a String>) -> Result<Listing> {
+        let mut listing = Listing::default();
+        for (name, id, _) in self.images()? {
+            if name != id {
+                listing.tags.insert(name, id.clone());
+            }
+            listing.ids.insert(id);
+        }
+        for name in digest_names {
+            listing.digests.insert(name.clone(), self.image_id(name)?);
+        }
+        Ok(listing)
+    }
+
+    /// End the archive, wait for Docker's answer, and when the load failed, undo what it did:
+    /// Docker names the images of an archive one after the other, and a failure after the first
+    /// would leave it half-loaded.
+    fn await_load(
+        &self,
+        peer: &str,
+        request: Request,
+        before: &Listing,
+        info: &crate::archive::ArchiveInfo,
+    ) -> Result<Vec<String>> {
+        let answer = request
+            .response(Wait::Unlimited)
+            .and_then(|mut resp| read_load_answer(peer, &mut resp));
+        let (error, answer) = match answer {
+            Ok(a) if a.errors.is_empty() => return Ok(a.names),
+            Ok(a) => (a.error(peer), a),
+            Err(e) => (e, LoadAnswer::default()),
+        };
+        let mut claimed: BTreeSet<String> = info
+            .images
+            .iter()
+            .flat_map(|i| i.names.iter().cloned())
+            .collect();
+        claimed.extend(answer.names.iter().cloned());
+        let undo = self.undo_load(before, &claimed, &answer.ids);
+        Err(match undo.describe() {
+            Some(what) => error.context(what),
+            None => error,
+        })
+    }
+
+    /// Put every name of `claimed` back as it was in `before` (removed when it was not there,
+    /// moved back to its image when the load moved it), then remove the images the load added
+    /// that no name holds any more. Images that were there before are never removed.
+    fn undo_load(&self, before: &Listing, claimed: &BTreeSet<String>, ids: &[String]) -> Undo {
+        let mut undo = Undo::default();
+        let digests = claimed.iter().filter(|n| before.digests.contains_key(*n));
+        let after = match self.listing(digests) {
+            Ok(l) => l,
+            Err(e) => {
+                undo.problems
+                    .push(format!("cannot list Docker's images after the load: {e:#}"));
+                return undo;
+            }
+        };
+        let mut added: BTreeSet<String> = ids.iter().cloned().collect();
+        for name in claimed {
+            let Some(now) = after.id_of(name) else {
+                continue;
+            };
+            added.insert(now.clone());
+            let done = match before.id_of(name) {
+                Some(was) if was == now => continue,
+                Some(was) => self
+                    .tag_image(was, name)
+                    .map(|()| format!("{name} (put back on {was})")),
+                None => self
+                    .delete_image(name)
+                    .map(|()| format!("{name} (removed)")),
+            };
+            match done {
+                Ok(what) => undo.done.push(what),
+                Err(e) => undo.problems.push(format!("{e:#}")),
+            }
+        }
+        added.retain(|id| !before.ids.contains(id));
+        if added.is_empty() {
+            return undo;
+        }
+        let after = match self.listing([]) {
+            Ok(l) => l,
+            Err(e) => {
+                undo.problems
+                    .push(format!("cannot list Docker's images: {e:#}"));
+                return undo;
+            }
+        };
+        for id in added.iter().filter(|id| after.unnamed(id)) {
+            match self.delete_image(id) {
+                Ok(()) => undo.done.push(format!("the unnamed image {id} (removed)")),
+                Err(e) => undo.problems.push(format!("{e:#}")),
+            }
+        }
+        undo
+    }
+
+    /// `GET /images/NAME/json`: the image ID, or None when Docker has no such image.
+    fn image_id(&self, name: &str) -> Result<Option<String>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Inspect {
+            id: String,
+        }
+        let p = format!("/images/{name}/json");
+        let mut resp = self.client.get(&self.path(&p))?;
+        match resp.status {
+            200 => {}
+            404 => return Ok(None),
+            _ => {
+                return Err(refusal(
+                    &self.client.describe_peer(),
+                    &format!("GET {p}"),
+                    &mut resp,
+                ))
+            }
+        }
+        let body = resp.text(SMALL_ANSWER)?;
+        let inspect: Inspect = serde_json::from_str(&body)
+            .map_err(|e| anyhow!("GET {p} answered something unexpected ({e})"))?;
+        Ok(Some(inspect.id))
+    }
+
+    /// `DELETE /images/NAME`: the name goes, and the image with it when no other name holds it
+    /// (its parents stay). An image that is already gone is no error.
+    fn delete_image(&self, name: &str) -> Result<()> {
+        let p = format!("/images/{name}?noprune=1");
+        let mut resp = self
+            .client
+            .start("DELETE", &self.path(&p), &[], Some(0))?
+            .response(Wait::Short)?;
+        match resp.status {
+            200 | 404 => Ok(()),
+            _ => Err(refusal(
+                &self.client.describe_peer(),
+                &format!("DELETE /images/{name}"),
+                &mut resp,
+            )),
+        }
+    }
+
+    /// `POST /images/ID/tag`: `name` names the image `id` again.
+    fn tag_image(&self, id: &str, name: &str) -> Result<()> {
+        let r = reference::Reference::parse(name)?;
+        let tag = r.tag.as_deref().unwrap_or("latest");
+        let p = format!(
+            "/images/{id}/tag?repo={}&tag={}",
+            query_escape(&r.repository()),
+            query_escape(tag)
+        );
+        let mut resp = self
+            .client
+            .start("POST", &self.path(&p), &[], Some(0))?
+            .response(Wait::Short)?;
+        match resp.status {
+            200 | 201 => Ok(()),
+            _ => Err(refusal(
+                &self.client.describe_peer(),
+                &format!("tagging {id} as {name}"),
+                &mut resp,
+            )),
+        }
+    }
+}
+
+/// What undoing a failed load did, for its error message.
+#[derive(Debug, Default)]
+struct Undo {
+    /// What was put back: `NAME (removed)`, `NAME (put back on ID)`, `ID (removed)`.
+    done: Vec<String>,
+    problems: Vec<String>,
+}
+
+impl Undo {
+    /// None when the load had changed nothing.
+    fn describe(&self) -> Option<String> {
+        let done = self.done.join(", ");
+        let problems = self.problems.join("; ");
+        match (done.is_empty(), problems.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(format!(
+                "the load failed after Docker had changed {done}; all undone"
+            )),
+            (false, false) => Some(format!(
+                "the load failed after Docker had changed {done}; undone but for: {problems}"
+            )),
+            (true, false) => Some(format!(
+                "the load failed, and what Docker may have loaded could not be undone: {problems}"
+            )),
+        }
+    }
+}
+
+/// What Docker's answer to a load said, line by line.
+#[derive(Debug, Default)]
+struct LoadAnswer {
+    /// `Loaded image: NAME`, normalised.
+    names: Vec<String>,
+    /// `Loaded image ID: sha256:…`, for an image the archive does not name.
+    ids: Vec<String>,
+    /// `{"error": …}` lines, and the containerd image store's `Error unpacking image …`
+    /// (it names the image, then fails to unpack it, and still answers as if all went well).
+    errors: Vec<String>,
+}
+
+impl LoadAnswer {
+    /// The names Docker loaded, or the error its answer holds.
+    fn result(self, peer: &str) -> Result<Vec<String>> {
+        if self.errors.is_empty() {
+            Ok(self.names)
+        } else {
+            Err(self.error(peer))
+        }
+    }
+
+    fn error(&self, peer: &str) -> anyhow::Error {
+        anyhow!(
+            "{peer} refused the image archive: {}",
+            self.errors.join("; ")
+        )
+    }
+
+    /// One line of the answer's `stream` text.
+    fn stream_line(&mut self, text: &str) {
+        let text = text.trim();
+        if let Some(id) = text.strip_prefix("Loaded image ID: ") {
+            self.ids.push(id.trim().to_string());
+        } else if let Some(name) = text.strip_prefix("Loaded image: ") {
+            let name =
+                reference::normalize(name.trim()).unwrap_or_else(|_| name.trim().to_string());
+            if !self.names.contains(&name) {
+                self.names.push(name);
+            }
+        } else if text.starts_with("Error unpacking image ")
+            && !self.errors.iter().any(|e| e == text)
+        {
+            self.errors.push(text.to_string());
+        }
+    }
+}
+
 /// Read every line of a load's answer. A failed load still answers HTTP 200, with an
-/// `{"error": ...}` line; its message is the error. Returns the names Docker loaded.
-fn read_load_answer(peer: &str, resp: &mut Response) -> Result<Vec<String>> {
+/// `{"error": ...}` line; [`LoadAnswer::result`] makes it the error.
+fn read_load_answer(peer: &str, resp: &mut Response) -> Result<LoadAnswer> {
     if resp.status != 200 {
         return Err(refusal(peer, "the image archive", resp));
     }
@@ -536,8 +826,7 @@ fn read_load_answer(peer: &str, resp: &mut Response) -> Result<Vec<String>> {
         #[serde(default)]
         message: Option<String>,
     }
-    let mut names = Vec::new();
-    let mut errors: Vec<String> = Vec::new();
+    let mut answer = LoadAnswer::default();
     let mut odd: Vec<String> = Vec::new();
     let read = resp.body.for_each_line(1 << 20, |line| {
         let line = line.trim();
@@ -548,18 +837,12 @@ fn read_load_answer(peer: &str, resp: &mut Response) -> Result<Vec<String>> {
             Ok(l) => {
                 let detail = l.error_detail.and_then(|d| d.message);
                 if let Some(msg) = detail.or(l.error) {
-                    if !errors.contains(&msg) {
-                        errors.push(msg);
+                    if !answer.errors.contains(&msg) {
+                        answer.errors.push(msg);
                     }
                 }
                 for text in l.stream.iter().flat_map(|s| s.lines()) {
-                    if let Some(name) = text.trim().strip_prefix("Loaded image: ") {
-                        let name = reference::normalize(name.trim())
-                            .unwrap_or_else(|_| name.trim().to_string());
-                        if !names.contains(&name) {
-                            names.push(name);
-                        }
-                    }
+                    answer.stream_line(text);
                 }
             }
             Err(_) => {
@@ -572,16 +855,13 @@ fn read_load_answer(peer: &str, resp: &mut Response) -> Result<Vec<String>> {
     });
     let read = read.map_err(|e| anyhow!("{peer}: reading the answer to the load: {e}"))?;
     read?;
-    if !errors.is_empty() {
-        bail!("{peer} refused the image archive: {}", errors.join("; "));
-    }
-    if !odd.is_empty() {
+    if !odd.is_empty() && answer.errors.is_empty() {
         bail!(
             "{peer}: not a Docker API: the answer to the load has lines that are not JSON: {}",
             odd.join(" | ")
         );
     }
-    Ok(names)
+    Ok(answer)
 }
 
 const BLOCK: usize = 512;
@@ -896,7 +1176,8 @@ mod tests {
             .unwrap();
         req.write_all(b"tar").unwrap();
         let mut resp = req.response(Wait::Short).unwrap();
-        let result = read_load_answer("Docker at test.sock", &mut resp);
+        let result =
+            read_load_answer("Docker at test.sock", &mut resp).and_then(|a| a.result("Docker"));
         server.join().unwrap();
         result
     }
@@ -925,6 +1206,45 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(names, ["docker.io/oi-test/alpha:1", "quay.io/o/beta:2"]);
+    }
+
+    #[test]
+    fn an_image_the_containerd_store_named_but_could_not_unpack_fails_the_load() {
+        // Docker 28's containerd image store answers a load whose layer does not apply with
+        // stream lines only: the image is named, yet no container can run from it.
+        let err = answer_load(concat!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n",
+            "{\"stream\":\"Loaded image: oi-test/a:1\\n\"}\r\n",
+            "{\"stream\":\"Loaded image: oi-test/b:1\\n\"}\r\n",
+            "{\"stream\":\"Error unpacking image oi-test/b:1: wrong diff id calculated on extraction\\n\"}\r\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("refused the image archive"), "{err}");
+        assert!(err.contains("Error unpacking image oi-test/b:1"), "{err}");
+    }
+
+    #[test]
+    fn what_a_failed_load_left_is_read_from_its_answer() {
+        let mut answer = LoadAnswer::default();
+        answer.stream_line("Loaded image: oi-test/a:1\n");
+        answer.stream_line("The image oi-test/a:1 already exists, renaming the old one with ID sha256:00 to empty string");
+        answer.stream_line("Loaded image ID: sha256:0123\n");
+        assert_eq!(answer.names, ["docker.io/oi-test/a:1"]);
+        assert_eq!(answer.ids, ["sha256:0123"]);
+        assert!(answer.errors.is_empty());
+    }
+
+    #[test]
+    fn an_undo_says_what_it_removed_and_what_it_could_not() {
+        assert_eq!(Undo::default().describe(), None);
+        let undo = Undo {
+            done: vec!["docker.io/oi-test/a:1 (removed)".into()],
+            problems: vec!["conflict".into()],
+        };
+        let text = undo.describe().unwrap();
+        assert!(text.contains("docker.io/oi-test/a:1 (removed)"), "{text}");
+        assert!(text.contains("undone but for: conflict"), "{text}");
     }
 
     #[test]
