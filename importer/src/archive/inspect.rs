@@ -184,16 +184,12 @@ impl Inspected {
     /// A docker-archive `manifest.json` describing this OCI layout, for a loader that reads only
     /// docker-archives: one entry per image, for the manifest of `node`'s platform, whose
     /// `Config` and `Layers` are the blob files already in the archive. Images with no complete
-    /// manifest for `node` are left out and named in the second value; an error when none is left.
-    pub fn docker_manifest_for(&self, node: &Platform) -> Result<(Vec<u8>, Vec<String>)> {
+    /// manifest for `node` are left out (the import names them, for every backend); an error
+    /// when none is left.
+    pub fn docker_manifest_for(&self, node: &Platform) -> Result<Vec<u8>> {
         let mut entries = Vec::new();
-        let mut left_out = Vec::new();
         for image in &self.info.images {
             let Some(chosen) = image.for_platform(node) else {
-                left_out.push(format!(
-                    "{} has no complete image for {node} in this archive",
-                    image.display_names()
-                ));
                 continue;
             };
             let manifest_digest = chosen.manifest_digest.as_deref().ok_or_else(|| {
@@ -222,13 +218,9 @@ impl Inspected {
             }));
         }
         if entries.is_empty() {
-            bail!(
-                "the archive has no complete image for {node} (it has: {})",
-                self.info.complete_platforms()
-            );
+            bail!("{}", self.info.no_image_for(node));
         }
-        let json = serde_json::to_vec(&entries).map_err(|e| anyhow!("manifest.json: {e}"))?;
-        Ok((json, left_out))
+        serde_json::to_vec(&entries).map_err(|e| anyhow!("manifest.json: {e}"))
     }
 }
 
@@ -1355,10 +1347,9 @@ mod tests {
             inspect_stream_detailed(&tar[..], Compression::None, Limits::default()).unwrap();
         assert!(!inspected.has_docker_manifest);
         assert_eq!(inspected.end_of_entries, tar.len() as u64 - 1024);
-        let (json, left_out) = inspected
+        let json = inspected
             .docker_manifest_for(&Platform::parse("linux/amd64").unwrap())
             .unwrap();
-        assert!(left_out.is_empty());
         let m: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(
             m,
@@ -1373,7 +1364,8 @@ mod tests {
             .unwrap_err();
         assert!(
             err.to_string()
-                .contains("no complete image for linux/arm64 (it has: linux/amd64)"),
+                == "the archive holds no complete image for this node's platform linux/arm64 \
+                    (it has: linux/amd64)",
             "{err}"
         );
     }

@@ -407,22 +407,19 @@ impl Runtime for Docker {
                 });
             }
             // Dropping the request without its last chunk makes Docker drop what it read.
-            (Err(e), None) => return Err(e.context("the archive cannot be read")),
+            // The reader's own words, as every backend, `list` and `verify` give them.
+            (Err(e), None) => return Err(e),
             (Ok(i), None) => i,
         };
         let mut info = inspected.info.clone();
         // A later manifest.json or index.json replaces the first in every Docker's load.
-        let fixes = match docker_fixes(&inspected) {
-            Ok(f) => f,
-            Err(e) => return Err(e.context("the archive cannot be read")),
-        };
+        let fixes = docker_fixes(&inspected)?;
         let finished = if inspected.has_docker_manifest && fixes.is_empty() {
             forward.pass_through_end()
         } else {
             let mut entries = fixes;
             if !inspected.has_docker_manifest {
-                let (manifest, left_out) = inspected.docker_manifest_for(platform)?;
-                info.warnings.extend(left_out);
+                let manifest = inspected.docker_manifest_for(platform)?;
                 if let Some(w) = self.digest_names_warning(&info) {
                     info.warnings.push(w);
                 }
