@@ -30,9 +30,11 @@ struct Line<'a> {
 /// One image an archive should have put in the runtime.
 struct Expected {
     names: Vec<String>,
+    /// None when the archive has no image for the node's platform (`absent` says so).
     config_digest: Option<String>,
     /// Its manifest and index digests, for a runtime that knows no config digests.
     digests: Vec<String>,
+    absent: Option<String>,
 }
 
 pub fn run(args: &VerifyArgs) -> Result<Code> {
@@ -70,7 +72,7 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
         match expected_images(index.as_ref(), &file, f, &platform) {
             Ok(expected) => {
                 for img in &expected {
-                    check_image(&mut out, &file, img, &runtime, &platform)?;
+                    check_image(&mut out, &file, img, &runtime)?;
                 }
             }
             Err(e) => out.unreadable(&file, format!("{e:#}"))?,
@@ -87,10 +89,17 @@ struct InRuntime {
     targets: BTreeMap<String, String>,
 }
 
+/// Counted per image (one image may have several names); the names missing are listed.
 #[derive(Default)]
 struct Tally {
+    /// Images present under every name.
     ok: usize,
+    /// Images absent under one name or more.
+    missing_images: usize,
+    /// Every name (or config digest) missing.
     missing: Vec<String>,
+    /// Names checked.
+    names: usize,
     unreadable: usize,
 }
 
@@ -156,6 +165,7 @@ fn expected_images(
                 names: i.names.clone(),
                 config_digest: Some(i.config_digest.clone()),
                 digests: i.manifest_digest.iter().cloned().collect(),
+                absent: None,
             })
             .collect());
     }
@@ -172,6 +182,7 @@ fn expected_images(
                     .into_iter()
                     .flatten()
                     .collect(),
+                absent: p.is_none().then(|| i.not_for(platform)),
             }
         })
         .collect())
@@ -183,18 +194,19 @@ fn check_image<W: Write>(
     file: &str,
     img: &Expected,
     rt: &InRuntime,
-    platform: &Platform,
 ) -> io::Result<()> {
     let Some(config) = img.config_digest.as_deref() else {
+        out.tally.missing_images += 1;
         out.tally.missing.push(img.names.join(", "));
         return out.line(&Line {
             file,
             status: "missing",
             name: img.names.first().map(String::as_str),
             config_digest: None,
-            reason: Some(format!("the archive has no image for {platform}")),
+            reason: img.absent.clone(),
         });
     };
+    let mut all_here = true;
     let names: Vec<Option<&str>> = if img.names.is_empty() {
         vec![None]
     } else {
@@ -223,9 +235,9 @@ fn check_image<W: Write>(
             },
             None => "no image with this config is in the runtime".to_string(),
         });
-        if here {
-            out.tally.ok += 1;
-        } else {
+        out.tally.names += 1;
+        if !here {
+            all_here = false;
             out.tally.missing.push(name.unwrap_or(config).to_string());
         }
         out.line(&Line {
@@ -236,6 +248,11 @@ fn check_image<W: Write>(
             reason,
         })?;
     }
+    if all_here {
+        out.tally.ok += 1;
+    } else {
+        out.tally.missing_images += 1;
+    }
     Ok(())
 }
 
@@ -243,15 +260,15 @@ fn check_image<W: Write>(
 fn report(t: &Tally, archives: usize) -> Code {
     if t.missing.is_empty() && t.unreadable == 0 {
         eprintln!(
-            "offline-images: all {} image(s) of {archives} archive(s) are present",
-            t.ok
+            "offline-images: all {} image(s) of {archives} archive(s) are present, under {} \
+             name(s)",
+            t.ok, t.names
         );
         return Code::Success;
     }
     let mut msg = format!(
         "offline-images: {} image(s) present, {} missing",
-        t.ok,
-        t.missing.len()
+        t.ok, t.missing_images
     );
     if !t.missing.is_empty() {
         msg.push_str(&format!(": {}", t.missing.join(", ")));
