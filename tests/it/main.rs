@@ -17,4 +17,5 @@ mod prune;
 mod registry;
 mod reliability;
 mod selfcheck;
+mod troubleshooting;
 mod versions;

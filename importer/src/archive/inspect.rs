@@ -709,8 +709,8 @@ fn document_is_index(path: &str, data: &[u8]) -> Result<bool> {
     }
     let shape: Shape = parse(path, data)?;
     match (shape.manifests.is_some(), shape.config.is_some()) {
-        (true, true) => bail!("{path} has both `manifests` and `config`: it is neither an image index nor an image manifest"),
-        (false, false) => bail!("{path} has neither `manifests` nor `config`: it is neither an image index nor an image manifest"),
+        (true, true) => bail!("{path} has both a manifests list and a config: it is neither an image index nor an image manifest"),
+        (false, false) => bail!("{path} has neither a manifests list nor a config: it is neither an image index nor an image manifest"),
         (is_index, _) => Ok(is_index),
     }
 }
