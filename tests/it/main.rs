@@ -19,3 +19,4 @@ mod reliability;
 mod selfcheck;
 mod troubleshooting;
 mod versions;
+mod wording;
