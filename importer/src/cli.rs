@@ -17,6 +17,11 @@ use crate::runtime::detect;
 /// compressed archives with SHA256SUMS and images.json. On the node (usually as a Helm
 /// pre-install hook Job), `import` loads every archive of the bundle into containerd or
 /// Docker, skipping what is already there and carrying on past bad archives.
+///
+/// The copy of this binary that `export` puts in a bundle (.offline-images/offline-images)
+/// checks itself before any command against the .sha256 file beside it and, when
+/// OFFLINE_IMAGES_BINARY_SHA256 is set (the chart's imagePull.bootstrap.binarySha256), against
+/// that sha256 as well; on a mismatch it refuses to run (exit 2).
 #[derive(Debug, Parser)]
 #[command(
     name = "offline-images",
@@ -140,7 +145,9 @@ pub struct RuntimeArgs {
     #[arg(long, value_enum, env = "IMAGE_RUNTIME", default_value = "auto")]
     pub runtime: RuntimeKind,
 
-    /// containerd socket (default: probe the usual sockets of kubeadm, k3s/RKE2, MicroK8s, k0s).
+    /// containerd socket [default: the first that answers of /run/containerd/containerd.sock
+    /// (kubeadm), /run/k3s/containerd/containerd.sock (k3s, RKE2),
+    /// /var/snap/microk8s/common/run/containerd.sock (MicroK8s), /run/k0s/containerd.sock (k0s)]
     #[arg(long, env = "CONTAINERD_ADDRESS", value_name = "SOCK")]
     pub containerd_address: Option<PathBuf>,
 
@@ -153,7 +160,8 @@ pub struct RuntimeArgs {
     )]
     pub namespace: String,
 
-    /// Docker Engine socket, as unix:///path (default: unix:///var/run/docker.sock).
+    /// Docker Engine socket, as unix:///path [default: the first that answers of
+    /// unix:///var/run/docker.sock, unix:///run/docker.sock]
     #[arg(long, env = "DOCKER_HOST", value_name = "unix:///PATH")]
     pub docker_host: Option<String>,
 
@@ -172,8 +180,8 @@ pub struct RuntimeArgs {
     )]
     pub containerd_client: ContainerdClient,
 
-    /// Snapshotter the native client unpacks layers into (default: the one the CRI plugin
-    /// uses when its configuration can be read, else overlayfs).
+    /// Snapshotter the native client unpacks layers into [default: the one the CRI plugin
+    /// uses, when containerd says, else overlayfs]
     #[arg(long, env = "CONTAINERD_SNAPSHOTTER", value_name = "NAME")]
     pub snapshotter: Option<String>,
 }
@@ -239,10 +247,11 @@ pub struct ImportArgs {
     #[arg(long, env = "NO_DISK_PREFLIGHT", value_parser = EnvFlag("NO_DISK_PREFLIGHT"))]
     pub no_disk_preflight: bool,
 
-    /// Archives imported at the same time. With containerd's native client, two at most by
-    /// default: one archive's layers are unpacked while the next one's content is sent, each
-    /// step in the bundle's order; 1 turns that off. With ctr and Docker, N archives are
-    /// imported side by side [default: 1].
+    /// Archives imported at the same time. containerd's native client imports in two steps:
+    /// with any N above 1, one archive's layers are unpacked while the next one's content is
+    /// sent (two archives at most, each step in the bundle's order), and 1 turns that off.
+    /// With ctr and Docker, N archives are imported side by side [default: 2 with the native
+    /// client, 1 with ctr and Docker]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: Option<u16>,
 
@@ -432,9 +441,10 @@ pub struct ExportArgs {
     #[arg(long, short, default_value = "./images", value_name = "DIR")]
     pub output: PathBuf,
 
-    /// Platform to export (repeatable; default: this host's). The registry engine keeps a
-    /// multi-platform image's index and the chosen platforms' images; the other engines
-    /// export the first platform given.
+    /// Platform to export (repeatable). The registry engine keeps a multi-platform image's
+    /// index and the chosen platforms' images; the other engines export the first platform
+    /// given. An image that has no image for a platform asked fails [default: this host's
+    /// platform]
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Vec<String>,
 
@@ -454,12 +464,15 @@ pub struct ExportArgs {
     pub no_cache: bool,
 
     /// The registry engine's content-addressed blob cache, shared across exports, so that
-    /// the next release downloads only the layers that changed (default:
-    /// $XDG_CACHE_HOME/offline-images, else ~/.cache/offline-images).
+    /// the next release downloads only the layers that changed [default:
+    /// $XDG_CACHE_HOME/offline-images, else ~/.cache/offline-images]
     #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
     pub cache_dir: Option<PathBuf>,
 
-    /// Root certificates (PEM) trusted for registries, besides the system's trust store.
+    /// Root certificates (PEM) trusted for registries, besides the system's trust store: the
+    /// first of $SSL_CERT_FILE, /etc/ssl/certs/ca-certificates.crt,
+    /// /etc/pki/tls/certs/ca-bundle.crt, /etc/ssl/ca-bundle.pem and /etc/ssl/cert.pem that
+    /// holds certificates.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 
@@ -494,7 +507,7 @@ pub struct ExportArgs {
 
     /// Static importer binary to put in the bundle (under `.offline-images/`, with its
     /// sha256), so the chart's bootstrap mode can run it from the bundle in an image every
-    /// node already has. Default: this binary, when it is statically linked.
+    /// node already has [default: this binary, when it is statically linked]
     #[arg(long, value_name = "FILE", conflicts_with = "no_importer_binary")]
     pub importer_binary: Option<PathBuf>,
 
@@ -532,7 +545,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "GROUP/VERSION", requires = "chart")]
     pub api_versions: Vec<String>,
 
-    /// The helm executable for --chart (default: helm on PATH).
+    /// The helm executable for --chart [default: helm on PATH]
     #[arg(long, value_name = "PATH", requires = "chart")]
     pub helm: Option<PathBuf>,
 
@@ -546,7 +559,8 @@ pub struct ExportArgs {
     #[arg(long)]
     pub no_indirect: bool,
 
-    /// Exit 0 even when values files yield no image.
+    /// Exit 0, writing nothing, when the inputs name no image (a values file, a chart, a list
+    /// or manifests without any), instead of 1.
     #[arg(long)]
     pub allow_empty: bool,
 }
@@ -554,6 +568,109 @@ pub struct ExportArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    /// Flags that take a value and have no default: without them nothing of the kind is used.
+    const NO_DEFAULT: &[&str] = &[
+        "import --host-root",
+        "import --report",
+        "import --release",
+        "import --require",
+        "import --left-out-node",
+        "verify --host-root",
+        "prune --host-root",
+        "prune --release",
+        "export --values",
+        "export --manifests",
+        "export --images-file",
+        "export --ca-file",
+        "export --registry-mirror",
+        "export --username",
+        "export --insecure-registry",
+        "export --chart",
+        "export --version",
+        "export --set",
+        "export --namespace",
+        "export --kube-version",
+        "export --api-versions",
+    ];
+
+    /// The long help of `--flag` of `command`.
+    fn help_of(command: &str, flag: &str) -> String {
+        let cli = Cli::command();
+        let sub = cli.find_subcommand(command).unwrap();
+        let arg = sub
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag))
+            .unwrap_or_else(|| panic!("{command} has no --{flag}"));
+        arg.get_long_help()
+            .or(arg.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Issue 30, "a help default for every flag that matches what runs": every flag that takes
+    /// a value states its default, clap's own or written in its help as clap writes one.
+    #[test]
+    fn every_flag_with_a_value_states_its_default_in_its_help() {
+        let cli = Cli::command();
+        let mut silent = Vec::new();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments().filter(|a| !a.is_positional()) {
+                let Some(long) = arg.get_long() else { continue };
+                let name = format!("{} --{long}", sub.get_name());
+                if !arg.get_action().takes_values() || NO_DEFAULT.contains(&name.as_str()) {
+                    continue;
+                }
+                let stated = !arg.get_default_values().is_empty()
+                    || help_of(sub.get_name(), long).contains("[default: ");
+                if !stated {
+                    silent.push(name);
+                }
+            }
+        }
+        assert!(
+            silent.is_empty(),
+            "flags whose help states no default: {silent:?}"
+        );
+    }
+
+    /// The defaults written by hand are the ones the code uses.
+    #[test]
+    fn the_hand_written_defaults_are_the_codes() {
+        for command in ["import", "verify", "prune"] {
+            let help = help_of(command, "containerd-address");
+            let mut at = 0;
+            for socket in detect::CONTAINERD_SOCKETS {
+                let found = help[at..].find(socket);
+                assert!(
+                    found.is_some(),
+                    "{command}: {socket} not in order in {help}"
+                );
+                at += found.unwrap_or_default();
+            }
+            let help = help_of(command, "docker-host");
+            let mut at = 0;
+            for socket in detect::DOCKER_SOCKETS {
+                let found = help[at..].find(&format!("unix://{socket}"));
+                assert!(
+                    found.is_some(),
+                    "{command}: {socket} not in order in {help}"
+                );
+                at += found.unwrap_or_default();
+            }
+            let help = help_of(command, "snapshotter");
+            assert!(
+                help.contains(&format!(
+                    "else {}]",
+                    crate::runtime::native::DEFAULT_SNAPSHOTTER
+                )),
+                "{help}"
+            );
+        }
+        assert!(help_of("import", "jobs")
+            .ends_with("[default: 2 with the native client, 1 with ctr and Docker]"));
+    }
 
     #[test]
     fn import_strict_0_or_empty_is_off_instead_of_an_exit_2() {

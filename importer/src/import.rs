@@ -2,7 +2,7 @@
 //! at a time, and report every archive's outcome.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -292,7 +292,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     runtime::check_architecture(rt)?;
     let socket = detected.socket.display().to_string();
     let jobs = Jobs::of(args.jobs, rt);
-    announce(args, &detected, &socket, &bundle.found, jobs, reporter);
+    announce(args, &detected, &socket, &bundle, jobs, reporter);
     warn_unprunable(args.release.as_deref(), rt, reporter);
     say_left_out_nodes(&args.left_out_nodes, reporter);
     let _lock = if args.dry_run {
@@ -393,6 +393,17 @@ impl Bundle {
 }
 
 impl Bundle {
+    /// Every archive the run reports on, as the summary counts them: those found, the paths
+    /// refused before reading, and the files SHA256SUMS lists that are not there.
+    fn archives(&self) -> usize {
+        let names: Vec<String> = self
+            .found
+            .iter()
+            .map(|f| bundle::relative_name(&self.root, &f.path))
+            .collect();
+        self.found.len() + self.rejected.len() + self.listed_but_absent(&names).len()
+    }
+
     /// SHA256SUMS lines whose file is missing: the bundle is incomplete.
     fn listed_but_absent(&self, found_names: &[String]) -> Vec<ArchiveResult> {
         self.sums
@@ -420,7 +431,7 @@ fn announce(
     args: &ImportArgs,
     detected: &detect::Detected,
     socket: &str,
-    found: &[Found],
+    bundle: &Bundle,
     jobs: Jobs,
     reporter: &Reporter,
 ) {
@@ -440,8 +451,8 @@ fn announce(
         socket,
         namespace: detected.namespace.as_deref(),
         images_path: &images_path,
-        archives: found.len(),
-        bytes: found.iter().map(|f| f.size).sum(),
+        archives: bundle.archives(),
+        bytes: bundle.found.iter().map(|f| f.size).sum(),
         jobs: jobs.workers() as u16,
         pipelined: jobs == Jobs::Pipelined,
         dry_run: args.dry_run,
@@ -1014,22 +1025,22 @@ fn skip_result(k: &Known<'_>, p: &Planned, reporter: &Reporter) -> Option<Archiv
             .present
             .covers_bundle_entry(entry, &Platform::host(), k.lost)
         {
-            // Every name of every image, each once: all are labelled for the release.
-            let mut seen = HashSet::new();
-            let names: Vec<String> = entry
-                .images
-                .iter()
-                .flat_map(|i| &i.names)
-                .filter(|n| findable(n, k.present.digest_names) && seen.insert(n.as_str()))
-                .cloned()
-                .collect();
-            return Some(skipped(
-                names,
+            let platform = Platform::host();
+            // Every name of this node's images, each once: all are labelled for the release.
+            let here = || {
                 entry
                     .images
                     .iter()
-                    .map(|i| i.config_digest.clone())
-                    .collect(),
+                    .filter(|i| platform_matches(i.platform.as_deref(), &platform))
+            };
+            let digest_names = k.present.digest_names;
+            return Some(skipped(
+                unique(
+                    here()
+                        .flat_map(|i| i.names.clone())
+                        .filter(|n| findable(n, digest_names)),
+                ),
+                unique(here().map(|i| i.config_digest.clone())),
             ));
         } else {
             return None;
@@ -1045,7 +1056,7 @@ fn skip_result(k: &Known<'_>, p: &Planned, reporter: &Reporter) -> Option<Archiv
             return None;
         }
         return Some(skipped(
-            info.images.iter().flat_map(|i| i.names.clone()).collect(),
+            unique(info.images.iter().flat_map(|i| i.names.clone())),
             config_digests(info, &platform),
         ));
     };
@@ -1264,14 +1275,9 @@ fn import_archive(
     }
     for image in &imported.info.images {
         if image.for_platform(&ctx.platform).is_none() {
-            ctx.reporter.warn(
-                Some(file),
-                &format!(
-                    "{} has no {} image in this archive, so it was not imported",
-                    image.display_names(),
-                    ctx.platform
-                ),
-            );
+            let why = image.not_for(&ctx.platform);
+            ctx.reporter
+                .warn(Some(file), &format!("{why}, so it was not imported"));
         }
     }
     let names = if imported.names.is_empty() {
@@ -1491,13 +1497,26 @@ fn name_configs(info: &ArchiveInfo, names: &[String], platform: &Platform) -> Ve
         .collect()
 }
 
-/// The config digest of each image, for the node's platform.
+/// The config digest of each image, for the node's platform, each once: an archive names one
+/// image several times (a tag and digest names), and the log counts images, not names.
 pub fn config_digests(info: &ArchiveInfo, platform: &Platform) -> Vec<String> {
-    info.images
-        .iter()
-        .filter_map(|i| i.for_platform(platform))
-        .filter_map(|p| p.config_digest.clone())
-        .collect()
+    unique(
+        info.images
+            .iter()
+            .filter_map(|i| i.for_platform(platform))
+            .filter_map(|p| p.config_digest.clone()),
+    )
+}
+
+/// Each item once, in the order first seen.
+fn unique(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
 }
 
 /// A file read that ends with an error as soon as the run is asked to stop.

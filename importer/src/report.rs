@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::failure::Kind;
-use crate::units::human_bytes;
+use crate::units::{human_bytes, human_rate};
 
 /// Where Kubernetes reads a container's termination message from, unless the pod says
 /// otherwise (`terminationMessagePath`; the importer's `--termination-log`).
@@ -167,7 +167,10 @@ pub enum Event<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         namespace: Option<&'a str>,
         images_path: &'a str,
+        /// Every archive the summary will count: found, refused before reading, or listed in
+        /// SHA256SUMS and absent.
         archives: usize,
+        /// Size of the archives found.
         bytes: u64,
         jobs: u16,
         /// Two archives in flight, one unpacked while the next is sent.
@@ -239,12 +242,9 @@ impl Reporter {
     }
 }
 
-/// MB/s (decimal megabytes, as disk and network rates are usually given).
+/// A rate in the units of the sizes beside it (see `units`).
 pub fn rate(bytes: u64, seconds: f64) -> String {
-    if seconds <= 0.0 {
-        return "-".to_string();
-    }
-    format!("{:.1} MB/s", bytes as f64 / 1e6 / seconds)
+    human_rate(bytes, seconds)
 }
 
 fn text(event: &Event<'_>) -> String {
@@ -333,12 +333,14 @@ fn archive_line(a: &ArchiveResult) -> String {
         let _ = write!(s, "  replaced {}", list.join(", "));
     }
     match a.status {
+        // What was read of the archive, as the progress lines say it: how much of it reached
+        // the runtime is the backend's to say (the native client's "sent" line).
         Status::Imported => {
             let _ = write!(
                 s,
-                "  {:.1} s, {}, {}",
-                a.seconds,
+                "  {} read in {:.1} s ({})",
                 human_bytes(a.bytes),
+                a.seconds,
                 rate(a.bytes, a.seconds)
             );
         }
@@ -609,6 +611,35 @@ mod tests {
         assert!(
             line.contains("bad.tar.gz: the gzip stream is truncated"),
             "{line}"
+        );
+    }
+
+    /// Issue 30, finding 17: "0.5 MB/s" (decimal) beside "1.0 MiB", and a rate that read as
+    /// what was sent even when the runtime was sent nothing.
+    #[test]
+    fn import_rates_are_mib_per_second_of_the_archive_read() {
+        let a = ArchiveResult {
+            status: Status::Imported,
+            seconds: 2.0,
+            bytes: 7 << 20,
+            names: vec!["docker.io/library/app:1".into()],
+            reason: None,
+            failure: None,
+            ..ArchiveResult::failed("app.tar", 0, Kind::Import, "")
+        };
+        let line = archive_line(&a);
+        assert!(
+            line.ends_with("  docker.io/library/app:1  7.0 MiB read in 2.0 s (3.5 MiB/s)"),
+            "{line}"
+        );
+        let progress = text(&Event::Progress {
+            file: "app.tar",
+            tar_bytes: 7 << 20,
+            seconds: 2.0,
+        });
+        assert_eq!(
+            progress,
+            "progress: app.tar: 7.0 MiB read in 2 s (3.5 MiB/s)"
         );
     }
 

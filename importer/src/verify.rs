@@ -31,9 +31,11 @@ struct Line<'a> {
 /// One image an archive should have put in the runtime.
 struct Expected {
     names: Vec<String>,
+    /// None when the archive has no image for the node's platform (`absent` says so).
     config_digest: Option<String>,
     /// Its manifest and index digests, for a runtime that knows no config digests.
     digests: Vec<String>,
+    absent: Option<String>,
 }
 
 pub fn run(args: &VerifyArgs) -> Result<Code> {
@@ -75,7 +77,7 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
         match expected_images(index.as_ref(), &file, f, &platform) {
             Ok(expected) => {
                 for img in &expected {
-                    check_image(&mut out, &file, img, &runtime, &platform)?;
+                    check_image(&mut out, &file, img, &runtime)?;
                 }
             }
             Err(e) => out.unreadable(&file, format!("{e:#}"))?,
@@ -95,10 +97,17 @@ struct InRuntime {
     digest_names: bool,
 }
 
+/// Counted per image (one image may have several names); the names missing are listed.
 #[derive(Default)]
 struct Tally {
+    /// Images present under every name.
     ok: usize,
+    /// Images absent under one name or more.
+    missing_images: usize,
+    /// Every name (or config digest) missing.
     missing: Vec<String>,
+    /// Names checked.
+    names: usize,
     unreadable: usize,
 }
 
@@ -167,6 +176,7 @@ fn expected_images(
                 names: i.names.clone(),
                 config_digest: Some(i.config_digest.clone()),
                 digests: i.manifest_digest.iter().cloned().collect(),
+                absent: None,
             })
             .collect();
         // An archive with no image for this node is one missing image, not none.
@@ -175,6 +185,10 @@ fn expected_images(
                 names: other.names.clone(),
                 config_digest: None,
                 digests: Vec::new(),
+                absent: Some(format!(
+                    "{} has no complete image for this node's platform {platform} in this archive",
+                    other.names.first().map_or("the image", String::as_str)
+                )),
             }],
             _ => mine,
         });
@@ -192,6 +206,7 @@ fn expected_images(
                     .into_iter()
                     .flatten()
                     .collect(),
+                absent: p.is_none().then(|| i.not_for(platform)),
             }
         })
         .collect())
@@ -203,18 +218,19 @@ fn check_image<W: Write>(
     file: &str,
     img: &Expected,
     rt: &InRuntime,
-    platform: &Platform,
 ) -> io::Result<()> {
     let Some(config) = img.config_digest.as_deref() else {
+        out.tally.missing_images += 1;
         out.tally.missing.push(img.names.join(", "));
         return out.line(&Line {
             file,
             status: "missing",
             name: img.names.first().map(String::as_str),
             config_digest: None,
-            reason: Some(format!("the archive has no image for {platform}")),
+            reason: img.absent.clone(),
         });
     };
+    let mut all_here = true;
     let findable: Vec<&String> = img
         .names
         .iter()
@@ -248,9 +264,9 @@ fn check_image<W: Write>(
             },
             None => "no image with this config is in the runtime".to_string(),
         });
-        if here {
-            out.tally.ok += 1;
-        } else {
+        out.tally.names += 1;
+        if !here {
+            all_here = false;
             out.tally.missing.push(name.unwrap_or(config).to_string());
         }
         out.line(&Line {
@@ -261,6 +277,11 @@ fn check_image<W: Write>(
             reason,
         })?;
     }
+    if all_here {
+        out.tally.ok += 1;
+    } else {
+        out.tally.missing_images += 1;
+    }
     Ok(())
 }
 
@@ -268,15 +289,15 @@ fn check_image<W: Write>(
 fn report(t: &Tally, archives: usize) -> Code {
     if t.missing.is_empty() && t.unreadable == 0 {
         eprintln!(
-            "offline-images: all {} image(s) of {archives} archive(s) are present",
-            t.ok
+            "offline-images: all {} image(s) of {archives} archive(s) are present, under {} \
+             name(s)",
+            t.ok, t.names
         );
         return Code::Success;
     }
     let mut msg = format!(
         "offline-images: {} image(s) present, {} missing",
-        t.ok,
-        t.missing.len()
+        t.ok, t.missing_images
     );
     if !t.missing.is_empty() {
         let missing = t.missing.iter().map(String::as_str);

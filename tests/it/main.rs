@@ -8,6 +8,7 @@ mod docker;
 mod docker25;
 mod export;
 mod field;
+mod guide;
 #[allow(dead_code)] // each area uses its own part of the harness
 mod harness;
 mod import;
@@ -19,5 +20,7 @@ mod registry;
 mod reliability;
 mod selfcheck;
 mod text_log;
+mod troubleshooting;
 mod versions;
 mod whole;
+mod wording;

@@ -187,16 +187,12 @@ impl Inspected {
     /// A docker-archive `manifest.json` describing this OCI layout, for a loader that reads only
     /// docker-archives: one entry per image, for the manifest of `node`'s platform, whose
     /// `Config` and `Layers` are the blob files already in the archive. Images with no complete
-    /// manifest for `node` are left out and named in the second value; an error when none is left.
-    pub fn docker_manifest_for(&self, node: &Platform) -> Result<(Vec<u8>, Vec<String>)> {
+    /// manifest for `node` are left out (the import names them, for every backend); an error
+    /// when none is left.
+    pub fn docker_manifest_for(&self, node: &Platform) -> Result<Vec<u8>> {
         let mut entries = Vec::new();
-        let mut left_out = Vec::new();
         for image in &self.info.images {
             let Some(chosen) = image.for_platform(node) else {
-                left_out.push(format!(
-                    "{} has no complete image for {node} in this archive",
-                    image.display_names()
-                ));
                 continue;
             };
             let manifest_digest = chosen.manifest_digest.as_deref().ok_or_else(|| {
@@ -225,13 +221,9 @@ impl Inspected {
             }));
         }
         if entries.is_empty() {
-            bail!(
-                "the archive has no complete image for {node} (it has: {})",
-                self.info.complete_platforms()
-            );
+            bail!("{}", self.info.no_image_for(node));
         }
-        let json = serde_json::to_vec(&entries).map_err(|e| anyhow!("manifest.json: {e}"))?;
-        Ok((json, left_out))
+        serde_json::to_vec(&entries).map_err(|e| anyhow!("manifest.json: {e}"))
     }
 }
 
@@ -720,8 +712,8 @@ fn document_is_index(path: &str, data: &[u8]) -> Result<bool> {
     }
     let shape: Shape = parse(path, data)?;
     match (shape.manifests.is_some(), shape.config.is_some()) {
-        (true, true) => bail!("{path} has both `manifests` and `config`: it is neither an image index nor an image manifest"),
-        (false, false) => bail!("{path} has neither `manifests` nor `config`: it is neither an image index nor an image manifest"),
+        (true, true) => bail!("{path} has both a manifests list and a config: it is neither an image index nor an image manifest"),
+        (false, false) => bail!("{path} has neither a manifests list nor a config: it is neither an image index nor an image manifest"),
         (is_index, _) => Ok(is_index),
     }
 }
@@ -1365,10 +1357,9 @@ mod tests {
             inspect_stream_detailed(&tar[..], Compression::None, Limits::default()).unwrap();
         assert!(!inspected.has_docker_manifest);
         assert_eq!(inspected.end_of_entries, tar.len() as u64 - 1024);
-        let (json, left_out) = inspected
+        let json = inspected
             .docker_manifest_for(&Platform::parse("linux/amd64").unwrap())
             .unwrap();
-        assert!(left_out.is_empty());
         let m: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(
             m,
@@ -1383,7 +1374,8 @@ mod tests {
             .unwrap_err();
         assert!(
             err.to_string()
-                .contains("no complete image for linux/arm64 (it has: linux/amd64)"),
+                == "the archive holds no complete image for this node's platform linux/arm64 \
+                    (it has: linux/amd64)",
             "{err}"
         );
     }

@@ -194,6 +194,27 @@ impl ArchiveInfo {
     }
 }
 
+impl ArchiveInfo {
+    /// The one way to say that an archive has nothing `platform` can run (every backend and
+    /// `verify` give it): the bundle was exported for another platform.
+    pub fn no_image_for(&self, platform: &Platform) -> String {
+        format!(
+            "the archive holds no complete image for this node's platform {platform} (it has: {})",
+            self.complete_platforms()
+        )
+    }
+}
+
+impl Image {
+    /// The one way to say that one image of an archive has nothing `platform` can run.
+    pub fn not_for(&self, platform: &Platform) -> String {
+        format!(
+            "{} has no complete image for this node's platform {platform} in this archive",
+            self.display_names()
+        )
+    }
+}
+
 /// Small archives written in memory, for unit tests here and in the runtimes.
 #[cfg(test)]
 pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {

@@ -259,9 +259,9 @@ fn zstd_window_error(window: u64) -> io::Error {
     decompress_error(
         io::ErrorKind::InvalidData,
         format!(
-            "a zstd frame needs a {} MiB window, over the {} MiB limit (`zstd --long=N` with N \
-             over 27 wrote it, and `zstd -d` refuses it too without that option): recompress it \
-             with `zstd --long` or without --long",
+            "a zstd frame needs a {} MiB window, over the {} MiB limit (zstd --long=N with N \
+             over 27 wrote it, and zstd -d refuses it too without that option): recompress it \
+             with zstd --long or without --long",
             window >> 20,
             MAX_ZSTD_WINDOW >> 20
         ),

@@ -242,14 +242,7 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
         });
     }
     if refs.is_empty() {
-        if problems > 0 {
-            eprintln!("offline-images: nothing to export: every input had errors");
-            return Ok(Code::Failure);
-        }
-        return Err(exit::usage(
-            "nothing to export: give IMAGE arguments, --images-file, --chart, --values or \
-             --manifests",
-        ));
+        return nothing_to_export(args, problems);
     }
     // The importer binary for the chart's bootstrap mode: checked before anything is pulled.
     let importer_binary = importer_binary(args)?;
@@ -293,6 +286,35 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
     let outcomes = ctx.export_all(&refs, jobs);
     let _ = fs::remove_dir_all(&scratch);
     Ok(report(&refs, outcomes, problems, started, dir))
+}
+
+/// No reference to export: a usage error when no input was given; else exit 1 (the inputs
+/// had errors, or named no image), or 0 with `--allow-empty` when they named none.
+fn nothing_to_export(args: &ExportArgs, problems: usize) -> Result<Code> {
+    let given = !args.images.is_empty()
+        || !args.images_file.is_empty()
+        || args.chart.is_some()
+        || !args.values.is_empty()
+        || !args.manifests.is_empty();
+    if !given {
+        return Err(exit::usage(
+            "nothing to export: give IMAGE arguments, --images-file, --chart, --values or \
+             --manifests",
+        ));
+    }
+    if problems > 0 {
+        eprintln!("offline-images: nothing to export: every input had errors");
+        return Ok(Code::Failure);
+    }
+    if args.allow_empty {
+        eprintln!("offline-images: nothing to export: the inputs name no image (--allow-empty)");
+        return Ok(Code::Success);
+    }
+    eprintln!(
+        "offline-images: nothing to export: the inputs name no image (give --allow-empty when \
+         that is expected)"
+    );
+    Ok(Code::Failure)
 }
 
 /// The references in order, each once; two that would be written to the same file are an
@@ -646,13 +668,15 @@ impl Exporter<'_> {
         };
         // Only an image the registry does not have (or a registry out of reach) is looked
         // for locally: a refused login or a damaged blob stays a failure.
-        let text = format!("{err:#}");
-        let not_served = text.contains("HTTP 404") || text.contains("cannot reach the registry");
+        let not_served = registry::transport::not_served(&err);
         let Some(engine) = engine.filter(|_| not_served) else {
             return Err(err);
         };
         if engine.config_digest(r, self.platform).is_err() {
-            return Err(err.context(format!("and {} does not hold it either", engine.kind)));
+            return Err(anyhow::anyhow!(
+                "{err:#}; and {} does not hold it either",
+                engine.kind
+            ));
         }
         progress(
             n,
@@ -727,11 +751,11 @@ impl Exporter<'_> {
             self.total,
             r,
             &format!(
-                "written {file} ({}, {} downloaded at {}/s, {} from the cache, in {secs:.1} s; \
+                "written {file} ({}, {} downloaded at {}, {} from the cache, in {secs:.1} s; \
                  digest {}, from {})",
                 human_bytes(size),
                 human_bytes(exported.downloaded),
-                human_bytes((exported.downloaded as f64 / secs.max(0.001)) as u64),
+                crate::units::human_rate(exported.downloaded, secs.max(0.001)),
                 human_bytes(exported.cached),
                 exported.digest,
                 exported.source
@@ -848,18 +872,11 @@ impl Exporter<'_> {
             let Some(config) = &p.config_digest else {
                 continue;
             };
-            if let Some(pl) = &p.platform {
-                if !pl.runs_on(self.platform) {
-                    progress(
-                        n,
-                        self.total,
-                        r,
-                        &format!(
-                            "warning: the saved image is for {pl}, not {}",
-                            self.platform
-                        ),
-                    );
-                }
+            if let Some(pl) = p.platform.as_ref().filter(|pl| !pl.runs_on(self.platform)) {
+                anyhow::bail!(
+                    "{r} has no image for {} (the engine saved an image for {pl})",
+                    self.platform
+                );
             }
             let wanted = r.to_string();
             if !image.names.contains(&wanted) {

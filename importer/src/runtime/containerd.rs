@@ -694,10 +694,7 @@ impl Containerd {
             .any(|i| i.for_platform(platform).is_some())
         {
             tee.sink.abort();
-            return Err(Fed::Archive(anyhow!(
-                "the archive holds no complete image for this node's platform {platform} (it has: {})",
-                info.complete_platforms()
-            )));
+            return Err(Fed::Archive(anyhow!("{}", info.no_image_for(platform))));
         }
         let committed = match index {
             Some((end, index)) => tee.sink.commit_with_entry(end, "index.json", &index),

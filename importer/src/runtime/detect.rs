@@ -236,12 +236,16 @@ fn containerd_backend(args: &Config, path: &Path, node_path: &Path) -> Result<Bo
 }
 
 fn no_runtime_message(args: &Config, probes: &[Probe]) -> String {
-    let which = match args.runtime {
-        RuntimeKind::Auto => "no container runtime (containerd or Docker)",
-        RuntimeKind::Containerd => "no containerd",
-        RuntimeKind::Docker => "no Docker Engine",
-    };
-    let mut msg = format!("{which} answered on any socket probed:");
+    // Each said whole, as the guide's troubleshooting table quotes it.
+    let mut msg = match args.runtime {
+        RuntimeKind::Auto => {
+            "no container runtime (containerd or Docker) answered on any socket \
+                              probed:"
+        }
+        RuntimeKind::Containerd => "no containerd answered on any socket probed:",
+        RuntimeKind::Docker => "no Docker Engine answered on any socket probed:",
+    }
+    .to_string();
     if let Some(socket) = cri_dockerd_socket(args) {
         let _ = write!(
             msg,

@@ -398,18 +398,14 @@ impl Runtime for Docker {
                 drop(forward);
                 return Err(stopped_reading(&peer, request, &write_error));
             }
-            // Dropping the request without its last chunk makes Docker drop what it read. An
-            // archive refused for what it holds (a name no runtime takes) was read whole.
-            (Err(e), None) if failure::kind_of(&e) == Kind::Archive => return Err(e),
-            (Err(e), None) => return Err(e.context("the archive cannot be read")),
+            // Dropping the request without its last chunk makes Docker drop what it read.
+            // The reader's own words, as every backend, `list` and `verify` give them.
+            (Err(e), None) => return Err(e),
             (Ok(i), None) => i,
         };
         let mut info = inspected.info.clone();
         // A later manifest.json or index.json replaces the first in every Docker's load.
-        let fixes = match docker_fixes(&inspected) {
-            Ok(f) => f,
-            Err(e) => return Err(e.context("the archive cannot be read")),
-        };
+        let fixes = docker_fixes(&inspected)?;
         // Docker names images only once it has read the end of the archive, held back until
         // now: what the archive's names stand for before then is what a failed load undoes to.
         let before = self.before_load(&info).context(
@@ -421,8 +417,7 @@ impl Runtime for Docker {
         } else {
             let mut entries = fixes;
             if !inspected.has_docker_manifest {
-                let (manifest, left_out) = inspected.docker_manifest_for(platform)?;
-                info.warnings.extend(left_out);
+                let manifest = inspected.docker_manifest_for(platform)?;
                 if let Some(w) = self.digest_names_warning(&info) {
                     info.warnings.push(w);
                 }

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::verify::{Verifier, VerifyingReader};
@@ -90,6 +90,16 @@ fn header(size: u64) -> tar::Header {
     h
 }
 
+/// A blob that could not be written into the layout: it failed its digest or size check, or
+/// the write failed. The caller drops a cached copy, so the next run downloads it again.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {name}: {source}")]
+pub struct BlobWrite {
+    pub digest: String,
+    name: String,
+    source: io::Error,
+}
+
 /// Write the layout: `index` is the layout's `index.json`; `blobs` (digest, size, bytes) in
 /// the order given, each once.
 pub fn write(out: &mut impl Write, index: &[u8], blobs: &[(String, u64, Blob)]) -> Result<()> {
@@ -132,7 +142,11 @@ pub fn write(out: &mut impl Write, index: &[u8], blobs: &[(String, u64, Blob)]) 
                 )
             }
         };
-        written.map_err(|e| anyhow!("cannot write {name}: {e}"))?;
+        written.map_err(|source| BlobWrite {
+            digest: digest.clone(),
+            name,
+            source,
+        })?;
     }
     b.finish().context("cannot finish the archive")?;
     Ok(())

@@ -198,19 +198,21 @@ impl Registry {
         })?;
         let blobs = self.on_endpoints(r, |repo| self.download(repo, &chosen, on_bytes))?;
         let (downloaded, cached) = blobs.1;
-        let names = names_of(r, &top, &chosen);
-        self.write_layout(out, &top, &chosen, &names, blobs.0)?;
         let mut chosen = chosen;
         for c in chosen.iter_mut().filter(|c| c.platform.is_none()) {
+            // A single-platform image: its config says which platform it is for.
             c.platform = self.config_platform(&c.doc.config.digest);
-            if let Some(p) = c
-                .platform
-                .as_ref()
-                .filter(|p| !self.platforms.iter().any(|w| p.runs_on(w)))
-            {
-                eprintln!("offline-images: {r}: warning: the image is for {p} only (not a multi-platform index)");
+            if let Some(p) = &c.platform {
+                if let Some(want) = self.platforms.iter().find(|w| !p.runs_on(w)) {
+                    bail!(
+                        "{r} has no image for {want} (it is a single-platform image for {p}, \
+                         not a multi-platform index)"
+                    );
+                }
             }
         }
+        let names = names_of(r, &top, &chosen);
+        self.write_layout(out, &top, &chosen, &names, blobs.0)?;
         Ok(Exported {
             digest: top.digest.clone(),
             index_digest: is_index(&top.media_type).then(|| top.digest.clone()),
@@ -260,8 +262,11 @@ impl Registry {
         files.extend(blobs);
         layout::write(out, &index, &files).inspect_err(|e| {
             // A cached blob that fails verification is removed, so the next run downloads it.
+            let failed = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<layout::BlobWrite>());
             for (digest, _, blob) in &files {
-                if matches!(blob, Blob::File(_)) && format!("{e:#}").contains(digest.as_str()) {
+                if matches!(blob, Blob::File(_)) && failed.is_some_and(|f| &f.digest == digest) {
                     self.cache.forget(digest);
                 }
             }

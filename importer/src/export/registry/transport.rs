@@ -170,6 +170,30 @@ struct TokenAnswer {
     access_token: Option<String>,
 }
 
+/// A registry's error answer, typed so that a caller can tell what the registry does not
+/// serve (404) from a refused login or a damaged blob.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Answered {
+    pub status: u16,
+    message: String,
+}
+
+/// No registry answered at an endpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoRoute(String);
+
+/// Whether `err` says the registry does not serve what was asked: it answered 404, or could
+/// not be reached at all.
+pub fn not_served(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.is::<NoRoute>()
+            || e.downcast_ref::<Answered>()
+                .is_some_and(|a| a.status == 404)
+    })
+}
+
 /// A registry's error answer, made one line: `HTTP 401 Unauthorized: UNAUTHORIZED: ...`.
 pub fn answer_error(url: &str, resp: Response<Body>) -> anyhow::Error {
     let status = resp.status();
@@ -180,11 +204,16 @@ pub fn answer_error(url: &str, resp: Response<Body>) -> anyhow::Error {
     );
     let said = registry_message(&body);
     let reason = status.canonical_reason().unwrap_or("");
-    if said.is_empty() {
-        anyhow!("{url}: HTTP {} {reason}", status.as_u16())
+    let message = if said.is_empty() {
+        format!("{url}: HTTP {} {reason}", status.as_u16())
     } else {
-        anyhow!("{url}: HTTP {} {reason}: {said}", status.as_u16())
+        format!("{url}: HTTP {} {reason}: {said}", status.as_u16())
+    };
+    Answered {
+        status: status.as_u16(),
+        message,
     }
+    .into()
 }
 
 /// The `errors` of an OCI distribution error body, or the body's first line.
@@ -275,17 +304,27 @@ impl Transport {
                 match self.call_retrying(http, "GET", &format!("{plain}/v2/"), &[]) {
                     Ok(r) if r.status().is_success() || r.status().as_u16() == 401 => (plain, r),
                     // An HTTPS server answers plain HTTP with 400: its TLS error is the cause.
-                    Ok(_) => bail!("cannot reach the registry {endpoint} over HTTPS: {e:#}"),
-                    Err(e2) => bail!(
-                        "cannot reach the registry {endpoint}: over HTTPS: {e:#}; over HTTP: {e2:#}"
-                    ),
+                    Ok(_) => {
+                        return Err(NoRoute(format!(
+                            "cannot reach the registry {endpoint} over HTTPS: {e:#}"
+                        ))
+                        .into())
+                    }
+                    Err(e2) => {
+                        return Err(NoRoute(format!(
+                            "cannot reach the registry {endpoint}: over HTTPS: {e:#}; over HTTP: \
+                             {e2:#}"
+                        ))
+                        .into())
+                    }
                 }
             }
             Err(e) => {
-                return Err(e.context(format!(
+                return Err(NoRoute(format!(
                     "cannot reach the registry {endpoint} over HTTPS (plain HTTP only for \
-                     --insecure-registry hosts and loopback)"
-                )))
+                     --insecure-registry hosts and loopback): {e:#}"
+                ))
+                .into())
             }
         };
         let challenge = match resp.status().as_u16() {

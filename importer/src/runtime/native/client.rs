@@ -543,7 +543,8 @@ fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(anyhow::Error::new(e).context("cannot read the archive")),
+            // The archive reader says what is wrong with the archive, as every backend reports it.
+            Err(e) => return Err(anyhow::Error::new(e)),
         }
     }
     Ok(n)

@@ -3,7 +3,7 @@
 //! layers unpacked into the snapshotter (keyed by chain ID, existing snapshots skipped), and
 //! the image records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::{anyhow, bail, Context, Result};
 use containerd_client::services::v1::content_client::ContentClient;
@@ -154,10 +154,7 @@ pub fn plans(
         Format::Oci | Format::DockerOci => oci_plans(ingest, info, platform)?,
     };
     if plans.is_empty() {
-        bail!(
-            "the archive holds no complete image for this node's platform {platform} (it has: {})",
-            info.complete_platforms()
-        );
+        bail!("{}", info.no_image_for(platform));
     }
     Ok(plans)
 }
@@ -471,20 +468,37 @@ pub fn snapshot_exists(conn: &Conn, snapshotter: &str, key: &str) -> Result<bool
     }
 }
 
+/// What unpacking an archive's images did, counted per layer: one image under several names
+/// (a tag and digest names: one plan each) and images on one base count each layer once.
+#[derive(Debug, Default)]
+pub struct Unpacked {
+    /// Layers unpacked now.
+    pub applied: usize,
+    /// Layers whose snapshot was there before this archive.
+    pub present: usize,
+    /// Chain IDs an earlier image of this archive already handled.
+    seen: HashSet<String>,
+}
+
 /// Unpack the layers of `plan` that have no snapshot yet: Prepare on the parent's chain ID,
-/// Apply the layer, Commit under the layer's chain ID. Returns how many were unpacked.
+/// Apply the layer, Commit under the layer's chain ID. A layer an earlier image of the archive
+/// handled is neither looked up nor counted again.
 pub fn unpack(
     conn: &Conn,
     ingest: &Ingest<'_>,
     lease: &str,
     plan: &Plan,
     snapshotter: &str,
-) -> Result<usize> {
+    counts: &mut Unpacked,
+) -> Result<()> {
     let chain = plan.chain_ids();
-    let mut unpacked = 0;
     for (i, id) in chain.iter().enumerate() {
+        if !counts.seen.insert(id.clone()) {
+            continue;
+        }
         if snapshot_exists(conn, snapshotter, id)? {
             ingest.hold(id, &format!("snapshots/{snapshotter}"))?;
+            counts.present += 1;
             continue;
         }
         let parent = if i == 0 { "" } else { chain[i - 1].as_str() };
@@ -495,9 +509,9 @@ pub fn unpack(
             chain_id: id,
         };
         apply_layer(conn, lease, snapshotter, step)?;
-        unpacked += 1;
+        counts.applied += 1;
     }
-    Ok(unpacked)
+    Ok(())
 }
 
 /// One layer to unpack: onto `parent`'s snapshot, committed as `chain_id`.

@@ -374,7 +374,8 @@ fn hash_all(r: &mut dyn Read, size: u64) -> Result<(String, Vec<u8>)> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(anyhow::Error::new(e).context("cannot read the archive")),
+            // The archive reader says what is wrong with the archive, as every backend reports it.
+            Err(e) => return Err(anyhow::Error::new(e)),
         };
         if head.is_empty() {
             head = buf[..n.min(8)].to_vec();

@@ -38,6 +38,9 @@ use crate::labels::{LABEL_MANAGED, LABEL_PINNED};
 /// held is then collected.
 const LEASE_EXPIRES_SECS: u64 = 24 * 3600;
 
+/// The snapshotter unpacked into when neither `--snapshotter` nor the CRI plugin names one.
+pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
+
 pub struct Native {
     conn: Conn,
     /// The node's root as mounted here, where containerd's own paths are looked up.
@@ -57,7 +60,8 @@ struct Uploaded<'a> {
 }
 
 impl Native {
-    /// Connect to the containerd at `socket`; `snapshotter` as asked, else the default.
+    /// Connect to the containerd at `socket`; `snapshotter` as asked, else the CRI plugin's,
+    /// else [`DEFAULT_SNAPSHOTTER`].
     pub fn new(
         socket: &Path,
         namespace: &str,
@@ -76,7 +80,7 @@ impl Native {
             None => match cri::snapshotter(&conn) {
                 Some(s) => (s, "the CRI plugin's"),
                 None => (
-                    "overlayfs".to_string(),
+                    DEFAULT_SNAPSHOTTER.to_string(),
                     "the default; the CRI plugin did not say",
                 ),
             },
@@ -192,19 +196,25 @@ impl Native {
             info,
             plans,
         } = up;
-        let (mut unpacked, mut layers) = (0, 0);
+        let mut unpacked = image::Unpacked::default();
         for plan in &plans {
-            unpacked += image::unpack(&self.conn, &ingest, lease, plan, &self.snapshotter)?;
-            layers += plan.layers.len();
+            image::unpack(
+                &self.conn,
+                &ingest,
+                lease,
+                plan,
+                &self.snapshotter,
+                &mut unpacked,
+            )?;
             image::label_plan(&self.conn, &ingest, plan, &self.snapshotter)?;
         }
         let names = self.create_images(&plans)?;
         let detail = format!(
-            "sent {} to containerd, {} it had already; {unpacked} layer(s) unpacked, {} already \
-             unpacked",
+            "sent {} to containerd, {} it had already; {} layer(s) unpacked, {} already unpacked",
             crate::archive::human_bytes(ingest.sent),
             crate::archive::human_bytes(ingest.skipped),
-            layers - unpacked
+            unpacked.applied,
+            unpacked.present
         );
         Ok(Imported {
             info,
