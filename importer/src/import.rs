@@ -48,41 +48,53 @@ struct Planned {
     found: Found,
     /// Relative to the images path, `/`-separated (as SHA256SUMS and images.json name it).
     file: String,
-    /// None when the file cannot be stamped: it is then never skipped by its fingerprint.
-    fingerprint: Option<String>,
+    fingerprint: Fingerprint,
     expected_sha256: Option<String>,
 }
 
-/// A cheap identity for an archive, kept as a label on the images it gave.
+/// An archive's identity across runs, kept as a label on the images it gave:
+/// `io.offline-images.archive.<key>=<images>/<config digest>/<stamp>`.
 ///
 /// A bundle's `images.json` says which images an archive holds, so a re-run can tell what is
 /// present without reading the archive. A foreign archive (no `images.json`) would have to be
-/// decompressed to learn its contents; instead the images it gave are labelled with this
-/// fingerprint and the number of images and their config digests, so the next run skips it
-/// when that many images still carry the label, each with the config digest it had when
-/// imported.
+/// read to learn its contents; instead the images it gave carry this label, and the next run
+/// skips the archive without reading it when that many images still carry it, each with the
+/// config digest it had, and the file's stamp is the one recorded.
 ///
-/// The fingerprint must prove the file unchanged, not suggest it: name, size and modification
-/// time do not, since `cp -p`, `rsync -a` and tools that normalise timestamps give a replaced
-/// file the old ones. So it is taken from the file's stamp ([`bundle::FileStamp`]): size,
-/// inode, and modification and change times in nanoseconds, once the change time is a clock
-/// tick in the past. No user-space tool can set the change time: writing the file in place,
-/// or renaming another one over it, gives it a new change time or a new inode. A file that is
-/// replaced, touched, copied again or moved to another disk gets a new fingerprint and is read
-/// again: at worst some extra work, never a skipped change. A file that cannot be stamped (a
-/// filesystem without sub-second times) has no fingerprint, and is never skipped by one.
-fn fingerprint(file: &str, path: &Path) -> Option<String> {
-    let stamp = bundle::FileStamp::settled(path)?;
-    let mut h = Sha256::new();
-    h.update(file.as_bytes());
-    h.update(
-        format!(
-            "\0{}\0{}\0{}\0{}",
-            stamp.size, stamp.inode, stamp.mtime_ns, stamp.ctime_ns
-        )
-        .as_bytes(),
-    );
-    Some(bundle::hex(&h.finalize())[..32].to_string())
+/// The stamp must prove the file unchanged, not suggest it: name, size and modification time
+/// do not, since `cp -p`, `rsync -a` and tools that normalise timestamps give a replaced file
+/// the old ones. So it is [`bundle::FileStamp`]: size, inode, and modification and change
+/// times in nanoseconds, once the change time is a clock tick in the past. No user-space tool
+/// can set the change time: writing the file in place, or renaming another one over it, gives
+/// it a new one or a new inode. Where the stamp differs (the file was replaced, touched,
+/// copied again, hard-linked or chmod-ed), the archive is read at planning and skipped only
+/// when what it holds is present; the label then takes the new stamp. A file that cannot be
+/// stamped (a filesystem without sub-second times) is always read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    /// The archive's path in the bundle, hashed: the label's key.
+    key: String,
+    /// `size.inode.mtime_ns.ctime_ns`; None when the file cannot be stamped.
+    stamp: Option<String>,
+}
+
+fn fingerprint(file: &str, path: &Path) -> Fingerprint {
+    let stamp = bundle::FileStamp::settled(path)
+        .map(|s| format!("{}.{}.{}.{}", s.size, s.inode, s.mtime_ns, s.ctime_ns));
+    Fingerprint {
+        key: bundle::hex(&Sha256::digest(file.as_bytes()))[..32].to_string(),
+        stamp,
+    }
+}
+
+/// A fingerprint label's value: (images, config digest, stamp); the stamp is None in labels
+/// written before stamps were recorded, or for a file that could not be stamped.
+fn fingerprint_value(value: &str) -> Option<(usize, &str, Option<&str>)> {
+    let mut parts = value.splitn(3, '/');
+    let n = parts.next()?.parse().ok()?;
+    let config = parts.next()?;
+    let stamp = parts.next().filter(|s| *s != "-");
+    Some((n, config, stamp))
 }
 
 /// Present images by name.
@@ -207,23 +219,31 @@ impl PresentSet {
     /// Skip by fingerprint: as many images carry the archive's fingerprint label as it gave,
     /// each still with the config digest it was imported with, but for the names another
     /// archive wins (`lost`).
-    fn by_fingerprint(&self, fp: &str, lost: &dyn Fn(&str) -> bool) -> Option<Vec<&Present>> {
-        let key = format!("{LABEL_ARCHIVE_PREFIX}{fp}");
+    /// The second value says whether every label records `stamp`: only then is the file
+    /// proven to be the one imported.
+    fn by_fingerprint(
+        &self,
+        fp: &Fingerprint,
+        lost: &dyn Fn(&str) -> bool,
+    ) -> Option<(Vec<&Present>, bool)> {
+        let key = format!("{LABEL_ARCHIVE_PREFIX}{}", fp.key);
         let mut want = None;
         let mut tagged = Vec::new();
+        let mut same_file = fp.stamp.is_some();
         for p in self.by_name.values() {
             let Some(value) = p.labels.get(&key) else {
                 continue;
             };
-            let (n, config) = value.split_once('/')?;
-            want = Some(n.parse::<usize>().ok()?);
+            let (n, config, stamp) = fingerprint_value(value)?;
+            want = Some(n);
             if p.config_digest.as_deref() != Some(config) && !lost(&p.name) {
                 return None;
             }
+            same_file &= stamp.is_some() && stamp == fp.stamp.as_deref();
             tagged.push(p);
         }
         let want = want?;
-        (want > 0 && tagged.len() >= want).then_some(tagged)
+        (want > 0 && tagged.len() >= want).then_some((tagged, same_file))
     }
 }
 
@@ -537,6 +557,9 @@ fn plan(ctx: &Run<'_>, b: &Bundle, release_key: Option<&str>) -> Result<Plan> {
                 if let (Some(key), false) = (release_key, args.dry_run) {
                     label_for_release(rt, ctx.present, &r.names, key, &p.file, reporter);
                 }
+                if !args.dry_run {
+                    restamp(rt, ctx.present, p, &r.names, reporter);
+                }
                 emit(r);
                 continue;
             }
@@ -577,14 +600,14 @@ fn claims(ctx: &Run<'_>, b: &Bundle, all: &[Planned]) -> (Owners, HashMap<usize,
     }
     let by_fp: HashMap<&str, usize> = all
         .iter()
-        .filter_map(|p| Some((p.fingerprint.as_deref()?, p.index)))
+        .map(|p| (p.fingerprint.key.as_str(), p.index))
         .collect();
     for present in ctx.present.by_name.values() {
         for (key, value) in &present.labels {
             let Some(fp) = key.strip_prefix(LABEL_ARCHIVE_PREFIX) else {
                 continue;
             };
-            let (Some(&i), Some((_, config))) = (by_fp.get(fp), value.split_once('/')) else {
+            let (Some(&i), Some((_, config, _))) = (by_fp.get(fp), fingerprint_value(value)) else {
                 continue;
             };
             owners.add(&present.name, i, Some(config), false);
@@ -1046,29 +1069,71 @@ fn skip_result(k: &Known<'_>, p: &Planned, reporter: &Reporter) -> Option<Archiv
             return None;
         }
     }
-    let by_fp = p.fingerprint.as_deref();
-    let Some(tagged) = by_fp.and_then(|fp| k.present.by_fingerprint(fp, k.lost)) else {
-        // A runtime without labels cannot say which archive its images came from: the archive
-        // itself says what it holds (planning has read it).
-        let info = k.info?;
-        let platform = Platform::host();
-        if !k.present.covers_archive(info, &platform, k.lost) {
-            return None;
+    let labelled = k.present.by_fingerprint(&p.fingerprint, k.lost);
+    if let Some((tagged, true)) = &labelled {
+        let mut names: Vec<String> = tagged.iter().map(|p| p.name.clone()).collect();
+        names.sort();
+        let mut digests: Vec<String> = tagged
+            .iter()
+            .filter_map(|p| p.config_digest.clone())
+            .collect();
+        digests.sort();
+        digests.dedup();
+        return Some(skipped(names, digests));
+    }
+    // Not proven to be the file imported before: what the archive holds decides. Planning has
+    // read it on a runtime without labels; here it is read when the labels name this path
+    // with another stamp (a copy, a touch, a hard link, or another file).
+    let read;
+    let info = match (k.info, labelled.is_some()) {
+        (Some(info), _) => info,
+        (None, true) => {
+            read = archive::inspect_path(&f.path, archive::Limits::default()).ok()?;
+            &read
         }
-        return Some(skipped(
-            unique(info.images.iter().flat_map(|i| i.names.clone())),
-            config_digests(info, &platform),
-        ));
+        (None, false) => return None,
     };
-    let mut names: Vec<String> = tagged.iter().map(|p| p.name.clone()).collect();
-    names.sort();
-    let mut digests: Vec<String> = tagged
-        .iter()
-        .filter_map(|p| p.config_digest.clone())
-        .collect();
-    digests.sort();
-    digests.dedup();
-    Some(skipped(names, digests))
+    let platform = Platform::host();
+    if !k.present.covers_archive(info, &platform, k.lost) {
+        return None;
+    }
+    Some(skipped(
+        unique(info.images.iter().flat_map(|i| i.names.clone())),
+        config_digests(info, &platform),
+    ))
+}
+
+/// The fingerprint labels of an archive skipped by what it holds take its stamp now, so the
+/// next run skips it without reading it.
+fn restamp(
+    rt: &dyn Runtime,
+    present: &PresentSet,
+    p: &Planned,
+    names: &[String],
+    reporter: &Reporter,
+) {
+    let (Some(stamp), true) = (p.fingerprint.stamp.as_deref(), rt.keeps_labels()) else {
+        return;
+    };
+    let key = format!("{LABEL_ARCHIVE_PREFIX}{}", p.fingerprint.key);
+    for name in names {
+        let Some(value) = present.by_name.get(name).and_then(|p| p.labels.get(&key)) else {
+            continue;
+        };
+        let Some((n, config, old)) = fingerprint_value(value) else {
+            continue;
+        };
+        if old == Some(stamp) {
+            continue;
+        }
+        let labels = BTreeMap::from([(key.clone(), format!("{n}/{config}/{stamp}"))]);
+        if let Err(e) = rt.label(std::slice::from_ref(name), &labels) {
+            reporter.warn(
+                Some(&p.file),
+                &format!("{e:#}: the next run reads the archive again"),
+            );
+        }
+    }
 }
 
 /// Run `op`, retrying with backoff while the runtime is unreachable.
@@ -1446,10 +1511,11 @@ fn label_imported(ctx: &Run<'_>, p: &Planned, names: &[String], configs: &[Optio
                 "true".to_string(),
             );
         }
-        if let (Some(config), Some(fp)) = (config, &p.fingerprint) {
+        if let Some(config) = config {
+            let stamp = p.fingerprint.stamp.as_deref().unwrap_or("-");
             labels.insert(
-                format!("{LABEL_ARCHIVE_PREFIX}{fp}"),
-                format!("{}/{config}", names.len()),
+                format!("{LABEL_ARCHIVE_PREFIX}{}", p.fingerprint.key),
+                format!("{}/{config}/{stamp}", names.len()),
             );
         }
         if let Err(e) = ctx.runtime.label(std::slice::from_ref(name), &labels) {
@@ -1728,29 +1794,32 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_changes_with_the_file_name() {
+    fn the_fingerprint_key_is_the_path_in_the_bundle_and_the_stamp_the_files() {
         let dir = std::env::temp_dir().join(format!("oi-fp-name-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.tar");
         std::fs::write(&path, b"x").unwrap();
-        let a = fingerprint("a.tar", &path).unwrap();
-        assert_eq!(a.len(), 32);
-        assert_ne!(Some(a), fingerprint("b.tar", &path));
+        let a = fingerprint("a.tar", &path);
+        assert_eq!(a.key.len(), 32);
+        assert!(a.stamp.is_some());
+        let b = fingerprint("b.tar", &path);
+        assert_ne!(a.key, b.key);
+        assert_eq!(a.stamp, b.stamp);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// `cp -p` of another archive of the same size over this one keeps its name, size and
     /// modification time; only the change time tells.
     #[test]
-    fn a_file_rewritten_in_place_with_its_old_size_and_mtime_gets_a_new_fingerprint() {
+    fn a_file_rewritten_in_place_with_its_old_size_and_mtime_gets_a_new_stamp() {
         use std::io::Write;
         let dir = std::env::temp_dir().join(format!("oi-fp-cp-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("app.tar");
         std::fs::write(&path, b"app:1.0.1").unwrap();
         let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
-        let before = fingerprint("app.tar", &path).unwrap();
-        assert_eq!(fingerprint("app.tar", &path).as_ref(), Some(&before));
+        let before = fingerprint("app.tar", &path);
+        assert_eq!(fingerprint("app.tar", &path), before);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .truncate(true)
@@ -1762,7 +1831,9 @@ mod tests {
         drop(f);
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!((meta.len(), meta.modified().unwrap()), (9, mtime));
-        assert_ne!(fingerprint("app.tar", &path), Some(before));
+        let after = fingerprint("app.tar", &path);
+        assert_eq!(after.key, before.key);
+        assert_ne!(after.stamp, before.stamp);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1774,20 +1845,39 @@ mod tests {
             labels: [(format!("{LABEL_ARCHIVE_PREFIX}{fp}"), value.to_string())].into(),
         };
         let set = PresentSet::new(vec![
-            p("a:1", "f1", "2/sha256:c"),
-            p("b:1", "f1", "2/sha256:c"),
-            p("c:1", "f2", "2/sha256:c"),
-            p("d:1", "f4", "1/sha256:other"),
+            p("a:1", "f1", "2/sha256:c/1.2.3.4"),
+            p("b:1", "f1", "2/sha256:c/1.2.3.4"),
+            p("c:1", "f2", "2/sha256:c/1.2.3.4"),
+            p("d:1", "f4", "1/sha256:other/1.2.3.4"),
+            p("e:1", "f5", "1/sha256:c"),
         ]);
-        assert_eq!(set.by_fingerprint("f1", &|_| false).unwrap().len(), 2);
+        let fp = |key: &str| Fingerprint {
+            key: key.into(),
+            stamp: Some("1.2.3.4".into()),
+        };
+        let none = |_: &str| false;
+        let (tagged, same) = set.by_fingerprint(&fp("f1"), &none).unwrap();
+        assert_eq!((tagged.len(), same), (2, true));
+        let other = Fingerprint {
+            stamp: Some("1.2.3.5".into()),
+            ..fp("f1")
+        };
         assert!(
-            set.by_fingerprint("f2", &|_| false).is_none(),
+            !set.by_fingerprint(&other, &none).unwrap().1,
+            "another stamp is no proof"
+        );
+        assert!(
+            set.by_fingerprint(&fp("f2"), &none).is_none(),
             "one of two images is gone"
         );
-        assert!(set.by_fingerprint("f3", &|_| false).is_none());
+        assert!(set.by_fingerprint(&fp("f3"), &none).is_none());
         assert!(
-            set.by_fingerprint("f4", &|_| false).is_none(),
+            set.by_fingerprint(&fp("f4"), &none).is_none(),
             "the config changed since"
+        );
+        assert!(
+            !set.by_fingerprint(&fp("f5"), &none).unwrap().1,
+            "a label without a stamp is no proof"
         );
     }
 }

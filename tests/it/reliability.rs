@@ -818,6 +818,37 @@ fn an_archive_replaced_by_cp_p_with_its_size_and_mtime_is_imported_on_the_next_r
     );
 }
 
+/// A hard link made elsewhere (a bundle linked into another directory, `cp -al`, rsync's
+/// `--link-dest`) changes the file's change time, so its stamp no longer proves it the file
+/// imported: the re-run reads it, finds what it holds present, skips it, and the run after
+/// skips it unread again.
+#[test]
+fn an_archive_hard_linked_elsewhere_between_runs_is_read_and_skipped_not_imported_again() {
+    let f = fixtures();
+    let dir = temp_dir("linked");
+    std::fs::copy(f.dir.join("docker.tar.gz"), dir.join("alpha.tar.gz")).unwrap();
+    let ns = unique_namespace("linked");
+    let out = run_bounded(&against_containerd("import", &dir, &ns), BOUND);
+    assert!(
+        line_of(&out.stderr, "alpha.tar.gz").starts_with("imported"),
+        "{}",
+        out.stderr
+    );
+    std::fs::hard_link(
+        dir.join("alpha.tar.gz"),
+        temp_dir("linked-elsewhere").join("a.tar.gz"),
+    )
+    .unwrap();
+    for round in ["read", "unread"] {
+        let out = run_bounded(&against_containerd("import", &dir, &ns), BOUND);
+        assert!(
+            out.stderr.contains("0 imported, 1 skipped"),
+            "{round}:\n{}",
+            out.stderr
+        );
+    }
+}
+
 #[test]
 fn file_names_with_spaces_and_non_ascii_are_imported_and_checked() {
     use std::os::unix::ffi::OsStrExt;
