@@ -11,6 +11,7 @@ mod field;
 #[allow(dead_code)] // each area uses its own part of the harness
 mod harness;
 mod import;
+mod leftovers;
 mod list;
 mod native;
 mod prune;
