@@ -114,10 +114,7 @@ impl Native {
                 Verdict::Alive => {}
                 Verdict::Unknown(why) => out.push(Leftover::Kept(format!(
                     "lease {who}: {why}; it expires at {}",
-                    lease
-                        .labels
-                        .get("containerd.io/gc.expire")
-                        .map_or("no set time", String::as_str)
+                    expiry(lease)
                 ))),
                 Verdict::Gone(why) => self.remove_lease(seen, &lease.id, &who, &why, &mut out),
             }
@@ -262,6 +259,22 @@ impl Native {
             Ok(tonic::Response::new(keys))
         });
         keys.map_err(anyhow::Error::from)
+    }
+}
+
+/// When containerd drops `lease` on its own: its `containerd.io/gc.expire` label, shown only
+/// when it is a plain RFC 3339 time (a label is anyone's to write).
+fn expiry(lease: &Lease) -> &str {
+    match lease.labels.get("containerd.io/gc.expire") {
+        Some(t)
+            if t.len() <= 40
+                && t.bytes()
+                    .all(|b| b.is_ascii_digit() || b"TZ:.+-".contains(&b)) =>
+        {
+            t
+        }
+        Some(_) => "a time its label does not say plainly",
+        None => "no set time",
     }
 }
 
