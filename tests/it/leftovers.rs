@@ -114,27 +114,14 @@ struct Ours {
 impl Ours {
     fn of(cd: &PrivateContainerd, ns: &str) -> Ours {
         let leases = stdout_of(cd.ctr(ns).args(["leases", "ls", "-q"]));
-        let active = stdout_of(cd.ctr(ns).args(["content", "active"]));
-        let snapshots = stdout_of(cd.ctr(ns).args(["snapshots", "ls"]));
         Ours {
             leases: leases
                 .lines()
                 .filter(|l| l.starts_with("offline-images-"))
                 .map(str::to_string)
                 .collect(),
-            uploads: active
-                .lines()
-                .skip(1)
-                .filter_map(|l| l.split_whitespace().next())
-                .filter(|r| r.starts_with("offline-images-"))
-                .map(str::to_string)
-                .collect(),
-            // The key holds a space: `offline-images-extract-LEASE sha256:CHAIN`.
-            extracts: snapshots
-                .lines()
-                .filter(|l| l.starts_with("offline-images-extract-"))
-                .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-                .collect(),
+            uploads: our_uploads(cd, ns),
+            extracts: our_extracts(cd, ns),
             ingest_bytes: disk_usage(&cd.root.join("io.containerd.content.v1.content/ingest")),
         }
     }
@@ -142,6 +129,27 @@ impl Ours {
     fn is_empty(&self) -> bool {
         self.leases.is_empty() && self.uploads.is_empty() && self.extracts.is_empty()
     }
+}
+
+/// Refs of the uploads of ours in progress in `ns`.
+fn our_uploads(cd: &PrivateContainerd, ns: &str) -> Vec<String> {
+    stdout_of(cd.ctr(ns).args(["content", "active"]))
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|r| r.starts_with("offline-images-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Keys of the snapshots of unpacks of ours in `ns`: `offline-images-extract-LEASE
+/// sha256:CHAIN` (a key with a space).
+fn our_extracts(cd: &PrivateContainerd, ns: &str) -> Vec<String> {
+    stdout_of(cd.ctr(ns).args(["snapshots", "ls"]))
+        .lines()
+        .filter(|l| l.starts_with("offline-images-extract-"))
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect()
 }
 
 /// Bytes of disk the files under `dir` take.
@@ -238,10 +246,49 @@ struct Tally {
     max_ingest_bytes: u64,
 }
 
+/// Where a kill lands.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// This long after the start.
+    Time(Duration),
+    /// This long after the `n`-th upload of ours (from 1) shows.
+    Upload(usize, Duration),
+    /// This long after the `n`-th unpack of ours (from 1) shows.
+    Unpack(usize, Duration),
+}
+
+/// Wait for the point `at` of `importer`'s run, or for its end.
+fn wait_for(cd: &PrivateContainerd, ns: &str, importer: &Running, at: KillAt) {
+    let started = Instant::now();
+    let mut seen = BTreeSet::new();
+    while !importer.text().contains("summary:") {
+        let (n, delay, now) = match at {
+            KillAt::Time(d) if started.elapsed() >= d => return,
+            KillAt::Time(_) => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            KillAt::Upload(n, delay) => (n, delay, our_uploads(cd, ns)),
+            KillAt::Unpack(n, delay) => (n, delay, our_extracts(cd, ns)),
+        };
+        seen.extend(now);
+        if seen.len() >= n {
+            return std::thread::sleep(delay);
+        }
+    }
+}
+
 /// One kill and the next run on `cd`: the killed run starts from an empty namespace, is
-/// killed `at` after its start, and the next run must leave exactly what a run never killed
-/// leaves (`clean`), with every image complete and every leftover named in its log.
-fn kill_then_rerun(cd: &PrivateContainerd, ns: &str, at: Duration, clean: &Store, t: &mut Tally) {
+/// killed `at`, and the next run must leave exactly what a run never killed leaves (`clean`),
+/// with every image complete and every leftover named in its log. How long the next run took,
+/// when it imported every archive.
+fn kill_then_rerun(
+    cd: &PrivateContainerd,
+    ns: &str,
+    at: KillAt,
+    clean: &Store,
+    t: &mut Tally,
+) -> Option<Duration> {
     let bundle = big_bundle();
     for name in &Store::of(cd, ns).images {
         run(cd.ctr(ns).args(["images", "rm", "--sync", name]));
@@ -251,11 +298,8 @@ fn kill_then_rerun(cd: &PrivateContainerd, ns: &str, at: Duration, clean: &Store
         empty.content.is_empty() && empty.snapshots.is_empty(),
         "{empty:?}"
     );
-    let started = Instant::now();
     let importer = Running::spawn(&mut import_cmd(cd, &bundle.dir, ns));
-    while started.elapsed() < at && !importer.text().contains("summary:") {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for(cd, ns, &importer, at);
     sigkill(importer);
     let left = Ours::of(cd, ns);
     t.in_upload += u32::from(!left.uploads.is_empty());
@@ -264,7 +308,7 @@ fn kill_then_rerun(cd: &PrivateContainerd, ns: &str, at: Duration, clean: &Store
     t.max_ingest_bytes = t.max_ingest_bytes.max(left.ingest_bytes);
 
     let out = run_bounded(&import_cmd(cd, &bundle.dir, ns), BOUND);
-    let why = format!("killed {at:?} in, then the next run:\n{}", out.stderr);
+    let why = format!("killed at {at:?}, then the next run:\n{}", out.stderr);
     assert_eq!(out.code, 0, "{why}");
     let after = Ours::of(cd, ns);
     assert!(after.is_empty(), "left behind: {after:?}\n{why}");
@@ -286,42 +330,68 @@ fn kill_then_rerun(cd: &PrivateContainerd, ns: &str, at: Duration, clean: &Store
         let said = format!("removed snapshot \"{key}\"");
         assert!(out.stderr.contains(&said), "{key} is not named\n{why}");
     }
+    let imported = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("imported"))
+        .count();
+    (imported == 2).then_some(out.elapsed)
 }
 
-/// [`KILLS`] kills of a 400 MB import on containerd `d`, at points spread over the whole
-/// import (stratified: one in each twentieth of a run's length, at random within it).
-fn kills_on(d: &Daemons) -> String {
+/// The `k`-th of [`KILLS`] kill points: a third at a time spread over the whole import
+/// (stratified: each in its own slice of a run's length `estimate`, at random within it), a
+/// third during an upload, a third during an unpack (a random one of the three layers, a
+/// random time after it shows).
+fn kill_point(k: u32, estimate: Duration, random: &mut Random) -> KillAt {
+    let (slot, slots) = (k / 3, KILLS.div_ceil(3));
+    let layer = (slot % 3) as usize + 1;
+    let delay = Duration::from_millis((random.next() * 500.0) as u64);
+    match k % 3 {
+        0 => KillAt::Time(estimate.mul_f64((f64::from(slot) + random.next()) / f64::from(slots))),
+        1 => KillAt::Upload(layer, delay),
+        _ => KillAt::Unpack(layer, delay),
+    }
+}
+
+/// [`KILLS`] kills of a 400 MB import on containerd `d`, each followed by a run that must
+/// leave nothing of the killed one.
+fn kills_on(d: &Daemons) {
     let bundle = big_bundle();
     let cd = PrivateContainerd::start_version(&format!("kills-{}", d.label), d);
     let ns = "kills";
-    let started = Instant::now();
     let out = run_bounded(&import_cmd(&cd, &bundle.dir, ns), BOUND);
-    let full = started.elapsed();
     assert_eq!(out.code, 0, "{}: {}", d.label, out.stderr);
+    let mut estimate = out.elapsed;
     let clean = Store::of(&cd, ns);
     assert_eq!(clean.images, bundle.names, "{}", d.label);
     assert!(Ours::of(&cd, ns).is_empty(), "{}", d.label);
     let mut random = Random::seeded();
     let seed = random.0;
     let mut tally = Tally::default();
+    let started = Instant::now();
     for k in 0..KILLS {
-        let at = full.mul_f64((f64::from(k) + random.next()) / f64::from(KILLS));
-        kill_then_rerun(&cd, ns, at, &clean, &mut tally);
+        let at = kill_point(k, estimate, &mut random);
+        if let Some(took) = kill_then_rerun(&cd, ns, at, &clean, &mut tally) {
+            // The machine's load changes: the latest whole run says how long one takes now.
+            estimate = took;
+        }
     }
     let summary = format!(
-        "containerd {}: a run takes {:.1} s; {KILLS} kills (seed {seed}): {} during an upload, \
-         {} during an unpack, {} after the run had ended; the largest partial upload left \
-         {:.1} MiB in the ingest directory, and every next run left it empty",
+        "containerd {}: {KILLS} kills (seed {seed}) in {:.0} s, a whole run taking {:.1} s at \
+         the end: {} during an upload, {} during an unpack, {} after the run had ended; the \
+         largest partial upload left {:.1} MiB in the ingest directory, and every next run \
+         left it empty",
         d.containerd_version,
-        full.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        estimate.as_secs_f64(),
         tally.in_upload,
         tally.in_unpack,
         tally.after_the_end,
         tally.max_ingest_bytes as f64 / f64::from(1 << 20)
     );
+    eprintln!("{summary}");
     // The kill points must have met both halves of an import, or the test proved little.
     assert!(tally.in_upload >= 3 && tally.in_unpack >= 3, "{summary}");
-    summary
 }
 
 #[test]
@@ -355,14 +425,15 @@ fn sigkill_leaves_data_that_a_successful_rerun_never_reclaims() {
             );
         }
     }
-    let summaries: Vec<String> = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let handles: Vec<_> = versions
             .iter()
             .map(|d| s.spawn(move || kills_on(d)))
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+        for h in handles {
+            h.join().unwrap();
+        }
     });
-    eprintln!("{}", summaries.join("\n"));
 }
 
 /// Wait until `importer` has an upload of ours in flight in `ns`; what is ours then.
