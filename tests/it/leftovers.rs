@@ -290,9 +290,7 @@ fn kill_then_rerun(
     t: &mut Tally,
 ) -> Option<Duration> {
     let bundle = big_bundle();
-    for name in &Store::of(cd, ns).images {
-        run(cd.ctr(ns).args(["images", "rm", "--sync", name]));
-    }
+    remove_images(cd, ns);
     let empty = Store::of(cd, ns);
     assert!(
         empty.content.is_empty() && empty.snapshots.is_empty(),
@@ -436,20 +434,16 @@ fn sigkill_leaves_data_that_a_successful_rerun_never_reclaims() {
     });
 }
 
-/// Wait until `importer` has an upload of ours in flight in `ns`; what is ours then.
-fn wait_for_upload(cd: &PrivateContainerd, ns: &str, importer: &Running) -> Ours {
+/// Wait until `importer` has an upload of ours in flight in `ns` (looked at as often as one
+/// `ctr` allows, so that the first upload is caught while nothing is committed yet).
+fn wait_for_upload(cd: &PrivateContainerd, ns: &str, importer: &Running) {
     let started = Instant::now();
-    loop {
-        let ours = Ours::of(cd, ns);
-        if !ours.uploads.is_empty() && !ours.leases.is_empty() {
-            return ours;
-        }
+    while our_uploads(cd, ns).is_empty() {
         assert!(
             !importer.text().contains("summary:") && started.elapsed().as_secs() < 120,
             "no upload in flight:\n{}",
             importer.text()
         );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -531,8 +525,13 @@ fn a_live_importers_lease_is_kept_and_a_killed_pods_is_removed_by_the_next_pod()
     let cmd = import_cmd(&cd, &bundle.dir, ns);
     // A: a pod in this pid namespace, stopped in the middle of an upload: alive.
     let a = Running::spawn(&mut in_pod(&cmd, &cd.socket, false));
-    let alive = wait_for_upload(&cd, ns, &a);
+    wait_for_upload(&cd, ns, &a);
     signal(a.pid(), nix::sys::signal::Signal::SIGSTOP);
+    let alive = Ours::of(&cd, ns);
+    assert!(
+        !alive.leases.is_empty() && !alive.uploads.is_empty(),
+        "{alive:?}"
+    );
     // B: a pod with a pid namespace of its own cannot see A's process, but A holds the
     // presence lock; C, in A's pid namespace, sees A's process.
     for (pod, own_pid_ns) in [("B", true), ("C", false)] {
@@ -563,17 +562,32 @@ fn a_live_importers_lease_is_kept_and_a_killed_pods_is_removed_by_the_next_pod()
     assert_eq!(code, 0, "A: {log}");
     assert!(Ours::of(&cd, ns).is_empty(), "{:?}", Ours::of(&cd, ns));
 
-    // D: a pod killed in the middle of an upload, as an OOM kill does; E, the Job's next pod,
-    // has another pid namespace and removes what D left.
-    remove_images(&cd, ns);
-    let d = Running::spawn(&mut in_pod(&cmd, &cd.socket, true));
+    // D: a pod killed in the middle of its first upload, as an OOM kill does, with nothing
+    // stored yet; E, the Job's next pod, has another pid namespace and removes what D left.
+    // E's archives are all present, so it removes no content: containerd's garbage collector
+    // never sweeps the ingest directory, and only an upload abandoned frees that disk.
+    let small = temp_dir("kill-small");
+    random_docker_archive(&small.join("d-one-layer.tar"), "oi-test/kill-d:1", 1);
+    let d = Running::spawn(&mut in_pod(&import_cmd(&cd, &small, ns), &cd.socket, true));
     let _ = pod_pid(&d);
-    let _ = wait_for_upload(&cd, ns, &d);
+    wait_for_upload(&cd, ns, &d);
     sigkill(d);
     let left = Ours::of(&cd, ns);
-    assert!(!left.leases.is_empty(), "{left:?}");
+    assert!(
+        !left.leases.is_empty() && !left.uploads.is_empty(),
+        "{left:?}"
+    );
     let e = run_bounded(&in_pod(&cmd, &cd.socket, true), BOUND);
     assert_eq!(e.code, 0, "E: {}", e.stderr);
+    assert_eq!(
+        e.stderr
+            .lines()
+            .filter(|l| l.starts_with("skipped"))
+            .count(),
+        2,
+        "{}",
+        e.stderr
+    );
     for lease in &left.leases {
         assert!(
             e.stderr.contains(&format!("removed lease {lease} ")),
@@ -652,7 +666,7 @@ fn only_an_import_removes_a_killed_runs_leftovers_and_never_another_tools() {
     let foreign = all_leases_and_uploads(&cd, ns);
     // Ours: an import killed in the middle of an upload.
     let importer = Running::spawn(&mut import_cmd(&cd, &bundle.dir, ns));
-    let _ = wait_for_upload(&cd, ns, &importer);
+    wait_for_upload(&cd, ns, &importer);
     sigkill(importer);
     let mut ours = Ours::of(&cd, ns);
     ours.leases.retain(|l| !foreign.0.contains(l));
