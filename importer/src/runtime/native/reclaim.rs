@@ -1,8 +1,8 @@
 //! What an importer that was killed (an OOM kill, an evicted pod, SIGKILL) left in containerd,
 //! removed by the next import: its leases, which keep for 24 hours whatever it had stored; its
 //! partial uploads (ingests), whose data containerd keeps on disk until someone aborts them
-//! (deleting their lease only drops containerd's record of them, and the data then waits for
-//! a garbage collection that removes some content); and the snapshot of the layer it was
+//! (deleting their lease drops containerd's record of them at once, but their data at times
+//! stays until a garbage collection that removes some content); and the snapshot of the layer it was
 //! unpacking, which goes with the lease.
 //!
 //! Ours, and only ours, by name and label: a lease is ours when its labels name the importer
