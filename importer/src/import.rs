@@ -25,7 +25,7 @@ use crate::labels::{
 use crate::lock::lock_node;
 use crate::reference;
 use crate::report::{self, ArchiveResult, Event, Missing, Replaced, Reporter, Status, Summary};
-use crate::runtime::{self, detect, Present, Runtime};
+use crate::runtime::{self, detect, Leftover, Present, Runtime};
 use crate::stop::{install_stop_handler, sleep_unless_stopped, stop_signal};
 
 mod owners;
@@ -320,6 +320,9 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     } else {
         lock_node(&detected.socket, args.lock.timeout(), reporter)?
     };
+    if !args.dry_run && stop_signal().is_none() {
+        reclaim_leftovers(rt, reporter);
+    }
 
     let present = if bundle.found.is_empty() {
         PresentSet::new(Vec::new())
@@ -377,6 +380,25 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         conflicts,
     };
     finish(args, &summary, reporter)
+}
+
+/// What an earlier import that was killed left in the runtime goes before anything is
+/// imported, each thing named (`Runtime::reclaim`); a failure to look is a warning.
+fn reclaim_leftovers(rt: &dyn Runtime, reporter: &Reporter) {
+    let found = match rt.reclaim() {
+        Ok(found) => found,
+        Err(e) => {
+            let e = format!("cannot look for what an earlier interrupted import left: {e:#}");
+            return reporter.warn(None, &e);
+        }
+    };
+    for leftover in found {
+        match leftover {
+            Leftover::Removed(what) => reporter.info(&format!("removed {what}")),
+            Leftover::Kept(what) => reporter.info(&format!("kept {what}")),
+            Leftover::Failed(what) => reporter.warn(None, &format!("cannot remove {what}")),
+        }
+    }
 }
 
 /// What the images path holds: the archives found (and the paths refused), with the names

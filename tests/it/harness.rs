@@ -1097,11 +1097,21 @@ pub struct PrivateContainerd {
     child: Option<std::process::Child>,
     /// A tmpfs mounted as `root`, unmounted on drop.
     mounted: bool,
+    /// The directory of the containerd and ctr of a version of the matrix; `None`: the
+    /// machine's own.
+    bin: Option<PathBuf>,
 }
 
 impl PrivateContainerd {
     /// Start one; with `root_mib`, its root is a tmpfs of that many MiB.
     pub fn start(label: &str, root_mib: Option<u64>) -> PrivateContainerd {
+        let mut c = PrivateContainerd::configure(label, root_mib, None);
+        c.restart();
+        c
+    }
+
+    /// Its directories and configuration, not started yet; `bin`: see the field.
+    fn configure(label: &str, root_mib: Option<u64>, bin: Option<PathBuf>) -> PrivateContainerd {
         let dir = temp_dir(label);
         let root = dir.join("root");
         std::fs::create_dir_all(&root).unwrap();
@@ -1127,15 +1137,14 @@ impl PrivateContainerd {
             ),
         )
         .unwrap();
-        let mut c = PrivateContainerd {
+        PrivateContainerd {
             dir,
             root,
             socket,
             child: None,
             mounted,
-        };
-        c.restart();
-        c
+            bin,
+        }
     }
 
     /// Start one with the CRI plugin enabled, as on a Kubernetes node: its sandbox (pause)
@@ -1178,6 +1187,7 @@ impl PrivateContainerd {
             socket,
             child: None,
             mounted: false,
+            bin: None,
         };
         c.restart();
         c
@@ -1191,8 +1201,17 @@ impl PrivateContainerd {
             .append(true)
             .open(self.dir.join("containerd.log"))
             .unwrap();
+        let mut containerd = Command::new("containerd");
+        if let Some(bin) = &self.bin {
+            // Its own shim too, found on PATH.
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![bin.clone()];
+            dirs.extend(std::env::split_paths(&path));
+            containerd = Command::new(bin.join("containerd"));
+            containerd.env("PATH", std::env::join_paths(dirs).unwrap());
+        }
         self.child = Some(
-            Command::new("containerd")
+            containerd
                 .arg("--config")
                 .arg(self.dir.join("config.toml"))
                 .stdin(Stdio::null())
@@ -1217,8 +1236,20 @@ impl PrivateContainerd {
     }
 
     pub fn ctr(&self, ns: &str) -> Command {
-        let mut c = Command::new("ctr");
+        let mut c = match &self.bin {
+            Some(bin) => Command::new(bin.join("ctr")),
+            None => Command::new("ctr"),
+        };
         c.arg("-a").arg(&self.socket).arg("-n").arg(ns);
+        c
+    }
+
+    /// [`PrivateContainerd::start`] (no tmpfs) with the containerd of `d`, a version of the
+    /// matrix (the machine's own for the default pair).
+    pub fn start_version(label: &str, d: &Daemons) -> PrivateContainerd {
+        let bin = d.ctr.parent().filter(|p| !p.as_os_str().is_empty());
+        let mut c = PrivateContainerd::configure(label, None, bin.map(Path::to_path_buf));
+        c.restart();
         c
     }
 

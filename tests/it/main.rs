@@ -12,6 +12,7 @@ mod guide;
 #[allow(dead_code)] // each area uses its own part of the harness
 mod harness;
 mod import;
+mod leftovers;
 mod list;
 mod native;
 mod node_lock;

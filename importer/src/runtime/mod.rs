@@ -41,6 +41,18 @@ pub struct Imported {
     pub detail: Option<String>,
 }
 
+/// Something an earlier import left in the runtime when it was killed, and what this run did
+/// with it ([`Runtime::reclaim`]). Each says what it is, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leftover {
+    /// Removed.
+    Removed(String),
+    /// Kept: its run may still be alive (the text says why it cannot be told).
+    Kept(String),
+    /// Ours and dead, but the runtime refused to remove it: what, and its answer.
+    Failed(String),
+}
+
 /// What is left of a staged import ([`Runtime::stage_file`]); run once.
 pub type Rest<'a> = Box<dyn FnOnce() -> Result<Imported> + 'a>;
 
@@ -130,6 +142,15 @@ pub trait Runtime: Send + Sync {
     /// an archive would add accept every archive.
     fn preflight(&self, _archive: &Path, _platform: &Platform, _max_used: u8) -> Result<()> {
         Ok(())
+    }
+
+    /// Remove what an earlier import of ours left behind when it was killed (an OOM kill, an
+    /// evicted pod): its leases, partial uploads and half-unpacked layers, each named in what
+    /// is returned; never what a run still alive holds, nor what another tool made. Called
+    /// once by an import before its first archive; never by a dry run, `verify` or `list`.
+    /// Backends that leave nothing behind when killed have nothing to do.
+    fn reclaim(&self) -> Result<Vec<Leftover>> {
+        Ok(Vec::new())
     }
 
     /// Set `labels` on each named image. Runtimes without image labels ignore this.

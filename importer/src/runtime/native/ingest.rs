@@ -282,20 +282,7 @@ impl<'a> Ingest<'a> {
         written: Result<super::client::Written>,
     ) -> Result<super::client::Written> {
         if written.is_err() {
-            // containerd may still hold the upload's lock for a moment after the call ended.
-            for _ in 0..20 {
-                let mut content = ContentClient::new(self.conn.channel.clone());
-                let req = self.conn.req(
-                    AbortRequest {
-                        r#ref: reference.to_string(),
-                    },
-                    None,
-                );
-                match self.conn.call("abandoning an upload", content.abort(req)) {
-                    Ok(_) | Err(CallError::NotFound(_)) => break,
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
-                }
-            }
+            let _ = abort_upload(self.conn, reference);
         }
         written
     }
@@ -307,6 +294,29 @@ impl<'a> Ingest<'a> {
             self.sent += size;
         }
     }
+}
+
+/// Abandon the upload `reference` (`Content.Abort`): containerd deletes its partial data at
+/// once. Whether there was one to abandon. containerd may hold an upload's lock for a moment
+/// after its writer has gone, so a refusal is tried again for up to 2 s.
+pub fn abort_upload(conn: &Conn, reference: &str) -> Result<bool, CallError> {
+    let mut refused = None;
+    for _ in 0..20 {
+        let mut content = ContentClient::new(conn.channel.clone());
+        let req = conn.req(
+            AbortRequest {
+                r#ref: reference.to_string(),
+            },
+            None,
+        );
+        match conn.call("abandoning an upload", content.abort(req)) {
+            Ok(_) => return Ok(true),
+            Err(CallError::NotFound(_)) => return Ok(false),
+            Err(e) => refused = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Err(refused.unwrap_or_else(|| CallError::Other(anyhow::anyhow!("no answer"))))
 }
 
 /// `blobs/sha256/HEX` -> `sha256:HEX`.

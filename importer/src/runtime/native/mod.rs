@@ -4,17 +4,22 @@
 //! until its images exist; a failed archive's lease is deleted, and with it what was written.
 //! Blobs the archive names by digest are looked up first and sent only when missing; layers
 //! are unpacked into the snapshotter only when their snapshot (by chain ID) is missing.
+//! Leases are labelled with the importer that took them, so that the next import removes
+//! those of a run that was killed, with its partial uploads (`reclaim`).
 
 mod client;
 mod cri;
 mod disk;
 mod image;
 mod ingest;
+mod owner;
 mod preflight;
+mod reclaim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
 use containerd_client::services::v1::containers_client::ContainersClient;
@@ -30,12 +35,16 @@ use prost_types::FieldMask;
 
 use self::client::{label_paths, Conn};
 use self::ingest::Ingest;
-use super::{content, socket, Container, Gate, Imported, Present, Rest, Runtime, Unreachable};
+use self::owner::{FileId, Owner, Presence};
+use super::{
+    content, socket, Container, Gate, Imported, Leftover, Present, Rest, Runtime, Unreachable,
+};
 use crate::archive::{inspect_stream_into, ArchiveInfo, Compression, Limits, Platform};
 use crate::labels::{LABEL_MANAGED, LABEL_PINNED};
 
-/// How long a lease outlives an importer that was killed before it could delete it; what it
-/// held is then collected.
+/// How long a lease outlives an importer that was killed before it could delete it, when no
+/// later import removes it first (`reclaim`): what it held is then collected, except the data
+/// of its partial uploads, which waits for a garbage collection that removes some content.
 const LEASE_EXPIRES_SECS: u64 = 24 * 3600;
 
 /// The snapshotter unpacked into when neither `--snapshotter` nor the CRI plugin names one.
@@ -50,6 +59,10 @@ pub struct Native {
     /// Why that snapshotter, for the log.
     snapshotter_from: &'static str,
     platform: Platform,
+    /// This process, as its leases' labels name it.
+    owner: Option<Owner>,
+    /// The presence lock on containerd's content store, once taken (see `owner`).
+    presence: Mutex<Option<Presence>>,
 }
 
 /// An archive whose content is in the content store: what unpacking and naming need.
@@ -92,6 +105,8 @@ impl Native {
             snapshotter,
             snapshotter_from: why,
             platform: Platform::host(),
+            owner: Owner::this_process(),
+            presence: Mutex::new(None),
         })
     }
 
@@ -112,6 +127,38 @@ impl Native {
         }
     }
 
+    /// The presence lock, taken if not yet (exclusively when `exclusive` and no other importer
+    /// holds it): the lock held, and the same when it was taken exclusively by this call.
+    fn hold_presence(&self, exclusive: bool) -> (Option<FileId>, Option<FileId>) {
+        let mut held = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = held.as_ref() {
+            return (Some(p.id), None);
+        }
+        let Some((p, alone)) = self
+            .conn
+            .guard
+            .as_deref()
+            .and_then(|dir| Presence::take(dir, exclusive))
+        else {
+            return (None, None);
+        };
+        let id = p.id;
+        *held = Some(p);
+        (Some(id), alone.then_some(id))
+    }
+
+    /// The presence lock from exclusive to shared, for the rest of the run.
+    fn share_presence(&self) {
+        if let Some(p) = self
+            .presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            p.share();
+        }
+    }
+
     fn create_lease(&self) -> Result<String> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -122,11 +169,19 @@ impl Native {
             now.as_nanos() % 1_000_000_000_000
         );
         let expires = rfc3339(now.as_secs() + LEASE_EXPIRES_SECS);
+        let mut labels = HashMap::from([("containerd.io/gc.expire".to_string(), expires)]);
+        if let Some(owner) = &self.owner {
+            let owner = Owner {
+                presence: self.hold_presence(false).0,
+                ..owner.clone()
+            };
+            labels.extend(owner.labels());
+        }
         let mut leases = LeasesClient::new(self.conn.channel.clone());
         let req = self.conn.req(
             CreateRequest {
                 id: id.clone(),
-                labels: HashMap::from([("containerd.io/gc.expire".to_string(), expires)]),
+                labels,
             },
             None,
         );
@@ -414,6 +469,10 @@ impl Runtime for Native {
         gate: Gate<'a>,
     ) -> Result<Rest<'a>> {
         self.stage_leased(tar, platform, Some(path), Some(gate))
+    }
+
+    fn reclaim(&self) -> Result<Vec<Leftover>> {
+        self.reclaim_leftovers()
     }
 
     fn preflight(&self, archive: &Path, platform: &Platform, max_used: u8) -> Result<()> {
