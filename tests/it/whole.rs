@@ -159,6 +159,8 @@ fn archive_with_a_256_character_name(image: &TestImage, first: &str, long: &str)
     let saved = saved_and_removed(image, "name-256-saved");
     let out = temp_dir("name-256").join("long.tar");
     for d in matrix().iter().skip(1) {
+        // Loads and removes beside other tests' fixtures on this dockerd: one at a time.
+        let _lock = d.docker_lock();
         run(d.docker().args(["load", "-q", "-i"]).arg(&saved));
         let tagged = d.docker().args(["tag", &image.tag, long]).output().unwrap();
         if tagged.status.success() {
@@ -209,6 +211,8 @@ fn repository_name_of_256_characters_fails_its_archive_whole_on_every_docker_and
     let archive = archive_with_a_256_character_name(&image, &first, &long);
     let dir = bundle("name-256-bundle", &[("long.tar", &archive)]);
     for d in matrix() {
+        // Loads and removes beside other tests' fixtures on this dockerd: one at a time.
+        let _lock = d.docker_lock();
         assert_eq!(d.docker_image_id(&first), None, "{}", d.label);
         let (code, _, stderr) = outcome(&mut d.against_docker("import", &dir));
         assert_eq!(code, 0, "{}: {stderr}", d.label);
@@ -322,6 +326,8 @@ fn docker_load_that_fails_after_naming_the_first_of_two_images_leaves_no_name_on
     let pair = damaged_pair("damaged");
     let dir = bundle("damaged-bundle", &[("damaged.tar", &pair.damaged)]);
     for d in matrix() {
+        // Loads and removes beside other tests' fixtures on this dockerd: one at a time.
+        let _lock = d.docker_lock();
         pair_is_gone(d, &pair, "before");
         let (code, _, stderr) = outcome(&mut d.against_docker("import", &dir));
         assert_eq!(code, 0, "{}: {stderr}", d.label);
@@ -359,6 +365,8 @@ fn docker_load_that_fails_after_naming_leaves_what_was_there_before_on_every_doc
         ],
     );
     for d in matrix() {
+        // Loads and removes beside other tests' fixtures on this dockerd: one at a time.
+        let _lock = d.docker_lock();
         run(d.docker().args(["load", "-q", "-i"]).arg(&there_archive));
         let there_id = d.docker_image_id(&there.tag).unwrap();
         run(d.docker().args(["tag", &there.tag, &pair.a.tag]));
@@ -442,6 +450,8 @@ fn every_name_the_importer_takes_is_one_every_docker_takes() {
     let image = build_image(&tag, &format!("{tag}, under many names"));
     let saved = saved_and_removed(&image, "names");
     for (i, d) in matrix().iter().enumerate() {
+        // Loads and removes beside other tests' fixtures on this dockerd: one at a time.
+        let _lock = d.docker_lock();
         run(d.docker().args(["load", "-q", "-i"]).arg(&saved));
         for name in names_to_try() {
             let ours = Reference::parse(&name);
