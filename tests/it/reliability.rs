@@ -644,6 +644,40 @@ fn assert_said_who_wins(stderr: &str, reference: &str, winner: &str, loser: &str
     }
 }
 
+/// Five imports of a-first.tar and b-second.tar (`import`): each leaves `reference` as
+/// `winner`'s image (`now` reads what it is), says who wins, and from the second on skips both.
+fn settles_five_rounds_in_a_row(
+    import: &dyn Fn() -> Command,
+    now: &dyn Fn() -> Option<String>,
+    winner: &TestImage,
+    reference: &str,
+) {
+    for round in 1..=5 {
+        let out = run_bounded(&import(), BOUND);
+        assert_eq!(out.code, 0, "round {round}:\n{}", out.stderr);
+        assert_eq!(
+            now().as_deref(),
+            Some(winner.config_digest.as_str()),
+            "round {round}: the archive sorting last wins:\n{}",
+            out.stderr
+        );
+        assert_said_who_wins(
+            &out.stderr,
+            reference,
+            "b-second.tar",
+            "a-first.tar",
+            "that archive sorts last",
+        );
+        for file in ["a-first.tar", "b-second.tar"].iter().filter(|_| round > 1) {
+            assert!(
+                line_of(&out.stderr, file).starts_with("skipped"),
+                "round {round}:\n{}",
+                out.stderr
+            );
+        }
+    }
+}
+
 #[test]
 fn two_archives_giving_one_name_different_images_settle_it_the_same_way_five_runs_in_a_row() {
     let f = fixtures();
@@ -658,32 +692,13 @@ fn two_archives_giving_one_name_different_images_settle_it_the_same_way_five_run
         ],
     );
     let ns = unique_namespace("flip");
-    for round in 1..=5 {
-        let out = run_bounded(&against_containerd("import", &dir, &ns), BOUND);
-        assert_eq!(out.code, 0, "round {round}:\n{}", out.stderr);
-        assert_eq!(
-            ctr_config_digest(&ns, &reference).as_deref(),
-            Some(f.beta.config_digest.as_str()),
-            "round {round}: the archive sorting last wins:\n{}",
-            out.stderr
-        );
-        assert_said_who_wins(
-            &out.stderr,
-            &reference,
-            "b-second.tar",
-            "a-first.tar",
-            "that archive sorts last",
-        );
-        if round > 1 {
-            for file in ["a-first.tar", "b-second.tar"] {
-                assert!(
-                    line_of(&out.stderr, file).starts_with("skipped"),
-                    "round {round}:\n{}",
-                    out.stderr
-                );
-            }
-        }
-    }
+    let now = || ctr_config_digest(&ns, &reference);
+    settles_five_rounds_in_a_row(
+        &|| against_containerd("import", &dir, &ns),
+        &now,
+        &f.beta,
+        &reference,
+    );
     let out = run_bounded(
         against_containerd("import", &dir, &ns).arg("--strict"),
         BOUND,
@@ -702,23 +717,13 @@ fn two_archives_giving_one_name_different_images_settle_it_the_same_way_five_run
     );
 
     let _lock = daemons().docker_lock();
-    for round in 1..=5 {
-        let out = run_bounded(&daemons().against_docker("import", &dir), BOUND);
-        assert_eq!(out.code, 0, "Docker, round {round}:\n{}", out.stderr);
-        assert_eq!(
-            docker_image_id(&tag).as_deref(),
-            Some(f.beta.config_digest.as_str()),
-            "Docker, round {round}:\n{}",
-            out.stderr
-        );
-        assert_said_who_wins(
-            &out.stderr,
-            &reference,
-            "b-second.tar",
-            "a-first.tar",
-            "that archive sorts last",
-        );
-    }
+    let now = || docker_image_id(&tag);
+    settles_five_rounds_in_a_row(
+        &|| daemons().against_docker("import", &dir),
+        &now,
+        &f.beta,
+        &reference,
+    );
     docker_rmi(&tag);
 }
 
