@@ -25,7 +25,7 @@ HELM_DIR = ROOT / "tests" / "bin"
 KUBE_VERSION = "v1.30.2"
 RELEASE, NAMESPACE = "shop", "apps"
 MIRROR = "mirror.example.com:5000"
-PROM_SHA = "3f1a2b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7081"
+PROM_SHA = "3f1a2b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708"
 
 # The images each chart's operators and controllers launch, which no pod template names:
 # written out here, from what the charts' templates say, rather than found by the code under test.

@@ -55,6 +55,10 @@ impl Candidate {
         let pinned = last_component_has_tag(v);
         match self.kind {
             Kind::Arg(false) if !(parses && has_domain && pinned) => Verdict::Ignore,
+            // A pinned-looking value whose digest is malformed is said, not dropped unseen.
+            _ if !parses && v.contains("@sha") => {
+                Verdict::LeaveOut("its digest is not a well-formed sha256, sha384 or sha512 digest")
+            }
             _ if !parses => Verdict::Ignore,
             _ if !pinned && v.contains('/') => Verdict::LeaveOut("it has no tag or digest"),
             _ if !pinned => Verdict::Ignore,
