@@ -342,24 +342,7 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
     let missing = if args.dry_run || interrupted {
         Vec::new()
     } else {
-        let index_of: HashMap<&str, usize> = plan
-            .all
-            .iter()
-            .map(|p| (p.file.as_str(), p.index))
-            .collect();
-        let lost = |file: &str, name: &str| {
-            index_of
-                .get(file)
-                .is_some_and(|&i| plan.owners.loses(name, i))
-        };
-        let expected = expected_images(
-            bundle.index.as_ref(),
-            &required,
-            &ctx.platform,
-            &lost,
-            rt.lists_digest_names(),
-        );
-        check_presence(rt, &expected, reporter)
+        missing_after(&ctx, &plan, &bundle, &required)
     };
     let results = plan.results;
     let summary = Summary {
@@ -380,6 +363,29 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         conflicts,
     };
     finish(args, &summary, reporter)
+}
+
+/// Every image the bundle promises for this node (but under the names another archive wins)
+/// and every required one, checked in the runtime after the run.
+fn missing_after(ctx: &Run<'_>, plan: &Plan, bundle: &Bundle, required: &[String]) -> Vec<Missing> {
+    let index_of: HashMap<&str, usize> = plan
+        .all
+        .iter()
+        .map(|p| (p.file.as_str(), p.index))
+        .collect();
+    let lost = |file: &str, name: &str| {
+        index_of
+            .get(file)
+            .is_some_and(|&i| plan.owners.loses(name, i))
+    };
+    let expected = expected_images(
+        bundle.index.as_ref(),
+        required,
+        &ctx.platform,
+        &lost,
+        ctx.runtime.lists_digest_names(),
+    );
+    check_presence(ctx.runtime, &expected, ctx.reporter)
 }
 
 /// What an earlier import that was killed left in the runtime goes before anything is
@@ -1031,6 +1037,21 @@ fn label_for_release(
     }
 }
 
+/// The result of an archive skipped as present, under `names` with `digests`.
+fn skipped_result(p: &Planned, names: Vec<String>, digests: Vec<String>) -> ArchiveResult {
+    ArchiveResult {
+        file: p.file.clone(),
+        status: Status::Skipped,
+        names,
+        digests,
+        seconds: 0.0,
+        bytes: p.found.size,
+        reason: None,
+        failure: None,
+        replaced: Vec::new(),
+    }
+}
+
 /// What the skip check of one archive goes by.
 struct Known<'a> {
     present: &'a PresentSet,
@@ -1044,17 +1065,7 @@ struct Known<'a> {
 /// The result for an archive that need not be imported, if it need not.
 fn skip_result(k: &Known<'_>, p: &Planned, reporter: &Reporter) -> Option<ArchiveResult> {
     let (file, f) = (p.file.as_str(), &p.found);
-    let skipped = |names: Vec<String>, digests: Vec<String>| ArchiveResult {
-        file: file.to_string(),
-        status: Status::Skipped,
-        names,
-        digests,
-        seconds: 0.0,
-        bytes: f.size,
-        reason: None,
-        failure: None,
-        replaced: Vec::new(),
-    };
+    let skipped = |names, digests| skipped_result(p, names, digests);
     if let Some(entry) = k.index.and_then(|i| i.archive(file)) {
         if entry.size != f.size {
             reporter.warn(
