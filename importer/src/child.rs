@@ -9,16 +9,14 @@
 
 use std::io;
 use std::process::{Child, ExitStatus};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::sync::lock;
+
 /// The helpers running right now, so that a SIGTERM can end them at once.
 static RUNNING: Mutex<Vec<Arc<Mutex<Child>>>> = Mutex::new(Vec::new());
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A running helper, owned by the code that started it; [`kill_all`] can reach it until it is
 /// dropped. Take its stdin, stdout and stderr before handing the [`Child`] over.

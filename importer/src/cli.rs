@@ -363,6 +363,28 @@ impl LockArgs {
     }
 }
 
+impl ImportArgs {
+    /// The flags and environment resolved into what `import` works with.
+    pub fn settings(&self) -> crate::import::Settings {
+        crate::import::Settings {
+            images_path: self.images_path.clone(),
+            runtime: self.runtime.config(),
+            disk_max_used: (!self.no_disk_preflight).then_some(self.disk_max_used),
+            jobs: self.jobs,
+            strict: self.strict,
+            force: self.force,
+            dry_run: self.dry_run,
+            log_format: self.log_format.into(),
+            report: self.report.clone(),
+            termination_log: self.termination_log.clone(),
+            lock_timeout: self.lock.timeout(),
+            release: self.release.clone(),
+            require: self.require.clone(),
+            left_out_nodes: self.left_out_nodes.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
     /// Archives, or directories to search for archives.

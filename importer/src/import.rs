@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,6 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::{self, check_images_path, ArchiveInfo, Found, Platform, Rejected};
 use crate::bundle::{self, BundleArchive, BundleIndex};
-use crate::cli::ImportArgs;
 use crate::exit::{self, Code};
 use crate::failure::{self, Failure, Kind};
 use crate::labels::{
@@ -256,7 +255,7 @@ fn findable(name: &str, digest_names: bool) -> bool {
 // ---- the run ------------------------------------------------------------------------------
 
 struct Run<'a> {
-    args: &'a ImportArgs,
+    args: &'a Settings,
     runtime: &'a dyn Runtime,
     reporter: &'a Reporter,
     platform: Platform,
@@ -298,27 +297,65 @@ impl Jobs {
     }
 }
 
-pub fn run(args: &ImportArgs) -> Result<Code> {
+/// What `import` was asked to do, resolved from its flags and environment at the edge.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub images_path: PathBuf,
+    /// Which runtime, on which socket, and how it is reached.
+    pub runtime: detect::Config,
+    /// Refuse an archive when importing it would leave the runtime's disk fuller than this
+    /// many percent; `None`: no disk preflight.
+    pub disk_max_used: Option<u8>,
+    /// `--jobs` as asked (see [`Jobs::of`]).
+    pub jobs: Option<u16>,
+    pub strict: bool,
+    pub force: bool,
+    pub dry_run: bool,
+    pub log_format: report::Format,
+    /// Where the summary is written as JSON, when asked.
+    pub report: Option<PathBuf>,
+    /// Where the kubelet reads a container's termination message.
+    pub termination_log: PathBuf,
+    /// How long to wait for another importer on this node.
+    pub lock_timeout: Duration,
+    /// The Helm release whose label the images get.
+    pub release: Option<String>,
+    /// References that must be present after the run.
+    pub require: Vec<String>,
+    /// Nodes the chart left out, named in the log.
+    pub left_out_nodes: Vec<String>,
+}
+
+pub fn run(settings: &Settings) -> Result<Code> {
+    let reporter = Arc::new(Reporter::new(settings.log_format));
+    install_stop_handler(Arc::clone(&reporter));
+    let detected = detect::detect(&settings.runtime)?;
+    run_on(settings, &detected, &reporter).map(|(code, _)| code)
+}
+
+/// [`run`] on a runtime already found: the seam the unit tests drive with a fake runtime.
+pub(crate) fn run_on(
+    args: &Settings,
+    detected: &detect::Detected,
+    reporter: &Reporter,
+) -> Result<(Code, Summary)> {
     let started = Instant::now();
-    let reporter: &'static Reporter = Box::leak(Box::new(Reporter::new(args.log_format.into())));
-    install_stop_handler(reporter);
     let root = &args.images_path;
     let release_key = args.release.as_deref().map(release_label).transpose()?;
     let required = required_images(&args.require)?;
     let bundle = Bundle::read(root, reporter)?;
 
-    let detected = detect::detect(&args.runtime.config())?;
     let rt = detected.runtime.as_ref();
     runtime::check_architecture(rt)?;
     let socket = detected.socket.display().to_string();
     let jobs = Jobs::of(args.jobs, rt);
-    announce(args, &detected, &socket, &bundle, jobs, reporter);
+    announce(args, detected, &socket, &bundle, jobs, reporter);
     warn_unprunable(args.release.as_deref(), rt, reporter);
     say_left_out_nodes(&args.left_out_nodes, reporter);
     let _lock = if args.dry_run {
         None
     } else {
-        lock_node(&detected.socket, args.lock.timeout(), reporter)?
+        lock_node(&detected.socket, args.lock_timeout, reporter)?
     };
     if !args.dry_run && stop_signal().is_none() {
         reclaim_leftovers(rt, reporter);
@@ -362,7 +399,8 @@ pub fn run(args: &ImportArgs) -> Result<Code> {
         missing,
         conflicts,
     };
-    finish(args, &summary, reporter)
+    let code = finish(args, &summary, reporter)?;
+    Ok((code, summary))
 }
 
 /// Every image the bundle promises for this node (but under the names another archive wins)
@@ -476,7 +514,7 @@ impl Bundle {
 
 /// The log's header: which runtime, on which socket, and what the run will look at.
 fn announce(
-    args: &ImportArgs,
+    args: &Settings,
     detected: &detect::Detected,
     socket: &str,
     bundle: &Bundle,
@@ -735,11 +773,8 @@ fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
     let next = AtomicUsize::new(0);
     let land = |i: usize, r: ArchiveResult, names: NameConfigs| {
         ctx.reporter.emit(&Event::Archive(&r));
-        done.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
-        landed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((i, names));
+        crate::sync::lock(&done).push((i, r));
+        crate::sync::lock(&landed).push((i, names));
     };
     thread::scope(|s| {
         for _ in 0..ctx.jobs.workers().min(todo.len().max(1)) {
@@ -755,14 +790,14 @@ fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
                 passage.finish();
                 if ctx.jobs.unordered() && lost_a_parallel_race(&r) {
                     // Tried again alone below, once the other imports are done.
-                    retry.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+                    crate::sync::lock(&retry).push(i);
                     continue;
                 }
                 land(i, r, names);
             });
         }
     });
-    let mut retry = retry.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut retry = crate::sync::into_inner(retry);
     retry.sort_unstable();
     for i in retry {
         if stop_signal().is_some() {
@@ -777,13 +812,13 @@ fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
         land(i, r, names);
     }
     (
-        done.into_inner().unwrap_or_else(|e| e.into_inner()),
-        landed.into_inner().unwrap_or_else(|e| e.into_inner()),
+        crate::sync::into_inner(done),
+        crate::sync::into_inner(landed),
     )
 }
 
 /// The summary (the log's last line), the termination message, `--report`, and the exit code.
-fn finish(args: &ImportArgs, summary: &Summary, reporter: &Reporter) -> Result<Code> {
+fn finish(args: &Settings, summary: &Summary, reporter: &Reporter) -> Result<Code> {
     let interrupted = summary.interrupted;
     // Said before the summary, so the summary stays the log's last line.
     if summary.failed > 0 && !args.strict && !interrupted && summary.missing.is_empty() {
@@ -1453,11 +1488,11 @@ fn import_in_steps(ctx: &Run<'_>, p: &Planned, passage: &Passage<'_>) -> Result<
     let gate = || -> Result<()> {
         gated.set(true);
         passage.store();
-        if ctx.args.no_disk_preflight {
+        let Some(max_used) = ctx.args.disk_max_used else {
             return Ok(());
-        }
+        };
         ctx.runtime
-            .preflight(&p.found.path, &ctx.platform, ctx.args.disk_max_used)
+            .preflight(&p.found.path, &ctx.platform, max_used)
     };
     let stage = || {
         with_retries(ctx.reporter, Some(file), || {

@@ -6,6 +6,8 @@
 //! The commands themselves (export, import, verify, list, prune) and their reports are
 //! private to the crate.
 
+#![forbid(unsafe_code)]
+
 pub mod archive;
 pub mod bundle;
 pub mod bundled;
@@ -24,6 +26,7 @@ pub mod reference;
 mod report;
 pub mod runtime;
 mod stop;
+mod sync;
 mod units;
 mod verify;
 
@@ -36,7 +39,7 @@ use exit::Code;
 pub fn run(cli: Cli) -> Result<Code> {
     match cli.command {
         Command::List(args) => list::run(&args),
-        Command::Import(args) => import::run(&args),
+        Command::Import(args) => import::run(&args.settings()),
         Command::Verify(args) => verify::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Prune(args) => prune::run(&args),

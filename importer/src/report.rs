@@ -228,7 +228,7 @@ impl Reporter {
             // might have let through, so no raw control character ever reaches the log.
             Format::Text => escape_controls(&text(event), false).into_owned(),
         };
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = crate::sync::lock(&self.lock);
         // A log line that cannot be written has nowhere else to go.
         let _ = writeln!(io::stderr().lock(), "{line}");
     }

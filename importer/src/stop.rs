@@ -32,7 +32,7 @@ pub fn stop_signal() -> Option<&'static str> {
 /// Catch SIGTERM and SIGINT: the current archive is aborted (its helper process killed by a
 /// watcher thread after a grace period, even when blocked), no new one starts, and the
 /// summary is still printed. Installed once per process.
-pub fn install_stop_handler(reporter: &'static Reporter) {
+pub fn install_stop_handler(reporter: std::sync::Arc<Reporter>) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         for sig in [SIGTERM, SIGINT] {

@@ -71,7 +71,7 @@ struct Bundle {
 impl Bundle {
     /// Record a written archive and rewrite `SHA256SUMS` and `images.json`.
     fn record(&self, archive: BundleArchive) -> Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = crate::sync::lock(&self.state);
         let (index, sums) = &mut *state;
         sums.insert(archive.file.clone(), archive.sha256.clone());
         index.generator = bundle::generator();
@@ -411,7 +411,7 @@ impl Exporter<'_> {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(r) = refs.get(i) else { return };
                         let outcome = self.export_or_fail(i + 1, r);
-                        outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
+                        crate::sync::lock(&outcomes)[i] = Some(outcome);
                     })
                 })
                 .collect();
@@ -421,7 +421,7 @@ impl Exporter<'_> {
             self.meter.finish();
             let _ = drawer.join();
         });
-        outcomes.into_inner().unwrap_or_else(|e| e.into_inner())
+        crate::sync::into_inner(outcomes)
     }
 }
 
@@ -597,7 +597,7 @@ impl Exporter<'_> {
     /// archive `SHA256SUMS` lists (see [`Exporter::intact`]).
     fn cached_config(&self, file: &str) -> Result<Option<(String, &'static str)>> {
         let config = {
-            let state = self.bundle.state.lock().unwrap_or_else(|e| e.into_inner());
+            let state = crate::sync::lock(&self.bundle.state);
             let (index, _) = &*state;
             index
                 .archive(file)
@@ -617,7 +617,7 @@ impl Exporter<'_> {
     fn intact(&self, file: &str) -> Result<Option<&'static str>> {
         let path = self.bundle.dir.join(file);
         let (sum, entry) = {
-            let state = self.bundle.state.lock().unwrap_or_else(|e| e.into_inner());
+            let state = crate::sync::lock(&self.bundle.state);
             let (index, sums) = &*state;
             (sums.get(file).cloned(), index.archive(file).cloned())
         };
@@ -694,7 +694,7 @@ impl Exporter<'_> {
     /// The digest images.json holds for the registry engine's `file`, when it holds the
     /// platforms asked for.
     fn cached_digest(&self, file: &str) -> Option<String> {
-        let state = self.bundle.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = crate::sync::lock(&self.bundle.state);
         let (index, _) = &*state;
         index.archive(file).and_then(|a| {
             let have: Vec<&str> = a

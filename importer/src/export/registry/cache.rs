@@ -25,9 +25,12 @@ struct Slots {
 
 impl Slots {
     fn take(&self) -> SlotGuard<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = crate::sync::lock(&self.free);
         while *free == 0 {
-            free = self.cv.wait(free).unwrap_or_else(|e| e.into_inner());
+            free = self
+                .cv
+                .wait(free)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         *free -= 1;
         SlotGuard(self)
@@ -38,7 +41,7 @@ struct SlotGuard<'a>(&'a Slots);
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        *crate::sync::lock(&self.0.free) += 1;
         self.0.cv.notify_one();
     }
 }
@@ -83,14 +86,11 @@ impl Cache {
         size: u64,
         fetch: impl FnOnce(&mut File) -> Result<()>,
     ) -> Result<(PathBuf, bool)> {
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let lock = crate::sync::lock(&self.locks)
             .entry(digest.to_string())
             .or_default()
             .clone();
-        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _held = crate::sync::lock(&lock);
         let path = self.path(digest);
         if fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == size) {
             return Ok((path, false));

@@ -272,19 +272,11 @@ impl Transport {
     /// registry whose credentials it takes.
     pub fn host(&self, endpoint: &str, auth_host: &str) -> Result<Arc<Host>> {
         let key = format!("{endpoint} {auth_host}");
-        if let Some(h) = self
-            .hosts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
+        if let Some(h) = crate::sync::lock(&self.hosts).get(&key) {
             return Ok(h.clone());
         }
         let host = Arc::new(self.ping(endpoint, auth_host)?);
-        self.hosts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, host.clone());
+        crate::sync::lock(&self.hosts).insert(key, host.clone());
         Ok(host)
     }
 
@@ -403,12 +395,7 @@ impl Transport {
             bail!("no token realm");
         };
         if !fresh {
-            if let Some(t) = host
-                .tokens
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(scope)
-            {
+            if let Some(t) = crate::sync::lock(&host.tokens).get(scope) {
                 return Ok(t.clone());
             }
         }
@@ -449,10 +436,7 @@ impl Transport {
             .or(answer.access_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| anyhow!("the token server {realm} answered no token"))?;
-        host.tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(scope.to_string(), token.clone());
+        crate::sync::lock(&host.tokens).insert(scope.to_string(), token.clone());
         Ok(token)
     }
 

@@ -130,7 +130,7 @@ impl Native {
     /// The presence lock, taken if not yet (exclusively when `exclusive` and no other importer
     /// holds it): the lock held, and the same when it was taken exclusively by this call.
     fn hold_presence(&self, exclusive: bool) -> (Option<FileId>, Option<FileId>) {
-        let mut held = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = crate::sync::lock(&self.presence);
         if let Some(p) = held.as_ref() {
             return (Some(p.id), None);
         }
@@ -149,12 +149,7 @@ impl Native {
 
     /// The presence lock from exclusive to shared, for the rest of the run.
     fn share_presence(&self) {
-        if let Some(p) = self
-            .presence
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
+        if let Some(p) = crate::sync::lock(&self.presence).as_ref() {
             p.share();
         }
     }
