@@ -1077,21 +1077,6 @@ fn label_for_release(
     }
 }
 
-/// The result of an archive skipped as present, under `names` with `digests`.
-fn skipped_result(p: &Planned, names: Vec<String>, digests: Vec<String>) -> ArchiveResult {
-    ArchiveResult {
-        file: p.file.clone(),
-        status: Status::Skipped,
-        names,
-        digests,
-        seconds: 0.0,
-        bytes: p.found.size,
-        reason: None,
-        failure: None,
-        replaced: Vec::new(),
-    }
-}
-
 /// What the skip check of one archive goes by.
 struct Known<'a> {
     present: &'a PresentSet,
@@ -1105,7 +1090,7 @@ struct Known<'a> {
 /// The result for an archive that need not be imported, if it need not.
 fn skip_result(k: &Known<'_>, p: &Planned, reporter: &Reporter) -> Option<ArchiveResult> {
     let (file, f) = (p.file.as_str(), &p.found);
-    let skipped = |names, digests| skipped_result(p, names, digests);
+    let skipped = |names, digests| ArchiveResult::skipped(file, f.size, names, digests);
     if let Some(entry) = k.index.and_then(|i| i.archive(file)) {
         if entry.size != f.size {
             reporter.warn(
@@ -1391,17 +1376,7 @@ fn import_archive(
         // Opening reads the first bytes: an empty or non-archive file already fails here.
         let opened = archive::open(&p.found.path)?;
         drop(opened);
-        let would = ArchiveResult {
-            file: file.to_string(),
-            status: Status::WouldImport,
-            names: Vec::new(),
-            digests: Vec::new(),
-            seconds: 0.0,
-            bytes: p.found.size,
-            reason: None,
-            failure: None,
-            replaced: Vec::new(),
-        };
+        let would = ArchiveResult::would_import(file, p.found.size);
         return Ok((would, Vec::new()));
     }
     let imported = import_in_steps(ctx, p, passage)?;
@@ -1430,17 +1405,13 @@ fn import_archive(
     };
     let configs = name_configs(&imported.info, &names, &ctx.platform);
     label_imported(ctx, p, &names, &configs);
-    let result = ArchiveResult {
-        file: file.to_string(),
-        status: Status::Imported,
-        names: names.clone(),
-        digests: config_digests(&imported.info, &ctx.platform),
-        seconds: 0.0,
-        bytes: p.found.size,
-        reason: None,
-        failure: None,
-        replaced: replaced_names(ctx.present, &names, &configs),
-    };
+    let result = ArchiveResult::imported(
+        file,
+        p.found.size,
+        names.clone(),
+        config_digests(&imported.info, &ctx.platform),
+        replaced_names(ctx.present, &names, &configs),
+    );
     Ok((result, names.into_iter().zip(configs).collect()))
 }
 

@@ -88,17 +88,62 @@ pub struct Replaced {
 }
 
 impl ArchiveResult {
-    pub fn failed(file: &str, bytes: u64, kind: Kind, reason: impl Into<String>) -> ArchiveResult {
+    /// An archive imported, its `names` set to the images of config `digests`; `replaced`
+    /// are the names that were another image's before.
+    pub fn imported(
+        file: &str,
+        bytes: u64,
+        names: Vec<String>,
+        digests: Vec<String>,
+        replaced: Vec<Replaced>,
+    ) -> ArchiveResult {
+        ArchiveResult {
+            names,
+            digests,
+            replaced,
+            ..ArchiveResult::outcome(file, bytes, Status::Imported)
+        }
+    }
+
+    /// An archive skipped because its images, `names` of config `digests`, are present.
+    pub fn skipped(
+        file: &str,
+        bytes: u64,
+        names: Vec<String>,
+        digests: Vec<String>,
+    ) -> ArchiveResult {
+        ArchiveResult {
+            names,
+            digests,
+            ..ArchiveResult::outcome(file, bytes, Status::Skipped)
+        }
+    }
+
+    /// An archive a dry run would import.
+    pub fn would_import(file: &str, bytes: u64) -> ArchiveResult {
+        ArchiveResult::outcome(file, bytes, Status::WouldImport)
+    }
+
+    /// An archive with `status` and nothing else yet: no names, no time, no reason.
+    fn outcome(file: &str, bytes: u64, status: Status) -> ArchiveResult {
         ArchiveResult {
             file: file.to_string(),
-            status: Status::Failed,
+            status,
             names: Vec::new(),
             digests: Vec::new(),
             seconds: 0.0,
             bytes,
+            reason: None,
+            failure: None,
+            replaced: Vec::new(),
+        }
+    }
+
+    pub fn failed(file: &str, bytes: u64, kind: Kind, reason: impl Into<String>) -> ArchiveResult {
+        ArchiveResult {
             reason: Some(reason.into()),
             failure: Some(kind),
-            replaced: Vec::new(),
+            ..ArchiveResult::outcome(file, bytes, Status::Failed)
         }
     }
 }
