@@ -1,0 +1,160 @@
+//! The reading of one archive file during an import: its checksum checked against
+//! SHA256SUMS ([`check_sha256`]), the readers that stop with the run ([`Stoppable`]) and log
+//! progress on the way to the runtime ([`Watched`]), and what its reading says: the config
+//! digest of each name it set ([`name_configs`]) and of each image ([`config_digests`]).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::plan::Planned;
+use crate::archive::{self, ArchiveInfo, Platform};
+use crate::bundle;
+use crate::failure::{Failure, Kind};
+use crate::report::{Event, Reporter};
+use crate::stop::stop_signal;
+
+/// A mismatched archive never reaches the runtime.
+pub(super) fn check_sha256(p: &Planned, expected: &str) -> Result<()> {
+    let f = File::open(&p.found.path)
+        .with_context(|| format!("cannot open {}", p.found.path.display()))?;
+    let actual = bundle::sha256_reader(Stoppable(f))
+        .with_context(|| format!("cannot read {}", p.found.path.display()))?;
+    if actual != expected {
+        return Err(Failure::error(
+            Kind::Archive,
+            format!(
+                "checksum mismatch: {} says sha256 {expected}, the file has {actual}; \
+                 the file is damaged or was replaced, so it is not imported",
+                bundle::SUMS_FILE
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A file read that ends with an error as soon as the run is asked to stop.
+struct Stoppable(File);
+
+impl Read for Stoppable {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(sig) = stop_signal() {
+            return Err(io::Error::other(format!("aborted by {sig}")));
+        }
+        self.0.read(buf)
+    }
+}
+
+/// A progress line this often while one archive is being imported.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// The decompressed archive on its way to the runtime: progress lines for long archives, and
+/// an error as soon as the run is asked to stop.
+pub(super) struct Watched<'a> {
+    inner: Box<dyn Read + Send>,
+    file: &'a str,
+    reporter: &'a Reporter,
+    started: Instant,
+    last: Instant,
+    bytes: u64,
+}
+
+impl<'a> Watched<'a> {
+    /// `inner`, the decompressed stream of `file`, whose import began at `started`.
+    pub(super) fn new(
+        inner: Box<dyn Read + Send>,
+        file: &'a str,
+        reporter: &'a Reporter,
+        started: Instant,
+    ) -> Watched<'a> {
+        Watched {
+            inner,
+            file,
+            reporter,
+            started,
+            last: Instant::now(),
+            bytes: 0,
+        }
+    }
+}
+
+impl Read for Watched<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(sig) = stop_signal() {
+            return Err(io::Error::other(format!("aborted by {sig}")));
+        }
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        if self.last.elapsed() >= PROGRESS_EVERY {
+            self.last = Instant::now();
+            self.reporter.emit(&Event::Progress {
+                file: self.file,
+                tar_bytes: self.bytes,
+                seconds: self.started.elapsed().as_secs_f64(),
+            });
+        }
+        Ok(n)
+    }
+}
+
+/// The config digest (node platform) each imported name should have: by name for named
+/// images; for the digest names ctr gives untagged images, by manifest digest, or the one
+/// untagged image's when there is only one.
+pub(super) fn name_configs(
+    info: &ArchiveInfo,
+    names: &[String],
+    platform: &Platform,
+) -> Vec<Option<String>> {
+    let config = |i: &archive::Image| {
+        i.for_platform(platform)
+            .and_then(|p| p.config_digest.clone())
+    };
+    let untagged: Vec<&archive::Image> =
+        info.images.iter().filter(|i| i.names.is_empty()).collect();
+    names
+        .iter()
+        .map(|name| {
+            if let Some(i) = info.images.iter().find(|i| i.names.contains(name)) {
+                return config(i);
+            }
+            let digest = name.split_once('@').map(|(_, d)| d);
+            if let Some(i) = info.images.iter().find(|i| {
+                digest.is_some()
+                    && (i.digest.as_deref() == digest
+                        || i.platforms
+                            .iter()
+                            .any(|p| p.manifest_digest.as_deref() == digest))
+            }) {
+                return config(i);
+            }
+            match untagged.as_slice() {
+                [one] => config(one),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The config digest of each image, for the node's platform, each once: an archive names one
+/// image several times (a tag and digest names), and the log counts images, not names.
+pub(super) fn config_digests(info: &ArchiveInfo, platform: &Platform) -> Vec<String> {
+    unique(
+        info.images
+            .iter()
+            .filter_map(|i| i.for_platform(platform))
+            .filter_map(|p| p.config_digest.clone()),
+    )
+}
+
+/// Each item once, in the order first seen.
+pub(super) fn unique(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
