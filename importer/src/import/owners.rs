@@ -12,25 +12,25 @@ use std::collections::BTreeMap;
 
 /// One archive's claim on a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
+pub(super) struct Claim {
     /// The archive, by its index in the plan's order.
-    pub archive: usize,
+    pub(super) archive: usize,
     /// The config digest (node platform) the archive gives the name, when known.
-    pub config: Option<String>,
+    pub(super) config: Option<String>,
     /// `images.json` lists the name for this archive.
-    pub listed: bool,
+    pub(super) listed: bool,
 }
 
 /// Every claim on every name of the run.
 #[derive(Debug, Default)]
-pub struct Owners {
+pub(super) struct Owners {
     by_name: BTreeMap<String, Vec<Claim>>,
 }
 
 impl Owners {
     /// Record that `archive` gives `name` the image of `config`; a second claim of one archive
     /// on one name keeps the first, but learns a config or a listing it lacked.
-    pub fn add(&mut self, name: &str, archive: usize, config: Option<&str>, listed: bool) {
+    pub(super) fn add(&mut self, name: &str, archive: usize, config: Option<&str>, listed: bool) {
         let claims = self.by_name.entry(name.to_string()).or_default();
         match claims.iter_mut().find(|c| c.archive == archive) {
             Some(c) => {
@@ -48,7 +48,7 @@ impl Owners {
     }
 
     /// The claim that wins `name`: listed claims first, then the last in plan order.
-    pub fn winner(&self, name: &str) -> Option<&Claim> {
+    pub(super) fn winner(&self, name: &str) -> Option<&Claim> {
         let claims = self.by_name.get(name)?;
         let listed = claims.iter().filter(|c| c.listed).max_by_key(|c| c.archive);
         listed.or_else(|| claims.iter().max_by_key(|c| c.archive))
@@ -56,7 +56,7 @@ impl Owners {
 
     /// Whether `archive` gives `name` other content than the archive that wins it: its image
     /// is not to be under that name after the run.
-    pub fn loses(&self, name: &str, archive: usize) -> bool {
+    pub(super) fn loses(&self, name: &str, archive: usize) -> bool {
         let Some(w) = self.winner(name) else {
             return false;
         };
@@ -77,7 +77,7 @@ impl Owners {
 
     /// Names that two or more archives give different (or unknown) content, each with the
     /// winning claim and the others in plan order.
-    pub fn conflicts(&self) -> Vec<Conflict<'_>> {
+    pub(super) fn conflicts(&self) -> Vec<Conflict<'_>> {
         let mut out = Vec::new();
         for (name, claims) in &self.by_name {
             let Some(winner) = self.winner(name) else {
@@ -103,15 +103,15 @@ impl Owners {
 
 /// A name that archives of one run give different content.
 #[derive(Debug)]
-pub struct Conflict<'a> {
-    pub name: &'a str,
-    pub winner: &'a Claim,
-    pub losers: Vec<&'a Claim>,
+pub(super) struct Conflict<'a> {
+    pub(super) name: &'a str,
+    pub(super) winner: &'a Claim,
+    pub(super) losers: Vec<&'a Claim>,
 }
 
 impl Conflict<'_> {
     /// Why the winner wins, for the log.
-    pub fn rule(&self) -> &'static str {
+    pub(super) fn rule(&self) -> &'static str {
         if self.winner.listed {
             "images.json lists it there"
         } else {
