@@ -27,6 +27,8 @@ use crate::report::{self, ArchiveResult, Event, Missing, Replaced, Reporter, Sta
 use crate::runtime::{self, detect, Leftover, Present, Runtime};
 use crate::stop::{install_stop_handler, sleep_unless_stopped, stop_signal};
 
+#[cfg(test)]
+mod fake_tests;
 mod owners;
 mod turns;
 use owners::Owners;
