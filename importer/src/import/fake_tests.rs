@@ -302,9 +302,11 @@ fn bench_of(n: usize) -> Bench {
 #[test]
 fn an_archive_images_json_shows_present_is_skipped_and_never_read() {
     let b = Bench::new();
-    // Not an archive at all: reading it would fail it.
+    // Not an archive at all, and not the checksum SHA256SUMS gives: reading it to import it
+    // or to check it would fail it.
     let garbage = b"these bytes are no tar archive";
     b.put("app.tar", garbage);
+    b.sums(&[], &["app.tar"]);
     b.index(vec![entry(
         "app.tar",
         garbage.len() as u64,
@@ -630,13 +632,17 @@ fn pipelined_the_next_archive_is_stored_while_the_one_before_is_unpacked() {
     assert_eq!(statuses(&s), [Status::Imported, Status::Imported]);
 }
 
+/// Each archive's unpack is slower than the next one's: a's and b's wait for the next stage,
+/// then give the next rest 200 ms to overtake them, which the importer must not allow.
 #[test]
 fn pipelined_both_steps_and_the_results_go_in_plan_order() {
     let b = bench_of(4);
     let fake = FakeRuntime::new().staging();
-    // The first rests wait for the next stage: the later archives are quicker.
-    fake.hold(Op::Rest, "a.tar", (Op::Stage, "b.tar"));
-    fake.hold(Op::Rest, "b.tar", (Op::Stage, "c.tar"));
+    let overtake = Duration::from_millis(200);
+    for (this, next) in [("a.tar", "b.tar"), ("b.tar", "c.tar")] {
+        fake.hold(Op::Rest, this, (Op::Stage, next));
+        fake.hold_at_most(Op::Rest, this, (Op::Rest, next), overtake);
+    }
     let (_, s) = b.run(&fake, &b.settings());
     let at = |op, f| fake.position(op, f).unwrap();
     for (x, y) in [("a.tar", "b.tar"), ("b.tar", "c.tar"), ("c.tar", "d.tar")] {

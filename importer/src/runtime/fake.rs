@@ -139,6 +139,7 @@ struct Hold {
     op: Op,
     file: String,
     until: (Op, String),
+    max: Duration,
 }
 
 struct Options {
@@ -260,10 +261,17 @@ impl FakeRuntime {
     /// A call of `op` for `file` waits, before it answers, until a call of `until.0` for the
     /// archive `until.1` has been recorded (failed or not), or [`HOLD_MAX`] has passed.
     pub fn hold(&self, op: Op, file: &str, until: (Op, &str)) {
+        self.hold_at_most(op, file, until, HOLD_MAX);
+    }
+
+    /// [`FakeRuntime::hold`] for `max` at most: gives a call the importer must not allow
+    /// meanwhile the time to happen. Several holds of one call are waited for in turn.
+    pub fn hold_at_most(&self, op: Op, file: &str, until: (Op, &str), max: Duration) {
         crate::sync::lock(&self.shared.holds).push(Hold {
             op,
             file: file.to_string(),
             until: (until.0, until.1.to_string()),
+            max,
         });
     }
 
@@ -349,21 +357,21 @@ impl FakeRuntime {
 
     /// Wait as a hold on this call says.
     fn wait_if_held(&self, op: Op, file: &str) {
-        let until: Vec<(Op, String)> = crate::sync::lock(&self.shared.holds)
+        let until: Vec<(Op, String, Duration)> = crate::sync::lock(&self.shared.holds)
             .iter()
             .filter(|h| h.op == op && h.file == file)
-            .map(|h| h.until.clone())
+            .map(|h| (h.until.0, h.until.1.clone(), h.max))
             .collect();
-        let end = Instant::now() + HOLD_MAX;
         let mut calls = crate::sync::lock(&self.shared.calls);
-        for (op, file) in until {
+        for (op, file, max) in until {
+            let end = Instant::now() + max;
             while !calls
                 .iter()
                 .any(|c| c.op == op && c.file.as_deref() == Some(file.as_str()))
             {
                 let left = end.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return;
+                    break;
                 }
                 calls = self
                     .shared
