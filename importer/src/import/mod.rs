@@ -32,6 +32,8 @@ use crate::stop::{install_stop_handler, stop_signal};
 mod archive;
 mod check;
 mod execute;
+#[cfg(test)]
+mod fake_tests;
 mod owners;
 mod plan;
 mod turns;

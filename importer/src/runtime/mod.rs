@@ -8,6 +8,8 @@ pub mod containerd;
 mod content;
 pub mod detect;
 pub mod docker;
+#[cfg(test)]
+pub(crate) mod fake;
 mod http;
 pub mod native;
 pub(crate) mod socket;
