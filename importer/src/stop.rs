@@ -1,6 +1,7 @@
 //! Stopping on SIGTERM and SIGINT: the current archive is aborted, no new one starts, and the
 //! summary is still printed (the kubelet sends SIGTERM when a Job is deleted or times out).
 
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
@@ -75,4 +76,56 @@ pub fn sleep_unless_stopped(d: Duration) -> bool {
         thread::sleep(Duration::from_millis(100));
     }
     stop_signal().is_none()
+}
+
+/// A reader that fails at its next read once the run is asked to stop, so that a long read (a
+/// layer skipped by reading through it, a whole decompression, a checksum) ends there. It
+/// counts the bytes it has passed on.
+pub struct Stoppable<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: Read> Stoppable<R> {
+    pub fn new(inner: R) -> Stoppable<R> {
+        Stoppable { inner, read: 0 }
+    }
+
+    /// The bytes read through it so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+}
+
+impl<R: Read> Read for Stoppable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(sig) = stop_signal() {
+            return Err(io::Error::other(format!("aborted by {sig}")));
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stoppable_reader_passes_every_byte_on_and_counts_them() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let mut r = Stoppable::new(&data[..]);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 333];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(out, data);
+        assert_eq!(r.bytes_read(), data.len() as u64);
+    }
 }

@@ -1,5 +1,6 @@
 //! Finding archives under a directory.
 
+use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -96,7 +97,10 @@ pub fn discover(root: &Path) -> Result<(Vec<Found>, Vec<Rejected>)> {
         } else if ft.is_symlink() {
             match check_link(&path, &canonical_root) {
                 Ok(size) => found.push(Found { path, size }),
-                Err(reason) => rejected.push(Rejected { path, reason }),
+                Err(refused) => rejected.push(Rejected {
+                    path,
+                    reason: refused.to_string(),
+                }),
             }
         } else {
             let kind = describe(&ft);
@@ -109,30 +113,48 @@ pub fn discover(root: &Path) -> Result<(Vec<Found>, Vec<Rejected>)> {
     Ok((found, rejected))
 }
 
+/// Why a symlink named like an archive is not used.
+#[derive(Debug)]
+enum LinkRefused {
+    Loop,
+    Dangling,
+    Unresolved(io::Error),
+    Outside(PathBuf),
+    TargetUnreadable(io::Error),
+    NotAFile(&'static str),
+}
+
+impl fmt::Display for LinkRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkRefused::Loop => write!(f, "is a symlink loop"),
+            LinkRefused::Dangling => write!(f, "is a symlink to a file that does not exist"),
+            LinkRefused::Unresolved(e) => write!(f, "cannot resolve symlink: {e}"),
+            LinkRefused::Outside(target) => write!(
+                f,
+                "is a symlink to {}, outside the images path; copy the file in instead",
+                target.display()
+            ),
+            LinkRefused::TargetUnreadable(e) => write!(f, "cannot read symlink target: {e}"),
+            LinkRefused::NotAFile(kind) => write!(f, "is a symlink to {kind}, not a regular file"),
+        }
+    }
+}
+
 /// A symlink is used when it resolves to a regular file inside the images directory.
-fn check_link(path: &Path, root: &Path) -> Result<u64, String> {
+fn check_link(path: &Path, root: &Path) -> Result<u64, LinkRefused> {
     let target = match fs::canonicalize(path) {
         Ok(t) => t,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err("is a symlink loop".to_string())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err("is a symlink to a file that does not exist".to_string())
-        }
-        Err(e) => return Err(format!("cannot resolve symlink: {e}")),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(LinkRefused::Loop),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(LinkRefused::Dangling),
+        Err(e) => return Err(LinkRefused::Unresolved(e)),
     };
     if !target.starts_with(root) {
-        return Err(format!(
-            "is a symlink to {}, outside the images path; copy the file in instead",
-            target.display()
-        ));
+        return Err(LinkRefused::Outside(target));
     }
-    let meta = fs::metadata(&target).map_err(|e| format!("cannot read symlink target: {e}"))?;
+    let meta = fs::metadata(&target).map_err(LinkRefused::TargetUnreadable)?;
     if !meta.is_file() {
-        return Err(format!(
-            "is a symlink to {}, not a regular file",
-            describe(&meta.file_type())
-        ));
+        return Err(LinkRefused::NotAFile(describe(&meta.file_type())));
     }
     Ok(meta.len())
 }
@@ -198,5 +220,57 @@ mod tests {
         ] {
             assert!(!is_archive_name(no), "{no}");
         }
+    }
+
+    #[test]
+    fn symlinks_that_cannot_be_archives_are_rejected_with_their_reason() {
+        use std::os::unix::fs::symlink;
+        let base = std::env::temp_dir().join(format!("oi-discover-{}", std::process::id()));
+        let images = base.join("images");
+        let _ = fs::remove_dir_all(&base);
+        fs::create_dir_all(images.join("dir")).unwrap();
+        fs::write(base.join("outside.tar"), b"x").unwrap();
+        fs::write(images.join("real.tar"), b"xy").unwrap();
+        symlink("real.tar", images.join("good.tar")).unwrap();
+        symlink("loop.tar", images.join("loop.tar")).unwrap();
+        symlink("gone", images.join("dangling.tar")).unwrap();
+        symlink("../outside.tar", images.join("outside.tar")).unwrap();
+        symlink("dir", images.join("dir.tar")).unwrap();
+        let (found, rejected) = discover(&images).unwrap();
+        let found: Vec<(String, u64)> = found
+            .iter()
+            .map(|f| (f.path.file_name().unwrap().to_string_lossy().into(), f.size))
+            .collect();
+        assert_eq!(found, [("good.tar".into(), 2), ("real.tar".into(), 2)]);
+        let reasons: Vec<(String, String)> = rejected
+            .iter()
+            .map(|r| {
+                let name = r.path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, r.reason.clone())
+            })
+            .collect();
+        let outside = fs::canonicalize(base.join("outside.tar")).unwrap();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    "dangling.tar".into(),
+                    "is a symlink to a file that does not exist".into()
+                ),
+                (
+                    "dir.tar".into(),
+                    "is a symlink to a directory, not a regular file".into()
+                ),
+                ("loop.tar".into(), "is a symlink loop".into()),
+                (
+                    "outside.tar".into(),
+                    format!(
+                        "is a symlink to {}, outside the images path; copy the file in instead",
+                        outside.display()
+                    )
+                ),
+            ]
+        );
+        fs::remove_dir_all(&base).unwrap();
     }
 }

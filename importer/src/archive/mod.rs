@@ -7,8 +7,14 @@
 
 mod ahead;
 mod discover;
+mod documents;
+#[cfg(test)]
+mod fixtures;
 mod inspect;
 mod open;
+mod resolve;
+mod rewrite;
+mod scan;
 
 use std::fmt;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::{containerd, docker, native, Runtime};
+use super::{ctr, docker, native, Runtime};
 use crate::exit;
 
 /// Which runtime to look for.
@@ -26,7 +26,7 @@ pub enum RuntimeKind {
 pub enum ContainerdClient {
     /// containerd's gRPC API on the socket ([`native`]).
     Native,
-    /// The node's own `ctr` ([`containerd`]).
+    /// The node's own `ctr` ([`ctr`]).
     Ctr,
 }
 
@@ -226,7 +226,7 @@ fn containerd_backend(args: &Config, path: &Path, node_path: &Path) -> Result<Bo
             args.snapshotter.as_deref(),
             args.host_root.as_deref(),
         )?),
-        ContainerdClient::Ctr => Box::new(containerd::Containerd::new(
+        ContainerdClient::Ctr => Box::new(ctr::Containerd::new(
             path,
             node_path,
             &args.namespace,

@@ -634,7 +634,9 @@ pub(crate) mod tests {
     }
 
     /// A listener that answers every connection with `answer`, after reading the request.
-    fn serve(answer: &'static [u8]) -> (SocketDir, PathBuf, std::thread::JoinHandle<Vec<u8>>) {
+    fn serve(
+        answer: impl AsRef<[u8]> + Send + 'static,
+    ) -> (SocketDir, PathBuf, std::thread::JoinHandle<Vec<u8>>) {
         let dir = SocketDir::new("http");
         let path = dir.0.join("s.sock");
         let listener = UnixListener::bind(&path).unwrap();
@@ -653,7 +655,7 @@ pub(crate) mod tests {
                     break;
                 }
             }
-            s.write_all(answer).unwrap();
+            s.write_all(answer.as_ref()).unwrap();
             req
         });
         (dir, path, handle)
@@ -696,7 +698,7 @@ pub(crate) mod tests {
             answer.extend_from_slice(format!("X-Trailer-{i}: y\r\n").as_bytes());
         }
         answer.extend_from_slice(b"\r\n");
-        let (_dir, path, _server) = serve(Box::leak(answer.into_boxed_slice()));
+        let (_dir, path, _server) = serve(answer);
         let mut resp = Client::new(&path, "Docker").get("/_ping").unwrap();
         let err = resp.text(16).unwrap_err();
         assert!(format!("{err:#}").contains("trailer"), "{err:#}");
@@ -709,7 +711,7 @@ pub(crate) mod tests {
         answer.extend_from_slice(b"X-Long: ");
         answer.extend(std::iter::repeat_n(b'y', MAX_LINE + 1));
         answer.extend_from_slice(b"\r\n\r\n");
-        let (_dir, path, _server) = serve(Box::leak(answer.into_boxed_slice()));
+        let (_dir, path, _server) = serve(answer);
         let mut resp = Client::new(&path, "Docker").get("/_ping").unwrap();
         let err = resp.text(16).unwrap_err();
         assert!(format!("{err:#}").contains("longer than"), "{err:#}");
@@ -746,7 +748,7 @@ pub(crate) mod tests {
             answer.extend_from_slice(format!("X-H-{i}: y\r\n").as_bytes());
         }
         answer.extend_from_slice(b"\r\n");
-        let (_dir, path, _s) = serve(Box::leak(answer.into_boxed_slice()));
+        let (_dir, path, _s) = serve(answer);
         let err = Client::new(&path, "Docker").get("/_ping").unwrap_err();
         assert!(format!("{err:#}").contains("header lines"), "{err:#}");
     }

@@ -1,11 +1,11 @@
 //! Container runtimes the importer loads images into: one module per backend, behind one trait.
 //!
 //! containerd is reached through its gRPC API on the socket (`native`) or through the node's
-//! own `ctr` (`containerd`); Docker through its Engine API.
+//! own `ctr` (`ctr`); Docker through its Engine API.
 
 pub mod chroot;
-pub mod containerd;
 mod content;
+pub mod ctr;
 pub mod detect;
 pub mod docker;
 #[cfg(test)]

@@ -414,7 +414,7 @@ fn transport_error(status: &Status) -> Option<&(dyn std::error::Error + 'static)
 }
 
 /// The one place where the native client reads containerd's words, as the ctr reader
-/// (`runtime/containerd.rs`) is for ctr's. containerd answers a write that hit ENOSPC with
+/// (`runtime/ctr/said.rs`) is for ctr's. containerd answers a write that hit ENOSPC with
 /// gRPC code UNKNOWN and the Go error's text (its errdefs has no code for a full disk), so
 /// only the text tells a full disk from any other failure. Everything else is decided by
 /// codes and error types (docs/ARCHITECTURE.md, "Decisions and their reasons").

@@ -306,13 +306,11 @@ fn docker_plans(
             digest,
             size: bytes.len() as i64,
         };
-        ingest
-            .docs
-            .insert(blob_path(&manifest.digest), bytes.clone());
+        ingest.keep_doc(blob_path(&manifest.digest), bytes.clone());
         let parsed: ManifestDoc = parse("manifest", &bytes)?;
         let config_doc = ingest.doc(&entry.config).map(<[u8]>::to_vec);
         if let Some(c) = config_doc {
-            ingest.docs.insert(blob_path(&config.digest), c);
+            ingest.keep_doc(blob_path(&config.digest), c);
         }
         plans.push(plan_of(
             ingest,

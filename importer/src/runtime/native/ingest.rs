@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::path::Path;
 
 use anyhow::Result;
 use containerd_client::services::v1::leases_client::LeasesClient;
@@ -21,7 +22,7 @@ use containerd_client::services::v1::{
 use sha2::{Digest, Sha256};
 
 use super::client::{CallError, Conn};
-use crate::archive::{EntryData, EntrySink};
+use crate::archive::{inspect_stream_into, Compression, EntryData, EntrySink, Limits};
 use crate::runtime::Gate;
 
 /// A blob of the archive as it is now in the content store.
@@ -33,30 +34,47 @@ pub struct Blob {
     pub head: Vec<u8>,
 }
 
+/// How a layer whose digest the archive does not state next to it (a docker-archive
+/// `layer.tar`) is looked up before it is sent.
+pub enum Lookup {
+    /// Not looked up: hashed while it is sent.
+    Never,
+    /// By the diff ID a first look at a plain tar's headers gave it: name -> diff ID.
+    DiffIds(HashMap<String, String>),
+    /// In a compressed stream: a layer of the size of a blob containerd has is hashed first,
+    /// unsent; what then turns out to be missing is sent by a second pass over the archive.
+    BySize,
+}
+
+/// Which pass over the archive the ingest is in.
+enum Pass {
+    /// Every file of the archive is stored (or found stored).
+    First,
+    /// Only the layers the first pass hashed but did not send: name -> (digest, size).
+    Second(HashMap<String, (String, u64)>),
+}
+
 /// What the pass over the archive stored, and what it kept for assembling the images.
 pub struct Ingest<'a> {
     conn: &'a Conn,
     lease: String,
     /// Small files (JSON documents), by archive name.
-    pub docs: HashMap<String, Vec<u8>>,
+    docs: HashMap<String, Vec<u8>>,
     /// Every stored file, by archive name.
-    pub blobs: HashMap<String, Blob>,
-    pub links: HashMap<String, String>,
+    blobs: HashMap<String, Blob>,
+    links: HashMap<String, String>,
     /// Bytes sent to containerd, and bytes not sent because containerd had them.
-    pub sent: u64,
-    pub skipped: u64,
+    sent: u64,
+    skipped: u64,
     seq: usize,
-    /// Docker-archive layers whose digest is known before their bytes: name -> diff ID.
-    pub layer_digests: HashMap<String, String>,
-    /// Sizes of the blobs containerd has, with their digests: a layer of one of these sizes
-    /// is hashed before anything is sent (`None`: not looked up yet; off without a second pass).
+    lookup: Lookup,
+    pass: Pass,
+    /// Sizes of the blobs containerd has, with their digests, for [`Lookup::BySize`] (`None`:
+    /// not looked up yet).
     sizes: Option<HashMap<u64, HashSet<String>>>,
-    pub by_size: bool,
     /// Layers hashed but not sent, containerd lacking them: name -> (digest, size). A second
     /// pass over the archive sends them.
-    pub unsent: HashMap<String, (String, u64)>,
-    /// In a second pass: the only files to store.
-    pub only: Option<HashMap<String, (String, u64)>>,
+    unsent: HashMap<String, (String, u64)>,
     /// Passed before the first write ([`Ingest::open_gate`]).
     gate: Option<Gate<'a>>,
     gate_passed: bool,
@@ -65,7 +83,7 @@ pub struct Ingest<'a> {
 const METADATA: &[&str] = &["manifest.json", "index.json", "oci-layout", "repositories"];
 
 impl<'a> Ingest<'a> {
-    pub fn new(conn: &'a Conn, lease: &str, gate: Option<Gate<'a>>) -> Ingest<'a> {
+    pub fn new(conn: &'a Conn, lease: &str, gate: Option<Gate<'a>>, lookup: Lookup) -> Ingest<'a> {
         Ingest {
             conn,
             lease: lease.to_string(),
@@ -75,14 +93,42 @@ impl<'a> Ingest<'a> {
             sent: 0,
             skipped: 0,
             seq: 0,
-            layer_digests: HashMap::new(),
+            lookup,
+            pass: Pass::First,
             sizes: None,
-            by_size: false,
             unsent: HashMap::new(),
-            only: None,
             gate,
             gate_passed: false,
         }
+    }
+
+    /// Bytes sent to containerd so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Bytes not sent because containerd had them.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Keep a document made for the archive (a manifest or config written for a
+    /// docker-archive image) under `name`, beside those the archive held.
+    pub fn keep_doc(&mut self, name: String, data: Vec<u8>) {
+        self.docs.insert(name, data);
+    }
+
+    /// The layers the first pass hashed but did not send, containerd lacking them, sent now
+    /// from the archive at `path` read again. Nothing to do when there are none.
+    pub fn send_left_out(&mut self, path: &Path) -> Result<()> {
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        let opened = crate::archive::open_ahead(path)?;
+        self.pass = Pass::Second(std::mem::take(&mut self.unsent));
+        let read = inspect_stream_into(opened.reader, Compression::None, Limits::default(), self);
+        self.pass = Pass::First;
+        read.map(|_| ())
     }
 
     /// Pass the gate, if not yet: whether this call passed it. What was looked up before is
@@ -329,24 +375,16 @@ pub fn digest_of_blob_name(name: &str) -> Option<String> {
 impl Ingest<'_> {
     /// A docker-archive layer, whose digest the archive does not state next to it.
     fn store_layer(&mut self, name: &str, size: u64, r: &mut dyn Read) -> Result<Blob> {
-        if let Some(diff_id) = self.layer_digests.get(name).cloned() {
-            // The blob of that digest is the uncompressed layer the image config names,
-            // whatever form this archive stores it in: its size is the store's.
-            if let Some(stored) = self.look_across_gate(|i| i.size_of(&diff_id))? {
-                self.hold(&diff_id, "content")?;
-                self.skipped += size;
-                return Ok(Blob {
-                    digest: diff_id,
-                    size: stored,
-                    head: Vec::new(),
-                });
-            }
-            return self.store_unknown(name, size, r);
-        }
-        let by_size = self.by_size
-            && self
+        let by_size = match &self.lookup {
+            Lookup::Never => false,
+            Lookup::DiffIds(ids) => match ids.get(name).cloned() {
+                Some(diff_id) => return self.store_by_diff_id(name, &diff_id, size, r),
+                None => false,
+            },
+            Lookup::BySize => self
                 .look_across_gate(|i| Ok(i.has_size(size)?.then_some(())))?
-                .is_some();
+                .is_some(),
+        };
         if !by_size {
             return self.store_unknown(name, size, r);
         }
@@ -363,9 +401,34 @@ impl Ingest<'_> {
         Ok(Blob { digest, size, head })
     }
 
+    /// A docker-archive layer whose diff ID a first look gave.
+    fn store_by_diff_id(
+        &mut self,
+        name: &str,
+        diff_id: &str,
+        size: u64,
+        r: &mut dyn Read,
+    ) -> Result<Blob> {
+        // The blob of that digest is the uncompressed layer the image config names,
+        // whatever form this archive stores it in: its size is the store's.
+        if let Some(stored) = self.look_across_gate(|i| i.size_of(diff_id))? {
+            self.hold(diff_id, "content")?;
+            self.skipped += size;
+            return Ok(Blob {
+                digest: diff_id.to_string(),
+                size: stored,
+                head: Vec::new(),
+            });
+        }
+        self.store_unknown(name, size, r)
+    }
+
     /// In a second pass: store `name` if it is one the first pass left unsent.
     fn store_left_out(&mut self, name: &str, data: EntryData<'_>) -> Result<()> {
-        let Some((digest, size)) = self.only.as_ref().and_then(|o| o.get(name)).cloned() else {
+        let Pass::Second(only) = &self.pass else {
+            return Ok(());
+        };
+        let Some((digest, size)) = only.get(name).cloned() else {
             return Ok(());
         };
         let blob = self.store_known(name, &digest, size, data)?;
@@ -404,7 +467,7 @@ fn hash_all(r: &mut dyn Read, size: u64) -> Result<(String, Vec<u8>)> {
 
 impl EntrySink for Ingest<'_> {
     fn file(&mut self, name: &str, size: u64, data: EntryData<'_>) -> Result<()> {
-        if self.only.is_some() {
+        if let Pass::Second(_) = self.pass {
             return self.store_left_out(name, data);
         }
         if METADATA.contains(&name) {
@@ -447,7 +510,7 @@ impl EntrySink for Ingest<'_> {
     }
 
     fn link(&mut self, name: &str, target: &str) {
-        if self.only.is_none() {
+        if let Pass::First = self.pass {
             self.links.insert(name.to_string(), target.to_string());
         }
     }

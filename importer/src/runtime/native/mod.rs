@@ -34,7 +34,7 @@ use containerd_client::services::v1::{
 use prost_types::FieldMask;
 
 use self::client::{label_paths, Conn};
-use self::ingest::Ingest;
+use self::ingest::{Ingest, Lookup};
 use self::owner::{FileId, Owner, Presence};
 use super::{
     content, socket, Container, Gate, Imported, Leftover, Present, Rest, Runtime, Unreachable,
@@ -214,19 +214,19 @@ impl Native {
         path: Option<&Path>,
         gate: Option<Gate<'a>>,
     ) -> Result<Uploaded<'a>> {
-        let mut ingest = Ingest::new(&self.conn, lease, gate);
-        if let Some(path) = path {
-            if crate::archive::open(path)?.compression == Compression::None {
-                // Cheap on a plain tar: its headers and small documents only.
-                ingest.layer_digests = preflight::docker_layer_digests(path)?;
-            } else {
-                ingest.by_size = true;
+        let lookup = match path {
+            None => Lookup::Never,
+            // Cheap on a plain tar: its headers and small documents only.
+            Some(path) if crate::archive::open(path)?.compression == Compression::None => {
+                Lookup::DiffIds(preflight::docker_layer_digests(path)?)
             }
-        }
+            Some(_) => Lookup::BySize,
+        };
+        let mut ingest = Ingest::new(&self.conn, lease, gate, lookup);
         let inspected =
             inspect_stream_into(tar, Compression::None, Limits::default(), &mut ingest)?;
-        if let (false, Some(path)) = (ingest.unsent.is_empty(), path) {
-            second_pass(&mut ingest, path)?;
+        if let Some(path) = path {
+            ingest.send_left_out(path)?;
         }
         let info = inspected.info;
         let plans = image::plans(&mut ingest, &info, platform)?;
@@ -261,8 +261,8 @@ impl Native {
         let names = self.create_images(&plans)?;
         let detail = format!(
             "sent {} to containerd, {} it had already; {} layer(s) unpacked, {} already unpacked",
-            crate::archive::human_bytes(ingest.sent),
-            crate::archive::human_bytes(ingest.skipped),
+            crate::archive::human_bytes(ingest.sent()),
+            crate::archive::human_bytes(ingest.skipped()),
             unpacked.applied,
             unpacked.present
         );
@@ -525,33 +525,6 @@ impl Runtime for Native {
             .map_err(|e| anyhow!(e))
             .with_context(|| format!("cannot remove {name}"))?;
         Ok(())
-    }
-}
-
-/// The files a first pass over the archive at `path` hashed but did not send, containerd
-/// lacking them: sent now, from the archive read again.
-fn second_pass(ingest: &mut Ingest<'_>, path: &Path) -> Result<()> {
-    let opened = crate::archive::open_ahead(path)?;
-    ingest.only = Some(std::mem::take(&mut ingest.unsent));
-    let read = inspect_stream_into(
-        Stopping(opened.reader),
-        Compression::None,
-        Limits::default(),
-        ingest,
-    );
-    ingest.only = None;
-    read.map(|_| ())
-}
-
-/// A reader that fails as soon as the run is asked to stop.
-struct Stopping<R>(R);
-
-impl<R: Read> Read for Stopping<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if let Some(sig) = crate::stop::stop_signal() {
-            return Err(std::io::Error::other(format!("aborted by {sig}")));
-        }
-        self.0.read(buf)
     }
 }
 

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::client::Conn;
 use super::disk::{statfs, Fs};
 use super::image::{blob_path, parse, ConfigDoc, DockerEntry, IndexDoc, ManifestDoc, Plan};
-use super::ingest::Ingest;
+use super::ingest::{Ingest, Lookup};
 use super::Native;
 use crate::archive::{
     human_bytes, inspect_path_into, EntryData, EntrySink, Format, Limits, Platform,
@@ -221,7 +221,7 @@ impl Native {
         let mut survey = Survey::default();
         let info = inspect_path_into(path, Limits::default(), &mut survey)?;
         let images = images_of(&survey, info.format, &info.images, platform)?;
-        let probe = Ingest::new(&self.conn, "", None);
+        let probe = Ingest::new(&self.conn, "", None, Lookup::Never);
         let mut need = Need::default();
         // A docker layer's digest is its diff ID, the chain ID of a bottom layer: two sets.
         let (mut seen, mut seen_snapshots) = (HashSet::new(), HashSet::new());
