@@ -668,7 +668,8 @@ impl Exporter<'_> {
         };
         // Only an image the registry does not have (or a registry out of reach) is looked
         // for locally: a refused login or a damaged blob stays a failure.
-        let not_served = registry::transport::not_served(&err);
+        let not_served = registry::error::RegistryError::find(&err)
+            .is_some_and(registry::error::RegistryError::not_served);
         let Some(engine) = engine.filter(|_| not_served) else {
             return Err(err);
         };
