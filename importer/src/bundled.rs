@@ -31,25 +31,63 @@ pub fn paths(bundle_dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join(BINARY), dir.join(CHECKSUM))
 }
 
+/// Why a file cannot be the importer a bundle carries: it is no executable that runs in an
+/// empty image. `Display` completes a sentence that starts with the file's name.
+#[derive(Debug)]
+pub enum NotStatic {
+    Unreadable(io::Error),
+    TooShort,
+    NotElf,
+    UnknownClass,
+    UnknownByteOrder,
+    NotExecutable,
+    NoProgramHeaders,
+    Truncated,
+    /// It has a program interpreter (`PT_INTERP`).
+    Dynamic,
+}
+
+impl std::fmt::Display for NotStatic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotStatic::Unreadable(e) => write!(f, "cannot be read: {e}"),
+            NotStatic::TooShort => f.write_str("is not an ELF executable (too short)"),
+            NotStatic::NotElf => f.write_str("is not an ELF executable"),
+            NotStatic::UnknownClass => f.write_str("is an ELF file of an unknown class"),
+            NotStatic::UnknownByteOrder => f.write_str("is an ELF file of an unknown byte order"),
+            NotStatic::NotExecutable => f.write_str("is an ELF file but not an executable"),
+            NotStatic::NoProgramHeaders => {
+                f.write_str("is an ELF executable without program headers")
+            }
+            NotStatic::Truncated => f.write_str("is a truncated ELF executable"),
+            NotStatic::Dynamic => f.write_str(
+                "is dynamically linked (it has a program interpreter), so it cannot run in an \
+                 image without libraries; build the static musl binary",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NotStatic {}
+
 /// Whether `path` is an ELF executable without a program interpreter (`PT_INTERP`), i.e.
-/// one that runs in an empty image. `Err` names what it is instead.
-pub fn check_static(path: &Path) -> Result<(), String> {
-    let mut f = File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
+/// one that runs in an empty image. `Err` says what it is instead.
+pub fn check_static(path: &Path) -> Result<(), NotStatic> {
+    let mut f = File::open(path).map_err(NotStatic::Unreadable)?;
     let mut h = [0u8; 64];
-    f.read_exact(&mut h)
-        .map_err(|_| "is not an ELF executable (too short)".to_string())?;
+    f.read_exact(&mut h).map_err(|_| NotStatic::TooShort)?;
     if &h[..4] != b"\x7fELF" {
-        return Err("is not an ELF executable".into());
+        return Err(NotStatic::NotElf);
     }
     let wide = match h[4] {
         1 => false,
         2 => true,
-        _ => return Err("is an ELF file of an unknown class".into()),
+        _ => return Err(NotStatic::UnknownClass),
     };
     let little = match h[5] {
         1 => true,
         2 => false,
-        _ => return Err("is an ELF file of an unknown byte order".into()),
+        _ => return Err(NotStatic::UnknownByteOrder),
     };
     let u16_at = |b: &[u8], o: usize| {
         let v = [b[o], b[o + 1]];
@@ -78,7 +116,7 @@ pub fn check_static(path: &Path) -> Result<(), String> {
     };
     // ET_EXEC (2) or ET_DYN (3, static-pie).
     if !matches!(u16_at(&h, 16), 2 | 3) {
-        return Err("is an ELF file but not an executable".into());
+        return Err(NotStatic::NotExecutable);
     }
     let (phoff, phentsize, phnum) = if wide {
         (u64_at(&h, 32), u16_at(&h, 54), u16_at(&h, 56))
@@ -86,20 +124,16 @@ pub fn check_static(path: &Path) -> Result<(), String> {
         (u32_at(&h, 28), u16_at(&h, 42), u16_at(&h, 44))
     };
     if phentsize < 4 || phnum == 0 || phnum > 4096 {
-        return Err("is an ELF executable without program headers".into());
+        return Err(NotStatic::NoProgramHeaders);
     }
     let mut table = vec![0u8; (phentsize * phnum) as usize];
     f.seek(SeekFrom::Start(phoff))
         .and_then(|_| f.read_exact(&mut table))
-        .map_err(|_| "is a truncated ELF executable".to_string())?;
+        .map_err(|_| NotStatic::Truncated)?;
     const PT_INTERP: u64 = 3;
     for entry in table.chunks_exact(phentsize as usize) {
         if u32_at(entry, 0) == PT_INTERP {
-            return Err(
-                "is dynamically linked (it has a program interpreter), so it cannot run in an \
-                 image without libraries; build the static musl binary"
-                    .into(),
-            );
+            return Err(NotStatic::Dynamic);
         }
     }
     Ok(())
@@ -137,7 +171,7 @@ pub fn place(src: &Path, bundle_dir: &Path) -> Result<String> {
 }
 
 /// The running binary, when it is static (so it can be carried in a bundle).
-pub fn current_static() -> Result<PathBuf, String> {
+pub fn current_static() -> Result<PathBuf, NotStatic> {
     let exe = Path::new("/proc/self/exe");
     check_static(exe)?;
     Ok(exe.to_path_buf())
@@ -228,15 +262,27 @@ mod tests {
         if cfg!(target_env = "gnu") {
             let exe = std::env::current_exe().unwrap();
             let err = check_static(&exe).unwrap_err();
-            assert!(err.contains("dynamically linked"), "{err}");
+            assert!(matches!(err, NotStatic::Dynamic), "{err}");
+            assert!(
+                err.to_string().starts_with("is dynamically linked"),
+                "{err}"
+            );
         }
         let dir = std::env::temp_dir().join(format!("oi-elf-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let text = dir.join("script");
-        fs::write(&text, "#!/bin/sh\necho hi\n").unwrap();
-        assert!(check_static(&text)
-            .unwrap_err()
-            .contains("not an ELF executable"));
+        fs::write(&text, format!("#!/bin/sh\n{}\n", "echo hi\n".repeat(10))).unwrap();
+        let err = check_static(&text).unwrap_err();
+        assert!(matches!(err, NotStatic::NotElf), "{err}");
+        assert_eq!(err.to_string(), "is not an ELF executable");
+        let err = check_static(&dir.join("absent")).unwrap_err();
+        assert!(matches!(err, NotStatic::Unreadable(_)), "{err}");
+        assert!(err.to_string().starts_with("cannot be read: "), "{err}");
+        fs::write(&text, b"\x7fELF").unwrap();
+        assert_eq!(
+            check_static(&text).unwrap_err().to_string(),
+            "is not an ELF executable (too short)"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

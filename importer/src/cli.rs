@@ -587,6 +587,64 @@ pub struct ExportArgs {
     pub allow_empty: bool,
 }
 
+impl ExportArgs {
+    /// The flags resolved into what `export` works with; a malformed `--platform` is a usage
+    /// error (exit 2), as it always was before anything else ran.
+    pub fn settings(&self) -> anyhow::Result<crate::export::Settings> {
+        use crate::export::{self, Choice, ImporterBinary, Kind};
+        let engine = match self.engine {
+            Engine::Auto => Choice::Auto,
+            Engine::Registry => Choice::Registry,
+            Engine::Docker => Choice::Tool(Kind::Docker),
+            Engine::Podman => Choice::Tool(Kind::Podman),
+            Engine::Skopeo => Choice::Tool(Kind::Skopeo),
+        };
+        let importer_binary = match (&self.importer_binary, self.no_importer_binary) {
+            (_, true) => ImporterBinary::Omitted,
+            (Some(path), false) => ImporterBinary::Given(path.clone()),
+            (None, false) => ImporterBinary::Running,
+        };
+        let chart = self.chart.as_ref().map(|chart| export::Chart {
+            chart: chart.clone(),
+            version: self.chart_version.clone(),
+            set: self.set.clone(),
+            namespace: self.chart_namespace.clone(),
+            kube_version: self.kube_version.clone(),
+            api_versions: self.api_versions.clone(),
+            helm: self.helm.clone(),
+            release_name: self.release_name.clone(),
+        });
+        Ok(export::Settings {
+            inputs: export::Inputs {
+                images: self.images.clone(),
+                images_files: self.images_file.clone(),
+                values: self.values.clone(),
+                manifests: self.manifests.clone(),
+                chart,
+                no_indirect: self.no_indirect,
+            },
+            output: self.output.clone(),
+            platforms: export::platforms(&self.platform)?,
+            engine,
+            compression: match self.compress {
+                Compression::Gzip => crate::archive::Compression::Gzip,
+                Compression::Zstd => crate::archive::Compression::Zstd,
+                Compression::None => crate::archive::Compression::None,
+            },
+            jobs: usize::from(self.jobs),
+            no_cache: self.no_cache,
+            cache_dir: self.cache_dir.clone(),
+            ca_file: self.ca_file.clone(),
+            registry_mirrors: self.registry_mirror.clone(),
+            username: self.username.clone(),
+            insecure: export::insecure_hosts(&self.insecure_registry),
+            dry_run: self.dry_run,
+            importer_binary,
+            allow_empty: self.allow_empty,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

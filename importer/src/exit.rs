@@ -32,12 +32,23 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 }
 
 impl Code {
-    /// Errors that reach `main` are environment or usage errors unless they say otherwise.
+    /// The code the typed marker in an error's chain chooses, under any context: a [`Failed`]
+    /// is 1; a [`UsageError`] or an unreachable runtime (`runtime::Unreachable`) is 2. An
+    /// error without a marker is a usage or environment error too (2): what fails the work
+    /// is marked where it is decided. A marker is an error of its own (made by [`usage`] or
+    /// `Failed(..).into()`), never a context; the first one found decides.
     pub fn from_error(err: &anyhow::Error) -> Code {
-        if err.chain().any(|e| e.is::<Failed>()) {
-            Code::Failure
+        err.chain().find_map(Code::marked_by).unwrap_or(Code::Usage)
+    }
+
+    /// The code one error of a chain chooses, when it is a marker.
+    fn marked_by(cause: &(dyn std::error::Error + 'static)) -> Option<Code> {
+        if cause.is::<Failed>() {
+            Some(Code::Failure)
+        } else if cause.is::<UsageError>() || cause.is::<crate::runtime::Unreachable>() {
+            Some(Code::Usage)
         } else {
-            Code::Usage
+            None
         }
     }
 }
@@ -53,4 +64,41 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
         e.downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_marker_is_found_under_context_and_an_unmarked_error_is_a_usage_error() {
+        let failed: anyhow::Error = Failed("2 image(s) missing".into()).into();
+        assert_eq!(
+            Code::from_error(&failed.context("verify").context("run")),
+            Code::Failure
+        );
+        let bad_flag = usage("--platform \"x\" is not of the form os/arch");
+        assert_eq!(Code::from_error(&bad_flag.context("export")), Code::Usage);
+        let gone: anyhow::Error = crate::runtime::Unreachable("no runtime answers".into()).into();
+        assert_eq!(Code::from_error(&gone.context("import")), Code::Usage);
+        // Unmarked: a usage or environment error.
+        assert_eq!(
+            Code::from_error(&anyhow::anyhow!("cannot read /images")),
+            Code::Usage
+        );
+    }
+
+    #[test]
+    fn the_codes_are_the_numbers_scripts_rely_on() {
+        assert_eq!(Code::Success as u8, 0);
+        assert_eq!(Code::Failure as u8, 1);
+        assert_eq!(Code::Usage as u8, 2);
+    }
+
+    #[test]
+    fn a_broken_pipe_is_found_under_context() {
+        let e = anyhow::Error::from(io::Error::from(io::ErrorKind::BrokenPipe)).context("list");
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("broken pipe")));
+    }
 }

@@ -41,7 +41,7 @@ pub fn run(cli: Cli) -> Result<Code> {
         Command::List(args) => list::run(&args),
         Command::Import(args) => import::run(&args.settings()),
         Command::Verify(args) => verify::run(&args),
-        Command::Export(args) => export::run(&args),
+        Command::Export(args) => export::run(&args.settings()?),
         Command::Prune(args) => prune::run(&args),
     }
 }

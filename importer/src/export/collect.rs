@@ -59,7 +59,7 @@ impl Collected {
     pub fn add_images_file(&mut self, path: &Path) {
         match read_input(path) {
             Ok(text) => self.add_images_text(&path.display().to_string(), &text),
-            Err(e) => self.problems.push(e),
+            Err(e) => self.problems.push(format!("{e:#}")),
         }
     }
 
@@ -81,7 +81,7 @@ impl Collected {
     pub fn add_manifests_file(&mut self, path: &Path) {
         match read_input(path) {
             Ok(text) => self.add_manifests_text(&display_input(path), &text),
-            Err(e) => self.problems.push(e),
+            Err(e) => self.problems.push(format!("{e:#}")),
         }
     }
 

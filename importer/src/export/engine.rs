@@ -13,7 +13,6 @@ use std::thread::JoinHandle;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::archive::Platform;
-use crate::cli;
 use crate::exit;
 use crate::reference::Reference;
 
@@ -34,6 +33,18 @@ impl fmt::Display for Kind {
     }
 }
 
+/// The engine an export is asked to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// The registry; an image the registry does not serve but docker or podman holds locally
+    /// is saved with that engine.
+    Auto,
+    /// The registry alone, over the OCI distribution API.
+    Registry,
+    /// docker, podman or skopeo pulls and saves every image.
+    Tool(Kind),
+}
+
 /// An engine found on this host.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -49,19 +60,16 @@ pub struct Engine {
 const MESSAGE_MAX: usize = 2000;
 
 impl Engine {
-    /// Find the engine to use: the one asked for, or (auto, for images the registry does not
-    /// serve) the first of docker, podman and skopeo that is on PATH and answers. A docker CLI whose daemon is down is passed over.
-    pub fn detect(choice: cli::Engine) -> Result<Engine> {
-        let candidates: &[Kind] = match choice {
-            cli::Engine::Auto | cli::Engine::Registry => {
-                &[Kind::Docker, Kind::Podman, Kind::Skopeo]
-            }
-            cli::Engine::Docker => &[Kind::Docker],
-            cli::Engine::Podman => &[Kind::Podman],
-            cli::Engine::Skopeo => &[Kind::Skopeo],
+    /// Find the engine to use: the one asked for, or (`None`: auto, for images the registry
+    /// does not serve) the first of docker, podman and skopeo that is on PATH and answers. A
+    /// docker CLI whose daemon is down is passed over.
+    pub fn detect(only: Option<Kind>) -> Result<Engine> {
+        let candidates = match only {
+            Some(kind) => vec![kind],
+            None => vec![Kind::Docker, Kind::Podman, Kind::Skopeo],
         };
         let mut reasons = Vec::new();
-        for &kind in candidates {
+        for kind in candidates {
             let Ok(program) = which::which(kind.to_string()) else {
                 reasons.push(format!("{kind} is not on PATH"));
                 continue;

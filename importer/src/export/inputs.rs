@@ -3,34 +3,36 @@
 
 use super::chart::{self, ChartRequest, RenderError};
 use super::collect::Collected;
+use super::settings::Settings;
 use super::values;
-use crate::cli::ExportArgs;
 use crate::exit;
 
-/// Everything `export` was given: with `--chart`, the values files and `--set` go to
+/// Everything `export` was given: with a chart, the values files and `--set` go to
 /// `helm template`; without it, values files are read as values (values.rs).
-pub fn from_args(args: &ExportArgs) -> anyhow::Result<Collected> {
+pub fn collect(settings: &Settings) -> anyhow::Result<Collected> {
+    let inputs = &settings.inputs;
     let mut c = Collected {
-        no_indirect: args.no_indirect,
+        no_indirect: inputs.no_indirect,
         ..Collected::default()
     };
-    c.add_args(&args.images);
-    for f in &args.images_file {
+    c.add_args(&inputs.images);
+    for f in &inputs.images_files {
         c.add_images_file(f);
     }
-    match &args.chart {
-        Some(chart) => {
+    match &inputs.chart {
+        Some(given) => {
+            let chart = given.chart.as_str();
             let request = ChartRequest {
                 chart,
-                release: &args.release_name,
-                version: args.chart_version.as_deref(),
-                values: &args.values,
-                set: &args.set,
-                namespace: args.chart_namespace.as_deref(),
-                kube_version: args.kube_version.as_deref(),
-                api_versions: &args.api_versions,
-                helm: args.helm.as_deref(),
-                plain_http: chart::oci_on(chart, &args.insecure_registry),
+                release: &given.release_name,
+                version: given.version.as_deref(),
+                values: &inputs.values,
+                set: &given.set,
+                namespace: given.namespace.as_deref(),
+                kube_version: given.kube_version.as_deref(),
+                api_versions: &given.api_versions,
+                helm: given.helm.as_deref(),
+                plain_http: chart::oci_on(chart, &settings.insecure),
             };
             match request.render() {
                 Ok(text) => c.add_manifests_text(&format!("helm template {chart}"), &text),
@@ -38,12 +40,12 @@ pub fn from_args(args: &ExportArgs) -> anyhow::Result<Collected> {
                 Err(RenderError::Failed(m)) => c.problems.push(m),
             }
         }
-        None if !args.values.is_empty() => {
-            values::add_values_files(&mut c, &args.values, args.allow_empty)
+        None if !inputs.values.is_empty() => {
+            values::add_values_files(&mut c, &inputs.values, settings.allow_empty)
         }
         None => {}
     }
-    for f in &args.manifests {
+    for f in &inputs.manifests {
         c.add_manifests_file(f);
     }
     Ok(c)

@@ -21,6 +21,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use anyhow::anyhow;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use super::collect::Collected;
@@ -130,7 +131,7 @@ fn add_group(c: &mut Collected, group: &Group, allow_empty: bool) {
         let text = match read_input(f) {
             Ok(t) => t,
             Err(e) => {
-                c.problems.push(e);
+                c.problems.push(format!("{e:#}"));
                 continue;
             }
         };
@@ -244,16 +245,16 @@ fn read_chart_meta(dir: &Path) -> ChartMeta {
 }
 
 /// `Chart.yaml` and `values.yaml` of a packaged subchart, read from the `.tgz` in memory.
-fn read_packaged(path: &Path) -> Result<(String, String), String> {
-    let file = fs::File::open(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+fn read_packaged(path: &Path) -> anyhow::Result<(String, String)> {
+    let file = fs::File::open(path).map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let (mut chart, mut values) = (String::new(), String::new());
     let entries = archive
         .entries()
-        .map_err(|e| format!("{}: not a chart archive: {e}", path.display()))?;
+        .map_err(|e| anyhow!("{}: not a chart archive: {e}", path.display()))?;
     for entry in entries {
         let mut entry =
-            entry.map_err(|e| format!("{}: not a chart archive: {e}", path.display()))?;
+            entry.map_err(|e| anyhow!("{}: not a chart archive: {e}", path.display()))?;
         let name = entry.path().map(|p| p.to_path_buf()).unwrap_or_default();
         let parts: Vec<_> = name.components().collect();
         if parts.len() != 2 {
@@ -266,7 +267,7 @@ fn read_packaged(path: &Path) -> Result<(String, String), String> {
         };
         entry
             .read_to_string(target)
-            .map_err(|e| format!("{}: {}: {e}", path.display(), name.display()))?;
+            .map_err(|e| anyhow!("{}: {}: {e}", path.display(), name.display()))?;
     }
     Ok((chart, values))
 }
@@ -294,7 +295,7 @@ fn read_subcharts(c: &mut Collected, dir: &Path, parent: &ChartMeta) -> BTreeMap
         let (chart, values) = match read {
             Ok(pair) => pair,
             Err(e) => {
-                c.warnings.push(format!("{e}; its images are left out"));
+                c.warnings.push(format!("{e:#}; its images are left out"));
                 continue;
             }
         };

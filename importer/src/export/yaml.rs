@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::Path;
 
+use anyhow::anyhow;
 use yaml_rust2::Yaml;
 
 pub(super) fn last_component_has_tag(reference: &str) -> bool {
@@ -53,15 +54,16 @@ pub(super) fn display_input(path: &Path) -> String {
     }
 }
 
-/// Read a file (or standard input for `-`) as UTF-8, with an error that names it.
-pub(super) fn read_input(path: &Path) -> Result<String, String> {
+/// Read a file (or standard input for `-`) as UTF-8, with an error that names it (an input
+/// problem: the caller records its message).
+pub(super) fn read_input(path: &Path) -> anyhow::Result<String> {
     let bytes = if path == Path::new("-") {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf)
-            .map_err(|e| format!("<stdin>: cannot read: {e}"))?;
+            .map_err(|e| anyhow!("<stdin>: cannot read: {e}"))?;
         buf
     } else {
-        fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?
+        fs::read(path).map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?
     };
-    String::from_utf8(bytes).map_err(|_| format!("{}: is not UTF-8 text", display_input(path)))
+    String::from_utf8(bytes).map_err(|_| anyhow!("{}: is not UTF-8 text", display_input(path)))
 }

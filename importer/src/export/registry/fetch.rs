@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use super::error::RegistryError;
 use super::transport::{answer_error, Host, Request, Transport, ATTEMPTS};
 use super::verify::{check_algorithm, Verifier};
 
@@ -95,9 +96,12 @@ impl<'t> Repo<'t> {
         }
         let digest = format!("sha256:{}", crate::bundle::hex(&Sha256::digest(&bytes)));
         if reference.contains(':') && reference != digest {
-            bail!(
-                "{url}: digest mismatch: the manifest should have the digest {reference} but has {digest}"
-            );
+            let mismatch = RegistryError::Digest {
+                what: "manifest",
+                expected: reference.to_string(),
+                got: digest,
+            };
+            return Err(anyhow::Error::new(mismatch).context(url));
         }
         let media_type = media_type_of(&bytes, media_type);
         match media_type.as_str() {
@@ -117,7 +121,7 @@ impl<'t> Repo<'t> {
     /// Download the blob `digest` into `out` (empty), verified; resumed by `Range` when the
     /// connection is cut and the registry allows it, else started again.
     pub fn blob(&self, digest: &str, size: u64, out: &mut File, on_bytes: OnBytes) -> Result<()> {
-        check_algorithm(digest).map_err(|e| anyhow!(e))?;
+        check_algorithm(digest)?;
         let path = format!("/v2/{}/blobs/{digest}", self.path);
         let url = format!("{}{path}", self.host.base);
         let mut verifier = Verifier::new(digest, Some(size));
@@ -148,7 +152,7 @@ impl<'t> Repo<'t> {
             match copy_verified(&mut body, out, &mut verifier, on_bytes) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    return Err(anyhow!("{url}: {e}"));
+                    return Err(RegistryError::at(&url, e));
                 }
                 Err(e) if cuts + 1 < ATTEMPTS => {
                     cuts += 1;
@@ -160,7 +164,7 @@ impl<'t> Repo<'t> {
                 Err(e) => return Err(anyhow!("{url}: the download failed: {e}")),
             }
         }
-        verifier.finish().map_err(|e| anyhow!("{url}: {e}"))
+        verifier.finish().map_err(|e| RegistryError::at(&url, e))
     }
 }
 

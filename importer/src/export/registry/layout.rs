@@ -90,16 +90,6 @@ fn header(size: u64) -> tar::Header {
     h
 }
 
-/// A blob that could not be written into the layout: it failed its digest or size check, or
-/// the write failed. The caller drops a cached copy, so the next run downloads it again.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write {name}: {source}")]
-pub struct BlobWrite {
-    pub digest: String,
-    name: String,
-    source: io::Error,
-}
-
 /// Write the layout: `index` is the layout's `index.json`; `blobs` (digest, size, bytes) in
 /// the order given, each once.
 pub fn write(out: &mut impl Write, index: &[u8], blobs: &[(String, u64, Blob)]) -> Result<()> {
@@ -142,11 +132,9 @@ pub fn write(out: &mut impl Write, index: &[u8], blobs: &[(String, u64, Blob)]) 
                 )
             }
         };
-        written.map_err(|source| BlobWrite {
-            digest: digest.clone(),
-            name,
-            source,
-        })?;
+        // A cached blob that fails its check carries a `RegistryError` in the io::Error: the
+        // caller drops that copy from the cache, so the next run downloads it again.
+        written.with_context(|| format!("cannot write {name}"))?;
     }
     b.finish().context("cannot finish the archive")?;
     Ok(())

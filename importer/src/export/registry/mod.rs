@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod error;
 pub mod fetch;
 pub mod layout;
 pub mod transport;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 use crate::archive::Platform;
 use crate::reference::Reference;
 use cache::Cache;
+use error::RegistryError;
 use fetch::{is_index, Fetched, Repo};
 use layout::Blob;
 use transport::Transport;
@@ -262,13 +264,14 @@ impl Registry {
         files.extend(blobs);
         layout::write(out, &index, &files).inspect_err(|e| {
             // A cached blob that fails verification is removed, so the next run downloads it.
-            let failed = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<layout::BlobWrite>());
-            for (digest, _, blob) in &files {
-                if matches!(blob, Blob::File(_)) && failed.is_some_and(|f| &f.digest == digest) {
-                    self.cache.forget(digest);
-                }
+            let Some(damaged) = RegistryError::find(e).and_then(RegistryError::damaged_blob) else {
+                return;
+            };
+            let cached = files
+                .iter()
+                .any(|(digest, _, blob)| matches!(blob, Blob::File(_)) && digest == damaged);
+            if cached {
+                self.cache.forget(damaged);
             }
         })
     }

@@ -17,6 +17,7 @@ use ureq::Body;
 type Client = ureq::Agent;
 
 use super::auth::{parse_challenge, Challenge, Credential, Keychain};
+use super::error::{PlainHttp, RegistryError};
 
 /// Attempts per request: the first and four retries, 0.5, 1, 2 and 4 s apart.
 pub const ATTEMPTS: u32 = 5;
@@ -170,50 +171,16 @@ struct TokenAnswer {
     access_token: Option<String>,
 }
 
-/// A registry's error answer, typed so that a caller can tell what the registry does not
-/// serve (404) from a refused login or a damaged blob.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Answered {
-    pub status: u16,
-    message: String,
-}
-
-/// No registry answered at an endpoint.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NoRoute(String);
-
-/// Whether `err` says the registry does not serve what was asked: it answered 404, or could
-/// not be reached at all.
-pub fn not_served(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.is::<NoRoute>()
-            || e.downcast_ref::<Answered>()
-                .is_some_and(|a| a.status == 404)
-    })
-}
-
-/// A registry's error answer, made one line: `HTTP 401 Unauthorized: UNAUTHORIZED: ...`.
+/// A registry's error answer, made one line: `HTTP 401 Unauthorized: UNAUTHORIZED: ...`, as
+/// the [`RegistryError`] its status makes.
 pub fn answer_error(url: &str, resp: Response<Body>) -> anyhow::Error {
-    let status = resp.status();
+    let status = resp.status().as_u16();
     let mut body = String::new();
     let _ = std::io::Read::read_to_string(
         &mut std::io::Read::take(resp.into_body().into_reader(), ERROR_BODY_MAX),
         &mut body,
     );
-    let said = registry_message(&body);
-    let reason = status.canonical_reason().unwrap_or("");
-    let message = if said.is_empty() {
-        format!("{url}: HTTP {} {reason}", status.as_u16())
-    } else {
-        format!("{url}: HTTP {} {reason}: {said}", status.as_u16())
-    };
-    Answered {
-        status: status.as_u16(),
-        message,
-    }
-    .into()
+    RegistryError::answered(url, status, registry_message(&body)).into()
 }
 
 /// The `errors` of an OCI distribution error body, or the body's first line.
@@ -280,6 +247,39 @@ impl Transport {
         Ok(host)
     }
 
+    /// The base URL that answers `/v2/` at `endpoint`, and its answer: HTTPS, else plain
+    /// HTTP when `plain_ok`; [`RegistryError::Unreachable`] when neither does.
+    fn first_answer(
+        &self,
+        http: &Client,
+        endpoint: &str,
+        plain_ok: bool,
+    ) -> Result<(String, Response<Body>)> {
+        let https = format!("https://{endpoint}");
+        let e = match self.call_retrying(http, "GET", &format!("{https}/v2/"), &[]) {
+            Ok(r) => return Ok((https, r)),
+            Err(e) => e,
+        };
+        let plain = if plain_ok {
+            let base = format!("http://{endpoint}");
+            match self.call_retrying(http, "GET", &format!("{base}/v2/"), &[]) {
+                Ok(r) if r.status().is_success() || r.status().as_u16() == 401 => {
+                    return Ok((base, r))
+                }
+                Ok(_) => PlainHttp::NotRegistry,
+                Err(e2) => PlainHttp::Failed(format!("{e2:#}")),
+            }
+        } else {
+            PlainHttp::NotAllowed
+        };
+        Err(RegistryError::Unreachable {
+            registry: endpoint.to_string(),
+            https: format!("{e:#}"),
+            http: plain,
+        }
+        .into())
+    }
+
     fn ping(&self, endpoint: &str, auth_host: &str) -> Result<Host> {
         let insecure = self.is_insecure(endpoint);
         let plain_ok = insecure || is_loopback(endpoint);
@@ -288,37 +288,7 @@ impl Transport {
         } else {
             &self.verified
         };
-        let https = format!("https://{endpoint}");
-        let (base, resp) = match self.call_retrying(http, "GET", &format!("{https}/v2/"), &[]) {
-            Ok(r) => (https, r),
-            Err(e) if plain_ok => {
-                let plain = format!("http://{endpoint}");
-                match self.call_retrying(http, "GET", &format!("{plain}/v2/"), &[]) {
-                    Ok(r) if r.status().is_success() || r.status().as_u16() == 401 => (plain, r),
-                    // An HTTPS server answers plain HTTP with 400: its TLS error is the cause.
-                    Ok(_) => {
-                        return Err(NoRoute(format!(
-                            "cannot reach the registry {endpoint} over HTTPS: {e:#}"
-                        ))
-                        .into())
-                    }
-                    Err(e2) => {
-                        return Err(NoRoute(format!(
-                            "cannot reach the registry {endpoint}: over HTTPS: {e:#}; over HTTP: \
-                             {e2:#}"
-                        ))
-                        .into())
-                    }
-                }
-            }
-            Err(e) => {
-                return Err(NoRoute(format!(
-                    "cannot reach the registry {endpoint} over HTTPS (plain HTTP only for \
-                     --insecure-registry hosts and loopback): {e:#}"
-                ))
-                .into())
-            }
-        };
+        let (base, resp) = self.first_answer(http, endpoint, plain_ok)?;
         let challenge = match resp.status().as_u16() {
             200..=299 => None,
             401 => {

@@ -5,6 +5,8 @@ use std::io::{self, Read};
 
 use sha2::{Digest, Sha256};
 
+use super::error::RegistryError;
+
 /// What is expected of a blob, and what has been seen of it so far.
 pub struct Verifier {
     expected: String,
@@ -27,10 +29,11 @@ impl Verifier {
     pub fn update(&mut self, data: &[u8]) -> io::Result<()> {
         self.count += data.len() as u64;
         if let Some(size) = self.size.filter(|s| self.count > *s) {
-            return Err(mismatch(format!(
-                "the blob {} is longer than its {size} bytes",
-                self.expected
-            )));
+            return Err(RegistryError::TooLong {
+                digest: self.expected.clone(),
+                size,
+            }
+            .into_io());
         }
         self.hasher.update(data);
         Ok(())
@@ -53,31 +56,31 @@ impl Verifier {
     /// At EOF: the size and the digest must be the expected ones.
     pub fn finish(&self) -> io::Result<()> {
         if let Some(size) = self.size.filter(|s| *s != self.count) {
-            return Err(mismatch(format!(
-                "the blob {} ended after {} of its {size} bytes",
-                self.expected, self.count
-            )));
+            return Err(RegistryError::TooShort {
+                digest: self.expected.clone(),
+                size,
+                got: self.count,
+            }
+            .into_io());
         }
         let got = format!(
             "sha256:{}",
             crate::bundle::hex(&self.hasher.clone().finalize())
         );
         if got != self.expected {
-            return Err(mismatch(format!(
-                "digest mismatch: the content should have the digest {} but has {got}",
-                self.expected
-            )));
+            return Err(RegistryError::Digest {
+                what: "content",
+                expected: self.expected.clone(),
+                got,
+            }
+            .into_io());
         }
         Ok(())
     }
 }
 
-fn mismatch(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
 /// Whether a digest is one this tool can verify (`sha256:` and 64 hex digits).
-pub fn check_algorithm(digest: &str) -> Result<(), String> {
+pub fn check_algorithm(digest: &str) -> anyhow::Result<()> {
     match digest.split_once(':') {
         Some(("sha256", hex))
             if hex.len() == 64
@@ -87,9 +90,7 @@ pub fn check_algorithm(digest: &str) -> Result<(), String> {
         {
             Ok(())
         }
-        _ => Err(format!(
-            "the digest {digest:?} is not sha256:<64 lowercase hex digits>"
-        )),
+        _ => anyhow::bail!("the digest {digest:?} is not sha256:<64 lowercase hex digits>"),
     }
 }
 

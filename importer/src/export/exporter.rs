@@ -1,0 +1,460 @@
+//! Exporting each image: `--jobs` workers take the references in order; each image comes
+//! from the registry engine, else (auto) from the local engine when the registry does not
+//! serve it, and is skipped when the bundle already holds it unchanged (docs/ARCHITECTURE.md,
+//! "Data flow: export").
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use super::compress;
+use super::engine::Engine;
+use super::meter;
+use super::registry::{self, error::RegistryError};
+use super::write::{Bundle, Intact, TempFile};
+use crate::archive::{human_bytes, ArchiveInfo, Compression, Platform};
+use crate::bundle::{BundleArchive, BundleImage, BundleLayer, BundleSource};
+use crate::reference::Reference;
+
+/// How one image went.
+pub(super) enum Outcome {
+    Written { bytes: u64 },
+    UpToDate,
+    Failed(String),
+}
+
+/// One line per event on stderr; a person reads it later, so no carriage returns unless
+/// stderr is a terminal (where the line clears the status line first).
+fn progress(n: usize, total: usize, r: &Reference, event: &str) {
+    eprintln!("{}[{n}/{total}] {r}: {event}", meter::line_start());
+}
+
+/// Whether an image the registry engine failed is looked for in the local engine: only one
+/// the registry does not serve (it answered 404) or a registry out of reach; a refused login
+/// or a damaged blob stays a failure.
+fn look_locally(err: &anyhow::Error) -> bool {
+    RegistryError::find(err).is_some_and(RegistryError::not_served)
+}
+
+/// Everything one image's export needs.
+pub(super) struct Exporter<'a> {
+    /// docker, podman or skopeo: the engine, or (auto) for images the registry does not serve.
+    pub engine: Option<&'a Engine>,
+    pub registry: Option<&'a registry::Registry>,
+    /// The platform the local engines export: the first asked.
+    pub platform: &'a Platform,
+    pub platforms: &'a [Platform],
+    pub bundle: &'a Bundle,
+    /// Where skopeo writes before the archive is compressed.
+    pub scratch: &'a Path,
+    /// The extension and compression of the archives the local engines write.
+    pub ext: &'static str,
+    pub compression: Compression,
+    pub no_cache: bool,
+    /// Compression threads per image.
+    pub threads: usize,
+    pub total: usize,
+    pub meter: meter::Meter,
+}
+
+impl Exporter<'_> {
+    /// Export every reference, `jobs` at a time, with the terminal meter drawn meanwhile;
+    /// the outcome of each, in order (`None`: not reached).
+    pub(super) fn export_all(&self, refs: &[Reference], jobs: usize) -> Vec<Option<Outcome>> {
+        let next = AtomicUsize::new(0);
+        let outcomes: Mutex<Vec<Option<Outcome>>> =
+            Mutex::new((0..refs.len()).map(|_| None).collect());
+        std::thread::scope(|s| {
+            let drawer = s.spawn(|| self.meter.draw());
+            let workers: Vec<_> = (0..jobs)
+                .map(|_| {
+                    s.spawn(|| loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(r) = refs.get(i) else { return };
+                        let outcome = self.export_or_fail(i + 1, r);
+                        crate::sync::lock(&outcomes)[i] = Some(outcome);
+                    })
+                })
+                .collect();
+            for w in workers {
+                let _ = w.join();
+            }
+            self.meter.finish();
+            let _ = drawer.join();
+        });
+        crate::sync::into_inner(outcomes)
+    }
+
+    /// Export one image; a failure is logged and becomes its outcome.
+    fn export_or_fail(&self, n: usize, r: &Reference) -> Outcome {
+        self.meter.begin();
+        let result = self.export_one(n, r);
+        self.meter.end();
+        result.unwrap_or_else(|e| {
+            let msg = format!("{e:#}");
+            progress(n, self.total, r, &format!("FAILED: {msg}"));
+            Outcome::Failed(msg)
+        })
+    }
+
+    /// The registry engine, else (auto) the local engine for an image only it holds.
+    fn export_one(&self, n: usize, r: &Reference) -> Result<Outcome> {
+        let (Some(reg), engine) = (self.registry, self.engine) else {
+            let engine = self.engine.expect("an engine was detected");
+            return self.export_local(n, r, engine, true);
+        };
+        let err = match self.export_registry(n, r, reg) {
+            Ok(o) => return Ok(o),
+            Err(e) => e,
+        };
+        let Some(engine) = engine.filter(|_| look_locally(&err)) else {
+            return Err(err);
+        };
+        if engine.config_digest(r, self.platform).is_err() {
+            return Err(anyhow::anyhow!(
+                "{err:#}; and {} does not hold it either",
+                engine.kind
+            ));
+        }
+        progress(
+            n,
+            self.total,
+            r,
+            &format!(
+                "not exported from the registry ({err:#}); {} holds it locally, so it is saved \
+                 with {} (its digest is that engine's, not a registry's)",
+                engine.kind, engine.kind
+            ),
+        );
+        self.export_local(n, r, engine, false)
+    }
+
+    fn export_registry(
+        &self,
+        n: usize,
+        r: &Reference,
+        reg: &registry::Registry,
+    ) -> Result<Outcome> {
+        let file = format!("{}.tar", r.file_stem());
+        let recorded = self.bundle.registry_digest(&file, self.platforms);
+        if let Some(digest) = recorded.filter(|_| !self.no_cache) {
+            progress(n, self.total, r, "checking the registry");
+            // The file is looked at only when the registry still serves the digest it holds:
+            // a changed image is written again anyway.
+            if reg.resolve(r)? == digest {
+                let how = self.bundle.intact(&file)?;
+                if how != Intact::No {
+                    let how = how.shown();
+                    progress(
+                        n,
+                        self.total,
+                        r,
+                        &format!("skipped (up to date: {file}{how})"),
+                    );
+                    return Ok(Outcome::UpToDate);
+                }
+            }
+        }
+        progress(n, self.total, r, "fetching from the registry");
+        let started = Instant::now();
+        let dest = self.bundle.dir.join(&file);
+        let (temp, out) = TempFile::create(&dest)?;
+        let mut writer = registry::layout::Hashing::new(out);
+        let exported = reg.export(r, &mut writer, &|b| self.meter.add(b))?;
+        let (size, sha256) = (writer.count, writer.hex());
+        temp.sync(writer.inner)?;
+        let stamp = temp.put_in_place()?;
+        let mut record = registry_record(r, &file, size, sha256, &exported);
+        record.stamp = stamp;
+        self.bundle.record(record)?;
+        let secs = started.elapsed().as_secs_f64();
+        progress(
+            n,
+            self.total,
+            r,
+            &format!(
+                "written {file} ({}, {} downloaded at {}, {} from the cache, in {secs:.1} s; \
+                 digest {}, from {})",
+                human_bytes(size),
+                human_bytes(exported.downloaded),
+                crate::units::human_rate(exported.downloaded, secs.max(0.001)),
+                human_bytes(exported.cached),
+                exported.digest,
+                exported.source
+            ),
+        );
+        Ok(Outcome::Written { bytes: size })
+    }
+
+    /// Pull (docker, podman) unless told not to, and whether the bundle's `file` still holds
+    /// the image the engine has now.
+    fn local_up_to_date(
+        &self,
+        n: usize,
+        r: &Reference,
+        engine: &Engine,
+        pull: bool,
+        file: &str,
+    ) -> Result<bool> {
+        let cached = if self.no_cache {
+            None
+        } else {
+            self.bundle.config_digest(file)?
+        };
+        if engine.has_local_store() && pull {
+            progress(n, self.total, r, "pulling");
+            engine.pull(r, self.platform)?;
+        }
+        let Some((config, how)) = &cached else {
+            return Ok(false);
+        };
+        if !engine.has_local_store() {
+            progress(n, self.total, r, "checking the registry");
+        }
+        let current = engine.config_digest(r, self.platform)?;
+        if &current != config {
+            return Ok(false);
+        }
+        let how = how.shown();
+        progress(
+            n,
+            self.total,
+            r,
+            &format!("skipped (up to date: {file}{how})"),
+        );
+        Ok(true)
+    }
+
+    fn export_local(
+        &self,
+        n: usize,
+        r: &Reference,
+        engine: &Engine,
+        pull: bool,
+    ) -> Result<Outcome> {
+        let file = format!("{}{}", r.file_stem(), self.ext);
+        if self.local_up_to_date(n, r, engine, pull, &file)? {
+            return Ok(Outcome::UpToDate);
+        }
+        progress(n, self.total, r, "saving");
+        let started = Instant::now();
+        let dest = self.bundle.dir.join(&file);
+        let (temp, mut writer) = TempFile::create(&dest)?;
+        let mut saved = engine.save(r, self.platform, self.scratch)?;
+        let result =
+            compress::write_archive(&mut saved, &mut writer, self.compression, self.threads);
+        // The engine's own message explains a failure better than a broken stream does.
+        let finished = saved.finish();
+        let written = match (result, finished) {
+            (_, Err(e)) => return Err(e),
+            (Err(e), Ok(())) => return Err(e),
+            (Ok(w), Ok(())) => w,
+        };
+        temp.sync(writer)?;
+        let images = self.bundle_images(n, r, &written.info)?;
+        let stamp = temp.put_in_place()?;
+        self.bundle.record(BundleArchive {
+            file: file.clone(),
+            size: written.size,
+            sha256: written.sha256,
+            compression: self.compression,
+            format: written.info.format,
+            images,
+            source: None,
+            stamp,
+        })?;
+        let secs = started.elapsed().as_secs_f64();
+        progress(
+            n,
+            self.total,
+            r,
+            &format!(
+                "written {file} ({} from {} of tar, in {secs:.1} s)",
+                human_bytes(written.size),
+                human_bytes(written.info.tar_size)
+            ),
+        );
+        Ok(Outcome::Written {
+            bytes: written.size,
+        })
+    }
+
+    /// The bundle's record of what the archive holds, for the exported platform.
+    fn bundle_images(
+        &self,
+        n: usize,
+        r: &Reference,
+        info: &ArchiveInfo,
+    ) -> Result<Vec<BundleImage>> {
+        let mut images = Vec::new();
+        for image in &info.images {
+            let chosen = image
+                .for_platform(self.platform)
+                .or_else(|| image.platforms.iter().find(|p| p.complete));
+            let Some(p) = chosen else { continue };
+            let Some(config) = &p.config_digest else {
+                continue;
+            };
+            if let Some(pl) = p.platform.as_ref().filter(|pl| !pl.runs_on(self.platform)) {
+                anyhow::bail!(
+                    "{r} has no image for {} (the engine saved an image for {pl})",
+                    self.platform
+                );
+            }
+            let wanted = r.to_string();
+            if !image.names.contains(&wanted) {
+                // docker-archive has no place for a digest reference: such an image is
+                // imported by its config digest and is found by it, but not by that name.
+                progress(
+                    n,
+                    self.total,
+                    r,
+                    &format!(
+                        "warning: the archive names the image {} rather than {wanted}",
+                        image.display_names()
+                    ),
+                );
+            }
+            images.push(BundleImage {
+                names: image.names.clone(),
+                config_digest: config.clone(),
+                manifest_digest: p.manifest_digest.clone(),
+                platform: p.platform.as_ref().map(ToString::to_string),
+                layers: Vec::new(),
+            });
+        }
+        if images.is_empty() {
+            anyhow::bail!("the saved archive holds no complete image");
+        }
+        Ok(images)
+    }
+}
+
+/// images.json's record of an archive the registry engine wrote.
+fn registry_record(
+    r: &Reference,
+    file: &str,
+    size: u64,
+    sha256: String,
+    e: &registry::Exported,
+) -> BundleArchive {
+    let source = BundleSource {
+        reference: r.to_string(),
+        repository: r.repository(),
+        tag: r.tag.clone(),
+        digest: e.digest.clone(),
+        index_digest: e.index_digest.clone(),
+        refs: e.names.clone(),
+    };
+    BundleArchive {
+        file: file.to_string(),
+        size,
+        sha256,
+        compression: Compression::None,
+        format: crate::archive::Format::Oci,
+        images: e
+            .images
+            .iter()
+            .map(|p| BundleImage {
+                // Every name the archive gives this image: the tag and the digest names a pod
+                // may use, each imported, labelled, verified and pruned like the tag.
+                names: source.names_for(Some(&p.manifest_digest)),
+                config_digest: p.config_digest.clone(),
+                manifest_digest: Some(p.manifest_digest.clone()),
+                platform: p.platform.as_ref().map(ToString::to_string),
+                layers: p
+                    .layers
+                    .iter()
+                    .map(|(digest, size)| BundleLayer {
+                        digest: digest.clone(),
+                        size: *size,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        source: Some(source),
+        stamp: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::registry::error::PlainHttp;
+
+    #[test]
+    fn images_json_records_every_name_the_archive_gives_each_image() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let r = Reference::parse("reg.example.com/shop/web:1").unwrap();
+        let repo = "reg.example.com/shop/web";
+        let platform = |arch: &str, m: char, c: char| registry::PlatformExport {
+            platform: crate::archive::Platform::parse(&format!("linux/{arch}")),
+            manifest_digest: d(m),
+            config_digest: d(c),
+            layers: Vec::new(),
+        };
+        // The names index.json gives (registry::names_of): tag, index, each manifest.
+        let names = vec![
+            format!("{repo}:1"),
+            format!("{repo}@{}", d('a')),
+            format!("{repo}@{}", d('b')),
+            format!("{repo}@{}", d('c')),
+        ];
+        let e = registry::Exported {
+            digest: d('a'),
+            index_digest: Some(d('a')),
+            images: vec![platform("amd64", 'b', 'd'), platform("arm64", 'c', 'e')],
+            names: names.clone(),
+            downloaded: 0,
+            cached: 0,
+            source: "http://reg.example.com".into(),
+        };
+        let record = registry_record(&r, "web.tar", 1, "0".repeat(64), &e);
+        assert_eq!(record.images[0].names, names[..3]);
+        assert_eq!(
+            record.images[1].names,
+            [names[0].clone(), names[1].clone(), names[3].clone()]
+        );
+    }
+
+    #[test]
+    fn only_an_image_the_registry_does_not_serve_is_looked_for_locally() {
+        let url = "https://reg.example.com/v2/app/manifests/1";
+        let answered = |status| -> anyhow::Error {
+            RegistryError::answered(url, status, String::new()).into()
+        };
+        // Under the context the engine adds, as it reaches the fallback.
+        let not_found = answered(404).context("reg.example.com/app:1");
+        assert!(look_locally(&not_found));
+        let unreachable: anyhow::Error = RegistryError::Unreachable {
+            registry: "reg.example.com".into(),
+            https: "connection refused".into(),
+            http: PlainHttp::NotAllowed,
+        }
+        .into();
+        assert!(look_locally(&unreachable));
+        // The ping's 404: no registry there, so not served either.
+        assert!(look_locally(
+            &answered(404).context("reg.example.com does not answer as an OCI registry")
+        ));
+        // A refused login, a server error, a damaged blob, or no registry error at all.
+        assert!(!look_locally(
+            &answered(401).context("the token server refused anonymous access")
+        ));
+        assert!(!look_locally(&answered(403)));
+        assert!(!look_locally(&answered(500)));
+        let damaged = RegistryError::Digest {
+            what: "content",
+            expected: "sha256:a".into(),
+            got: "sha256:b".into(),
+        };
+        assert!(!look_locally(&RegistryError::at(url, damaged.into_io())));
+        // Words alone decide nothing: a message that says 404 is no answer of a registry.
+        assert!(!look_locally(&anyhow::anyhow!(
+            "{url}: HTTP 404 Not Found (cannot reach the registry)"
+        )));
+    }
+}

@@ -1,0 +1,180 @@
+//! What `export` works with: its flags resolved once, at the edge, into plain values
+//! (`cli::ExportArgs::settings`), so that nothing under `export/` knows the command line's
+//! types. A value read from the environment at run time (the password on stdin, the importer
+//! binary's check, the mirrors' form) is checked where it is used, at the moment it always was.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::engine::Choice;
+use crate::archive::{Compression, Platform};
+use crate::exit;
+
+/// One `export` run, as asked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the references come from.
+    pub inputs: Inputs,
+    /// The bundle directory.
+    pub output: PathBuf,
+    /// The platforms to export, each once, the host's when none was asked; the docker,
+    /// podman and skopeo engines export the first.
+    pub platforms: Vec<Platform>,
+    /// The engine asked for.
+    pub engine: Choice,
+    /// The compression of the archives the docker, podman and skopeo engines write.
+    pub compression: Compression,
+    /// Images exported at the same time (and the registry engine's downloads).
+    pub jobs: usize,
+    /// Export every image again, and keep no blob cache.
+    pub no_cache: bool,
+    /// The registry engine's blob cache; `None`: the default place.
+    pub cache_dir: Option<PathBuf>,
+    /// Root certificates trusted for registries besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// `SRC=MIRROR` as given (checked when the registry engine starts).
+    pub registry_mirrors: Vec<String>,
+    /// The user of `--username`; the password is read from stdin when the registry engine
+    /// starts.
+    pub username: Option<String>,
+    /// Registries (host[:port], no trailing slash) reached over plain HTTP or without TLS
+    /// verification.
+    pub insecure: Vec<String>,
+    /// Only print the collected references.
+    pub dry_run: bool,
+    /// The importer binary the bundle carries.
+    pub importer_binary: ImporterBinary,
+    /// Exit 0, writing nothing, when the inputs name no image.
+    pub allow_empty: bool,
+}
+
+/// Every source of references, in the order an operator gives them.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// References given as arguments.
+    pub images: Vec<String>,
+    /// Files of one reference per line.
+    pub images_files: Vec<PathBuf>,
+    /// Values files: given to `helm template` with a chart, else read as values.
+    pub values: Vec<PathBuf>,
+    /// Rendered manifests (`-` is stdin).
+    pub manifests: Vec<PathBuf>,
+    /// A chart to render with `helm template`.
+    pub chart: Option<Chart>,
+    /// Indirect images are listed but not exported.
+    pub no_indirect: bool,
+}
+
+/// A chart and what `helm template` is told about the release.
+#[derive(Debug, Clone, Default)]
+pub struct Chart {
+    /// A directory, a `.tgz`, `oci://...` or `repo/name`.
+    pub chart: String,
+    pub version: Option<String>,
+    pub set: Vec<String>,
+    pub namespace: Option<String>,
+    pub kube_version: Option<String>,
+    pub api_versions: Vec<String>,
+    /// The helm executable; `None`: `helm` on PATH.
+    pub helm: Option<PathBuf>,
+    /// The release name the chart is rendered with.
+    pub release_name: String,
+}
+
+/// The static importer binary the bundle carries for the chart's bootstrap mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImporterBinary {
+    /// None (`--no-importer-binary`).
+    Omitted,
+    /// This file (`--importer-binary`), refused unless it is static.
+    Given(PathBuf),
+    /// This binary, when it is static; else none, with a note.
+    Running,
+}
+
+impl Inputs {
+    /// Whether any input was given at all.
+    pub fn given(&self) -> bool {
+        !self.images.is_empty()
+            || !self.images_files.is_empty()
+            || self.chart.is_some()
+            || !self.values.is_empty()
+            || !self.manifests.is_empty()
+    }
+}
+
+impl Settings {
+    /// Whether images come from the registry engine (`auto` or `registry`).
+    pub fn uses_registry(&self) -> bool {
+        matches!(self.engine, Choice::Auto | Choice::Registry)
+    }
+}
+
+/// The file extension of an archive a docker, podman or skopeo engine writes.
+pub fn extension(c: Compression) -> &'static str {
+    match c {
+        Compression::Gzip => ".tar.gz",
+        Compression::Zstd => ".tar.zst",
+        Compression::None => ".tar",
+    }
+}
+
+/// The platforms asked for (`--platform`), each once, the host's when none.
+pub fn platforms(given: &[String]) -> Result<Vec<Platform>> {
+    let mut out = Vec::new();
+    for p in given {
+        let parsed = Platform::parse(p).ok_or_else(|| {
+            exit::usage(format!(
+                "--platform {p:?} is not of the form os/arch[/variant], e.g. linux/amd64"
+            ))
+        })?;
+        if !out.contains(&parsed) {
+            out.push(parsed);
+        }
+    }
+    if out.is_empty() {
+        out.push(Platform::host());
+    }
+    Ok(out)
+}
+
+/// `host[:port]` of `--insecure-registry`, without a trailing slash.
+pub fn insecure_hosts(given: &[String]) -> Vec<String> {
+    given
+        .iter()
+        .map(|h| h.trim_end_matches('/').to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_are_kept_once_in_order_and_the_hosts_without_any() {
+        let given = ["linux/arm64", "linux/amd64", "linux/arm64"].map(String::from);
+        let got: Vec<String> = platforms(&given)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["linux/arm64", "linux/amd64"]);
+        assert_eq!(platforms(&[]).unwrap(), vec![Platform::host()]);
+        let e = platforms(&["amd64".to_string()]).unwrap_err();
+        assert_eq!(exit::Code::from_error(&e), exit::Code::Usage);
+        assert_eq!(
+            e.to_string(),
+            "--platform \"amd64\" is not of the form os/arch[/variant], e.g. linux/amd64"
+        );
+    }
+
+    #[test]
+    fn insecure_hosts_lose_a_trailing_slash_and_the_extension_follows_the_compression() {
+        let hosts = insecure_hosts(&["reg:5000/".to_string(), "other".to_string()]);
+        assert_eq!(hosts, ["reg:5000", "other"]);
+        assert_eq!(extension(Compression::Gzip), ".tar.gz");
+        assert_eq!(extension(Compression::Zstd), ".tar.zst");
+        assert_eq!(extension(Compression::None), ".tar");
+    }
+}
