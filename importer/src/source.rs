@@ -56,8 +56,8 @@ pub(crate) enum Checksum {
 
 /// The read side of an import: see the module's documentation.
 pub(crate) trait Source: Sync {
-    /// What the source offers, for the log: `archives (…) in DIR`.
-    fn describe(&self) -> String;
+    /// The warning when it offers no unit and refused none: what it looked for, and where.
+    fn nothing_found(&self) -> String;
 
     /// Every unit, in the order they are imported.
     fn units(&self) -> &[Unit];
@@ -170,9 +170,9 @@ fn listed_but_absent(
 }
 
 impl Source for ArchiveSource {
-    fn describe(&self) -> String {
+    fn nothing_found(&self) -> String {
         format!(
-            "archives (.tar, .tar.gz, .tgz, .tar.zst) in {}",
+            "no archives (.tar, .tar.gz, .tgz, .tar.zst) in {}: nothing to import",
             self.root.display()
         )
     }
@@ -326,11 +326,12 @@ mod tests {
         assert_eq!(units, [("a.tar.gz", 1), ("b.tar", 2), ("sub/c.tar.zst", 3)]);
         assert_eq!(source.units()[2].path, dir.0.join("sub/c.tar.zst"));
         assert!(source.refused().is_empty() && source.absent().is_empty());
+        let empty = Dir::new();
         assert_eq!(
-            source.describe(),
+            empty.source().nothing_found(),
             format!(
-                "archives (.tar, .tar.gz, .tgz, .tar.zst) in {}",
-                dir.0.display()
+                "no archives (.tar, .tar.gz, .tgz, .tar.zst) in {}: nothing to import",
+                empty.0.display()
             )
         );
     }

@@ -58,8 +58,7 @@ pub(super) fn plan(ctx: &Run<'_>, release_key: Option<&str>) -> Result<Plan> {
         ));
     }
     if source.units().is_empty() && source.refused().is_empty() {
-        let what = source.describe();
-        reporter.warn(None, &format!("no {what}: nothing to import"));
+        reporter.warn(None, &source.nothing_found());
     }
     for r in source.absent() {
         emit(ArchiveResult::failed(
