@@ -25,6 +25,7 @@ mod prune;
 pub mod reference;
 mod report;
 pub mod runtime;
+mod source;
 mod stop;
 mod sync;
 mod units;

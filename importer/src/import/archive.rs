@@ -3,25 +3,24 @@
 //! progress on the way to the runtime ([`Watched`]), and what its reading says: the config
 //! digest of each name it set ([`name_configs`]) and of each image ([`config_digests`]).
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::plan::Planned;
 use crate::archive::{self, ArchiveInfo, Platform};
 use crate::bundle;
 use crate::failure::{Failure, Kind};
 use crate::report::{Event, Reporter};
+use crate::source::{Source, Unit};
 use crate::stop::stop_signal;
 
-/// A mismatched archive never reaches the runtime.
-pub(super) fn check_sha256(p: &Planned, expected: &str) -> Result<()> {
-    let f = File::open(&p.found.path)
-        .with_context(|| format!("cannot open {}", p.found.path.display()))?;
-    let actual = bundle::sha256_reader(Stoppable(f))
-        .with_context(|| format!("cannot read {}", p.found.path.display()))?;
+/// A mismatched archive never reaches the runtime: `unit`'s bytes, as `source` stores them,
+/// must hash to `expected`.
+pub(super) fn check_sha256(source: &dyn Source, unit: &Unit, expected: &str) -> Result<()> {
+    let bytes = source.bytes(unit)?;
+    let actual = bundle::sha256_reader(Stoppable(bytes))
+        .with_context(|| format!("cannot read {}", unit.path.display()))?;
     if actual != expected {
         return Err(Failure::error(
             Kind::Archive,
@@ -35,10 +34,10 @@ pub(super) fn check_sha256(p: &Planned, expected: &str) -> Result<()> {
     Ok(())
 }
 
-/// A file read that ends with an error as soon as the run is asked to stop.
-struct Stoppable(File);
+/// A read that ends with an error as soon as the run is asked to stop.
+struct Stoppable<R>(R);
 
-impl Read for Stoppable {
+impl<R: Read> Read for Stoppable<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(sig) = stop_signal() {
             return Err(io::Error::other(format!("aborted by {sig}")));

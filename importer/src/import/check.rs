@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use anyhow::Result;
 
 use super::execute::with_retries;
-use super::plan::{findable, Bundle, Plan};
+use super::plan::{findable, Plan};
 use super::{platform_matches, Run};
 use crate::archive::Platform;
-use crate::bundle::{self, BundleIndex};
+use crate::bundle::{self, BundleArchive};
 use crate::exit;
 use crate::reference;
 use crate::report::{Event, Missing, Reporter};
@@ -19,16 +19,11 @@ use crate::runtime::{Present, Runtime};
 
 /// Every image the bundle promises for this node (but under the names another archive wins)
 /// and every required one, checked in the runtime after the run.
-pub(super) fn missing_after(
-    ctx: &Run<'_>,
-    plan: &Plan,
-    bundle: &Bundle,
-    required: &[String],
-) -> Vec<Missing> {
+pub(super) fn missing_after(ctx: &Run<'_>, plan: &Plan, required: &[String]) -> Vec<Missing> {
     let index_of: HashMap<&str, usize> = plan
         .all
         .iter()
-        .map(|p| (p.file.as_str(), p.index))
+        .map(|p| (p.unit.name.as_str(), p.index))
         .collect();
     let lost = |file: &str, name: &str| {
         index_of
@@ -36,7 +31,7 @@ pub(super) fn missing_after(
             .is_some_and(|&i| plan.owners.loses(name, i))
     };
     let expected = expected_images(
-        bundle.index.as_ref(),
+        ctx.source.promised(),
         required,
         &ctx.platform,
         &lost,
@@ -75,14 +70,14 @@ pub(super) fn required_images(values: &[String]) -> Result<Vec<String>> {
 /// On a runtime that lists no digest names (`digest_names` false), an image is expected under
 /// its other names, or by its config when it has only digest names.
 fn expected_images(
-    index: Option<&BundleIndex>,
+    promised: &[BundleArchive],
     required: &[String],
     platform: &Platform,
     lost: &dyn Fn(&str, &str) -> bool,
     digest_names: bool,
 ) -> Vec<Expected> {
     let mut out = Vec::new();
-    for archive in index.map(|i| i.archives.as_slice()).unwrap_or_default() {
+    for archive in promised {
         for img in &archive.images {
             if platform_matches(img.platform.as_deref(), platform) {
                 let names: Vec<String> = img
@@ -247,12 +242,9 @@ mod tests {
 
     #[test]
     fn every_name_of_an_image_is_expected_after_the_run_where_the_runtime_lists_it() {
-        let index = BundleIndex {
-            archives: vec![registry_entry()],
-            ..BundleIndex::new()
-        };
+        let promised = [registry_entry()];
         let none = |_: &str, _: &str| false;
-        let on_containerd = expected_images(Some(&index), &[], &amd64(), &none, true);
+        let on_containerd = expected_images(&promised, &[], &amd64(), &none, true);
         assert_eq!(on_containerd.len(), 1);
         assert_eq!(
             on_containerd[0].names,
@@ -261,7 +253,7 @@ mod tests {
         let missing = missing_images(&[present("reg/app:1", "sha256:c-amd")], &on_containerd);
         let names: Vec<&str> = missing.iter().map(|m| m.image.as_str()).collect();
         assert_eq!(names, ["reg/app@sha256:index", "reg/app@sha256:m-amd"]);
-        let on_docker = expected_images(Some(&index), &[], &amd64(), &none, false);
+        let on_docker = expected_images(&promised, &[], &amd64(), &none, false);
         assert_eq!(on_docker[0].names, ["reg/app:1"]);
     }
 

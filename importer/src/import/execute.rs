@@ -17,7 +17,6 @@ use super::owners;
 use super::plan::{Plan, Planned, PresentSet};
 use super::turns::{Passage, Pipeline};
 use super::{Jobs, Run};
-use crate::archive;
 use crate::failure::{self, Kind};
 use crate::labels::{LABEL_ARCHIVE_PREFIX, LABEL_MANAGED, LABEL_PINNED, LABEL_RELEASE_PREFIX};
 use crate::report::{ArchiveResult, Event, Replaced, Reporter, Status};
@@ -58,8 +57,8 @@ pub(super) fn execute(ctx: &Run<'_>, plan: &mut Plan) -> (bool, Vec<String>) {
         for (i, p) in plan.todo.iter().enumerate() {
             if !finished.contains(&i) {
                 let r = ArchiveResult::failed(
-                    &p.file,
-                    p.found.size,
+                    &p.unit.name,
+                    p.unit.size,
                     Kind::Stopped,
                     "not started: the run was stopped",
                 );
@@ -118,7 +117,7 @@ fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
         let p = &todo[i];
         ctx.reporter.info(&format!(
             "{}: importing again on its own: a parallel import was writing a layer or an image name it shares",
-            p.file
+            p.unit.name
         ));
         let (r, names) = import_one(ctx, p, &Passage::new(None, i));
         land(i, r, names);
@@ -176,7 +175,7 @@ fn import_one(ctx: &Run<'_>, p: &Planned, passage: &Passage<'_>) -> (ArchiveResu
                 None => (failure::kind_of(&e), format!("{e:#}")),
             };
             (
-                ArchiveResult::failed(&p.file, p.found.size, kind, reason),
+                ArchiveResult::failed(&p.unit.name, p.unit.size, kind, reason),
                 Vec::new(),
             )
         }
@@ -215,7 +214,7 @@ fn settle_shared_names(
     let present = lazy_present(ctx, found.iter().any(|c| set.contains_key(c.name)));
     let mut again: Vec<usize> = Vec::new();
     for c in &found {
-        let file = |i: usize| plan.all[i].file.as_str();
+        let file = |i: usize| plan.all[i].unit.name.as_str();
         let describe = |cl: &owners::Claim| match &cl.config {
             Some(d) => format!("{} (config {d})", file(cl.archive)),
             None => file(cl.archive).to_string(),
@@ -296,7 +295,7 @@ fn import_winner(ctx: &Run<'_>, p: &Planned) -> Option<ArchiveResult> {
     }
     ctx.reporter.info(&format!(
         "importing {} once more: another archive set names that it wins",
-        p.file
+        p.unit.name
     ));
     let (r, _) = import_one(ctx, p, &Passage::new(None, 0));
     if r.status == Status::Failed {
@@ -310,15 +309,15 @@ fn import_archive(
     p: &Planned,
     passage: &Passage<'_>,
 ) -> Result<(ArchiveResult, NameConfigs)> {
-    let file = p.file.as_str();
+    let file = p.unit.name.as_str();
     if let Some(expected) = &p.expected_sha256 {
-        check_sha256(p, expected)?;
+        check_sha256(ctx.source, &p.unit, expected)?;
     }
     if ctx.args.dry_run {
         // Opening reads the first bytes: an empty or non-archive file already fails here.
-        let opened = archive::open(&p.found.path)?;
+        let opened = ctx.source.open(&p.unit)?;
         drop(opened);
-        let would = ArchiveResult::would_import(file, p.found.size);
+        let would = ArchiveResult::would_import(file, p.unit.size);
         return Ok((would, Vec::new()));
     }
     let imported = import_in_steps(ctx, p, passage)?;
@@ -349,7 +348,7 @@ fn import_archive(
     label_imported(ctx, p, &names, &configs);
     let result = ArchiveResult::imported(
         file,
-        p.found.size,
+        p.unit.size,
         names.clone(),
         config_digests(&imported.info, &ctx.platform),
         replaced_names(ctx.present, &names, &configs),
@@ -382,7 +381,7 @@ fn replaced_names(
 /// preflight, before the first thing it writes. On a re-run that has nothing to send, two
 /// archives are then read and decompressed at once.
 fn import_in_steps(ctx: &Run<'_>, p: &Planned, passage: &Passage<'_>) -> Result<runtime::Imported> {
-    let file = p.file.as_str();
+    let file = p.unit.name.as_str();
     let gated = Cell::new(false);
     let gate = || -> Result<()> {
         gated.set(true);
@@ -390,8 +389,7 @@ fn import_in_steps(ctx: &Run<'_>, p: &Planned, passage: &Passage<'_>) -> Result<
         let Some(max_used) = ctx.args.disk_max_used else {
             return Ok(());
         };
-        ctx.runtime
-            .preflight(&p.found.path, &ctx.platform, max_used)
+        ctx.runtime.preflight(&p.unit.path, &ctx.platform, max_used)
     };
     let stage = || {
         with_retries(ctx.reporter, Some(file), || {
@@ -440,12 +438,12 @@ fn stage_into_runtime<'a>(
     gate: runtime::Gate<'a>,
 ) -> Result<runtime::Rest<'a>> {
     let started = Instant::now();
-    let opened = archive::open_ahead(&p.found.path)?;
+    let opened = ctx.source.open(&p.unit)?;
     let compression = opened.compression;
-    let mut reader = Watched::new(opened.reader, &p.file, ctx.reporter, started);
+    let mut reader = Watched::new(opened.reader, &p.unit.name, ctx.reporter, started);
     let rest = ctx
         .runtime
-        .stage_file(&p.found.path, &mut reader, &ctx.platform, gate)?;
+        .stage_file(&p.unit.path, &mut reader, &ctx.platform, gate)?;
     Ok(Box::new(move || {
         let mut imported = rest()?;
         imported.info.compression = compression;
@@ -480,7 +478,7 @@ fn label_imported(ctx: &Run<'_>, p: &Planned, names: &[String], configs: &[Optio
         }
         if let Err(e) = ctx.runtime.label(std::slice::from_ref(name), &labels) {
             ctx.reporter.warn(
-                Some(&p.file),
+                Some(&p.unit.name),
                 &format!(
                     "imported, but {e:#}: kubelet may garbage-collect this image under disk pressure"
                 ),

@@ -1,11 +1,15 @@
 //! `offline-images import`: plan (checksums, what is already present), import the rest a few
 //! at a time, check that every promised image is there, and report every archive's outcome.
 //!
+//! The run copies images from a source (`source::Source`: today the archives under the images
+//! path, `source::ArchiveSource`) to a target (`runtime::Runtime`), one loop for every pair:
+//! ask the target what it has, send only the rest, verify every checksum, record and report.
+//!
 //! This module holds the run as a whole: its [`Settings`], [`run`] and the [`run_on`] seam,
 //! the run's shared context ([`Run`], [`Jobs`]), the log's header and the summary with the
 //! exit code ([`finish`]). The steps are its submodules:
-//! - `plan`: what the bundle holds, what is present, who claims which name, which archives
-//!   are skipped (labelled and restamped) and which are to import;
+//! - `plan`: what is present, who claims which name, which of the source's archives are
+//!   skipped (labelled and restamped) and which are to import;
 //! - `execute`: the workers that import the rest, retries, shared names settled after the run,
 //!   and the labels an imported archive's images get;
 //! - `archive`: the reading of one archive file (checksum, stop-aware and progress-watching
@@ -27,6 +31,7 @@ use crate::labels::release_label;
 use crate::lock::lock_node;
 use crate::report::{self, Event, Reporter, Status, Summary};
 use crate::runtime::{self, detect, Leftover, Runtime};
+use crate::source::{ArchiveSource, Source};
 use crate::stop::{install_stop_handler, stop_signal};
 
 mod archive;
@@ -40,7 +45,7 @@ mod turns;
 
 use check::{missing_after, required_images};
 use execute::{execute, with_retries};
-use plan::{plan, Bundle, PresentSet};
+use plan::{plan, PresentSet};
 
 /// What `import` was asked to do, resolved from its flags and environment at the edge.
 #[derive(Debug, Clone)]
@@ -88,13 +93,14 @@ pub(crate) fn run_on(
     let root = &args.images_path;
     let release_key = args.release.as_deref().map(release_label).transpose()?;
     let required = required_images(&args.require)?;
-    let bundle = Bundle::read(root, reporter)?;
+    let archives = ArchiveSource::open(root, reporter)?;
+    let source: &dyn Source = &archives;
 
     let rt = detected.runtime.as_ref();
     runtime::check_architecture(rt)?;
     let socket = detected.socket.display().to_string();
     let jobs = Jobs::of(args.jobs, rt);
-    announce(args, detected, &socket, &bundle, jobs, reporter);
+    announce(args, detected, &socket, source, jobs, reporter);
     warn_unprunable(args.release.as_deref(), rt, reporter);
     say_left_out_nodes(&args.left_out_nodes, reporter);
     let _lock = if args.dry_run {
@@ -106,25 +112,26 @@ pub(crate) fn run_on(
         reclaim_leftovers(rt, reporter);
     }
 
-    let present = if bundle.found.is_empty() {
+    let present = if source.units().is_empty() {
         PresentSet::new(Vec::new())
     } else {
         with_retries(reporter, None, || PresentSet::of(rt))?
     };
     let ctx = Run {
         args,
+        source,
         runtime: rt,
         reporter,
         platform: Platform::host(),
         jobs,
         present: &present,
     };
-    let mut plan = plan(&ctx, &bundle, release_key.as_deref())?;
+    let mut plan = plan(&ctx, release_key.as_deref())?;
     let (interrupted, conflicts) = execute(&ctx, &mut plan);
     let missing = if args.dry_run || interrupted {
         Vec::new()
     } else {
-        missing_after(&ctx, &plan, &bundle, &required)
+        missing_after(&ctx, &plan, &required)
     };
     let results = plan.results;
     let summary = Summary {
@@ -148,10 +155,14 @@ pub(crate) fn run_on(
     Ok((code, summary))
 }
 
-/// What every step of a run shares: the settings, the runtime, the log, the node's platform,
-/// how many archives are in flight, and what the runtime had before the run.
+/// What every step of a run shares: the settings, where the images come from and where they
+/// go, the log, the node's platform, how many archives are in flight, and what the runtime had
+/// before the run.
 struct Run<'a> {
     args: &'a Settings,
+    /// The read side: the archives under the images path.
+    source: &'a dyn Source,
+    /// The write side.
     runtime: &'a dyn Runtime,
     reporter: &'a Reporter,
     platform: Platform,
@@ -198,7 +209,7 @@ fn announce(
     args: &Settings,
     detected: &detect::Detected,
     socket: &str,
-    bundle: &Bundle,
+    source: &dyn Source,
     jobs: Jobs,
     reporter: &Reporter,
 ) {
@@ -218,8 +229,8 @@ fn announce(
         socket,
         namespace: detected.namespace.as_deref(),
         images_path: &images_path,
-        archives: bundle.archives(),
-        bytes: bundle.found.iter().map(|f| f.size).sum(),
+        archives: source.units().len() + source.refused().len() + source.absent().len(),
+        bytes: source.units().iter().map(|u| u.size).sum(),
         jobs: jobs.workers() as u16,
         pipelined: jobs == Jobs::Pipelined,
         dry_run: args.dry_run,

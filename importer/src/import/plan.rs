@@ -1,10 +1,9 @@
-//! Planning: what the images path holds ([`Bundle`]), what the runtime has ([`PresentSet`]),
-//! each archive's checksum and [`Fingerprint`], who claims which name ([`claims`]), and for
-//! every archive whether it is skipped as present (then labelled for the release and its
-//! fingerprint labels restamped) or imported ([`plan`]).
+//! Planning: what the runtime has ([`PresentSet`]), each unit's checksum and [`Fingerprint`],
+//! who claims which name ([`claims`]), and for every unit of the source whether it is skipped
+//! as present (then labelled for the release and its fingerprint labels restamped) or
+//! imported ([`plan`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use sha2::{Digest, Sha256};
@@ -12,79 +11,13 @@ use sha2::{Digest, Sha256};
 use super::archive::{config_digests, unique};
 use super::owners::Owners;
 use super::{platform_matches, Run};
-use crate::archive::{self, check_images_path, ArchiveInfo, Found, Platform, Rejected};
-use crate::bundle::{self, BundleArchive, BundleIndex};
-use crate::exit;
+use crate::archive::{ArchiveInfo, Platform};
+use crate::bundle::{self, BundleArchive};
 use crate::failure::Kind;
 use crate::labels::LABEL_ARCHIVE_PREFIX;
 use crate::report::{ArchiveResult, Event, Reporter};
 use crate::runtime::{Present, Runtime};
-
-/// What the images path holds: the archives found (and the paths refused), with the names
-/// SHA256SUMS and images.json give them.
-pub(super) struct Bundle {
-    root: PathBuf,
-    pub(super) found: Vec<Found>,
-    rejected: Vec<Rejected>,
-    sums: Option<BTreeMap<String, String>>,
-    pub(super) index: Option<BundleIndex>,
-}
-
-impl Bundle {
-    /// What `root` holds; an `images.json` that cannot be read is a warning.
-    pub(super) fn read(root: &Path, reporter: &Reporter) -> Result<Bundle> {
-        check_images_path(root)?;
-        let (found, rejected) = archive::discover(root)?;
-        let sums = bundle::read_sums(root)
-            .map_err(|e| exit::usage(format!("{e:#}: the bundle's checksums cannot be trusted")))?;
-        let index = bundle::read_index(root).unwrap_or_else(|e| {
-            reporter.warn(
-                None,
-                &format!("{e:#}; reading the archives themselves instead"),
-            );
-            None
-        });
-        Ok(Bundle {
-            root: root.to_path_buf(),
-            found,
-            rejected,
-            sums,
-            index,
-        })
-    }
-
-    /// Every archive the run reports on, as the summary counts them: those found, the paths
-    /// refused before reading, and the files SHA256SUMS lists that are not there.
-    pub(super) fn archives(&self) -> usize {
-        let names: Vec<String> = self
-            .found
-            .iter()
-            .map(|f| bundle::relative_name(&self.root, &f.path))
-            .collect();
-        self.found.len() + self.rejected.len() + self.listed_but_absent(&names).len()
-    }
-
-    /// SHA256SUMS lines whose file is missing: the bundle is incomplete.
-    fn listed_but_absent(&self, found_names: &[String]) -> Vec<ArchiveResult> {
-        self.sums
-            .iter()
-            .flat_map(|s| s.keys())
-            .filter(|file| !found_names.contains(file))
-            .map(|file| {
-                ArchiveResult::failed(
-                    file,
-                    0,
-                    Kind::Bundle,
-                    format!(
-                        "listed in {} but not found in {}: the bundle was not copied completely",
-                        bundle::SUMS_FILE,
-                        self.root.display()
-                    ),
-                )
-            })
-            .collect()
-    }
-}
+use crate::source::{Checksum, Source, Unit};
 
 /// What planning decided: the results it settled (refused paths, files SHA256SUMS lists but
 /// the bundle lacks, archives already present), the archives to import, every archive found
@@ -99,81 +32,67 @@ pub(super) struct Plan {
 /// What to do with one archive.
 #[derive(Clone)]
 pub(super) struct Planned {
-    /// Its place in the plan's order (every archive found, sorted by path).
+    /// Its place in the plan's order (the source's units, in its order).
     pub(super) index: usize,
-    pub(super) found: Found,
-    /// Relative to the images path, `/`-separated (as SHA256SUMS and images.json name it).
-    pub(super) file: String,
+    pub(super) unit: Unit,
     pub(super) fingerprint: Fingerprint,
     pub(super) expected_sha256: Option<String>,
 }
 
-/// Decide for every path of the bundle: refused paths and files SHA256SUMS lists but the
-/// bundle lacks fail at once, archives already present are skipped (labelled for this
-/// release too), the rest is to import. Results decided here are already in the log.
-pub(super) fn plan(ctx: &Run<'_>, b: &Bundle, release_key: Option<&str>) -> Result<Plan> {
-    let (args, rt, reporter) = (ctx.args, ctx.runtime, ctx.reporter);
-    let root = &b.root;
+/// Decide for every unit of the source: what it refused and what it lacks fail at once,
+/// units already present are skipped (labelled for this release too), the rest is to import.
+/// Results decided here are already in the log.
+pub(super) fn plan(ctx: &Run<'_>, release_key: Option<&str>) -> Result<Plan> {
+    let (args, rt, reporter, source) = (ctx.args, ctx.runtime, ctx.reporter, ctx.source);
     let mut results: Vec<ArchiveResult> = Vec::new();
     let mut emit = |r: ArchiveResult| {
         reporter.emit(&Event::Archive(&r));
         results.push(r);
     };
-    for r in &b.rejected {
-        let file = bundle::relative_name(root, &r.path);
+    for r in source.refused() {
         emit(ArchiveResult::failed(
-            &file,
+            &r.name,
             0,
             Kind::Archive,
             r.reason.clone(),
         ));
     }
-    if b.found.is_empty() && b.rejected.is_empty() {
-        reporter.warn(
-            None,
-            &format!(
-                "no archives (.tar, .tar.gz, .tgz, .tar.zst) in {}: nothing to import",
-                root.display()
-            ),
-        );
+    if source.units().is_empty() && source.refused().is_empty() {
+        reporter.warn(None, &source.nothing_found());
     }
-    let found_names: Vec<String> = b
-        .found
-        .iter()
-        .map(|f| bundle::relative_name(root, &f.path))
-        .collect();
-    for r in b.listed_but_absent(&found_names) {
-        emit(r);
+    for r in source.absent() {
+        emit(ArchiveResult::failed(
+            &r.name,
+            0,
+            Kind::Bundle,
+            r.reason.clone(),
+        ));
     }
-    let mut sums = b.sums.clone();
-    let all: Vec<Planned> = b
-        .found
+    let all: Vec<Planned> = source
+        .units()
         .iter()
-        .cloned()
-        .zip(found_names)
         .enumerate()
-        .map(|(index, (found, file))| Planned {
+        .map(|(index, unit)| Planned {
             index,
-            fingerprint: fingerprint(&file, &found.path),
-            expected_sha256: expected_sha256(&mut sums, &file, reporter),
-            found,
-            file,
+            fingerprint: fingerprint(&unit.name, source.stamp(unit)),
+            expected_sha256: expected_sha256(source, unit, reporter),
+            unit: unit.clone(),
         })
         .collect();
-    let (owners, read) = claims(ctx, b, &all);
+    let (owners, read) = claims(ctx, &all);
     let mut todo: Vec<Planned> = Vec::new();
     for p in &all {
         if !args.force {
             let lost = |name: &str| owners.loses(name, p.index);
             let known = Known {
                 present: ctx.present,
-                index: b.index.as_ref(),
+                source,
                 info: read.get(&p.index),
                 lost: &lost,
             };
             if let Some(r) = skip_result(&known, p, reporter) {
                 if let (Some(key), false) = (release_key, args.dry_run) {
-                    label_for_release(rt, ctx.present, &r.names, key, &p.file, reporter);
+                    label_for_release(rt, ctx.present, &r.names, key, &p.unit.name, reporter);
                 }
                 if !args.dry_run {
                     restamp(rt, ctx.present, p, &r.names, reporter);
@@ -192,25 +111,17 @@ pub(super) fn plan(ctx: &Run<'_>, b: &Bundle, release_key: Option<&str>) -> Resu
     })
 }
 
-/// The checksum SHA256SUMS gives `file` (taken out of `sums`), with a warning when the bundle
-/// has SHA256SUMS but it does not list the file.
-fn expected_sha256(
-    sums: &mut Option<BTreeMap<String, String>>,
-    file: &str,
-    reporter: &Reporter,
-) -> Option<String> {
-    let sums = sums.as_mut()?;
-    let found = sums.remove(file);
-    if found.is_none() {
-        reporter.warn(
-            Some(file),
-            &format!(
-                "not listed in {}: its checksum cannot be verified",
-                bundle::SUMS_FILE
-            ),
-        );
+/// The checksum the source gives `unit`, with a warning when it gives checksums but none for
+/// this unit.
+fn expected_sha256(source: &dyn Source, unit: &Unit, reporter: &Reporter) -> Option<String> {
+    match source.checksum(unit) {
+        Checksum::Sha256(sum) => Some(sum),
+        Checksum::None => None,
+        Checksum::Unlisted(why) => {
+            reporter.warn(Some(&unit.name), &why);
+            None
+        }
     }
-    found
 }
 
 /// Who claims which name before anything is imported: `images.json` for the archives it
@@ -218,14 +129,13 @@ fn expected_sha256(
 /// another tool that a runtime with labels has seen; and, on a runtime without labels that
 /// has images, each such archive's own reading (kept, so the skip check does not read it
 /// again).
-fn claims(ctx: &Run<'_>, b: &Bundle, all: &[Planned]) -> (Owners, HashMap<usize, ArchiveInfo>) {
+fn claims(ctx: &Run<'_>, all: &[Planned]) -> (Owners, HashMap<usize, ArchiveInfo>) {
     let mut owners = Owners::default();
     let mut read = HashMap::new();
     let described = |p: &Planned| {
-        b.index
-            .as_ref()
-            .and_then(|i| i.archive(&p.file))
-            .filter(|e| e.size == p.found.size)
+        ctx.source
+            .promise(&p.unit)
+            .filter(|e| e.size == p.unit.size)
     };
     for p in all {
         let Some(entry) = described(p) else { continue };
@@ -256,7 +166,7 @@ fn claims(ctx: &Run<'_>, b: &Bundle, all: &[Planned]) -> (Owners, HashMap<usize,
         return (owners, read);
     }
     for p in all.iter().filter(|p| described(p).is_none()) {
-        let Ok(info) = archive::inspect_path(&p.found.path, archive::Limits::default()) else {
+        let Ok(info) = ctx.source.inspect(&p.unit) else {
             continue;
         };
         for img in &info.images {
@@ -275,7 +185,8 @@ fn claims(ctx: &Run<'_>, b: &Bundle, all: &[Planned]) -> (Owners, HashMap<usize,
 /// What the skip check of one archive goes by.
 struct Known<'a> {
     present: &'a PresentSet,
-    index: Option<&'a BundleIndex>,
+    /// Where the archive comes from: what it promises the archive holds, and its reading.
+    source: &'a dyn Source,
     /// The archive's own reading, when planning read it already.
     info: Option<&'a ArchiveInfo>,
     /// Whether another archive wins a name this one gives.
@@ -284,9 +195,9 @@ struct Known<'a> {
 
 /// The result for an archive that need not be imported, if it need not.
 fn skip_result(k: &Known<'_>, p: &Planned, reporter: &Reporter) -> Option<ArchiveResult> {
-    let (file, f) = (p.file.as_str(), &p.found);
+    let (file, f) = (p.unit.name.as_str(), &p.unit);
     let skipped = |names, digests| ArchiveResult::skipped(file, f.size, names, digests);
-    if let Some(entry) = k.index.and_then(|i| i.archive(file)) {
+    if let Some(entry) = k.source.promise(f) {
         if entry.size != f.size {
             reporter.warn(
                 Some(file),
@@ -341,7 +252,7 @@ fn skip_result(k: &Known<'_>, p: &Planned, reporter: &Reporter) -> Option<Archiv
     let info = match (k.info, labelled.is_some()) {
         (Some(info), _) => info,
         (None, true) => {
-            read = archive::inspect_path(&f.path, archive::Limits::default()).ok()?;
+            read = k.source.inspect(f).ok()?;
             &read
         }
         (None, false) => return None,
@@ -382,7 +293,7 @@ fn restamp(
         let labels = BTreeMap::from([(key.clone(), format!("{n}/{config}/{stamp}"))]);
         if let Err(e) = rt.label(std::slice::from_ref(name), &labels) {
             reporter.warn(
-                Some(&p.file),
+                Some(&p.unit.name),
                 &format!("{e:#}: the next run reads the archive again"),
             );
         }
@@ -432,7 +343,7 @@ fn label_for_release(
 ///
 /// The stamp must prove the file unchanged, not suggest it: name, size and modification time
 /// do not, since `cp -p`, `rsync -a` and tools that normalise timestamps give a replaced file
-/// the old ones. So it is [`bundle::FileStamp`]: size, inode, and modification and change
+/// the old ones. So an archive's stamp ([`Source::stamp`]) is [`bundle::FileStamp`]: size, inode, and modification and change
 /// times in nanoseconds, once the change time is a clock tick in the past. No user-space tool
 /// can set the change time: writing the file in place, or renaming another one over it, gives
 /// it a new one or a new inode. Where the stamp differs (the file was replaced, touched,
@@ -447,11 +358,11 @@ pub(super) struct Fingerprint {
     pub(super) stamp: Option<String>,
 }
 
-fn fingerprint(file: &str, path: &Path) -> Fingerprint {
-    let stamp = bundle::FileStamp::settled(path)
-        .map(|s| format!("{}.{}.{}.{}", s.size, s.inode, s.mtime_ns, s.ctime_ns));
+/// The fingerprint of the unit named `name` (its path in the bundle) whose stamp is `stamp`
+/// ([`Source::stamp`]).
+fn fingerprint(name: &str, stamp: Option<String>) -> Fingerprint {
     Fingerprint {
-        key: bundle::hex(&Sha256::digest(file.as_bytes()))[..32].to_string(),
+        key: bundle::hex(&Sha256::digest(name.as_bytes()))[..32].to_string(),
         stamp,
     }
 }
@@ -625,6 +536,7 @@ pub(super) fn findable(name: &str, digest_names: bool) -> bool {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::archive;
 
     pub(in crate::import) fn present(name: &str, config: &str) -> Present {
         Present {
@@ -693,47 +605,14 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn the_fingerprint_key_is_the_path_in_the_bundle_and_the_stamp_the_files() {
-        let dir = std::env::temp_dir().join(format!("oi-fp-name-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a.tar");
-        std::fs::write(&path, b"x").unwrap();
-        let a = fingerprint("a.tar", &path);
+    fn the_fingerprint_key_is_the_path_in_the_bundle_and_the_stamp_the_sources() {
+        let a = fingerprint("a.tar", Some("1.2.3.4".into()));
         assert_eq!(a.key.len(), 32);
-        assert!(a.stamp.is_some());
-        let b = fingerprint("b.tar", &path);
+        assert_eq!(a.stamp.as_deref(), Some("1.2.3.4"));
+        let b = fingerprint("b.tar", Some("1.2.3.4".into()));
         assert_ne!(a.key, b.key);
         assert_eq!(a.stamp, b.stamp);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    /// `cp -p` of another archive of the same size over this one keeps its name, size and
-    /// modification time; only the change time tells.
-    #[test]
-    fn a_file_rewritten_in_place_with_its_old_size_and_mtime_gets_a_new_stamp() {
-        use std::io::Write;
-        let dir = std::env::temp_dir().join(format!("oi-fp-cp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("app.tar");
-        std::fs::write(&path, b"app:1.0.1").unwrap();
-        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
-        let before = fingerprint("app.tar", &path);
-        assert_eq!(fingerprint("app.tar", &path), before);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        f.write_all(b"app:1.0.2").unwrap();
-        f.set_times(std::fs::FileTimes::new().set_modified(mtime))
-            .unwrap();
-        drop(f);
-        let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!((meta.len(), meta.modified().unwrap()), (9, mtime));
-        let after = fingerprint("app.tar", &path);
-        assert_eq!(after.key, before.key);
-        assert_ne!(after.stamp, before.stamp);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(fingerprint("a.tar", None).key, a.key);
     }
 
     #[test]

@@ -64,6 +64,13 @@ pub type Rest<'a> = Box<dyn FnOnce() -> Result<Imported> + 'a>;
 /// ends the stage with nothing written.
 pub type Gate<'a> = &'a dyn Fn() -> Result<()>;
 
+/// The target of an import: the write side of the copy loop whose read side is a
+/// `source::Source`. The loop asks the target what it has ([`Runtime::present`]), sends it
+/// only the units it lacks, each as a decompressed image tar stream ([`Runtime::import`],
+/// or [`Runtime::stage_file`] in two steps), labels what it imported, and asks again after
+/// the run that every image promised is there. Each backend (containerd natively or through
+/// `ctr`, Docker) is one implementation; a new target is a new implementation, not a new
+/// loop.
 pub trait Runtime: Send + Sync {
     /// `containerd` or `docker`.
     fn kind(&self) -> &'static str;
