@@ -1,5 +1,7 @@
 //! Image archives written in memory for the archive reader's unit tests.
 
+#![cfg(test)]
+
 use super::scan::hex_sha256;
 use super::tar_of;
 

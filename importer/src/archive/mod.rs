@@ -8,7 +8,7 @@
 mod ahead;
 mod discover;
 mod documents;
-#[cfg(test)]
+// Test code only (`#![cfg(test)]` inside).
 mod fixtures;
 mod inspect;
 mod open;

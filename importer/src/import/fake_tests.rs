@@ -3,6 +3,8 @@
 //! codes and the report. Archives are small docker-save and OCI layouts written here; what the
 //! fake loads it reads from them with the crate's archive reader.
 
+#![cfg(test)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

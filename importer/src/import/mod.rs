@@ -37,7 +37,7 @@ use crate::stop::{install_stop_handler, stop_signal};
 mod archive;
 mod check;
 mod execute;
-#[cfg(test)]
+// Test code only (`#![cfg(test)]` inside).
 mod fake_tests;
 mod owners;
 mod plan;

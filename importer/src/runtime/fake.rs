@@ -11,6 +11,8 @@
 //! from the record, whether the importer allowed it); the builder methods choose whether it
 //! imports in two steps, keeps labels, lists digest names, and which architecture its node has.
 
+#![cfg(test)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;

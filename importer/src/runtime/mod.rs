@@ -8,7 +8,7 @@ mod content;
 pub mod ctr;
 pub mod detect;
 pub mod docker;
-#[cfg(test)]
+// Test code only (`#![cfg(test)]` inside).
 pub(crate) mod fake;
 mod http;
 pub mod native;
