@@ -1,7 +1,7 @@
 //! The reading of one archive file during an import: its checksum checked against
-//! SHA256SUMS ([`check_sha256`]), the readers that stop with the run ([`Stoppable`]) and log
-//! progress on the way to the runtime ([`Watched`]), and what its reading says: the config
-//! digest of each name it set ([`name_configs`]) and of each image ([`config_digests`]).
+//! SHA256SUMS ([`check_sha256`]), a reader that logs progress on the way to the runtime
+//! ([`Watched`]), and what its reading says: the config digest of each name it set
+//! ([`name_configs`]) and of each image ([`config_digests`]).
 
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
@@ -13,13 +13,13 @@ use crate::bundle;
 use crate::failure::{Failure, Kind};
 use crate::report::{Event, Reporter};
 use crate::source::{Source, Unit};
-use crate::stop::stop_signal;
+use crate::stop::{stop_signal, Stoppable};
 
 /// A mismatched archive never reaches the runtime: `unit`'s bytes, as `source` stores them,
 /// must hash to `expected`.
 pub(super) fn check_sha256(source: &dyn Source, unit: &Unit, expected: &str) -> Result<()> {
     let bytes = source.bytes(unit)?;
-    let actual = bundle::sha256_reader(Stoppable(bytes))
+    let actual = bundle::sha256_reader(Stoppable::new(bytes))
         .with_context(|| format!("cannot read {}", unit.path.display()))?;
     if actual != expected {
         return Err(Failure::error(
@@ -32,18 +32,6 @@ pub(super) fn check_sha256(source: &dyn Source, unit: &Unit, expected: &str) -> 
         ));
     }
     Ok(())
-}
-
-/// A read that ends with an error as soon as the run is asked to stop.
-struct Stoppable<R>(R);
-
-impl<R: Read> Read for Stoppable<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(sig) = stop_signal() {
-            return Err(io::Error::other(format!("aborted by {sig}")));
-        }
-        self.0.read(buf)
-    }
 }
 
 /// A progress line this often while one archive is being imported.
