@@ -396,7 +396,9 @@ fn import_in_steps(ctx: &Run<'_>, p: &Planned, passage: &Passage<'_>) -> Result<
             stage_into_runtime(ctx, p, &gate)
         })
     };
-    let rest = match stage() {
+    // The first try reads ahead, out of its turn, with no retries of its own: a runtime lost
+    // before the gate is tried again, with retries, in the archive's turn (not twice over).
+    let rest = match stage_into_runtime(ctx, p, &gate) {
         // Lost while only reading, maybe with the archive before it: read again in its turn.
         Err(e) if !gated.get() && failure::kind_of(&e) == Kind::Unreachable => {
             ctx.reporter.info(&format!(
@@ -412,6 +414,14 @@ fn import_in_steps(ctx: &Run<'_>, p: &Planned, passage: &Passage<'_>) -> Result<
             ));
             passage.alone();
             stage()?
+        }
+        // Lost while writing: retried as every call to the runtime is, this try the first.
+        Err(e) if runtime::is_unreachable(&e) => {
+            let mut first = Some(e);
+            with_retries(ctx.reporter, Some(file), || match first.take() {
+                Some(e) => Err(e),
+                None => stage_into_runtime(ctx, p, &gate),
+            })?
         }
         other => other?,
     };

@@ -613,6 +613,19 @@ fn a_staging_runtime_lost_while_only_reading_is_read_again_after_the_retries() {
     assert_eq!(statuses(&s), [Status::Imported]);
 }
 
+/// A runtime gone for good is tried once out of turn, then once more with the retries in the
+/// archive's turn: one round of retry delays, not two (it took two, 62 s an archive).
+#[test]
+fn a_staging_runtime_gone_for_good_is_retried_one_round_not_two() {
+    let b = bench_of(1);
+    let fake = FakeRuntime::new().staging();
+    fake.fail(Op::Stage, 100, Fault::Unreachable);
+    let (_, s) = b.run(&fake, &b.settings());
+    let one_round = 1 + super::execute::RETRY_DELAYS.len();
+    assert_eq!(fake.count(Op::Stage, Some("a.tar")), 1 + one_round);
+    assert_eq!(statuses(&s), [Status::Failed]);
+}
+
 // ---- the pipeline and jobs ----------------------------------------------------------------
 
 #[test]
