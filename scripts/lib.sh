@@ -324,13 +324,21 @@ oi_install_aarch64() {
   export AR_aarch64_unknown_linux_musl=${AR_aarch64_unknown_linux_musl:-aarch64-linux-gnu-ar}
 }
 
-# Build the static aarch64 importer; echoes its path.
-oi_build_aarch64() {
-  local root=${CARGO_TARGET_DIR:-$PWD/target} bin
-  cargo build --quiet --release --target aarch64-unknown-linux-musl >&2
-  bin=$root/aarch64-unknown-linux-musl/release/offline-images
+# Build the static importer for TARGET (default x86_64-unknown-linux-musl; the aarch64 one
+# needs oi_install_aarch64 first) with the release profile, check that it is static and of
+# TARGET's machine, and echo its path. Cargo's own output goes to stderr. Every script that
+# needs the binary builds it here, so there is one way to build it.
+oi_build_static() {
+  local target=${1:-x86_64-unknown-linux-musl} root=${CARGO_TARGET_DIR:-$PWD/target} bin machine
+  case $target in
+    x86_64-*) machine='Advanced Micro Devices X86-64' ;;
+    aarch64-*) machine='AArch64' ;;
+    *) die "oi_build_static: unknown target $target" ;;
+  esac
+  cargo build --quiet --release --target "$target" >&2 || die "the release build for $target failed"
+  bin=$root/$target/release/offline-images
   file_is_static "$bin" || die "$bin is not static"
-  LC_ALL=C readelf -h "$bin" | grep -q 'Machine:.*AArch64' || die "$bin is not an AArch64 executable"
+  LC_ALL=C readelf -h "$bin" | grep -q "Machine:.*$machine" || die "$bin is not a $machine executable"
   echo "$bin"
 }
 
