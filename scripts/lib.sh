@@ -258,9 +258,9 @@ oi_selected_versions() {
 }
 
 # Start every selected version's containerd and dockerd under $1/matrix/N, all in parallel, and
-# export the matrix for the tests: OI_MATRIX (the number of versions beyond the default pair)
-# and, for each N, OI_MATRIX_N_{LABEL,CONTAINERD_SOCK,DOCKER_HOST,CTR,DOCKER_CLI,
-# CONTAINERD_VERSION,DOCKER_VERSION}.
+# export the matrix for the tests: OI_MATRIX (the number of versions beyond the default pair),
+# for each N, OI_MATRIX_N_{LABEL,CONTAINERD_SOCK,DOCKER_HOST,CTR,DOCKER_CLI,CONTAINERD_VERSION,
+# DOCKER_VERSION}, and OI_MATRIX_KNOWN (the label of every version line, selected or not).
 oi_start_matrix() {
   local base=$1 n=0 line label suite config bin dir pids=() failed=0 i
   local -a lines
@@ -292,6 +292,9 @@ oi_start_matrix() {
     say "version $i: $(eval echo "\$OI_MATRIX_${i}_LABEL") on $base/matrix/$i"
   done
   export OI_MATRIX=$n
+  # Every version line, started or not: a test on every version fails in CI when one is absent.
+  OI_MATRIX_KNOWN=$(for line in "${OI_MATRIX_VERSIONS[@]}"; do printf '%s ' "${line%% *}"; done)
+  export OI_MATRIX_KNOWN=${OI_MATRIX_KNOWN% }
   # The default pair's own versions, for the table of versions tested.
   OI_DEFAULT_CONTAINERD_VERSION=$(containerd --version | awk '{print $3}')
   OI_DEFAULT_DOCKER_VERSION=$(DOCKER_HOST=$OI_DOCKER_HOST "$(oi_docker_cli)" version --format '{{.Server.Version}}')

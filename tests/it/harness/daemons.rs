@@ -87,8 +87,52 @@ pub fn matrix() -> &'static [Daemons] {
                 label: v("LABEL"),
             });
         }
+        for (i, d) in all.iter().enumerate() {
+            check_sockets(
+                d,
+                &if i == 0 {
+                    "OI".into()
+                } else {
+                    format!("OI_MATRIX_{i}")
+                },
+            );
+        }
         all
     })
+}
+
+/// Whether this is a CI run (`CI` set), where every precondition must be met.
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// `d`'s containerd and dockerd each have a socket where the variables (`{prefix}_...`) say:
+/// in CI one that is absent fails every test that reaches the daemons, naming it; outside CI
+/// it is a warning, and only the tests that use that daemon fail.
+fn check_sockets(d: &Daemons, prefix: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let docker = Path::new(
+        d.docker_host
+            .strip_prefix("unix://")
+            .unwrap_or(&d.docker_host),
+    );
+    for (daemon, var, path) in [
+        ("containerd", "CONTAINERD_SOCK", d.containerd_sock.as_path()),
+        ("dockerd", "DOCKER_HOST", docker),
+    ] {
+        let socket = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket());
+        if !socket {
+            let what = format!(
+                "the {daemon} of {} has no socket at {} ({prefix}_{var}): scripts/test.sh starts it",
+                d.label,
+                path.display()
+            );
+            if in_ci() {
+                missing_precondition(&what);
+            }
+            eprintln!("warning: {what}");
+        }
+    }
 }
 
 impl Daemons {
@@ -211,12 +255,44 @@ impl Daemons {
     }
 }
 
+/// [`matrix`] for a test that must hold on every version: every version line scripts/test.sh
+/// knows (`OI_MATRIX_KNOWN`, set by scripts/lib.sh's `oi_start_matrix` whatever `OI_VERSIONS`
+/// chose) that this run did not start is a [`missing_precondition`], so in CI a test "on every
+/// version" never passes on fewer; a narrowed run says so and runs on what it has.
+pub fn every_version() -> &'static [Daemons] {
+    let all = matrix();
+    let known = std::env::var("OI_MATRIX_KNOWN").ok();
+    let started: Vec<&str> = all.iter().map(|d| d.label.as_str()).collect();
+    let absent: Vec<&str> = known
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|label| !started.contains(label))
+        .collect();
+    let chosen = std::env::var("OI_VERSIONS").unwrap_or_else(|_| "unset".into());
+    if known.is_none() {
+        missing_precondition(&format!(
+            "the version matrix is unknown (OI_MATRIX_KNOWN is unset: scripts/test.sh sets it); \
+             this run has {} only",
+            started.join(", ")
+        ));
+    } else if !absent.is_empty() {
+        missing_precondition(&format!(
+            "versions of the matrix not started in this run (OI_VERSIONS={chosen}): {}; this run \
+             has {} only",
+            absent.join(", "),
+            started.join(", ")
+        ));
+    }
+    all
+}
+
 /// A test whose precondition is missing (a daemon version, a tool the run did not fetch)
 /// fails in CI (`CI` set), naming what is missing, so a shrunk matrix is never a pass; when a
 /// developer narrowed the run on purpose (`OI_VERSIONS`, `OI_PODMAN` unset), it says so on
 /// stderr and the caller returns.
 pub fn missing_precondition(what: &str) {
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+    if in_ci() {
         panic!("missing precondition in CI: {what}");
     }
     eprintln!("SKIPPED (narrowed run): {what}");
