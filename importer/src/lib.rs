@@ -8,6 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod architecture;
 pub mod archive;
 pub mod bundle;
 pub mod bundled;
