@@ -8,7 +8,8 @@ modules that are siblings: `import -> runtime` for a file of `import` naming `cr
 (the top level), `runtime/native/ingest -> runtime/native/image` for `super::image::x` inside
 `runtime/native` (a module directory). A module naming one of its own ancestors (a child using
 what its `mod.rs` holds) or its own children is not an edge: the parent is the facade of its
-children. Test code (items under `#[cfg(test)]`, and files declared only for tests) is left out
+children. Test code (items under `#[cfg(test)]`, files declared only for tests, and files that start
+with `#![cfg(test)]`) is left out
 unless `--tests` is given: tests may reach anywhere.
 
     scripts/modcycles.py            exit 1 naming every cycle, with a file:line for each edge
@@ -180,6 +181,8 @@ def edges_of(files, tests):
         with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
             code = strip_code(f.read())
         if not tests:
+            if re.match(r"\s*(?:#!\[[^\]]*\]\s*)*#!\[cfg\(test\)\]", code):
+                test_only.add(mod)  # `#![cfg(test)]`: the whole file is for tests
             code, test_mods = drop_test_items(code)
             test_only.update(mod + (t,) for t in test_mods)
         texts[mod] = code
