@@ -70,8 +70,7 @@ mkdir -p "$(dirname "$OUT")"
 oi_install_packages
 oi_install_rust_target
 say "building the static importer (release, musl)"
-cargo build --quiet --release --target x86_64-unknown-linux-musl
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-musl/release/offline-images
+BIN=$(oi_build_static)
 
 mkdir -p "${BENCH_DIR:-/tmp}"
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/offline-images-bench.XXXXXX")

@@ -34,11 +34,10 @@ export DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}
 if [ -z "${BINARY:-}" ]; then
   oi_install_rust_target
   say "building the static importer (release, musl)"
-  cargo build --quiet --release --target x86_64-unknown-linux-musl
-  BINARY=${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-musl/release/offline-images
+  BINARY=$(oi_build_static)
   oi_install_aarch64
   say "building the static aarch64 importer (release, musl)"
-  BINARY_ARM64=$(oi_build_aarch64)
+  BINARY_ARM64=$(oi_build_static aarch64-unknown-linux-musl)
 fi
 file_is_static "$BINARY" || die "$BINARY is missing or not a static executable"
 if [ -n "${BINARY_ARM64:-}" ]; then

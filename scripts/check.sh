@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The fast lane, run by CI before the daemon suite (scripts/test.sh): formatting, lints, unit
-# tests and a short fuzz run of the archive reader over every format (tar, gzip, zstd). It
-# needs no daemon and stops at the first step that fails, naming it.
+# The fast lane, run by CI before the daemon suite (scripts/test.sh): formatting, no cycle
+# among the modules (scripts/modcycles.py), lints, unit tests and a short fuzz run of the
+# archive reader over every format (tar, gzip, zstd). It needs no daemon and stops at the first
+# step that fails, naming it.
 #
 #   scripts/check.sh                      every step
 #   OI_FUZZ_SECONDS=300 scripts/check.sh  a longer fuzz run (default 45 s; 0 skips it)
@@ -25,6 +26,9 @@ done
 
 step "cargo fmt --check"
 cargo fmt --all -- --check || fail "unformatted code (run cargo fmt)"
+
+step "module cycles (scripts/modcycles.py)"
+python3 scripts/modcycles.py || fail "the modules of importer/src depend on each other in a cycle"
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings || fail "clippy warnings"

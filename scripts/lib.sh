@@ -258,9 +258,9 @@ oi_selected_versions() {
 }
 
 # Start every selected version's containerd and dockerd under $1/matrix/N, all in parallel, and
-# export the matrix for the tests: OI_MATRIX (the number of versions beyond the default pair)
-# and, for each N, OI_MATRIX_N_{LABEL,CONTAINERD_SOCK,DOCKER_HOST,CTR,DOCKER_CLI,
-# CONTAINERD_VERSION,DOCKER_VERSION}.
+# export the matrix for the tests: OI_MATRIX (the number of versions beyond the default pair),
+# for each N, OI_MATRIX_N_{LABEL,CONTAINERD_SOCK,DOCKER_HOST,CTR,DOCKER_CLI,CONTAINERD_VERSION,
+# DOCKER_VERSION}, and OI_MATRIX_KNOWN (the label of every version line, selected or not).
 oi_start_matrix() {
   local base=$1 n=0 line label suite config bin dir pids=() failed=0 i
   local -a lines
@@ -292,6 +292,9 @@ oi_start_matrix() {
     say "version $i: $(eval echo "\$OI_MATRIX_${i}_LABEL") on $base/matrix/$i"
   done
   export OI_MATRIX=$n
+  # Every version line, started or not: a test on every version fails in CI when one is absent.
+  OI_MATRIX_KNOWN=$(for line in "${OI_MATRIX_VERSIONS[@]}"; do printf '%s ' "${line%% *}"; done)
+  export OI_MATRIX_KNOWN=${OI_MATRIX_KNOWN% }
   # The default pair's own versions, for the table of versions tested.
   OI_DEFAULT_CONTAINERD_VERSION=$(containerd --version | awk '{print $3}')
   OI_DEFAULT_DOCKER_VERSION=$(DOCKER_HOST=$OI_DOCKER_HOST "$(oi_docker_cli)" version --format '{{.Server.Version}}')
@@ -324,13 +327,21 @@ oi_install_aarch64() {
   export AR_aarch64_unknown_linux_musl=${AR_aarch64_unknown_linux_musl:-aarch64-linux-gnu-ar}
 }
 
-# Build the static aarch64 importer; echoes its path.
-oi_build_aarch64() {
-  local root=${CARGO_TARGET_DIR:-$PWD/target} bin
-  cargo build --quiet --release --target aarch64-unknown-linux-musl >&2
-  bin=$root/aarch64-unknown-linux-musl/release/offline-images
+# Build the static importer for TARGET (default x86_64-unknown-linux-musl; the aarch64 one
+# needs oi_install_aarch64 first) with the release profile, check that it is static and of
+# TARGET's machine, and echo its path. Cargo's own output goes to stderr. Every script that
+# needs the binary builds it here, so there is one way to build it.
+oi_build_static() {
+  local target=${1:-x86_64-unknown-linux-musl} root=${CARGO_TARGET_DIR:-$PWD/target} bin machine
+  case $target in
+    x86_64-*) machine='Advanced Micro Devices X86-64' ;;
+    aarch64-*) machine='AArch64' ;;
+    *) die "oi_build_static: unknown target $target" ;;
+  esac
+  cargo build --quiet --release --target "$target" >&2 || die "the release build for $target failed"
+  bin=$root/$target/release/offline-images
   file_is_static "$bin" || die "$bin is not static"
-  LC_ALL=C readelf -h "$bin" | grep -q 'Machine:.*AArch64' || die "$bin is not an AArch64 executable"
+  LC_ALL=C readelf -h "$bin" | grep -q "Machine:.*$machine" || die "$bin is not a $machine executable"
   echo "$bin"
 }
 

@@ -26,8 +26,7 @@ show() { printf '$ %s\n' "$*" >&2; "$@"; }
 step "1. Install what is needed and build the static importer"
 oi_install_packages
 oi_install_rust_target
-cargo build --quiet --release --target x86_64-unknown-linux-musl
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-musl/release/offline-images
+BIN=$(oi_build_static)
 say "built $BIN ($(du -h "$BIN" | cut -f1), static)"
 
 WORK=$(mktemp -d /tmp/offline-images-quickstart.XXXXXX)

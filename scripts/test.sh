@@ -53,12 +53,11 @@ trap 'oi_stop_all "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
 say "building the static importer (release, musl)"
-cargo build --quiet --release --target x86_64-unknown-linux-musl
-export OI_STATIC_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-musl/release/offline-images
-file_is_static "$OI_STATIC_BIN" || die "$OI_STATIC_BIN is not static"
+OI_STATIC_BIN=$(oi_build_static)
+export OI_STATIC_BIN
 oi_install_aarch64
 say "building the static aarch64 importer (release, musl)"
-OI_AARCH64_BIN=$(oi_build_aarch64)
+OI_AARCH64_BIN=$(oi_build_static aarch64-unknown-linux-musl)
 export OI_AARCH64_BIN
 
 say "$(df -Ph "$WORK" | awk 'NR==2 {print $4}') free under $WORK"

@@ -385,6 +385,20 @@ impl ImportArgs {
     }
 }
 
+impl PruneArgs {
+    /// The flags and environment resolved into what `prune` works with.
+    pub fn settings(&self) -> crate::prune::Settings {
+        crate::prune::Settings {
+            release: self.release.clone(),
+            runtime: self.runtime.config(),
+            dry_run: self.dry_run,
+            wait_for_containers: self.wait_for_containers,
+            log_format: self.log_format.into(),
+            lock_timeout: self.lock.timeout(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
     /// Archives, or directories to search for archives.
@@ -413,6 +427,27 @@ pub struct VerifyArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+}
+
+impl ListArgs {
+    /// The arguments as `list` works with them.
+    pub fn settings(&self) -> crate::list::Settings {
+        crate::list::Settings {
+            paths: self.paths.clone(),
+            json: self.json,
+        }
+    }
+}
+
+impl VerifyArgs {
+    /// The flags and environment resolved into what `verify` works with.
+    pub fn settings(&self) -> crate::verify::Settings {
+        crate::verify::Settings {
+            images_path: self.images_path.clone(),
+            runtime: self.runtime.config(),
+            log_format: self.log_format.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -8,6 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod architecture;
 pub mod archive;
 pub mod bundle;
 pub mod bundled;
@@ -39,10 +41,10 @@ use exit::Code;
 /// Run one command; `main` only parses arguments and prints the error this returns.
 pub fn run(cli: Cli) -> Result<Code> {
     match cli.command {
-        Command::List(args) => list::run(&args),
+        Command::List(args) => list::run(&args.settings()),
         Command::Import(args) => import::run(&args.settings()),
-        Command::Verify(args) => verify::run(&args),
+        Command::Verify(args) => verify::run(&args.settings()),
         Command::Export(args) => export::run(&args.settings()?),
-        Command::Prune(args) => prune::run(&args),
+        Command::Prune(args) => prune::run(&args.settings()),
     }
 }

@@ -1,13 +1,12 @@
 //! `offline-images list`: what is inside archives, without importing anything.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::Serialize;
 
 use crate::archive::{self, human_bytes, ArchiveInfo, Limits};
-use crate::cli::ListArgs;
 use crate::exit::Code;
 use crate::report::{prose, shown};
 
@@ -19,7 +18,16 @@ struct JsonLine<'a> {
     info: &'a ArchiveInfo,
 }
 
-pub fn run(args: &ListArgs) -> Result<Code> {
+/// What `list` works with, resolved from the arguments by the CLI.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Archives, or directories to search for archives.
+    pub paths: Vec<PathBuf>,
+    /// One JSON object per archive on stdout, in place of text.
+    pub json: bool,
+}
+
+pub fn run(args: &Settings) -> Result<Code> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let mut failed = 0usize;

@@ -20,10 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::cli::{LogFormat, PruneArgs};
 use crate::exit::{self, Code};
 use crate::labels::{release_label, LABEL_RELEASE_PREFIX};
-use crate::report::Reporter;
+use crate::report::{self, Reporter};
 use crate::runtime::{detect, Container, Present, Runtime, Unsupported};
 
 /// What prune decided for one labelled name.
@@ -96,29 +95,29 @@ pub fn decide(image: &Present, key: &str, all: &[Present], containers: &[Contain
 
 /// Where prune's lines go, in the format asked: results on stdout, messages on stderr.
 struct Log {
-    format: LogFormat,
+    format: report::Format,
     reporter: Reporter,
 }
 
 impl Log {
-    fn new(format: LogFormat) -> Log {
+    fn new(format: report::Format) -> Log {
         Log {
             format,
-            reporter: Reporter::new(format.into()),
+            reporter: Reporter::new(format),
         }
     }
 
     fn say(&self, message: &str) {
         match self.format {
-            LogFormat::Text => eprintln!("offline-images: {message}"),
-            LogFormat::Json => self.reporter.info(message),
+            report::Format::Text => eprintln!("offline-images: {message}"),
+            report::Format::Json => self.reporter.info(message),
         }
     }
 
     fn warn(&self, name: &str, message: &str) {
         match self.format {
-            LogFormat::Text => eprintln!("offline-images: {name}: {message}"),
-            LogFormat::Json => self.reporter.warn(Some(name), message),
+            report::Format::Text => eprintln!("offline-images: {name}: {message}"),
+            report::Format::Json => self.reporter.warn(Some(name), message),
         }
     }
 }
@@ -134,10 +133,27 @@ struct Summary<'a> {
     failed: usize,
 }
 
-pub fn run(args: &PruneArgs) -> Result<Code> {
+/// What `prune` works with, resolved from the flags and environment by the CLI.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The release whose images are removed.
+    pub release: String,
+    /// Which runtime, on which socket, and how it is reached.
+    pub runtime: detect::Config,
+    /// List what would be removed and kept, removing nothing.
+    pub dry_run: bool,
+    /// Seconds to wait for the containers using the release's images to go; 0 decides at once.
+    pub wait_for_containers: u64,
+    /// Result lines on stdout and messages on stderr, text or JSON.
+    pub log_format: report::Format,
+    /// How long to wait for another importer on this node.
+    pub lock_timeout: Duration,
+}
+
+pub fn run(args: &Settings) -> Result<Code> {
     let key = release_label(&args.release)?;
     let log = Log::new(args.log_format);
-    let detected = detect::detect(&args.runtime.config())?;
+    let detected = detect::detect(&args.runtime)?;
     let rt = detected.runtime.as_ref();
     if rt.kind() == "docker" {
         return Err(exit::usage(
@@ -162,7 +178,7 @@ pub fn run(args: &PruneArgs) -> Result<Code> {
     let _lock = if args.dry_run {
         None
     } else {
-        crate::lock::lock_node(&detected.socket, args.lock.timeout(), &log.reporter)?
+        crate::lock::lock_node(&detected.socket, args.lock_timeout, &log.reporter)?
     };
     let plan = plan(rt, &key)?;
     if plan.is_empty() {
@@ -184,7 +200,7 @@ pub fn run(args: &PruneArgs) -> Result<Code> {
 
 fn say_summary(log: &Log, release: &str, dry_run: bool, tally: &Tally) {
     match log.format {
-        LogFormat::Text => eprintln!(
+        report::Format::Text => eprintln!(
             "offline-images: release {release}: {} {}, {} kept, {} failed",
             tally.removed,
             if dry_run {
@@ -195,7 +211,7 @@ fn say_summary(log: &Log, release: &str, dry_run: bool, tally: &Tally) {
             tally.kept,
             tally.failed
         ),
-        LogFormat::Json => {
+        report::Format::Json => {
             let summary = Summary {
                 event: "summary",
                 release,
@@ -310,8 +326,8 @@ fn execute(
                 }
                 let line = line_of(key, name, decision, dry_run);
                 match log.format {
-                    LogFormat::Text => writeln!(out, "{}", line.text())?,
-                    LogFormat::Json => writeln!(out, "{}", serde_json::to_string(&line)?)?,
+                    report::Format::Text => writeln!(out, "{}", line.text())?,
+                    report::Format::Json => writeln!(out, "{}", serde_json::to_string(&line)?)?,
                 }
             }
             Err(e) if e.chain().any(|c| c.is::<exit::UsageError>()) => return Err(e),

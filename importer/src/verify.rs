@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -10,9 +11,8 @@ use serde::Serialize;
 use crate::archive::check_images_path;
 use crate::archive::{self, Found, Limits, Platform};
 use crate::bundle::{self, BundleIndex};
-use crate::cli::{LogFormat, VerifyArgs};
 use crate::exit::Code;
-use crate::report::{prose, shown, summary_names};
+use crate::report::{self, prose, shown, summary_names};
 use crate::runtime::{detect, Present};
 
 #[derive(Serialize)]
@@ -38,7 +38,18 @@ struct Expected {
     absent: Option<String>,
 }
 
-pub fn run(args: &VerifyArgs) -> Result<Code> {
+/// What `verify` works with, resolved from the flags and environment by the CLI.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The directory holding the archives.
+    pub images_path: PathBuf,
+    /// Which runtime, on which socket, and how it is reached.
+    pub runtime: detect::Config,
+    /// Text or JSON lines on stdout.
+    pub log_format: report::Format,
+}
+
+pub fn run(args: &Settings) -> Result<Code> {
     let root = &args.images_path;
     check_images_path(root)?;
     let (found, rejected) = archive::discover(root)?;
@@ -49,7 +60,7 @@ pub fn run(args: &VerifyArgs) -> Result<Code> {
         );
         None
     });
-    let detected = detect::detect(&args.runtime.config())?;
+    let detected = detect::detect(&args.runtime)?;
     eprintln!(
         "offline-images: verifying against {}",
         detected.runtime.describe()
@@ -113,7 +124,7 @@ struct Tally {
 
 /// Result lines on stdout, text or JSON, counted as they are written.
 struct Out<W: Write> {
-    format: LogFormat,
+    format: report::Format,
     w: W,
     tally: Tally,
 }
@@ -122,12 +133,12 @@ impl<W: Write> Out<W> {
     fn line(&mut self, line: &Line<'_>) -> io::Result<()> {
         let out = &mut self.w;
         match self.format {
-            LogFormat::Json => {
+            report::Format::Json => {
                 serde_json::to_writer(&mut *out, line)?;
                 writeln!(out)
             }
             // Every field comes from the bundle: escaped and bounded as in import's log.
-            LogFormat::Text => {
+            report::Format::Text => {
                 write!(out, "{:<10} {}", line.status, shown(line.file))?;
                 if let Some(n) = line.name {
                     write!(out, "  {}", shown(n))?;

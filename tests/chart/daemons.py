@@ -1,6 +1,6 @@
 """The containerd and Docker daemons scripts/test.sh started: the default pair, then every
 version of the matrix it started beside it (scripts/lib.sh, oi_start_matrix; OI_VERSIONS
-chooses them). The same list as `matrix()` of tests/it/harness.rs, for the chart tests."""
+chooses them). The same list as `matrix()` of tests/it/harness/, for the chart tests."""
 
 from __future__ import annotations
 
@@ -93,6 +93,10 @@ def matrix() -> list[Daemons]:
         field = lambda name: env[f"OI_MATRIX_{i}_{name}"]  # noqa: E731
         found.append(Daemons(field("LABEL"), field("CONTAINERD_SOCK"), field("DOCKER_HOST"), field("CTR"), field("DOCKER_CLI"),
                              field("CONTAINERD_VERSION"), field("DOCKER_VERSION")))
+    # In CI a version of the matrix not started is a failure, not fewer parameters that pass.
+    absent = [label for label in env.get("OI_MATRIX_KNOWN", "").split() if label not in {d.label for d in found}]
+    if env.get("CI") and (absent or "OI_MATRIX_KNOWN" not in env):
+        raise RuntimeError(f"missing precondition in CI: versions of the matrix not started: {absent or 'OI_MATRIX_KNOWN unset'}")
     return found
 
 

@@ -1,5 +1,5 @@
 //! The field: archives as the real tools of every containerd and Docker version write them,
-//! imported on every version of the matrix (`harness::matrix()`). Regression tests are named
+//! imported on every version of the matrix (`harness::every_version()`). Regression tests are named
 //! after the bug they keep fixed.
 
 use std::collections::BTreeSet;
@@ -42,7 +42,7 @@ fn shared_layer_symlink_docker_save_of_several_images_imports_and_runs_on_every_
         "docker save {} wrote no shared-layer link: {links:?}",
         daemons().docker_version
     );
-    for (d, save) in matrix().iter().zip(saves) {
+    for (d, save) in every_version().iter().zip(saves) {
         let dir = bundle_of(&save.archive, "release.tar");
         let ns = import_twice_into_containerd(d, &dir, "shared");
         let want: BTreeSet<String> = save
@@ -107,7 +107,7 @@ fn bare_repo_tag_that_docker_refuses_as_an_invalid_tag_is_imported_with_latest_o
         },
     );
     let full = format!("docker.io/library/{bare}:latest");
-    for d in matrix() {
+    for d in every_version() {
         let _docker = d.docker_lock();
         let (code, _, stderr) = outcome(&mut d.against_docker("import", &dir));
         assert_eq!(code, 0, "{}: {stderr}", d.label);
@@ -129,7 +129,8 @@ fn bare_repo_tag_that_docker_refuses_as_an_invalid_tag_is_imported_with_latest_o
 
 #[test]
 fn manifests_null_in_a_docker_25_index_is_read_through_manifest_json_on_every_version() {
-    let Some(newer) = matrix()
+    let versions = every_version();
+    let Some(newer) = versions
         .iter()
         .find(|d| !d.docker_version.starts_with("20."))
     else {
@@ -162,7 +163,7 @@ fn manifests_null_in_a_docker_25_index_is_read_through_manifest_json_on_every_ve
             .arg(bundle.join("alpha.tar")),
     );
     assert!(listed.contains(&reference), "{listed}");
-    for d in matrix() {
+    for d in versions {
         let _docker = d.docker_lock();
         let ns = unique_namespace("null");
         let (code, _, stderr) = outcome(&mut d.against_containerd("import", &bundle, &ns));
@@ -227,7 +228,7 @@ fn import_twice_into_docker(label: &str, import: impl Fn() -> std::process::Comm
 #[test]
 fn shared_layer_symlink_docker_save_loads_into_every_docker_and_a_rerun_skips_it() {
     let saves = shared_layer_saves();
-    for (i, (d, save)) in matrix().iter().zip(saves).enumerate() {
+    for (i, (d, save)) in every_version().iter().zip(saves).enumerate() {
         let _docker = d.docker_lock();
         let dir = bundle_of(&save.archive, "release.tar");
         // The default pair's dockerd holds these images already (they were built there): a
@@ -275,7 +276,7 @@ fn short_ref_name_of_a_skopeo_oci_archive_is_named_in_full_on_ctr_2_and_dockers_
         .find(|(name, _, _)| *name == "skopeo oci-archive")
         .unwrap();
     let dir = bundle_of(path, "alpha-oci.tar");
-    for (i, d) in matrix().iter().enumerate() {
+    for (i, d) in every_version().iter().enumerate() {
         let ns = unique_namespace("short-name");
         let (code, _, stderr) = outcome(&mut d.against_containerd("import", &dir, &ns));
         assert_eq!(code, 0, "{}: {stderr}", d.label);
@@ -322,7 +323,7 @@ fn prune_on(d: &Daemons, release: &str, ns: &str) -> (i32, String, String) {
 fn prune_removes_one_releases_images_and_keeps_a_shared_one_on_every_containerd() {
     let f = fixtures();
     let saves = shared_layer_saves();
-    for (d, save) in matrix().iter().zip(saves) {
+    for (d, save) in every_version().iter().zip(saves) {
         let ns = unique_namespace("prune-matrix");
         // Release shop: the shared-layer save (base, alpha, beta); release billing: alpha alone.
         let shop = bundle_of(&save.archive, "shop.tar");
@@ -350,7 +351,7 @@ fn prune_removes_one_releases_images_and_keeps_a_shared_one_on_every_containerd(
 #[test]
 fn a_bad_archive_beside_good_ones_fails_alone_on_every_version() {
     let f = fixtures();
-    for d in matrix() {
+    for d in every_version() {
         let dir = bundle_of(&f.dir.join("docker.tar.gz"), "good.tar.gz");
         // The same archive cut in the middle of its gzip stream.
         let good = std::fs::read(dir.join("good.tar.gz")).unwrap();
@@ -399,7 +400,7 @@ fn pzstd_archive_that_starts_with_a_skippable_frame_is_read_as_zstd_on_every_ver
             .arg(dir.join("alpha.tar.zst")),
     );
     assert!(listed.contains(&f.alpha.reference), "{listed}");
-    for d in matrix() {
+    for d in every_version() {
         let ns = import_twice_into_containerd(d, &dir, "pzstd");
         assert_eq!(d.ctr_images(&ns), std::slice::from_ref(&f.alpha.reference));
     }
@@ -409,7 +410,7 @@ fn pzstd_archive_that_starts_with_a_skippable_frame_is_read_as_zstd_on_every_ver
 fn zstd_long_frame_after_the_first_is_decoded_not_refused_as_too_big_on_every_version() {
     let f = fixtures();
     let dir = bundle_of(&compressed_archive("--long"), "alpha.tar.zst");
-    for d in matrix() {
+    for d in every_version() {
         let ns = import_twice_into_containerd(d, &dir, "zstd-long");
         assert_eq!(d.ctr_images(&ns), std::slice::from_ref(&f.alpha.reference));
     }
@@ -435,7 +436,7 @@ fn zstd_long_frame_after_the_first_is_decoded_not_refused_as_too_big_on_every_ve
 fn untagged_docker_archive_is_skipped_on_a_rerun_and_verified_on_every_docker() {
     let f = fixtures();
     let dir = bundle_of(&f.untagged, "untagged.tar");
-    for (i, d) in matrix().iter().enumerate() {
+    for (i, d) in every_version().iter().enumerate() {
         let _docker = d.docker_lock();
         // The default pair's dockerd has alpha already (built there): a private one is empty.
         let private = (i == 0).then(|| PrivateDockerd::start("untagged-docker"));
@@ -467,7 +468,7 @@ fn untagged_docker_archive_is_skipped_on_a_rerun_and_verified_on_every_docker() 
 
 #[test]
 fn ctr_export_of_one_platform_of_an_index_loads_into_dockers_containerd_store() {
-    let stores: Vec<&Daemons> = matrix()
+    let stores: Vec<&Daemons> = every_version()
         .iter()
         .filter(|d| d.docker_containerd_store())
         .collect();

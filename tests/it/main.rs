@@ -9,7 +9,6 @@ mod docker25;
 mod export;
 mod field;
 mod guide;
-#[allow(dead_code)] // each area uses its own part of the harness
 mod harness;
 mod import;
 mod leftovers;
