@@ -45,7 +45,7 @@ impl Code {
     fn marked_by(cause: &(dyn std::error::Error + 'static)) -> Option<Code> {
         if cause.is::<Failed>() {
             Some(Code::Failure)
-        } else if cause.is::<UsageError>() || cause.is::<crate::runtime::Unreachable>() {
+        } else if cause.is::<UsageError>() || cause.is::<crate::failure::Unreachable>() {
             Some(Code::Usage)
         } else {
             None

@@ -11,6 +11,7 @@ mod documents;
 // Test code only (`#![cfg(test)]` inside).
 mod fixtures;
 mod inspect;
+mod limits;
 mod open;
 mod resolve;
 mod rewrite;
@@ -25,9 +26,11 @@ pub use ahead::open_ahead;
 pub use discover::{check_images_path, discover, Found, Rejected};
 pub use inspect::{
     inspect_path, inspect_path_into, inspect_stream, inspect_stream_detailed, inspect_stream_into,
-    EntryData, EntrySink, Inspected, Limits,
+    Inspected,
 };
+pub use limits::Limits;
 pub use open::{decompress, open, sniff, Compression, Opened};
+pub use scan::{EntryData, EntrySink};
 
 /// The layout an archive was written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use super::documents::{
     blob_path, config_platform, document_is_index, is_index_type, parse, Descriptor,
     DockerManifestEntry, Index, Manifest, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME,
 };
-use super::inspect::Limits;
+use super::limits::Limits;
 use super::scan::{hex_sha256, normalize_name, Scan};
 use super::{ArchiveInfo, Compression, Format, Image, Platform, PlatformImage};
 use crate::failure::{Failure, Kind};

@@ -8,9 +8,25 @@ use std::io::{self, Read};
 use anyhow::{anyhow, bail, Result};
 use sha2::{Digest, Sha256};
 
-use super::inspect::{EntryData, EntrySink, Limits};
+use super::limits::Limits;
 use crate::stop::stop_signal;
 use crate::units::human_bytes;
+
+/// A reader of the archive's files, called during the one pass over the tar stream (for a
+/// runtime that stores blobs as they stream by).
+pub trait EntrySink {
+    /// A regular file. `data` is its content: in memory when the scan keeps it (small JSON
+    /// candidates), else a stream the sink may read (what it leaves unread is skipped).
+    fn file(&mut self, name: &str, size: u64, data: EntryData<'_>) -> Result<()>;
+    /// A symlink or hard link `name` to the file `target` (both normalised archive names).
+    fn link(&mut self, _name: &str, _target: &str) {}
+}
+
+/// The content of one tar entry, as [`EntrySink::file`] gets it.
+pub enum EntryData<'a> {
+    Bytes(&'a [u8]),
+    Stream(&'a mut dyn Read),
+}
 
 const METADATA_FILES: &[&str] = &["manifest.json", "index.json", "oci-layout", "repositories"];
 
