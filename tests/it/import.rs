@@ -484,7 +484,7 @@ fn with_a_host_root_the_nodes_ctr_runs_chrooted_there() {
 fn sigterm_aborts_the_current_archive_prints_the_summary_exits_non_zero_and_the_next_run_finishes()
 {
     use std::io::BufRead;
-    let dir = temp_dir("sigterm");
+    let dir = scratch_dir("sigterm");
     big_docker_archive(&dir.join("big.tar"), "oi-test/big:1", 768);
     let ns = unique_namespace("sigterm");
     let mut child = against_containerd("import", &dir, &ns)
@@ -636,7 +636,7 @@ fn jobs_3_imports_every_archive_of_images_that_share_a_layer() {
     .unwrap();
     run(docker().args(["build", "-q", "-t", &base]).arg(&ctx));
 
-    let dir = temp_dir("jobs3");
+    let dir = scratch_dir("jobs3");
     let mut images = Vec::new();
     for i in 0..6 {
         let ctx = temp_dir("shared-child");

@@ -571,7 +571,7 @@ fn a_live_importers_lease_is_kept_and_a_killed_pods_is_removed_by_the_next_pod()
     // stored yet; E, the Job's next pod, has another pid namespace and removes what D left.
     // E's archives are all present, so it removes no content: containerd's garbage collector
     // never sweeps the ingest directory, and only an upload abandoned frees that disk.
-    let small = temp_dir("kill-small");
+    let small = scratch_dir("kill-small");
     random_docker_archive(&small.join("d-one-layer.tar"), "oi-test/kill-d:1", 1);
     let d = Running::spawn(&mut in_pod(&import_cmd(&cd, &small, ns), &cd.socket, true));
     let _ = pod_pid(&d);

@@ -43,7 +43,7 @@ fn the_disk_preflight_refuses_an_archive_that_would_not_fit_before_sending_a_byt
     let f = fixtures();
     // 44 MiB of layer, stored and unpacked: 88 MiB of a 120 MiB disk, over 70%, under 85%.
     let cd = PrivateContainerd::start("preflight", Some(120));
-    let dir = temp_dir("preflight-images");
+    let dir = scratch_dir("preflight-images");
     big_docker_archive(&dir.join("a-big.tar"), "oi-test/preflight-big:1", 44);
     std::fs::copy(f.dir.join("docker.tar.gz"), dir.join("b-alpha.tar.gz")).unwrap();
     let ns = "preflight";

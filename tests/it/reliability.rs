@@ -297,7 +297,7 @@ fn a_200_mb_manifest_json_is_refused_with_memory_staying_low() {
         out.peak_rss_kib
     );
     // list reads it without a runtime: the same refusal, the same small memory.
-    let dir = temp_dir("hugejson-list");
+    let dir = scratch_dir("hugejson-list");
     tar_with_big_entry(&dir.join("huge.tar"), "manifest.json", 200 << 20, b' ');
     let out = run_bounded(offline_images().arg("list").arg(&dir), 60);
     assert!(out.stderr.contains("limit"), "{}", out.stderr);
@@ -596,7 +596,7 @@ fn sigterm_while_planning_reads_a_big_archive_ends_the_run_within_2_s() {
     // The test dockerd holds the fixtures' images, so planning reads every archive of another
     // tool (Docker keeps no labels) before anything is imported.
     fixtures();
-    let dir = temp_dir("sigterm-read");
+    let dir = scratch_dir("sigterm-read");
     let tar = dir.join("big.tar");
     big_docker_archive(&tar, &unique_tag("sigread"), 768);
     gzip(&tar, &dir.join("big.tar.gz"));
@@ -995,7 +995,7 @@ fn containerd_killed_mid_archive_fails_that_archive_leaves_no_half_image_and_the
 ) {
     let f = fixtures();
     let mut cd = PrivateContainerd::start("crash", None);
-    let dir = temp_dir("crash-images");
+    let dir = scratch_dir("crash-images");
     big_docker_archive(&dir.join("a-big.tar"), "oi-test/crash-big:1", 768);
     std::fs::copy(f.dir.join("docker.tar.gz"), dir.join("b-alpha.tar.gz")).unwrap();
     let ns = "crash";
@@ -1054,7 +1054,7 @@ fn containerd_killed_mid_archive_fails_that_archive_leaves_no_half_image_and_the
 fn a_big_docker_save_layer_whose_unpack_outlasts_25_s_of_containerd_silence_is_imported() {
     let (archive, image) = crate::corpus::big_archive();
     let cd = PrivateContainerd::start("slow-unpack", None);
-    let dir = temp_dir("slow-unpack-images");
+    let dir = scratch_dir("slow-unpack-images");
     std::fs::hard_link(archive, dir.join("big.tar")).unwrap();
     let ns = "slow-unpack";
     let importer = Running::spawn(&mut cd.import(&dir, ns));
@@ -1082,7 +1082,7 @@ fn a_big_docker_save_layer_whose_unpack_outlasts_25_s_of_containerd_silence_is_i
 fn a_full_containerd_disk_is_reported_per_archive_and_every_archive_is_still_attempted() {
     let f = fixtures();
     let cd = PrivateContainerd::start("full", Some(24));
-    let dir = temp_dir("full-images");
+    let dir = scratch_dir("full-images");
     big_docker_archive(&dir.join("a-big.tar"), "oi-test/full-big:1", 64);
     std::fs::copy(f.dir.join("docker.tar.gz"), dir.join("b-alpha.tar.gz")).unwrap();
     std::fs::copy(beta_tar(), dir.join("c-beta.tar")).unwrap();
@@ -1129,7 +1129,7 @@ fn a_disk_that_fills_while_unpacking_leaves_no_half_image_and_later_archives_go_
     let f = fixtures();
     // Room for the big layer's content, not for it unpacked as well.
     let cd = PrivateContainerd::start("unpackfull", Some(100));
-    let dir = temp_dir("unpackfull-images");
+    let dir = scratch_dir("unpackfull-images");
     big_docker_archive(&dir.join("a-big.tar"), "oi-test/unpack-big:1", 64);
     std::fs::copy(f.dir.join("docker.tar.gz"), dir.join("b-alpha.tar.gz")).unwrap();
     std::fs::copy(beta_tar(), dir.join("c-beta.tar")).unwrap();
@@ -1158,7 +1158,7 @@ fn a_disk_that_fills_while_unpacking_leaves_no_half_image_and_later_archives_go_
 fn dockerd_restarted_during_a_run_loses_nothing_and_the_next_run_completes() {
     let f = fixtures();
     let mut d = PrivateDockerd::start("restart");
-    let dir = temp_dir("restart-images");
+    let dir = scratch_dir("restart-images");
     big_docker_archive(&dir.join("a-big.tar"), "oi-test/restart-big:1", 512);
     std::fs::copy(f.dir.join("docker.tar.gz"), dir.join("b-alpha.tar.gz")).unwrap();
     let importer = Running::spawn(&mut d.import(&dir));

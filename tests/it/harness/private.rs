@@ -225,6 +225,7 @@ impl Drop for PrivateContainerd {
         if self.mounted {
             let _ = Command::new("umount").arg("-l").arg(&self.root).status();
         }
+        super::run::remove_unless_panicking(&self.dir);
     }
 }
 
@@ -351,15 +352,23 @@ impl Drop for PrivateDockerd {
             );
         }
         if let Some(mut c) = self.child.take() {
-            for _ in 0..100 {
-                if c.try_wait().ok().flatten().is_some() {
-                    return;
+            let exited = (0..100).any(|_| {
+                let done = c.try_wait().ok().flatten().is_some();
+                if !done {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                done
+            });
+            if !exited {
+                let _ = c.kill();
+                let _ = c.wait();
             }
-            let _ = c.kill();
-            let _ = c.wait();
         }
+        if !std::thread::panicking() {
+            // A dockerd killed by its test left its bind mount of the data root.
+            super::run::unmount_under(&self.dir);
+        }
+        super::run::remove_unless_panicking(&self.dir);
     }
 }
 

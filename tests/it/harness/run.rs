@@ -18,6 +18,76 @@ pub fn temp_dir(label: &str) -> PathBuf {
     dir
 }
 
+/// A [`temp_dir`] removed when it goes out of scope, for a test that writes hundreds of MB:
+/// a whole run's test files otherwise outgrow a CI machine's disk. A test that fails (its
+/// thread panicking) keeps it for the post-mortem.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        remove_unless_panicking(&self.0);
+    }
+}
+
+/// A fresh directory under the test temp dir, removed with what it holds when dropped.
+pub fn scratch_dir(label: &str) -> Scratch {
+    Scratch(temp_dir(label))
+}
+
+/// Lazily unmount whatever is still mounted under `dir` (a daemon killed with SIGKILL leaves
+/// its mounts), deepest first.
+pub fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let under = format!("{}/", dir.display());
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|p| p.starts_with(&under))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").arg("-l").arg(p).status();
+    }
+}
+
+/// Remove `dir` and what it holds, unless the thread is panicking (a failed test keeps its
+/// files) or something is still mounted under it (a daemon's leftover mount: removing
+/// around it would fail half-way).
+pub fn remove_unless_panicking(dir: &Path) {
+    if std::thread::panicking() {
+        return;
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let prefix = format!("{} ", dir.display());
+    let under = format!("{}/", dir.display());
+    if mounts.lines().any(|l| {
+        let point = l.split(' ').nth(1).unwrap_or("");
+        format!("{point} ").starts_with(&prefix) || point.starts_with(&under)
+    }) {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The binary under test.
 pub fn offline_images() -> Command {
     with_suite_lock_timeout(Command::new(env!("CARGO_BIN_EXE_offline-images")))
