@@ -524,7 +524,7 @@ fn every_archive_flavour_imports_skips_verifies_and_runs_on_every_version() {
     );
     let _ = (corpus::multi_platform_index(), skopeo_zstd_layers());
     let _ = corpus::skopeo_122_docker_archive();
-    let m = matrix();
+    let m = every_version();
     let with_containerd: Vec<bool> = (0..m.len())
         .map(|i| {
             !m[..i]

@@ -158,7 +158,7 @@ fn saved_and_removed(image: &TestImage, label: &str) -> PathBuf {
 fn archive_with_a_256_character_name(image: &TestImage, first: &str, long: &str) -> PathBuf {
     let saved = saved_and_removed(image, "name-256-saved");
     let out = temp_dir("name-256").join("long.tar");
-    for d in matrix().iter().skip(1) {
+    for d in every_version().iter().skip(1) {
         // Loads and removes beside other tests' fixtures on this dockerd: one at a time.
         let _lock = d.docker_lock();
         run(d.docker().args(["load", "-q", "-i"]).arg(&saved));
@@ -200,7 +200,7 @@ fn archive_with_a_256_character_name(image: &TestImage, first: &str, long: &str)
 fn repository_name_of_256_characters_fails_its_archive_whole_on_every_docker_and_containerd() {
     if std::env::var("CI").as_deref() == Ok("true") {
         assert!(
-            matrix().iter().any(|d| d.docker_version.starts_with("28.")),
+            every_version().iter().any(|d| d.docker_version.starts_with("28.")),
             "CI must run this on Docker 28 too: start it with OI_VERSIONS"
         );
     }
@@ -210,7 +210,7 @@ fn repository_name_of_256_characters_fails_its_archive_whole_on_every_docker_and
     let long = name_of_256(&format!("{}", std::process::id()));
     let archive = archive_with_a_256_character_name(&image, &first, &long);
     let dir = bundle("name-256-bundle", &[("long.tar", &archive)]);
-    for d in matrix() {
+    for d in every_version() {
         // Loads and removes beside other tests' fixtures on this dockerd: one at a time.
         let _lock = d.docker_lock();
         assert_eq!(d.docker_image_id(&first), None, "{}", d.label);
@@ -325,7 +325,7 @@ fn pair_is_gone(d: &Daemons, pair: &Pair, when: &str) {
 fn docker_load_that_fails_after_naming_the_first_of_two_images_leaves_no_name_on_every_docker() {
     let pair = damaged_pair("damaged");
     let dir = bundle("damaged-bundle", &[("damaged.tar", &pair.damaged)]);
-    for d in matrix() {
+    for d in every_version() {
         // Loads and removes beside other tests' fixtures on this dockerd: one at a time.
         let _lock = d.docker_lock();
         pair_is_gone(d, &pair, "before");
@@ -364,7 +364,7 @@ fn docker_load_that_fails_after_naming_leaves_what_was_there_before_on_every_doc
             ("2-damaged.tar", &pair.damaged),
         ],
     );
-    for d in matrix() {
+    for d in every_version() {
         // Loads and removes beside other tests' fixtures on this dockerd: one at a time.
         let _lock = d.docker_lock();
         run(d.docker().args(["load", "-q", "-i"]).arg(&there_archive));
@@ -449,7 +449,7 @@ fn every_name_the_importer_takes_is_one_every_docker_takes() {
     let tag = unique_tag("names");
     let image = build_image(&tag, &format!("{tag}, under many names"));
     let saved = saved_and_removed(&image, "names");
-    for (i, d) in matrix().iter().enumerate() {
+    for (i, d) in every_version().iter().enumerate() {
         // Loads and removes beside other tests' fixtures on this dockerd: one at a time.
         let _lock = d.docker_lock();
         run(d.docker().args(["load", "-q", "-i"]).arg(&saved));
