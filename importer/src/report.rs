@@ -255,14 +255,39 @@ pub enum Format {
 
 pub struct Reporter {
     format: Format,
-    lock: Mutex<()>,
+    /// Where the lines go: stderr, or (unit tests) kept to be read.
+    sink: Mutex<Sink>,
+}
+
+enum Sink {
+    Stderr,
+    #[cfg(test)]
+    Kept(Vec<String>),
 }
 
 impl Reporter {
     pub fn new(format: Format) -> Reporter {
         Reporter {
             format,
-            lock: Mutex::new(()),
+            sink: Mutex::new(Sink::Stderr),
+        }
+    }
+
+    /// A reporter whose lines are kept for [`Reporter::lines`] instead of printed.
+    #[cfg(test)]
+    pub fn kept(format: Format) -> Reporter {
+        Reporter {
+            format,
+            sink: Mutex::new(Sink::Kept(Vec::new())),
+        }
+    }
+
+    /// The lines a [`Reporter::kept`] was given, in order.
+    #[cfg(test)]
+    pub fn lines(&self) -> Vec<String> {
+        match &*crate::sync::lock(&self.sink) {
+            Sink::Kept(lines) => lines.clone(),
+            Sink::Stderr => Vec::new(),
         }
     }
 
@@ -273,9 +298,14 @@ impl Reporter {
             // might have let through, so no raw control character ever reaches the log.
             Format::Text => escape_controls(&text(event), false).into_owned(),
         };
-        let _guard = crate::sync::lock(&self.lock);
-        // A log line that cannot be written has nowhere else to go.
-        let _ = writeln!(io::stderr().lock(), "{line}");
+        match &mut *crate::sync::lock(&self.sink) {
+            // A log line that cannot be written has nowhere else to go.
+            Sink::Stderr => {
+                let _ = writeln!(io::stderr().lock(), "{line}");
+            }
+            #[cfg(test)]
+            Sink::Kept(lines) => lines.push(line),
+        }
     }
 
     pub fn info(&self, message: &str) {

@@ -200,7 +200,9 @@ fn archive_with_a_256_character_name(image: &TestImage, first: &str, long: &str)
 fn repository_name_of_256_characters_fails_its_archive_whole_on_every_docker_and_containerd() {
     if std::env::var("CI").as_deref() == Ok("true") {
         assert!(
-            every_version().iter().any(|d| d.docker_version.starts_with("28.")),
+            every_version()
+                .iter()
+                .any(|d| d.docker_version.starts_with("28.")),
             "CI must run this on Docker 28 too: start it with OI_VERSIONS"
         );
     }

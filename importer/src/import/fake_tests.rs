@@ -116,6 +116,8 @@ static BENCHES: AtomicUsize = AtomicUsize::new(0);
 /// removed when dropped.
 struct Bench {
     dir: PathBuf,
+    /// Every log line of every run on this bench, in order.
+    log: Reporter,
 }
 
 impl Bench {
@@ -126,7 +128,10 @@ impl Bench {
         std::fs::create_dir_all(dir.join("images")).unwrap();
         std::fs::create_dir_all(dir.join("run")).unwrap();
         std::fs::write(dir.join("run/fake.sock"), b"").unwrap();
-        Bench { dir }
+        Bench {
+            dir,
+            log: Reporter::kept(Format::Text),
+        }
     }
 
     fn images(&self) -> PathBuf {
@@ -176,7 +181,16 @@ impl Bench {
             namespace: Some("k8s.io".into()),
             reason: "the fake runtime of the unit tests".into(),
         };
-        run_on(settings, &detected, &Reporter::new(Format::Json))
+        run_on(settings, &detected, &self.log)
+    }
+
+    /// The log lines of the runs so far that contain `words`.
+    fn said(&self, words: &str) -> Vec<String> {
+        self.log
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains(words))
+            .collect()
     }
 
     fn run(&self, fake: &FakeRuntime, settings: &Settings) -> (Code, Summary) {
@@ -522,6 +536,9 @@ fn a_runtime_unreachable_for_two_imports_is_retried_and_the_archive_imported() {
     );
     assert_eq!(statuses(&s), [Status::Imported]);
     assert_eq!(code, Code::Success);
+    let retries = b.said("retrying in 0 s");
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    assert!(retries[0].contains("(attempt 1 of 5)"), "{retries:?}");
 }
 
 #[test]
@@ -624,6 +641,8 @@ fn a_staging_runtime_gone_for_good_is_retried_one_round_not_two() {
     let one_round = 1 + super::execute::RETRY_DELAYS.len();
     assert_eq!(fake.count(Op::Stage, Some("a.tar")), 1 + one_round);
     assert_eq!(statuses(&s), [Status::Failed]);
+    assert_eq!(b.said("reading it again in its turn").len(), 1);
+    assert_eq!(b.said("retrying in 0 s").len(), one_round - 1);
 }
 
 // ---- the pipeline and jobs ----------------------------------------------------------------
@@ -768,6 +787,12 @@ fn pipelined_a_disk_full_upload_beside_an_unpack_is_retried_after_it_and_the_res
     );
     assert_eq!(s.imported, 3);
     assert_eq!(code, Code::Success);
+    let said = b.said("importing it again once that one is done");
+    assert!(
+        said.len() == 1 && said[0].contains("b.tar"),
+        "the retry is said, naming the archive: {:?}",
+        b.log.lines()
+    );
 }
 
 #[test]
