@@ -5,6 +5,12 @@
 //!   tell which archives are already in the runtime without reading them.
 //!
 //! Both are written atomically (temp file, fsync, rename): a reader never sees half a file.
+//!
+//! A bundle written with `export --format layout` is one OCI image layout instead of archives:
+//! `oci-layout`, `index.json` and `blobs/sha256/<hex>`; `images.json` then describes it under
+//! `layout` ([`BundleLayout`]), and `SHA256SUMS` lists the files not named by their digest.
+//! Those three are replaced together through [`commit`], so that a reader never sees one of
+//! them new and another old ([`read_committed`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -34,6 +40,49 @@ pub struct BundleIndex {
     /// Sorted by `file`.
     #[serde(default)]
     pub archives: Vec<BundleArchive>,
+    /// What an OCI layout bundle holds (`export --format layout`); then `archives` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<BundleLayout>,
+}
+
+/// The images of an OCI layout bundle, and the bundle's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleLayout {
+    /// The digest (`sha256:<hex>`) of the `index.json` these records describe.
+    pub index_json_digest: String,
+    /// When the export that wrote it committed, in UTC (RFC 3339).
+    pub exported_at: String,
+    /// One record per reference, in the export's order.
+    pub references: Vec<LayoutReference>,
+}
+
+/// One reference of an OCI layout bundle: where it came from and, per platform, its image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutReference {
+    pub source: BundleSource,
+    pub images: Vec<BundleImage>,
+}
+
+impl LayoutReference {
+    /// Every blob of the layout this reference uses: its index (when it names one), and each
+    /// platform's manifest, config and layers.
+    pub fn blobs(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .source
+            .index_digest
+            .iter()
+            .map(String::as_str)
+            .collect();
+        out.push(&self.source.digest);
+        for image in &self.images {
+            out.extend(image.manifest_digest.as_deref());
+            out.push(&image.config_digest);
+            out.extend(image.layers.iter().map(|l| l.digest.as_str()));
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// One archive of a bundle.
@@ -196,6 +245,7 @@ impl BundleIndex {
             version: INDEX_VERSION,
             generator: generator(),
             archives: Vec::new(),
+            layout: None,
         }
     }
 
@@ -378,6 +428,110 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     result.with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The hidden directory of a bundle through which [`commit`] replaces its files.
+pub const COMMIT_DIR: &str = ".offline-images-commit";
+
+/// Replace `files` (name, bytes) of the bundle `dir` as one step, `SHA256SUMS` last among
+/// them: each is first written into [`COMMIT_DIR`] (`SHA256SUMS` last, its presence there
+/// marking the commit complete), then renamed into place in the order given. A run killed
+/// before the mark leaves the bundle as it was; one killed after it leaves a commit that
+/// [`read_committed`] reads through and [`finish_commit`] completes.
+pub fn commit(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    debug_assert_eq!(files.last().map(|f| f.0), Some(SUMS_FILE));
+    let pending = dir.join(COMMIT_DIR);
+    if pending.exists() {
+        fs::remove_dir_all(&pending)
+            .with_context(|| format!("cannot remove {}", pending.display()))?;
+    }
+    fs::create_dir_all(&pending).with_context(|| format!("cannot create {}", pending.display()))?;
+    for (name, data) in files {
+        write_atomic(&pending.join(name), data)?;
+    }
+    let order: Vec<&str> = files.iter().map(|f| f.0).collect();
+    finish_commit(dir, &order).map(drop)
+}
+
+/// Complete the commit an earlier run left in [`COMMIT_DIR`], or drop one it did not finish
+/// writing. `order` is the order the files are put in place (`SHA256SUMS` is always last);
+/// files not named there follow it. Whether there was one to complete.
+pub fn finish_commit(dir: &Path, order: &[&str]) -> Result<bool> {
+    let pending = dir.join(COMMIT_DIR);
+    if !pending.exists() {
+        return Ok(false);
+    }
+    let complete = pending.join(SUMS_FILE).is_file();
+    if complete {
+        let mut names: Vec<String> = fs::read_dir(&pending)
+            .with_context(|| format!("cannot read {}", pending.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        let rank = |n: &str| match (n == SUMS_FILE, order.iter().position(|o| *o == n)) {
+            (true, _) => usize::MAX,
+            (false, Some(i)) => i,
+            (false, None) => order.len(),
+        };
+        names.sort_by_key(|n| (rank(n), n.clone()));
+        for name in &names {
+            let (from, to) = (pending.join(name), dir.join(name));
+            fs::rename(&from, &to)
+                .with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))?;
+            sync_dir(dir);
+        }
+    }
+    fs::remove_dir_all(&pending).with_context(|| format!("cannot remove {}", pending.display()))?;
+    Ok(complete)
+}
+
+/// The bytes of the bundle file `name` as the last commit made it: the copy in
+/// [`COMMIT_DIR`] while a complete commit has not put it in place yet, else the file itself.
+pub fn read_committed(dir: &Path, name: &str) -> io::Result<Vec<u8>> {
+    let pending = dir.join(COMMIT_DIR);
+    if pending.join(SUMS_FILE).is_file() {
+        match fs::read(pending.join(name)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            other => return other,
+        }
+    }
+    fs::read(dir.join(name))
+}
+
+/// Make a rename in `dir` durable; not every filesystem allows fsync on a directory.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The time now in UTC, as RFC 3339 (`2025-01-31T12:00:00Z`).
+pub fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    utc_time(secs)
+}
+
+/// `secs` after the Unix epoch as RFC 3339 UTC (the civil date from days, Hinnant's method).
+fn utc_time(secs: u64) -> String {
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 /// `dir/.name.<pid>.tmp`: hidden and `.tmp`, so `import` never mistakes it for an archive.
 pub fn temp_name(path: &Path) -> PathBuf {
     let name = path
@@ -500,6 +654,43 @@ mod tests {
         // Written back (export merges into it), it reads the same.
         write_index(&dir, &read).unwrap();
         assert_eq!(read_index(&dir).unwrap().unwrap(), read);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn utc_times_are_rfc_3339() {
+        assert_eq!(utc_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_time(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_time(1_735_689_599), "2024-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn a_commit_is_read_through_until_complete_and_one_not_marked_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("oi-commit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        commit(&dir, &[("index.json", b"one"), (SUMS_FILE, b"sums one")]).unwrap();
+        assert!(!dir.join(COMMIT_DIR).exists());
+        assert_eq!(fs::read(dir.join("index.json")).unwrap(), b"one");
+
+        // Killed after the mark, before index.json was put in place: read through.
+        let pending = dir.join(COMMIT_DIR);
+        fs::create_dir_all(&pending).unwrap();
+        fs::write(pending.join("index.json"), b"two").unwrap();
+        fs::write(pending.join(SUMS_FILE), b"sums two").unwrap();
+        assert_eq!(read_committed(&dir, "index.json").unwrap(), b"two");
+        assert_eq!(read_committed(&dir, SUMS_FILE).unwrap(), b"sums two");
+        assert!(finish_commit(&dir, &["index.json"]).unwrap());
+        assert_eq!(fs::read(dir.join("index.json")).unwrap(), b"two");
+        assert_eq!(fs::read(dir.join(SUMS_FILE)).unwrap(), b"sums two");
+
+        // Killed before the mark: the bundle is as it was, and the commit is dropped.
+        fs::create_dir_all(&pending).unwrap();
+        fs::write(pending.join("index.json"), b"three").unwrap();
+        assert_eq!(read_committed(&dir, "index.json").unwrap(), b"two");
+        assert!(!finish_commit(&dir, &["index.json"]).unwrap());
+        assert_eq!(fs::read(dir.join("index.json")).unwrap(), b"two");
+        assert!(!pending.exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 

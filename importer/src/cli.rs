@@ -427,6 +427,12 @@ pub struct VerifyArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Check the bundle alone, with no runtime: every blob of an OCI layout bundle matches
+    /// its digest, every blob its index.json needs is there, and SHA256SUMS holds (for a
+    /// bundle of archives, SHA256SUMS alone). Each fault is named; exit 0 or 1.
+    #[arg(long)]
+    pub bundle_only: bool,
 }
 
 impl ListArgs {
@@ -446,6 +452,7 @@ impl VerifyArgs {
             images_path: self.images_path.clone(),
             runtime: self.runtime.config(),
             log_format: self.log_format.into(),
+            bundle_only: self.bundle_only,
         }
     }
 }
@@ -620,6 +627,26 @@ pub struct ExportArgs {
     /// or manifests without any), instead of 1.
     #[arg(long)]
     pub allow_empty: bool,
+
+    /// What the bundle directory holds: one archive per image, or one OCI image layout
+    /// (oci-layout, index.json naming every reference, blobs/sha256/) with each blob stored
+    /// once whatever number of images use it. A layout takes images from registries only
+    /// (--engine auto or registry); a re-export writes only the blobs it lacks.
+    #[arg(long, value_enum, default_value = "archives")]
+    pub format: BundleFormat,
+
+    /// With --format layout: keep the blobs no image of the new index uses (by default they
+    /// are removed once the new index is written).
+    #[arg(long)]
+    pub keep_unused: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BundleFormat {
+    /// One archive per image, with SHA256SUMS and images.json.
+    Archives,
+    /// One OCI image layout, with images.json and SHA256SUMS.
+    Layout,
 }
 
 impl ExportArgs {
@@ -676,6 +703,11 @@ impl ExportArgs {
             dry_run: self.dry_run,
             importer_binary,
             allow_empty: self.allow_empty,
+            format: match self.format {
+                BundleFormat::Archives => export::BundleFormat::Archives,
+                BundleFormat::Layout => export::BundleFormat::Layout,
+            },
+            keep_unused: self.keep_unused,
         })
     }
 }

@@ -12,6 +12,7 @@
 mod architecture;
 pub mod archive;
 pub mod bundle;
+mod bundle_check;
 pub mod bundled;
 mod child;
 pub mod cli;

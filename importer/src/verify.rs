@@ -47,9 +47,14 @@ pub struct Settings {
     pub runtime: detect::Config,
     /// Text or JSON lines on stdout.
     pub log_format: report::Format,
+    /// Check the bundle alone, with no runtime (`crate::bundle_check`).
+    pub bundle_only: bool,
 }
 
 pub fn run(args: &Settings) -> Result<Code> {
+    if args.bundle_only {
+        return crate::bundle_check::run(&args.images_path, args.log_format);
+    }
     let root = &args.images_path;
     check_images_path(root)?;
     let (found, rejected) = archive::discover(root)?;

@@ -3,20 +3,21 @@
 //! serve it, and is skipped when the bundle already holds it unchanged (docs/ARCHITECTURE.md,
 //! "Data flow: export").
 
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::compress;
 use super::engine::Engine;
 use super::meter;
-use super::registry::{self, error::RegistryError};
+use super::registry::{self, error::RegistryError, layout::Blob};
 use super::write::{Bundle, Intact, TempFile};
 use crate::archive::{human_bytes, ArchiveInfo, Compression, Platform};
-use crate::bundle::{BundleArchive, BundleImage, BundleLayer, BundleSource};
+use crate::bundle::{BundleArchive, BundleImage, BundleLayer, BundleSource, LayoutReference};
 use crate::reference::Reference;
 
 /// How one image went.
@@ -28,7 +29,7 @@ pub(super) enum Outcome {
 
 /// One line per event on stderr; a person reads it later, so no carriage returns unless
 /// stderr is a terminal (where the line clears the status line first).
-fn progress(n: usize, total: usize, r: &Reference, event: &str) {
+pub(super) fn progress(n: usize, total: usize, r: &Reference, event: &str) {
     eprintln!("{}[{n}/{total}] {r}: {event}", meter::line_start());
 }
 
@@ -48,6 +49,8 @@ pub(super) struct Exporter<'a> {
     pub platform: &'a Platform,
     pub platforms: &'a [Platform],
     pub bundle: &'a Bundle,
+    /// `--format layout`: the layout every image's blobs go into.
+    pub layout: Option<&'a super::layout::Layout>,
     /// Where skopeo writes before the archive is compressed.
     pub scratch: &'a Path,
     /// The extension and compression of the archives the local engines write.
@@ -106,7 +109,11 @@ impl Exporter<'_> {
             let engine = self.engine.expect("an engine was detected");
             return self.export_local(n, r, engine, true);
         };
-        let err = match self.export_registry(n, r, reg) {
+        let attempt = match self.layout {
+            Some(layout) => self.export_to_layout(n, r, reg, layout),
+            None => self.export_registry(n, r, reg),
+        };
+        let err = match attempt {
             Ok(o) => return Ok(o),
             Err(e) => e,
         };
@@ -116,6 +123,13 @@ impl Exporter<'_> {
         if engine.config_digest(r, self.platform).is_err() {
             return Err(anyhow::anyhow!(
                 "{err:#}; and {} does not hold it either",
+                engine.kind
+            ));
+        }
+        if self.layout.is_some() {
+            return Err(anyhow::anyhow!(
+                "{err:#}; {} holds it locally, but --format layout takes images from \
+                 registries only (export it with --format archives)",
                 engine.kind
             ));
         }
@@ -187,6 +201,74 @@ impl Exporter<'_> {
             ),
         );
         Ok(Outcome::Written { bytes: size })
+    }
+
+    /// `--format layout`: the image's documents and the blobs the layout lacks written into
+    /// it, each once; its record and `index.json` entries kept for the commit.
+    fn export_to_layout(
+        &self,
+        n: usize,
+        r: &Reference,
+        reg: &registry::Registry,
+        layout: &super::layout::Layout,
+    ) -> Result<Outcome> {
+        progress(n, self.total, r, "fetching from the registry");
+        let started = Instant::now();
+        let have = |digest: &str, size: u64| layout.has(digest, size);
+        let image = reg.fetch(r, &have, &|b| self.meter.add(b))?;
+        let (mut written, mut bytes) = (0usize, 0u64);
+        for (digest, data) in image.documents() {
+            if layout.put(digest, data.len() as u64, data)? {
+                written += 1;
+                bytes += data.len() as u64;
+            }
+        }
+        for (digest, size, blob) in &image.blobs {
+            let put = match blob {
+                Blob::Bytes(data) => layout.put(digest, *size, &data[..]),
+                Blob::File(path) | Blob::Verified(path) => File::open(path)
+                    .with_context(|| format!("cannot open the cached blob {}", path.display()))
+                    .and_then(|f| layout.put(digest, *size, f)),
+            };
+            let put = put.inspect_err(|e| {
+                // A cached blob found damaged is dropped, so the next run downloads it.
+                if RegistryError::find(e).and_then(RegistryError::damaged_blob)
+                    == Some(digest.as_str())
+                {
+                    reg.forget(digest);
+                }
+            })?;
+            if put {
+                written += 1;
+                bytes += size;
+            }
+        }
+        let e = &image.exported;
+        let (source, images) = registry_images(r, e);
+        let blobs = LayoutReference { source, images };
+        let total = blobs.blobs().len();
+        layout.record(r, blobs, image.index_entries()?);
+        let secs = started.elapsed().as_secs_f64();
+        if written == 0 {
+            let line = format!(
+                "skipped (up to date: its {total} blob(s) are in the layout; digest {})",
+                e.digest
+            );
+            progress(n, self.total, r, &line);
+            return Ok(Outcome::UpToDate);
+        }
+        let line = format!(
+            "written into the layout: {written} new blob(s) ({}) of its {total}, {} downloaded \
+             at {}, {} from the cache, in {secs:.1} s; digest {}, from {}",
+            human_bytes(bytes),
+            human_bytes(e.downloaded),
+            crate::units::human_rate(e.downloaded, secs.max(0.001)),
+            human_bytes(e.cached),
+            e.digest,
+            e.source
+        );
+        progress(n, self.total, r, &line);
+        Ok(Outcome::Written { bytes })
     }
 
     /// Pull (docker, podman) unless told not to, and whether the bundle's `file` still holds
@@ -341,6 +423,24 @@ fn registry_record(
     sha256: String,
     e: &registry::Exported,
 ) -> BundleArchive {
+    let (source, images) = registry_images(r, e);
+    BundleArchive {
+        file: file.to_string(),
+        size,
+        sha256,
+        compression: Compression::None,
+        format: crate::archive::Format::Oci,
+        images,
+        source: Some(source),
+        stamp: None,
+    }
+}
+
+/// Where an image the registry engine exported came from, and its image per platform.
+pub(super) fn registry_images(
+    r: &Reference,
+    e: &registry::Exported,
+) -> (BundleSource, Vec<BundleImage>) {
     let source = BundleSource {
         reference: r.to_string(),
         repository: r.repository(),
@@ -349,35 +449,27 @@ fn registry_record(
         index_digest: e.index_digest.clone(),
         refs: e.names.clone(),
     };
-    BundleArchive {
-        file: file.to_string(),
-        size,
-        sha256,
-        compression: Compression::None,
-        format: crate::archive::Format::Oci,
-        images: e
-            .images
-            .iter()
-            .map(|p| BundleImage {
-                // Every name the archive gives this image: the tag and the digest names a pod
-                // may use, each imported, labelled, verified and pruned like the tag.
-                names: source.names_for(Some(&p.manifest_digest)),
-                config_digest: p.config_digest.clone(),
-                manifest_digest: Some(p.manifest_digest.clone()),
-                platform: p.platform.as_ref().map(ToString::to_string),
-                layers: p
-                    .layers
-                    .iter()
-                    .map(|(digest, size)| BundleLayer {
-                        digest: digest.clone(),
-                        size: *size,
-                    })
-                    .collect(),
-            })
-            .collect(),
-        source: Some(source),
-        stamp: None,
-    }
+    let images = e
+        .images
+        .iter()
+        .map(|p| BundleImage {
+            // Every name the archive gives this image: the tag and the digest names a pod
+            // may use, each imported, labelled, verified and pruned like the tag.
+            names: source.names_for(Some(&p.manifest_digest)),
+            config_digest: p.config_digest.clone(),
+            manifest_digest: Some(p.manifest_digest.clone()),
+            platform: p.platform.as_ref().map(ToString::to_string),
+            layers: p
+                .layers
+                .iter()
+                .map(|(digest, size)| BundleLayer {
+                    digest: digest.clone(),
+                    size: *size,
+                })
+                .collect(),
+        })
+        .collect();
+    (source, images)
 }
 
 #[cfg(test)]

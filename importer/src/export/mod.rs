@@ -1,6 +1,7 @@
 //! `offline-images export`: collect a release's image references, fetch each image from its
 //! registry (or save it with the host's docker, podman or skopeo), and write the bundle: one
-//! archive per image, `SHA256SUMS` and `images.json`.
+//! archive per image, `SHA256SUMS` and `images.json`; or, with `--format layout`, one OCI
+//! image layout holding every image's blobs once (`layout`).
 //!
 //! Shaped as plan, execute, report: [`Settings`] are the flags resolved once by
 //! `cli::ExportArgs::settings` (nothing here knows the command line's types); `inputs`
@@ -22,6 +23,7 @@ mod engine;
 mod exporter;
 mod indirect;
 mod inputs;
+mod layout;
 mod meter;
 pub mod registry;
 mod settings;
@@ -46,7 +48,9 @@ use write::{Bundle, SCRATCH_PREFIX};
 
 pub use engine::{Choice, Kind};
 use settings::extension;
-pub use settings::{insecure_hosts, platforms, Chart, ImporterBinary, Inputs, Settings};
+pub use settings::{
+    insecure_hosts, platforms, BundleFormat, Chart, ImporterBinary, Inputs, Settings,
+};
 
 /// The docker, podman or skopeo engine asked for; with `auto`, the local engine (docker or
 /// podman) for images the registry does not serve, when one is there.
@@ -155,15 +159,9 @@ fn password_from_stdin(user: &str) -> Result<registry::auth::Credential> {
 
 pub fn run(settings: &Settings) -> Result<Code> {
     let platforms = &settings.platforms;
-    let collected = inputs::collect(settings)?;
-    collected.log();
-    let ext = if settings.uses_registry() {
-        ".tar"
-    } else {
-        extension(settings.compression)
-    };
-    let mut problems = collected.problems.len();
-    let refs = one_per_file(collected.refs, ext, &mut problems);
+    let as_layout = settings.format == BundleFormat::Layout;
+    check_format(settings)?;
+    let (refs, problems) = references(settings)?;
     if settings.dry_run {
         let stdout = io::stdout();
         let mut out = stdout.lock();
@@ -194,7 +192,9 @@ pub fn run(settings: &Settings) -> Result<Code> {
     }
     let engine = local_engine(settings)?;
     let dir = &settings.output;
+    layout::refuse_mixed(dir, settings.format)?;
     let shared = Bundle::open(dir, importer_binary.as_deref())?;
+    let layout = as_layout.then(|| layout::Layout::open(dir)).transpose()?;
     let scratch = dir.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
     write::remove_stale_temps(dir);
     let registry = if settings.uses_registry() {
@@ -210,6 +210,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
         platform: &platforms[0],
         platforms,
         bundle: &shared,
+        layout: layout.as_ref(),
         scratch: &scratch,
         ext: extension(settings.compression),
         compression: settings.compression,
@@ -221,7 +222,56 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let started = Instant::now();
     let outcomes = ctx.export_all(&refs, jobs);
     let _ = fs::remove_dir_all(&scratch);
+    if let Some(layout) = &layout {
+        layout
+            .commit(&refs, settings.keep_unused)?
+            .log(dir, settings.keep_unused);
+    }
     Ok(report(&refs, outcomes, problems, started, dir))
+}
+
+/// The references collected and logged, each once, and the number of input problems.
+fn references(settings: &Settings) -> Result<(Vec<Reference>, usize)> {
+    let collected = inputs::collect(settings)?;
+    collected.log();
+    let ext = if settings.uses_registry() {
+        ".tar"
+    } else {
+        extension(settings.compression)
+    };
+    let mut problems = collected.problems.len();
+    let refs = if settings.format == BundleFormat::Layout {
+        each_once(collected.refs)
+    } else {
+        one_per_file(collected.refs, ext, &mut problems)
+    };
+    Ok((refs, problems))
+}
+
+/// `--format layout` and `--keep-unused` with the flags they go with, or a usage error.
+fn check_format(settings: &Settings) -> Result<()> {
+    let as_layout = settings.format == BundleFormat::Layout;
+    if as_layout && !settings.uses_registry() {
+        return Err(exit::usage(
+            "--format layout takes images from registries (--engine auto or registry); the \
+             docker, podman and skopeo engines write archives (--format archives)",
+        ));
+    }
+    if settings.keep_unused && !as_layout {
+        return Err(exit::usage("--keep-unused applies to --format layout"));
+    }
+    Ok(())
+}
+
+/// The references in order, each once (a layout has no file per image to collide on).
+fn each_once(collected: impl IntoIterator<Item = Reference>) -> Vec<Reference> {
+    let mut refs: Vec<Reference> = Vec::new();
+    for r in collected {
+        if !refs.contains(&r) {
+            refs.push(r);
+        }
+    }
+    refs
 }
 
 /// No reference to export: a usage error when no input was given; else exit 1 (the inputs

@@ -47,6 +47,20 @@ pub struct Settings {
     pub importer_binary: ImporterBinary,
     /// Exit 0, writing nothing, when the inputs name no image.
     pub allow_empty: bool,
+    /// Archives, or one OCI image layout.
+    pub format: BundleFormat,
+    /// With a layout: keep the blobs no image of the new index uses.
+    pub keep_unused: bool,
+}
+
+/// What the bundle directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BundleFormat {
+    /// One archive per image.
+    #[default]
+    Archives,
+    /// One OCI image layout, each blob once (the registry engine only).
+    Layout,
 }
 
 /// Every source of references, in the order an operator gives them.

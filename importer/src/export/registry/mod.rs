@@ -71,6 +71,33 @@ pub struct Exported {
     pub source: String,
 }
 
+/// One image as fetched: its documents as the registry served them, and its blobs in the
+/// cache.
+pub struct Image {
+    top: Fetched,
+    chosen: Vec<Chosen>,
+    /// The configs and the layers not already held: (digest, size, where the bytes are).
+    pub blobs: Vec<(String, u64, Blob)>,
+    pub exported: Exported,
+}
+
+impl Image {
+    /// The index (when the reference names one) and each chosen manifest: (digest, bytes).
+    pub fn documents(&self) -> Vec<(&str, &[u8])> {
+        is_index(&self.top.media_type)
+            .then_some(&self.top)
+            .into_iter()
+            .chain(self.chosen.iter().map(|c| &c.manifest))
+            .map(|m| (m.digest.as_str(), m.bytes.as_slice()))
+            .collect()
+    }
+
+    /// The entries of a layout's `index.json` that name this image, one per name.
+    pub fn index_entries(&self) -> Result<Vec<serde_json::Value>> {
+        index_entries(&self.top, &self.chosen, &self.exported.names)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Descriptor {
@@ -188,6 +215,26 @@ impl Registry {
         out: &mut impl Write,
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<Exported> {
+        let image = self.fetch(r, &|_, _| false, on_bytes)?;
+        self.write_layout(
+            out,
+            &image.top,
+            &image.chosen,
+            &image.exported.names,
+            image.blobs,
+        )?;
+        Ok(image.exported)
+    }
+
+    /// Fetch `r`: its index (when there is one) and the chosen platforms' manifests, and
+    /// every config and layer into the cache, but for the layers `have(digest, size)` says
+    /// the caller already holds (those are neither downloaded nor returned).
+    pub fn fetch(
+        &self,
+        r: &Reference,
+        have: &(dyn Fn(&str, u64) -> bool + Sync),
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<Image> {
         let wanted = r
             .digest
             .clone()
@@ -198,7 +245,7 @@ impl Registry {
             let chosen = self.choose(repo, &top, r)?;
             Ok((top, chosen, repo.base().to_string()))
         })?;
-        let blobs = self.on_endpoints(r, |repo| self.download(repo, &chosen, on_bytes))?;
+        let blobs = self.on_endpoints(r, |repo| self.download(repo, &chosen, have, on_bytes))?;
         let (downloaded, cached) = blobs.1;
         let mut chosen = chosen;
         for c in chosen.iter_mut().filter(|c| c.platform.is_none()) {
@@ -214,8 +261,7 @@ impl Registry {
             }
         }
         let names = names_of(r, &top, &chosen);
-        self.write_layout(out, &top, &chosen, &names, blobs.0)?;
-        Ok(Exported {
+        let exported = Exported {
             digest: top.digest.clone(),
             index_digest: is_index(&top.media_type).then(|| top.digest.clone()),
             images: chosen
@@ -236,6 +282,12 @@ impl Registry {
             downloaded,
             cached,
             source,
+        };
+        Ok(Image {
+            top,
+            chosen,
+            blobs: blobs.0,
+            exported,
         })
     }
 
@@ -274,6 +326,11 @@ impl Registry {
                 self.cache.forget(damaged);
             }
         })
+    }
+
+    /// Drop a cached blob found damaged, so the next run downloads it again.
+    pub fn forget(&self, digest: &str) {
+        self.cache.forget(digest);
     }
 
     /// The platform a cached config states.
@@ -334,7 +391,8 @@ impl Registry {
         Ok(chosen)
     }
 
-    /// Every config and layer of the chosen manifests, into the cache (`--jobs` downloads at a
+    /// Every config and layer of the chosen manifests (but the layers `have` says are held),
+    /// into the cache (`--jobs` downloads at a
     /// time across images, each blob once per run). Returns the blobs, and the bytes
     /// downloaded and taken from the cache.
     #[allow(clippy::type_complexity)]
@@ -342,11 +400,15 @@ impl Registry {
         &self,
         repo: &Repo,
         chosen: &[Chosen],
+        have: &(dyn Fn(&str, u64) -> bool + Sync),
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<(Vec<(String, u64, Blob)>, (u64, u64))> {
         let mut wanted: Vec<(String, u64)> = Vec::new();
         for c in chosen {
-            for d in std::iter::once(&c.doc.config).chain(&c.doc.layers) {
+            // The config is always fetched (from the cache when it is there): a
+            // single-platform image's platform is read from it.
+            let layers = c.doc.layers.iter().filter(|l| !have(&l.digest, l.size));
+            for d in std::iter::once(&c.doc.config).chain(layers) {
                 if !wanted.iter().any(|(w, _)| w == &d.digest) {
                     wanted.push((d.digest.clone(), d.size));
                 }
@@ -407,6 +469,21 @@ fn names_of(r: &Reference, top: &Fetched, chosen: &[Chosen]) -> Vec<String> {
 
 /// The layout's `index.json`.
 fn layout_index(top: &Fetched, chosen: &[Chosen], names: &[String]) -> Result<Vec<u8>> {
+    let doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": fetch::OCI_INDEX,
+        "manifests": index_entries(top, chosen, names)?,
+    });
+    Ok(serde_json::to_vec(&doc)?)
+}
+
+/// One descriptor per name: a platform's manifest for `repo@<its digest>`, else the top one,
+/// each annotated with the name for containerd and for OCI readers.
+fn index_entries(
+    top: &Fetched,
+    chosen: &[Chosen],
+    names: &[String],
+) -> Result<Vec<serde_json::Value>> {
     let annotate = |name: &str| {
         serde_json::json!({
             ANNOTATION_CONTAINERD_NAME: name,
@@ -440,12 +517,7 @@ fn layout_index(top: &Fetched, chosen: &[Chosen], names: &[String]) -> Result<Ve
         };
         manifests.push(entry);
     }
-    let doc = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": fetch::OCI_INDEX,
-        "manifests": manifests,
-    });
-    Ok(serde_json::to_vec(&doc)?)
+    Ok(manifests)
 }
 
 #[cfg(test)]
