@@ -11,6 +11,7 @@ mod field;
 mod guide;
 mod harness;
 mod import;
+mod layout;
 mod leftovers;
 mod list;
 mod native;
