@@ -548,6 +548,44 @@ mod tests {
         assert!(format!("{err:#}").contains("empty"), "{err:#}");
     }
 
+    #[test]
+    fn an_images_path_gives_its_archives_then_its_layouts_images_each_read_by_its_own_source() {
+        let dir = Dir::new();
+        dir.put("a.tar", &image_tar("docker.io/library/a:1"));
+        dir.put("oci/oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let entry = format!(
+            r#"{{"manifests":[{{"digest":"{digest}","annotations":{{"org.opencontainers.image.ref.name":"example.com/b:1"}}}}]}}"#
+        );
+        dir.put("oci/index.json", entry.as_bytes());
+        let sum = bundle::sha256_file(&dir.0.join("a.tar")).unwrap();
+        bundle::write_sums(
+            &dir.0,
+            &BTreeMap::from([("a.tar".to_string(), sum.clone())]),
+        )
+        .unwrap();
+        let source = ImagesPath::open(&dir.0, &Reporter::new(report::Format::Json)).unwrap();
+        let [a, b] = source.units() else {
+            panic!("{:?}", source.units())
+        };
+        assert_eq!(
+            (a.name.as_str(), b.name.as_str()),
+            ("a.tar", "oci/index.json#example.com/b:1")
+        );
+        assert_eq!(source.checksum(a), Checksum::Sha256(sum));
+        // A layout's blobs are checked against their digests: no SHA256SUMS line is asked for.
+        assert_eq!(source.checksum(b), Checksum::None);
+        assert_eq!(source.file(a), Some(a.path.as_path()));
+        assert_eq!(source.file(b), None);
+        assert_eq!(source.stamp(b), Some(digest.clone()));
+        let err = format!("{:#}", source.open(b).err().unwrap());
+        assert!(
+            err.contains(&format!("{digest} is not in the layout")),
+            "{err}"
+        );
+        assert!(source.refused().is_empty() && source.absent().is_empty());
+    }
+
     /// `cp -p` of another archive of the same size over this one keeps its name, size and
     /// modification time; only the change time tells.
     #[test]
