@@ -22,6 +22,7 @@ mod export;
 mod failure;
 mod import;
 mod labels;
+mod layout;
 mod list;
 mod lock;
 mod prune;

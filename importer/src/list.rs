@@ -1,4 +1,5 @@
-//! `offline-images list`: what is inside archives, without importing anything.
+//! `offline-images list`: what is inside archives and OCI layout directories, without
+//! importing anything.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -8,7 +9,9 @@ use serde::Serialize;
 
 use crate::archive::{self, human_bytes, ArchiveInfo, Limits};
 use crate::exit::Code;
+use crate::layout::LayoutSource;
 use crate::report::{prose, shown};
+use crate::source::Source;
 
 #[derive(Serialize)]
 struct JsonLine<'a> {
@@ -30,76 +33,115 @@ pub struct Settings {
 pub fn run(args: &Settings) -> Result<Code> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    let mut failed = 0usize;
-    let mut listed = 0usize;
+    let mut tally = Tally::default();
     for root in &args.paths {
-        let (found, rejected) = match archive::discover(root) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("offline-images: {e:#}");
-                failed += 1;
-                continue;
-            }
-        };
-        for r in &rejected {
-            eprintln!(
-                "offline-images: {}: {}",
-                shown_path(&r.path),
-                prose(&r.reason)
-            );
-            failed += 1;
+        list_root(root, args.json, &mut out, &mut tally)?;
+    }
+    out.flush()?;
+    if tally.failed > 0 {
+        eprintln!(
+            "offline-images: {} archive(s) listed, {} could not be read",
+            tally.listed, tally.failed
+        );
+        return Ok(Code::Failure);
+    }
+    Ok(Code::Success)
+}
+
+/// Archives listed, and archives (or paths) that could not be read.
+#[derive(Default)]
+struct Tally {
+    listed: usize,
+    failed: usize,
+}
+
+/// The archives under `root` and the images of its OCI layouts (each listed as an archive,
+/// named `DIR/index.json#REF`).
+fn list_root(root: &Path, json: bool, out: &mut impl Write, tally: &mut Tally) -> Result<()> {
+    let (found, rejected) = match archive::discover(root) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("offline-images: {e:#}");
+            tally.failed += 1;
+            return Ok(());
         }
-        if found.is_empty() && rejected.is_empty() {
+    };
+    let layouts = LayoutSource::find(root);
+    let refused = rejected.iter().map(|r| (r.path.clone(), &r.reason));
+    let refused = refused.chain(
+        layouts
+            .refused()
+            .iter()
+            .map(|r| (root.join(&r.name), &r.reason)),
+    );
+    for (path, reason) in refused {
+        eprintln!("offline-images: {}: {}", shown_path(&path), prose(reason));
+        tally.failed += 1;
+    }
+    if found.is_empty() && rejected.is_empty() && layouts.units().is_empty() {
+        if layouts.refused().is_empty() {
             eprintln!(
                 "offline-images: {}: no archives (.tar, .tar.gz, .tgz, .tar.zst) found",
                 root.display()
             );
-            failed += 1;
+            tally.failed += 1;
         }
-        for f in &found {
-            match archive::inspect_path(&f.path, Limits::default()) {
-                Ok(info) => {
-                    listed += 1;
-                    if args.json {
-                        serde_json::to_writer(
-                            &mut out,
-                            &JsonLine {
-                                file: &f.path,
-                                file_size: f.size,
-                                info: &info,
-                            },
-                        )?;
-                        writeln!(out)?;
-                    } else {
-                        write_text(&mut out, &f.path, f.size, &info)?;
-                    }
-                    for w in &info.warnings {
-                        eprintln!(
-                            "offline-images: warning: {}: {}",
-                            shown_path(&f.path),
-                            prose(w)
-                        );
-                    }
-                }
-                Err(e) => {
-                    // Results so far go out before the error, so the two streams read in order.
-                    out.flush()?;
-                    eprintln!(
-                        "offline-images: {}: {}",
-                        shown_path(&f.path),
-                        prose(&format!("{e:#}"))
-                    );
-                    failed += 1;
-                }
+        return Ok(());
+    }
+    for f in &found {
+        let info = archive::inspect_path(&f.path, Limits::default());
+        show(out, json, &f.path, f.size, info, tally)?;
+    }
+    for unit in layouts.units() {
+        let info = layouts.inspect(unit);
+        show(out, json, &root.join(&unit.name), unit.size, info, tally)?;
+    }
+    Ok(())
+}
+
+/// One archive's listing on `out`, or why it could not be read on stderr.
+fn show(
+    out: &mut impl Write,
+    json: bool,
+    path: &Path,
+    size: u64,
+    info: Result<ArchiveInfo>,
+    tally: &mut Tally,
+) -> Result<()> {
+    match info {
+        Ok(info) => {
+            tally.listed += 1;
+            if json {
+                let line = JsonLine {
+                    file: path,
+                    file_size: size,
+                    info: &info,
+                };
+                serde_json::to_writer(&mut *out, &line)?;
+                writeln!(out)?;
+            } else {
+                write_text(out, path, size, &info)?;
+            }
+            for w in &info.warnings {
+                eprintln!(
+                    "offline-images: warning: {}: {}",
+                    shown_path(path),
+                    prose(w)
+                );
             }
         }
+        Err(e) => {
+            // Results so far go out before the error, so the two streams read in order.
+            out.flush()?;
+            eprintln!(
+                "offline-images: {}: {}",
+                shown_path(path),
+                prose(&format!("{e:#}"))
+            );
+            tally.failed += 1;
+        }
     }
-    out.flush()?;
-    if failed > 0 {
-        eprintln!("offline-images: {listed} archive(s) listed, {failed} could not be read");
-        return Ok(Code::Failure);
-    }
-    Ok(Code::Success)
+    Ok(())
 }
 
 /// A path as the text output shows it: escaped and bounded, as every name from the bundle.

@@ -9,6 +9,9 @@
 //! runtime takes, and reads what a unit holds. The import loop (`import`) asks the target
 //! what it has, sends only the rest, verifies every checksum and records and reports each
 //! unit's outcome, whatever the source.
+//!
+//! An images path is read as [`ImagesPath`]: its archives ([`ArchiveSource`]) and its OCI
+//! layout directories (`layout::LayoutSource`) in one source.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,6 +23,7 @@ use anyhow::{Context, Result};
 use crate::archive::{self, check_images_path, ArchiveInfo, Opened};
 use crate::bundle::{self, BundleArchive, BundleIndex};
 use crate::exit;
+use crate::layout::LayoutSource;
 use crate::report::Reporter;
 
 /// One unit of a source: imported, skipped or failed on its own.
@@ -31,7 +35,8 @@ pub(crate) struct Unit {
     /// Its size in bytes, as stored.
     pub(crate) size: u64,
     /// The file that holds it, which a runtime may read again itself (a second pass over a
-    /// plain tar) and whose import the disk preflight weighs.
+    /// plain tar) and whose import the disk preflight weighs ([`Source::file`]); for an image
+    /// of a layout, the layout's `index.json`.
     pub(crate) path: PathBuf,
 }
 
@@ -94,6 +99,109 @@ pub(crate) trait Source: Sync {
     /// A stamp that changes whenever `unit` does, cheap to take; `None` when none can prove
     /// it unchanged. See `import::plan::Fingerprint`.
     fn stamp(&self, unit: &Unit) -> Option<String>;
+
+    /// The file that holds `unit` as the archive [`Source::open`] streams, which a runtime may
+    /// read again itself and the disk preflight weighs; `None` when the stream is built from
+    /// several files (an image of a layout).
+    fn file<'a>(&self, unit: &'a Unit) -> Option<&'a Path> {
+        Some(&unit.path)
+    }
+}
+
+/// What an images path holds: its archives ([`ArchiveSource`]) and the images of its OCI
+/// layout directories ([`LayoutSource`]), the archives' units first. Each unit is read by the
+/// source it comes from.
+pub(crate) struct ImagesPath {
+    archives: ArchiveSource,
+    layouts: LayoutSource,
+    units: Vec<Unit>,
+    refused: Vec<Refused>,
+}
+
+impl ImagesPath {
+    /// What `root` holds (see [`ArchiveSource::open`] and [`LayoutSource::find`]).
+    pub(crate) fn open(root: &Path, reporter: &Reporter) -> Result<ImagesPath> {
+        let archives = ArchiveSource::open(root, reporter)?;
+        let layouts = LayoutSource::find(root);
+        let units = archives
+            .units()
+            .iter()
+            .chain(layouts.units())
+            .cloned()
+            .collect();
+        let refused = archives
+            .refused()
+            .iter()
+            .chain(layouts.refused())
+            .cloned()
+            .collect();
+        Ok(ImagesPath {
+            archives,
+            layouts,
+            units,
+            refused,
+        })
+    }
+
+    /// The source `unit` comes from.
+    fn of(&self, unit: &Unit) -> &dyn Source {
+        if self.layouts.owns(unit) {
+            &self.layouts
+        } else {
+            &self.archives
+        }
+    }
+}
+
+impl Source for ImagesPath {
+    /// As for archives alone: a layout is the rarer case.
+    fn nothing_found(&self) -> String {
+        self.archives.nothing_found()
+    }
+
+    fn units(&self) -> &[Unit] {
+        &self.units
+    }
+
+    fn refused(&self) -> &[Refused] {
+        &self.refused
+    }
+
+    fn absent(&self) -> &[Refused] {
+        self.archives.absent()
+    }
+
+    fn promised(&self) -> &[BundleArchive] {
+        self.archives.promised()
+    }
+
+    fn promise(&self, unit: &Unit) -> Option<&BundleArchive> {
+        self.of(unit).promise(unit)
+    }
+
+    fn checksum(&self, unit: &Unit) -> Checksum {
+        self.of(unit).checksum(unit)
+    }
+
+    fn bytes(&self, unit: &Unit) -> Result<Box<dyn Read + Send>> {
+        self.of(unit).bytes(unit)
+    }
+
+    fn inspect(&self, unit: &Unit) -> Result<ArchiveInfo> {
+        self.of(unit).inspect(unit)
+    }
+
+    fn open(&self, unit: &Unit) -> Result<Opened> {
+        self.of(unit).open(unit)
+    }
+
+    fn stamp(&self, unit: &Unit) -> Option<String> {
+        self.of(unit).stamp(unit)
+    }
+
+    fn file<'a>(&self, unit: &'a Unit) -> Option<&'a Path> {
+        self.of(unit).file(unit)
+    }
 }
 
 /// The archives under an images path (`archive::discover`), with the bundle's `SHA256SUMS`
@@ -438,6 +546,44 @@ mod tests {
         assert_eq!(info.images[0].names, ["docker.io/library/a:1"]);
         let err = source.open(empty).err().unwrap();
         assert!(format!("{err:#}").contains("empty"), "{err:#}");
+    }
+
+    #[test]
+    fn an_images_path_gives_its_archives_then_its_layouts_images_each_read_by_its_own_source() {
+        let dir = Dir::new();
+        dir.put("a.tar", &image_tar("docker.io/library/a:1"));
+        dir.put("oci/oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let entry = format!(
+            r#"{{"manifests":[{{"digest":"{digest}","annotations":{{"org.opencontainers.image.ref.name":"example.com/b:1"}}}}]}}"#
+        );
+        dir.put("oci/index.json", entry.as_bytes());
+        let sum = bundle::sha256_file(&dir.0.join("a.tar")).unwrap();
+        bundle::write_sums(
+            &dir.0,
+            &BTreeMap::from([("a.tar".to_string(), sum.clone())]),
+        )
+        .unwrap();
+        let source = ImagesPath::open(&dir.0, &Reporter::new(report::Format::Json)).unwrap();
+        let [a, b] = source.units() else {
+            panic!("{:?}", source.units())
+        };
+        assert_eq!(
+            (a.name.as_str(), b.name.as_str()),
+            ("a.tar", "oci/index.json#example.com/b:1")
+        );
+        assert_eq!(source.checksum(a), Checksum::Sha256(sum));
+        // A layout's blobs are checked against their digests: no SHA256SUMS line is asked for.
+        assert_eq!(source.checksum(b), Checksum::None);
+        assert_eq!(source.file(a), Some(a.path.as_path()));
+        assert_eq!(source.file(b), None);
+        assert_eq!(source.stamp(b), Some(digest.clone()));
+        let err = format!("{:#}", source.open(b).err().unwrap());
+        assert!(
+            err.contains(&format!("{digest} is not in the layout")),
+            "{err}"
+        );
+        assert!(source.refused().is_empty() && source.absent().is_empty());
     }
 
     /// `cp -p` of another archive of the same size over this one keeps its name, size and

@@ -9,11 +9,13 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::archive::check_images_path;
-use crate::archive::{self, Found, Limits, Platform};
+use crate::archive::{self, ArchiveInfo, Found, Limits, Platform};
 use crate::bundle::{self, BundleIndex};
 use crate::exit::Code;
+use crate::layout::LayoutSource;
 use crate::report::{self, prose, shown, summary_names};
 use crate::runtime::{detect, Present};
+use crate::source::Source;
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -99,8 +101,23 @@ pub fn run(args: &Settings) -> Result<Code> {
             Err(e) => out.unreadable(&file, format!("{e:#}"))?,
         }
     }
+    // The images of the OCI layouts beside the archives, each read as an archive is.
+    let layouts = LayoutSource::find(root);
+    for r in layouts.refused() {
+        out.unreadable(&r.name, r.reason.clone())?;
+    }
+    for unit in layouts.units() {
+        match layouts.inspect(unit) {
+            Ok(info) => {
+                for img in &expected_of(&info, &platform) {
+                    check_image(&mut out, &unit.name, img, &runtime)?;
+                }
+            }
+            Err(e) => out.unreadable(&unit.name, format!("{e:#}"))?,
+        }
+    }
     out.w.flush()?;
-    Ok(report(&out.tally, found.len()))
+    Ok(report(&out.tally, found.len() + layouts.units().len()))
 }
 
 /// What the runtime has: every named image, and (Docker's containerd store) the manifest or
@@ -210,8 +227,12 @@ fn expected_images(
         });
     }
     let info = archive::inspect_path(&f.path, Limits::default())?;
-    Ok(info
-        .images
+    Ok(expected_of(&info, platform))
+}
+
+/// The images an archive read holds, for `platform`.
+fn expected_of(info: &ArchiveInfo, platform: &Platform) -> Vec<Expected> {
+    info.images
         .iter()
         .map(|i| {
             let p = i.for_platform(platform);
@@ -225,7 +246,7 @@ fn expected_images(
                 absent: p.is_none().then(|| i.not_for(platform)),
             }
         })
-        .collect())
+        .collect()
 }
 
 /// One line per name of `img` (one line when it has none): present or missing, and why.

@@ -11,6 +11,7 @@ mod field;
 mod guide;
 mod harness;
 mod import;
+mod layout;
 mod layout_export;
 mod leftovers;
 mod list;

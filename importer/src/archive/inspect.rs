@@ -108,6 +108,21 @@ pub fn inspect_stream_into<R: Read>(
     })
 }
 
+/// What an archive holds, from a listing of its files made without a tar (an image of an
+/// OCI layout directory): every file with its size, and the JSON documents among them as the
+/// pass over a tar keeps them, already checked against their digests.
+pub fn inspect_listing(
+    files: Vec<(String, u64)>,
+    json: Vec<(String, Vec<u8>)>,
+    tar_size: u64,
+    limits: Limits,
+) -> Result<ArchiveInfo> {
+    let mut scan = Scan::default();
+    scan.files.extend(files);
+    scan.json.extend(json);
+    resolve(&scan, Compression::None, tar_size, limits)
+}
+
 /// What one pass over an archive learned, beyond [`ArchiveInfo`].
 pub struct Inspected {
     pub info: ArchiveInfo,

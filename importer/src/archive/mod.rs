@@ -25,8 +25,8 @@ pub use crate::units::human_bytes;
 pub use ahead::open_ahead;
 pub use discover::{check_images_path, discover, Found, Rejected};
 pub use inspect::{
-    inspect_path, inspect_path_into, inspect_stream, inspect_stream_detailed, inspect_stream_into,
-    Inspected,
+    inspect_listing, inspect_path, inspect_path_into, inspect_stream, inspect_stream_detailed,
+    inspect_stream_into, Inspected,
 };
 pub use limits::Limits;
 pub use open::{decompress, open, sniff, Compression, Opened};

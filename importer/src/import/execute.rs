@@ -386,10 +386,12 @@ fn import_in_steps(ctx: &Run<'_>, p: &Planned, passage: &Passage<'_>) -> Result<
     let gate = || -> Result<()> {
         gated.set(true);
         passage.store();
-        let Some(max_used) = ctx.args.disk_max_used else {
+        // A unit built from several files (a layout's image) has no archive to weigh.
+        let (Some(max_used), Some(path)) = (ctx.args.disk_max_used, ctx.source.file(&p.unit))
+        else {
             return Ok(());
         };
-        ctx.runtime.preflight(&p.unit.path, &ctx.platform, max_used)
+        ctx.runtime.preflight(path, &ctx.platform, max_used)
     };
     let stage = || {
         with_retries(ctx.reporter, Some(file), || {
@@ -451,9 +453,17 @@ fn stage_into_runtime<'a>(
     let opened = ctx.source.open(&p.unit)?;
     let compression = opened.compression;
     let mut reader = Watched::new(opened.reader, &p.unit.name, ctx.reporter, started);
-    let rest = ctx
-        .runtime
-        .stage_file(&p.unit.path, &mut reader, &ctx.platform, gate)?;
+    let rest = match ctx.source.file(&p.unit) {
+        Some(path) => ctx
+            .runtime
+            .stage_file(path, &mut reader, &ctx.platform, gate)?,
+        // No file to read again (a layout's image): in one step, once past the gate.
+        None => {
+            gate()?;
+            let imported = ctx.runtime.import(&mut reader, &ctx.platform)?;
+            Box::new(move || Ok(imported))
+        }
+    };
     Ok(Box::new(move || {
         let mut imported = rest()?;
         imported.info.compression = compression;

@@ -1,8 +1,8 @@
 //! `offline-images import`: plan (checksums, what is already present), import the rest a few
 //! at a time, check that every promised image is there, and report every archive's outcome.
 //!
-//! The run copies images from a source (`source::Source`: today the archives under the images
-//! path, `source::ArchiveSource`) to a target (`runtime::Runtime`), one loop for every pair:
+//! The run copies images from a source (`source::Source`: the archives and OCI layouts under
+//! the images path, `source::ImagesPath`) to a target (`runtime::Runtime`), one loop for every pair:
 //! ask the target what it has, send only the rest, verify every checksum, record and report.
 //!
 //! This module holds the run as a whole: its [`Settings`], [`run`] and the [`run_on`] seam,
@@ -31,7 +31,7 @@ use crate::labels::release_label;
 use crate::lock::lock_node;
 use crate::report::{self, Event, Reporter, Status, Summary};
 use crate::runtime::{self, detect, Leftover, Runtime};
-use crate::source::{ArchiveSource, Source};
+use crate::source::{ImagesPath, Source};
 use crate::stop::{install_stop_handler, stop_signal};
 
 mod archive;
@@ -93,8 +93,8 @@ pub(crate) fn run_on(
     let root = &args.images_path;
     let release_key = args.release.as_deref().map(release_label).transpose()?;
     let required = required_images(&args.require)?;
-    let archives = ArchiveSource::open(root, reporter)?;
-    let source: &dyn Source = &archives;
+    let images = ImagesPath::open(root, reporter)?;
+    let source: &dyn Source = &images;
 
     let rt = detected.runtime.as_ref();
     runtime::check_architecture(rt)?;
@@ -160,7 +160,7 @@ pub(crate) fn run_on(
 /// before the run.
 struct Run<'a> {
     args: &'a Settings,
-    /// The read side: the archives under the images path.
+    /// The read side: the archives and layouts under the images path.
     source: &'a dyn Source,
     /// The write side.
     runtime: &'a dyn Runtime,
