@@ -257,7 +257,8 @@ impl ArchiveSource {
     }
 }
 
-/// SHA256SUMS lines whose file is missing: the bundle is incomplete.
+/// SHA256SUMS lines whose file is missing: the bundle is incomplete. A listed file that is
+/// there but no archive (a layout's `index.json`, `oci-layout`, `images.json`) is not missing.
 fn listed_but_absent(
     root: &Path,
     sums: Option<&BTreeMap<String, String>>,
@@ -266,6 +267,7 @@ fn listed_but_absent(
     sums.iter()
         .flat_map(|s| s.keys())
         .filter(|file| !units.iter().any(|u| &u.name == *file))
+        .filter(|file| std::fs::symlink_metadata(root.join(file)).is_err())
         .map(|file| Refused {
             name: file.clone(),
             reason: format!(

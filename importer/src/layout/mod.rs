@@ -48,8 +48,9 @@ pub(crate) const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.nam
 /// One image of a layout: where its blobs are, and its `index.json` entry.
 struct LayoutImage {
     dirs: BlobDirs,
-    /// The entry as the layout gives it (unknown fields kept), Zarf's name moved.
-    entry: serde_json::Value,
+    /// The entries of `index.json` that point at this image, one per name it is given, as the
+    /// layout gives them (unknown fields kept), Zarf's name moved.
+    entries: Vec<serde_json::Value>,
     top: Descriptor,
 }
 
@@ -175,6 +176,29 @@ fn entries(dir: &Path, limits: Limits) -> Result<Vec<serde_json::Value>> {
     Ok(manifests)
 }
 
+/// The entries of an `index.json` grouped by the image they point at (their digest), in the
+/// order each image first appears, with the index of its first entry: an image tagged
+/// several times (a tag, and names by digest) is one unit with all its names. An entry
+/// without a digest is a group of its own (and is refused as no descriptor).
+fn by_image(list: Vec<serde_json::Value>) -> Vec<(usize, Vec<serde_json::Value>)> {
+    let mut groups: Vec<(usize, Vec<serde_json::Value>)> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for (i, entry) in list.into_iter().enumerate() {
+        let key = entry
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .map_or_else(|| format!("#{i}"), str::to_string);
+        match at.get(&key) {
+            Some(&g) => groups[g].1.push(entry),
+            None => {
+                at.insert(key, groups.len());
+                groups.push((i, vec![entry]));
+            }
+        }
+    }
+    groups
+}
+
 /// The name an entry gives its image, for the unit's name: see the module's documentation.
 fn entry_ref(top: &Descriptor) -> &str {
     [
@@ -229,8 +253,8 @@ impl LayoutSource {
                         layout: dir.clone(),
                         shared: found.shared.clone(),
                     };
-                    for (i, entry) in list.into_iter().enumerate() {
-                        source.add(&dirs, &index_name, i, entry);
+                    for (i, group) in by_image(list) {
+                        source.add(&dirs, &index_name, i, group);
                     }
                 }
                 Err(e) => source.refused.push(Refused {
@@ -242,24 +266,29 @@ impl LayoutSource {
         source
     }
 
-    /// The unit of the `i`th entry of a layout's `index.json`.
-    fn add(&mut self, dirs: &BlobDirs, index_name: &str, i: usize, entry: serde_json::Value) {
-        let top: Descriptor = match serde_json::from_value(entry.clone()) {
-            Ok(top) => top,
-            Err(e) => {
-                return self.refused.push(Refused {
-                    name: format!("{index_name}#{i}"),
-                    reason: format!("entry {i} of {index_name} is no descriptor: {e}"),
-                })
+    /// The unit of one image of a layout's `index.json`: `group`, the entries that point at
+    /// it, the first of them the `i`th entry.
+    fn add(&mut self, dirs: &BlobDirs, index_name: &str, i: usize, group: Vec<serde_json::Value>) {
+        let mut named = Vec::with_capacity(group.len());
+        for entry in group {
+            match serde_json::from_value::<Descriptor>(entry.clone()) {
+                Ok(top) => named.push((with_zarf_name(entry, &top), top)),
+                Err(e) => {
+                    return self.refused.push(Refused {
+                        name: format!("{index_name}#{i}"),
+                        reason: format!("entry {i} of {index_name} is no descriptor: {e}"),
+                    })
+                }
             }
-        };
+        }
+        let top = named[0].1.clone();
         let mut name = format!("{index_name}#{}", entry_ref(&top));
         if self.by_name.contains_key(&name) {
             name = format!("{name}~{i}");
         }
         let image = LayoutImage {
             dirs: dirs.clone(),
-            entry: with_zarf_name(entry, &top),
+            entries: named.into_iter().map(|(entry, _)| entry).collect(),
             top,
         };
         // The size as the archive built from it has it; 0 when it cannot be built (opening
@@ -295,7 +324,7 @@ impl LayoutImage {
         serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [self.entry],
+            "manifests": self.entries,
         }))
         .expect("JSON values serialise")
     }

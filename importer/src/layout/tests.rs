@@ -114,24 +114,26 @@ fn read_all(source: &LayoutSource, unit: &Unit) -> std::io::Result<Vec<u8>> {
 }
 
 #[test]
-fn each_entry_of_each_layout_is_a_unit_named_by_its_reference() {
+fn each_image_of_each_layout_is_a_unit_named_by_its_first_reference_with_all_its_names() {
     let dir = Dir::new();
     let mut app = Writer::new(dir.0.join("app"));
     let a = app.image("a");
+    let b = app.image("b");
+    let c = app.image("c");
     app.entry(a.clone(), &[(ANNOTATION_REF_NAME, "1.0")]);
+    app.entry(b.clone(), &[(ANNOTATION_BASE_NAME, "library/zarf:2")]);
     app.entry(
         a.clone(),
         &[(ANNOTATION_REF_NAME, "docker.io/library/app:1.0")],
     );
-    app.entry(a.clone(), &[(ANNOTATION_BASE_NAME, "library/zarf:2")]);
-    app.entry(a.clone(), &[]);
+    app.entry(c.clone(), &[]);
     let source = LayoutSource::find(&dir.0);
-    let digest = a["digest"].as_str().unwrap();
+    let digest = c["digest"].as_str().unwrap();
+    // One unit per image, in the order each first appears, named by its first entry.
     assert_eq!(
         names(&source),
         [
             "app/index.json#1.0".to_string(),
-            "app/index.json#docker.io/library/app:1.0".into(),
             "app/index.json#library/zarf:2".into(),
             format!("app/index.json#{digest}"),
         ]
@@ -139,15 +141,13 @@ fn each_entry_of_each_layout_is_a_unit_named_by_its_reference() {
     assert!(source.refused().is_empty());
     // A bare tag gives no name; a whole reference does, and so does Zarf's base name.
     let named = |name: &str| {
-        source.inspect(unit(&source, name)).unwrap().images[0]
-            .names
-            .clone()
+        let info = source.inspect(unit(&source, name)).unwrap();
+        info.images
+            .iter()
+            .flat_map(|i| i.names.clone())
+            .collect::<Vec<_>>()
     };
-    assert!(named("app/index.json#1.0").is_empty());
-    assert_eq!(
-        named("app/index.json#docker.io/library/app:1.0"),
-        ["docker.io/library/app:1.0"]
-    );
+    assert_eq!(named("app/index.json#1.0"), ["docker.io/library/app:1.0"]);
     assert_eq!(
         named("app/index.json#library/zarf:2"),
         ["docker.io/library/zarf:2"]
