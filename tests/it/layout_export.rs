@@ -449,3 +449,60 @@ fn verify_bundle_only_names_a_corrupted_blob_a_missing_blob_and_a_changed_index_
         "{faults}"
     );
 }
+
+/// A command of the importer against one target, given the subcommand.
+type Runner<'a> = dyn Fn(&str) -> Command + 'a;
+
+/// The layout bundle `export --format layout` writes is what the importer reads, on every
+/// version of the matrix, containerd and Docker alike: every image imported with all its
+/// names, a re-run skips all, and `verify` finds every image.
+#[test]
+fn a_layout_bundle_round_trips_through_import_rerun_and_verify_on_every_version() {
+    let r = release();
+    let dir = temp_dir("layout-roundtrip");
+    let out = dir.join("images");
+    let refs: Vec<&str> = r.refs.iter().map(String::as_str).collect();
+    exported(&out, &dir.join("cache"), &refs, &[]);
+    let summary = |o: &Bounded| o.stderr.lines().last().unwrap_or("").to_string();
+    for d in every_version() {
+        let ns = unique_namespace("layout-roundtrip");
+        let runs: [(&str, Box<Runner>); 2] = [
+            (
+                "containerd",
+                Box::new(|c| d.against_containerd(c, &out, &ns)),
+            ),
+            ("docker", Box::new(|c| d.against_docker(c, &out))),
+        ];
+        for (target, cmd) in runs {
+            let first = run_bounded(&cmd("import"), 300);
+            assert_eq!(first.code, 0, "{} {target}: {}", d.label, first.stderr);
+            assert!(
+                summary(&first).contains(" 0 failed, of 4 archive(s)"),
+                "{} {target}: every image of the layout, none failed: {}",
+                d.label,
+                first.stderr
+            );
+            let again = run_bounded(&cmd("import"), 300);
+            assert!(
+                summary(&again).contains("0 imported, 4 skipped"),
+                "{} {target}: the re-run skips every image: {}",
+                d.label,
+                again.stderr
+            );
+            let verify = run_bounded(&cmd("verify"), 300);
+            assert_eq!(
+                verify.code, 0,
+                "{} {target}: {}{}",
+                d.label, verify.stdout, verify.stderr
+            );
+        }
+        for reference in &r.refs {
+            let listed = stdout_of(d.ctr(&ns).args(["images", "ls", "-q"]));
+            assert!(
+                listed.lines().any(|l| l == reference),
+                "{}: {reference} in containerd: {listed}",
+                d.label
+            );
+        }
+    }
+}
