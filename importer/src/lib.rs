@@ -20,6 +20,7 @@ mod digest;
 pub mod exit;
 mod export;
 mod failure;
+mod images_path;
 mod import;
 mod labels;
 mod layout;

@@ -10,8 +10,8 @@
 //! what it has, sends only the rest, verifies every checksum and records and reports each
 //! unit's outcome, whatever the source.
 //!
-//! An images path is read as [`ImagesPath`]: its archives ([`ArchiveSource`]) and its OCI
-//! layout directories (`layout::LayoutSource`) in one source.
+//! An images path is read as `images_path::ImagesPath`: its archives ([`ArchiveSource`]) and
+//! its OCI layout directories (`layout::LayoutSource`) in one source.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -23,7 +23,6 @@ use anyhow::{Context, Result};
 use crate::archive::{self, check_images_path, ArchiveInfo, Opened};
 use crate::bundle::{self, BundleArchive, BundleIndex};
 use crate::exit;
-use crate::layout::LayoutSource;
 use crate::report::Reporter;
 
 /// One unit of a source: imported, skipped or failed on its own.
@@ -105,102 +104,6 @@ pub(crate) trait Source: Sync {
     /// several files (an image of a layout).
     fn file<'a>(&self, unit: &'a Unit) -> Option<&'a Path> {
         Some(&unit.path)
-    }
-}
-
-/// What an images path holds: its archives ([`ArchiveSource`]) and the images of its OCI
-/// layout directories ([`LayoutSource`]), the archives' units first. Each unit is read by the
-/// source it comes from.
-pub(crate) struct ImagesPath {
-    archives: ArchiveSource,
-    layouts: LayoutSource,
-    units: Vec<Unit>,
-    refused: Vec<Refused>,
-}
-
-impl ImagesPath {
-    /// What `root` holds (see [`ArchiveSource::open`] and [`LayoutSource::find`]).
-    pub(crate) fn open(root: &Path, reporter: &Reporter) -> Result<ImagesPath> {
-        let archives = ArchiveSource::open(root, reporter)?;
-        let layouts = LayoutSource::find(root);
-        let units = archives
-            .units()
-            .iter()
-            .chain(layouts.units())
-            .cloned()
-            .collect();
-        let refused = archives
-            .refused()
-            .iter()
-            .chain(layouts.refused())
-            .cloned()
-            .collect();
-        Ok(ImagesPath {
-            archives,
-            layouts,
-            units,
-            refused,
-        })
-    }
-
-    /// The source `unit` comes from.
-    fn of(&self, unit: &Unit) -> &dyn Source {
-        if self.layouts.owns(unit) {
-            &self.layouts
-        } else {
-            &self.archives
-        }
-    }
-}
-
-impl Source for ImagesPath {
-    /// As for archives alone: a layout is the rarer case.
-    fn nothing_found(&self) -> String {
-        self.archives.nothing_found()
-    }
-
-    fn units(&self) -> &[Unit] {
-        &self.units
-    }
-
-    fn refused(&self) -> &[Refused] {
-        &self.refused
-    }
-
-    fn absent(&self) -> &[Refused] {
-        self.archives.absent()
-    }
-
-    fn promised(&self) -> &[BundleArchive] {
-        self.archives.promised()
-    }
-
-    fn promise(&self, unit: &Unit) -> Option<&BundleArchive> {
-        self.of(unit).promise(unit)
-    }
-
-    fn checksum(&self, unit: &Unit) -> Checksum {
-        self.of(unit).checksum(unit)
-    }
-
-    fn bytes(&self, unit: &Unit) -> Result<Box<dyn Read + Send>> {
-        self.of(unit).bytes(unit)
-    }
-
-    fn inspect(&self, unit: &Unit) -> Result<ArchiveInfo> {
-        self.of(unit).inspect(unit)
-    }
-
-    fn open(&self, unit: &Unit) -> Result<Opened> {
-        self.of(unit).open(unit)
-    }
-
-    fn stamp(&self, unit: &Unit) -> Option<String> {
-        self.of(unit).stamp(unit)
-    }
-
-    fn file<'a>(&self, unit: &'a Unit) -> Option<&'a Path> {
-        self.of(unit).file(unit)
     }
 }
 
@@ -566,7 +469,9 @@ mod tests {
             &BTreeMap::from([("a.tar".to_string(), sum.clone())]),
         )
         .unwrap();
-        let source = ImagesPath::open(&dir.0, &Reporter::new(report::Format::Json)).unwrap();
+        let source =
+            crate::images_path::ImagesPath::open(&dir.0, &Reporter::new(report::Format::Json))
+                .unwrap();
         let [a, b] = source.units() else {
             panic!("{:?}", source.units())
         };

@@ -25,7 +25,7 @@ use crate::stop::{sleep_unless_stopped, stop_signal};
 
 /// Retries when the runtime is briefly unreachable (restarting): 1+2+4+8+16 s. The unit
 /// tests' fake runtime is retried at once, the same number of times.
-pub(super) const RETRY_DELAYS: &[u64] = if cfg!(test) {
+pub(in crate::import) const RETRY_DELAYS: &[u64] = if cfg!(test) {
     &[0, 0, 0, 0, 0]
 } else {
     &[1, 2, 4, 8, 16]

@@ -2,7 +2,7 @@
 //! at a time, check that every promised image is there, and report every archive's outcome.
 //!
 //! The run copies images from a source (`source::Source`: the archives and OCI layouts under
-//! the images path, `source::ImagesPath`) to a target (`runtime::Runtime`), one loop for every pair:
+//! the images path, `images_path::ImagesPath`) to a target (`runtime::Runtime`), one loop for every pair:
 //! ask the target what it has, send only the rest, verify every checksum, record and report.
 //!
 //! This module holds the run as a whole: its [`Settings`], [`run`] and the [`run_on`] seam,
@@ -27,11 +27,12 @@ use anyhow::Result;
 use crate::archive::Platform;
 use crate::bundle;
 use crate::exit::{self, Code};
+use crate::images_path::ImagesPath;
 use crate::labels::release_label;
 use crate::lock::lock_node;
 use crate::report::{self, Event, Reporter, Status, Summary};
 use crate::runtime::{self, detect, Leftover, Runtime};
-use crate::source::{ImagesPath, Source};
+use crate::source::Source;
 use crate::stop::{install_stop_handler, stop_signal};
 
 mod archive;

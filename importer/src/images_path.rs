@@ -1,0 +1,110 @@
+//! What an images path holds, as one [`Source`]: its archives ([`ArchiveSource`]) and the
+//! images of its OCI layout directories ([`LayoutSource`]). Beside `source` and `layout`, so
+//! that neither needs the other's reader.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::archive::{ArchiveInfo, Opened};
+use crate::bundle::BundleArchive;
+use crate::layout::LayoutSource;
+use crate::report::Reporter;
+use crate::source::{ArchiveSource, Checksum, Refused, Source, Unit};
+
+/// What an images path holds: its archives ([`ArchiveSource`]) and the images of its OCI
+/// layout directories ([`LayoutSource`]), the archives' units first. Each unit is read by the
+/// source it comes from.
+pub(crate) struct ImagesPath {
+    archives: ArchiveSource,
+    layouts: LayoutSource,
+    units: Vec<Unit>,
+    refused: Vec<Refused>,
+}
+
+impl ImagesPath {
+    /// What `root` holds (see [`ArchiveSource::open`] and [`LayoutSource::find`]).
+    pub(crate) fn open(root: &Path, reporter: &Reporter) -> Result<ImagesPath> {
+        let archives = ArchiveSource::open(root, reporter)?;
+        let layouts = LayoutSource::find(root);
+        let units = archives
+            .units()
+            .iter()
+            .chain(layouts.units())
+            .cloned()
+            .collect();
+        let refused = archives
+            .refused()
+            .iter()
+            .chain(layouts.refused())
+            .cloned()
+            .collect();
+        Ok(ImagesPath {
+            archives,
+            layouts,
+            units,
+            refused,
+        })
+    }
+
+    /// The source `unit` comes from.
+    fn of(&self, unit: &Unit) -> &dyn Source {
+        if self.layouts.owns(unit) {
+            &self.layouts
+        } else {
+            &self.archives
+        }
+    }
+}
+
+impl Source for ImagesPath {
+    /// As for archives alone: a layout is the rarer case.
+    fn nothing_found(&self) -> String {
+        self.archives.nothing_found()
+    }
+
+    fn units(&self) -> &[Unit] {
+        &self.units
+    }
+
+    fn refused(&self) -> &[Refused] {
+        &self.refused
+    }
+
+    fn absent(&self) -> &[Refused] {
+        self.archives.absent()
+    }
+
+    fn promised(&self) -> &[BundleArchive] {
+        self.archives.promised()
+    }
+
+    fn promise(&self, unit: &Unit) -> Option<&BundleArchive> {
+        self.of(unit).promise(unit)
+    }
+
+    fn checksum(&self, unit: &Unit) -> Checksum {
+        self.of(unit).checksum(unit)
+    }
+
+    fn bytes(&self, unit: &Unit) -> Result<Box<dyn Read + Send>> {
+        self.of(unit).bytes(unit)
+    }
+
+    fn inspect(&self, unit: &Unit) -> Result<ArchiveInfo> {
+        self.of(unit).inspect(unit)
+    }
+
+    fn open(&self, unit: &Unit) -> Result<Opened> {
+        self.of(unit).open(unit)
+    }
+
+    fn stamp(&self, unit: &Unit) -> Option<String> {
+        self.of(unit).stamp(unit)
+    }
+
+    fn file<'a>(&self, unit: &'a Unit) -> Option<&'a Path> {
+        self.of(unit).file(unit)
+    }
+}
