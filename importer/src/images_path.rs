@@ -17,6 +17,7 @@ use crate::source::{ArchiveSource, Checksum, Refused, Source, Unit};
 /// layout directories ([`LayoutSource`]), the archives' units first. Each unit is read by the
 /// source it comes from.
 pub(crate) struct ImagesPath {
+    root: std::path::PathBuf,
     archives: ArchiveSource,
     layouts: LayoutSource,
     units: Vec<Unit>,
@@ -41,6 +42,7 @@ impl ImagesPath {
             .cloned()
             .collect();
         Ok(ImagesPath {
+            root: root.to_path_buf(),
             archives,
             layouts,
             units,
@@ -59,9 +61,12 @@ impl ImagesPath {
 }
 
 impl Source for ImagesPath {
-    /// As for archives alone: a layout is the rarer case.
+    /// Neither archives nor layouts: both are named, since either was expected.
     fn nothing_found(&self) -> String {
-        self.archives.nothing_found()
+        format!(
+            "no archives (.tar, .tar.gz, .tgz, .tar.zst) and no OCI layout in {}: nothing to import",
+            self.root.display()
+        )
     }
 
     fn units(&self) -> &[Unit] {

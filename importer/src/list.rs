@@ -81,7 +81,7 @@ fn list_root(root: &Path, json: bool, out: &mut impl Write, tally: &mut Tally) -
     if found.is_empty() && rejected.is_empty() && layouts.units().is_empty() {
         if layouts.refused().is_empty() {
             eprintln!(
-                "offline-images: {}: no archives (.tar, .tar.gz, .tgz, .tar.zst) found",
+                "offline-images: {}: no archives (.tar, .tar.gz, .tgz, .tar.zst) and no OCI layout found",
                 root.display()
             );
             tally.failed += 1;
