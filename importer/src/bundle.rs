@@ -54,6 +54,49 @@ pub struct BundleLayout {
     pub exported_at: String,
     /// One record per reference, in the export's order.
     pub references: Vec<LayoutReference>,
+    /// The earlier bundles this one builds on (`export --since`), newest first: the site must
+    /// have imported them, or have the layers they carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds_on: Vec<BundleId>,
+    /// The layers this bundle's images use but its `blobs/` does not hold, because an
+    /// earlier bundle carried them (`export --since`), sorted by digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried_earlier: Vec<CarriedBlob>,
+}
+
+/// A bundle's identity: the digest of its `index.json`, and when it was exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleId {
+    pub index_json_digest: String,
+    pub exported_at: String,
+}
+
+impl std::fmt::Display for BundleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the bundle {} exported {}",
+            self.index_json_digest, self.exported_at
+        )
+    }
+}
+
+/// A blob a bundle relies on the site already having, and the earlier bundle that carried it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedBlob {
+    pub digest: String,
+    pub size: u64,
+    pub carried_by: BundleId,
+}
+
+impl BundleLayout {
+    /// This bundle's identity.
+    pub fn id(&self) -> BundleId {
+        BundleId {
+            index_json_digest: self.index_json_digest.clone(),
+            exported_at: self.exported_at.clone(),
+        }
+    }
 }
 
 /// One reference of an OCI layout bundle: where it came from and, per platform, its image.

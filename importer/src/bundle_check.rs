@@ -52,6 +52,10 @@ struct Findings {
     /// Blobs read and their bytes.
     blobs: usize,
     bytes: u64,
+    /// Layers `images.json` names as carried by earlier bundles (`export --since`): needed
+    /// and not here, as it says.
+    carried: BTreeMap<String, u64>,
+    earlier: Vec<bundle::BundleId>,
 }
 
 pub fn run(dir: &Path, format: report::Format) -> Result<Code> {
@@ -74,7 +78,17 @@ pub fn run(dir: &Path, format: report::Format) -> Result<Code> {
         }
     }
     out.flush()?;
-    let what = if layout {
+    let what = if layout && !found.carried.is_empty() {
+        let ids: Vec<String> = found.earlier.iter().map(ToString::to_string).collect();
+        format!(
+            "OCI layout, {} blob(s) ({}); {} layer(s) ({}) carried earlier, by {}",
+            found.blobs,
+            human_bytes(found.bytes),
+            found.carried.len(),
+            human_bytes(found.carried.values().sum()),
+            ids.join(", ")
+        )
+    } else if layout {
         format!(
             "OCI layout, {} blob(s) ({})",
             found.blobs,
@@ -208,6 +222,12 @@ fn check_images_json(dir: &Path, index_json: &[u8], found: &mut Findings) -> Vec
             layout.index_json_digest
         ));
     }
+    found.carried = layout
+        .carried_earlier
+        .iter()
+        .map(|c| (c.digest.clone(), c.size))
+        .collect();
+    found.earlier = layout.builds_on.clone();
     let mut out = Vec::new();
     for r in &layout.references {
         for blob in r.blobs() {
@@ -242,7 +262,10 @@ fn check_needed(
     let mut seen = BTreeSet::new();
     let mut missing = BTreeSet::new();
     while let Some((d, parent, required)) = queue.pop_front() {
-        let Some(&size) = present.get(&d.digest) else {
+        let Some(&size) = present
+            .get(&d.digest)
+            .or_else(|| found.carried.get(&d.digest))
+        else {
             if required && missing.insert(d.digest.clone()) {
                 found
                     .faults
@@ -276,7 +299,8 @@ fn check_needed(
         }
     }
     for (digest, reference) in recorded {
-        if !present.contains_key(digest) && missing.insert(digest.clone()) {
+        let here = present.contains_key(digest) || found.carried.contains_key(digest);
+        if !here && missing.insert(digest.clone()) {
             found.faults.push(format!(
                 "{digest} is missing (needed by {reference}, as images.json records it)"
             ));

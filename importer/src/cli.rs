@@ -639,6 +639,14 @@ pub struct ExportArgs {
     /// are removed once the new index is written).
     #[arg(long)]
     pub keep_unused: bool,
+
+    /// An upgrade: PREVIOUS is an earlier layout bundle (its directory or its images.json),
+    /// one the site has imported. The new bundle's index.json names every image of the
+    /// release, but its blobs/ leaves out the layers PREVIOUS (or a bundle it builds on)
+    /// carried; images.json names each, with the bundle that carried it. Implies
+    /// --format layout; write it to a directory of its own.
+    #[arg(long, value_name = "PREVIOUS")]
+    pub since: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -704,10 +712,12 @@ impl ExportArgs {
             importer_binary,
             allow_empty: self.allow_empty,
             format: match self.format {
-                BundleFormat::Archives => export::BundleFormat::Archives,
                 BundleFormat::Layout => export::BundleFormat::Layout,
+                BundleFormat::Archives if self.since.is_some() => export::BundleFormat::Layout,
+                BundleFormat::Archives => export::BundleFormat::Archives,
             },
             keep_unused: self.keep_unused,
+            since: self.since.clone(),
         })
     }
 }
@@ -730,6 +740,7 @@ mod tests {
         "export --values",
         "export --manifests",
         "export --images-file",
+        "export --since",
         "export --ca-file",
         "export --registry-mirror",
         "export --username",

@@ -10,7 +10,8 @@ use serde::Serialize;
 pub enum Kind {
     /// The file is not a readable image archive, or does not match its checksum.
     Archive,
-    /// The bundle is incomplete: SHA256SUMS lists a file that is not there.
+    /// The bundle is incomplete: SHA256SUMS lists a file that is not there, or an upgrade
+    /// bundle's image needs a layer an earlier bundle carried and the runtime lacks.
     Bundle,
     /// Another import running at the same moment wrote the same layer or image name; nothing
     /// is wrong with the archive, and it is imported again on its own.

@@ -112,4 +112,8 @@ impl Source for ImagesPath {
     fn file<'a>(&self, unit: &'a Unit) -> Option<&'a Path> {
         self.of(unit).file(unit)
     }
+
+    fn carried(&self, unit: &Unit) -> Result<Vec<crate::bundle::CarriedBlob>> {
+        self.of(unit).carried(unit)
+    }
 }

@@ -105,6 +105,12 @@ pub(crate) trait Source: Sync {
     fn file<'a>(&self, unit: &'a Unit) -> Option<&'a Path> {
         Some(&unit.path)
     }
+
+    /// The layers `unit`'s image uses that the bundle does not hold, because an earlier
+    /// bundle carried them (`export --since`): the runtime must have them already.
+    fn carried(&self, _unit: &Unit) -> Result<Vec<crate::bundle::CarriedBlob>> {
+        Ok(Vec::new())
+    }
 }
 
 /// The archives under an images path (`archive::discover`), with the bundle's `SHA256SUMS`

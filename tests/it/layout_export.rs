@@ -24,7 +24,7 @@ struct Release {
 }
 
 /// Build `FROM base` (or FROM scratch with the base's files) with `files` copied in.
-fn build(tag: &str, from: Option<&str>, files: &[(&str, Vec<u8>)]) {
+pub(crate) fn build(tag: &str, from: Option<&str>, files: &[(&str, Vec<u8>)]) {
     let ctx = temp_dir("layout-build");
     let mut dockerfile = match from {
         Some(base) => format!("FROM {base}\n"),
@@ -42,7 +42,7 @@ fn build(tag: &str, from: Option<&str>, files: &[(&str, Vec<u8>)]) {
 }
 
 /// Copy the test dockerd's `tag` to the rig's registry as `oi-layout/PATH_TAG`, in OCI form.
-fn push_oci(tag: &str, path_tag: &str) -> String {
+pub(crate) fn push_oci(tag: &str, path_tag: &str) -> String {
     let d = daemons();
     let dest = format!("{}/oi-layout/{path_tag}", d.registry);
     run(skopeo()
@@ -60,7 +60,7 @@ fn push_oci(tag: &str, path_tag: &str) -> String {
 }
 
 /// Pseudo-random bytes (xorshift), so that no two runs of the suite share a layer.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
@@ -72,7 +72,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -102,7 +102,7 @@ fn release() -> &'static Release {
 
 /// `export --format layout` of `refs` into `out`, blob cache `cache` (none with `--no-cache`
 /// among `extra`).
-fn layout_export(out: &Path, cache: &Path, refs: &[&str], extra: &[&str]) -> Command {
+pub(crate) fn layout_export(out: &Path, cache: &Path, refs: &[&str], extra: &[&str]) -> Command {
     let mut c = registry_export(out, &bare_path(&[]));
     c.args(["--format", "layout", "--no-importer-binary"]);
     if !extra.contains(&"--no-cache") {
@@ -112,14 +112,14 @@ fn layout_export(out: &Path, cache: &Path, refs: &[&str], extra: &[&str]) -> Com
     c
 }
 
-fn exported(out: &Path, cache: &Path, refs: &[&str], extra: &[&str]) -> String {
+pub(crate) fn exported(out: &Path, cache: &Path, refs: &[&str], extra: &[&str]) -> String {
     let (code, _, log) = outcome(&mut layout_export(out, cache, refs, extra));
     assert_eq!(code, 0, "{log}");
     log
 }
 
 /// `verify --bundle-only`: (exit code, faults on stdout, stderr).
-fn check(dir: &Path) -> (i32, String, String) {
+pub(crate) fn check(dir: &Path) -> (i32, String, String) {
     outcome(
         offline_images()
             .args(["verify", "--bundle-only", "--images-path"])
@@ -172,7 +172,7 @@ fn registry_blobs(reference: &str) -> BTreeMap<String, u64> {
     out
 }
 
-fn dir_size(dir: &Path) -> u64 {
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     walk(dir).iter().map(|p| p.metadata().unwrap().len()).sum()
 }
 

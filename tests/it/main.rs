@@ -21,6 +21,7 @@ mod prune;
 mod registry;
 mod reliability;
 mod selfcheck;
+mod since;
 mod text_log;
 mod troubleshooting;
 mod versions;

@@ -10,7 +10,7 @@ use crate::harness::*;
 const BOUND: u64 = 120;
 
 /// `cd.import`, with the native client whatever the suite's client is.
-fn native_import(cd: &PrivateContainerd, dir: &Path, ns: &str) -> Command {
+pub(crate) fn native_import(cd: &PrivateContainerd, dir: &Path, ns: &str) -> Command {
     let mut c = cd.import(dir, ns);
     c.env("CONTAINERD_CLIENT", "native")
         .env("PATH", empty_path());
@@ -89,7 +89,7 @@ fn the_disk_preflight_refuses_an_archive_that_would_not_fit_before_sending_a_byt
 
 // ---- what the kubelet sees ------------------------------------------------------------------
 
-mod cri {
+pub(crate) mod cri {
     use k8s_cri::v1::image_service_client::ImageServiceClient;
     use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
     use tonic::transport::Channel;
@@ -161,7 +161,7 @@ fn cri_reports_pinned(server: &str) -> bool {
 }
 
 /// An image FROM scratch whose command runs until killed: the pod sandbox's "pause" image.
-fn pause_archive(dir: &Path) -> (std::path::PathBuf, String) {
+pub(crate) fn pause_archive(dir: &Path) -> (std::path::PathBuf, String) {
     let ctx = temp_dir("pause-build");
     std::fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
     std::fs::write(
@@ -299,7 +299,7 @@ impl Drop for Pod<'_> {
 
 /// A pod sandbox on the host network (no CNI) with one container from `image`, as the kubelet
 /// makes it; what the container printed.
-fn run_a_pod(cri: &cri::Cri, logs: &Path, image: &str, daemon_log: &Path) -> String {
+pub(crate) fn run_a_pod(cri: &cri::Cri, logs: &Path, image: &str, daemon_log: &Path) -> String {
     use k8s_cri::v1::*;
     let failed = |what: &str, e: tonic::Status| -> ! {
         let log = std::fs::read_to_string(daemon_log).unwrap_or_default();

@@ -135,6 +135,38 @@ pub struct Inspected {
     pub(super) scan: Scan,
 }
 
+impl Inspected {
+    /// Mark complete each platform whose only missing blobs are layers `held` says the
+    /// runtime already has: an image of an upgrade bundle (`export --since`), whose earlier
+    /// layers the bundle does not carry. Its config must be in the archive; a layer the
+    /// runtime lacks keeps the platform incomplete.
+    pub fn complete_with(&mut self, held: &dyn Fn(&str) -> bool) {
+        use super::documents::{blob_path, Manifest};
+        let scan = &self.scan;
+        for p in self.info.images.iter_mut().flat_map(|i| &mut i.platforms) {
+            let (false, Some(manifest)) = (p.complete, &p.manifest_digest) else {
+                continue;
+            };
+            let Some(m) = scan
+                .json_of(&blob_path(manifest))
+                .and_then(|d| serde_json::from_slice::<Manifest>(d).ok())
+            else {
+                continue;
+            };
+            if scan.json_of(&blob_path(&m.config.digest)).is_none() {
+                continue;
+            }
+            let mut missing = m
+                .layers
+                .iter()
+                .filter(|l| scan.size_of(&blob_path(&l.digest)).is_none());
+            if missing.all(|l| held(&l.digest)) {
+                p.complete = true;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -214,7 +214,7 @@ impl Exporter<'_> {
     ) -> Result<Outcome> {
         progress(n, self.total, r, "fetching from the registry");
         let started = Instant::now();
-        let have = |digest: &str, size: u64| layout.has(digest, size);
+        let have = |digest: &str, size: u64| layout.has_or_carried(digest, size);
         let image = reg.fetch(r, &have, &|b| self.meter.add(b))?;
         let (mut written, mut bytes) = (0usize, 0u64);
         for (digest, data) in image.documents() {

@@ -10,7 +10,7 @@
 //! previous bundle whole (its blobs are all still there), and the next run completes a commit
 //! it left half done.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -23,8 +23,11 @@ use serde_json::Value;
 use super::registry::verify::{Verifier, VerifyingReader};
 use super::registry::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
 use super::settings::BundleFormat;
+use super::since::Since;
 use crate::archive::human_bytes;
-use crate::bundle::{self, BundleIndex, BundleLayout, LayoutReference, INDEX_FILE, SUMS_FILE};
+use crate::bundle::{
+    self, BundleIndex, BundleLayout, CarriedBlob, LayoutReference, INDEX_FILE, SUMS_FILE,
+};
 use crate::exit;
 use crate::reference::Reference;
 
@@ -68,6 +71,8 @@ pub struct Layout {
     done: Mutex<HashMap<String, (LayoutReference, Vec<Value>)>>,
     /// Numbers the temp files, so two workers writing one blob never share one.
     n: AtomicUsize,
+    /// `--since`: the layers the site has from earlier bundles, left out of `blobs/`.
+    since: Option<Since>,
 }
 
 /// What a commit did, for the log.
@@ -78,12 +83,15 @@ pub struct Committed {
     /// Blobs no image of the new index uses: removed, or kept with `--keep-unused`.
     pub unused: usize,
     pub unused_bytes: u64,
+    /// Layers the images use that earlier bundles carried (`--since`), left out.
+    pub carried: usize,
+    pub carried_bytes: u64,
 }
 
 impl Layout {
     /// The layout in `dir` (created), with the commit a killed run left completed (or dropped
     /// when it was not complete) and what the bundle held read from `images.json`.
-    pub fn open(dir: &Path) -> Result<Layout> {
+    pub fn open(dir: &Path, since: Option<Since>) -> Result<Layout> {
         let blobs = dir.join("blobs").join("sha256");
         fs::create_dir_all(&blobs).with_context(|| format!("cannot create {}", blobs.display()))?;
         if bundle::finish_commit(dir, &COMMIT_ORDER)? {
@@ -104,6 +112,7 @@ impl Layout {
             previous: previous_references(dir),
             done: Mutex::new(HashMap::new()),
             n: AtomicUsize::new(0),
+            since,
         })
     }
 
@@ -115,6 +124,12 @@ impl Layout {
     /// Whether the layout holds the blob `digest` (a file of its size).
     pub fn has(&self, digest: &str, size: u64) -> bool {
         fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Whether the layout holds the layer `digest`, or an earlier bundle carried it
+    /// (`--since`): either way this export need not fetch it.
+    pub fn has_or_carried(&self, digest: &str, size: u64) -> bool {
+        self.has(digest, size) || self.since.as_ref().is_some_and(|s| s.has(digest, size))
     }
 
     /// Store the blob `digest` of `size` bytes read from `data`, unless the layout has it:
@@ -184,11 +199,17 @@ impl Layout {
             }
         }
         let index_json = index_json(chosen.iter().flat_map(|(_, e)| e.iter()))?;
+        let carried_earlier = self.carried_earlier(&chosen);
         let index = BundleIndex {
             layout: Some(BundleLayout {
                 index_json_digest: format!("sha256:{}", bundle::sha256_reader(&index_json[..])?),
                 exported_at: bundle::utc_now(),
                 references: chosen.iter().map(|(r, _)| (*r).clone()).collect(),
+                builds_on: match &self.since {
+                    Some(s) if !carried_earlier.is_empty() => s.builds_on.clone(),
+                    _ => Vec::new(),
+                },
+                carried_earlier,
             }),
             ..BundleIndex::new()
         };
@@ -215,7 +236,34 @@ impl Layout {
             ],
         )?;
         let used: BTreeSet<&str> = chosen.iter().flat_map(|(r, _)| r.blobs()).collect();
-        self.sweep(&used, keep_unused, chosen.len())
+        let mut committed = self.sweep(&used, keep_unused, chosen.len())?;
+        if let Some(l) = &index.layout {
+            committed.carried = l.carried_earlier.len();
+            committed.carried_bytes = l.carried_earlier.iter().map(|c| c.size).sum();
+        }
+        Ok(committed)
+    }
+
+    /// The layers the chosen references use that `blobs/` lacks and an earlier bundle
+    /// carried, each once, by digest.
+    fn carried_earlier(&self, chosen: &[(&LayoutReference, &[Value])]) -> Vec<CarriedBlob> {
+        let Some(since) = &self.since else {
+            return Vec::new();
+        };
+        let mut out: BTreeMap<&str, CarriedBlob> = BTreeMap::new();
+        let layers = chosen
+            .iter()
+            .flat_map(|(r, _)| &r.images)
+            .flat_map(|i| &i.layers);
+        for layer in layers {
+            if self.has(&layer.digest, layer.size) || out.contains_key(layer.digest.as_str()) {
+                continue;
+            }
+            if let Some(c) = since.carried(&layer.digest, layer.size) {
+                out.insert(&layer.digest, c);
+            }
+        }
+        out.into_values().collect()
     }
 
     /// Count the blobs the new index uses, and remove (or, `keep`, count) the others.
@@ -226,6 +274,8 @@ impl Layout {
             bytes: 0,
             unused: 0,
             unused_bytes: 0,
+            carried: 0,
+            carried_bytes: 0,
         };
         let entries = fs::read_dir(&self.blobs)
             .with_context(|| format!("cannot read {}", self.blobs.display()))?;
@@ -261,6 +311,14 @@ impl Committed {
             self.blobs,
             human_bytes(self.bytes)
         );
+        if self.carried > 0 {
+            eprintln!(
+                "offline-images: {} layer(s) ({}) left out: earlier bundles carried them \
+                 (images.json names each, and the bundle that carried it)",
+                self.carried,
+                human_bytes(self.carried_bytes)
+            );
+        }
         if self.unused > 0 {
             let what = if keep_unused {
                 "kept (--keep-unused)"
@@ -341,7 +399,7 @@ mod tests {
     #[test]
     fn a_blob_is_stored_once_checked_against_its_digest_and_a_wrong_one_leaves_nothing() {
         let dir = temp_dir("put");
-        let layout = Layout::open(&dir).unwrap();
+        let layout = Layout::open(&dir, None).unwrap();
         assert_eq!(fs::read(dir.join(OCI_LAYOUT_FILE)).unwrap(), OCI_LAYOUT);
         let digest = format!("sha256:{}", bundle::sha256_reader(&b"abc"[..]).unwrap());
         assert!(layout.put(&digest, 3, &b"abc"[..]).unwrap());

@@ -27,6 +27,7 @@ mod layout;
 mod meter;
 pub mod registry;
 mod settings;
+mod since;
 mod values;
 mod write;
 mod yaml;
@@ -194,7 +195,22 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let dir = &settings.output;
     layout::refuse_mixed(dir, settings.format)?;
     let shared = Bundle::open(dir, importer_binary.as_deref())?;
-    let layout = as_layout.then(|| layout::Layout::open(dir)).transpose()?;
+    let since = settings
+        .since
+        .as_deref()
+        .map(|p| since::Since::read(p, dir))
+        .transpose()?;
+    if let Some(s) = &since {
+        eprintln!(
+            "offline-images: an upgrade on {} ({}): its {} layer(s) are left out",
+            s.path.display(),
+            s.builds_on[0],
+            s.len()
+        );
+    }
+    let layout = as_layout
+        .then(|| layout::Layout::open(dir, since))
+        .transpose()?;
     let scratch = dir.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
     write::remove_stale_temps(dir);
     let registry = if settings.uses_registry() {

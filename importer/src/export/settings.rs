@@ -51,6 +51,8 @@ pub struct Settings {
     pub format: BundleFormat,
     /// With a layout: keep the blobs no image of the new index uses.
     pub keep_unused: bool,
+    /// `--since`: the earlier layout bundle an upgrade builds on.
+    pub since: Option<PathBuf>,
 }
 
 /// What the bundle directory holds.

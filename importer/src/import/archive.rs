@@ -9,14 +9,53 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::archive::{self, ArchiveInfo, Platform};
-use crate::bundle;
+use crate::bundle::{self, CarriedBlob};
 use crate::failure::{Failure, Kind};
 use crate::report::{Event, Reporter};
+use crate::runtime::Runtime;
 use crate::source::{Source, Unit};
 use crate::stop::{stop_signal, Stoppable};
 
 /// A mismatched archive never reaches the runtime: `unit`'s bytes, as `source` stores them,
 /// must hash to `expected`.
+/// An image of an upgrade bundle (`export --since`) whose earlier layers the bundle does not
+/// carry: the runtime must hold each, or the image fails here, before anything of it is sent,
+/// in one line naming the layer, the bundle that carried it, and the fix.
+pub(super) fn check_carried(source: &dyn Source, runtime: &dyn Runtime, unit: &Unit) -> Result<()> {
+    let carried = source.carried(unit)?;
+    if carried.is_empty() {
+        return Ok(());
+    }
+    let digests: Vec<&str> = carried.iter().map(|c| c.digest.as_str()).collect();
+    let held = runtime.holds(&digests)?;
+    let lacking: Vec<&CarriedBlob> = carried
+        .iter()
+        .filter(|c| held.as_ref().is_none_or(|h| !h.contains(&c.digest)))
+        .collect();
+    let Some(first) = lacking.first() else {
+        return Ok(());
+    };
+    let more = match lacking.len() {
+        1 => String::new(),
+        n => format!(" (and {} more such layer(s))", n - 1),
+    };
+    let lacks = match held {
+        Some(_) => format!("{} does not have it", runtime.kind()),
+        None => format!("{} takes an image only whole", runtime.kind()),
+    };
+    Err(Failure::error(
+        Kind::Bundle,
+        format!(
+            "needs the layer {} ({}), which this bundle does not carry: {} carried it, and \
+             {lacks}{more}; import that bundle first, or carry a full bundle (an export \
+             without --since)",
+            first.digest,
+            crate::units::human_bytes(first.size),
+            first.carried_by
+        ),
+    ))
+}
+
 pub(super) fn check_sha256(source: &dyn Source, unit: &Unit, expected: &str) -> Result<()> {
     let bytes = source.bytes(unit)?;
     let actual = bundle::sha256_reader(Stoppable::new(bytes))

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::archive::{check_sha256, config_digests, name_configs, Watched};
+use super::archive::{check_carried, check_sha256, config_digests, name_configs, Watched};
 use super::owners;
 use super::plan::{Plan, Planned, PresentSet};
 use super::turns::{Passage, Pipeline};
@@ -313,6 +313,7 @@ fn import_archive(
     if let Some(expected) = &p.expected_sha256 {
         check_sha256(ctx.source, &p.unit, expected)?;
     }
+    check_carried(ctx.source, ctx.runtime, &p.unit)?;
     if ctx.args.dry_run {
         // Opening reads the first bytes: an empty or non-archive file already fails here.
         let opened = ctx.source.open(&p.unit)?;

@@ -8,7 +8,9 @@ use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 
 use super::blobs::{Blob, BlobDirs};
+use super::Carried;
 use crate::archive::Limits;
+use crate::bundle::CarriedBlob;
 
 /// A descriptor, as `index.json` and image indexes give one.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,17 +38,26 @@ struct Document {
 pub(crate) struct Graph {
     pub(crate) docs: Vec<(Blob, Vec<u8>)>,
     pub(crate) layers: Vec<Blob>,
+    /// Layers the layout does not hold because an earlier bundle carried them, as its
+    /// `images.json` says (`export --since`): the runtime must have them already.
+    pub(crate) carried: Vec<CarriedBlob>,
     json_total: u64,
 }
 
 impl Graph {
     /// The blobs of the image `top` names, found through `dirs`.
-    pub(crate) fn of(dirs: &BlobDirs, top: &Descriptor, limits: Limits) -> Result<Graph> {
+    pub(crate) fn of(
+        dirs: &BlobDirs,
+        top: &Descriptor,
+        limits: Limits,
+        carried: &Carried,
+    ) -> Result<Graph> {
         let mut graph = Graph::default();
         let mut walk = Walk {
             dirs,
             limits,
             chain: Vec::new(),
+            carried,
         };
         walk.document(&mut graph, top, None)?;
         Ok(graph)
@@ -58,11 +69,11 @@ impl Graph {
     }
 
     fn has(&self, digest: &str) -> bool {
-        self.blobs().any(|b| b.digest == digest)
+        self.blobs().any(|b| b.digest == digest) || self.carried.iter().any(|c| c.digest == digest)
     }
 
     fn count(&self) -> usize {
-        self.docs.len() + self.layers.len()
+        self.docs.len() + self.layers.len() + self.carried.len()
     }
 }
 
@@ -71,6 +82,7 @@ struct Walk<'a> {
     dirs: &'a BlobDirs,
     limits: Limits,
     chain: Vec<String>,
+    carried: &'a Carried,
 }
 
 impl Walk<'_> {
@@ -174,9 +186,20 @@ impl Walk<'_> {
             graph.docs.push((blob, data));
         }
         for layer in layers {
-            let blob = self.blob(layer, "the layer")?;
-            if !graph.has(&blob.digest) {
-                graph.layers.push(blob);
+            if graph.has(&layer.digest) {
+                continue;
+            }
+            match (
+                self.dirs.find(&layer.digest)?,
+                self.carried.get(&layer.digest),
+            ) {
+                (None, Some(c)) if layer.size.is_none_or(|s| s == c.size) => {
+                    graph.carried.push(c.clone());
+                }
+                _ => {
+                    let blob = self.blob(layer, "the layer")?;
+                    graph.layers.push(blob);
+                }
             }
             if graph.count() as u64 > self.limits.entries_max {
                 bail!(

@@ -29,13 +29,14 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use walkdir::WalkDir;
 
 use crate::archive::{self, ArchiveInfo, Compression, Limits, Opened};
-use crate::bundle::{self, BundleArchive};
+use crate::bundle::{self, BundleArchive, CarriedBlob};
 use crate::source::{Checksum, Refused, Source, Unit};
 use blobs::BlobDirs;
 use image::{Descriptor, Graph};
@@ -45,9 +46,14 @@ pub(crate) const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub(crate) const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.name";
 
+/// The layers a layout's `images.json` says earlier bundles carried (`export --since`), by
+/// digest.
+pub(crate) type Carried = HashMap<String, CarriedBlob>;
+
 /// One image of a layout: where its blobs are, and its `index.json` entry.
 struct LayoutImage {
     dirs: BlobDirs,
+    carried: Arc<Carried>,
     /// The entries of `index.json` that point at this image, one per name it is given, as the
     /// layout gives them (unknown fields kept), Zarf's name moved.
     entries: Vec<serde_json::Value>,
@@ -253,8 +259,9 @@ impl LayoutSource {
                         layout: dir.clone(),
                         shared: found.shared.clone(),
                     };
+                    let carried = Arc::new(carried_earlier(dir));
                     for (i, group) in by_image(list) {
-                        source.add(&dirs, &index_name, i, group);
+                        source.add(&dirs, &carried, &index_name, i, group);
                     }
                 }
                 Err(e) => source.refused.push(Refused {
@@ -268,7 +275,14 @@ impl LayoutSource {
 
     /// The unit of one image of a layout's `index.json`: `group`, the entries that point at
     /// it, the first of them the `i`th entry.
-    fn add(&mut self, dirs: &BlobDirs, index_name: &str, i: usize, group: Vec<serde_json::Value>) {
+    fn add(
+        &mut self,
+        dirs: &BlobDirs,
+        carried: &Arc<Carried>,
+        index_name: &str,
+        i: usize,
+        group: Vec<serde_json::Value>,
+    ) {
         let mut named = Vec::with_capacity(group.len());
         for entry in group {
             match serde_json::from_value::<Descriptor>(entry.clone()) {
@@ -288,12 +302,14 @@ impl LayoutSource {
         }
         let image = LayoutImage {
             dirs: dirs.clone(),
+            carried: carried.clone(),
             entries: named.into_iter().map(|(entry, _)| entry).collect(),
             top,
         };
         // The size as the archive built from it has it; 0 when it cannot be built (opening
         // it says why).
-        let size = Graph::of(&image.dirs, &image.top, self.limits)
+        let size = image
+            .graph(self.limits)
             .map(|g| TarStream::new(image.index_json(), &g).size())
             .unwrap_or(0);
         self.by_name.insert(name.clone(), self.units.len());
@@ -318,7 +334,27 @@ impl LayoutSource {
     }
 }
 
+/// What the layout's `images.json` names as carried by earlier bundles; nothing when it has
+/// none (a layout another tool wrote) or cannot be read (the walk then names each missing
+/// layer as missing).
+fn carried_earlier(dir: &Path) -> Carried {
+    let Ok(Some(index)) = bundle::read_index(dir) else {
+        return Carried::new();
+    };
+    index
+        .layout
+        .map(|l| l.carried_earlier)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.digest.clone(), c))
+        .collect()
+}
+
 impl LayoutImage {
+    fn graph(&self, limits: Limits) -> Result<Graph> {
+        Graph::of(&self.dirs, &self.top, limits, &self.carried)
+    }
+
     /// The `index.json` of the archive built for this image: its entry alone.
     fn index_json(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
@@ -366,7 +402,7 @@ impl Source for LayoutSource {
     /// From the JSON documents alone: the layers are found and sized, never read.
     fn inspect(&self, unit: &Unit) -> Result<ArchiveInfo> {
         let image = self.image(unit)?;
-        let graph = Graph::of(&image.dirs, &image.top, self.limits)?;
+        let graph = image.graph(self.limits)?;
         let index = image.index_json();
         let tar_size = TarStream::new(index.clone(), &graph).size();
         let mut files = vec![
@@ -374,6 +410,9 @@ impl Source for LayoutSource {
             ("index.json".to_string(), index.len() as u64),
         ];
         files.extend(graph.blobs().map(|b| (blob_name(&b.digest), b.size)));
+        // Carried by an earlier bundle: the image is complete where the runtime has them,
+        // which the import asks it before sending the image (`Source::carried`).
+        files.extend(graph.carried.iter().map(|c| (blob_name(&c.digest), c.size)));
         let mut json = vec![
             ("oci-layout".to_string(), OCI_LAYOUT.to_vec()),
             ("index.json".to_string(), index),
@@ -389,7 +428,7 @@ impl Source for LayoutSource {
 
     fn open(&self, unit: &Unit) -> Result<Opened> {
         let image = self.image(unit)?;
-        let graph = Graph::of(&image.dirs, &image.top, self.limits)?;
+        let graph = image.graph(self.limits)?;
         let stream = TarStream::new(image.index_json(), &graph);
         Ok(Opened {
             compression: Compression::None,
@@ -405,6 +444,14 @@ impl Source for LayoutSource {
 
     fn file<'a>(&self, _unit: &'a Unit) -> Option<&'a Path> {
         None
+    }
+
+    fn carried(&self, unit: &Unit) -> Result<Vec<CarriedBlob>> {
+        let image = self.image(unit)?;
+        if image.carried.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(image.graph(self.limits)?.carried)
     }
 }
 

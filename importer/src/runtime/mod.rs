@@ -14,7 +14,7 @@ mod http;
 pub mod native;
 pub(crate) mod socket;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 
@@ -105,6 +105,14 @@ pub trait Runtime: Send + Sync {
     /// image is found by its other names, or by its config when it has only digest names.
     fn lists_digest_names(&self) -> bool {
         true
+    }
+
+    /// Which of `digests` the runtime's content store holds, for an image of an upgrade
+    /// bundle (`export --since`) whose earlier layers the bundle does not carry. `None`: the
+    /// runtime takes no image in part (Docker and podman load an image whole).
+    fn holds(&self, digests: &[&str]) -> Result<Option<BTreeSet<String>>> {
+        let _ = digests;
+        Ok(None)
     }
 
     /// Load one archive, given as its decompressed tar stream, for `platform`. The stream is

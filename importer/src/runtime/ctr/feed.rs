@@ -35,6 +35,7 @@ pub fn feed(
     stdin: ChildStdin,
     tar: &mut dyn Read,
     platform: &Platform,
+    held: &dyn Fn(&str) -> bool,
 ) -> Result<ArchiveInfo, Fed> {
     grow_pipe(&stdin);
     let mut tee = Tee {
@@ -49,6 +50,10 @@ pub fn feed(
     if tee.sink_failed {
         return Err(Fed::CtrStopped);
     }
+    let inspected = inspected.map(|mut i| {
+        i.complete_with(held);
+        i
+    });
     let (info, index) = match inspected.and_then(|i| {
         let index = i.oci_index_for_containerd()?.map(|x| (i.end_of_entries, x));
         Ok((i.info, index))

@@ -12,7 +12,7 @@ mod output;
 mod said;
 mod watch;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -418,6 +418,18 @@ impl Runtime for Containerd {
         Ok(out)
     }
 
+    /// From `ctr content ls`, which lists the namespace's blobs.
+    fn holds(&self, digests: &[&str]) -> Result<Option<BTreeSet<String>>> {
+        let content = self.content_labels()?;
+        Ok(Some(
+            digests
+                .iter()
+                .filter(|d| content.contains_key(**d))
+                .map(|d| d.to_string())
+                .collect(),
+        ))
+    }
+
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
         self.reachable()?;
         // The records before the import: only those ctr adds now may be dropped after it.
@@ -443,7 +455,15 @@ impl Runtime for Containerd {
         );
         let watch = SocketWatch::start(&self.socket, ctr.killer());
         // By now ctr's stdin is closed in every case: it finishes, or fails on its own.
-        let result = feed(stdin, tar, platform);
+        // Looked up only for an image whose layers are not all in the archive (an upgrade
+        // bundle's): containerd must have the others already.
+        let content = std::cell::OnceCell::new();
+        let held = |digest: &str| {
+            content
+                .get_or_init(|| self.content_labels().unwrap_or_default())
+                .contains_key(digest)
+        };
+        let result = feed(stdin, tar, platform, &held);
         let status = ctr.wait_or_kill(CTR_EXIT_WAIT);
         let gone = watch.stop();
         drop(ctr);

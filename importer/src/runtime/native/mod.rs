@@ -16,7 +16,7 @@ mod owner;
 mod preflight;
 mod reclaim;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -28,8 +28,8 @@ use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{
-    CreateRequest, DeleteImageRequest, DeleteRequest, GetImageRequest, ListContainersRequest,
-    ListImagesRequest, ReadContentRequest, UpdateImageRequest,
+    CreateRequest, DeleteImageRequest, DeleteRequest, GetImageRequest, InfoRequest,
+    ListContainersRequest, ListImagesRequest, ReadContentRequest, UpdateImageRequest,
 };
 use prost_types::FieldMask;
 
@@ -223,11 +223,13 @@ impl Native {
             Some(_) => Lookup::BySize,
         };
         let mut ingest = Ingest::new(&self.conn, lease, gate, lookup);
-        let inspected =
+        let mut inspected =
             inspect_stream_into(tar, Compression::None, Limits::default(), &mut ingest)?;
         if let Some(path) = path {
             ingest.send_left_out(path)?;
         }
+        // An upgrade bundle's image: the layers it does not carry must be here already.
+        inspected.complete_with(&|digest| ingest.exists(digest).unwrap_or(false));
         let info = inspected.info;
         let plans = image::plans(&mut ingest, &info, platform)?;
         // Nothing written: the turn and the preflight all the same, for what the unpack adds.
@@ -437,6 +439,28 @@ impl Runtime for Native {
                 }
             })
             .collect())
+    }
+
+    /// One `Content.Info` per digest, in the configured namespace.
+    fn holds(&self, digests: &[&str]) -> Result<Option<BTreeSet<String>>> {
+        let mut held = BTreeSet::new();
+        for digest in digests {
+            let mut content = ContentClient::new(self.conn.channel.clone());
+            let req = self.conn.req(
+                InfoRequest {
+                    digest: digest.to_string(),
+                },
+                None,
+            );
+            match self.conn.call("a content lookup", content.info(req)) {
+                Ok(_) => {
+                    held.insert(digest.to_string());
+                }
+                Err(client::CallError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Some(held))
     }
 
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
