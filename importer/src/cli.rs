@@ -259,6 +259,11 @@ pub struct ImportArgs {
     #[arg(long, env = "IMPORT_STRICT", value_parser = EnvFlag("IMPORT_STRICT"))]
     pub strict: bool,
 
+    /// Exit 0 when the images path holds no image at all (no archive, no layout) instead of
+    /// 1: a node that has no bundle on purpose.
+    #[arg(long)]
+    pub allow_empty: bool,
+
     /// Import even archives whose images are already present.
     #[arg(long)]
     pub force: bool,
@@ -372,6 +377,7 @@ impl ImportArgs {
             disk_max_used: (!self.no_disk_preflight).then_some(self.disk_max_used),
             jobs: self.jobs,
             strict: self.strict,
+            allow_empty: self.allow_empty,
             force: self.force,
             dry_run: self.dry_run,
             log_format: self.log_format.into(),

@@ -255,7 +255,7 @@ fn import_help_states_the_jobs_default_that_runs() {
     };
     let empty = temp_dir("jobs-default");
     let started = |mut c: Command| -> u64 {
-        c.args(["--log-format", "json"]);
+        c.args(["--log-format", "json", "--allow-empty"]);
         let (code, _, stderr) = outcome(&mut c);
         assert_eq!(code, 0, "{stderr}");
         let start: Value = stderr

@@ -60,6 +60,8 @@ pub struct Settings {
     /// `--jobs` as asked (see [`Jobs::of`]).
     pub jobs: Option<u16>,
     pub strict: bool,
+    /// Exit 0 when the images path holds no image at all.
+    pub allow_empty: bool,
     pub force: bool,
     pub dry_run: bool,
     pub log_format: report::Format,
@@ -308,7 +310,9 @@ fn finish(args: &Settings, summary: &Summary, reporter: &Reporter) -> Result<Cod
         })?;
     }
     let strict_fails = args.strict && (summary.failed > 0 || !summary.conflicts.is_empty());
-    if interrupted || strict_fails || !summary.missing.is_empty() {
+    // No archive and no layout: the bundle is not where the import looked (said above).
+    let empty = summary.archives.is_empty() && !args.allow_empty;
+    if interrupted || strict_fails || empty || !summary.missing.is_empty() {
         return Ok(Code::Failure);
     }
     Ok(Code::Success)

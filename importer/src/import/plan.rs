@@ -57,8 +57,13 @@ pub(super) fn plan(ctx: &Run<'_>, release_key: Option<&str>) -> Result<Plan> {
             r.reason.clone(),
         ));
     }
-    if source.units().is_empty() && source.refused().is_empty() {
-        reporter.warn(None, &source.nothing_found());
+    if source.units().is_empty() && source.refused().is_empty() && source.absent().is_empty() {
+        let exit = if args.allow_empty {
+            "exiting 0 (--allow-empty)"
+        } else {
+            "exiting 1: put the bundle there, or pass --allow-empty for a node that has none on purpose"
+        };
+        reporter.warn(None, &format!("{}; {exit}", source.nothing_found()));
     }
     for r in source.absent() {
         emit(ArchiveResult::failed(

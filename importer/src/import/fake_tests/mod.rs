@@ -168,6 +168,7 @@ impl Bench {
             disk_max_used: None,
             jobs: None,
             strict: false,
+            allow_empty: false,
             force: false,
             dry_run: false,
             log_format: Format::Json,

@@ -166,13 +166,22 @@ fn force_imports_an_archive_that_is_present() {
     assert_eq!(fake.count(Op::Import, Some("a.tar")), 1);
 }
 
+/// The README's "0 done, 1 some work failed": an images path with no image at all is a
+/// bundle that is not where the import looked, unless `--allow-empty` says a node has none
+/// on purpose. Either way the runtime is asked nothing.
 #[test]
-fn an_empty_images_path_is_a_success_that_asks_the_runtime_nothing() {
+fn an_empty_images_path_fails_unless_allowed_and_asks_the_runtime_nothing() {
     let b = Bench::new();
     let fake = FakeRuntime::new();
     let (code, s) = b.run(&fake, &b.settings());
-    assert_eq!(code, Code::Success);
+    assert_eq!(code, Code::Failure);
     assert!(s.archives.is_empty());
+    let allowed = Settings {
+        allow_empty: true,
+        ..b.settings()
+    };
+    let (code, _) = b.run(&fake, &allowed);
+    assert_eq!(code, Code::Success);
     assert_eq!(fake.count(Op::Present, None), 0);
     assert_eq!(fake.count(Op::Import, None), 0);
 }
