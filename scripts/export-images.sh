@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Export every image a release needs into a bundle directory, on a host that can reach the
-# registries: the archives plus SHA256SUMS and images.json. Carry the directory to the
-# air-gapped site and let the chart's import Job load it.
+# registries: one OCI image layout holding every blob once, plus SHA256SUMS and images.json
+# (`-- --format archives` for one archive per image). Carry the directory to the air-gapped
+# site and let the chart's import Job load it.
 #
 #   scripts/export-images.sh [CHART | VALUES.yaml] [IMAGES-DIR] [-- EXTRA ARGS...]
 #
@@ -14,6 +15,7 @@
 #
 #   scripts/export-images.sh ./my-chart ./images -- -f site-values.yaml --kube-version 1.30.0
 #   scripts/export-images.sh ./my-chart/values.yaml ./images -- --values site-values.yaml
+#   scripts/export-images.sh ./my-chart ./release-2 -- --since ./images    (an upgrade)
 #
 # The binary: $OFFLINE_IMAGES if set, else `offline-images` on PATH, else one built here with
 # `cargo build --release`. Registry credentials are those of the engine (docker login,

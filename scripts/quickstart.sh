@@ -81,6 +81,7 @@ show cat "$WORK/values.yaml"
 show "$BIN" export --values "$WORK/values.yaml" --output "$WORK/images"
 show ls -l "$WORK/images"
 (cd "$WORK/images" && show sha256sum -c SHA256SUMS)
+show "$BIN" verify --bundle-only --images-path "$WORK/images"
 
 step "5. On the node: import the bundle into containerd (namespace k8s.io), then verify"
 show "$BIN" import --images-path "$WORK/images" --runtime containerd \

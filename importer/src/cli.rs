@@ -43,7 +43,8 @@ pub enum Command {
     List(ListArgs),
     /// Check that every image of every archive is present in the runtime (exit 1 if not).
     Verify(VerifyArgs),
-    /// Pull images and write them as a bundle: archives, SHA256SUMS and images.json.
+    /// Fetch images and write them as a bundle: one OCI image layout (or archives),
+    /// SHA256SUMS and images.json.
     ///
     /// References come from IMAGE arguments, --images-file, a chart rendered with the host's
     /// `helm template` (--chart, the recommended input), rendered manifests (every container,
@@ -634,12 +635,14 @@ pub struct ExportArgs {
     #[arg(long)]
     pub allow_empty: bool,
 
-    /// What the bundle directory holds: one archive per image, or one OCI image layout
-    /// (oci-layout, index.json naming every reference, blobs/sha256/) with each blob stored
-    /// once whatever number of images use it. A layout takes images from registries only
-    /// (--engine auto or registry); a re-export writes only the blobs it lacks.
-    #[arg(long, value_enum, default_value = "archives")]
-    pub format: BundleFormat,
+    /// What the bundle directory holds: one OCI image layout (oci-layout, index.json naming
+    /// every reference, blobs/sha256/) with each blob stored once whatever number of images
+    /// use it, or one archive per image (for tools that want a file per image: docker load,
+    /// ctr import, kind load image-archive). A layout takes images from registries only
+    /// (--engine auto or registry); a re-export writes only the blobs it lacks. [default:
+    /// layout; archives with --engine docker, podman or skopeo]
+    #[arg(long, value_enum)]
+    pub format: Option<BundleFormat>,
 
     /// With --format layout: keep the blobs no image of the new index uses (by default they
     /// are removed once the new index is written).
@@ -717,10 +720,17 @@ impl ExportArgs {
             dry_run: self.dry_run,
             importer_binary,
             allow_empty: self.allow_empty,
-            format: match self.format {
-                BundleFormat::Layout => export::BundleFormat::Layout,
-                BundleFormat::Archives if self.since.is_some() => export::BundleFormat::Layout,
-                BundleFormat::Archives => export::BundleFormat::Archives,
+            format: match (self.format, &self.engine) {
+                (Some(BundleFormat::Layout), _) => export::BundleFormat::Layout,
+                (Some(BundleFormat::Archives), _) if self.since.is_some() => {
+                    return Err(crate::exit::usage(
+                        "--since writes an OCI layout bundle: leave out --format archives",
+                    ))
+                }
+                (Some(BundleFormat::Archives), _) => export::BundleFormat::Archives,
+                (None, Engine::Auto | Engine::Registry) => export::BundleFormat::Layout,
+                (None, _) if self.since.is_some() => export::BundleFormat::Layout,
+                (None, _) => export::BundleFormat::Archives,
             },
             keep_unused: self.keep_unused,
             since: self.since.clone(),
@@ -880,5 +890,33 @@ mod tests {
             panic!("not import")
         };
         assert!(args.no_disk_preflight);
+    }
+
+    /// The bundle is one OCI layout unless the engine can only write archives or
+    /// `--format archives` says so; `--since` builds on a layout and refuses archives.
+    #[test]
+    fn the_bundle_format_defaults_to_a_layout_and_archives_with_a_local_engine() {
+        let format = |extra: &[&str]| {
+            let mut argv = vec![
+                "offline-images",
+                "export",
+                "--output",
+                "o",
+                "--no-importer-binary",
+            ];
+            argv.extend(extra);
+            argv.push("r/a:1");
+            let Command::Export(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("not export")
+            };
+            args.settings().map(|s| s.format)
+        };
+        use crate::export::BundleFormat as F;
+        assert_eq!(format(&[]).unwrap(), F::Layout);
+        assert_eq!(format(&["--engine", "registry"]).unwrap(), F::Layout);
+        assert_eq!(format(&["--engine", "docker"]).unwrap(), F::Archives);
+        assert_eq!(format(&["--format", "archives"]).unwrap(), F::Archives);
+        assert_eq!(format(&["--since", "prev"]).unwrap(), F::Layout);
+        assert!(format(&["--since", "prev", "--format", "archives"]).is_err());
     }
 }

@@ -103,8 +103,8 @@ fn release() -> &'static Release {
 /// `export --format layout` of `refs` into `out`, blob cache `cache` (none with `--no-cache`
 /// among `extra`).
 pub(crate) fn layout_export(out: &Path, cache: &Path, refs: &[&str], extra: &[&str]) -> Command {
-    let mut c = registry_export(out, &bare_path(&[]));
-    c.args(["--format", "layout", "--no-importer-binary"]);
+    let mut c = registry_export_as(out, &bare_path(&[]), "layout");
+    c.arg("--no-importer-binary");
     if !extra.contains(&"--no-cache") {
         c.arg("--cache-dir").arg(cache);
     }

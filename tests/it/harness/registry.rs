@@ -289,16 +289,24 @@ pub fn bare_path(extra: &[(&str, &str)]) -> PathBuf {
     dir
 }
 
-/// `offline-images export --engine registry` with PATH holding only `path` (no docker,
-/// podman or skopeo) and a private, empty blob cache unless the caller sets one.
+/// `offline-images export --engine registry --format archives` with PATH holding only `path`
+/// (no docker, podman or skopeo) and a private, empty blob cache unless the caller sets one:
+/// the tests of the bundle of archives.
 pub fn registry_export(output: &Path, path: &Path) -> Command {
+    registry_export_as(output, path, "archives")
+}
+
+/// [`registry_export`] writing `format` (`archives` or `layout`).
+pub fn registry_export_as(output: &Path, path: &Path, format: &str) -> Command {
     let mut c = offline_images();
     c.env("PATH", path)
         .env("HOME", temp_dir("home"))
         .env_remove("DOCKER_CONFIG")
         .env_remove("XDG_CACHE_HOME")
         .env_remove("DOCKER_HOST")
-        .args(["export", "--engine", "registry", "--output"])
+        .args([
+            "export", "--engine", "registry", "--format", format, "--output",
+        ])
         .arg(output);
     c
 }

@@ -195,8 +195,7 @@ pub fn export_cmd(output: &Path) -> Command {
             "PATH",
             format!("{cli_dir}:{}", std::env::var("PATH").unwrap_or_default()),
         )
-        .arg("export")
-        .arg("--output")
+        .args(["export", "--format", "archives", "--output"])
         .arg(output);
     c
 }
