@@ -183,6 +183,8 @@ NoSchedule or NoExecute taint that imagePull.tolerations do not tolerate.
 {{- $why = printf "runs %s, not linux" ($os | default "an unknown OS") -}}
 {{- else if not (has $arch $ip.architectures) -}}
 {{- $why = printf "architecture %s: the importer has %s (imagePull.architectures)" ($arch | default "unknown") (join ", " $ip.architectures) -}}
+{{- else if and (include "offline-images.perArch" .root) (not (has $arch $ip.bootstrap.architectures)) -}}
+{{- $why = printf "architecture %s: bootstrap mode runs the bundle's importers for %s (imagePull.bootstrap.architectures)" ($arch | default "unknown") (join ", " $ip.bootstrap.architectures) -}}
 {{- else if and $kubelet (not (has $kubelet (list "containerd" "docker"))) -}}
 {{- $why = printf "its kubelet uses %s (status.nodeInfo.containerRuntimeVersion); the importer imports into containerd and Docker only" (dig "status" "nodeInfo" "containerRuntimeVersion" "" $node) -}}
 {{- end -}}
@@ -224,7 +226,7 @@ NoSchedule or NoExecute taint that imagePull.tolerations do not tolerate.
 {{/*
 Which nodes get an import Job, as JSON:
   {"listed": <nodes lookup returned>, "targets": ["<node>"], "skipped": ["<node>: <why>"],
-   "runtimes": {"<node>": "<offline-images.jobRuntime>"}}
+   "runtimes": {"<node>": "<offline-images.jobRuntime>"}, "arches": {"<node>": "<kubernetes.io/arch>"}}
 With imagePull.nodes, only those nodes are considered; a listed node the cluster does not have
 fails the render. Without a node list from lookup, the targets are imagePull.nodes as given,
 with no runtime of their own (imagePull.runtime applies).
@@ -237,6 +239,7 @@ with no runtime of their own (imagePull.runtime applies).
 {{- $skipped := list -}}
 {{- $names := list -}}
 {{- $runtimes := dict -}}
+{{- $arches := dict -}}
 {{- range $node := $nodes -}}
 {{- $name := dig "metadata" "name" "" $node -}}
 {{- $names = append $names $name -}}
@@ -247,6 +250,8 @@ with no runtime of their own (imagePull.runtime applies).
 {{- else -}}
 {{- $targets = append $targets $name -}}
 {{- $_ := set $runtimes $name (include "offline-images.jobRuntime" (dict "root" $ "node" $node)) -}}
+{{- $labels := dig "metadata" "labels" (dict) $node -}}
+{{- $_ = set $arches $name (get $labels "kubernetes.io/arch" | default (dig "status" "nodeInfo" "architecture" "" $node)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -259,7 +264,7 @@ with no runtime of their own (imagePull.runtime applies).
 {{- else -}}
 {{- $targets = $wanted -}}
 {{- end -}}
-{{- dict "listed" (len $nodes) "targets" $targets "skipped" $skipped "runtimes" $runtimes | toJson -}}
+{{- dict "listed" (len $nodes) "targets" $targets "skipped" $skipped "runtimes" $runtimes "arches" $arches | toJson -}}
 {{- end -}}
 
 {{/*
@@ -301,6 +306,16 @@ node.
 {{- end -}}
 {{- end -}}
 
+{{/* The name of a Job not pinned to a node: dict "base" and "arch" (offline-images.jobList):
+the base, or <base>-<arch> (the base cut to fit 63 characters). */}}
+{{- define "offline-images.archJobName" -}}
+{{- if .arch -}}
+{{- printf "%s-%s" (.base | trunc 57 | trimSuffix "-") .arch -}}
+{{- else -}}
+{{- .base -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The prune Job's base name: <release>-image-prune (<release>-<alias>-image-prune). */}}
 {{- define "offline-images.pruneName" -}}
 {{- printf "%s-image-prune" (include "offline-images.namePrefix" .) | trunc 63 | trimSuffix "-" -}}
@@ -317,7 +332,70 @@ node already has (the pause image), which runs the importer binary the bundle ca
 {{- end -}}
 {{- end -}}
 
-{{/* Where the bundle's importer binary is in the Job's container (the bundle is at /images). */}}
+{{/* Where the bundle's importer binary is in the Job's container (the bundle is at /images).
+Pass a dict "arch": a node architecture (imagePull.bootstrap.architectures), whose binary is in
+.offline-images/linux-<arch>/; empty: the bundle's default binary, .offline-images/offline-images
+(the amd64 one when the bundle has it). */}}
 {{- define "offline-images.bootstrapBinary" -}}
+{{- if .arch -}}
+{{- printf "/images/.offline-images/linux-%s/offline-images" .arch -}}
+{{- else -}}
 /images/.offline-images/offline-images
+{{- end -}}
+{{- end -}}
+
+{{/* The sha256 the bundled binary of "arch" is pinned to (pass a dict "root" and "arch", as for
+offline-images.bootstrapBinary), or "": imagePull.bootstrap.binarySha256 pins the default
+binary, binarySha256PerArch the binary of each architecture of bootstrap.architectures. */}}
+{{- define "offline-images.bootstrapSha256" -}}
+{{- $b := .root.Values.imagePull.bootstrap -}}
+{{- $perArch := $b.binarySha256PerArch | default dict -}}
+{{- if and .arch $b.binarySha256 -}}
+{{- fail "imagePull.bootstrap.binarySha256 pins the bundle's default binary, which no Job runs with imagePull.bootstrap.architectures: pin each architecture's binary in imagePull.bootstrap.binarySha256PerArch (its sha256 is in .offline-images/linux-<arch>/offline-images.sha256)" -}}
+{{- else if and (not .arch) (values $perArch | compact) -}}
+{{- fail "imagePull.bootstrap.binarySha256PerArch needs imagePull.bootstrap.architectures: without it every Job runs the bundle's default binary, pinned by imagePull.bootstrap.binarySha256" -}}
+{{- else if .arch -}}
+{{- get $perArch .arch -}}
+{{- else -}}
+{{- $b.binarySha256 -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Jobs to render, as a JSON list of {"node": ..., "arch": ...}: one per node of
+offline-images.jobTargets ("" for the one Job not pinned to a node), each with the node
+architecture whose bundled importer it runs, or "" for the bundle's default binary. With
+imagePull.bootstrap.architectures in bootstrap mode, the unpinned Job becomes one Job per
+architecture (each on nodes of that architecture), and a node's Job runs its node's binary.
+*/}}
+{{- define "offline-images.jobList" -}}
+{{- $ip := .Values.imagePull -}}
+{{- $targets := include "offline-images.jobTargets" . | fromJsonArray -}}
+{{- $jobs := list -}}
+{{- if not (include "offline-images.perArch" .) -}}
+{{- range $targets -}}
+{{- $jobs = append $jobs (dict "node" . "arch" "") -}}
+{{- end -}}
+{{- else if eq (first $targets) "" -}}
+{{- range $ip.bootstrap.architectures -}}
+{{- $jobs = append $jobs (dict "node" "" "arch" .) -}}
+{{- end -}}
+{{- else -}}
+{{- $plan := include "offline-images.nodePlan" . | fromJson -}}
+{{- if eq (int $plan.listed) 0 -}}
+{{- fail "imagePull.bootstrap.architectures: the node list cannot be had here (helm template, --dry-run, Argo CD), so each node's architecture is unknown: install against the cluster as a user who may list nodes, or leave bootstrap.architectures empty (every node runs the bundle's default binary)" -}}
+{{- end -}}
+{{- range $targets -}}
+{{- $jobs = append $jobs (dict "node" . "arch" (get $plan.arches .)) -}}
+{{- end -}}
+{{- end -}}
+{{- $jobs | toJson -}}
+{{- end -}}
+
+{{/* "true" when bootstrap mode runs one importer binary per architecture. */}}
+{{- define "offline-images.perArch" -}}
+{{- $b := .Values.imagePull.bootstrap -}}
+{{- if and $b.enabled $b.architectures -}}
+true
+{{- end -}}
 {{- end -}}

@@ -218,6 +218,10 @@ One Job of the chart, for one node or for none. Pass a dict:
   prune   true for the post-delete prune Job, false for the import Job
   skipped the nodes left out, with the reason ("<node>: <why>"), named in the import log
   runtime the runtime chosen for the node (offline-images.nodePlan); empty: imagePull.runtime
+  arch    in bootstrap mode, the node architecture whose bundled importer the Job runs
+          (offline-images.jobList); empty: the bundle's default binary. A Job not pinned to a
+          node is then named <base>-<arch> and selects nodes of that architecture.
+  inList  true when the Job is an item of a List document (Helm prints no log for those)
 */}}
 {{- define "offline-images.job" -}}
 {{- $root := .root }}
@@ -233,10 +237,23 @@ One Job of the chart, for one node or for none. Pass a dict:
 {{- $probeSockets := ternary (include "offline-images.probeSockets" $root | fromJson) dict (eq $access "probe") }}
 {{- $component := ternary "image-prune" "image-import" $prune }}
 {{- $base := ternary (include "offline-images.pruneName" $root) (include "offline-images.importName" $root) $prune }}
+{{- $arch := .arch | default "" }}
 {{- $name := include "offline-images.nodeJobName" (dict "base" $base "node" $node) }}
-{{- $hookArgs := dict "root" $root "offset" 0 "outputLogs" (not $node) "importJob" true }}
+{{- if not $node }}
+{{- $name = include "offline-images.archJobName" (dict "base" $base "arch" $arch) }}
+{{- end }}
+{{- $logs := not (or $node .inList) }}
+{{- $hookArgs := dict "root" $root "offset" 0 "outputLogs" $logs "importJob" true }}
 {{- if $prune }}
-{{- $hookArgs = dict "root" $root "offset" 0 "hook" "post-delete" "deletePolicy" $ip.prune.deletePolicy "outputLogs" (not $node) }}
+{{- $hookArgs = dict "root" $root "offset" 0 "hook" "post-delete" "deletePolicy" $ip.prune.deletePolicy "outputLogs" $logs }}
+{{- end }}
+{{- $nodeSelector := $ip.nodeSelector | default dict }}
+{{- if and $arch (not $node) }}
+{{- $nodeSelector = merge (dict "kubernetes.io/arch" $arch) $nodeSelector }}
+{{- end }}
+{{- $pin := "" }}
+{{- if $ip.bootstrap.enabled }}
+{{- $pin = include "offline-images.bootstrapSha256" (dict "root" $root "arch" $arch) }}
 {{- end }}
 {{- $labels := include "offline-images.labels" $root | fromYaml }}
 {{- $_ := set $labels "app.kubernetes.io/component" $component }}
@@ -253,6 +270,9 @@ metadata:
     {{- include "offline-images.hookAnnotations" $hookArgs | nindent 4 }}
     {{- with $node }}
     offline-images.io/node: {{ . | quote }}
+    {{- end }}
+    {{- with $arch }}
+    offline-images.io/arch: {{ . | quote }}
     {{- end }}
 spec:
   backoffLimit: {{ int $ip.backoffLimit }}
@@ -313,7 +333,7 @@ spec:
       imagePullSecrets:
         {{- . | nindent 8 }}
       {{- end }}
-      {{- with $ip.nodeSelector }}
+      {{- with $nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
       {{- end }}
@@ -330,9 +350,10 @@ spec:
           image: {{ include "offline-images.jobImage" $root | quote }}
           {{- if $ip.bootstrap.enabled }}
           imagePullPolicy: {{ $ip.bootstrap.pullPolicy }}
+          {{- $binary := include "offline-images.bootstrapBinary" (dict "arch" $arch) }}
           # The importer binary the bundle carries (written by `offline-images export`); it
-          # checks itself against .offline-images/offline-images.sha256 before it runs.
-          command: [{{ include "offline-images.bootstrapBinary" $root | quote }}]
+          # checks itself against {{ trimPrefix "/images/" $binary }}.sha256 before it runs.
+          command: [{{ $binary | quote }}]
           {{- else }}
           imagePullPolicy: {{ $ip.importerImage.pullPolicy }}
           command: ["/offline-images"]
@@ -388,10 +409,10 @@ spec:
             - name: LEFT_OUT_NODES
               value: {{ join ";" .skipped | quote }}
             {{- end }}
-            {{- if and $ip.bootstrap.enabled $ip.bootstrap.binarySha256 }}
+            {{- with $pin }}
             # The bundled binary refuses to run unless its sha256 is this one.
             - name: OFFLINE_IMAGES_BINARY_SHA256
-              value: {{ $ip.bootstrap.binarySha256 | quote }}
+              value: {{ . | quote }}
             {{- end }}
             {{- with $ip.extraEnv }}
             {{- toYaml . | nindent 12 }}

@@ -1,9 +1,12 @@
 //! The importer binary carried inside a bundle, for nodes that have no importer image.
 //!
-//! `export` copies a static importer binary to `<bundle>/.offline-images/offline-images` with
-//! its checksum in `offline-images.sha256` beside it (a hidden folder, so `import` never takes
-//! it for an archive). The chart's bootstrap mode runs that binary from the mounted bundle in
-//! an image every node already has (the pause image). Started from such a path, the binary
+//! `export` copies a static importer binary per architecture to
+//! `<bundle>/.offline-images/linux-<arch>/offline-images` with its checksum in
+//! `offline-images.sha256` beside it (a hidden folder, so `import` never takes it for an
+//! archive), and the amd64 one (else the arm64 one) also to `.offline-images/offline-images`,
+//! the path charts without `bootstrap.architectures` run (decision 21). The chart's bootstrap
+//! mode runs the node's binary from the mounted bundle in an image every node already has (the
+//! pause image). Started from such a path, the binary
 //! first checks itself against that checksum and refuses to run on a mismatch: a damaged or
 //! partly copied binary must not touch the node's runtime. (The check guards against damage
 //! and mix-ups; where the bundle itself cannot be trusted, no self-check can help.)
@@ -31,6 +34,66 @@ pub fn paths(bundle_dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join(BINARY), dir.join(CHECKSUM))
 }
 
+/// Where the binary of `arch` and its checksum go in a bundle.
+pub fn arch_paths(bundle_dir: &Path, arch: Arch) -> (PathBuf, PathBuf) {
+    let dir = bundle_dir.join(DIR).join(arch.dir());
+    (dir.join(BINARY), dir.join(CHECKSUM))
+}
+
+/// A node architecture the bundle carries an importer for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    /// Every architecture, in the order the bundle prefers for its default binary.
+    pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
+    /// The architecture of an ELF header's `e_machine` (x86_64 62, aarch64 183), for a
+    /// 64-bit little-endian file.
+    pub fn from_elf(machine: u16, wide: bool, little: bool) -> Option<Arch> {
+        match (machine, wide, little) {
+            (62, true, true) => Some(Arch::Amd64),
+            (183, true, true) => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+
+    /// As Kubernetes names it (`kubernetes.io/arch`) and the chart's values do.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// As the kernel and the compiler name it (`uname -m`, the Rust target).
+    pub fn machine(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64",
+            Arch::Arm64 => "aarch64",
+        }
+    }
+
+    /// `linux/<arch>`, as a log line names a platform.
+    pub fn platform(self) -> String {
+        format!("linux/{}", self.name())
+    }
+
+    /// Its folder under [`DIR`]: `linux-<arch>`.
+    pub fn dir(self) -> String {
+        format!("linux-{}", self.name())
+    }
+
+    /// The file beside the running importer that `export` takes as this architecture's
+    /// importer by default: `offline-images-<machine>` (e.g. `offline-images-aarch64`).
+    pub fn sibling(self) -> String {
+        format!("{BINARY}-{}", self.machine())
+    }
+}
+
 /// Why a file cannot be the importer a bundle carries: it is no executable that runs in an
 /// empty image. `Display` completes a sentence that starts with the file's name.
 #[derive(Debug)]
@@ -45,6 +108,14 @@ pub enum NotStatic {
     Truncated,
     /// It has a program interpreter (`PT_INTERP`).
     Dynamic,
+    /// Its OS/ABI byte names another system than Linux (or none).
+    ForeignOs(u8),
+    /// A machine, class or byte order the bundle carries no importer for.
+    OtherMachine {
+        machine: u16,
+        wide: bool,
+        little: bool,
+    },
 }
 
 impl std::fmt::Display for NotStatic {
@@ -64,15 +135,53 @@ impl std::fmt::Display for NotStatic {
                 "is dynamically linked (it has a program interpreter), so it cannot run in an \
                  image without libraries; build the static musl binary",
             ),
+            NotStatic::ForeignOs(abi) => write!(
+                f,
+                "is an ELF executable for another operating system (OS/ABI {abi}), not Linux"
+            ),
+            NotStatic::OtherMachine {
+                machine,
+                wide,
+                little,
+            } => write!(
+                f,
+                "is an ELF executable for machine {machine} ({}-bit, {}-endian); a bundle \
+                 carries importers for x86_64 (linux/amd64) and aarch64 (linux/arm64) only",
+                if *wide { 64 } else { 32 },
+                if *little { "little" } else { "big" }
+            ),
         }
     }
 }
 
 impl std::error::Error for NotStatic {}
 
-/// Whether `path` is an ELF executable without a program interpreter (`PT_INTERP`), i.e.
-/// one that runs in an empty image. `Err` says what it is instead.
-pub fn check_static(path: &Path) -> Result<(), NotStatic> {
+/// What the ELF header of a static executable says.
+struct Elf {
+    wide: bool,
+    little: bool,
+    os_abi: u8,
+    machine: u16,
+}
+
+/// The importer `path` is for: an ELF executable for Linux without a program interpreter
+/// (`PT_INTERP`), i.e. one that runs in an empty image, for x86_64 or aarch64 (its
+/// `e_machine`). `Err` says what it is instead.
+pub fn check_importer(path: &Path) -> Result<Arch, NotStatic> {
+    let elf = read_static(path)?;
+    // 0 is System V, which static Linux executables (musl's among them) declare; 3 is Linux.
+    if !matches!(elf.os_abi, 0 | 3) {
+        return Err(NotStatic::ForeignOs(elf.os_abi));
+    }
+    Arch::from_elf(elf.machine, elf.wide, elf.little).ok_or(NotStatic::OtherMachine {
+        machine: elf.machine,
+        wide: elf.wide,
+        little: elf.little,
+    })
+}
+
+/// The header of `path` when it is an ELF executable without a program interpreter.
+fn read_static(path: &Path) -> Result<Elf, NotStatic> {
     let mut f = File::open(path).map_err(NotStatic::Unreadable)?;
     let mut h = [0u8; 64];
     f.read_exact(&mut h).map_err(|_| NotStatic::TooShort)?;
@@ -136,33 +245,76 @@ pub fn check_static(path: &Path) -> Result<(), NotStatic> {
             return Err(NotStatic::Dynamic);
         }
     }
-    Ok(())
+    Ok(Elf {
+        wide,
+        little,
+        os_abi: h[7],
+        machine: u16_at(&h, 18) as u16,
+    })
 }
 
-/// Copy the static importer binary `src` into the bundle with its checksum; both files are
-/// complete or absent. Returns the checksum.
-pub fn place(src: &Path, bundle_dir: &Path) -> Result<String> {
-    check_static(src).map_err(|why| exit::usage(format!("{} {why}", src.display())))?;
-    let (binary, checksum) = paths(bundle_dir);
+/// Copy each static importer binary of `binaries` (checked with [`check_importer`]: one per
+/// architecture) into the bundle under `linux-<arch>/` with its checksum, and the amd64 one
+/// (else the first) also to [`paths`], as a hard link where the file system has them; every
+/// pair is complete or absent. Returns each architecture's checksum, in `binaries`' order.
+pub fn place(binaries: &[(Arch, PathBuf)], bundle_dir: &Path) -> Result<Vec<(Arch, String)>> {
+    let mut sums = Vec::new();
+    for (arch, src) in binaries {
+        let (binary, checksum) = arch_paths(bundle_dir, *arch);
+        let sum = install(&binary, &checksum, &sum_of(src)?, |to| {
+            let mut from =
+                File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
+            io::copy(&mut from, to)?;
+            Ok(())
+        })?;
+        sums.push((*arch, sum));
+    }
+    let default = Arch::ALL
+        .iter()
+        .find_map(|a| sums.iter().find(|(b, _)| b == a))
+        .cloned();
+    if let Some((arch, sum)) = default {
+        let (from, _) = arch_paths(bundle_dir, arch);
+        let (binary, checksum) = paths(bundle_dir);
+        install_linked(&from, &binary, &checksum, &sum)?;
+    }
+    Ok(sums)
+}
+
+/// The sha256 of `src`, checked again once it is copied.
+fn sum_of(src: &Path) -> Result<String> {
+    check_importer(src).map_err(|why| exit::usage(format!("{} {why}", src.display())))?;
+    bundle::sha256_file(src)
+}
+
+/// Write `binary` through `fill` (to a temp file, renamed once complete and on disk) with its
+/// `checksum` file, which must say `sum`.
+fn install(
+    binary: &Path,
+    checksum: &Path,
+    sum: &str,
+    fill: impl FnOnce(&mut File) -> Result<()>,
+) -> Result<String> {
     let dir = binary.parent().expect("a folder");
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = bundle::temp_name(&binary);
+    let tmp = bundle::temp_name(binary);
     let result = (|| -> Result<String> {
-        let mut from = File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
         let mut to =
             File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        io::copy(&mut from, &mut to).with_context(|| format!("cannot write {}", tmp.display()))?;
+        fill(&mut to).with_context(|| format!("cannot write {}", tmp.display()))?;
         to.flush()?;
         to.set_permissions(fs::Permissions::from_mode(0o755))?;
         to.sync_all()?;
         drop(to);
-        let sum = bundle::sha256_file(&tmp)?;
-        // The checksum first: a bundle whose binary is not yet renamed holds the old pair's
-        // binary with a new checksum, which the binary refuses, rather than the reverse.
-        bundle::write_atomic(&checksum, format!("{sum}  {BINARY}\n").as_bytes())?;
-        fs::rename(&tmp, &binary)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), binary.display()))?;
-        Ok(sum)
+        let written = bundle::sha256_file(&tmp)?;
+        if written != sum {
+            anyhow::bail!(
+                "{} changed while it was copied (sha256 {written}, was {sum})",
+                tmp.display()
+            );
+        }
+        commit(&tmp, binary, checksum, sum)?;
+        Ok(written)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -170,11 +322,47 @@ pub fn place(src: &Path, bundle_dir: &Path) -> Result<String> {
     result
 }
 
-/// The running binary, when it is static (so it can be carried in a bundle).
-pub fn current_static() -> Result<PathBuf, NotStatic> {
+/// The binary `from`, already in the bundle, also at `binary` with its `checksum`: a hard link,
+/// or a copy where the file system has no hard links.
+fn install_linked(from: &Path, binary: &Path, checksum: &Path, sum: &str) -> Result<()> {
+    let tmp = bundle::temp_name(binary);
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(from, &tmp).is_err() {
+        return install(binary, checksum, sum, |to| {
+            io::copy(&mut File::open(from)?, to)?;
+            Ok(())
+        })
+        .map(drop);
+    }
+    let result = commit(&tmp, binary, checksum, sum);
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Put the complete `tmp` in place as `binary`, its checksum file first: a bundle whose binary
+/// is not yet renamed holds the old pair's binary with a new checksum, which the binary
+/// refuses, rather than the reverse.
+fn commit(tmp: &Path, binary: &Path, checksum: &Path, sum: &str) -> Result<()> {
+    bundle::write_atomic(checksum, format!("{sum}  {BINARY}\n").as_bytes())?;
+    fs::rename(tmp, binary)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), binary.display()))
+}
+
+/// The running binary and its architecture, when it is a static Linux importer (so it can be
+/// carried in a bundle).
+pub fn current_static() -> Result<(Arch, PathBuf), NotStatic> {
     let exe = Path::new("/proc/self/exe");
-    check_static(exe)?;
-    Ok(exe.to_path_buf())
+    Ok((check_importer(exe)?, exe.to_path_buf()))
+}
+
+/// The file beside the running binary that holds the importer for `arch`
+/// ([`Arch::sibling`]), when there is one.
+pub fn sibling(arch: Arch) -> Option<PathBuf> {
+    let exe = fs::read_link("/proc/self/exe").ok()?;
+    let path = exe.with_file_name(arch.sibling());
+    path.exists().then_some(path)
 }
 
 /// The environment variable (set by the chart's `bootstrap.binarySha256`) that pins the
@@ -201,10 +389,16 @@ pub fn verify_self() -> Result<()> {
 /// Check the binary at `path` (read through `contents`, which is `/proc/self/exe` for the
 /// running binary: the very file that was executed) when `path` lies in a bundle's [`DIR`].
 pub fn verify(path: &Path, contents: &Path) -> Result<()> {
-    let in_bundle = path
-        .parent()
-        .and_then(Path::file_name)
-        .is_some_and(|d| d == DIR);
+    // `.offline-images/offline-images` or `.offline-images/linux-<arch>/offline-images`.
+    let parent = path.parent();
+    let named = |p: Option<&Path>, f: &dyn Fn(&str) -> bool| {
+        p.and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .is_some_and(f)
+    };
+    let in_bundle = named(parent, &|d| d == DIR)
+        || (named(parent, &|d| d.starts_with("linux-"))
+            && named(parent.and_then(Path::parent), &|d| d == DIR));
     if !in_bundle {
         return Ok(());
     }
@@ -261,7 +455,7 @@ mod tests {
         // (gnu target): it has a program interpreter.
         if cfg!(target_env = "gnu") {
             let exe = std::env::current_exe().unwrap();
-            let err = check_static(&exe).unwrap_err();
+            let err = check_importer(&exe).unwrap_err();
             assert!(matches!(err, NotStatic::Dynamic), "{err}");
             assert!(
                 err.to_string().starts_with("is dynamically linked"),
@@ -272,17 +466,191 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let text = dir.join("script");
         fs::write(&text, format!("#!/bin/sh\n{}\n", "echo hi\n".repeat(10))).unwrap();
-        let err = check_static(&text).unwrap_err();
+        let err = check_importer(&text).unwrap_err();
         assert!(matches!(err, NotStatic::NotElf), "{err}");
         assert_eq!(err.to_string(), "is not an ELF executable");
-        let err = check_static(&dir.join("absent")).unwrap_err();
+        let err = check_importer(&dir.join("absent")).unwrap_err();
         assert!(matches!(err, NotStatic::Unreadable(_)), "{err}");
         assert!(err.to_string().starts_with("cannot be read: "), "{err}");
         fs::write(&text, b"\x7fELF").unwrap();
         assert_eq!(
-            check_static(&text).unwrap_err().to_string(),
+            check_importer(&text).unwrap_err().to_string(),
             "is not an ELF executable (too short)"
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A minimal ELF executable: the header and one program header, `PT_INTERP` (3) when
+    /// `dynamic`, else `PT_LOAD` (1).
+    fn elf(machine: u16, os_abi: u8, wide: bool, little: bool, dynamic: bool) -> Vec<u8> {
+        let (ehsize, phentsize) = if wide { (64u16, 56u16) } else { (52, 32) };
+        let mut h = vec![0u8; usize::from(ehsize)];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = if wide { 2 } else { 1 };
+        h[5] = if little { 1 } else { 2 };
+        h[6] = 1;
+        h[7] = os_abi;
+        let put16 = |b: &mut Vec<u8>, o: usize, v: u16| {
+            let v = if little {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            };
+            b[o..o + 2].copy_from_slice(&v);
+        };
+        put16(&mut h, 16, 2);
+        put16(&mut h, 18, machine);
+        if wide {
+            h[32..40].copy_from_slice(&if little {
+                64u64.to_le_bytes()
+            } else {
+                64u64.to_be_bytes()
+            });
+            put16(&mut h, 54, phentsize);
+            put16(&mut h, 56, 1);
+        } else {
+            h[28..32].copy_from_slice(&if little {
+                52u32.to_le_bytes()
+            } else {
+                52u32.to_be_bytes()
+            });
+            put16(&mut h, 42, phentsize);
+            put16(&mut h, 44, 1);
+        }
+        let mut ph = vec![0u8; usize::from(phentsize)];
+        let kind: u32 = if dynamic { 3 } else { 1 };
+        ph[..4].copy_from_slice(&if little {
+            kind.to_le_bytes()
+        } else {
+            kind.to_be_bytes()
+        });
+        h.extend(ph);
+        h
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("oi-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_architecture_is_read_from_the_elf_header() {
+        let dir = temp("elf-arch");
+        let file = dir.join("bin");
+        let arch_of = |bytes: Vec<u8>| {
+            fs::write(&file, bytes).unwrap();
+            check_importer(&file)
+        };
+        assert_eq!(arch_of(elf(62, 0, true, true, false)).unwrap(), Arch::Amd64);
+        assert_eq!(
+            arch_of(elf(183, 0, true, true, false)).unwrap(),
+            Arch::Arm64
+        );
+        assert_eq!(
+            arch_of(elf(183, 3, true, true, false)).unwrap(),
+            Arch::Arm64
+        );
+        // A dynamic binary is refused as such, whatever its machine.
+        let err = arch_of(elf(183, 0, true, true, true)).unwrap_err();
+        assert!(matches!(err, NotStatic::Dynamic), "{err}");
+        // Another system (9: FreeBSD), another machine (3: i386; 243: RISC-V), big-endian
+        // aarch64: refused by name.
+        let err = arch_of(elf(62, 9, true, true, false)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "is an ELF executable for another operating system (OS/ABI 9), not Linux"
+        );
+        let err = arch_of(elf(3, 0, false, true, false)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("is an ELF executable for machine 3 (32-bit, little-endian); "),
+            "{err}"
+        );
+        assert!(err.to_string().ends_with("(linux/arm64) only"), "{err}");
+        let err = arch_of(elf(243, 0, true, true, false)).unwrap_err();
+        assert!(matches!(err, NotStatic::OtherMachine { machine: 243, .. }));
+        let err = arch_of(elf(183, 0, true, false, false)).unwrap_err();
+        assert!(err.to_string().contains("(64-bit, big-endian)"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_names_of_each_architecture() {
+        assert_eq!(Arch::Amd64.dir(), "linux-amd64");
+        assert_eq!(Arch::Arm64.platform(), "linux/arm64");
+        assert_eq!(Arch::Arm64.sibling(), "offline-images-aarch64");
+        assert_eq!(Arch::Amd64.sibling(), "offline-images-x86_64");
+        assert_eq!(Arch::ALL[0], Arch::Amd64);
+    }
+
+    #[test]
+    fn each_architecture_is_placed_in_its_folder_and_amd64_also_as_the_default() {
+        let dir = temp("place");
+        let (amd, arm) = (dir.join("amd"), dir.join("arm"));
+        fs::write(&amd, elf(62, 0, true, true, false)).unwrap();
+        fs::write(&arm, elf(183, 0, true, true, false)).unwrap();
+        let bundle_dir = dir.join("bundle");
+        let sums = place(
+            &[(Arch::Amd64, amd.clone()), (Arch::Arm64, arm.clone())],
+            &bundle_dir,
+        )
+        .unwrap();
+        assert_eq!(sums.len(), 2);
+        for ((arch, sum), src) in sums.iter().zip([&amd, &arm]) {
+            let (binary, checksum) = arch_paths(&bundle_dir, *arch);
+            assert_eq!(fs::read(&binary).unwrap(), fs::read(src).unwrap());
+            assert_eq!(*sum, bundle::sha256_file(src).unwrap());
+            let text = fs::read_to_string(&checksum).unwrap();
+            assert_eq!(text, format!("{sum}  {BINARY}\n"));
+            assert_eq!(
+                fs::metadata(&binary).unwrap().permissions().mode() & 0o777,
+                0o755
+            );
+            verify(&binary, &binary).unwrap();
+        }
+        let (default, default_sum) = paths(&bundle_dir);
+        assert_eq!(fs::read(&default).unwrap(), fs::read(&amd).unwrap());
+        assert_eq!(
+            fs::read_to_string(&default_sum).unwrap(),
+            format!("{}  {BINARY}\n", sums[0].1)
+        );
+        verify(&default, &default).unwrap();
+
+        // arm64 alone: it becomes the default, and the amd64 pair an earlier run wrote stays.
+        place(&[(Arch::Arm64, arm.clone())], &bundle_dir).unwrap();
+        assert_eq!(fs::read(&default).unwrap(), fs::read(&arm).unwrap());
+        verify(&default, &default).unwrap();
+        assert!(arch_paths(&bundle_dir, Arch::Amd64).0.exists());
+
+        // A source that is not an importer is refused by name, and nothing is left of it.
+        let err = place(&[(Arch::Amd64, dir.join("absent"))], &bundle_dir).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("absent cannot be read"),
+            "{err:#}"
+        );
+        let left: Vec<_> = fs::read_dir(bundle_dir.join(DIR).join("linux-amd64"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_binary_in_an_architectures_folder_is_checked_too() {
+        let dir = temp("self-arch");
+        let bin = dir.join(DIR).join("linux-arm64").join(BINARY);
+        fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        fs::write(&bin, b"binary").unwrap();
+        let err = verify(&bin, &bin).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot be read"), "{err:#}");
+        // Not under the bundle's folder: not checked.
+        let elsewhere = dir.join("linux-arm64").join(BINARY);
+        fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+        fs::write(&elsewhere, b"binary").unwrap();
+        assert!(verify(&elsewhere, &elsewhere).is_ok());
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -576,11 +576,13 @@ pub struct ExportArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Static importer binary to put in the bundle (under `.offline-images/`, with its
-    /// sha256), so the chart's bootstrap mode can run it from the bundle in an image every
-    /// node already has [default: this binary, when it is statically linked]
+    /// Static importer binary to put in the bundle (under `.offline-images/linux-<arch>/`,
+    /// with its sha256), so the chart's bootstrap mode can run it from the bundle in an image
+    /// every node already has. Repeatable, one per architecture (x86_64, aarch64: read from
+    /// the file) [default: this binary, when it is statically linked, and
+    /// offline-images-aarch64 (or -x86_64) beside it for the other architecture]
     #[arg(long, value_name = "FILE", conflicts_with = "no_importer_binary")]
-    pub importer_binary: Option<PathBuf>,
+    pub importer_binary: Vec<PathBuf>,
 
     /// Do not put the importer binary in the bundle.
     #[arg(long)]
@@ -678,10 +680,10 @@ impl ExportArgs {
             Engine::Podman => Choice::Tool(Kind::Podman),
             Engine::Skopeo => Choice::Tool(Kind::Skopeo),
         };
-        let importer_binary = match (&self.importer_binary, self.no_importer_binary) {
+        let importer_binary = match (&self.importer_binary[..], self.no_importer_binary) {
             (_, true) => ImporterBinary::Omitted,
-            (Some(path), false) => ImporterBinary::Given(path.clone()),
-            (None, false) => ImporterBinary::Running,
+            ([], false) => ImporterBinary::Running,
+            (paths, false) => ImporterBinary::Given(paths.to_vec()),
         };
         let chart = self.chart.as_ref().map(|chart| export::Chart {
             chart: chart.clone(),

@@ -378,6 +378,95 @@ def test_without_bootstrap_the_importer_image_runs_its_own_binary():
     assert c["image"].startswith("ghcr.io/offline-images/offline-images:")
 
 
+# ---- bootstrap mode in a mixed cluster: one importer binary per architecture --------------------
+
+PER_ARCH = {"enabled": True, "architectures": ["amd64", "arm64"]}
+
+
+def arch_binary(arch: str) -> str:
+    return f"/images/.offline-images/linux-{arch}/offline-images"
+
+
+def test_a_mixed_cluster_gets_one_job_per_architecture_each_on_its_nodes_with_its_binary():
+    pins = {"amd64": "a" * 64, "arm64": "b" * 64}
+    values = {"imagePull": {"allNodes": False, "nodeSelector": {"site/pool": "apps"}, "prune": {"enabled": True},
+                            "bootstrap": {**PER_ARCH, "binarySha256PerArch": pins}}}
+    docs, notes = render_with(CHART, values)
+    (imports,) = [d for d in docs if d["kind"] == "List" and d["metadata"]["name"] == "shop-image-import"]
+    assert imports["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    for component, base in (("image-import", "shop-image-import"), ("image-prune", "shop-image-prune")):
+        found = jobs(docs, component)
+        assert [j["metadata"]["name"] for j in found] == [f"{base}-amd64", f"{base}-arm64"]
+        for j, arch in zip(found, ("amd64", "arm64")):
+            spec = j["spec"]["template"]["spec"]
+            # Its architecture's nodes, within the nodeSelector the values give.
+            assert spec["nodeSelector"] == {"kubernetes.io/arch": arch, "kubernetes.io/os": "linux",
+                                            "site/pool": "apps"}
+            assert "affinity" not in spec
+            assert container(j)["command"] == [arch_binary(arch)]
+            assert container(j)["image"] == "registry.k8s.io/pause:3.9"
+            assert env_of(j)["OFFLINE_IMAGES_BINARY_SHA256"] == pins[arch]
+            assert j["metadata"]["annotations"]["offline-images.io/arch"] == arch
+            # Helm prints no log for a Job inside a List: it asks for none.
+            assert "helm.sh/hook-output-log-policy" not in j["metadata"]["annotations"]
+    assert "shop-image-import-amd64   a node of amd64" in notes
+    assert "shop-image-import-arm64   a node of arm64" in notes
+    assert ".offline-images/linux-<arch>/offline-images" in notes
+
+
+def test_one_architecture_listed_is_one_job_document_with_its_binary_and_helm_prints_its_log():
+    values = {"imagePull": {"allNodes": False, "bootstrap": {**PER_ARCH, "architectures": ["arm64"]}}}
+    docs, notes = render_with(CHART, values)
+    (j,) = [d for d in docs if d["kind"] == "Job"]
+    assert j["metadata"]["name"] == "shop-image-import-arm64"
+    assert container(j)["command"] == [arch_binary("arm64")]
+    assert j["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/arch"] == "arm64"
+    assert "OFFLINE_IMAGES_BINARY_SHA256" not in env_of(j)
+    assert "hook Job shop-image-import-arm64" in notes
+
+
+def test_with_all_nodes_each_node_runs_its_own_architectures_binary_and_others_are_left_out(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("x-1"), node("a-1", arch="arm64"), node("a-2", arch="arm64")])
+    docs, notes = render_with(chart, {"imagePull": {"bootstrap": PER_ARCH}})
+    found = {pinned_to(j): j for j in jobs(docs)}
+    assert sorted(found) == ["a-1", "a-2", "x-1"]
+    for name, j in found.items():
+        arch = "amd64" if name.startswith("x") else "arm64"
+        assert container(j)["command"] == [arch_binary(arch)]
+        # Pinned to its node by name: no architecture selector that a node without the label
+        # (its architecture read from status.nodeInfo) would fail.
+        assert "kubernetes.io/arch" not in j["spec"]["template"]["spec"].get("nodeSelector", {})
+        assert j["metadata"]["name"] == f"shop-image-import-{name}-{name_hash('shop-image-import', name)}"
+
+    docs, notes = render_with(chart, {"imagePull": {"bootstrap": {**PER_ARCH, "architectures": ["amd64"]}}})
+    assert [pinned_to(j) for j in jobs(docs)] == ["x-1"]
+    why = "a-1: architecture arm64: bootstrap mode runs the bundle's importers for amd64 (imagePull.bootstrap.architectures)"
+    assert why in notes
+    assert why in env_of(jobs(docs)[0])["LEFT_OUT_NODES"]
+
+
+def test_without_architectures_every_job_runs_the_bundles_default_binary(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("x-1"), node("a-1", arch="arm64")])
+    for j in jobs(render_with(chart, {"imagePull": {"bootstrap": {"enabled": True}}})[0]):
+        assert container(j)["command"] == ["/images/.offline-images/offline-images"]
+
+
+def test_per_architecture_values_that_cannot_work_fail_the_render_by_name():
+    cases = [
+        ({"bootstrap": {**PER_ARCH, "binarySha256": "a" * 64}}, "binarySha256PerArch"),
+        ({"bootstrap": {"enabled": True, "binarySha256PerArch": {"arm64": "a" * 64}}},
+         "binarySha256PerArch needs imagePull.bootstrap.architectures"),
+        # Named nodes with no node list: their architectures are unknown.
+        ({"allNodes": False, "nodes": ["worker-1"], "bootstrap": PER_ARCH}, "each node's architecture is unknown"),
+        ({"bootstrap": {**PER_ARCH, "architectures": ["riscv64"]}}, "architectures"),
+        ({"bootstrap": {**PER_ARCH, "binarySha256PerArch": {"s390x": "a" * 64}}}, "binarySha256PerArch"),
+    ]
+    for values, says in cases:
+        with pytest.raises(helm_python.HelmError) as err:
+            render_with(CHART, {"imagePull": {"allNodes": False, **values}})
+        assert says in str(err.value), (values, str(err.value))
+
+
 # ---- prune -------------------------------------------------------------------------------------
 
 

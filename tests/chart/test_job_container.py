@@ -588,6 +588,63 @@ def test_a_tampered_bundled_importer_refuses_to_run_and_imports_nothing(pause_im
     assert bundle["ref"] not in ctr_in(namespace, "images", "ls", "-q").split()
 
 
+def with_importers_per_arch(src: Path, dst: Path) -> Path:
+    """A copy of the bundle `src` carrying an importer per architecture, as `offline-images
+    export` lays them out: .offline-images/linux-<arch>/offline-images and its .sha256."""
+    aarch64 = os.environ.get("OI_AARCH64_BIN")
+    if not aarch64:
+        pytest.skip("needs OI_AARCH64_BIN, the static aarch64 importer scripts/test.sh builds")
+    shutil.copytree(src, dst)
+    for arch, source in (("amd64", os.environ["OI_STATIC_BIN"]), ("arm64", aarch64)):
+        folder = dst / ".offline-images" / f"linux-{arch}"
+        folder.mkdir(parents=True)
+        binary = folder / "offline-images"
+        shutil.copy(source, binary)
+        binary.chmod(0o755)
+        digest = hashlib.sha256(binary.read_bytes()).hexdigest()
+        (folder / "offline-images.sha256").write_text(f"{digest}  offline-images\n")
+    return dst
+
+
+def test_a_mixed_clusters_amd64_job_runs_the_amd64_importer_and_the_arm64_job_names_the_aarch64_one(
+    pause_image, bundle, tmp_path
+):
+    namespace = f"{NAMESPACE}-per-arch"
+    bundle_dir = with_importers_per_arch(bundle["dir"], tmp_path / "bundle")
+    sums = {arch: hashlib.sha256((bundle_dir / ".offline-images" / f"linux-{arch}" / "offline-images").read_bytes())
+            .hexdigest() for arch in ("amd64", "arm64")}
+    values = merge(bootstrap_values(pause_image, bundle_dir, namespace),
+                   {"imagePull": {"bootstrap": {"architectures": ["amd64", "arm64"], "binarySha256PerArch": sums}}})
+    docs = [item for d in render(values) for item in (d["items"] if d["kind"] == "List" else [d])]
+    found = {j["metadata"]["annotations"]["offline-images.io/arch"]: j for j in docs
+             if j["kind"] == "Job" and j["metadata"]["labels"]["app.kubernetes.io/component"] == "image-import"}
+    assert sorted(found) == ["amd64", "arm64"]
+    # Each Job runs its architecture's binary, which is in the bundle at that path and is of
+    # that machine (the ELF header's e_machine: x86_64 62, aarch64 183).
+    for arch, machine in (("amd64", 62), ("arm64", 183)):
+        job_doc = found[arch]
+        assert job_doc["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/arch"] == arch
+        (command,) = container(job_doc)["command"]
+        header = (bundle_dir / command.removeprefix("/images/")).read_bytes()[:20]
+        assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == machine, command
+
+    # This machine is amd64: that Job runs here as a kubelet would, its binary pinned; pinned
+    # to another sha256, the binary in its architecture's folder refuses to run.
+    wrong = merge(values, {"imagePull": {"bootstrap": {"binarySha256PerArch": {"amd64": "0" * 64}}}})
+    (refused,) = [item for d in render(wrong) if d["kind"] == "List" for item in d["items"]
+                  if item["metadata"]["annotations"]["offline-images.io/arch"] == "amd64"
+                  and item["metadata"]["labels"]["app.kubernetes.io/component"] == "image-import"]
+    code, log = run_like_kubelet(refused)
+    assert code == 2, log
+    assert f"refusing to run /images/.offline-images/linux-amd64/offline-images: its sha256 is {sums['amd64']}" in log, log
+    assert bundle["ref"] not in ctr_in(namespace, "images", "ls", "-q").split()
+    code, log = run_like_kubelet(found["amd64"])
+    assert code == 0, f"the amd64 Job's container exited {code}:\n{log}"
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines[-1].startswith("summary: 1 imported"), log
+    assert bundle["ref"] in ctr_in(namespace, "images", "ls", "-q").split()
+
+
 def test_log_format_json_reaches_the_prune_job_whose_every_line_is_json(importer_image, bundle, containerd):
     """Finding: `logFormat: json` did not reach the prune Job: prune had no --log-format and
     printed text whatever the LOG_FORMAT the chart gives it."""

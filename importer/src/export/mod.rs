@@ -35,7 +35,7 @@ mod yaml;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -180,7 +180,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
         return nothing_to_export(settings, problems);
     }
     // The importer binary for the chart's bootstrap mode: checked before anything is pulled.
-    let importer_binary = importer_binary(&settings.importer_binary)?;
+    let importer_binaries = write::importer_binaries(&settings.importer_binary)?;
     let platform_list: Vec<String> = platforms.iter().map(ToString::to_string).collect();
     eprintln!(
         "offline-images: {} image(s) to export to {}, platform {}:",
@@ -194,7 +194,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let engine = local_engine(settings)?;
     let dir = &settings.output;
     layout::refuse_mixed(dir, settings.format)?;
-    let shared = Bundle::open(dir, importer_binary.as_deref())?;
+    let shared = Bundle::open(dir, &importer_binaries)?;
     let since = settings
         .since
         .as_deref()
@@ -336,29 +336,6 @@ fn one_per_file(
         refs.push(r);
     }
     refs
-}
-
-/// The static importer the bundle carries for the chart's bootstrap mode, if any.
-fn importer_binary(asked: &ImporterBinary) -> Result<Option<PathBuf>> {
-    match asked {
-        ImporterBinary::Omitted => Ok(None),
-        ImporterBinary::Given(path) => {
-            crate::bundled::check_static(path).map_err(|why| {
-                exit::usage(format!("--importer-binary {} {why}", path.display()))
-            })?;
-            Ok(Some(path.clone()))
-        }
-        ImporterBinary::Running => match crate::bundled::current_static() {
-            Ok(p) => Ok(Some(p)),
-            Err(why) => {
-                eprintln!(
-                    "offline-images: note: this binary {why}; the bundle gets no importer \
-                     binary (the chart's bootstrap mode needs one: give --importer-binary)"
-                );
-                Ok(None)
-            }
-        },
-    }
 }
 
 /// The closing lines on stderr, and the exit code.

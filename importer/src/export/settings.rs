@@ -103,9 +103,11 @@ pub struct Chart {
 pub enum ImporterBinary {
     /// None (`--no-importer-binary`).
     Omitted,
-    /// This file (`--importer-binary`), refused unless it is static.
-    Given(PathBuf),
-    /// This binary, when it is static; else none, with a note.
+    /// These files (`--importer-binary`, repeatable), each refused unless it is a static
+    /// Linux importer for x86_64 or aarch64; one per architecture.
+    Given(Vec<PathBuf>),
+    /// This binary, when it is static, and `offline-images-<machine>` beside it for the other
+    /// architecture, when there is one; else none, with a note.
     Running,
 }
 

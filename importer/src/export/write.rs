@@ -14,7 +14,10 @@ use anyhow::{Context, Result};
 
 use crate::archive::Platform;
 use crate::bundle::{self, BundleArchive, BundleIndex};
+use crate::bundled::{self, Arch};
 use crate::exit;
+
+use super::ImporterBinary;
 
 /// The bundle directory and its two files as they stand, shared by the workers.
 pub struct Bundle {
@@ -46,8 +49,8 @@ impl Intact {
 
 impl Bundle {
     /// The bundle directory, created if need be, with what an earlier run wrote there; the
-    /// importer binary placed in it when given.
-    pub fn open(dir: &Path, importer_binary: Option<&Path>) -> Result<Bundle> {
+    /// importer binaries (see [`importer_binaries`]) placed in it.
+    pub fn open(dir: &Path, importer_binaries: &[(Arch, PathBuf)]) -> Result<Bundle> {
         fs::create_dir_all(dir).map_err(|e| {
             exit::usage(format!(
                 "cannot create the bundle directory {}: {e}",
@@ -61,13 +64,20 @@ impl Bundle {
         let sums = bundle::read_sums(dir)
             .map_err(|e| exit::usage(format!("{e:#}; move it away to start a new bundle")))?
             .unwrap_or_default();
-        if let Some(src) = importer_binary {
-            let sum = crate::bundled::place(src, dir)?;
+        let placed = bundled::place(importer_binaries, dir)?;
+        for (i, (arch, sum)) in placed.iter().enumerate() {
+            // The first is also the bundle's default binary (amd64 when it has one).
+            let also = if i == 0 {
+                format!(", also as {}/{}", bundled::DIR, bundled::BINARY)
+            } else {
+                String::new()
+            };
             eprintln!(
-                "offline-images: importer binary written to {}/{}/{} (sha256 {sum})",
+                "offline-images: importer binary written to {}/{}/{}/{} (sha256 {sum}){also}",
                 dir.display(),
-                crate::bundled::DIR,
-                crate::bundled::BINARY
+                bundled::DIR,
+                arch.dir(),
+                bundled::BINARY
             );
         }
         Ok(Bundle {
@@ -158,6 +168,84 @@ impl Bundle {
         self.record(entry)?;
         Ok(Intact::ByChecksum)
     }
+}
+
+/// The static importers the bundle carries for the chart's bootstrap mode, one per
+/// architecture, amd64 first: checked before anything is pulled. By default the running binary
+/// and, for the other architecture, `offline-images-<machine>` beside it
+/// ([`Arch::sibling`]). An architecture without one is a warning naming the nodes that will
+/// lack it, not a failure.
+pub fn importer_binaries(asked: &ImporterBinary) -> Result<Vec<(Arch, PathBuf)>> {
+    let mut found: Vec<(Arch, PathBuf)> = Vec::new();
+    match asked {
+        ImporterBinary::Omitted => return Ok(found),
+        ImporterBinary::Given(paths) => {
+            for path in paths {
+                let arch = bundled::check_importer(path).map_err(|why| {
+                    exit::usage(format!("--importer-binary {} {why}", path.display()))
+                })?;
+                if let Some((_, other)) = found.iter().find(|(a, _)| *a == arch) {
+                    return Err(exit::usage(format!(
+                        "--importer-binary {} and {} are both for {} ({}); give one per \
+                         architecture",
+                        other.display(),
+                        path.display(),
+                        arch.machine(),
+                        arch.platform()
+                    )));
+                }
+                found.push((arch, path.clone()));
+            }
+        }
+        ImporterBinary::Running => match bundled::current_static() {
+            Ok(running) => {
+                let own = running.0;
+                found.push(running);
+                for arch in Arch::ALL.into_iter().filter(|a| *a != own) {
+                    if let Some(path) = bundled::sibling(arch) {
+                        found.push((checked_sibling(arch, &path)?, path));
+                    }
+                }
+            }
+            Err(why) => {
+                eprintln!(
+                    "offline-images: note: this binary {why}; the bundle gets no importer \
+                     binary (the chart's bootstrap mode needs one: give --importer-binary)"
+                );
+                return Ok(found);
+            }
+        },
+    }
+    found.sort_by_key(|(a, _)| *a);
+    for arch in Arch::ALL
+        .into_iter()
+        .filter(|a| found.iter().all(|(b, _)| b != a))
+    {
+        eprintln!(
+            "offline-images: warning: no importer binary for {platform} (give \
+             --importer-binary FILE, or put it beside this binary as {sibling}); {platform} \
+             nodes cannot import from this bundle in the chart's bootstrap mode",
+            platform = arch.platform(),
+            sibling = arch.sibling()
+        );
+    }
+    Ok(found)
+}
+
+/// The importer for `arch` found beside the running binary, refused (exit 2) unless it is a
+/// static importer of that architecture.
+fn checked_sibling(arch: Arch, path: &Path) -> Result<Arch> {
+    let is = bundled::check_importer(path)
+        .map_err(|why| exit::usage(format!("{} (beside this binary) {why}", path.display())))?;
+    if is != arch {
+        return Err(exit::usage(format!(
+            "{} (beside this binary) is an importer for {}, not {} as its name says",
+            path.display(),
+            is.machine(),
+            arch.machine()
+        )));
+    }
+    Ok(is)
 }
 
 /// An archive being written: a hidden temp file beside its destination, removed unless it
@@ -299,7 +387,7 @@ mod tests {
     #[test]
     fn an_archive_is_intact_by_its_stamp_else_by_its_checksum_else_not() {
         let dir = temp_dir("intact");
-        let bundle = Bundle::open(&dir, None).unwrap();
+        let bundle = Bundle::open(&dir, &[]).unwrap();
         assert_eq!(bundle.intact("a.tar").unwrap(), Intact::No);
         written(&bundle, "a.tar", b"archive");
         assert_eq!(bundle.intact("a.tar").unwrap(), Intact::ByStamp);
