@@ -609,6 +609,8 @@ section_native() {
 
 BUNDLE_REFS=()
 BUNDLE_UPGRADE_REFS=()
+BUNDLE_SIZES=
+BUNDLE_SHAPE=
 SKOPEO_122=
 CRANE=
 
@@ -700,7 +702,8 @@ build_bundle_images() {
   rm -rf "$ctx"
   say "bundle: pushing to $OI_REGISTRY"
   for r in "${BUNDLE_REFS[@]}" "${BUNDLE_UPGRADE_REFS[0]}"; do "$DOCKER" push -q "$r" >/dev/null; done
-  "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep bench/bundle-app | sed 's/^/    /' >&2
+  BUNDLE_SIZES=$("$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep bench/bundle-app | sed "s|^$OI_REGISTRY/bench/||" | sort | paste -sd, - | sed 's/,/, /g')
+  BUNDLE_SHAPE="$n images of a $base MiB base layer (/usr/lib/x86_64-linux-gnu) and $own MiB of their own, uncompressed; the upgrade adds a $new MiB layer to bundle-app-1"
   say "bundle: writing the per-image docker save | gzip archives of the release"
   mkdir -p "$WORK/bundle-foreign"
   for r in "${BUNDLE_REFS[@]}"; do "$DOCKER" save "$r" | gzip >"$WORK/bundle-foreign/$(file_of "$r").tar.gz"; done
@@ -778,6 +781,8 @@ bundle_reexport() {
 section_bundle() {
   build_bundle_images
   record "bundle: ${#BUNDLE_REFS[@]} images sharing one base layer, as one OCI layout (export --format layout); uptime: $(uptime)"
+  record "  $BUNDLE_SHAPE; docker image sizes: $BUNDLE_SIZES"
+  record "  at the registry: base layer $(registry_blobs "${BUNDLE_REFS[0]}" | sort -k2 -n | tail -1 | cut -d' ' -f2) bytes, the upgrade's new blobs $(LC_ALL=C join -v1 <(registry_blobs "${BUNDLE_UPGRADE_REFS[@]}" | LC_ALL=C sort) <(registry_blobs "${BUNDLE_REFS[@]}" | LC_ALL=C sort) | sort -k2 -n | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $2 }') bytes"
   bundle_size
   record "bundle-export: first export, cold cache, against skopeo 1.22 and crane 0.20 writing one layout of the same images"
   compare bundle-skopeo '<=0.5' reset_layout ours_layout theirs_skopeo_layout
