@@ -56,8 +56,10 @@
 # Environment: BENCH_DIR (parent of the scratch dir, default /tmp; needs ~4x BENCH_TOTAL_MB
 # plus 3x BENCH_SIZE_MB free), BENCH_IMAGES (default 3), BENCH_TOTAL_MB (default 600),
 # BENCH_ROUNDS (default 3), BENCH_SIZE_MB (the archive of list-memory and import-memory,
-# default 2048),
-# BENCH_OUT (results file, default target/bench/results.txt).
+# default 2048), BENCH_BUNDLE_IMAGES, BENCH_BUNDLE_BASE_MB, BENCH_BUNDLE_OWN_MB and
+# BENCH_BUNDLE_NEW_MB (the bundle section's release: 4 images, a 229 MiB base layer, 64 MiB of
+# their own, a 192 MiB layer added by the upgrade), BENCH_OUT (results file, default
+# target/bench/results.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
