@@ -768,6 +768,8 @@ bundle_reexport() {
     grown=$(( $(tree_bytes "$out") + $(tree_bytes "$cache") ))
     written "$WORK/reexport-again.$r.log" "$BIN" export --format layout --cache-dir "$cache" --output "$out" "${BUNDLE_UPGRADE_REFS[@]}"
     grown=$(( $(tree_bytes "$out") + $(tree_bytes "$cache") - grown ))
+    grep -q "${BUNDLE_UPGRADE_REFS[0]}: written into the layout" "$WORK/reexport-again.$r.log" \
+      || die "the upgraded image was not written into the layout (log: $WORK/reexport-again.$r.log)"
     again+=("$SECS") wrote+=("$WRITTEN")
     record "  round $r: first export ${cold[-1]}s (cold cache), ${warm[-1]}s (warm cache, empty directory); re-export ${SECS}s, wrote $WRITTEN bytes ($CANCELLED cancelled), bundle and cache grew by $grown bytes (load average $(cut -d" " -f1 /proc/loadavg))"
   done
