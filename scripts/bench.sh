@@ -19,6 +19,13 @@
 #                      then export-reexport
 #   export-reexport    (in export-registry) first export, then a re-export with one image
 #                      changed, BENCH_ROUNDS times; medians and their ratio
+#   bundle             `export --format layout` (one OCI layout, every blob once) of a release of
+#                      BENCH_BUNDLE_IMAGES (4) images on one ~229 MiB base layer: its size against
+#                      the unique blob bytes; the first export (cold cache) against skopeo 1.22
+#                      (`oci:DIR:REF --dest-shared-blob-dir`, per image) and crane 0.20 (`pull
+#                      --format oci`); a re-export after an upgrade (one image gains a layer):
+#                      bytes written and time; the first import of the layout into containerd
+#                      against the ctr loop over per-image `docker save | gzip` archives
 #   list-memory        peak RSS and time of `offline-images list` on a 2 GiB archive, plain and gzip
 #   import-memory      peak RSS of `offline-images import` of that 2 GiB archive (gzip) into containerd
 #   entries-memory     peak RSS of `offline-images import` of a tar of BENCH_ENTRIES (default
@@ -49,15 +56,17 @@
 # Environment: BENCH_DIR (parent of the scratch dir, default /tmp; needs ~4x BENCH_TOTAL_MB
 # plus 3x BENCH_SIZE_MB free), BENCH_IMAGES (default 3), BENCH_TOTAL_MB (default 600),
 # BENCH_ROUNDS (default 3), BENCH_SIZE_MB (the archive of list-memory and import-memory,
-# default 2048),
-# BENCH_OUT (results file, default target/bench/results.txt).
+# default 2048), BENCH_BUNDLE_IMAGES, BENCH_BUNDLE_BASE_MB, BENCH_BUNDLE_OWN_MB and
+# BENCH_BUNDLE_NEW_MB (the bundle section's release: 4 images, a 229 MiB base layer, 64 MiB of
+# their own, a 192 MiB layer added by the upgrade), BENCH_OUT (results file, default
+# target/bench/results.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-ALL_SECTIONS=(import-containerd rerun import-docker export export-registry list-memory import-memory entries-memory)
+ALL_SECTIONS=(import-containerd rerun import-docker export export-registry bundle list-memory import-memory entries-memory)
 SECTIONS=("$@")
 [ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=("${ALL_SECTIONS[@]}")
 SIZE_MB=${BENCH_SIZE_MB:-2048}
@@ -320,6 +329,11 @@ describe() {
   theirs_skopeo_oci) echo "for r in REF...; do skopeo copy --src-tls-verify=false docker://\$r oci-archive:OUT/\$(echo \$r | tr /: __).tar; done" ;;
   ours_export_skopeo) echo "offline-images export --engine skopeo --output OUT REF..." ;;
   theirs_export) echo "for r in REF...; do docker pull \$r && docker save \$r | gzip > OUT/\$(echo \$r | tr /: __).tar.gz; done" ;;
+  ours_layout) echo "offline-images export --format layout --cache-dir EMPTY-CACHE --output OUT REF..." ;;
+  theirs_skopeo_layout) echo "for r in REF...; do skopeo copy --src-tls-verify=false --dest-shared-blob-dir OUT/shared docker://\$r oci:OUT/layout:\$r; done (skopeo 1.22)" ;;
+  theirs_crane_layout) echo "crane pull --insecure --format oci REF... OUT/layout (crane 0.20)" ;;
+  ours_layout_import) echo "offline-images import --images-path LAYOUT-BUNDLE --runtime containerd --containerd-address SOCK --namespace k8s.io" ;;
+  theirs_ctr_bundle) echo "for f in FOREIGN/*.tar.gz; do gzip -dc \$f | ctr -a SOCK -n k8s.io images import --digests -; done (docker save REF | gzip per image)" ;;
   esac
 }
 
@@ -588,6 +602,200 @@ section_native() {
   section_native_first
   section_native_upgrade
   section_native_rerun_other
+}
+
+# ---------------------------------------------------------------------------------------------
+# The bundle: `export --format layout` (one OCI layout, every blob once) against the layout
+# writers operators have (skopeo, crane), a re-export after an upgrade, and the first import
+# of that layout against the loop over per-image `docker save | gzip` archives.
+
+BUNDLE_REFS=()
+BUNDLE_UPGRADE_REFS=()
+BUNDLE_SIZES=
+BUNDLE_SHAPE=
+SKOPEO_122=
+CRANE=
+
+# The sum of the sizes of the regular files under a directory (0 when there is none).
+tree_bytes() { find "$1" -type f -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { printf "%d\n", s }'; }
+
+# The distinct blobs (manifest, config, layers) of the references REF... in the private
+# registry, one `DIGEST SIZE` line each, sorted by digest.
+registry_blobs() {
+  python3 -c '
+import json, sys, urllib.request
+registry, blobs = sys.argv[1], {}
+for ref in sys.argv[2:]:
+    name, tag = ref[len(registry) + 1:].rsplit(":", 1)
+    accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+    req = urllib.request.Request("http://%s/v2/%s/manifests/%s" % (registry, name, tag), headers={"Accept": accept})
+    with urllib.request.urlopen(req) as r:
+        body, digest = r.read(), r.headers["Docker-Content-Digest"]
+    blobs[digest] = len(body)
+    m = json.loads(body)
+    for d in [m["config"]] + m["layers"]:
+        blobs[d["digest"]] = d["size"]
+for digest in sorted(blobs):
+    print(digest, blobs[digest])
+' "$OI_REGISTRY" "$@"
+}
+sum_bytes() { awk '{ s += $2 } END { printf "%d\n", s }'; }
+# ratio_goal A B GOAL: "A/B (goal <=GOAL: met|MISSED)".
+ratio_goal() {
+  awk -v a="$1" -v b="$2" -v g="$3" 'BEGIN { r = a / b; printf "%.3f (goal <=%s: %s)", r, g, (r <= g) ? "met" : "MISSED" }'
+}
+
+# written LOG CMD...: run CMD to its end (output to LOG); sets SECS (wall), WRITTEN and
+# CANCELLED (write_bytes and cancelled_write_bytes of its /proc/PID/io, read once it has
+# exited and before it is reaped, so nothing it wrote is missed).
+written() {
+  local log=$1 out rc
+  shift
+  out=$(python3 -c '
+import os, sys, time
+start = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.execvp(sys.argv[2], sys.argv[2:])
+os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+secs = time.monotonic() - start
+io = dict(l.split(": ") for l in open("/proc/%d/io" % pid).read().splitlines())
+_, status = os.waitpid(pid, 0)
+print("%.2f %s %s %d" % (secs, io["write_bytes"], io["cancelled_write_bytes"], os.waitstatus_to_exitcode(status)))
+' "$log" "$@")
+  read -r SECS WRITTEN CANCELLED rc <<<"$out"
+  [ "$rc" = 0 ] || { tail -30 "$log" >&2; die "failed (exit $rc): $* (log: $log)"; }
+}
+
+# The release: BENCH_BUNDLE_IMAGES (4) images FROM one base layer of BENCH_BUNDLE_BASE_MB
+# (229) MiB of /usr/lib/x86_64-linux-gnu, each with BENCH_BUNDLE_OWN_MB (64) MiB of its own
+# (/usr/lib/llvm-14, /usr/lib/jvm, /usr/share, /usr/bin, ...); and its upgrade, where the
+# first image gains a layer of BENCH_BUNDLE_NEW_MB (192) MiB: the shared libraries past the
+# base's (about 65 MB gzip'd at the registry). All pushed; then the per-image `docker save |
+# gzip` archives of the release, and docker reset.
+build_bundle_images() {
+  [ ${#BUNDLE_REFS[@]} -eq 0 ] || return 0
+  start_daemons
+  local n=${BENCH_BUNDLE_IMAGES:-4} base=${BENCH_BUNDLE_BASE_MB:-229} own=${BENCH_BUNDLE_OWN_MB:-64}
+  local new=${BENCH_BUNDLE_NEW_MB:-192} ctx=$WORK/bundle-build i src r
+  local sources=(/usr/lib/llvm-14 /usr/lib/jvm /usr/share /usr/bin)
+  say "bundle: building $n images of ~$((base + own)) MiB (a $base MiB base layer shared by all, $own MiB of their own) and an upgrade"
+  mkdir -p "$ctx/base"
+  find_layer /usr/lib/x86_64-linux-gnu "$base" "$ctx/base/layer.tar"
+  printf 'FROM scratch\nADD layer.tar /\n' >"$ctx/base/Dockerfile"
+  "$DOCKER" build -q -t bench/bundle-base:1 "$ctx/base" >/dev/null
+  for i in $(seq 1 "$n"); do
+    src=${sources[$(((i - 1) % ${#sources[@]}))]}
+    mkdir -p "$ctx/app-$i"
+    find_layer "$src" "$own" "$ctx/app-$i/layer.tar" $((own * ((i - 1) / ${#sources[@]})))
+    printf 'FROM bench/bundle-base:1\nADD layer.tar /\nLABEL bench.bundle="%s"\n' "$i" >"$ctx/app-$i/Dockerfile"
+    "$DOCKER" build -q -t "$OI_REGISTRY/bench/bundle-app-$i:1" "$ctx/app-$i" >/dev/null
+    BUNDLE_REFS+=("$OI_REGISTRY/bench/bundle-app-$i:1")
+  done
+  # The upgrade: app-1 gains a layer of the shared libraries past those of the base.
+  mkdir -p "$ctx/upgrade"
+  find_layer /usr/lib/x86_64-linux-gnu "$new" "$ctx/upgrade/layer.tar" "$base"
+  printf 'FROM %s\nADD layer.tar /\nLABEL bench.bundle="1-upgraded"\n' "${BUNDLE_REFS[0]}" >"$ctx/upgrade/Dockerfile"
+  "$DOCKER" build -q -t "$OI_REGISTRY/bench/bundle-app-1:2" "$ctx/upgrade" >/dev/null
+  BUNDLE_UPGRADE_REFS=("$OI_REGISTRY/bench/bundle-app-1:2" "${BUNDLE_REFS[@]:1}")
+  rm -rf "$ctx"
+  say "bundle: pushing to $OI_REGISTRY"
+  for r in "${BUNDLE_REFS[@]}" "${BUNDLE_UPGRADE_REFS[0]}"; do "$DOCKER" push -q "$r" >/dev/null; done
+  BUNDLE_SIZES=$("$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep bench/bundle-app | sed "s|^$OI_REGISTRY/bench/||" | sort | paste -sd, - | sed 's/,/, /g')
+  BUNDLE_SHAPE="$n images of a $base MiB base layer (/usr/lib/x86_64-linux-gnu) and $own MiB of their own, uncompressed; the upgrade adds a $new MiB layer to bundle-app-1"
+  say "bundle: writing the per-image docker save | gzip archives of the release"
+  mkdir -p "$WORK/bundle-foreign"
+  for r in "${BUNDLE_REFS[@]}"; do "$DOCKER" save "$r" | gzip >"$WORK/bundle-foreign/$(file_of "$r").tar.gz"; done
+  reset_docker
+  SKOPEO_122=$(oi_fetch_forky_skopeo)
+  CRANE=$(oi_fetch_forky_crane)
+}
+
+# The contenders of the first export, each into an empty LAYOUT_OUT (ours with an empty
+# blob cache too); and of the first import.
+LAYOUT_OUT=
+reset_layout() {
+  rm -rf "$WORK/layout-out" "$WORK/layout-cache"
+  mkdir -p "$WORK/layout-out"
+  LAYOUT_OUT=$WORK/layout-out LEFT="output directory and blob cache removed"
+}
+ours_layout() {
+  run "$1" "$BIN" export --format layout --cache-dir "$WORK/layout-cache" --output "$LAYOUT_OUT/bundle" "${BUNDLE_REFS[@]}"
+}
+theirs_skopeo_layout() {
+  run "$1" bash -c 'set -e; skopeo=$1 d=$2; shift 2
+    for r in "$@"; do "$skopeo" copy --quiet --src-tls-verify=false --dest-shared-blob-dir "$d/shared" "docker://$r" "oci:$d/layout:$r"; done' \
+    _ "$SKOPEO_122" "$LAYOUT_OUT" "${BUNDLE_REFS[@]}"
+}
+theirs_crane_layout() { run "$1" "$CRANE" pull --insecure --format oci "${BUNDLE_REFS[@]}" "$LAYOUT_OUT/layout"; }
+ours_layout_import() { import_ctr "$1" "$WORK/bundle-layout"; }
+theirs_ctr_bundle() { ctr_loop "$1" "$WORK/bundle-foreign"; }
+
+# The bundle as `export --format layout` writes it, against the unique bytes of the blobs its
+# images are made of at the registry (goal: at most 1.01 x + 1 MiB).
+bundle_size() {
+  local unique total binary images goal
+  run "$WORK/bundle-prep.log" "$BIN" export --format layout --cache-dir "$WORK/bundle-prep-cache" --output "$WORK/bundle-layout" "${BUNDLE_REFS[@]}"
+  rm -rf "$WORK/bundle-prep-cache"
+  unique=$(registry_blobs "${BUNDLE_REFS[@]}" | sum_bytes)
+  total=$(tree_bytes "$WORK/bundle-layout")
+  binary=$(tree_bytes "$WORK/bundle-layout/.offline-images")
+  images=$((total - binary))
+  goal=$(awk -v u="$unique" 'BEGIN { printf "%d", u * 1.01 + 1048576 }')
+  record "  bundle: $total bytes in all, $binary of them the importer binary (.offline-images/); the layout, images.json and SHA256SUMS $images bytes ($(mib $((images / 1024))) MiB); the unique blobs of the ${#BUNDLE_REFS[@]} images at the registry $unique bytes ($(mib $((unique / 1024))) MiB), each image's blobs $(for r in "${BUNDLE_REFS[@]}"; do registry_blobs "$r" | sum_bytes; done | awk '{ s += $1 } END { printf "%d", s }') bytes summed"
+  record "  RESULT bundle-size layout/unique = $(awk -v a="$images" -v b="$unique" 'BEGIN { printf "%.4f", a / b }') (goal <= 1.01 x + 1 MiB = $goal bytes: $([ "$images" -le "$goal" ] && echo met || echo MISSED))"
+  record "    \$ offline-images export --format layout --cache-dir EMPTY-CACHE --output OUT REF..."
+}
+
+# A re-export after the upgrade, into the bundle and cache of a first export: its time
+# against the first export (cold cache, and into an empty directory with the cache warm),
+# and the bytes it wrote against the bytes of the blobs the upgrade added.
+bundle_reexport() {
+  local r cold=() warm=() again=() wrote=() new grown out=$WORK/reexport-out cache=$WORK/reexport-cache
+  local m_cold m_warm m_again m_wrote
+  new=$(LC_ALL=C join -v1 <(registry_blobs "${BUNDLE_UPGRADE_REFS[@]}" | LC_ALL=C sort) \
+    <(registry_blobs "${BUNDLE_REFS[@]}" | LC_ALL=C sort) | sum_bytes)
+  record "  re-export after the upgrade (${BUNDLE_UPGRADE_REFS[0]##*/} gains a layer): the new blobs are $new bytes ($(mib $((new / 1024))) MiB) at the registry"
+  for r in $(seq 1 "$ROUNDS"); do
+    rm -rf "$out" "$out-warm" "$cache"
+    run "$WORK/reexport-cold.$r.log" "$BIN" export --format layout --cache-dir "$cache" --output "$out" "${BUNDLE_REFS[@]}"
+    cold+=("$SECS")
+    run "$WORK/reexport-warm.$r.log" "$BIN" export --format layout --cache-dir "$cache" --output "$out-warm" "${BUNDLE_REFS[@]}"
+    warm+=("$SECS")
+    grown=$(( $(tree_bytes "$out") + $(tree_bytes "$cache") ))
+    written "$WORK/reexport-again.$r.log" "$BIN" export --format layout --cache-dir "$cache" --output "$out" "${BUNDLE_UPGRADE_REFS[@]}"
+    grown=$(( $(tree_bytes "$out") + $(tree_bytes "$cache") - grown ))
+    grep -q "${BUNDLE_UPGRADE_REFS[0]}: written into the layout" "$WORK/reexport-again.$r.log" \
+      || die "the upgraded image was not written into the layout (log: $WORK/reexport-again.$r.log)"
+    again+=("$SECS") wrote+=("$WRITTEN")
+    record "  round $r: first export ${cold[-1]}s (cold cache), ${warm[-1]}s (warm cache, empty directory); re-export ${SECS}s, wrote $WRITTEN bytes ($CANCELLED cancelled), bundle and cache grew by $grown bytes (load average $(cut -d" " -f1 /proc/loadavg))"
+  done
+  rm -rf "$out" "$out-warm" "$cache"
+  m_cold=$(median "${cold[@]}") m_warm=$(median "${warm[@]}") m_again=$(median "${again[@]}") m_wrote=$(median "${wrote[@]}")
+  record "  median: first export ${m_cold}s cold, ${m_warm}s warm; re-export ${m_again}s, wrote $m_wrote bytes"
+  record "    \$ offline-images export --format layout --cache-dir CACHE --output OUT RELEASE-REF... (then UPGRADE-REF... into the same OUT and CACHE)"
+  record "  RESULT bundle-reexport written/new = $(ratio_goal "$m_wrote" "$new" 1.05)"
+  record "  RESULT bundle-reexport ours/first-warm = $(ratio_goal "$m_again" "$m_warm" 0.1)"
+  record "  RESULT bundle-reexport ours/first-cold = $(ratio_goal "$m_again" "$m_cold" 0.1)"
+}
+
+section_bundle() {
+  build_bundle_images
+  record "bundle: ${#BUNDLE_REFS[@]} images sharing one base layer, as one OCI layout (export --format layout); uptime: $(uptime)"
+  record "  $BUNDLE_SHAPE; docker image sizes: $BUNDLE_SIZES"
+  record "  at the registry: base layer $(registry_blobs "${BUNDLE_REFS[0]}" | sort -k2 -n | tail -1 | cut -d' ' -f2) bytes, the upgrade's new blobs $(LC_ALL=C join -v1 <(registry_blobs "${BUNDLE_UPGRADE_REFS[@]}" | LC_ALL=C sort) <(registry_blobs "${BUNDLE_REFS[@]}" | LC_ALL=C sort) | sort -k2 -n | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $2 }') bytes"
+  bundle_size
+  record "bundle-export: first export, cold cache, against skopeo 1.22 and crane 0.20 writing one layout of the same images"
+  compare bundle-skopeo '<=0.5' reset_layout ours_layout theirs_skopeo_layout
+  compare bundle-crane '<=0.8' reset_layout ours_layout theirs_crane_layout
+  reset_layout
+  bundle_reexport
+  record "bundle-import: first import into containerd of the layout, against the ctr loop over the release's docker save | gzip archives; uptime: $(uptime)"
+  compare bundle-import '<=0.25' reset_containerd ours_layout_import theirs_ctr_bundle
+  reset_containerd
 }
 
 for s in "${SECTIONS[@]}"; do

@@ -384,6 +384,22 @@ oi_fetch_forky_skopeo() {
   echo "$bin/skopeo"
 }
 
+# ---- crane 0.20 ------------------------------------------------------------------------------
+# go-containerregistry's crane (Debian forky's `crane` package) as a writer of OCI layouts
+# (`crane pull --format oci`) for the corpus and the benchmarks. A Go binary that needs only
+# glibc 2.34, so it runs here as it is; unpacked into the cache, nothing is installed. Echoes
+# its path. Debian's build has no version of its own (`crane version` says "could not determine
+# build information"): the package's changelog gives it.
+oi_fetch_forky_crane() {
+  local root=$OI_CACHE/forky-crane/root
+  oi_unpack_forky crane "$root" crane
+  zcat "$root/usr/share/doc/crane/changelog.Debian.gz" | head -1 | grep -q '(0\.2[0-9]\.' \
+    || die "forky's crane is not 0.20 or newer: $(zcat "$root/usr/share/doc/crane/changelog.Debian.gz" | head -1)"
+  "$root/usr/bin/crane" pull --help 2>/dev/null | grep -q -- '--annotate-ref' \
+    || die "forky's crane does not run here: $("$root/usr/bin/crane" pull --help 2>&1 | head -1)"
+  echo "$root/usr/bin/crane"
+}
+
 # ---- podman 5 --------------------------------------------------------------------------------
 # podman 5 (Debian forky) as an archive writer: `podman pull` from the local registry, then
 # `podman save` as docker-archive, oci-archive and --multi-image-archive. No container runs

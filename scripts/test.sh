@@ -69,6 +69,9 @@ oi_start_matrix "$WORK"
 # skopeo 1.22 (forky), for the archives only it writes (zstd layers).
 OI_SKOPEO_122=$(oi_fetch_forky_skopeo)
 export OI_SKOPEO_122
+# crane 0.20 (forky), a writer of OCI layouts (`crane pull --format oci`) for the corpus.
+OI_CRANE=$(oi_fetch_forky_crane)
+export OI_CRANE
 # podman 5 (forky), an archive writer of the corpus (see oi_fetch_forky_podman).
 OI_PODMAN=$(oi_fetch_forky_podman)
 export OI_PODMAN

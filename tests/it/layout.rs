@@ -1,10 +1,13 @@
 //! OCI image layout directories, as the real skopeo writes them (`oci:DIR:REF`, with and
 //! without `--dest-shared-blob-dir`), read in place beside archives: listed, imported into
 //! containerd (both clients) and Docker, skipped on a re-run, found by `verify`; and the
-//! hostile ones refused by name while a good image beside them imports.
+//! hostile ones refused by name while a good image beside them imports. Then the layouts
+//! crane 0.20 (`crane pull --format oci`) and skopeo 1.22 write from images in the test
+//! registry, listed, imported into both runtimes and skipped on a re-run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -284,4 +287,228 @@ fn hostile_layouts_are_refused_by_name_while_a_good_image_beside_them_imports() 
         stderr.contains("summary: 1 imported, 0 skipped (already present), 5 failed"),
         "{stderr}"
     );
+}
+
+// ---- layouts crane 0.20 and skopeo 1.22 write from the test registry -----------------------
+
+/// skopeo 1.22 (Debian forky's, `OI_SKOPEO_122`), or None once a [`missing_precondition`]
+/// said so (in CI that fails the test).
+fn skopeo_122() -> Option<Command> {
+    let Some(bin) = std::env::var_os("OI_SKOPEO_122") else {
+        missing_precondition(
+            "no skopeo 1.22 in this run (OI_SKOPEO_122): scripts/test.sh fetches it",
+        );
+        return None;
+    };
+    Some(Command::new(bin))
+}
+
+/// Two images pushed to the test registry (Docker's manifests), once, for the tools to pull.
+fn registry_pair() -> &'static [TestImage; 2] {
+    static P: OnceLock<[TestImage; 2]> = OnceLock::new();
+    P.get_or_init(|| {
+        [
+            pushed_image("layout-tools-a", "hello from a layout tool's a"),
+            pushed_image("layout-tools-b", "hello from a layout tool's b"),
+        ]
+    })
+}
+
+/// One image of a layout a tool wrote: its unit, the name it gives (None: crane without
+/// `--annotate-ref`, imported without a name), its manifest and config digests.
+struct Written {
+    unit: String,
+    name: Option<String>,
+    manifest: String,
+    config: String,
+}
+
+/// The images of the layout `images/layout`, read from its files (its blobs, or those of
+/// `shared`).
+fn written(images: &Path, layout: &str, shared: Option<&Path>) -> Vec<Written> {
+    let dir = images.join(layout);
+    let json = |path: PathBuf| -> Value {
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    };
+    let blob = |digest: &str| {
+        let rel = digest.replacen(':', "/", 1);
+        let own = dir.join("blobs").join(&rel);
+        json(match shared {
+            Some(shared) if !own.exists() => shared.join(&rel),
+            _ => own,
+        })
+    };
+    let index = json(dir.join("index.json"));
+    let entries = index["manifests"].as_array().unwrap();
+    entries
+        .iter()
+        .map(|m| {
+            let manifest = m["digest"].as_str().unwrap().to_string();
+            let name = m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .map(str::to_string);
+            let config = blob(&manifest)["config"]["digest"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            Written {
+                unit: format!(
+                    "{layout}/index.json#{}",
+                    name.as_deref().unwrap_or(&manifest)
+                ),
+                name,
+                manifest,
+                config,
+            }
+        })
+        .collect()
+}
+
+/// An images path of layouts the real tools wrote from the registry pair: crane's `pull
+/// --format oci` of both into one directory, without and with `--annotate-ref`; skopeo 1.22's
+/// `copy docker://… oci:DIR:REF` of both into one layout, and into another whose blobs are in
+/// a shared blob directory (`--dest-shared-blob-dir`). None without either tool.
+fn tool_layouts() -> Option<(Scratch, Vec<Written>)> {
+    let (has_crane, has_skopeo) = (crane().is_some(), skopeo_122().is_some());
+    if !(has_crane && has_skopeo) {
+        return None;
+    }
+    let pair = registry_pair();
+    let dir = scratch_dir("tool-layouts");
+    for (layout, annotate) in [("crane", None), ("crane-named", Some("--annotate-ref"))] {
+        run(crane()
+            .unwrap()
+            .args(["pull", "--insecure", "--format", "oci"])
+            .args(annotate)
+            .args(pair.iter().map(|i| &i.tag))
+            .arg(dir.join(layout)));
+    }
+    let shared = dir.join("shared-blobs");
+    for (layout, blobs) in [("skopeo", None), ("skopeo-shared", Some(&shared))] {
+        for (i, image) in pair.iter().enumerate() {
+            let mut cmd = skopeo_122().unwrap();
+            cmd.args(["copy", "--quiet", "--src-tls-verify=false"]);
+            if let Some(blobs) = blobs {
+                cmd.arg("--dest-shared-blob-dir").arg(blobs);
+            }
+            let name = unique_ref(&format!("{layout}-{i}"));
+            run(cmd
+                .arg(format!("docker://{}", image.tag))
+                .arg(format!("oci:{}:{name}", dir.join(layout).display())));
+        }
+    }
+    let mut units = written(&dir, "crane", None);
+    units.extend(written(&dir, "crane-named", None));
+    units.extend(written(&dir, "skopeo", None));
+    units.extend(written(&dir, "skopeo-shared", Some(&shared)));
+    assert_eq!(units.len(), 8);
+    Some((dir, units))
+}
+
+#[test]
+fn list_names_the_images_of_layouts_crane_and_skopeo_122_wrote() {
+    let Some((dir, units)) = tool_layouts() else {
+        return;
+    };
+    let out = stdout_of(offline_images().args(["list", "--json"]).arg(&*dir));
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), units.len(), "{out}");
+    for w in &units {
+        let file = dir.join(&w.unit).display().to_string();
+        let line = lines
+            .iter()
+            .find(|l| l["file"] == file.as_str())
+            .unwrap_or_else(|| panic!("{file} not listed:\n{out}"));
+        assert_eq!(line["format"], "oci");
+        let image = &line["images"][0];
+        let names: Vec<&str> = image["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        assert_eq!(names, w.name.as_slice(), "{line}");
+        assert_eq!(image["digest"], w.manifest.as_str());
+        assert_eq!(image["platforms"][0]["config_digest"], w.config.as_str());
+    }
+}
+
+#[test]
+fn layouts_crane_and_skopeo_122_wrote_import_into_containerd_with_either_client_and_a_rerun_skips()
+{
+    let Some((dir, units)) = tool_layouts() else {
+        return;
+    };
+    for client in ["native", "ctr"] {
+        let ns = unique_namespace("tool-layout");
+        let (code, _, stderr) = outcome(&mut with_client("import", &dir, &ns, client));
+        assert_eq!(code, 0, "{client}: {stderr}");
+        let images = ctr_images(&ns);
+        for w in &units {
+            assert!(
+                line_of(&stderr, &w.unit).starts_with("imported "),
+                "{client}: {stderr}"
+            );
+            // An image crane gave no name is kept by containerd under its manifest digest.
+            let name = w.name.clone().unwrap_or_else(|| {
+                let by_digest = format!("@{}", w.manifest);
+                let found = images.iter().find(|(n, _)| n.ends_with(&by_digest));
+                found
+                    .unwrap_or_else(|| panic!("{client}: {images:?}"))
+                    .0
+                    .clone()
+            });
+            assert_eq!(
+                ctr_config_digest(&ns, &name).as_deref(),
+                Some(w.config.as_str()),
+                "{client}: {name}"
+            );
+        }
+        let (code, _, stderr) = outcome(&mut with_client("import", &dir, &ns, client));
+        assert_eq!(code, 0, "{client}: {stderr}");
+        for w in &units {
+            let line = line_of(&stderr, &w.unit);
+            assert!(line.starts_with("skipped "), "{client}: {line}");
+        }
+        assert!(
+            stderr.contains("summary: 0 imported, 8 skipped"),
+            "{client}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn docker_loads_the_images_of_layouts_crane_and_skopeo_122_wrote_and_a_rerun_skips() {
+    let Some((dir, units)) = tool_layouts() else {
+        return;
+    };
+    let d = daemons();
+    let (code, _, stderr) = outcome(&mut d.against_docker("import", &dir));
+    assert_eq!(code, 0, "{stderr}");
+    for w in &units {
+        // crane's named and unnamed copies are one image to Docker: the second is present.
+        let line = line_of(&stderr, &w.unit);
+        assert!(
+            line.starts_with("imported ") || line.starts_with("skipped "),
+            "{line}"
+        );
+        let image = w.name.as_deref().unwrap_or(&w.config);
+        assert_eq!(
+            d.docker_image_id(image).as_deref(),
+            Some(w.config.as_str()),
+            "{image}: {stderr}"
+        );
+    }
+    let (code, _, stderr) = outcome(&mut d.against_docker("import", &dir));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("summary: 0 imported, 8 skipped"),
+        "{stderr}"
+    );
+    for w in &units {
+        docker_rmi(w.name.as_deref().unwrap_or(&w.config));
+    }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use super::daemons::daemons;
+use super::daemons::{daemons, missing_precondition};
 
 /// A fresh directory under the test temp dir.
 pub fn temp_dir(label: &str) -> PathBuf {
@@ -166,6 +166,16 @@ pub fn ctr(ns: &str) -> Command {
 
 pub fn skopeo() -> Command {
     Command::new("skopeo")
+}
+
+/// crane 0.20 (Debian forky's, `OI_CRANE`: scripts/test.sh fetches it), or None once a
+/// [`missing_precondition`] said so (in CI that fails the test).
+pub fn crane() -> Option<Command> {
+    let Some(bin) = std::env::var_os("OI_CRANE") else {
+        missing_precondition("no crane 0.20 in this run (OI_CRANE): scripts/test.sh fetches it");
+        return None;
+    };
+    Some(Command::new(bin))
 }
 
 /// The test dockerd's socket path (OI_DOCKER_HOST without `unix://`).
