@@ -295,6 +295,9 @@ fn install(
     sum: &str,
     fill: impl FnOnce(&mut File) -> Result<()>,
 ) -> Result<String> {
+    if already_placed(binary, checksum, sum) {
+        return Ok(sum.to_string());
+    }
     let dir = binary.parent().expect("a folder");
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = bundle::temp_name(binary);
@@ -325,6 +328,9 @@ fn install(
 /// The binary `from`, already in the bundle, also at `binary` with its `checksum`: a hard link,
 /// or a copy where the file system has no hard links.
 fn install_linked(from: &Path, binary: &Path, checksum: &Path, sum: &str) -> Result<()> {
+    if already_placed(binary, checksum, sum) {
+        return Ok(());
+    }
     let tmp = bundle::temp_name(binary);
     let _ = fs::remove_file(&tmp);
     if fs::hard_link(from, &tmp).is_err() {
@@ -339,6 +345,13 @@ fn install_linked(from: &Path, binary: &Path, checksum: &Path, sum: &str) -> Res
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Whether the bundle holds `binary` with the checksum `sum` already, and its checksum file
+/// says so: a re-export then writes neither again.
+fn already_placed(binary: &Path, checksum: &Path, sum: &str) -> bool {
+    fs::read_to_string(checksum).is_ok_and(|c| c.split_whitespace().next() == Some(sum))
+        && bundle::sha256_file(binary).is_ok_and(|s| s == sum)
 }
 
 /// Put the complete `tmp` in place as `binary`, its checksum file first: a bundle whose binary

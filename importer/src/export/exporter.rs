@@ -3,13 +3,12 @@
 //! serve it, and is skipped when the bundle already holds it unchanged (docs/ARCHITECTURE.md,
 //! "Data flow: export").
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::compress;
 use super::engine::Engine;
@@ -226,9 +225,8 @@ impl Exporter<'_> {
         for (digest, size, blob) in &image.blobs {
             let put = match blob {
                 Blob::Bytes(data) => layout.put(digest, *size, &data[..]),
-                Blob::File(path) | Blob::Verified(path) => File::open(path)
-                    .with_context(|| format!("cannot open the cached blob {}", path.display()))
-                    .and_then(|f| layout.put(digest, *size, f)),
+                Blob::File(path) => layout.put_file(digest, *size, path, false),
+                Blob::Verified(path) => layout.put_file(digest, *size, path, true),
             };
             let put = put.inspect_err(|e| {
                 // A cached blob found damaged is dropped, so the next run downloads it.

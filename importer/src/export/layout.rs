@@ -141,18 +141,19 @@ impl Layout {
             return Ok(false);
         }
         let path = self.blob_path(digest);
-        let hex = digest.trim_start_matches("sha256:");
-        let n = self.n.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .blobs
-            .join(format!(".{hex}-{n}.{}.tmp", std::process::id()));
+        let tmp = self.temp_path(digest);
         let result = (|| -> Result<()> {
-            let mut out =
+            let out =
                 File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            let mut out = io::BufWriter::with_capacity(1 << 20, out);
             let mut reader =
                 VerifyingReader::new(data.take(size + 1), Verifier::new(digest, Some(size)));
             io::copy(&mut reader, &mut out)
                 .with_context(|| format!("cannot write the blob {digest} into the layout"))?;
+            let out = out
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
             out.sync_all()
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
             fs::rename(&tmp, &path)
@@ -166,6 +167,59 @@ impl Layout {
             let _ = d.sync_all();
         }
         Ok(true)
+    }
+
+    /// Store the blob `digest` from the blob cache's file `path`, unless the layout has it:
+    /// hard-linked where the cache and the layout share a file system, so its bytes are
+    /// written once, not twice; copied (and checked) otherwise. A file `verified` by this
+    /// run's download is linked as it is; one an earlier run cached is read and checked
+    /// against its digest first. Whether it was stored.
+    pub fn put_file(&self, digest: &str, size: u64, path: &Path, verified: bool) -> Result<bool> {
+        super::registry::verify::check_algorithm(digest)?;
+        if self.has(digest, size) {
+            return Ok(false);
+        }
+        let open = || {
+            File::open(path)
+                .with_context(|| format!("cannot open the cached blob {}", path.display()))
+        };
+        if !verified {
+            let mut reader =
+                VerifyingReader::new(open()?.take(size + 1), Verifier::new(digest, Some(size)));
+            io::copy(&mut reader, &mut io::sink())
+                .with_context(|| format!("cannot read the cached blob {}", path.display()))?;
+        } else if fs::metadata(path).map(|m| m.len()).ok() != Some(size) {
+            return self.put(digest, size, open()?);
+        }
+        let dest = self.blob_path(digest);
+        let tmp = self.temp_path(digest);
+        if fs::hard_link(path, &tmp).is_err() {
+            // Another file system, or one without hard links: a copy.
+            return self.put(digest, size, open()?);
+        }
+        let result = open()
+            .and_then(|f| f.sync_all().context("cannot sync the cached blob"))
+            .and_then(|()| {
+                fs::rename(&tmp, &dest).with_context(|| {
+                    format!("cannot rename {} to {}", tmp.display(), dest.display())
+                })
+            });
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result?;
+        if let Ok(d) = File::open(&self.blobs) {
+            let _ = d.sync_all();
+        }
+        Ok(true)
+    }
+
+    /// A hidden temp file beside the blob `digest`'s place, never shared by two workers.
+    fn temp_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        let n = self.n.fetch_add(1, Ordering::Relaxed);
+        self.blobs
+            .join(format!(".{hex}-{n}.{}.tmp", std::process::id()))
     }
 
     /// Record one reference exported this run: its record and its `index.json` entries.
@@ -411,6 +465,41 @@ mod tests {
         let other = format!("sha256:{}", "0".repeat(64));
         assert!(layout.put(&other, 3, &b"abd"[..]).is_err());
         let names: Vec<String> = fs::read_dir(dir.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [digest.trim_start_matches("sha256:")]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A cached blob goes in as a hard link (its bytes written once), after a check of its
+    /// digest unless this run's download verified it; a damaged one leaves nothing.
+    #[test]
+    fn a_cached_blob_is_linked_in_once_checked_and_a_damaged_one_is_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = temp_dir("link");
+        let cache = dir.join("cache");
+        fs::create_dir_all(&cache).unwrap();
+        let layout = Layout::open(&dir.join("layout"), None).unwrap();
+        let good = cache.join("good");
+        fs::write(&good, b"abc").unwrap();
+        let digest = format!("sha256:{}", bundle::sha256_reader(&b"abc"[..]).unwrap());
+        assert!(layout.put_file(&digest, 3, &good, false).unwrap());
+        let stored = layout.blob_path(&digest);
+        assert_eq!(
+            fs::metadata(&stored).unwrap().ino(),
+            fs::metadata(&good).unwrap().ino()
+        );
+        assert!(
+            !layout.put_file(&digest, 3, &good, true).unwrap(),
+            "stored twice"
+        );
+        let bad = cache.join("bad");
+        fs::write(&bad, b"abd").unwrap();
+        let other = format!("sha256:{}", bundle::sha256_reader(&b"xyz"[..]).unwrap());
+        assert!(layout.put_file(&other, 3, &bad, false).is_err());
+        assert!(!layout.has(&other, 3));
+        let names: Vec<String> = fs::read_dir(dir.join("layout/blobs/sha256"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
