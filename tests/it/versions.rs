@@ -116,8 +116,69 @@ fn flavours(i: usize, d: &Daemons) -> Vec<Flavour> {
     }
     out.extend(podman_flavours());
     out.extend(special_flavours());
+    out.extend(layout_flavours().iter().map(|(name, dir, image)| {
+        Flavour::new(
+            name.clone(),
+            dir.clone(),
+            vec![(image.clone(), "hello from a layout")],
+        )
+    }));
     out.extend(own_flavours(i, d));
     out
+}
+
+/// OCI image layout directories, as the tools write them from one image of the test registry:
+/// `offline-images export` (the default format), `crane pull --format oci --annotate-ref`
+/// (0.20), and skopeo's `copy docker://… oci:DIR:REF` (1.9, and 1.22 where it is fetched).
+/// Built once; each is a directory the bundle holds as it is.
+fn layout_flavours() -> &'static [(String, PathBuf, TestImage)] {
+    static L: std::sync::OnceLock<Vec<(String, PathBuf, TestImage)>> = std::sync::OnceLock::new();
+    L.get_or_init(|| {
+        let image = pushed_image("versions-layout", "hello from a layout");
+        let dir = temp_dir("versions-layouts");
+        let mut out = Vec::new();
+        let export = dir.join("export");
+        let mut cmd = registry_export_as(&export, &bare_path(&[]), "layout");
+        let (code, _, log) = outcome(cmd.args(["--no-importer-binary", &image.tag]));
+        assert_eq!(code, 0, "{log}");
+        out.push(("OCI layout: offline-images export".to_string(), export));
+        if let Some(mut crane) = crane() {
+            let to = dir.join("crane");
+            run(crane
+                .args([
+                    "pull",
+                    "--insecure",
+                    "--format",
+                    "oci",
+                    "--annotate-ref",
+                    &image.tag,
+                ])
+                .arg(&to));
+            out.push(("OCI layout: crane 0.20 pull --format oci".to_string(), to));
+        }
+        let skopeos = [
+            ("skopeo 1.9", Some(skopeo())),
+            (
+                "skopeo 1.22",
+                std::env::var_os("OI_SKOPEO_122").map(Command::new),
+            ),
+        ];
+        for (name, tool) in skopeos {
+            let Some(mut tool) = tool else {
+                missing_precondition("no skopeo 1.22 in this run (OI_SKOPEO_122)");
+                continue;
+            };
+            let to = dir.join(name.replace(' ', "-"));
+            run(tool
+                .args(["copy", "--quiet", "--src-tls-verify=false"])
+                .arg(format!("docker://{}", image.tag))
+                .arg(format!("oci:{}:{}", to.display(), image.tag)));
+            out.push((format!("OCI layout: {name} oci:"), to));
+        }
+        out.into_iter()
+            .map(|(name, path)| (name, path, image.clone()))
+            .collect()
+    })
 }
 
 /// podman 5's docker-archive, oci-archive and --multi-image-archive (none without podman).
@@ -330,7 +391,9 @@ fn bundle_of(flavour: &Flavour, label: &str) -> PathBuf {
     let archive = flavour.archive.as_ref().unwrap();
     let dir = temp_dir(label);
     let to = dir.join(archive_name(archive));
-    if std::fs::hard_link(archive, &to).is_err() {
+    if archive.is_dir() {
+        run(Command::new("cp").arg("-a").arg(archive).arg(&to));
+    } else if std::fs::hard_link(archive, &to).is_err() {
         std::fs::copy(archive, &to).unwrap();
     }
     dir
