@@ -755,7 +755,7 @@ bundle_size() {
 # and the bytes it wrote against the bytes of the blobs the upgrade added.
 bundle_reexport() {
   local r cold=() warm=() again=() wrote=() new grown out=$WORK/reexport-out cache=$WORK/reexport-cache
-  local m_cold m_warm m_again m_wrote
+  local m_cold m_warm m_again m_wrote since_bytes=0 since_dir=$WORK/reexport-since
   new=$(LC_ALL=C join -v1 <(registry_blobs "${BUNDLE_UPGRADE_REFS[@]}" | LC_ALL=C sort) \
     <(registry_blobs "${BUNDLE_REFS[@]}" | LC_ALL=C sort) | sum_bytes)
   record "  re-export after the upgrade (${BUNDLE_UPGRADE_REFS[0]##*/} gains a layer): the new blobs are $new bytes ($(mib $((new / 1024))) MiB) at the registry"
@@ -765,15 +765,21 @@ bundle_reexport() {
     cold+=("$SECS")
     run "$WORK/reexport-warm.$r.log" "$BIN" export --format layout --cache-dir "$cache" --output "$out-warm" "${BUNDLE_REFS[@]}"
     warm+=("$SECS")
+    # The upgrade as a bundle of its own: only what the first bundle did not carry.
+    rm -rf "$since_dir"
+    run "$WORK/reexport-since.$r.log" "$BIN" export --since "$out-warm" --no-importer-binary --cache-dir "$cache" --output "$since_dir" "${BUNDLE_UPGRADE_REFS[@]}"
+    since_bytes=$(tree_bytes "$since_dir")
     grown=$(( $(tree_bytes "$out") + $(tree_bytes "$cache") ))
     written "$WORK/reexport-again.$r.log" "$BIN" export --format layout --cache-dir "$cache" --output "$out" "${BUNDLE_UPGRADE_REFS[@]}"
     grown=$(( $(tree_bytes "$out") + $(tree_bytes "$cache") - grown ))
     grep -q "${BUNDLE_UPGRADE_REFS[0]}: written into the layout" "$WORK/reexport-again.$r.log" \
       || die "the upgraded image was not written into the layout (log: $WORK/reexport-again.$r.log)"
     again+=("$SECS") wrote+=("$WRITTEN")
-    record "  round $r: first export ${cold[-1]}s (cold cache), ${warm[-1]}s (warm cache, empty directory); re-export ${SECS}s, wrote $WRITTEN bytes ($CANCELLED cancelled), bundle and cache grew by $grown bytes (load average $(cut -d" " -f1 /proc/loadavg))"
+    record "  round $r: first export ${cold[-1]}s (cold cache), ${warm[-1]}s (warm cache, empty directory); re-export ${SECS}s, wrote $WRITTEN bytes ($CANCELLED cancelled), bundle and cache grew by $grown bytes; --since bundle $since_bytes bytes (load average $(cut -d" " -f1 /proc/loadavg))"
   done
-  rm -rf "$out" "$out-warm" "$cache"
+  rm -rf "$out" "$out-warm" "$cache" "$since_dir"
+  record "    \$ offline-images export --since FIRST-OUT --no-importer-binary --output UPGRADE-OUT UPGRADE-REF..."
+  record "  RESULT bundle-since bytes/(new + 1 MiB) = $(ratio_goal "$since_bytes" "$((new + 1048576))" 1.01)"
   m_cold=$(median "${cold[@]}") m_warm=$(median "${warm[@]}") m_again=$(median "${again[@]}") m_wrote=$(median "${wrote[@]}")
   record "  median: first export ${m_cold}s cold, ${m_warm}s warm; re-export ${m_again}s, wrote $m_wrote bytes"
   record "    \$ offline-images export --format layout --cache-dir CACHE --output OUT RELEASE-REF... (then UPGRADE-REF... into the same OUT and CACHE)"
