@@ -357,17 +357,20 @@ fn an_export_killed_at_any_point_leaves_a_consistent_bundle_the_next_run_complet
     let whole = started.elapsed().as_micros() as u64;
     let mut x = seed() | 1;
     let mut delays = Vec::new();
-    for i in 0..10 {
+    // Twenty kills at random points, every other one with the blob cache (whose blobs go into
+    // the layout as hard links) and the others without (each blob written and checked).
+    for i in 0..20 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let delay = Duration::from_micros(x % (whole + 1));
         delays.push(delay);
+        let cached: &[&str] = if i % 2 == 0 { &["--no-cache"] } else { &[] };
         let running = Running::spawn(&mut layout_export(
             &out,
             &cache,
             &sets[(i + 1) % sets.len()],
-            &["--no-cache"],
+            cached,
         ));
         std::thread::sleep(delay);
         let _ = nix::sys::signal::kill(
