@@ -355,6 +355,29 @@ def test_the_rendered_job_imports_the_bundle_into_containerd_as_the_kubelet_woul
     assert LAST_TERMINATION_MESSAGE["message"].splitlines()[0] == lines[-1]
 
 
+@pytest.fixture(scope="module")
+def layout_bundle(bundle, tmp_path_factory) -> dict[str, Any]:
+    """The bundle's image as an OCI image layout directory, as skopeo writes one (`oci:`)."""
+    saved = tmp_path_factory.mktemp("saved") / "busybox.tar"
+    saved.write_bytes(bundle["tar"])
+    directory = tmp_path_factory.mktemp("layout-bundle")
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", f"docker-archive:{saved}", f"oci:{directory / 'layout'}:{bundle['ref']}"],
+        check=True, capture_output=True, timeout=120,
+    )
+    return {"dir": directory, "ref": bundle["ref"], "tar": bundle["tar"]}
+
+
+def test_the_rendered_job_imports_a_layout_bundle_into_containerd(importer_image, layout_bundle, containerd):
+    namespace = f"{NAMESPACE}-job-layout"
+    jb = job(merge(job_values(importer_image, layout_bundle, containerd),
+                   {"imagePull": {"containerdNamespace": namespace}}))
+    code, log = run_like_kubelet(jb, node=containerd)
+    assert code == 0, f"the import Job's container exited {code}:\n{log}"
+    assert f"imported  layout/index.json#{layout_bundle['ref']}" in log, log
+    assert layout_bundle["ref"] in containerd.ctr_run(namespace, "images", "ls", "-q").split()
+
+
 def test_with_a_required_image_missing_the_job_exits_1_and_the_summary_is_its_last_line(importer_image, bundle, containerd):
     absent = "registry.site.local/shop/web:4.5.6"
     values = merge(job_values(importer_image, bundle, containerd),
