@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::path::PathBuf;
 
-use clap::builder::TypedValueParser;
+use clap::builder::{ArgPredicate, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -632,13 +632,31 @@ pub struct ExportArgs {
     /// (oci-layout, index.json naming every reference, blobs/sha256/) with each blob stored
     /// once whatever number of images use it. A layout takes images from registries only
     /// (--engine auto or registry); a re-export writes only the blobs it lacks.
-    #[arg(long, value_enum, default_value = "archives")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "archives",
+        default_value_if("pack", ArgPredicate::IsPresent, "layout")
+    )]
     pub format: BundleFormat,
 
     /// With --format layout: keep the blobs no image of the new index uses (by default they
     /// are removed once the new index is written).
     #[arg(long)]
     pub keep_unused: bool,
+
+    /// Once the layout bundle is written, pack it into FILE (ending in .tar or .tar.zst) to
+    /// carry as one file; implies --format layout. The importer reads FILE in place as it
+    /// reads the directory. Written beside FILE and renamed when complete; FILE.sha256sums
+    /// holds its checksum.
+    #[arg(long, value_name = "FILE")]
+    pub pack: Option<PathBuf>,
+
+    /// With --pack: cut FILE into FILE.part-000, FILE.part-001, ... of at most SIZE each
+    /// (e.g. 4G, 700M; K, M, G are powers of 1024, KB, MB, GB of 1000). `cat FILE.part-* >
+    /// FILE` joins them; the importer reads the parts in place.
+    #[arg(long, value_name = "SIZE")]
+    pub split: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -676,6 +694,10 @@ impl ExportArgs {
             helm: self.helm.clone(),
             release_name: self.release_name.clone(),
         });
+        let format = match self.format {
+            BundleFormat::Archives => export::BundleFormat::Archives,
+            BundleFormat::Layout => export::BundleFormat::Layout,
+        };
         Ok(export::Settings {
             inputs: export::Inputs {
                 images: self.images.clone(),
@@ -703,11 +725,9 @@ impl ExportArgs {
             dry_run: self.dry_run,
             importer_binary,
             allow_empty: self.allow_empty,
-            format: match self.format {
-                BundleFormat::Archives => export::BundleFormat::Archives,
-                BundleFormat::Layout => export::BundleFormat::Layout,
-            },
+            format,
             keep_unused: self.keep_unused,
+            pack: export::pack_to(self.pack.as_ref(), self.split.as_deref(), format)?,
         })
     }
 }
@@ -740,6 +760,8 @@ mod tests {
         "export --namespace",
         "export --kube-version",
         "export --api-versions",
+        "export --pack",
+        "export --split",
     ];
 
     /// The long help of `--flag` of `command`.

@@ -1,0 +1,342 @@
+//! `export --pack FILE`: the layout bundle, once committed, packed into one file to carry: a
+//! tar of `oci-layout`, `index.json`, `images.json`, `SHA256SUMS`, then every blob under
+//! `blobs/sha256/`. A `.tar` is plain; a `.tar.zst` stays a normal `.tar.zst` (`zstd -dc FILE
+//! | tar t` reads it) but writes each tar member as a zstd frame of its own and appends an
+//! index of the frames in a zstd skippable frame (`layout::pack`), so the importer
+//! decompresses only the frames an image needs.
+//!
+//! The pack is written to hidden temp files beside FILE, synced, and renamed only when
+//! complete, so a killed export never leaves a half file under FILE's name. With `--split
+//! SIZE` it is cut into `FILE.part-000`, `FILE.part-001`, ... of at most SIZE each (`cat
+//! FILE.part-* > FILE` joins them); `FILE.sha256sums` lists the SHA-256 of FILE, or of each
+//! part, for `sha256sum -c`. Parts or a whole FILE an earlier run left are removed, so the
+//! importer never finds the bundle twice.
+
+use std::fs::{self, File};
+use std::io::{self, Cursor, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::settings::PackTo;
+use crate::archive::human_bytes;
+use crate::bundle::{self, SUMS_FILE};
+use crate::layout::pack::{encode_frames, part_name, Frame, ROOT, SUMS_SUFFIX};
+
+/// The members of the layout bundle in `dir`, in the order they are packed: the root files,
+/// then the blobs in name order.
+fn members(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for name in ROOT.iter().copied().chain([SUMS_FILE]) {
+        let path = dir.join(name);
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            out.push((name.to_string(), path));
+        } else if name != SUMS_FILE {
+            bail!(
+                "{} is not there: the layout bundle cannot be packed",
+                path.display()
+            );
+        }
+    }
+    let blobs = dir.join("blobs/sha256");
+    let mut names: Vec<String> = fs::read_dir(&blobs)
+        .with_context(|| format!("cannot read {}", blobs.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    out.extend(
+        names
+            .into_iter()
+            .map(|n| (format!("blobs/sha256/{n}"), blobs.join(n))),
+    );
+    Ok(out)
+}
+
+/// The ustar header of the member `name` of `size` bytes (every name is short).
+fn header(name: &str, size: u64) -> Result<[u8; 512]> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name)
+        .with_context(|| format!("{name} cannot be a tar member name"))?;
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut out = [0u8; 512];
+    out.copy_from_slice(h.as_bytes());
+    Ok(out)
+}
+
+fn padding(size: u64) -> usize {
+    ((512 - size % 512) % 512) as usize
+}
+
+/// Where the pack's bytes go: one temp file, or a temp file per part of at most `split`
+/// bytes, each hashed as it is written. The first error is kept (the zstd encoder cannot
+/// take one) and returned by [`Out::finish`].
+struct Out {
+    file: PathBuf,
+    split: Option<u64>,
+    temps: Vec<(PathBuf, String)>,
+    current: Option<(File, Sha256, u64)>,
+    written: u64,
+    error: Option<io::Error>,
+}
+
+impl Out {
+    fn new(file: &Path, split: Option<u64>) -> Out {
+        Out {
+            file: file.to_path_buf(),
+            split,
+            temps: Vec::new(),
+            current: None,
+            written: 0,
+            error: None,
+        }
+    }
+
+    fn temp(&self, n: usize) -> PathBuf {
+        let name = self.file.file_name().unwrap_or_default().to_string_lossy();
+        let id = std::process::id();
+        self.file
+            .with_file_name(format!(".{name}.partial-{id}-{n}"))
+    }
+
+    /// Closes the part being written: synced, its hash kept.
+    fn close(&mut self) -> io::Result<()> {
+        if let Some((file, hasher, _)) = self.current.take() {
+            file.sync_all()?;
+            let n = self.temps.len();
+            self.temps
+                .push((self.temp(n), crate::digest::hex(&hasher.finalize())));
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let full = |c: &Option<(File, Sha256, u64)>| {
+            c.as_ref().is_some_and(|(_, _, n)| Some(*n) == self.split)
+        };
+        if full(&self.current) {
+            self.close()?;
+        }
+        if self.current.is_none() {
+            let file = File::create(self.temp(self.temps.len()))?;
+            self.current = Some((file, Sha256::new(), 0));
+        }
+        let (file, hasher, n) = self.current.as_mut().expect("just opened");
+        let room = self.split.map_or(u64::MAX, |s| s - *n);
+        let take = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let wrote = file.write(&buf[..take])?;
+        hasher.update(&buf[..wrote]);
+        *n += wrote as u64;
+        self.written += wrote as u64;
+        Ok(wrote)
+    }
+
+    /// The temp files and their hashes, once all is on disk.
+    fn finish(mut self) -> Result<Vec<(PathBuf, String)>> {
+        if let Some(e) = self.error.take() {
+            self.discard();
+            return Err(anyhow!(e))
+                .with_context(|| format!("cannot write {}", self.file.display()));
+        }
+        if let Err(e) = self.close() {
+            self.discard();
+            return Err(anyhow!(e))
+                .with_context(|| format!("cannot write {}", self.file.display()));
+        }
+        Ok(std::mem::take(&mut self.temps))
+    }
+
+    fn discard(&mut self) {
+        self.current = None;
+        for n in 0..=self.temps.len() {
+            let _ = fs::remove_file(self.temp(n));
+        }
+    }
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.error.is_some() || buf.is_empty() {
+            return Ok(buf.len());
+        }
+        match self.put(buf) {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                self.error = Some(e);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A reader whose first error is kept rather than given to the zstd encoder (which cannot
+/// take one): it then ends, and the error is returned after the frame.
+struct Kept<R> {
+    inner: R,
+    error: Option<io::Error>,
+}
+
+impl<R: Read> Read for Kept<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.error.is_some() {
+            return Ok(0);
+        }
+        self.inner.read(buf).or_else(|e| {
+            self.error = Some(e);
+            Ok(0)
+        })
+    }
+}
+
+/// One member into `out`: its header, data and padding, as a zstd frame of its own when
+/// `zstd`; the frame it became.
+fn member(out: &mut Out, name: &str, path: &Path, zstd: bool) -> Result<Option<Frame>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata()?.len();
+    let bytes = Cursor::new(header(name, size)?)
+        .chain(file.take(size))
+        .chain(Cursor::new(vec![0u8; padding(size)]));
+    let offset = out.written;
+    let mut kept = Kept {
+        inner: bytes,
+        error: None,
+    };
+    if zstd {
+        ruzstd::encoding::compress(
+            &mut kept,
+            &mut *out,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+    } else {
+        io::copy(&mut kept, out)?;
+    }
+    if let Some(e) = kept.error {
+        return Err(anyhow!(e)).with_context(|| format!("cannot read {}", path.display()));
+    }
+    let frame = zstd.then(|| Frame {
+        name: name.to_string(),
+        offset,
+        length: out.written - offset,
+        skip: 512,
+        size,
+    });
+    Ok(frame)
+}
+
+/// Pack the layout bundle in `dir` as `to` says (see the module's documentation).
+pub fn pack(dir: &Path, to: &PackTo) -> Result<()> {
+    let members = members(dir)?;
+    let mut out = Out::new(&to.file, to.split);
+    let mut frames = Vec::new();
+    let written = (|| -> Result<()> {
+        for (name, path) in &members {
+            frames.extend(member(&mut out, name, path, to.zstd)?);
+        }
+        let end = vec![0u8; 1024];
+        if to.zstd {
+            let frame = ruzstd::encoding::compress_to_vec(
+                end.as_slice(),
+                ruzstd::encoding::CompressionLevel::Fastest,
+            );
+            out.write_all(&frame)?;
+            out.write_all(&encode_frames(std::mem::take(&mut frames)))?;
+        } else {
+            out.write_all(&end)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        out.discard();
+        return Err(e);
+    }
+    let size = out.written;
+    let temps = out.finish()?;
+    let names = put_in_place(&to.file, temps, to.split.is_some())?;
+    log(dir, to, &names, size, members.len());
+    Ok(())
+}
+
+/// The temp files renamed to FILE, or to its parts; what an earlier run left under the other
+/// names removed; `FILE.sha256sums` written. The names written, each with its hash.
+fn put_in_place(
+    file: &Path,
+    temps: Vec<(PathBuf, String)>,
+    split: bool,
+) -> Result<Vec<(String, String)>> {
+    let name = file
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let count = temps.len();
+    let mut names = Vec::with_capacity(count);
+    for (i, (temp, hash)) in temps.into_iter().enumerate() {
+        let final_name = if split {
+            part_name(&name, i, count)
+        } else {
+            name.clone()
+        };
+        let dest = file.with_file_name(&final_name);
+        fs::rename(&temp, &dest)
+            .with_context(|| format!("cannot rename {} to {}", temp.display(), dest.display()))?;
+        names.push((final_name, hash));
+    }
+    remove_stale(file, &name, &names);
+    let text: String = names.iter().map(|(n, h)| format!("{h}  {n}\n")).collect();
+    let sums = file.with_file_name(format!("{name}{SUMS_SUFFIX}"));
+    bundle::write_atomic(&sums, text.as_bytes())?;
+    Ok(names)
+}
+
+/// FILE or its parts from an earlier run that this one did not write.
+fn remove_stale(file: &Path, name: &str, written: &[(String, String)]) {
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let ours = n == name || crate::layout::pack::part_of(&n).is_some_and(|(s, _)| s == name);
+        if ours && !written.iter().any(|(w, _)| *w == n) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn log(dir: &Path, to: &PackTo, names: &[(String, String)], size: u64, members: usize) {
+    let sums = format!("{}{SUMS_SUFFIX}", to.file.display());
+    if let Some(split) = to.split {
+        let first = to.file.with_file_name(&names[0].0);
+        eprintln!(
+            "offline-images: packed {} ({members} files, {}) into {} part(s) of at most {}, {} \
+             to {}; checksums in {sums}",
+            dir.display(),
+            human_bytes(size),
+            names.len(),
+            human_bytes(split),
+            first.display(),
+            names.last().map_or("", |(n, _)| n.as_str()),
+        );
+    } else {
+        eprintln!(
+            "offline-images: packed {} ({members} files) into {} ({}); checksum in {sums}",
+            dir.display(),
+            to.file.display(),
+            human_bytes(size)
+        );
+    }
+}
