@@ -340,3 +340,144 @@ fn log(dir: &Path, to: &PackTo, names: &[(String, String)], size: u64, members: 
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::LayoutSource;
+    use crate::source::{Source, Unit};
+
+    fn temp(label: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("oi-pack-{label}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("bundle/blobs/sha256")).unwrap();
+        fs::create_dir_all(d.join("carry")).unwrap();
+        d
+    }
+
+    /// A layout bundle of two one-layer images in `dir` (images.json's content is not read).
+    fn layout(dir: &Path) {
+        let blob = |data: &[u8]| {
+            let hex = crate::digest::hex(&Sha256::digest(data));
+            fs::write(dir.join("blobs/sha256").join(&hex), data).unwrap();
+            serde_json::json!({"digest": format!("sha256:{hex}"), "size": data.len()})
+        };
+        let mut entries = Vec::new();
+        for (name, text) in [("a", "A"), ("b", "B")] {
+            let host = crate::archive::Platform::host();
+            let config = serde_json::json!({"architecture": host.architecture, "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": []}});
+            let config = blob(config.to_string().as_bytes());
+            let layer = blob(text.repeat(300_000).as_bytes());
+            let manifest = serde_json::json!({"schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": config, "layers": [layer]});
+            let mut desc = blob(manifest.to_string().as_bytes());
+            desc["annotations"] =
+                serde_json::json!({"org.opencontainers.image.ref.name": format!("x.io/{name}:1")});
+            entries.push(desc);
+        }
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": entries});
+        fs::write(dir.join("index.json"), index.to_string()).unwrap();
+        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        fs::write(dir.join("images.json"), b"{}").unwrap();
+        fs::write(dir.join("SHA256SUMS"), b"").unwrap();
+    }
+
+    fn streams(source: &LayoutSource) -> Vec<(String, Vec<u8>)> {
+        let read = |u: &Unit| {
+            let mut out = Vec::new();
+            let read = source.open(u).and_then(|o| {
+                let mut r = o.reader;
+                r.read_to_end(&mut out).map_err(Into::into)
+            });
+            read.map(|_| out).map_err(|e| format!("{e:#}"))
+        };
+        source
+            .units()
+            .iter()
+            .map(|u| {
+                (
+                    u.name.split_once("index.json").unwrap().1.to_string(),
+                    read(u),
+                )
+            })
+            .map(|(n, r)| (n, r.unwrap_or_else(|e| e.into_bytes())))
+            .collect()
+    }
+
+    #[test]
+    fn a_pack_reads_as_its_directory_whole_compressed_or_in_parts() {
+        let d = temp("round");
+        layout(&d.join("bundle"));
+        let from_dir = streams(&LayoutSource::find(&d.join("bundle")));
+        assert_eq!(from_dir.len(), 2);
+        for (file, zstd, split) in [
+            ("b.tar", false, None),
+            ("b.tar.zst", true, None),
+            ("s.tar", false, Some(200_000)),
+            ("s.tar.zst", true, Some(65_536)),
+        ] {
+            let to = PackTo {
+                file: d.join("carry").join(file),
+                zstd,
+                split,
+            };
+            pack(&d.join("bundle"), &to).unwrap();
+            let source = LayoutSource::find(&d.join("carry"));
+            assert!(source.refused().is_empty(), "{:?}", source.refused());
+            let got = streams(&source);
+            let ours = source
+                .units()
+                .iter()
+                .filter(|u| u.name.starts_with(&format!("{file}/")))
+                .count();
+            assert_eq!(ours, 2, "{file}");
+            for item in &from_dir {
+                assert!(got.contains(item), "{file}: {}", item.0);
+            }
+            assert!(source.holds(&to.file) || split.is_some());
+        }
+        // The parts are named so that `cat` joins them in order, with their checksums.
+        let sums = fs::read_to_string(d.join("carry/s.tar.sha256sums")).unwrap();
+        assert!(sums.contains("  s.tar.part-000\n") && sums.contains("  s.tar.part-002\n"));
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_missing_part_and_a_corrupt_blob_are_named_and_the_other_image_reads() {
+        let d = temp("hostile");
+        layout(&d.join("bundle"));
+        let to = PackTo {
+            file: d.join("carry/s.tar"),
+            zstd: false,
+            split: Some(100_000),
+        };
+        pack(&d.join("bundle"), &to).unwrap();
+        fs::remove_file(d.join("carry/s.tar.part-003")).unwrap();
+        let source = LayoutSource::find(&d.join("carry"));
+        assert!(source.units().is_empty());
+        let why = &source.refused()[0].reason;
+        assert!(why.contains("s.tar.part-003 is missing"), "{why}");
+        // One layer's bytes changed in a whole pack: that image fails, the other reads.
+        let to = PackTo {
+            file: d.join("carry/s.tar"),
+            zstd: false,
+            split: None,
+        };
+        pack(&d.join("bundle"), &to).unwrap();
+        let mut data = fs::read(&to.file).unwrap();
+        let at = data.windows(1000).position(|w| w == [b'A'; 1000]).unwrap();
+        data[at] = b'Z';
+        fs::write(&to.file, &data).unwrap();
+        let source = LayoutSource::find(&d.join("carry"));
+        let got = streams(&source);
+        let texts: Vec<String> = got
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned())
+            .collect();
+        assert!(texts.iter().any(|t| t.contains("is corrupt")), "{texts:?}");
+        assert_eq!(texts.iter().filter(|t| t.contains("is corrupt")).count(), 1);
+        let _ = fs::remove_dir_all(&d);
+    }
+}
