@@ -8,6 +8,7 @@
 //! `.tar.zst` only the frames an image needs are decompressed, each checked to hold the tar
 //! member the index says. Every blob is still checked against its digest (`blobs`).
 
+pub(crate) mod check;
 mod index;
 mod parts;
 
@@ -142,6 +143,14 @@ impl Pack {
     /// Every member refused, and why.
     pub(crate) fn refused(&self) -> impl Iterator<Item = (&String, &String)> {
         self.index.bad.iter()
+    }
+
+    /// The blob members (`blobs/sha256/...`), each with its size.
+    pub(crate) fn blobs(&self) -> impl Iterator<Item = (&String, u64)> {
+        let blobs = self.index.members.iter();
+        blobs
+            .filter(|(n, _)| n.starts_with("blobs/sha256/"))
+            .map(|(n, m)| (n, m.size))
     }
 
     /// The member `name`, None when the pack has none; an error when it was refused.
