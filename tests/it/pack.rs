@@ -112,18 +112,25 @@ fn a_split_tar_zst_pack_is_read_by_zstd_and_tar_and_imports_into_containerd_in_p
         stderr.contains("summary: 0 imported, 2 skipped"),
         "{stderr}"
     );
-    let bundle_only = |path: &Path| {
-        outcome(
-            offline_images()
-                .args(["verify", "--bundle-only", "--images-path"])
-                .arg(path),
-        )
-    };
     let (code, faults, log) = bundle_only(&file);
     assert_eq!(code, 0, "{faults}{log}");
     assert!(log.contains("consistent"), "{log}");
 
-    // Joined with cat, the file reads the same, as a plain .tar.zst too.
+    joined_reads_the_same(&dir, &carry);
+    a_missing_part_is_named(&carry, &parts[1], &file);
+}
+
+/// `verify --bundle-only --images-path PATH`: (exit code, faults, log).
+fn bundle_only(path: &Path) -> (i32, String, String) {
+    outcome(
+        offline_images()
+            .args(["verify", "--bundle-only", "--images-path"])
+            .arg(path),
+    )
+}
+
+/// Joined with cat, the parts in `carry` read the same, as a plain .tar.zst too.
+fn joined_reads_the_same(dir: &Path, carry: &Path) {
     let joined = dir.join("joined");
     std::fs::create_dir_all(&joined).unwrap();
     run(Command::new("sh")
@@ -140,12 +147,15 @@ fn a_split_tar_zst_pack_is_read_by_zstd_and_tar_and_imports_into_containerd_in_p
     each_line(&stderr, "b.tar.zst", "imported ");
     let (code, faults, log) = bundle_only(&joined.join("b.tar.zst"));
     assert_eq!(code, 0, "{faults}{log}");
+}
 
-    // A part left behind is named, by the import (a failed unit, as a bad archive is) and by
-    // the check.
-    std::fs::remove_file(&parts[1]).unwrap();
-    let (_, _, stderr) = outcome(&mut against_containerd("import", &carry, &ns));
-    let missing = parts[1].file_name().unwrap().to_string_lossy().into_owned();
+/// A part left behind is named, by the import (a failed unit, as a bad archive is) and by the
+/// check.
+fn a_missing_part_is_named(carry: &Path, part: &Path, file: &Path) {
+    std::fs::remove_file(part).unwrap();
+    let ns = unique_namespace("pack-missing");
+    let (_, _, stderr) = outcome(&mut against_containerd("import", carry, &ns));
+    let missing = part.file_name().unwrap().to_string_lossy().into_owned();
     let failed = stderr
         .lines()
         .find(|l| l.starts_with("FAILED    b.tar.zst: "));
@@ -153,7 +163,7 @@ fn a_split_tar_zst_pack_is_read_by_zstd_and_tar_and_imports_into_containerd_in_p
         failed.is_some_and(|l| l.contains(&format!("{missing} is missing"))),
         "{stderr}"
     );
-    let (code, faults, _) = bundle_only(&file);
+    let (code, faults, _) = bundle_only(file);
     assert_eq!(code, 1);
     assert!(faults.contains(&missing), "{faults}");
 }

@@ -480,4 +480,106 @@ mod tests {
         assert_eq!(texts.iter().filter(|t| t.contains("is corrupt")).count(), 1);
         let _ = fs::remove_dir_all(&d);
     }
+
+    /// The packed `.tar` at `file` rebuilt with hostile members: `../evil`, image b's layer as
+    /// a symlink, a name given twice.
+    fn hostile(file: &Path, b_layer: &str) {
+        let data = fs::read(file).unwrap();
+        let mut out = tar::Builder::new(Vec::new());
+        let mut archive = tar::Archive::new(data.as_slice());
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            if name == b_layer {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                out.append_link(&mut h, &name, "/etc/passwd").unwrap();
+                continue;
+            }
+            let mut body = Vec::new();
+            entry.read_to_end(&mut body).unwrap();
+            out.append_data(&mut entry.header().clone(), &name, body.as_slice())
+                .unwrap();
+        }
+        for name in ["extra", "extra"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            out.append_data(&mut h, name, &b"x"[..]).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.as_gnu_mut().unwrap().name[..7].copy_from_slice(b"../evil");
+        h.set_cksum();
+        out.append(&h, &b"x"[..]).unwrap();
+        fs::write(file, out.into_inner().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn hostile_members_are_refused_by_name_and_the_image_that_needs_none_reads() {
+        let d = temp("members");
+        layout(&d.join("bundle"));
+        let to = PackTo {
+            file: d.join("carry/h.tar"),
+            zstd: false,
+            split: None,
+        };
+        pack(&d.join("bundle"), &to).unwrap();
+        let hex = crate::digest::hex(&Sha256::digest("B".repeat(300_000).as_bytes()));
+        hostile(&to.file, &format!("blobs/sha256/{hex}"));
+        let source = LayoutSource::find(&d.join("carry"));
+        let mut refused: Vec<String> = source.refused().iter().map(|r| r.reason.clone()).collect();
+        refused.sort();
+        assert_eq!(
+            refused,
+            [
+                "the member \"../evil\" is a path with `..`, refusing it".to_string(),
+                format!("the member \"blobs/sha256/{hex}\" is a symlink member, refusing it"),
+                "the member \"extra\" is given twice in the pack, refusing both".to_string(),
+            ]
+        );
+        assert!(source.refused().iter().all(|r| r.name == "h.tar"));
+        let got = streams(&source);
+        assert_eq!(got.len(), 2);
+        let a = got.iter().find(|(n, _)| n == "#x.io/a:1").unwrap();
+        assert!(a.1.len() > 300_000);
+        let b = got.iter().find(|(n, _)| n == "#x.io/b:1").unwrap();
+        let why = String::from_utf8_lossy(&b.1);
+        assert!(why.contains("is a symlink member, refusing it"), "{why}");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_frame_that_holds_another_member_than_the_index_says_is_refused_by_name() {
+        let d = temp("frames");
+        layout(&d.join("bundle"));
+        let to = PackTo {
+            file: d.join("carry/f.tar.zst"),
+            zstd: true,
+            split: None,
+        };
+        pack(&d.join("bundle"), &to).unwrap();
+        let data = fs::read(&to.file).unwrap();
+        let n = data.len();
+        let json_len = u64::from_le_bytes(data[n - 16..n - 8].try_into().unwrap()) as usize;
+        let start = n - 24 - json_len;
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&data[start + 8..n - 16]).unwrap();
+        // `oci-layout` pointed at the frame of `index.json`.
+        let second = index["members"][1].clone();
+        index["members"][0]["offset"] = second["offset"].clone();
+        index["members"][0]["length"] = second["length"].clone();
+        let frames: Vec<Frame> = serde_json::from_value(index["members"].clone()).unwrap();
+        let mut forged = data[..start].to_vec();
+        forged.extend(encode_frames(frames));
+        fs::write(&to.file, forged).unwrap();
+        let source = LayoutSource::find(&d.join("carry"));
+        assert!(source.units().is_empty());
+        let why = &source.refused()[0].reason;
+        assert!(
+            why.contains("oci-layout: its frame holds another tar member than the index says"),
+            "{why}"
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
 }

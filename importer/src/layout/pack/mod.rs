@@ -93,11 +93,10 @@ impl Candidate {
     pub(crate) fn open(&self, limits: Limits) -> Result<Option<Pack>> {
         if self.numbers.is_empty() {
             let parts = Parts::single(&self.path)?;
-            // A file that is no readable pack is left to the archive reader, which says why.
-            return Ok(Pack::load(self.path.clone(), parts, limits).unwrap_or(None));
+            return Pack::load(self.path.clone(), parts, limits, false);
         }
         let parts = Parts::split(&self.path, &self.numbers)?;
-        match Pack::load(self.path.clone(), parts, limits)? {
+        match Pack::load(self.path.clone(), parts, limits, true)? {
             Some(pack) => Ok(Some(pack)),
             None => bail!(
                 "the parts of {} do not join into a pack (a tar whose root holds oci-layout, \
@@ -110,8 +109,10 @@ impl Candidate {
 
 impl Pack {
     /// The pack made of `parts`, None when it is no pack. A packed `.tar.zst` whose index is
-    /// broken, or a pack whose root files are refused, is an error.
-    fn load(path: PathBuf, parts: Parts, limits: Limits) -> Result<Option<Pack>> {
+    /// broken, or a pack whose root files are refused, is an error; so is a tar whose headers
+    /// cannot be read when `parts` can be nothing else (`strict`), else it is left to the
+    /// archive reader, which says why.
+    fn load(path: PathBuf, parts: Parts, limits: Limits, strict: bool) -> Result<Option<Pack>> {
         let index = match Index::of_frames(&parts, limits.entries_max)? {
             Some(index) => index,
             None => {
@@ -120,7 +121,11 @@ impl Pack {
                 if archive::sniff(&head).ok() != Some(Compression::None) {
                     return Ok(None);
                 }
-                Index::of_tar(&parts, limits.entries_max)?
+                match Index::of_tar(&parts, limits.entries_max) {
+                    Ok(index) => index,
+                    Err(_) if !strict => return Ok(None),
+                    Err(e) => return Err(e),
+                }
             }
         };
         let pack = Pack { path, parts, index };
@@ -208,7 +213,8 @@ impl Pack {
         let shown = self.path.join(name);
         let what = || format!("{}: the frame of the member", shown.display());
         let (compression, mut data) =
-            archive::decompress(BufReader::new(r.take(f.length))).with_context(what)?;
+            archive::decompress(BufReader::with_capacity(1 << 18, r.take(f.length)))
+                .with_context(what)?;
         if compression != Compression::Zstd {
             bail!("{}: the frame of the member is not zstd", shown.display());
         }
