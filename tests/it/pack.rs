@@ -215,6 +215,10 @@ fn pack_is_refused_with_archives_and_a_name_other_than_tar_or_tar_zst() {
             "--pack b.tgz: the file must end in .tar or .tar.zst",
         ),
         (vec!["--split", "1G"], "--split 1G applies to --pack"),
+        (
+            vec!["--pack", "/nonexistent-dir/b.tar"],
+            "--pack /nonexistent-dir/b.tar: the directory /nonexistent-dir does not exist",
+        ),
     ] {
         let mut c = registry_export(&dir.join("out"), &bare_path(&[]));
         let (code, _, log) = outcome(c.args(&extra).arg("x.io/a:1"));

@@ -162,6 +162,9 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let platforms = &settings.platforms;
     let as_layout = settings.format == BundleFormat::Layout;
     check_format(settings)?;
+    if let Some(to) = &settings.pack {
+        pack::check_place(&settings.output, to)?;
+    }
     let (refs, problems) = references(settings)?;
     if settings.dry_run {
         let stdout = io::stdout();

@@ -234,6 +234,30 @@ fn member(out: &mut Out, name: &str, path: &Path, zstd: bool) -> Result<Option<F
     Ok(frame)
 }
 
+/// Before anything is exported: FILE must go to a directory that exists, outside the bundle
+/// directory `dir` (where the import would find the bundle twice), or it is a usage error.
+pub fn check_place(dir: &Path, to: &PackTo) -> Result<()> {
+    let file = std::path::absolute(&to.file).unwrap_or_else(|_| to.file.clone());
+    let parent = file.parent().unwrap_or(Path::new("/"));
+    if !parent.is_dir() {
+        return Err(crate::exit::usage(format!(
+            "--pack {}: the directory {} does not exist",
+            to.file.display(),
+            parent.display()
+        )));
+    }
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let real = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if real(parent).starts_with(real(&dir)) {
+        return Err(crate::exit::usage(format!(
+            "--pack {} is inside the bundle directory {}: write it elsewhere",
+            to.file.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Pack the layout bundle in `dir` as `to` says (see the module's documentation).
 pub fn pack(dir: &Path, to: &PackTo) -> Result<()> {
     let members = members(dir)?;
@@ -580,6 +604,26 @@ mod tests {
             why.contains("oci-layout: its frame holds another tar member than the index says"),
             "{why}"
         );
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_pack_goes_to_a_directory_that_exists_outside_the_bundle() {
+        let d = temp("place");
+        let to = |file: PathBuf| PackTo {
+            file,
+            zstd: false,
+            split: None,
+        };
+        let bundle = d.join("bundle");
+        check_place(&bundle, &to(d.join("carry/b.tar"))).unwrap();
+        let e = check_place(&bundle, &to(bundle.join("b.tar"))).unwrap_err();
+        assert!(
+            e.to_string().contains("is inside the bundle directory"),
+            "{e}"
+        );
+        let e = check_place(&bundle, &to(d.join("nowhere/b.tar"))).unwrap_err();
+        assert!(e.to_string().ends_with("nowhere does not exist"), "{e}");
         let _ = fs::remove_dir_all(&d);
     }
 }
