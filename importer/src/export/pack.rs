@@ -199,6 +199,12 @@ impl<R: Read> Read for Kept<R> {
     }
 }
 
+/// `src` as one zstd frame into `out`. The one place the encoder is called, with these two
+/// types alone, so that it is compiled once into the binary.
+fn zstd_frame(src: &mut dyn Read, out: &mut dyn Write) {
+    ruzstd::encoding::compress(src, out, ruzstd::encoding::CompressionLevel::Fastest);
+}
+
 /// One member into `out`: its header, data and padding, as a zstd frame of its own when
 /// `zstd`; the frame it became.
 fn member(out: &mut Out, name: &str, path: &Path, zstd: bool) -> Result<Option<Frame>> {
@@ -213,11 +219,7 @@ fn member(out: &mut Out, name: &str, path: &Path, zstd: bool) -> Result<Option<F
         error: None,
     };
     if zstd {
-        ruzstd::encoding::compress(
-            &mut kept,
-            &mut *out,
-            ruzstd::encoding::CompressionLevel::Fastest,
-        );
+        zstd_frame(&mut kept, out);
     } else {
         io::copy(&mut kept, out)?;
     }
@@ -269,11 +271,7 @@ pub fn pack(dir: &Path, to: &PackTo) -> Result<()> {
         }
         let end = vec![0u8; 1024];
         if to.zstd {
-            let frame = ruzstd::encoding::compress_to_vec(
-                end.as_slice(),
-                ruzstd::encoding::CompressionLevel::Fastest,
-            );
-            out.write_all(&frame)?;
+            zstd_frame(&mut end.as_slice(), &mut out);
             out.write_all(&encode_frames(std::mem::take(&mut frames)))?;
         } else {
             out.write_all(&end)?;

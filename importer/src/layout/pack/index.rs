@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::parts::Parts;
@@ -103,22 +103,25 @@ impl Index {
     /// The members of a tar, from its headers (the data seeked past), at most `max` entries.
     pub(crate) fn of_tar(parts: &Parts, max: u64) -> Result<Index> {
         let len = parts.len();
-        let mut archive = tar::Archive::new(parts.reader());
+        let mut headers = Headers {
+            r: parts.reader(),
+            at: 0,
+            len,
+        };
         let mut index = Index::default();
-        let mut end = 0;
-        for (count, entry) in archive.entries_with_seek()?.enumerate() {
-            let entry = entry.context("the tar headers cannot be read")?;
-            if count as u64 >= max {
+        let mut count = 0u64;
+        while let Some((name, kind, size)) = headers.next()? {
+            count += 1;
+            if count > max {
                 bail!("it holds more than {max} entries, over the limit for one archive");
             }
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let (at, size) = (entry.raw_file_position(), entry.size());
-            end = at + size.div_ceil(512) * 512;
-            if end > len {
+            let at = headers.at;
+            headers.at = at + size.div_ceil(512) * 512;
+            if headers.at > len {
                 bail!("the member {name:?} runs past the end of the file: is it cut short?");
             }
             use tar::EntryType as T;
-            match entry.header().entry_type() {
+            match kind {
                 T::Regular | T::Continuous => index.add(
                     &name,
                     Member {
@@ -126,7 +129,7 @@ impl Index {
                         at: At::Plain(at),
                     },
                 ),
-                T::Directory | T::XGlobalHeader => {
+                T::Directory => {
                     if let Err(why) = clean(&name) {
                         index.refuse(&name, &format!("{why}, refusing it"));
                     }
@@ -135,9 +138,6 @@ impl Index {
                 T::Link => index.refuse(&name, "a hard link member, refusing it"),
                 other => index.refuse(&name, &format!("a member of type {other:?}, refusing it")),
             }
-        }
-        if len < end + 1024 {
-            bail!("it ends without the tar's end-of-archive blocks: is it cut short?");
         }
         Ok(index)
     }
@@ -199,6 +199,110 @@ impl Index {
         }
         Ok(Some(index))
     }
+}
+
+/// A tar's headers read one after another, each member's data seeked past: what is needed of
+/// a tar to index it. GNU long names (`L`) and pax `path` records give a member its name;
+/// pax global headers are passed over.
+struct Headers {
+    r: super::parts::Spanning,
+    /// Where the next header is (after [`Headers::next`]: where its member's data is).
+    at: u64,
+    len: u64,
+}
+
+impl Headers {
+    fn block(&mut self) -> Result<[u8; 512]> {
+        let mut b = [0u8; 512];
+        if self.at + 512 > self.len {
+            bail!("it ends without the tar's end-of-archive blocks: is it cut short?");
+        }
+        self.r.seek(SeekFrom::Start(self.at))?;
+        self.r.read_exact(&mut b)?;
+        self.at += 512;
+        Ok(b)
+    }
+
+    /// The data of a long name or pax member of `size` bytes (at most 64 KiB).
+    fn data(&mut self, size: u64) -> Result<Vec<u8>> {
+        if size > 64 << 10 {
+            bail!("a tar long name or pax header of {size} bytes: refusing it");
+        }
+        let mut data = vec![0u8; size as usize];
+        self.r.seek(SeekFrom::Start(self.at))?;
+        self.r.read_exact(&mut data)?;
+        self.at += size.div_ceil(512) * 512;
+        Ok(data)
+    }
+
+    /// The next member: its name, type and size; None at the end-of-archive blocks.
+    fn next(&mut self) -> Result<Option<(String, tar::EntryType, u64)>> {
+        let mut long: Option<String> = None;
+        loop {
+            let b = self.block()?;
+            if b.iter().all(|&x| x == 0) {
+                self.block()?;
+                return Ok(None);
+            }
+            let h = tar::Header::from_byte_slice(&b);
+            let sum = h.cksum().ok();
+            let computed: u32 = b
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| {
+                    if (148..156).contains(&i) {
+                        32
+                    } else {
+                        u32::from(x)
+                    }
+                })
+                .sum();
+            if sum != Some(computed) {
+                bail!("a tar header at byte {} is not valid", self.at - 512);
+            }
+            let size = h
+                .entry_size()
+                .map_err(|e| anyhow!("a tar header at byte {}: {e}", self.at - 512))?;
+            match h.entry_type() {
+                tar::EntryType::GNULongName => {
+                    let data = self.data(size)?;
+                    let name = data.split(|&x| x == 0).next().unwrap_or_default();
+                    long = Some(String::from_utf8_lossy(name).into_owned());
+                }
+                tar::EntryType::XHeader => {
+                    let data = self.data(size)?;
+                    if let Some(path) = pax_path(&data) {
+                        long = Some(path);
+                    }
+                }
+                tar::EntryType::XGlobalHeader | tar::EntryType::GNULongLink => {
+                    self.data(size)?;
+                }
+                kind => {
+                    let name = long
+                        .take()
+                        .unwrap_or_else(|| String::from_utf8_lossy(&h.path_bytes()).into_owned());
+                    return Ok(Some((name, kind, size)));
+                }
+            }
+        }
+    }
+}
+
+/// The `path` record of pax extended header data (`LEN path=VALUE\n` records).
+fn pax_path(mut data: &[u8]) -> Option<String> {
+    let mut path = None;
+    while !data.is_empty() {
+        let space = data.iter().position(|&x| x == b' ')?;
+        let len: usize = std::str::from_utf8(&data[..space]).ok()?.parse().ok()?;
+        let record = data.get(space + 1..len)?;
+        if let Some(value) = record.strip_prefix(b"path=") {
+            let value = value.strip_suffix(b"\n").unwrap_or(value);
+            path = Some(String::from_utf8_lossy(value).into_owned());
+        }
+        data = &data[len..];
+    }
+    path
 }
 
 /// The frame index of `frames`, as the last bytes of a packed `.tar.zst` (see the module's
@@ -326,5 +430,35 @@ mod tests {
         let (p3, broken) = file("broken", &broken);
         assert!(Index::of_frames(&broken, 100).is_err());
         let _ = [p, p2, p3].map(std::fs::remove_file);
+    }
+
+    #[test]
+    fn a_long_name_is_read_from_a_gnu_long_name_or_a_pax_path_record() {
+        let long = format!("blobs/sha256/{}", "a".repeat(120));
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        b.append_data(&mut h, &long, &b"abc"[..]).unwrap();
+        let pax_name = format!("blobs/sha256/{}", "b".repeat(110));
+        let record = format!("path={pax_name}\n");
+        let record = format!("{} {record}", record.len() + 4);
+        let mut x = tar::Header::new_ustar();
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_size(record.len() as u64);
+        x.set_path("PaxHeaders/x").unwrap();
+        x.set_cksum();
+        b.append(&x, record.as_bytes()).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_path("short-name").unwrap();
+        h.set_size(2);
+        h.set_cksum();
+        b.append(&h, &b"xy"[..]).unwrap();
+        let data = b.into_inner().unwrap();
+        let (p, parts) = file("long", &data);
+        let index = Index::of_tar(&parts, 100).unwrap();
+        let names: Vec<&str> = index.members.keys().map(String::as_str).collect();
+        assert_eq!(names, [long.as_str(), pax_name.as_str()]);
+        assert_eq!(index.members[&pax_name].size, 2);
+        let _ = std::fs::remove_file(p);
     }
 }
