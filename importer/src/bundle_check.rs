@@ -56,7 +56,7 @@ struct Findings {
 
 pub fn run(dir: &Path, format: report::Format) -> Result<Code> {
     // A pack (`export --pack`), its parts, or a directory of packs: checked in place.
-    if let Some(code) = crate::layout::pack::check::run(dir, format)? {
+    if let Some(code) = crate::layout::pack_check::run(dir, format)? {
         return Ok(code);
     }
     check_images_path(dir)?;

@@ -27,6 +27,7 @@
 mod blobs;
 mod image;
 pub(crate) mod pack;
+pub(crate) mod pack_check;
 mod stream;
 
 use std::collections::HashMap;

@@ -8,7 +8,6 @@
 //! `.tar.zst` only the frames an image needs are decompressed, each checked to hold the tar
 //! member the index says. Every blob is still checked against its digest (`blobs`).
 
-pub(crate) mod check;
 mod index;
 mod parts;
 
@@ -20,7 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::archive::{self, Compression, Limits};
 pub(crate) use index::{encode_frames, Frame};
 use index::{At, Index, Member};
-pub(crate) use parts::{part_name, part_of, Parts, SUMS_SUFFIX};
+pub(crate) use parts::{part_name, part_of, Parts, PART_INFIX, SUMS_SUFFIX};
 
 /// The files at a pack's root that make a tar a pack.
 pub(crate) const ROOT: [&str; 3] = ["oci-layout", "index.json", "images.json"];

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::{candidates, may_be, Candidate, Pack, SUMS_SUFFIX};
+use super::pack::{candidates, may_be, Candidate, Pack, PART_INFIX, SUMS_SUFFIX};
 use crate::archive::{human_bytes, Limits};
 use crate::bundle::{self, BundleIndex, INDEX_FILE, SUMS_FILE};
 use crate::exit::Code;
@@ -56,7 +56,7 @@ fn packs_at(path: &Path) -> Option<Vec<Candidate>> {
         return Some(candidates(vec![path.to_path_buf()]));
     }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
-    let prefix = format!("{name}{}", super::parts::PART_INFIX);
+    let prefix = format!("{name}{}", PART_INFIX);
     let mut parts: Vec<PathBuf> = fs::read_dir(dir)
         .ok()?
         .flatten()
@@ -208,7 +208,7 @@ fn check_images_json(pack: &Pack, f: &mut Findings) {
 fn check_images(pack: &Arc<Pack>, f: &mut Findings) {
     let limits = Limits::default();
     let shown = pack.path.display();
-    let list = match super::super::entries(&pack.path, Some(pack), limits) {
+    let list = match super::entries(&pack.path, Some(pack), limits) {
         Ok(list) => list,
         Err(e) => return f.faults.push(format!("{e:#}")),
     };
