@@ -59,6 +59,10 @@ struct Findings {
 }
 
 pub fn run(dir: &Path, format: report::Format) -> Result<Code> {
+    // A pack (`export --pack`), its parts, or a directory of packs: checked in place.
+    if let Some(code) = crate::layout::pack_check::run(dir, format)? {
+        return Ok(code);
+    }
     check_images_path(dir)?;
     let layout = dir.join(OCI_LAYOUT_FILE).exists() || dir.join(INDEX_JSON).exists();
     let mut found = Findings::default();

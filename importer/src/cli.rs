@@ -658,6 +658,19 @@ pub struct ExportArgs {
     /// --format layout; write it to a directory of its own.
     #[arg(long, value_name = "PREVIOUS")]
     pub since: Option<PathBuf>,
+
+    /// Once the layout bundle is written, pack it into FILE (ending in .tar or .tar.zst) to
+    /// carry as one file; implies --format layout. The importer reads FILE in place as it
+    /// reads the directory. Written beside FILE and renamed when complete; FILE.sha256sums
+    /// holds its checksum.
+    #[arg(long, value_name = "FILE")]
+    pub pack: Option<PathBuf>,
+
+    /// With --pack: cut FILE into FILE.part-000, FILE.part-001, ... of at most SIZE each
+    /// (e.g. 4G, 700M; K, M, G are powers of 1024, KB, MB, GB of 1000). `cat FILE.part-* >
+    /// FILE` joins them; the importer reads the parts in place.
+    #[arg(long, value_name = "SIZE")]
+    pub split: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -695,6 +708,21 @@ impl ExportArgs {
             helm: self.helm.clone(),
             release_name: self.release_name.clone(),
         });
+        // One OCI layout unless the engine can write only archives, or --format says so;
+        // --since and --pack write a layout.
+        let wants_layout = self.since.is_some() || self.pack.is_some();
+        let format = match (self.format, &self.engine) {
+            (Some(BundleFormat::Layout), _) => export::BundleFormat::Layout,
+            (Some(BundleFormat::Archives), _) if self.since.is_some() => {
+                return Err(crate::exit::usage(
+                    "--since writes an OCI layout bundle: leave out --format archives",
+                ))
+            }
+            (Some(BundleFormat::Archives), _) => export::BundleFormat::Archives,
+            (None, Engine::Auto | Engine::Registry) => export::BundleFormat::Layout,
+            (None, _) if wants_layout => export::BundleFormat::Layout,
+            (None, _) => export::BundleFormat::Archives,
+        };
         Ok(export::Settings {
             inputs: export::Inputs {
                 images: self.images.clone(),
@@ -722,20 +750,10 @@ impl ExportArgs {
             dry_run: self.dry_run,
             importer_binary,
             allow_empty: self.allow_empty,
-            format: match (self.format, &self.engine) {
-                (Some(BundleFormat::Layout), _) => export::BundleFormat::Layout,
-                (Some(BundleFormat::Archives), _) if self.since.is_some() => {
-                    return Err(crate::exit::usage(
-                        "--since writes an OCI layout bundle: leave out --format archives",
-                    ))
-                }
-                (Some(BundleFormat::Archives), _) => export::BundleFormat::Archives,
-                (None, Engine::Auto | Engine::Registry) => export::BundleFormat::Layout,
-                (None, _) if self.since.is_some() => export::BundleFormat::Layout,
-                (None, _) => export::BundleFormat::Archives,
-            },
+            format,
             keep_unused: self.keep_unused,
             since: self.since.clone(),
+            pack: export::pack_to(self.pack.as_ref(), self.split.as_deref(), format)?,
         })
     }
 }
@@ -769,6 +787,8 @@ mod tests {
         "export --namespace",
         "export --kube-version",
         "export --api-versions",
+        "export --pack",
+        "export --split",
     ];
 
     /// The long help of `--flag` of `command`.

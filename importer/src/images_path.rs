@@ -1,6 +1,7 @@
 //! What an images path holds, as one [`Source`]: its archives ([`ArchiveSource`]) and the
 //! images of its OCI layout directories ([`LayoutSource`]). Beside `source` and `layout`, so
-//! that neither needs the other's reader.
+//! that neither needs the other's reader. A layout bundle packed into one file (`export
+//! --pack`) is read as a layout, never as an archive.
 
 use std::io::Read;
 use std::path::Path;
@@ -32,6 +33,7 @@ impl ImagesPath {
         let units = archives
             .units()
             .iter()
+            .filter(|u| !layouts.holds(&u.path))
             .chain(layouts.units())
             .cloned()
             .collect();

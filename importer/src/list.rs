@@ -67,6 +67,10 @@ fn list_root(root: &Path, json: bool, out: &mut impl Write, tally: &mut Tally) -
         }
     };
     let layouts = LayoutSource::find(root);
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|f| !layouts.holds(&f.path))
+        .collect();
     let refused = rejected.iter().map(|r| (r.path.clone(), &r.reason));
     let refused = refused.chain(
         layouts

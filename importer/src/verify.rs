@@ -90,6 +90,13 @@ pub fn run(args: &Settings) -> Result<Code> {
         let file = bundle::relative_name(root, &r.path);
         out.unreadable(&file, r.reason.clone())?;
     }
+    // The images of the OCI layouts beside the archives (and of packs), each read as an
+    // archive is.
+    let layouts = LayoutSource::find(root);
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|f| !layouts.holds(&f.path))
+        .collect();
     for f in &found {
         let file = bundle::relative_name(root, &f.path);
         match expected_images(index.as_ref(), &file, f, &platform) {
@@ -101,8 +108,6 @@ pub fn run(args: &Settings) -> Result<Code> {
             Err(e) => out.unreadable(&file, format!("{e:#}"))?,
         }
     }
-    // The images of the OCI layouts beside the archives, each read as an archive is.
-    let layouts = LayoutSource::find(root);
     for r in layouts.refused() {
         out.unreadable(&r.name, r.reason.clone())?;
     }

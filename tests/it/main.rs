@@ -17,6 +17,7 @@ mod leftovers;
 mod list;
 mod native;
 mod node_lock;
+mod pack;
 mod prune;
 mod registry;
 mod reliability;

@@ -14,7 +14,7 @@
 //! Each archive is written to a hidden temp file in the bundle directory and renamed only
 //! once complete and on disk, so a failure leaves no partial archive behind; `SHA256SUMS` and
 //! `images.json` are rewritten atomically after each archive, merged with what an earlier run
-//! wrote.
+//! wrote. With `--pack FILE`, the committed layout bundle is then packed into FILE (`pack`).
 
 mod chart;
 mod collect;
@@ -25,6 +25,7 @@ mod indirect;
 mod inputs;
 mod layout;
 mod meter;
+mod pack;
 pub mod registry;
 mod settings;
 mod since;
@@ -50,7 +51,7 @@ use write::{Bundle, SCRATCH_PREFIX};
 pub use engine::{Choice, Kind};
 use settings::extension;
 pub use settings::{
-    insecure_hosts, platforms, BundleFormat, Chart, ImporterBinary, Inputs, Settings,
+    insecure_hosts, pack_to, platforms, BundleFormat, Chart, ImporterBinary, Inputs, Settings,
 };
 
 /// The docker, podman or skopeo engine asked for; with `auto`, the local engine (docker or
@@ -162,6 +163,9 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let platforms = &settings.platforms;
     let as_layout = settings.format == BundleFormat::Layout;
     check_format(settings)?;
+    if let Some(to) = &settings.pack {
+        pack::check_place(&settings.output, to)?;
+    }
     let (refs, problems) = references(settings)?;
     if settings.dry_run {
         let stdout = io::stdout();
@@ -242,6 +246,9 @@ pub fn run(settings: &Settings) -> Result<Code> {
         layout
             .commit(&refs, settings.keep_unused)?
             .log(dir, settings.keep_unused);
+        if let Some(to) = &settings.pack {
+            pack::pack(dir, to)?;
+        }
     }
     Ok(report(&refs, outcomes, problems, started, dir))
 }

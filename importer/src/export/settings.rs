@@ -53,6 +53,87 @@ pub struct Settings {
     pub keep_unused: bool,
     /// `--since`: the earlier layout bundle an upgrade builds on.
     pub since: Option<PathBuf>,
+    /// `--pack FILE` (and `--split SIZE`): the layout bundle packed into one file to carry.
+    pub pack: Option<PackTo>,
+}
+
+/// Where `--pack` writes the layout bundle, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackTo {
+    /// FILE, ending in `.tar` or `.tar.zst`.
+    pub file: PathBuf,
+    /// A `.tar.zst`: a zstd frame per member and the frame index.
+    pub zstd: bool,
+    /// `--split SIZE`: parts of at most this many bytes.
+    pub split: Option<u64>,
+}
+
+/// The smallest `--split` part.
+const SPLIT_MIN: u64 = 64 << 10;
+
+/// `--pack FILE` and `--split SIZE` as given, checked against `--format`: FILE must end in
+/// `.tar` or `.tar.zst`, `--split` needs `--pack`, `--pack` writes a layout.
+pub fn pack_to(
+    file: Option<&PathBuf>,
+    split: Option<&str>,
+    format: BundleFormat,
+) -> Result<Option<PackTo>> {
+    let Some(file) = file else {
+        if let Some(split) = split {
+            return Err(exit::usage(format!(
+                "--split {split} applies to --pack: give --pack FILE to cut it into parts"
+            )));
+        }
+        return Ok(None);
+    };
+    if format == BundleFormat::Archives {
+        return Err(exit::usage(
+            "--pack packs a layout bundle: it cannot be given with --format archives",
+        ));
+    }
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let zstd = name.ends_with(".tar.zst");
+    if !zstd && !name.ends_with(".tar") {
+        return Err(exit::usage(format!(
+            "--pack {}: the file must end in .tar or .tar.zst",
+            file.display()
+        )));
+    }
+    Ok(Some(PackTo {
+        file: file.clone(),
+        zstd,
+        split: split.map(split_size).transpose()?,
+    }))
+}
+
+/// `--split SIZE`: bytes, or a number with K, M, G or T (powers of 1024, as `split -b`
+/// reads them) or KB, MB, GB, TB (powers of 1000); at least 64K.
+pub fn split_size(given: &str) -> Result<u64> {
+    let s = given.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits);
+    let factor: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => 0,
+    };
+    let size = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor));
+    match size {
+        Some(size) if size >= SPLIT_MIN => Ok(size),
+        _ => Err(exit::usage(format!(
+            "--split {given:?} is not a size of at least 64K (e.g. 4G, 700M, 1500MB)"
+        ))),
+    }
 }
 
 /// What the bundle directory holds.
@@ -194,5 +275,35 @@ mod tests {
         assert_eq!(extension(Compression::Gzip), ".tar.gz");
         assert_eq!(extension(Compression::Zstd), ".tar.zst");
         assert_eq!(extension(Compression::None), ".tar");
+    }
+
+    #[test]
+    fn pack_takes_a_tar_or_tar_zst_and_split_a_size() {
+        assert_eq!(split_size("4G").unwrap(), 4 << 30);
+        assert_eq!(split_size("700M").unwrap(), 700 << 20);
+        assert_eq!(split_size("1500MB").unwrap(), 1_500_000_000);
+        assert_eq!(split_size("65536").unwrap(), 65536);
+        for bad in ["", "4X", "G", "1K", "-1M"] {
+            let e = split_size(bad).unwrap_err();
+            assert_eq!(exit::Code::from_error(&e), exit::Code::Usage, "{bad}");
+        }
+        let file = PathBuf::from("/out/bundle.tar.zst");
+        let to = pack_to(Some(&file), Some("1G"), BundleFormat::Layout)
+            .unwrap()
+            .unwrap();
+        assert_eq!((to.zstd, to.split), (true, Some(1 << 30)));
+        let e = pack_to(Some(&file), None, BundleFormat::Archives).unwrap_err();
+        assert!(e.to_string().contains("--format archives"), "{e}");
+        let e = pack_to(Some(&PathBuf::from("b.tgz")), None, BundleFormat::Layout).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--pack b.tgz: the file must end in .tar or .tar.zst"
+        );
+        let e = pack_to(None, Some("1G"), BundleFormat::Layout).unwrap_err();
+        assert!(
+            e.to_string().starts_with("--split 1G applies to --pack"),
+            "{e}"
+        );
+        assert_eq!(pack_to(None, None, BundleFormat::Archives).unwrap(), None);
     }
 }

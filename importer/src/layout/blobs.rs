@@ -4,16 +4,19 @@
 //! refused before it becomes a path; a symlink anywhere on the way is refused naming it, as is
 //! anything that is not a regular file. Every byte read is checked against the digest: a JSON
 //! document when it is read, a layer while it streams, its last bytes held back until they
-//! match.
+//! match. In a pack (`export --pack`), a blob is the member `blobs/<alg>/<hex>`, read at its
+//! place in the file.
 
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use super::pack::Pack;
 use crate::units::human_bytes;
 
 /// Where the blobs of one layout are looked for, in order: its own `blobs/`, then the shared
@@ -24,6 +27,9 @@ pub(crate) struct BlobDirs {
     pub(crate) layout: PathBuf,
     /// Shared blob directories (each holding `sha256/<hex>`).
     pub(crate) shared: Vec<PathBuf>,
+    /// The pack the layout is, its blobs its members (then `layout` is the pack's path and
+    /// `shared` empty).
+    pub(crate) pack: Option<Arc<Pack>>,
 }
 
 /// A blob found on disk, its size as stored.
@@ -31,7 +37,15 @@ pub(crate) struct BlobDirs {
 pub(crate) struct Blob {
     pub(crate) digest: String,
     pub(crate) size: u64,
+    /// Its file; in a pack, the pack's path joined with the member's name, for the log.
     pub(crate) path: PathBuf,
+    /// The pack it is a member of.
+    pub(crate) pack: Option<Arc<Pack>>,
+}
+
+/// The member name of a blob: `blobs/sha256/<hex>`.
+fn member_name(hex: &str) -> String {
+    format!("blobs/sha256/{hex}")
 }
 
 /// The hex of a `sha256:` digest, refused unless it is exactly 64 lowercase hex digits (so no
@@ -58,6 +72,15 @@ impl BlobDirs {
     /// the digest is malformed or the way to the blob is a symlink or no regular file.
     pub(crate) fn find(&self, digest: &str) -> Result<Option<Blob>> {
         let hex = sha256_hex(digest)?;
+        if let Some(pack) = &self.pack {
+            let name = member_name(hex);
+            return Ok(pack.size(&name)?.map(|size| Blob {
+                digest: digest.to_string(),
+                size,
+                path: pack.path.join(&name),
+                pack: Some(pack.clone()),
+            }));
+        }
         let mut dirs = vec![self.layout.join("blobs")];
         dirs.extend(self.shared.iter().cloned());
         for dir in dirs {
@@ -70,6 +93,9 @@ impl BlobDirs {
 
     /// Where a missing blob was looked for, for the error that names it.
     pub(crate) fn looked_in(&self) -> String {
+        if let Some(pack) = &self.pack {
+            return format!("{} (blobs/sha256/)", pack.path.display());
+        }
         let mut dirs = vec![self.layout.join("blobs").display().to_string()];
         dirs.extend(self.shared.iter().map(|d| d.display().to_string()));
         dirs.join(", ")
@@ -98,6 +124,7 @@ fn in_dir(dir: &Path, hex: &str, digest: &str) -> Result<Option<Blob>> {
         digest: digest.to_string(),
         size: meta.len(),
         path,
+        pack: None,
     }))
 }
 
@@ -119,8 +146,12 @@ fn real(path: &Path, meta: &Metadata, what: &str, is: bool) -> Result<()> {
 
 impl Blob {
     /// The blob opened for reading, without following a symlink put in its place since it was
-    /// found, and still of the size it was found with.
-    fn open(&self) -> Result<File> {
+    /// found, and still of the size it was found with; in a pack, the member's data.
+    fn open(&self) -> Result<Box<dyn Read + Send>> {
+        if let Some(pack) = &self.pack {
+            let hex = sha256_hex(&self.digest)?;
+            return pack.open(&member_name(hex));
+        }
         let file = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -135,7 +166,7 @@ impl Blob {
                 self.size
             );
         }
-        Ok(file)
+        Ok(Box::new(file))
     }
 
     /// The whole blob, at most `max` bytes, not yet checked against its digest (see
@@ -184,7 +215,7 @@ impl Blob {
 
 /// A blob's bytes, hashed as they pass (see [`Blob::reader`]).
 pub(crate) struct Verified {
-    file: File,
+    file: Box<dyn Read + Send>,
     remaining: u64,
     hasher: Sha256,
     blob: Blob,
@@ -264,6 +295,7 @@ mod tests {
         let dirs = BlobDirs {
             layout: d.clone(),
             shared: vec![shared.clone()],
+            pack: None,
         };
         let found = dirs.find(&digest).unwrap().unwrap();
         assert_eq!(found.path, shared.join("sha256").join(&hex));
@@ -273,6 +305,7 @@ mod tests {
         let alone = BlobDirs {
             layout: d.clone(),
             shared: vec![],
+            pack: None,
         };
         assert_eq!(alone.find(&digest).unwrap(), None);
         // A symlink where the blob should be is refused, naming it.
@@ -288,6 +321,7 @@ mod tests {
         let via = BlobDirs {
             layout: d2.clone(),
             shared: vec![],
+            pack: None,
         };
         let err = format!("{:#}", via.find(&digest).unwrap_err());
         assert!(err.contains("blobs/sha256 is a symlink"), "{err}");
@@ -308,6 +342,7 @@ mod tests {
             digest: format!("sha256:{hex}"),
             size: bad.len() as u64,
             path: path.clone(),
+            pack: None,
         };
         let mut out = Vec::new();
         let err = blob.reader().unwrap().read_to_end(&mut out).unwrap_err();

@@ -19,9 +19,15 @@
 //! checked against their digests (`blobs`); a layout's `index.json` over the archive reader's
 //! limit on images is refused by name before anything of it is read, and a document that
 //! names itself fails its image.
+//!
+//! A layout bundle packed into one file (`export --pack`: a `.tar`, a `.tar.zst`, or their
+//! parts) is read as its directory is, in place (`pack`): its units are named
+//! `FILE/index.json#REF`.
 
 mod blobs;
 mod image;
+pub(crate) mod pack;
+pub(crate) mod pack_check;
 mod stream;
 
 use std::collections::HashMap;
@@ -68,13 +74,17 @@ pub(crate) struct LayoutSource {
     by_name: HashMap<String, usize>,
     refused: Vec<Refused>,
     limits: Limits,
+    /// The files of the packs read as layouts (not archives).
+    packs: Vec<PathBuf>,
 }
 
-/// What the walk over an images path found: layouts, and shared blob directories.
+/// What the walk over an images path found: layouts, shared blob directories, and files that
+/// may be packs.
 #[derive(Default)]
 struct Found {
     layouts: Vec<PathBuf>,
     shared: Vec<PathBuf>,
+    packs: Vec<PathBuf>,
 }
 
 /// Layout directories (a directory holding `oci-layout`, not looked into further) and shared
@@ -93,6 +103,12 @@ fn walk(root: &Path) -> Found {
         .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
     while let Some(entry) = it.next() {
         let Ok(entry) = entry else { continue };
+        if entry.file_type().is_file() {
+            if pack::may_be(&entry.file_name().to_string_lossy()) {
+                found.packs.push(entry.path().to_path_buf());
+            }
+            continue;
+        }
         if !entry.file_type().is_dir() {
             continue;
         }
@@ -143,9 +159,21 @@ fn read_small(path: &Path, max: u64) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-/// The entries of the layout at `dir`: its `oci-layout` version checked, its `index.json`
-/// within the limit on images.
-fn entries(dir: &Path, limits: Limits) -> Result<Vec<serde_json::Value>> {
+/// A small file of the layout at `dir`, or of the pack at `dir`.
+fn read_root(dir: &Path, pack: Option<&pack::Pack>, name: &str, max: u64) -> Result<Vec<u8>> {
+    match pack {
+        Some(pack) => pack.read(name, max),
+        None => read_small(&dir.join(name), max),
+    }
+}
+
+/// The entries of the layout at `dir` (or of the pack at `dir`): its `oci-layout` version
+/// checked, its `index.json` within the limit on images.
+fn entries(
+    dir: &Path,
+    pack: Option<&pack::Pack>,
+    limits: Limits,
+) -> Result<Vec<serde_json::Value>> {
     #[derive(Deserialize)]
     struct OciLayout {
         #[serde(rename = "imageLayoutVersion")]
@@ -157,7 +185,8 @@ fn entries(dir: &Path, limits: Limits) -> Result<Vec<serde_json::Value>> {
         manifests: Option<Vec<serde_json::Value>>,
     }
     let path = dir.join("oci-layout");
-    let layout: OciLayout = serde_json::from_slice(&read_small(&path, limits.metadata_max)?)
+    let data = read_root(dir, pack, "oci-layout", limits.metadata_max)?;
+    let layout: OciLayout = serde_json::from_slice(&data)
         .map_err(|e| anyhow!("{} is not valid: {e}", path.display()))?;
     if !layout.version.starts_with("1.") {
         bail!(
@@ -167,7 +196,8 @@ fn entries(dir: &Path, limits: Limits) -> Result<Vec<serde_json::Value>> {
         );
     }
     let path = dir.join("index.json");
-    let index: Index = serde_json::from_slice(&read_small(&path, limits.metadata_max)?)
+    let data = read_root(dir, pack, "index.json", limits.metadata_max)?;
+    let index: Index = serde_json::from_slice(&data)
         .map_err(|e| anyhow!("{} is not valid: {e}", path.display()))?;
     let manifests = index.manifests.unwrap_or_default();
     if manifests.len() > limits.images_max {
@@ -244,6 +274,7 @@ impl LayoutSource {
             by_name: HashMap::new(),
             refused: Vec::new(),
             limits,
+            packs: Vec::new(),
         };
         for dir in &found.layouts {
             let rel = bundle::relative_name(root, dir);
@@ -253,13 +284,14 @@ impl LayoutSource {
                 format!("{rel}/")
             };
             let index_name = format!("{prefix}index.json");
-            match entries(dir, limits) {
+            match entries(dir, None, limits) {
                 Ok(list) => {
                     let dirs = BlobDirs {
                         layout: dir.clone(),
                         shared: found.shared.clone(),
+                        pack: None,
                     };
-                    let carried = Arc::new(carried_earlier(dir));
+                    let carried = Arc::new(carried_earlier(dir, None, limits));
                     for (i, group) in by_image(list) {
                         source.add(&dirs, &carried, &index_name, i, group);
                     }
@@ -270,7 +302,53 @@ impl LayoutSource {
                 }),
             }
         }
+        for candidate in pack::candidates(found.packs) {
+            source.add_pack(root, &candidate);
+        }
         source
+    }
+
+    /// The images of `candidate` when it is a pack; refused by name when it is a pack that
+    /// cannot be read (or parts that join into none).
+    fn add_pack(&mut self, root: &Path, candidate: &pack::Candidate) {
+        let rel = bundle::relative_name(root, &candidate.path);
+        let refuse = |reason: String| Refused {
+            name: rel.clone(),
+            reason,
+        };
+        let pack = match candidate.open(self.limits) {
+            Ok(None) => return,
+            Ok(Some(pack)) => Arc::new(pack),
+            Err(e) => {
+                self.packs.extend(candidate.files());
+                return self.refused.push(refuse(format!("{e:#}")));
+            }
+        };
+        self.packs.extend(pack.files().map(Path::to_path_buf));
+        for (member, why) in pack.refused() {
+            self.refused
+                .push(refuse(format!("the member {member:?} is {why}")));
+        }
+        let index_name = format!("{rel}/index.json");
+        match entries(&pack.path, Some(&pack), self.limits) {
+            Ok(list) => {
+                let dirs = BlobDirs {
+                    layout: pack.path.clone(),
+                    shared: Vec::new(),
+                    pack: Some(pack.clone()),
+                };
+                let carried = Arc::new(carried_earlier(&pack.path, Some(&pack), self.limits));
+                for (i, group) in by_image(list) {
+                    self.add(&dirs, &carried, &index_name, i, group);
+                }
+            }
+            Err(e) => self.refused.push(refuse(format!("{e:#}"))),
+        }
+    }
+
+    /// Whether `path` is (a part of) a pack these layouts read, so no archive.
+    pub(crate) fn holds(&self, path: &Path) -> bool {
+        self.packs.iter().any(|p| p == path)
     }
 
     /// The unit of one image of a layout's `index.json`: `group`, the entries that point at
@@ -337,8 +415,11 @@ impl LayoutSource {
 /// What the layout's `images.json` names as carried by earlier bundles; nothing when it has
 /// none (a layout another tool wrote) or cannot be read (the walk then names each missing
 /// layer as missing).
-fn carried_earlier(dir: &Path) -> Carried {
-    let Ok(Some(index)) = bundle::read_index(dir) else {
+fn carried_earlier(dir: &Path, pack: Option<&pack::Pack>, limits: Limits) -> Carried {
+    let Some(index) = read_root(dir, pack, bundle::INDEX_FILE, limits.metadata_max)
+        .ok()
+        .and_then(|data| serde_json::from_slice::<bundle::BundleIndex>(&data).ok())
+    else {
         return Carried::new();
     };
     index
