@@ -24,7 +24,7 @@ fn images() -> &'static [TestImage] {
 /// `export --pack` of the two images into `out`, packed as `extra` says; the log.
 fn packed(out: &Path, extra: &[&str]) -> String {
     let refs: Vec<&str> = images().iter().map(|i| i.reference.as_str()).collect();
-    let mut c = registry_export(out, &bare_path(&[]));
+    let mut c = registry_export_as(out, &bare_path(&[]), "layout");
     c.arg("--no-importer-binary").args(extra).args(&refs);
     let (code, _, log) = outcome(&mut c);
     assert_eq!(code, 0, "{log}");
@@ -220,7 +220,17 @@ fn pack_is_refused_with_archives_and_a_name_other_than_tar_or_tar_zst() {
             "--pack /nonexistent-dir/b.tar: the directory /nonexistent-dir does not exist",
         ),
     ] {
-        let mut c = registry_export(&dir.join("out"), &bare_path(&[]));
+        // Archives where asked (the refusal of --pack with them), else the default.
+        let format = if extra.contains(&"archives") {
+            "archives"
+        } else {
+            "layout"
+        };
+        let mut c = registry_export_as(&dir.join("out"), &bare_path(&[]), format);
+        let extra: Vec<&str> = extra
+            .into_iter()
+            .filter(|a| !["--format", "archives"].contains(a))
+            .collect();
         let (code, _, log) = outcome(c.args(&extra).arg("x.io/a:1"));
         assert_eq!(code, 2, "{log}");
         assert!(log.contains(says), "{log}");

@@ -204,9 +204,10 @@ impl Layout {
                     format!("cannot rename {} to {}", tmp.display(), dest.display())
                 })
             });
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
+        // Also after a rename that succeeded: where another worker put the same cached file
+        // in place first, `tmp` and the blob are links to one file, and rename(2) then leaves
+        // both names.
+        let _ = fs::remove_file(&tmp);
         result?;
         if let Ok(d) = File::open(&self.blobs) {
             let _ = d.sync_all();
