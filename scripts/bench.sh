@@ -618,6 +618,8 @@ CRANE=
 
 # The sum of the sizes of the regular files under a directory (0 when there is none).
 tree_bytes() { find "$1" -type f -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { printf "%d\n", s }'; }
+# Bytes of the files under the directories given, a file hard-linked into two of them once.
+disk_bytes() { du -scb "$@" 2>/dev/null | tail -1 | cut -f1; }
 
 # The distinct blobs (manifest, config, layers) of the references REF... in the private
 # registry, one `DIGEST SIZE` line each, sorted by digest.
@@ -765,17 +767,18 @@ bundle_reexport() {
     cold+=("$SECS")
     run "$WORK/reexport-warm.$r.log" "$BIN" export --format layout --cache-dir "$cache" --output "$out-warm" "${BUNDLE_REFS[@]}"
     warm+=("$SECS")
-    # The upgrade as a bundle of its own: only what the first bundle did not carry.
-    rm -rf "$since_dir"
-    run "$WORK/reexport-since.$r.log" "$BIN" export --since "$out-warm" --no-importer-binary --cache-dir "$cache" --output "$since_dir" "${BUNDLE_UPGRADE_REFS[@]}"
-    since_bytes=$(tree_bytes "$since_dir")
-    grown=$(( $(tree_bytes "$out") + $(tree_bytes "$cache") ))
+    grown=$(disk_bytes "$out" "$cache")
     written "$WORK/reexport-again.$r.log" "$BIN" export --format layout --cache-dir "$cache" --output "$out" "${BUNDLE_UPGRADE_REFS[@]}"
-    grown=$(( $(tree_bytes "$out") + $(tree_bytes "$cache") - grown ))
+    grown=$(( $(disk_bytes "$out" "$cache") - grown ))
     grep -q "${BUNDLE_UPGRADE_REFS[0]}: written into the layout" "$WORK/reexport-again.$r.log" \
       || die "the upgraded image was not written into the layout (log: $WORK/reexport-again.$r.log)"
     again+=("$SECS") wrote+=("$WRITTEN")
-    record "  round $r: first export ${cold[-1]}s (cold cache), ${warm[-1]}s (warm cache, empty directory); re-export ${SECS}s, wrote $WRITTEN bytes ($CANCELLED cancelled), bundle and cache grew by $grown bytes; --since bundle $since_bytes bytes (load average $(cut -d" " -f1 /proc/loadavg))"
+    # The upgrade as a bundle of its own, after the re-export (whose download it would
+    # otherwise make): only what the first bundle did not carry.
+    rm -rf "$since_dir"
+    run "$WORK/reexport-since.$r.log" "$BIN" export --since "$out-warm" --no-importer-binary --cache-dir "$cache" --output "$since_dir" "${BUNDLE_UPGRADE_REFS[@]}"
+    since_bytes=$(tree_bytes "$since_dir")
+    record "  round $r: first export ${cold[-1]}s (cold cache), ${warm[-1]}s (warm cache, empty directory); re-export ${again[-1]}s, wrote $WRITTEN bytes ($CANCELLED cancelled), bundle and cache grew by $grown bytes; --since bundle $since_bytes bytes (load average $(cut -d" " -f1 /proc/loadavg))"
   done
   rm -rf "$out" "$out-warm" "$cache" "$since_dir"
   record "    \$ offline-images export --since FIRST-OUT --no-importer-binary --output UPGRADE-OUT UPGRADE-REF..."

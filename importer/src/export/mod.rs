@@ -199,19 +199,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let dir = &settings.output;
     layout::refuse_mixed(dir, settings.format)?;
     let shared = Bundle::open(dir, &importer_binaries)?;
-    let since = settings
-        .since
-        .as_deref()
-        .map(|p| since::Since::read(p, dir))
-        .transpose()?;
-    if let Some(s) = &since {
-        eprintln!(
-            "offline-images: an upgrade on {} ({}): its {} layer(s) are left out",
-            s.path.display(),
-            s.builds_on[0],
-            s.len()
-        );
-    }
+    let since = since::Since::asked(settings.since.as_deref(), dir)?;
     let layout = as_layout
         .then(|| layout::Layout::open(dir, since))
         .transpose()?;

@@ -25,6 +25,21 @@ pub struct Since {
 }
 
 impl Since {
+    /// `--since` as asked (read, and said in the log), or None.
+    pub fn asked(previous: Option<&Path>, output: &Path) -> Result<Option<Since>> {
+        let Some(previous) = previous else {
+            return Ok(None);
+        };
+        let since = Since::read(previous, output)?;
+        eprintln!(
+            "offline-images: an upgrade on {} ({}): its {} layer(s) are left out",
+            since.path.display(),
+            since.builds_on[0],
+            since.len()
+        );
+        Ok(Some(since))
+    }
+
     /// Read PREVIOUS: a bundle directory or its `images.json`. It must be an OCI layout
     /// bundle (`export --format layout`), and not `output` itself.
     pub fn read(previous: &Path, output: &Path) -> Result<Since> {
