@@ -168,17 +168,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
     }
     let (refs, problems) = references(settings)?;
     if settings.dry_run {
-        let stdout = io::stdout();
-        let mut out = stdout.lock();
-        for r in &refs {
-            writeln!(out, "{r}")?;
-        }
-        out.flush()?;
-        return Ok(if problems > 0 {
-            Code::Failure
-        } else {
-            Code::Success
-        });
+        return print_references(&refs, problems);
     }
     if refs.is_empty() {
         return nothing_to_export(settings, problems);
@@ -239,6 +229,21 @@ pub fn run(settings: &Settings) -> Result<Code> {
         }
     }
     Ok(report(&refs, outcomes, problems, started, dir))
+}
+
+/// `--dry-run`: the references on stdout, one a line; exit 1 when an input had a problem.
+fn print_references(refs: &[Reference], problems: usize) -> Result<Code> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    for r in refs {
+        writeln!(out, "{r}")?;
+    }
+    out.flush()?;
+    Ok(if problems > 0 {
+        Code::Failure
+    } else {
+        Code::Success
+    })
 }
 
 /// The references collected and logged, each once, and the number of input problems.

@@ -13,7 +13,7 @@ use anyhow::{anyhow, Result};
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{
-    Info, ListContentRequest, WriteContentRequest, WriteContentResponse,
+    Info, InfoRequest, ListContentRequest, WriteContentRequest, WriteContentResponse,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -151,6 +151,22 @@ impl Conn {
             }
             Ok(tonic::Response::new(all))
         })
+    }
+
+    /// The size of blob `digest` in the content store (`Content.Info`), if it is there.
+    pub fn content_size(&self, digest: &str) -> Result<Option<u64>, CallError> {
+        let mut content = ContentClient::new(self.channel.clone());
+        let req = self.req(
+            InfoRequest {
+                digest: digest.to_string(),
+            },
+            None,
+        );
+        match self.call("a content lookup", content.info(req)) {
+            Ok(r) => Ok(Some(r.info.map_or(0, |i| i.size.max(0) as u64))),
+            Err(CallError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// [`Conn::call`] for a call that may take long (a layer applied).

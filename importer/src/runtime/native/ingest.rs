@@ -17,7 +17,7 @@ use std::path::Path;
 use anyhow::Result;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{
-    content_client::ContentClient, AbortRequest, AddResourceRequest, InfoRequest, Resource,
+    content_client::ContentClient, AbortRequest, AddResourceRequest, Resource,
 };
 use sha2::{Digest, Sha256};
 
@@ -198,18 +198,7 @@ impl<'a> Ingest<'a> {
 
     /// The size of blob `digest` in the content store, if it is there.
     pub fn size_of(&self, digest: &str) -> Result<Option<u64>> {
-        let mut content = ContentClient::new(self.conn.channel.clone());
-        let req = self.conn.req(
-            InfoRequest {
-                digest: digest.to_string(),
-            },
-            None,
-        );
-        match self.conn.call("a content lookup", content.info(req)) {
-            Ok(r) => Ok(Some(r.info.map_or(0, |i| i.size.max(0) as u64))),
-            Err(CallError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.conn.content_size(digest)?)
     }
 
     /// Whether containerd has a blob of exactly `size` bytes (one listing per archive).

@@ -28,8 +28,8 @@ use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{
-    CreateRequest, DeleteImageRequest, DeleteRequest, GetImageRequest, InfoRequest,
-    ListContainersRequest, ListImagesRequest, ReadContentRequest, UpdateImageRequest,
+    CreateRequest, DeleteImageRequest, DeleteRequest, GetImageRequest, ListContainersRequest,
+    ListImagesRequest, ReadContentRequest, UpdateImageRequest,
 };
 use prost_types::FieldMask;
 
@@ -445,19 +445,8 @@ impl Runtime for Native {
     fn holds(&self, digests: &[&str]) -> Result<Option<BTreeSet<String>>> {
         let mut held = BTreeSet::new();
         for digest in digests {
-            let mut content = ContentClient::new(self.conn.channel.clone());
-            let req = self.conn.req(
-                InfoRequest {
-                    digest: digest.to_string(),
-                },
-                None,
-            );
-            match self.conn.call("a content lookup", content.info(req)) {
-                Ok(_) => {
-                    held.insert(digest.to_string());
-                }
-                Err(client::CallError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
+            if self.conn.content_size(digest)?.is_some() {
+                held.insert(digest.to_string());
             }
         }
         Ok(Some(held))
