@@ -33,11 +33,11 @@ export DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}
 
 if [ -z "${BINARY:-}" ]; then
   oi_install_rust_target
-  say "building the static importer (release, musl)"
-  BINARY=$(oi_build_static)
+  say "building the static node importer (release, musl, without export)"
+  BINARY=$(oi_build_static x86_64-unknown-linux-musl node)
   oi_install_aarch64
-  say "building the static aarch64 importer (release, musl)"
-  BINARY_ARM64=$(oi_build_static aarch64-unknown-linux-musl)
+  say "building the static aarch64 node importer (release, musl, without export)"
+  BINARY_ARM64=$(oi_build_static aarch64-unknown-linux-musl node)
 fi
 file_is_static "$BINARY" || die "$BINARY is missing or not a static executable"
 if [ -n "${BINARY_ARM64:-}" ]; then

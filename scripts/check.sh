@@ -32,6 +32,8 @@ python3 scripts/modcycles.py || fail "the modules of importer/src depend on each
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings || fail "clippy warnings"
+step "cargo clippy --all-targets --no-default-features -- -D warnings (the node build)"
+cargo clippy --quiet --all-targets --no-default-features -- -D warnings || fail "clippy warnings in the node build"
 
 step "unit tests"
 cargo test --quiet --lib --bins || fail "unit tests"

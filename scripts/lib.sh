@@ -327,19 +327,35 @@ oi_install_aarch64() {
   export AR_aarch64_unknown_linux_musl=${AR_aarch64_unknown_linux_musl:-aarch64-linux-gnu-ar}
 }
 
-# Build the static importer for TARGET (default x86_64-unknown-linux-musl; the aarch64 one
-# needs oi_install_aarch64 first) with the release profile, check that it is static and of
-# TARGET's machine, and echo its path. Cargo's own output goes to stderr. Every script that
-# needs the binary builds it here, so there is one way to build it.
+# Build the static binary for TARGET (default x86_64-unknown-linux-musl; the aarch64 one needs
+# oi_install_aarch64 first) with the release profile, check that it is static and of TARGET's
+# machine, and echo its path. FLAVOUR `full` (the default) is the operator's binary, export
+# included; `node` is the importer that runs on nodes (the image, the bundled aarch64 binary),
+# built without the `export` feature: no registry client, TLS or chart reader (decision 24).
+# The node build is copied to TARGET/release/node/, so the two builds do not overwrite each
+# other. Cargo's own output goes to stderr. Every script that needs a binary builds it here.
 oi_build_static() {
-  local target=${1:-x86_64-unknown-linux-musl} root=${CARGO_TARGET_DIR:-$PWD/target} bin machine
+  local target=${1:-x86_64-unknown-linux-musl} flavour=${2:-full} root=${CARGO_TARGET_DIR:-$PWD/target} bin machine
+  local features=()
   case $target in
     x86_64-*) machine='Advanced Micro Devices X86-64' ;;
     aarch64-*) machine='AArch64' ;;
     *) die "oi_build_static: unknown target $target" ;;
   esac
-  cargo build --quiet --release --target "$target" >&2 || die "the release build for $target failed"
+  case $flavour in
+    full) ;;
+    node) features=(--no-default-features) ;;
+    *) die "oi_build_static: unknown flavour $flavour (full or node)" ;;
+  esac
+  cargo build --quiet --release --target "$target" "${features[@]}" >&2 \
+    || die "the $flavour release build for $target failed"
   bin=$root/$target/release/offline-images
+  if [ "$flavour" = node ]; then
+    mkdir -p "$root/$target/release/node"
+    cp "$bin" "$root/$target/release/node/offline-images.new"
+    mv "$root/$target/release/node/offline-images.new" "$root/$target/release/node/offline-images"
+    bin=$root/$target/release/node/offline-images
+  fi
   file_is_static "$bin" || die "$bin is not static"
   LC_ALL=C readelf -h "$bin" | grep -q "Machine:.*$machine" || die "$bin is not a $machine executable"
   echo "$bin"

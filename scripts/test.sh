@@ -52,12 +52,15 @@ export OI_TMP=$WORK
 trap 'oi_stop_all "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
-say "building the static importer (release, musl)"
+say "building the static binary (release, musl)"
 OI_STATIC_BIN=$(oi_build_static)
 export OI_STATIC_BIN
+say "building the static node importer, without export (release, musl)"
+OI_NODE_BIN=$(oi_build_static x86_64-unknown-linux-musl node)
+export OI_NODE_BIN
 oi_install_aarch64
-say "building the static aarch64 importer (release, musl)"
-OI_AARCH64_BIN=$(oi_build_static aarch64-unknown-linux-musl)
+say "building the static aarch64 node importer (release, musl)"
+OI_AARCH64_BIN=$(oi_build_static aarch64-unknown-linux-musl node)
 export OI_AARCH64_BIN
 
 say "$(df -Ph "$WORK" | awk 'NR==2 {print $4}') free under $WORK"

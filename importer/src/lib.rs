@@ -18,6 +18,7 @@ mod child;
 pub mod cli;
 mod digest;
 pub mod exit;
+#[cfg(feature = "export")]
 mod export;
 mod failure;
 mod images_path;
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> Result<Code> {
         Command::List(args) => list::run(&args.settings()),
         Command::Import(args) => import::run(&args.settings()),
         Command::Verify(args) => verify::run(&args.settings()),
+        #[cfg(feature = "export")]
         Command::Export(args) => export::run(&args.settings()?),
         Command::Prune(args) => prune::run(&args.settings()),
     }

@@ -34,7 +34,7 @@ import yaml
 from chartlib import CHART, ROOT, container, job, merge, render
 from daemons import Daemons, containerds, matrix
 
-ENV = ("OI_DOCKER_HOST", "OI_DOCKER_CLI", "OI_STATIC_BIN", "OI_CONTAINERD_SOCK")
+ENV = ("OI_DOCKER_HOST", "OI_DOCKER_CLI", "OI_STATIC_BIN", "OI_NODE_BIN", "OI_CONTAINERD_SOCK")
 pytestmark = pytest.mark.skipif(
     not all(os.environ.get(name) for name in ENV),
     reason=f"needs the daemons of scripts/test.sh ({', '.join(ENV)})",
@@ -72,14 +72,14 @@ def target_docker(request) -> Daemons:
 
 @pytest.fixture(scope="module")
 def importer_image(tmp_path_factory) -> dict[str, Any]:
-    """The importer image, built from the Dockerfile by scripts/build-image.sh around OI_STATIC_BIN."""
+    """The importer image, built from the Dockerfile by scripts/build-image.sh around OI_NODE_BIN."""
     out = tmp_path_factory.mktemp("dist")
     image = f"chart-test.local/offline-images:{RUN_ID}"
     env = dict(
         os.environ,
         DOCKER_HOST=os.environ["OI_DOCKER_HOST"],
         DOCKER=os.environ["OI_DOCKER_CLI"],
-        BINARY=os.environ["OI_STATIC_BIN"],
+        BINARY=os.environ["OI_NODE_BIN"],
         IMAGE=image,
         OUTPUT_DIR=str(out),
     )
@@ -450,7 +450,7 @@ def test_a_per_node_job_of_all_nodes_runs_and_names_the_nodes_left_out(importer_
 
 
 def importer_has_the_native_client() -> bool:
-    helped = subprocess.run([os.environ["OI_STATIC_BIN"], "import", "--help"], capture_output=True, text=True)
+    helped = subprocess.run([os.environ["OI_NODE_BIN"], "import", "--help"], capture_output=True, text=True)
     return "--containerd-client" in helped.stdout
 
 

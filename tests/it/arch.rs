@@ -75,7 +75,7 @@ fn the_importer_image_is_one_oci_index_for_amd64_and_arm64_and_runs_from_contain
         .env("DOCKER", &d.docker_cli)
         .env(
             "BINARY",
-            std::env::var("OI_STATIC_BIN").expect("set by scripts/test.sh"),
+            std::env::var("OI_NODE_BIN").expect("set by scripts/test.sh"),
         )
         .env("BINARY_ARM64", aarch64_bin())
         .env("IMAGE", &image)
@@ -276,4 +276,30 @@ fn two_importers_for_one_architecture_are_refused_by_name() {
         "{stderr}"
     );
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+}
+
+/// The node's importer (the image's binary, the bundled aarch64 one) is built without the
+/// `export` feature: it has no export, and the image stays under its 3 MiB compressed goal.
+#[test]
+fn the_node_importer_has_no_export_and_is_under_3_mib_gzipped() {
+    let node = PathBuf::from(
+        std::env::var_os("OI_NODE_BIN").expect("OI_NODE_BIN is set by scripts/test.sh"),
+    );
+    let (code, _, stderr) = outcome(Command::new(&node).args(["export", "r/a:1"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("unrecognized subcommand 'export'"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = outcome(Command::new(&node).args(["import", "--help"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("--images-path"), "{stdout}");
+    let gzipped = Command::new("gzip").arg("-9c").arg(&node).output().unwrap();
+    assert!(gzipped.status.success());
+    let size = gzipped.stdout.len();
+    assert!(
+        size < 3 * 1024 * 1024,
+        "{} is {size} bytes gzipped",
+        node.display()
+    );
 }

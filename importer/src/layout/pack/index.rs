@@ -307,6 +307,7 @@ fn pax_path(mut data: &[u8]) -> Option<String> {
 
 /// The frame index of `frames`, as the last bytes of a packed `.tar.zst` (see the module's
 /// documentation).
+#[cfg_attr(not(feature = "export"), allow(dead_code))] // written by export only
 pub(crate) fn encode_frames(frames: Vec<Frame>) -> Vec<u8> {
     let json = serde_json::to_vec(&FrameIndex {
         version: 1,

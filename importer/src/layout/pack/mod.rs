@@ -17,9 +17,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::archive::{self, Compression, Limits};
-pub(crate) use index::{encode_frames, Frame};
+#[cfg(feature = "export")]
+pub(crate) use index::encode_frames;
+pub(crate) use index::Frame;
 use index::{At, Index, Member};
-pub(crate) use parts::{part_name, part_of, Parts, PART_INFIX, SUMS_SUFFIX};
+#[cfg(feature = "export")]
+pub(crate) use parts::part_name;
+pub(crate) use parts::{part_of, Parts, PART_INFIX, SUMS_SUFFIX};
 
 /// The files at a pack's root that make a tar a pack.
 pub(crate) const ROOT: [&str; 3] = ["oci-layout", "index.json", "images.json"];

@@ -31,6 +31,7 @@ pub(crate) fn part_of(name: &str) -> Option<(&str, &str)> {
 
 /// The name of part `n` of `file` among `count` parts: zero-padded to the same width, at least
 /// three digits, so that `cat FILE.part-*` joins them in order.
+#[cfg_attr(not(feature = "export"), allow(dead_code))] // written by export only
 pub(crate) fn part_name(file: &str, n: usize, count: usize) -> String {
     let width = count.saturating_sub(1).to_string().len().max(3);
     format!("{file}{PART_INFIX}{n:0width$}")
