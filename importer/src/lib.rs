@@ -26,6 +26,7 @@ mod labels;
 mod layout;
 mod list;
 mod lock;
+mod mirror;
 mod prune;
 pub mod reference;
 mod report;
@@ -49,5 +50,7 @@ pub fn run(cli: Cli) -> Result<Code> {
         Command::Verify(args) => verify::run(&args.settings()),
         Command::Export(args) => export::run(&args.settings()?),
         Command::Prune(args) => prune::run(&args.settings()),
+        Command::Mirror(args) => mirror::run(&args.settings()?),
+        Command::Wait => Ok(stop::wait()),
     }
 }
