@@ -802,6 +802,16 @@ pub struct MirrorArgs {
     #[arg(long, env = "MIRROR_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 
+    /// containerd's configuration file, as the node names it: read for the registry
+    /// config_path where containerd does not report it (containerd 2).
+    #[arg(
+        long,
+        env = "CONTAINERD_CONFIG",
+        default_value = "/etc/containerd/config.toml",
+        value_name = "FILE"
+    )]
+    pub containerd_config: PathBuf,
+
     /// The site registry speaks plain HTTP (default: HTTPS).
     #[arg(long, env = "MIRROR_PLAIN_HTTP", value_parser = EnvFlag("MIRROR_PLAIN_HTTP"))]
     pub plain_http: bool,
@@ -824,6 +834,7 @@ impl MirrorArgs {
             certs_dir: self.certs_dir.clone(),
             ca_file: self.ca_file.clone(),
             remove: self.remove,
+            containerd_config: self.containerd_config.clone(),
             runtime: self.runtime.config(),
         })
     }

@@ -5,6 +5,7 @@
 //! there.
 
 pub mod config;
+mod containerd_config;
 mod files;
 pub mod site;
 
@@ -19,7 +20,7 @@ use crate::exit::{self, Code};
 use crate::layout::LayoutSource;
 use crate::reference::Reference;
 use crate::runtime::detect::{self, RuntimeKind};
-use crate::runtime::native;
+use crate::runtime::native::{self, CertsDir};
 use crate::runtime::socket::{local_path, probe_socket};
 use crate::source::Source;
 use files::{Removed, Wrote};
@@ -37,6 +38,9 @@ pub struct Settings {
     pub ca_file: Option<PathBuf>,
     /// Undo: put back every file that was there before.
     pub remove: bool,
+    /// containerd's configuration file as the node names it, read where containerd does not
+    /// report its `config_path` (containerd 2).
+    pub containerd_config: PathBuf,
     /// The containerd to ask, and the node root.
     pub runtime: detect::Config,
 }
@@ -228,7 +232,11 @@ fn certs_dir(s: &Settings) -> Result<Certs> {
         )));
     };
     let socket = local_path(root, node_socket);
-    let reported = native::certs_dir(&socket)?;
+    let reported = match native::certs_dir(&socket)? {
+        CertsDir::Reported(path) => Some(path),
+        CertsDir::NotReported { version } => Some(from_config_file(s, &version)?),
+        CertsDir::NoCri => None,
+    };
     let k3s = node_socket.starts_with("/run/k3s")
         || reported.as_deref().is_some_and(|p| p.contains("/rancher/"));
     if k3s {
@@ -266,6 +274,47 @@ fn certs_dir(s: &Settings) -> Result<Certs> {
             }
         }
     }
+}
+
+/// containerd 2's `config_path`, from its configuration file (`--containerd-config`, a path
+/// on the node), or containerd 2's default when the file sets none or there is no file.
+fn from_config_file(s: &Settings, version: &str) -> Result<String> {
+    let node = &s.containerd_config;
+    let here = local_path(s.runtime.host_root.as_deref(), node);
+    let text = match std::fs::read_to_string(&here) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("cannot read containerd's configuration {}", here.display())
+            })
+        }
+    };
+    let found = text.as_deref().and_then(containerd_config::config_path);
+    let (path, why) = match (&found, &text) {
+        (Some(p), _) => (
+            p.clone(),
+            format!("its registry config_path in {}", node.display()),
+        ),
+        (None, Some(_)) => (
+            containerd_config::DEFAULT_V2.to_string(),
+            format!(
+                "{} sets no registry config_path: containerd 2's default",
+                node.display()
+            ),
+        ),
+        (None, None) => (
+            containerd_config::DEFAULT_V2.to_string(),
+            format!("no {}: containerd 2's default", node.display()),
+        ),
+    };
+    if version.trim_start_matches('v').starts_with("1.") {
+        // A 1.x that answers the CRI without reporting config_path: never seen; say so.
+        eprintln!("offline-images: warning: containerd {version} did not report its registry config_path; using {path} ({why})");
+    } else {
+        eprintln!("offline-images: containerd {version} reads hosts.toml from {path} ({why}; containerd 2 does not report it through the CRI)");
+    }
+    Ok(path)
 }
 
 /// The one line for a containerd that reads no `hosts.toml` at all.

@@ -52,19 +52,34 @@ pub fn snapshotter(conn: &Conn) -> Option<String> {
     find_snapshotter(status_info(conn)?.get("config")?)
 }
 
-/// The CRI plugin's registry `config_path` (the `certs.d` directory of `hosts.toml` files):
-/// `Some("")` when the CRI plugin answers and has none set, `None` when it does not answer.
-pub fn registry_config_path(conn: &Conn) -> Option<String> {
-    let info = status_info(conn)?;
-    let found = info.values().find_map(find_config_path);
-    Some(found.unwrap_or_default())
+/// Where the containerd at a socket says it reads `hosts.toml` files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertsDir {
+    /// Its CRI status reports the registry `config_path` (containerd 1.x); empty when unset.
+    Reported(String),
+    /// Its CRI answers but does not report it (containerd 2 keeps the image service's
+    /// configuration out of the status); `version` is containerd's, e.g. `v2.1.4`.
+    NotReported { version: String },
+    /// No CRI plugin answered the status call.
+    NoCri,
 }
 
-/// [`registry_config_path`] of the containerd at `socket`: `Ok(None)` when it runs no CRI
-/// plugin (or it does not answer the status call).
-pub fn certs_dir(socket: &std::path::Path) -> anyhow::Result<Option<String>> {
+/// Ask the containerd at `socket` (its CRI status, and its version).
+pub fn certs_dir(socket: &std::path::Path) -> anyhow::Result<CertsDir> {
+    use containerd_client::services::v1::version_client::VersionClient;
     let conn = Conn::open(socket, "k8s.io")?;
-    Ok(registry_config_path(&conn))
+    let Some(info) = status_info(&conn) else {
+        return Ok(CertsDir::NoCri);
+    };
+    if let Some(path) = info.values().find_map(find_config_path) {
+        return Ok(CertsDir::Reported(path));
+    }
+    let mut client = VersionClient::new(conn.channel.clone());
+    let version = conn
+        .call("the version query", client.version(conn.req((), None)))
+        .map_err(anyhow::Error::from)?
+        .version;
+    Ok(CertsDir::NotReported { version })
 }
 
 /// `registry.configPath` at any depth (containerd 1.6 and 1.7 keep it in `config.registry`,

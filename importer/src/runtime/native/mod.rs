@@ -16,7 +16,7 @@ mod owner;
 mod preflight;
 mod reclaim;
 
-pub use cri::certs_dir;
+pub use cri::{certs_dir, CertsDir};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
