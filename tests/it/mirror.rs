@@ -340,3 +340,28 @@ fn without_a_config_path_mirror_exits_2_with_the_config_lines_and_writes_nothing
         );
     }
 }
+
+/// `wait`, the mirror DaemonSet's main container: it idles until SIGTERM, then exits 0.
+#[test]
+fn wait_idles_until_sigterm_and_exits_0() {
+    let mut child = offline_images()
+        .arg("wait")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "wait ended on its own");
+    run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "wait did not end on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
