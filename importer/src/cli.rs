@@ -78,6 +78,23 @@ pub enum Command {
     /// label. Removed names are listed on stdout. Docker images carry no labels after `docker
     /// load`, so Docker is refused (exit 2).
     Prune(PruneArgs),
+    /// Point this node's containerd at the site registry: a hosts.toml per registry the
+    /// bundle's images come from, so pods keep their image names and pull from the site.
+    ///
+    /// Writes `<certs-dir>/<upstream>/hosts.toml` for every upstream registry the bundle names
+    /// (from images.json, else from the names in its archives and layouts): the site registry
+    /// as a pull and resolve host under its path for that upstream
+    /// (`https://REGISTRY/v2/PREFIX/<upstream>`, override_path), with `--ca-file` copied beside
+    /// it, and the upstream itself as the fallback server. The certs directory is the registry
+    /// config_path containerd reports through its CRI status; without one, mirror exits 2 with
+    /// the config.toml lines to add. A hosts.toml that was there is kept as
+    /// hosts.toml.offline-images-backup and put back by --remove. Nothing is written outside
+    /// `<certs-dir>/<upstream>/`. On k3s and RKE2, which rewrite certs.d from registries.yaml,
+    /// nothing is written: the registries.yaml to use is printed (exit 2).
+    Mirror(MirrorArgs),
+    /// Wait for SIGTERM or SIGINT, then exit 0: the main container of the chart's mirror
+    /// DaemonSet, whose work is done by its init container.
+    Wait,
 }
 
 /// The value of a yes/no flag that its environment variable may set, spelt as shells and
@@ -470,6 +487,71 @@ impl VerifyArgs {
     }
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct MirrorArgs {
+    /// The site registry, REGISTRY[/PREFIX]: host[:port] and an optional path prefix under
+    /// which `push` put the images (`REGISTRY/PREFIX/docker.io/library/nginx:1.25`).
+    #[arg(long, env = "MIRROR_REGISTRY", value_name = "REGISTRY[/PREFIX]")]
+    pub to: String,
+
+    /// The bundle whose images' registries get a hosts.toml.
+    #[arg(
+        long,
+        env = "IMAGES_PATH",
+        default_value = "/images",
+        value_name = "DIR"
+    )]
+    pub images_path: PathBuf,
+
+    /// The directory containerd reads hosts.toml files from, as the node names it [default:
+    /// the registry config_path containerd reports]. Given and different from what containerd
+    /// reports, mirror refuses (exit 2).
+    #[arg(long, env = "MIRROR_CERTS_DIR", value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+
+    /// The site registry's CA certificate (PEM), copied beside each hosts.toml as
+    /// offline-images-ca.crt and named by its `ca` key.
+    #[arg(long, env = "MIRROR_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// containerd's configuration file, as the node names it: read for the registry
+    /// config_path where containerd does not report it (containerd 2).
+    #[arg(
+        long,
+        env = "CONTAINERD_CONFIG",
+        default_value = "/etc/containerd/config.toml",
+        value_name = "FILE"
+    )]
+    pub containerd_config: PathBuf,
+
+    /// The site registry speaks plain HTTP (default: HTTPS).
+    #[arg(long, env = "MIRROR_PLAIN_HTTP", value_parser = EnvFlag("MIRROR_PLAIN_HTTP"))]
+    pub plain_http: bool,
+
+    /// Undo: remove every hosts.toml mirror wrote under the certs directory and put back the
+    /// files they replaced.
+    #[arg(long, env = "MIRROR_REMOVE", value_parser = EnvFlag("MIRROR_REMOVE"))]
+    pub remove: bool,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl MirrorArgs {
+    /// The flags resolved into what `mirror` works with; a malformed `--to` is a usage error.
+    pub fn settings(&self) -> anyhow::Result<crate::mirror::Settings> {
+        Ok(crate::mirror::Settings {
+            site: crate::mirror::Site::parse(&self.to, self.plain_http)?,
+            images_path: self.images_path.clone(),
+            certs_dir: self.certs_dir.clone(),
+            ca_file: self.ca_file.clone(),
+            remove: self.remove,
+            containerd_config: self.containerd_config.clone(),
+            runtime: self.runtime.config(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,6 +567,10 @@ mod tests {
         "verify --host-root",
         "prune --host-root",
         "prune --release",
+        "mirror --to",
+        "mirror --certs-dir",
+        "mirror --ca-file",
+        "mirror --host-root",
         "export --values",
         "export --manifests",
         "export --images-file",

@@ -27,6 +27,7 @@ mod labels;
 mod layout;
 mod list;
 mod lock;
+mod mirror;
 mod prune;
 pub mod reference;
 mod report;
@@ -51,5 +52,7 @@ pub fn run(cli: Cli) -> Result<Code> {
         #[cfg(feature = "export")]
         Command::Export(args) => export::run(&args.settings()?),
         Command::Prune(args) => prune::run(&args.settings()),
+        Command::Mirror(args) => mirror::run(&args.settings()?),
+        Command::Wait => Ok(stop::wait()),
     }
 }

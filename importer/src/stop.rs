@@ -108,6 +108,21 @@ impl<R: Read> Read for Stoppable<R> {
     }
 }
 
+/// `wait`: sleep until SIGTERM or SIGINT, waking ten times a second to look, then exit 0.
+/// The chart's mirror DaemonSet keeps its pod (and so its node's files) with this.
+pub fn wait() -> crate::exit::Code {
+    for sig in [SIGTERM, SIGINT] {
+        if let Err(e) = signal_hook::flag::register_usize(sig, received().clone(), sig as usize) {
+            eprintln!("offline-images: cannot catch signal {sig}: {e}");
+            return crate::exit::Code::Usage;
+        }
+    }
+    while stop_signal().is_none() {
+        thread::sleep(Duration::from_millis(100));
+    }
+    crate::exit::Code::Success
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

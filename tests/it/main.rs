@@ -15,6 +15,7 @@ mod layout;
 mod layout_export;
 mod leftovers;
 mod list;
+mod mirror;
 mod native;
 mod node_lock;
 mod pack;

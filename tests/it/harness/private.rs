@@ -20,6 +20,19 @@ pub struct PrivateContainerd {
     /// The directory of the containerd and ctr of a version of the matrix; `None`: the
     /// machine's own.
     bin: Option<PathBuf>,
+    /// The network namespace it runs in (`ip netns exec`); `None`: the test's own.
+    netns: Option<String>,
+}
+
+/// How [`PrivateContainerd::start_cri_with`] differs from a plain CRI node.
+#[derive(Default)]
+pub struct CriOptions {
+    /// See [`PrivateContainerd`]'s `bin`.
+    pub bin: Option<PathBuf>,
+    /// See [`PrivateContainerd`]'s `netns`.
+    pub netns: Option<String>,
+    /// The CRI registry's `config_path` (the certs.d of hosts.toml files).
+    pub config_path: Option<PathBuf>,
 }
 
 impl PrivateContainerd {
@@ -64,6 +77,7 @@ impl PrivateContainerd {
             child: None,
             mounted,
             bin,
+            netns: None,
         }
     }
 
@@ -76,38 +90,48 @@ impl PrivateContainerd {
     /// -998 the CRI asks for ("failed to update /proc/self/oom_score_adj: Permission denied",
     /// then "can't get final child's PID from pipe"); the CRI then keeps containerd's own.
     pub fn start_cri(label: &str, sandbox_image: &str) -> PrivateContainerd {
+        PrivateContainerd::start_cri_with(label, sandbox_image, CriOptions::default())
+    }
+
+    /// [`PrivateContainerd::start_cri`], of another version, in a network namespace, or with
+    /// a registry `config_path`, as `opts` says.
+    pub fn start_cri_with(label: &str, sandbox_image: &str, opts: CriOptions) -> PrivateContainerd {
         let dir = temp_dir(label);
         let root = dir.join("root");
         for d in ["root", "cni-bin", "cni-conf"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
         let socket = dir.join("containerd.sock");
-        std::fs::write(
-            dir.join("config.toml"),
-            format!(
-                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
-                 [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
-                 [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
-                 [plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"{sandbox_image}\"\n\
-                 \x20 stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
-                 \x20 restrict_oom_score_adj = true\n\
-                 [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  snapshotter = \"native\"\n\
-                 [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"{bin}\"\n  conf_dir = \"{conf}\"\n",
-                root = root.display(),
-                state = dir.join("state").display(),
-                sock = socket.display(),
-                bin = dir.join("cni-bin").display(),
-                conf = dir.join("cni-conf").display(),
-            ),
-        )
-        .unwrap();
+        let mut config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"{sandbox_image}\"\n\
+             \x20 stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
+             \x20 restrict_oom_score_adj = true\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  snapshotter = \"native\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"{bin}\"\n  conf_dir = \"{conf}\"\n",
+            root = root.display(),
+            state = dir.join("state").display(),
+            sock = socket.display(),
+            bin = dir.join("cni-bin").display(),
+            conf = dir.join("cni-conf").display(),
+        );
+        if let Some(path) = &opts.config_path {
+            config.push_str(&format!(
+                "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"{}\"\n",
+                path.display()
+            ));
+        }
+        std::fs::write(dir.join("config.toml"), config).unwrap();
         let mut c = PrivateContainerd {
             dir,
             root,
             socket,
             child: None,
             mounted: false,
-            bin: None,
+            bin: opts.bin,
+            netns: opts.netns,
         };
         c.restart();
         c
@@ -129,6 +153,18 @@ impl PrivateContainerd {
             dirs.extend(std::env::split_paths(&path));
             containerd = Command::new(bin.join("containerd"));
             containerd.env("PATH", std::env::join_paths(dirs).unwrap());
+        }
+        if let Some(ns) = &self.netns {
+            let mut inside = Command::new("ip");
+            inside
+                .args(["netns", "exec", ns])
+                .arg(containerd.get_program());
+            for (k, v) in containerd.get_envs() {
+                if let Some(v) = v {
+                    inside.env(k, v);
+                }
+            }
+            containerd = inside;
         }
         self.child = Some(
             containerd
@@ -374,7 +410,7 @@ impl Drop for PrivateDockerd {
 
 /// Retry `probe` (a command that succeeds once the daemon answers) for up to `secs` seconds;
 /// panic with the daemon's log if it never does.
-pub(super) fn wait_until_up(name: &str, secs: u64, log: &Path, probe: impl Fn() -> Command) {
+pub fn wait_until_up(name: &str, secs: u64, log: &Path, probe: impl Fn() -> Command) {
     for _ in 0..secs * 10 {
         if probe()
             .stdin(Stdio::null())

@@ -16,6 +16,8 @@ mod owner;
 mod preflight;
 mod reclaim;
 
+pub use cri::{certs_dir, CertsDir};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
