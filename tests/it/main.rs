@@ -18,6 +18,7 @@ mod list;
 mod native;
 mod node_lock;
 mod pack;
+mod podman;
 mod prune;
 mod registry;
 mod reliability;

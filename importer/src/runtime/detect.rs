@@ -221,7 +221,10 @@ pub fn detect(args: &Config) -> Result<Detected> {
             reason,
         });
     }
-    if args.runtime == RuntimeKind::Auto && podman::find(host_root).is_some() {
+    // Only a node's podman (under --host-root): a podman on the importer's own PATH is no
+    // sign of the node's runtime.
+    if args.runtime == RuntimeKind::Auto && host_root.is_some() && podman::find(host_root).is_some()
+    {
         return podman_detected(
             args,
             "node has podman, and no containerd or Docker socket answered",

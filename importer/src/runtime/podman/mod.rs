@@ -14,7 +14,7 @@
 mod labels;
 mod output;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -237,8 +237,16 @@ impl Podman {
     }
 
     /// After a load: each image of `info` for `platform` is given every tag the archive
-    /// gives it (podman names it from the archive by one, or as the archive spells it).
-    fn name(&self, info: &ArchiveInfo, platform: &Platform) -> Result<Vec<String>> {
+    /// gives it (podman names it from the archive by one, or as the archive spells it), and
+    /// loses the `localhost/…` name podman 4 makes of a short `RepoTags` entry
+    /// (`oi/app:1`, which the kubelet asks for as `docker.io/oi/app:1`), unless that name
+    /// was there before (`before`: the images before the load).
+    fn name(
+        &self,
+        info: &ArchiveInfo,
+        platform: &Platform,
+        before: &[output::Image],
+    ) -> Result<Vec<String>> {
         let images = self.images()?;
         let mut named = Vec::new();
         for image in &info.images {
@@ -248,7 +256,8 @@ impl Podman {
             else {
                 continue;
             };
-            let has: Vec<&String> = images
+            // A set: podman 4 lists an image once per name podman load gave it.
+            let has: BTreeSet<&String> = images
                 .iter()
                 .filter(|i| i.config_digest() == config)
                 .flat_map(|i| &i.names)
@@ -256,14 +265,31 @@ impl Podman {
             let tags: Vec<&String> = image.names.iter().filter(|n| is_tag(n)).collect();
             let missing: Vec<&str> = tags
                 .iter()
-                .filter(|t| !has.contains(t))
+                .filter(|t| !has.contains(*t))
                 .map(|t| t.as_str())
                 .collect();
+            // By the bare ID: podman 4 takes `sha256:<id>` for a digest, not for the image.
+            let id = config.trim_start_matches("sha256:");
             if !missing.is_empty() {
-                let mut args = vec!["tag", config];
+                let mut args = vec!["tag", id];
                 args.extend(&missing);
                 self.output(&args)
                     .with_context(|| format!("cannot name {config} {}", missing.join(", ")))?;
+            }
+            let had = |n: &String| {
+                before
+                    .iter()
+                    .any(|i| i.config_digest() == config && i.names.contains(n))
+            };
+            for name in has.iter().copied().filter(|n| !had(n)) {
+                let Some(short) = name.strip_prefix("localhost/") else {
+                    continue;
+                };
+                let meant = crate::reference::normalize(short).ok();
+                if meant.is_some_and(|m| image.names.contains(&m)) {
+                    self.output(&["untag", id, name])
+                        .with_context(|| format!("cannot remove the name {name} podman gave"))?;
+                }
             }
             named.extend(image.names.iter().cloned());
         }
@@ -359,8 +385,9 @@ impl Runtime for Podman {
     }
 
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
+        let before = self.images()?;
         let info = self.load(tar, platform, 0, false)?;
-        let names = self.name(&info, platform)?;
+        let names = self.name(&info, platform, &before)?;
         Ok(Imported {
             info,
             names,
@@ -375,6 +402,7 @@ impl Runtime for Podman {
         tar: &mut dyn Read,
         platform: &Platform,
     ) -> Result<Imported> {
+        let before = self.images()?;
         let info = self.load(tar, platform, 0, true)?;
         if info.format != Format::DockerArchive {
             for which in 1..info.images.len() {
@@ -390,7 +418,7 @@ impl Runtime for Podman {
                     .with_context(|| info.images[which].display_names())?;
             }
         }
-        let names = self.name(&info, platform)?;
+        let names = self.name(&info, platform, &before)?;
         let n = distinct(&info);
         let detail = (n > 1 && info.format != Format::DockerArchive)
             .then(|| format!("read {n} times, once per image"));
@@ -457,5 +485,48 @@ impl Runtime for Podman {
         self.labels.update(|all| {
             all.remove(name);
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crio_socket_that_answers_under_the_host_root_marks_a_crio_node() {
+        let root = std::env::temp_dir().join(format!("oi-crio-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("run/crio")).unwrap();
+        assert_eq!(crio_socket(Some(&root)), None);
+        let sock = root.join("run/crio/crio.sock");
+        std::fs::write(&sock, b"").unwrap();
+        assert_eq!(crio_socket(Some(&root)), None, "a file is no socket");
+        std::fs::remove_file(&sock).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert_eq!(crio_socket(Some(&root)), Some(sock));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_index_names_one_image_by_every_entry_but_holds_it_once() {
+        let image = |digest: &str, name: &str| crate::archive::Image {
+            names: vec![name.to_string()],
+            digest: Some(digest.to_string()),
+            platforms: Vec::new(),
+        };
+        let info = ArchiveInfo {
+            format: Format::Oci,
+            compression: crate::archive::Compression::None,
+            tar_size: 0,
+            images: vec![
+                image("sha256:aa", "docker.io/a/b:1"),
+                image("sha256:aa", "docker.io/a/b@sha256:aa"),
+                image("sha256:bb", "docker.io/a/c:1"),
+            ],
+            warnings: Vec::new(),
+        };
+        assert_eq!(distinct(&info), 2);
+        let by_digest = format!("docker.io/a/b@sha256:{}", "a".repeat(64));
+        assert!(Reference::parse(&by_digest).is_ok());
+        assert!(is_tag("docker.io/a/b:1") && !is_tag(&by_digest));
     }
 }
