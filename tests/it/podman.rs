@@ -160,7 +160,25 @@ fn corpus() -> Vec<(String, PathBuf)> {
         out.push(("podman 5 oci-archive".into(), s.oci_archive.clone()));
         out.push(("podman 5 --multi-image-archive".into(), s.multi.clone()));
     }
+    out.push(("ctr export, two images".into(), ctr_export_two()));
     out.push(("layout bundle (export)".into(), layout_bundle()));
+    out
+}
+
+/// `ctr export` of alpha and beta in one OCI archive: two images, which podman loads one at a
+/// time.
+fn ctr_export_two() -> PathBuf {
+    let f = fixtures();
+    let ns = unique_namespace("podman-two");
+    run(ctr(&ns).args(["images", "import"]).arg(&f.two_images));
+    let out = temp_dir("podman-ctr-two").join("two.tar");
+    run(ctr(&ns)
+        .args(["images", "export", "--platform", "linux/amd64"])
+        .arg(&out)
+        .args([&f.alpha.reference, &f.beta.reference]));
+    for image in [&f.alpha, &f.beta] {
+        let _ = ctr(&ns).args(["images", "rm", &image.reference]).output();
+    }
     out
 }
 
@@ -313,7 +331,13 @@ fn every_archive_flavour_and_a_layout_bundle_import_into_containers_storage_keep
             }
         }
         eprintln!("{}: manifest digests kept for {kept:?}", podman.label);
-        for oci in ["ctr export", "skopeo oci-archive", "layout bundle (export)"] {
+        let oci = [
+            "ctr export",
+            "ctr export, two images",
+            "skopeo oci-archive",
+            "layout bundle (export)",
+        ];
+        for oci in oci {
             assert!(
                 kept.contains(&oci),
                 "{}: {oci} has no digest checked",
@@ -552,4 +576,39 @@ fn podman_chrooted_into_the_node_root_imports_where_the_nodes_storage_conf_says(
         stderr.contains("skipped ") && !stderr.contains("imported "),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_bad_archive_fails_alone_and_strict_exits_1() {
+    let f = fixtures();
+    for podman in podmans() {
+        let store = Store::new("podman-bad");
+        let images_path = images_path_of(&f.two_images);
+        let gz = std::fs::read(f.dir.join("docker.tar.gz")).unwrap();
+        std::fs::write(images_path.join("cut.tar.gz"), &gz[..gz.len() / 2]).unwrap();
+        let what = podman.label;
+        let import = || {
+            let mut c = podman.importer("import", &store);
+            c.arg("--images-path").arg(&*images_path);
+            c
+        };
+        let (code, _, stderr) = outcome(&mut import());
+        assert_eq!(code, 0, "{what}: {stderr}");
+        assert!(
+            stderr.contains("FAILED    cut.tar.gz: the gzip stream is truncated"),
+            "{what}: {stderr}"
+        );
+        assert!(
+            stderr.contains("imported  two-images.tar"),
+            "{what}: {stderr}"
+        );
+        let names: Vec<String> = podman.images(&store).into_iter().map(|i| i.0).collect();
+        assert_eq!(names.len(), 2, "{what}: {names:?}");
+        let (code, _, stderr) = outcome(import().arg("--strict"));
+        assert_eq!(code, 1, "{what}: --strict: {stderr}");
+        assert!(
+            stderr.contains("skipped   two-images.tar"),
+            "{what}: {stderr}"
+        );
+    }
 }
