@@ -162,6 +162,12 @@ fn corpus() -> Vec<(String, PathBuf)> {
     }
     out.push(("ctr export, two images".into(), ctr_export_two()));
     out.push(("layout bundle (export)".into(), layout_bundle()));
+    if let Some(index) = crate::corpus::multi_platform_index() {
+        out.push((
+            "layout bundle of a two-platform index".into(),
+            exported("podman-index", &index.tag),
+        ));
+    }
     out
 }
 
@@ -188,19 +194,24 @@ fn layout_bundle() -> PathBuf {
     static B: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     B.get_or_init(|| {
         let image = pushed_image("podman-layout", "hello from the layout");
-        let dir = temp_dir("podman-layout").join("bundle");
-        run(offline_images()
-            .args([
-                "export",
-                "--insecure-registry",
-                &daemons().registry,
-                "--output",
-            ])
-            .arg(&dir)
-            .arg(&image.tag));
-        dir
+        exported("podman-layout", &image.tag)
     })
     .clone()
+}
+
+/// `offline-images export` of `reference` from the test registry into a bundle directory.
+fn exported(label: &str, reference: &str) -> PathBuf {
+    let dir = temp_dir(label).join("bundle");
+    run(offline_images()
+        .args([
+            "export",
+            "--insecure-registry",
+            &daemons().registry,
+            "--output",
+        ])
+        .arg(&dir)
+        .arg(reference));
+    dir
 }
 
 /// An images path for `archive` (a bundle directory is one already).
