@@ -424,6 +424,8 @@ fn an_imported_image_runs_and_prune_removes_it_but_keeps_what_a_container_uses()
 
 #[test]
 fn two_importers_at_once_on_one_storage_both_finish_and_each_image_is_listed_once() {
+    // The importers take turns on the node lock (the graph root); podman's plain load beside
+    // them takes only the storage's own locks.
     let f = fixtures();
     for podman in podmans() {
         let store = Store::new("podman-two");
@@ -444,8 +446,19 @@ fn two_importers_at_once_on_one_storage_both_finish_and_each_image_is_listed_onc
                 .spawn()
                 .unwrap()
         };
+        // Beside them, another writer of the storage that takes no node lock, as CRI-O would
+        // pull: podman's own load of alpha's layers, untagged, on the same storage.
+        let other = podman
+            .cli(&store)
+            .args(["load", "-q", "-i"])
+            .arg(&f.untagged)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         let (a, b) = (spawn(), spawn());
-        for child in [a, b] {
+        for child in [a, b, other] {
             let out = child.wait_with_output().unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "{}: {stderr}", podman.label);
