@@ -26,6 +26,8 @@ oi_install_packages() {
   command -v pzstd >/dev/null || missing+=(zstd)
   # Points forky's podman at forky's glibc (see oi_fetch_forky_podman).
   command -v patchelf >/dev/null || missing+=(patchelf)
+  # Debian 12's podman 4.3: the podman runtime's tests import into containers-storage with it.
+  command -v podman >/dev/null || missing+=(podman)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "installing ${missing[*]} needs root"

@@ -78,6 +78,10 @@ export OI_CRANE
 # podman 5 (forky), an archive writer of the corpus (see oi_fetch_forky_podman).
 OI_PODMAN=$(oi_fetch_forky_podman)
 export OI_PODMAN
+# podman 4.3 (Debian 12's package, installed above): the podman runtime's tests use both.
+OI_PODMAN4=$(command -v podman) || die "no podman on PATH: Debian 12's podman package is needed"
+"$OI_PODMAN4" --version | grep -q 'version 4\.' || die "$OI_PODMAN4 is not podman 4: $("$OI_PODMAN4" --version)"
+export OI_PODMAN4
 export OI_DOCKER_CLI=$(oi_docker_cli)
 # The "Versions tested" table the versions test writes (OFFLINE-IMAGES.md carries a copy).
 export OI_VERSIONS_TABLE=${OI_VERSIONS_TABLE:-${CARGO_TARGET_DIR:-$ROOT/target}/versions-tested.md}

@@ -141,6 +141,8 @@ pub enum RuntimeKind {
     Auto,
     Containerd,
     Docker,
+    /// containers-storage (the store CRI-O reads) through the node's podman.
+    Podman,
 }
 
 /// How to talk to containerd.
@@ -208,6 +210,20 @@ pub struct RuntimeArgs {
     /// uses, when containerd says, else overlayfs]
     #[arg(long, env = "CONTAINERD_SNAPSHOTTER", value_name = "NAME")]
     pub snapshotter: Option<String>,
+
+    /// podman: the containers-storage graph root to import into, a node path [default: the
+    /// one the node's /etc/containers/storage.conf gives, as CRI-O reads it]
+    #[arg(long, env = "STORAGE_ROOT", value_name = "DIR")]
+    pub storage_root: Option<PathBuf>,
+
+    /// podman: the storage's run root, a node path [default: storage.conf's; with
+    /// --storage-root, DIR/run]
+    #[arg(long, env = "STORAGE_RUN_ROOT", value_name = "DIR")]
+    pub run_root: Option<PathBuf>,
+
+    /// podman: the storage driver (overlay, vfs) [default: storage.conf's]
+    #[arg(long, env = "STORAGE_DRIVER", value_name = "NAME")]
+    pub storage_driver: Option<String>,
 }
 
 impl RuntimeArgs {
@@ -218,6 +234,7 @@ impl RuntimeArgs {
                 RuntimeKind::Auto => detect::RuntimeKind::Auto,
                 RuntimeKind::Containerd => detect::RuntimeKind::Containerd,
                 RuntimeKind::Docker => detect::RuntimeKind::Docker,
+                RuntimeKind::Podman => detect::RuntimeKind::Podman,
             },
             containerd_address: self.containerd_address.clone(),
             namespace: self.namespace.clone(),
@@ -228,6 +245,11 @@ impl RuntimeArgs {
                 ContainerdClient::Ctr => detect::ContainerdClient::Ctr,
             },
             snapshotter: self.snapshotter.clone(),
+            storage: crate::runtime::podman::Storage {
+                root: self.storage_root.clone(),
+                run_root: self.run_root.clone(),
+                driver: self.storage_driver.clone(),
+            },
         }
     }
 }

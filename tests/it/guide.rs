@@ -259,6 +259,14 @@ fn script() -> Vec<(&'static str, Step)> {
             runs(Nothing, Node, 0),
         ),
         (
+            "offline-images import --images-path /images --runtime podman --host-root /host",
+            Step::NotHere("podman is not on this run's PATH; tests/it/podman.rs runs it, chrooted into a node root"),
+        ),
+        (
+            "offline-images import --images-path /var/lib/offline-images/images --runtime podman --storage-root /var/lib/containers/storage --storage-driver overlay",
+            Step::NotHere("podman is not on this run's PATH; tests/it/podman.rs runs it on storage of its own"),
+        ),
+        (
             "offline-images import --images-path /images --host-root /host",
             runs(Nothing, EmptyNodeRoot, 2),
         ),

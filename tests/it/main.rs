@@ -19,6 +19,7 @@ mod mirror;
 mod native;
 mod node_lock;
 mod pack;
+mod podman;
 mod prune;
 mod registry;
 mod reliability;

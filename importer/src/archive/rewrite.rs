@@ -216,6 +216,51 @@ impl Inspected {
     }
 }
 
+impl Inspected {
+    /// An `index.json` for `podman load`, which loads an OCI archive only when its index has
+    /// one entry ("more than one image in oci, choose an image") and names the image from
+    /// that entry's `org.opencontainers.image.ref.name` (a short name as `localhost/…`): the
+    /// entry of image `which` of this reading (its manifest or index, so the digest the
+    /// registry gave it is kept), named by its first tag in full. None when the archive has
+    /// no OCI index with entries (a docker-archive, which podman loads whole).
+    pub fn oci_index_for_podman(&self, which: usize) -> Result<Option<Vec<u8>>> {
+        let Some(index) = self.scan.json_of("index.json") else {
+            return Ok(None);
+        };
+        let doc: serde_json::Value = parse("index.json", index)?;
+        let entries = doc["manifests"].as_array().cloned().unwrap_or_default();
+        let Some(image) = self.info.images.get(which) else {
+            return Ok(None);
+        };
+        let Some(digest) = image.digest.as_deref() else {
+            return Ok(None);
+        };
+        let Some(entry) = entries
+            .iter()
+            .find(|e| e["digest"].as_str() == Some(digest))
+        else {
+            return Ok(None);
+        };
+        let mut entry = entry.clone();
+        let tag = image
+            .names
+            .iter()
+            .find(|n| reference::Reference::parse(n).is_ok_and(|r| r.digest.is_none()));
+        entry["annotations"] = match tag {
+            Some(t) => serde_json::json!({ "org.opencontainers.image.ref.name": t }),
+            None => serde_json::json!({}),
+        };
+        let out = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [entry],
+        });
+        serde_json::to_vec(&out)
+            .map(Some)
+            .map_err(|e| anyhow!("index.json: {e}"))
+    }
+}
+
 /// Docker loads a `RepoTags` entry only when it names a tag: `name:tag`, not `name` alone nor
 /// `name@digest`.
 fn docker_takes_repo_tag(raw: &str) -> bool {

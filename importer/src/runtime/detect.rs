@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::{ctr, docker, native, Runtime};
+use super::{ctr, docker, native, podman, Runtime};
 use crate::exit;
 
 /// Which runtime to look for.
@@ -19,6 +19,8 @@ pub enum RuntimeKind {
     Auto,
     Containerd,
     Docker,
+    /// containers-storage (CRI-O's store) through the node's podman ([`podman`]).
+    Podman,
 }
 
 /// How to talk to containerd.
@@ -42,6 +44,8 @@ pub struct Config {
     pub host_root: Option<PathBuf>,
     pub containerd_client: ContainerdClient,
     pub snapshotter: Option<String>,
+    /// Storage podman works on, over the node's storage.conf.
+    pub storage: podman::Storage,
 }
 
 /// containerd sockets of the common distributions, in the order they are tried.
@@ -169,6 +173,9 @@ pub fn detect(args: &Config) -> Result<Detected> {
             )));
         }
     }
+    if let Some(found) = podman_first(args)? {
+        return Ok(found);
+    }
     let mut probes: Vec<Probe> = Vec::new();
     for (kind, node_path, source) in candidates(args)? {
         let path = local_path(host_root, &node_path);
@@ -214,7 +221,52 @@ pub fn detect(args: &Config) -> Result<Detected> {
             reason,
         });
     }
+    // Only a node's podman (under --host-root): a podman on the importer's own PATH is no
+    // sign of the node's runtime.
+    if args.runtime == RuntimeKind::Auto && host_root.is_some() && podman::find(host_root).is_some()
+    {
+        return podman_detected(
+            args,
+            "node has podman, and no containerd or Docker socket answered",
+        );
+    }
     Err(exit::usage(no_runtime_message(args, &probes)))
+}
+
+/// `--runtime podman`, or `auto` on a node where CRI-O's socket answers (its kubelet reads
+/// containers-storage): podman, before any socket is probed.
+fn podman_first(args: &Config) -> Result<Option<Detected>> {
+    match args.runtime {
+        RuntimeKind::Podman => {
+            podman_detected(args, "node's podman was asked for (--runtime podman)").map(Some)
+        }
+        RuntimeKind::Auto => match podman::crio_socket(args.host_root.as_deref()) {
+            Some(sock) => podman_detected(
+                args,
+                &format!(
+                    "CRI-O socket {} answered, so the kubelet reads containers-storage",
+                    sock.display()
+                ),
+            )
+            .map(Some),
+            None => Ok(None),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// The podman backend: the lock is taken on its storage's graph root.
+fn podman_detected(args: &Config, why: &str) -> Result<Detected> {
+    let p = podman::Podman::new(args.host_root.as_deref(), &args.storage)
+        .map_err(|e| exit::usage(format!("{e:#}")))?;
+    let lock = p.lock_file();
+    Ok(Detected {
+        reason: why.to_string(),
+        node_socket: lock.clone(),
+        socket: lock,
+        namespace: None,
+        runtime: Box::new(p),
+    })
 }
 
 /// The containerd backend `--containerd-client` asks for.
@@ -244,6 +296,7 @@ fn no_runtime_message(args: &Config, probes: &[Probe]) -> String {
         }
         RuntimeKind::Containerd => "no containerd answered on any socket probed:",
         RuntimeKind::Docker => "no Docker Engine answered on any socket probed:",
+        RuntimeKind::Podman => "no podman was found:",
     }
     .to_string();
     if let Some(socket) = cri_dockerd_socket(args) {
@@ -308,6 +361,7 @@ mod tests {
             host_root: Some(host_root.to_path_buf()),
             containerd_client: ContainerdClient::Native,
             snapshotter: None,
+            storage: Default::default(),
         }
     }
 

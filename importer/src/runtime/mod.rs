@@ -12,6 +12,7 @@ pub mod docker;
 pub(crate) mod fake;
 mod http;
 pub mod native;
+pub mod podman;
 pub(crate) mod socket;
 
 use std::collections::{BTreeMap, BTreeSet};

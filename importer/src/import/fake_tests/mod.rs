@@ -164,6 +164,7 @@ impl Bench {
                 host_root: None,
                 containerd_client: ContainerdClient::Native,
                 snapshotter: None,
+                storage: Default::default(),
             },
             disk_max_used: None,
             jobs: None,

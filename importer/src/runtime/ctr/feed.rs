@@ -11,7 +11,9 @@ use std::process::ChildStdin;
 
 use anyhow::anyhow;
 
-use crate::archive::{inspect_stream_detailed, ArchiveInfo, Compression, Limits, Platform};
+use crate::archive::{
+    inspect_stream_detailed, ArchiveInfo, Compression, Inspected, Limits, Platform,
+};
 
 /// The last bytes of an archive are held back from `ctr` until the whole archive has been
 /// read and checked: `ctr` cannot finish an import before it has seen the end of the tar,
@@ -37,6 +39,20 @@ pub fn feed(
     platform: &Platform,
     held: &dyn Fn(&str) -> bool,
 ) -> Result<ArchiveInfo, Fed> {
+    feed_with(stdin, tar, platform, held, &|i| {
+        i.oci_index_for_containerd()
+    })
+}
+
+/// [`feed`] with the `index.json` put in before the end chosen by `index` (None: the
+/// archive's own): another loader reads the index in its own way (podman).
+pub fn feed_with(
+    stdin: ChildStdin,
+    tar: &mut dyn Read,
+    platform: &Platform,
+    held: &dyn Fn(&str) -> bool,
+    index: &dyn Fn(&Inspected) -> anyhow::Result<Option<Vec<u8>>>,
+) -> Result<ArchiveInfo, Fed> {
     grow_pipe(&stdin);
     let mut tee = Tee {
         src: tar,
@@ -55,7 +71,7 @@ pub fn feed(
         i
     });
     let (info, index) = match inspected.and_then(|i| {
-        let index = i.oci_index_for_containerd()?.map(|x| (i.end_of_entries, x));
+        let index = index(&i)?.map(|x| (i.end_of_entries, x));
         Ok((i.info, index))
     }) {
         Ok(i) => i,

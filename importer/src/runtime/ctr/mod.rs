@@ -7,10 +7,10 @@
 //! `feed`), and containerd's socket is watched meanwhile (`watch`). ctr's stdout is read in
 //! `output`, its words on stderr in `said` alone.
 
-mod feed;
+pub(crate) mod feed;
 mod output;
 mod said;
-mod watch;
+pub(crate) mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsString;
