@@ -22,10 +22,12 @@ mod export;
 mod failure;
 mod images_path;
 mod import;
+mod kind;
 mod labels;
 mod layout;
 mod list;
 mod lock;
+mod present;
 mod prune;
 pub mod reference;
 mod report;
@@ -45,9 +47,13 @@ use exit::Code;
 pub fn run(cli: Cli) -> Result<Code> {
     match cli.command {
         Command::List(args) => list::run(&args.settings()),
-        Command::Import(args) => import::run(&args.settings()),
+        Command::Import(args) => match args.kind_settings() {
+            Some(kind) => kind::run(&kind),
+            None => import::run(&args.settings()),
+        },
         Command::Verify(args) => verify::run(&args.settings()),
         Command::Export(args) => export::run(&args.settings()?),
         Command::Prune(args) => prune::run(&args.settings()),
+        Command::Present(args) => present::run(&args.runtime.config()),
     }
 }

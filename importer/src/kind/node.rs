@@ -1,0 +1,170 @@
+//! One node's import: the importer in place, the node asked what it has, what it lacks sent
+//! into a staging directory, the node's importer run on it with its log streamed back, the
+//! staging directory removed.
+
+use anyhow::{bail, Context, Result};
+
+use super::engine::{Engine, Node};
+use super::lacks::{NodeHas, Want};
+use super::send::{self, NODE_DIR};
+use super::{Importer, Settings};
+use crate::source::{Source, Unit};
+use crate::units::human_bytes;
+
+/// How one node's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The node's importer ran (or had nothing to do); `exit` is its exit code.
+    Done { sent: usize, bytes: u64, exit: i64 },
+    /// The node could not be reached, given the importer, or its importer could not run.
+    Failed(String),
+}
+
+/// Everything the nodes share: the bundle, each unit's images for the node's platform, the
+/// importer.
+pub struct Shared<'a> {
+    pub settings: &'a Settings,
+    pub engine: &'a Engine,
+    pub source: &'a dyn Source,
+    pub wants: &'a [(&'a Unit, Vec<Want>)],
+    pub importer: &'a Importer,
+}
+
+/// Import into `node`; every line goes through `say`.
+pub fn import(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Outcome {
+    match run(shared, node, say) {
+        Ok(done) => done,
+        Err(e) => Outcome::Failed(format!("{e:#}")),
+    }
+}
+
+fn run(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Result<Outcome> {
+    if !node.running {
+        bail!("the container {} is not running", node.name);
+    }
+    let engine = shared.engine;
+    let binary = place_importer(shared, node, say)?;
+    let held = ask(shared, node, &binary, say)?;
+    let has = NodeHas::new(&held);
+    let lacking: Vec<&Unit> = shared
+        .wants
+        .iter()
+        .filter(|(_, wants)| has.lacks(wants))
+        .map(|(unit, _)| *unit)
+        .collect();
+    if lacking.is_empty() {
+        say(&format!(
+            "has every image of the {} units for its platform: nothing sent, nothing imported",
+            shared.wants.len()
+        ));
+        return Ok(Outcome::Done {
+            sent: 0,
+            bytes: 0,
+            exit: 0,
+        });
+    }
+    let staging = format!("{NODE_DIR}/staging-{}-{}", std::process::id(), nanos());
+    say(&format!(
+        "lacks {} of {} units: sending them to {staging}",
+        lacking.len(),
+        shared.wants.len()
+    ));
+    let sent = send::units(engine, node, shared.source, &lacking, &staging);
+    let outcome = sent.and_then(|sent| {
+        let bytes = sent.iter().map(|s| s.bytes).sum();
+        say(&format!(
+            "sent {} units ({})",
+            sent.len(),
+            human_bytes(bytes)
+        ));
+        let mut cmd = vec![binary.clone(), "import".into()];
+        cmd.extend(node_flags(shared.settings));
+        cmd.extend(["--images-path".into(), staging.clone()]);
+        cmd.extend(shared.settings.node_args.iter().cloned());
+        let exit = engine.exec(node, &cmd, &mut |_, line| say(line))?;
+        Ok(Outcome::Done {
+            sent: sent.len(),
+            bytes,
+            exit: exit.0,
+        })
+    });
+    let removed = engine.exec(
+        node,
+        &["rm".into(), "-rf".into(), staging.clone()],
+        &mut |_, l| say(l),
+    );
+    match removed {
+        Ok(e) if e.0 == 0 => {}
+        Ok(e) => say(&format!("could not remove {staging}: rm exited {}", e.0)),
+        Err(e) => say(&format!("could not remove {staging}: {e:#}")),
+    }
+    outcome
+}
+
+/// `--runtime containerd --namespace NS`: the node's containerd, where its kubelet looks.
+fn node_flags(settings: &Settings) -> Vec<String> {
+    vec![
+        "--runtime".into(),
+        "containerd".into(),
+        "--namespace".into(),
+        settings.namespace.clone(),
+    ]
+}
+
+/// The importer's path in the node, copied there unless the same binary already is.
+fn place_importer(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Result<String> {
+    let imp = shared.importer;
+    let path = send::importer_path(&imp.sha256, imp.arch);
+    let sums = format!(
+        "{}/{}",
+        path.rsplit_once('/').map_or("", |(d, _)| d),
+        crate::bundled::CHECKSUM
+    );
+    if shared.engine.exists(node, &sums)? {
+        say(&format!(
+            "importer {} in place (sha256 {})",
+            path,
+            &imp.sha256[..12]
+        ));
+    } else {
+        send::importer(shared.engine, node, &imp.path, &imp.sha256, &path)?;
+        say(&format!(
+            "importer copied to {path} ({}, from {})",
+            human_bytes(imp.size),
+            imp.path.display()
+        ));
+    }
+    Ok(path)
+}
+
+/// What the node's runtime holds, as its importer says.
+fn ask(
+    shared: &Shared<'_>,
+    node: &Node,
+    binary: &str,
+    say: &dyn Fn(&str),
+) -> Result<Vec<crate::present::Held>> {
+    let mut cmd = vec![binary.to_string(), "present".into()];
+    cmd.extend(node_flags(shared.settings));
+    let mut out = Vec::new();
+    let exit = shared.engine.exec(node, &cmd, &mut |err, line| {
+        if err {
+            say(line);
+        } else {
+            out.push(line.to_string());
+        }
+    })?;
+    if exit.0 != 0 {
+        bail!(
+            "its importer could not list the images of its containerd (exit {})",
+            exit.0
+        );
+    }
+    crate::present::parse(&out).with_context(|| format!("reading what {} holds", node.name))
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
