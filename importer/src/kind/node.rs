@@ -81,12 +81,15 @@ fn run(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Result<Outcome> 
         cmd.extend(node_flags(shared.settings));
         cmd.extend(["--images-path".into(), staging.clone()]);
         cmd.extend(shared.settings.node_args.iter().cloned());
-        let exit = engine.exec(node, &cmd, &mut |_, line| say(line))?;
-        Ok(Outcome::Done {
-            sent: sent.len(),
-            bytes,
-            exit: exit.0,
-        })
+        match engine.exec(node, &cmd, &mut |_, line| say(line)) {
+            Ok(exit) if exit.0 == 0 || exit.0 == 1 => Ok(Outcome::Done {
+                sent: sent.len(),
+                bytes,
+                exit: exit.0,
+            }),
+            Ok(exit) => bail!("{}its importer exited {}", stopped(engine, node), exit.0),
+            Err(e) => bail!("{}{e:#}", stopped(engine, node)),
+        }
     });
     let removed = engine.exec(
         node,
@@ -161,6 +164,18 @@ fn ask(
         );
     }
     crate::present::parse(&out).with_context(|| format!("reading what {} holds", node.name))
+}
+
+/// `the container stopped during the import: ` when it is no longer running. Asked a few
+/// times over a second: a container being killed ends its execs before Docker says so.
+fn stopped(engine: &Engine, node: &Node) -> &'static str {
+    for _ in 0..5 {
+        if matches!(engine.node(&node.id), Ok(now) if !now.running) {
+            return "the container stopped during the import: ";
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    ""
 }
 
 fn nanos() -> u128 {
