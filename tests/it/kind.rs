@@ -265,3 +265,52 @@ fn a_node_stopped_mid_import_fails_alone_and_the_next_run_completes_it() {
     );
     assert!(log.contains("summary: 2 nodes, 2 done, 0 FAILED"), "{log}");
 }
+
+/// An OCI layout bundle (the default `export` format): each image of the layout is a unit,
+/// sent as the OCI archive built from its blobs, and only the images a node lacks are sent.
+#[test]
+fn the_images_of_a_layout_a_node_lacks_are_sent_and_no_other() {
+    let (Some(importer), Some(cluster)) = (static_importer(), Cluster::start("kind-layout")) else {
+        return;
+    };
+    let f = fixtures();
+    let dir = temp_dir("kind-layout");
+    let layout = dir.join("layout");
+    let copy = |src: String, reference: &str| {
+        run(skopeo()
+            .args(["copy", "--quiet", &src])
+            .arg(format!("oci:{}:{reference}", layout.display())));
+    };
+    let a = format!("docker.io/oi-test/kind-layout-a:{}", std::process::id());
+    let b = format!("docker.io/oi-test/kind-layout-b:{}", std::process::id());
+    copy(
+        format!("docker-archive:{}", f.dir.join("docker.tar").display()),
+        &a,
+    );
+    let out = run(&mut cluster.import(&dir, &importer));
+    let log = stderr(&out);
+    for node in &cluster.nodes {
+        assert!(cluster.images(node).contains(&a), "{node} lacks {a}\n{log}");
+        assert!(
+            log.contains(&format!("{node}: lacks 1 of 1 units")),
+            "{log}"
+        );
+    }
+
+    let beta = format!("docker-archive:{}:{}", f.two_images.display(), f.beta.tag);
+    copy(beta, &b);
+    let out = run(&mut cluster.import(&dir, &importer));
+    let log = stderr(&out);
+    for node in &cluster.nodes {
+        let images = cluster.images(node);
+        assert!(
+            images.contains(&a) && images.contains(&b),
+            "{node}: {images:?}\n{log}"
+        );
+        assert!(
+            log.contains(&format!("{node}: lacks 1 of 2 units")),
+            "{log}"
+        );
+        assert!(log.contains(&format!("{node}: sent 1 units")), "{log}");
+    }
+}
