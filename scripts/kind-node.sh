@@ -45,3 +45,16 @@ oi_kind_node_image() {
   fi
   export OI_KIND_NODE_IMAGE
 }
+
+# A user who is not root and reaches Docker only through its socket's group (the socket of
+# the private dockerd is root:docker 0660), for the kind test that runs import --kind as
+# such a user; exports OI_KIND_USER.
+oi_kind_user() {
+  OI_KIND_USER=${OI_KIND_USER:-oi-kind}
+  getent group docker >/dev/null || groupadd --system docker || die "cannot add the group docker"
+  if ! id "$OI_KIND_USER" >/dev/null 2>&1; then
+    useradd --system --no-create-home --shell /usr/sbin/nologin --gid nogroup --groups docker \
+      "$OI_KIND_USER" || die "cannot add the user $OI_KIND_USER"
+  fi
+  export OI_KIND_USER
+}

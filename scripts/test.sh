@@ -69,6 +69,7 @@ oi_start_registry "$WORK"
 # shellcheck source=scripts/kind-node.sh
 . scripts/kind-node.sh
 oi_kind_node_image
+oi_kind_user
 oi_start_matrix "$WORK"
 # skopeo 1.22 (forky), for the archives only it writes (zstd layers).
 OI_SKOPEO_122=$(oi_fetch_forky_skopeo)

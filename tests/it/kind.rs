@@ -314,3 +314,43 @@ fn the_images_of_a_layout_a_node_lacks_are_sent_and_no_other() {
         assert!(log.contains(&format!("{node}: sent 1 units")), "{log}");
     }
 }
+
+/// A user who is not root, in the group that owns Docker's socket (OI_KIND_USER, made by
+/// scripts/test.sh), with nothing of the host mounted into the nodes: the socket is enough.
+#[test]
+fn a_user_in_the_docker_group_imports_through_the_socket_alone() {
+    let Some(user) = std::env::var("OI_KIND_USER").ok().filter(|u| !u.is_empty()) else {
+        missing_precondition("OI_KIND_USER (a user in the group of the Docker socket)");
+        return;
+    };
+    let (Some(importer), Some(cluster)) = (static_importer(), Cluster::start("kind-user")) else {
+        return;
+    };
+    let f = fixtures();
+    let dir = temp_dir("kind-user");
+    std::fs::copy(f.dir.join("docker.tar.gz"), dir.join("alpha.tar.gz")).unwrap();
+    let as_root = cluster.import(&dir, &importer);
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        &user,
+        "--regid",
+        "nogroup",
+        "--init-groups",
+        "--",
+    ])
+    .arg(as_root.get_program())
+    .args(as_root.get_args())
+    .env("DOCKER_HOST", &daemons().docker_host);
+    let out = run(&mut cmd);
+    let log = stderr(&out);
+    let who = run(Command::new("setpriv").args(["--reuid", &user, "--init-groups", "id", "-u"]));
+    assert_ne!(String::from_utf8_lossy(&who.stdout).trim(), "0");
+    for node in &cluster.nodes {
+        assert!(
+            cluster.images(node).contains(&f.alpha.reference),
+            "{node}\n{log}"
+        );
+    }
+    assert!(log.contains("summary: 2 nodes, 2 done, 0 FAILED"), "{log}");
+}
