@@ -446,6 +446,9 @@ pub struct VerifyArgs {
     /// bundle of archives, SHA256SUMS alone). Each fault is named; exit 0 or 1.
     #[arg(long)]
     pub bundle_only: bool,
+
+    #[command(flatten)]
+    pub kind: KindArgs,
 }
 
 impl ListArgs {
@@ -797,6 +800,8 @@ mod tests {
         "export --split",
         "import --kind",
         "import --docker-node",
+        "verify --kind",
+        "verify --docker-node",
         "present --host-root",
     ];
 
@@ -1027,6 +1032,26 @@ impl ImportArgs {
             namespace: self.runtime.namespace.clone(),
             node_args,
             strict: self.strict,
+            log_format: self.log_format.into(),
+        })
+    }
+}
+
+impl VerifyArgs {
+    /// With `--kind` or `--docker-node`: every node checked from the host.
+    pub fn kind_settings(&self) -> Option<crate::kind::Settings> {
+        if self.kind.cluster.is_none() && self.kind.nodes.is_empty() {
+            return None;
+        }
+        Some(crate::kind::Settings {
+            cluster: self.kind.cluster.clone(),
+            nodes: self.kind.nodes.clone(),
+            images_path: self.images_path.clone(),
+            docker_host: self.runtime.docker_host.clone(),
+            importer_binary: self.kind.importer_binary.clone(),
+            namespace: self.runtime.namespace.clone(),
+            node_args: Vec::new(),
+            strict: false,
             log_format: self.log_format.into(),
         })
     }

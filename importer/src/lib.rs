@@ -51,7 +51,10 @@ pub fn run(cli: Cli) -> Result<Code> {
             Some(kind) => kind::run(&kind),
             None => import::run(&args.settings()),
         },
-        Command::Verify(args) => verify::run(&args.settings()),
+        Command::Verify(args) => match args.kind_settings() {
+            Some(kind) => kind::verify(&kind),
+            None => verify::run(&args.settings()),
+        },
         Command::Export(args) => export::run(&args.settings()?),
         Command::Prune(args) => prune::run(&args.settings()),
         Command::Present(args) => present::run(&args.runtime.config()),

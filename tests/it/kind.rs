@@ -198,6 +198,37 @@ fn every_image_reaches_both_nodes_and_a_rerun_sends_nothing() {
         log.contains("summary: 2 nodes, 2 done, 0 FAILED, 0 B sent"),
         "{log}"
     );
+    verify_names_a_node_that_lacks_an_image(&cluster, &dir, &importer);
+}
+
+/// verify --kind checks every node from the host; an image removed from one is named.
+fn verify_names_a_node_that_lacks_an_image(cluster: &Cluster, dir: &Path, importer: &Path) {
+    let verify = || {
+        let mut v = offline_images();
+        v.env("DOCKER_HOST", &daemons().docker_host)
+            .args(["verify", "--kind", &cluster.name, "--images-path"])
+            .arg(dir)
+            .arg("--importer-binary")
+            .arg(importer)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    let log = stderr(&ok);
+    assert_eq!(ok.status.code(), Some(0), "{log}");
+    assert!(log.contains("summary: 2 nodes, 2 done, 0 FAILED"), "{log}");
+    let worker = &cluster.nodes[1];
+    let beta = &fixtures().beta.reference;
+    run(docker().args(["exec", worker, "ctr", "-n", "k8s.io", "images", "rm", beta]));
+    let missing = verify();
+    let log = stderr(&missing);
+    assert_eq!(missing.status.code(), Some(1), "{log}");
+    assert!(log.contains(&format!("{worker}: MISSING  {beta}")), "{log}");
+    assert!(
+        log.contains(&format!("(images missing on: {worker})")),
+        "{log}"
+    );
 }
 
 /// A node stopped while the bundle streams into it is named failed; the other completes, and

@@ -26,7 +26,7 @@ use crate::bundled::{self, Arch};
 use crate::exit::{self, Code};
 use crate::images_path::ImagesPath;
 use crate::report::{self, prose, Reporter};
-use crate::source::Source;
+use crate::source::{Source, Unit};
 use crate::units::human_bytes;
 
 /// Nodes imported at the same time.
@@ -61,71 +61,113 @@ pub struct Importer {
 }
 
 pub fn run(settings: &Settings) -> Result<Code> {
-    let socket = engine::socket(settings.docker_host.as_deref())?;
-    let engine = Engine::connect(&socket)?;
-    let nodes = find_nodes(&engine, settings)?;
-    let arch = match engine.architecture.as_str() {
-        "x86_64" | "amd64" => Arch::Amd64,
-        "aarch64" | "arm64" => Arch::Arm64,
-        other => bail!(
-            "{}: nodes of architecture {other:?} have no importer",
-            engine.describe()
-        ),
-    };
-    let importer = choose_importer(settings, arch)?;
-    let reporter = Reporter::new(settings.log_format);
-    let source = ImagesPath::open(&settings.images_path, &reporter)?;
-    let platform = Platform::parse(&arch.platform()).expect("linux/<arch> parses");
-    let mut wants = Vec::new();
-    for unit in source.units() {
-        match lacks::wants(&source, unit, &platform) {
-            Ok(w) if w.is_empty() => reporter.warn(
-                Some(&unit.name),
-                &format!("no image for {} in it: not sent", arch.platform()),
+    let prepared = Prepared::new(settings)?;
+    let wants = prepared.wants();
+    let shared = prepared.shared(&wants);
+    let outcomes = each_node(&shared, &prepared.nodes, &node::import);
+    Ok(summary(settings, &prepared.nodes, &outcomes, false))
+}
+
+/// `verify --kind`: every node asked what it holds, each image of the bundle for its
+/// platform looked for under each of its names with its config digest; nothing is sent but
+/// the importer.
+pub fn verify(settings: &Settings) -> Result<Code> {
+    let prepared = Prepared::new(settings)?;
+    let wants = prepared.wants();
+    let shared = prepared.shared(&wants);
+    let outcomes = each_node(&shared, &prepared.nodes, &node::verify);
+    Ok(summary(settings, &prepared.nodes, &outcomes, true))
+}
+
+/// What every node's run needs, found once.
+struct Prepared<'a> {
+    settings: &'a Settings,
+    engine: Engine,
+    nodes: Vec<Node>,
+    arch: Arch,
+    importer: Importer,
+    reporter: Reporter,
+    source: ImagesPath,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(settings: &'a Settings) -> Result<Prepared<'a>> {
+        let socket = engine::socket(settings.docker_host.as_deref())?;
+        let engine = Engine::connect(&socket)?;
+        let nodes = find_nodes(&engine, settings)?;
+        let arch = match engine.architecture.as_str() {
+            "x86_64" | "amd64" => Arch::Amd64,
+            "aarch64" | "arm64" => Arch::Arm64,
+            other => bail!(
+                "{}: nodes of architecture {other:?} have no importer",
+                engine.describe()
             ),
-            Ok(w) => wants.push((unit, w)),
-            // The node's importer says why, as for any bad archive.
-            Err(e) => {
-                reporter.warn(
+        };
+        let importer = choose_importer(settings, arch)?;
+        let reporter = Reporter::new(settings.log_format);
+        let source = ImagesPath::open(&settings.images_path, &reporter)?;
+        Ok(Prepared {
+            settings,
+            engine,
+            nodes,
+            arch,
+            importer,
+            reporter,
+            source,
+        })
+    }
+
+    /// Each unit with the images it holds for the nodes' platform, one winner per name.
+    fn wants(&self) -> Vec<(&Unit, Vec<lacks::Want>)> {
+        let platform = Platform::parse(&self.arch.platform()).expect("linux/<arch> parses");
+        let mut wants = Vec::new();
+        for unit in self.source.units() {
+            match lacks::wants(&self.source, unit, &platform) {
+                Ok(w) if w.is_empty() => self.reporter.warn(
                     Some(&unit.name),
-                    &format!("{e:#}: sent for the node to judge"),
-                );
-                wants.push((
-                    unit,
-                    vec![lacks::Want {
+                    &format!("no image for {} in it: left out", self.arch.platform()),
+                ),
+                Ok(w) => wants.push((unit, w)),
+                // The node's importer says why, as for any bad archive.
+                Err(e) => {
+                    let why = format!("{e:#}: sent for the node to judge");
+                    self.reporter.warn(Some(&unit.name), &why);
+                    let unknown = lacks::Want {
                         names: vec![],
                         config_digest: String::new(),
-                    }],
-                ));
+                    };
+                    wants.push((unit, vec![unknown]));
+                }
             }
         }
+        let mut claims: Vec<Vec<lacks::Want>> = wants.iter().map(|(_, w)| w.clone()).collect();
+        lacks::drop_lost_names(&mut claims);
+        wants
+            .into_iter()
+            .zip(claims)
+            .filter(|(_, claims)| !claims.is_empty())
+            .map(|((unit, _), claims)| (unit, claims))
+            .collect()
     }
-    let mut claims: Vec<Vec<lacks::Want>> = wants.iter().map(|(_, w)| w.clone()).collect();
-    lacks::drop_lost_names(&mut claims);
-    let wants: Vec<_> = wants
-        .into_iter()
-        .zip(claims)
-        .filter(|(_, claims)| !claims.is_empty())
-        .map(|((unit, _), claims)| (unit, claims))
-        .collect();
-    reporter.info(&format!(
-        "{} nodes ({}), {} units for {}, importer {} ({})",
-        nodes.len(),
-        names(&nodes),
-        wants.len(),
-        arch.platform(),
-        importer.path.display(),
-        human_bytes(importer.size)
-    ));
-    let shared = Shared {
-        settings,
-        engine: &engine,
-        source: &source,
-        wants: &wants,
-        importer: &importer,
-    };
-    let outcomes = each_node(&shared, &nodes);
-    Ok(summary(settings, &nodes, &outcomes))
+
+    fn shared<'b>(&'b self, wants: &'b [(&'b Unit, Vec<lacks::Want>)]) -> Shared<'b> {
+        self.reporter.info(&format!(
+            "{} nodes ({}), {} units for {}, importer {} ({})",
+            self.nodes.len(),
+            names(&self.nodes),
+            wants.len(),
+            self.arch.platform(),
+            self.importer.path.display(),
+            human_bytes(self.importer.size)
+        ));
+        Shared {
+            settings: self.settings,
+            engine: &self.engine,
+            source: &self.source,
+            wants,
+            importer: &self.importer,
+        }
+    }
 }
 
 /// The cluster's nodes by label, and the nodes named, each once.
@@ -218,7 +260,9 @@ fn sha256_file(path: &std::path::Path) -> Result<(String, u64)> {
 }
 
 /// Every node imported, at most [`PARALLEL`] at a time; outcomes in `nodes`' order.
-fn each_node(shared: &Shared<'_>, nodes: &[Node]) -> Vec<Outcome> {
+type Work = dyn Fn(&Shared<'_>, &Node, &dyn Fn(&str)) -> Outcome + Sync;
+
+fn each_node(shared: &Shared<'_>, nodes: &[Node], work: &Work) -> Vec<Outcome> {
     let next = Mutex::new(0usize);
     let outcomes = Mutex::new(vec![None; nodes.len()]);
     let json = matches!(shared.settings.log_format, report::Format::Json);
@@ -233,12 +277,9 @@ fn each_node(shared: &Shared<'_>, nodes: &[Node]) -> Vec<Outcome> {
                 };
                 let Some(node) = nodes.get(i) else { break };
                 let say = |line: &str| say(&node.name, line, json);
-                let outcome = node::import(shared, node, &say);
+                let outcome = work(shared, node, &say);
                 match &outcome {
-                    Outcome::Done { sent, bytes, exit } => say(&format!(
-                        "done: {sent} units sent ({}), its importer exited {exit}",
-                        human_bytes(*bytes)
-                    )),
+                    Outcome::Done { line, .. } => say(&format!("done: {line}")),
                     Outcome::Failed(why) => say(&format!("FAILED: {why}")),
                 }
                 crate::sync::lock(&outcomes)[i] = Some(outcome);
@@ -279,22 +320,21 @@ fn names(nodes: &[Node]) -> String {
         .join(", ")
 }
 
-/// The run's last line, and its exit code: a failed node fails the run with `--strict`; a
-/// node whose importer exited 1 (a failure under `--strict`, or a promised image missing)
-/// fails it always.
-fn summary(settings: &Settings, nodes: &[Node], outcomes: &[Outcome]) -> Code {
-    let failed: Vec<&str> = nodes
-        .iter()
-        .zip(outcomes)
-        .filter(|(_, o)| !matches!(o, Outcome::Done { exit: 0 | 1, .. }))
-        .map(|(n, _)| n.name.as_str())
-        .collect();
-    let exit_one: Vec<&str> = nodes
-        .iter()
-        .zip(outcomes)
-        .filter(|(_, o)| matches!(o, Outcome::Done { exit: 1, .. }))
-        .map(|(n, _)| n.name.as_str())
-        .collect();
+/// The run's last line, and its exit code. Import: a failed node fails the run with
+/// `--strict`; a node whose importer exited 1 (a failure under `--strict`, or a promised image
+/// missing) fails it always. Verify: a node that could not be checked or lacks an image fails
+/// it.
+fn summary(settings: &Settings, nodes: &[Node], outcomes: &[Outcome], verify: bool) -> Code {
+    let named = |keep: &dyn Fn(&Outcome) -> bool| -> Vec<&str> {
+        nodes
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, o)| keep(o))
+            .map(|(n, _)| n.name.as_str())
+            .collect()
+    };
+    let failed = named(&|o| !matches!(o, Outcome::Done { exit: 0 | 1, .. }));
+    let exit_one = named(&|o| matches!(o, Outcome::Done { exit: 1, .. }));
     let sent: u64 = outcomes
         .iter()
         .map(|o| match o {
@@ -303,20 +343,28 @@ fn summary(settings: &Settings, nodes: &[Node], outcomes: &[Outcome]) -> Code {
         })
         .sum();
     let mut line = format!(
-        "summary: {} nodes, {} done, {} FAILED, {} sent",
+        "summary: {} nodes, {} done, {} FAILED",
         nodes.len(),
         nodes.len() - failed.len(),
         failed.len(),
-        human_bytes(sent)
     );
+    if !verify {
+        line.push_str(&format!(", {} sent", human_bytes(sent)));
+    }
     if !failed.is_empty() {
         line.push_str(&format!(" (failed: {})", failed.join(", ")));
     }
     if !exit_one.is_empty() {
-        line.push_str(&format!(" (importer exited 1: {})", exit_one.join(", ")));
+        let what = if verify {
+            "images missing on"
+        } else {
+            "importer exited 1"
+        };
+        line.push_str(&format!(" ({what}: {})", exit_one.join(", ")));
     }
     Reporter::new(settings.log_format).info(&line);
-    if !exit_one.is_empty() || (settings.strict && !failed.is_empty()) {
+    let strict = settings.strict || verify;
+    if !exit_one.is_empty() || (strict && !failed.is_empty()) {
         Code::Failure
     } else {
         Code::Success

@@ -14,8 +14,9 @@ use crate::units::human_bytes;
 /// How one node's run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The node's importer ran (or had nothing to do); `exit` is its exit code.
-    Done { sent: usize, bytes: u64, exit: i64 },
+    /// The node's importer ran (or had nothing to do): what it did, what was sent, and its
+    /// exit code (for `verify`, 1 when an image is missing).
+    Done { line: String, bytes: u64, exit: i64 },
     /// The node could not be reached, given the importer, or its importer could not run.
     Failed(String),
 }
@@ -58,7 +59,7 @@ fn run(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Result<Outcome> 
             shared.wants.len()
         ));
         return Ok(Outcome::Done {
-            sent: 0,
+            line: "0 units sent (0 B), no import started".into(),
             bytes: 0,
             exit: 0,
         });
@@ -83,7 +84,12 @@ fn run(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Result<Outcome> 
         cmd.extend(shared.settings.node_args.iter().cloned());
         match engine.exec(node, &cmd, &mut |_, line| say(line)) {
             Ok(exit) if exit.0 == 0 || exit.0 == 1 => Ok(Outcome::Done {
-                sent: sent.len(),
+                line: format!(
+                    "{} units sent ({}), its importer exited {}",
+                    sent.len(),
+                    human_bytes(bytes),
+                    exit.0
+                ),
                 bytes,
                 exit: exit.0,
             }),
@@ -102,6 +108,39 @@ fn run(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Result<Outcome> 
         Err(e) => say(&format!("could not remove {staging}: {e:#}")),
     }
     outcome
+}
+
+/// `verify --kind` on one node: every image of the bundle for its platform looked for in
+/// what its importer says its containerd holds; a `MISSING` line for each one absent.
+pub fn verify(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Outcome {
+    let checked = (|| {
+        if !node.running {
+            bail!("the container {} is not running", node.name);
+        }
+        let binary = place_importer(shared, node, say)?;
+        let has = NodeHas::new(&ask(shared, node, &binary, say)?);
+        let (mut total, mut missing) = (0, 0);
+        for (unit, wants) in shared.wants {
+            for want in wants {
+                total += 1;
+                if !has.has(want) {
+                    missing += 1;
+                    say(&format!(
+                        "MISSING  {}  config {}  ({})",
+                        want.names.join(", "),
+                        want.config_digest,
+                        unit.name
+                    ));
+                }
+            }
+        }
+        Ok(Outcome::Done {
+            line: format!("{} of {total} images present", total - missing),
+            bytes: 0,
+            exit: i64::from(missing > 0),
+        })
+    })();
+    checked.unwrap_or_else(|e: anyhow::Error| Outcome::Failed(format!("{e:#}")))
 }
 
 /// `--runtime containerd --namespace NS`: the node's containerd, where its kubelet looks.
