@@ -294,6 +294,9 @@ fn a_node_stopped_mid_import_fails_alone_and_the_next_run_completes_it() {
         log.contains(&format!("{control}: has every image")),
         "{log}"
     );
+    // The staging directory the killed import left is removed by the next run.
+    let removed = format!("{worker}: removed /var/lib/offline-images/staging-");
+    assert!(log.contains(&removed), "{log}");
     assert!(log.contains("summary: 2 nodes, 2 done, 0 FAILED"), "{log}");
 }
 

@@ -45,6 +45,7 @@ fn run(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Result<Outcome> 
     }
     let engine = shared.engine;
     let binary = place_importer(shared, node, say)?;
+    reclaim(engine, node, say);
     let held = ask(shared, node, &binary, say)?;
     let has = NodeHas::new(&held);
     let lacking: Vec<&Unit> = shared
@@ -203,6 +204,44 @@ fn ask(
         );
     }
     crate::present::parse(&out).with_context(|| format!("reading what {} holds", node.name))
+}
+
+/// Remove the staging directories runs that are gone left in `node` (killed, or their node
+/// stopped under them): `staging-PID-…` of a PID that no longer runs here. Docker's socket is
+/// local, so every run that reached this node ran on this host. A failure is said and left.
+fn reclaim(engine: &Engine, node: &Node, say: &dyn Fn(&str)) {
+    let mut listed = Vec::new();
+    let ls = ["ls".to_string(), "-1".into(), NODE_DIR.into()];
+    if engine
+        .exec(node, &ls, &mut |err, l| {
+            if !err {
+                listed.push(l.to_string())
+            }
+        })
+        .is_err()
+    {
+        return;
+    }
+    for name in listed.iter().filter(|n| dead_staging(n)) {
+        let dir = format!("{NODE_DIR}/{name}");
+        let rm = ["rm".to_string(), "-rf".into(), dir.clone()];
+        match engine.exec(node, &rm, &mut |_, l| say(l)) {
+            Ok(e) if e.0 == 0 => say(&format!("removed {dir}, which a run that is gone left")),
+            Ok(e) => say(&format!("could not remove {dir}: rm exited {}", e.0)),
+            Err(e) => say(&format!("could not remove {dir}: {e:#}")),
+        }
+    }
+}
+
+/// Whether `name` is a staging directory of a run whose process is gone.
+fn dead_staging(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("staging-") else {
+        return false;
+    };
+    let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// `the container stopped during the import: ` when it is no longer running. Asked a few
