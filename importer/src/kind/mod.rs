@@ -292,21 +292,25 @@ fn each_node(shared: &Shared<'_>, nodes: &[Node], work: &Work) -> Vec<Outcome> {
         .collect()
 }
 
-/// One line of a node's log: `NODE: LINE`, or a JSON line given a `node` field.
+/// One line of a node's log, on stderr.
 fn say(node: &str, line: &str, json: bool) {
     use std::io::Write;
-    let text = if json {
-        match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(serde_json::Value::Object(mut map)) => {
-                map.insert("node".into(), node.into());
-                serde_json::Value::Object(map).to_string()
-            }
-            _ => serde_json::json!({ "event": "info", "node": node, "message": line }).to_string(),
+    let _ = writeln!(std::io::stderr().lock(), "{}", node_line(node, line, json));
+}
+
+/// `NODE: LINE`; in a JSON log the node's JSON line given a `node` field, or a line of ours
+/// made an `info` event with one.
+fn node_line(node: &str, line: &str, json: bool) -> String {
+    if !json {
+        return format!("{}: {}", prose(node), prose(line));
+    }
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.insert("node".into(), node.into());
+            serde_json::Value::Object(map).to_string()
         }
-    } else {
-        format!("{}: {}", prose(node), prose(line))
-    };
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
+        _ => serde_json::json!({ "event": "info", "node": node, "message": line }).to_string(),
+    }
 }
 
 fn names(nodes: &[Node]) -> String {
@@ -368,5 +372,29 @@ fn summary(settings: &Settings, nodes: &[Node], outcomes: &[Outcome], verify: bo
         Code::Failure
     } else {
         Code::Success
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nodes_lines_carry_its_name_in_either_log_format() {
+        assert_eq!(node_line("w", "imported x", false), "w: imported x");
+        assert_eq!(node_line("w", "bad\x1b[0m", false), "w: bad\\u{1b}[0m");
+        let j: serde_json::Value =
+            serde_json::from_str(&node_line("w", r#"{"event":"summary","imported":1}"#, true))
+                .unwrap();
+        assert_eq!(
+            (j["node"].as_str(), j["imported"].as_u64()),
+            (Some("w"), Some(1))
+        );
+        let j: serde_json::Value =
+            serde_json::from_str(&node_line("w", "sent 1 units", true)).unwrap();
+        assert_eq!(
+            (j["event"].as_str(), j["message"].as_str()),
+            (Some("info"), Some("sent 1 units"))
+        );
     }
 }
