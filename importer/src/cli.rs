@@ -1032,6 +1032,7 @@ impl ImportArgs {
             namespace: self.runtime.namespace.clone(),
             node_args,
             strict: self.strict,
+            dry_run: self.dry_run,
             log_format: self.log_format.into(),
         })
     }
@@ -1052,6 +1053,7 @@ impl VerifyArgs {
             namespace: self.runtime.namespace.clone(),
             node_args: Vec::new(),
             strict: false,
+            dry_run: false,
             log_format: self.log_format.into(),
         })
     }

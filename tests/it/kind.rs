@@ -155,6 +155,21 @@ fn every_image_reaches_both_nodes_and_a_rerun_sends_nothing() {
         return;
     };
     let (dir, names) = corpus("kind-all");
+    let dry = run(cluster.import(&dir, &importer).arg("--dry-run"));
+    let log = stderr(&dry);
+    for node in &cluster.nodes {
+        assert!(log.contains(&format!("{node}: lacks ")), "{log}");
+        assert!(
+            log.contains("nothing of the bundle sent (--dry-run)"),
+            "{log}"
+        );
+        // The importer goes in even so: it is what answers what the node holds.
+        assert!(
+            log.contains(&format!("{node}: importer copied to ")),
+            "{log}"
+        );
+        assert!(cluster.images(node).is_empty(), "{log}");
+    }
     let out = run(&mut cluster.import(&dir, &importer));
     let log = stderr(&out);
     for node in &cluster.nodes {
@@ -166,7 +181,7 @@ fn every_image_reaches_both_nodes_and_a_rerun_sends_nothing() {
             );
         }
         assert!(
-            log.contains(&format!("{node}: importer copied to ")),
+            log.contains(&format!("{node}: importer /var/lib/offline-images/")),
             "{log}"
         );
         assert!(log.contains(&format!("{node}: done: ")), "{log}");

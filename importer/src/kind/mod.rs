@@ -49,6 +49,8 @@ pub struct Settings {
     /// Flags passed on to the node's `import` (`--strict`, `--force`, `--jobs` ...).
     pub node_args: Vec<String>,
     pub strict: bool,
+    /// Ask each node what it lacks and say it; send and import nothing.
+    pub dry_run: bool,
     pub log_format: report::Format,
 }
 

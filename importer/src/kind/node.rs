@@ -65,6 +65,20 @@ fn run(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Result<Outcome> 
             exit: 0,
         });
     }
+    if shared.settings.dry_run {
+        let bytes: u64 = lacking.iter().map(|u| u.size).sum();
+        say(&format!(
+            "lacks {} of {} units: would send them ({} as stored); nothing of the bundle sent (--dry-run)",
+            lacking.len(),
+            shared.wants.len(),
+            human_bytes(bytes)
+        ));
+        return Ok(Outcome::Done {
+            line: "0 units sent (0 B), dry run".into(),
+            bytes: 0,
+            exit: 0,
+        });
+    }
     let staging = format!("{NODE_DIR}/staging-{}-{}", std::process::id(), nanos());
     say(&format!(
         "lacks {} of {} units: sending them to {staging}",
