@@ -85,33 +85,7 @@ fn run(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Result<Outcome> 
         lacking.len(),
         shared.wants.len()
     ));
-    let sent = send::units(engine, node, shared.source, &lacking, &staging);
-    let outcome = sent.and_then(|sent| {
-        let bytes = sent.iter().map(|s| s.bytes).sum();
-        say(&format!(
-            "sent {} units ({})",
-            sent.len(),
-            human_bytes(bytes)
-        ));
-        let mut cmd = vec![binary.clone(), "import".into()];
-        cmd.extend(node_flags(shared.settings));
-        cmd.extend(["--images-path".into(), staging.clone()]);
-        cmd.extend(shared.settings.node_args.iter().cloned());
-        match engine.exec(node, &cmd, &mut |_, line| say(line)) {
-            Ok(exit) if exit.0 == 0 || exit.0 == 1 => Ok(Outcome::Done {
-                line: format!(
-                    "{} units sent ({}), its importer exited {}",
-                    sent.len(),
-                    human_bytes(bytes),
-                    exit.0
-                ),
-                bytes,
-                exit: exit.0,
-            }),
-            Ok(exit) => bail!("{}its importer exited {}", stopped(engine, node), exit.0),
-            Err(e) => bail!("{}{e:#}", stopped(engine, node)),
-        }
-    });
+    let outcome = send_and_import(shared, node, &binary, &lacking, &staging, say);
     let removed = engine.exec(
         node,
         &["rm".into(), "-rf".into(), staging.clone()],
@@ -123,6 +97,43 @@ fn run(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Result<Outcome> 
         Err(e) => say(&format!("could not remove {staging}: {e:#}")),
     }
     outcome
+}
+
+/// Send `lacking` into `staging` in `node` and run its importer on them.
+fn send_and_import(
+    shared: &Shared<'_>,
+    node: &Node,
+    binary: &str,
+    lacking: &[&Unit],
+    staging: &str,
+    say: &dyn Fn(&str),
+) -> Result<Outcome> {
+    let engine = shared.engine;
+    let sent = send::units(engine, node, shared.source, lacking, staging)?;
+    let bytes = sent.iter().map(|s| s.bytes).sum();
+    say(&format!(
+        "sent {} units ({})",
+        sent.len(),
+        human_bytes(bytes)
+    ));
+    let mut cmd = vec![binary.to_string(), "import".into()];
+    cmd.extend(node_flags(shared.settings));
+    cmd.extend(["--images-path".into(), staging.to_string()]);
+    cmd.extend(shared.settings.node_args.iter().cloned());
+    match engine.exec(node, &cmd, &mut |_, line| say(line)) {
+        Ok(exit) if exit.0 == 0 || exit.0 == 1 => Ok(Outcome::Done {
+            line: format!(
+                "{} units sent ({}), its importer exited {}",
+                sent.len(),
+                human_bytes(bytes),
+                exit.0
+            ),
+            bytes,
+            exit: exit.0,
+        }),
+        Ok(exit) => bail!("{}its importer exited {}", stopped(engine, node), exit.0),
+        Err(e) => bail!("{}{e:#}", stopped(engine, node)),
+    }
 }
 
 /// `verify --kind` on one node: every image of the bundle for its platform looked for in
