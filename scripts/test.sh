@@ -68,6 +68,11 @@ say "starting containerd, dockerd and a registry under $WORK"
 oi_start_containerd "$WORK"
 oi_start_dockerd "$WORK"
 oi_start_registry "$WORK"
+# The kind-shaped node image of tests/it/kind.rs (debootstrap, cached under $OI_CACHE).
+# shellcheck source=scripts/kind-node.sh
+. scripts/kind-node.sh
+oi_kind_node_image
+oi_kind_user
 oi_start_matrix "$WORK"
 # skopeo 1.22 (forky), for the archives only it writes (zstd layers).
 OI_SKOPEO_122=$(oi_fetch_forky_skopeo)

@@ -70,6 +70,9 @@ pub enum Command {
     /// input failed; the others are still exported.
     #[cfg(feature = "export")]
     Export(Box<ExportArgs>),
+    /// Every named image the runtime holds, as JSON lines (what `import --kind` asks a node).
+    #[command(hide = true)]
+    Present(PresentArgs),
     /// Remove the images a release imported (those labelled with its name), on this node.
     ///
     /// containerd only: every name of the release's images is looked at (the tag and the
@@ -364,6 +367,9 @@ pub struct ImportArgs {
         value_delimiter = ';'
     )]
     pub left_out_nodes: Vec<String>,
+
+    #[command(flatten)]
+    pub kind: KindArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -485,6 +491,9 @@ pub struct VerifyArgs {
     /// bundle of archives, SHA256SUMS alone). Each fault is named; exit 0 or 1.
     #[arg(long)]
     pub bundle_only: bool,
+
+    #[command(flatten)]
+    pub kind: KindArgs,
 }
 
 impl ListArgs {
@@ -609,6 +618,11 @@ mod tests {
         "export --api-versions",
         "export --pack",
         "export --split",
+        "import --kind",
+        "import --docker-node",
+        "verify --kind",
+        "verify --docker-node",
+        "present --host-root",
     ];
 
     /// The long help of `--flag` of `command`.
@@ -732,5 +746,107 @@ mod tests {
             panic!("not import")
         };
         assert!(args.no_disk_preflight);
+    }
+}
+
+/// `import --kind` and `--docker-node`: the import run from the host into Docker-hosted nodes.
+#[derive(Debug, Clone, Args)]
+pub struct KindArgs {
+    /// Import into every node of this kind cluster, from the host, through the Docker socket
+    /// (DOCKER_HOST): the nodes are the containers labelled io.x-k8s.kind.cluster=CLUSTER.
+    #[arg(long = "kind", value_name = "CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// Import into this Docker container running containerd (a k3d or minikube node, ...),
+    /// from the host; repeat the flag for several.
+    #[arg(long = "docker-node", value_name = "NAME")]
+    pub nodes: Vec<String>,
+
+    /// The static importer copied into the nodes [default: the bundle's
+    /// .offline-images/linux-<arch>/offline-images, else this binary when it is static]
+    #[arg(long, value_name = "FILE")]
+    pub importer_binary: Option<PathBuf>,
+}
+
+/// `present`: which runtime to list.
+#[derive(Debug, Clone, Args)]
+pub struct PresentArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl ImportArgs {
+    /// With `--kind` or `--docker-node`: what the import from the host works with, and the
+    /// flags each node's importer is given.
+    pub fn kind_settings(&self) -> Option<crate::kind::Settings> {
+        if self.kind.cluster.is_none() && self.kind.nodes.is_empty() {
+            return None;
+        }
+        let mut node_args = Vec::new();
+        let flags = [
+            (self.strict, "--strict"),
+            (self.force, "--force"),
+            (self.dry_run, "--dry-run"),
+            (self.allow_empty, "--allow-empty"),
+            (self.no_disk_preflight, "--no-disk-preflight"),
+        ];
+        node_args.extend(
+            flags
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, f)| f.to_string()),
+        );
+        node_args.push(format!("--disk-max-used={}", self.disk_max_used));
+        node_args.push(format!(
+            "--log-format={}",
+            if matches!(self.log_format, LogFormat::Json) {
+                "json"
+            } else {
+                "text"
+            }
+        ));
+        if let Some(j) = self.jobs {
+            node_args.push(format!("--jobs={j}"));
+        }
+        if let Some(r) = &self.release {
+            node_args.push(format!("--release={r}"));
+        }
+        node_args.extend(self.require.iter().map(|r| format!("--require={r}")));
+        if let Some(s) = &self.runtime.snapshotter {
+            node_args.push(format!("--snapshotter={s}"));
+        }
+        Some(crate::kind::Settings {
+            cluster: self.kind.cluster.clone(),
+            nodes: self.kind.nodes.clone(),
+            images_path: self.images_path.clone(),
+            docker_host: self.runtime.docker_host.clone(),
+            importer_binary: self.kind.importer_binary.clone(),
+            namespace: self.runtime.namespace.clone(),
+            node_args,
+            strict: self.strict,
+            dry_run: self.dry_run,
+            log_format: self.log_format.into(),
+        })
+    }
+}
+
+impl VerifyArgs {
+    /// With `--kind` or `--docker-node`: every node checked from the host.
+    pub fn kind_settings(&self) -> Option<crate::kind::Settings> {
+        if self.kind.cluster.is_none() && self.kind.nodes.is_empty() {
+            return None;
+        }
+        Some(crate::kind::Settings {
+            cluster: self.kind.cluster.clone(),
+            nodes: self.kind.nodes.clone(),
+            images_path: self.images_path.clone(),
+            docker_host: self.runtime.docker_host.clone(),
+            importer_binary: self.kind.importer_binary.clone(),
+            namespace: self.runtime.namespace.clone(),
+            node_args: Vec::new(),
+            strict: false,
+            dry_run: false,
+            log_format: self.log_format.into(),
+        })
     }
 }

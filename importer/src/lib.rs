@@ -23,11 +23,13 @@ mod export;
 mod failure;
 mod images_path;
 mod import;
+mod kind;
 mod labels;
 mod layout;
 mod list;
 mod lock;
 mod mirror;
+mod present;
 mod prune;
 pub mod reference;
 mod report;
@@ -47,12 +49,19 @@ use exit::Code;
 pub fn run(cli: Cli) -> Result<Code> {
     match cli.command {
         Command::List(args) => list::run(&args.settings()),
-        Command::Import(args) => import::run(&args.settings()),
-        Command::Verify(args) => verify::run(&args.settings()),
+        Command::Import(args) => match args.kind_settings() {
+            Some(kind) => kind::run(&kind),
+            None => import::run(&args.settings()),
+        },
+        Command::Verify(args) => match args.kind_settings() {
+            Some(kind) => kind::verify(&kind),
+            None => verify::run(&args.settings()),
+        },
         #[cfg(feature = "export")]
         Command::Export(args) => export::run(&args.settings()?),
         Command::Prune(args) => prune::run(&args.settings()),
         Command::Mirror(args) => mirror::run(&args.settings()?),
         Command::Wait => Ok(stop::wait()),
+        Command::Present(args) => present::run(&args.runtime.config()),
     }
 }

@@ -270,6 +270,18 @@ fn script() -> Vec<(&'static str, Step)> {
             "offline-images import --images-path /images --host-root /host",
             runs(Nothing, EmptyNodeRoot, 2),
         ),
+        (
+            "offline-images import --kind dev --images-path ./images",
+            Step::NotHere("needs a kind cluster: kind.rs runs import --kind on kind-shaped nodes"),
+        ),
+        (
+            "offline-images import --docker-node k3d-dev-server-0 --docker-node k3d-dev-agent-0 --images-path ./images",
+            Step::NotHere("needs k3d nodes: kind.rs runs the same path on kind-shaped nodes"),
+        ),
+        (
+            "offline-images verify --kind dev --images-path ./images",
+            Step::NotHere("needs a kind cluster: kind.rs runs verify --kind on kind-shaped nodes"),
+        ),
     ]
 }
 

@@ -11,6 +11,7 @@ mod field;
 mod guide;
 mod harness;
 mod import;
+mod kind;
 mod layout;
 mod layout_export;
 mod leftovers;

@@ -10,7 +10,7 @@ pub mod detect;
 pub mod docker;
 // Test code only (`#![cfg(test)]` inside).
 pub(crate) mod fake;
-mod http;
+pub(crate) mod http;
 pub mod native;
 pub mod podman;
 pub(crate) mod socket;

@@ -1,0 +1,192 @@
+//! Which units of the images path a node lacks: an image the unit holds for the node's
+//! platform that the node's runtime does not have under each of its names with its config
+//! digest. Read from `images.json` when the bundle has one, else from the unit itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Result;
+
+use crate::archive::{ArchiveInfo, Platform};
+use crate::bundle::BundleArchive;
+use crate::present::Held;
+use crate::source::{Source, Unit};
+
+/// One image a unit holds for the node's platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub names: Vec<String>,
+    pub config_digest: String,
+}
+
+/// The images `unit` holds for `node`, from the bundle's promise or, without one, read from
+/// the unit.
+pub fn wants(source: &dyn Source, unit: &Unit, node: &Platform) -> Result<Vec<Want>> {
+    match source.promise(unit) {
+        Some(promise) => Ok(promised(promise, node)),
+        None => Ok(held_in(&source.inspect(unit)?, node)),
+    }
+}
+
+fn promised(archive: &BundleArchive, node: &Platform) -> Vec<Want> {
+    archive
+        .images
+        .iter()
+        .filter(|i| {
+            i.platform
+                .as_deref()
+                .and_then(Platform::parse)
+                .is_none_or(|p| p.runs_on(node))
+        })
+        .map(|i| Want {
+            names: i.names.clone(),
+            config_digest: i.config_digest.clone(),
+        })
+        .collect()
+}
+
+fn held_in(info: &ArchiveInfo, node: &Platform) -> Vec<Want> {
+    info.images
+        .iter()
+        .filter_map(|i| {
+            let p = i.for_platform(node)?;
+            Some(Want {
+                names: i.names.clone(),
+                config_digest: p.config_digest.clone()?,
+            })
+        })
+        .collect()
+}
+
+/// One name, one winner, as the node's importer decides among the archives it is given: of
+/// the units that give a name different images, the last in the bundle's order (the archive
+/// sorting last) keeps it; the others' claims on it are dropped, and an image left with none
+/// of its names is not looked for (the node's importer would not keep it under them either).
+/// Without this, a unit that loses a name would look lacking on every run and be sent again,
+/// and, imported alone, would take the name back.
+pub fn drop_lost_names(units: &mut [Vec<Want>]) {
+    let mut winner: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+    for (i, wants) in units.iter().enumerate() {
+        for w in wants {
+            for n in &w.names {
+                winner.insert(n.as_str(), (i, w.config_digest.as_str()));
+            }
+        }
+    }
+    let lost: Vec<(usize, String, String)> = units
+        .iter()
+        .enumerate()
+        .flat_map(|(i, wants)| {
+            let winner = &winner;
+            wants.iter().flat_map(move |w| {
+                w.names.iter().filter_map(move |n| {
+                    let (at, config) = winner[n.as_str()];
+                    (at != i && config != w.config_digest)
+                        .then(|| (i, n.clone(), w.config_digest.clone()))
+                })
+            })
+        })
+        .collect();
+    for (i, name, config) in lost {
+        for w in units[i].iter_mut().filter(|w| w.config_digest == config) {
+            w.names.retain(|n| *n != name);
+        }
+        units[i].retain(|w| !(w.names.is_empty() && w.config_digest == config));
+    }
+}
+
+/// What a node holds: name -> config digest, and every config digest.
+pub struct NodeHas {
+    names: BTreeMap<String, Option<String>>,
+    configs: BTreeSet<String>,
+}
+
+impl NodeHas {
+    pub fn new(held: &[Held]) -> NodeHas {
+        NodeHas {
+            names: held
+                .iter()
+                .map(|h| (h.name.clone(), h.config_digest.clone()))
+                .collect(),
+            configs: held
+                .iter()
+                .filter_map(|h| h.config_digest.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether the node has `want` under each of its names (an untagged one: its config).
+    pub fn has(&self, want: &Want) -> bool {
+        if want.names.is_empty() {
+            return self.configs.contains(&want.config_digest);
+        }
+        want.names.iter().all(|n| {
+            self.names
+                .get(n)
+                .is_some_and(|c| c.as_deref() == Some(want.config_digest.as_str()))
+        })
+    }
+
+    /// Whether the node lacks any of `wants`.
+    pub fn lacks(&self, wants: &[Want]) -> bool {
+        wants.iter().any(|w| !self.has(w))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_two_units_give_different_images_is_looked_for_in_the_last_alone() {
+        let want = |name: &str, config: &str| Want {
+            names: vec![name.into()],
+            config_digest: config.into(),
+        };
+        let mut units = vec![
+            vec![want("a:1", "sha256:oci")],
+            vec![want("a:1", "sha256:docker"), want("b:1", "sha256:b")],
+            vec![want("a:1", "sha256:docker")],
+        ];
+        drop_lost_names(&mut units);
+        assert!(units[0].is_empty());
+        assert_eq!(units[1].len(), 2);
+        assert_eq!(units[2], vec![want("a:1", "sha256:docker")]);
+    }
+
+    fn held(name: &str, config: &str) -> Held {
+        Held {
+            name: name.into(),
+            config_digest: Some(config.into()),
+        }
+    }
+
+    #[test]
+    fn a_unit_is_lacking_until_every_name_has_its_config() {
+        let want = Want {
+            names: vec![
+                "docker.io/library/a:1".into(),
+                "docker.io/library/a@sha256:m".into(),
+            ],
+            config_digest: "sha256:c".into(),
+        };
+        let none = NodeHas::new(&[]);
+        assert!(none.lacks(std::slice::from_ref(&want)));
+        let one = NodeHas::new(&[held("docker.io/library/a:1", "sha256:c")]);
+        assert!(one.lacks(std::slice::from_ref(&want)));
+        let other = NodeHas::new(&[
+            held("docker.io/library/a:1", "sha256:c"),
+            held("docker.io/library/a@sha256:m", "sha256:old"),
+        ]);
+        assert!(other.lacks(std::slice::from_ref(&want)));
+        let all = NodeHas::new(&[
+            held("docker.io/library/a:1", "sha256:c"),
+            held("docker.io/library/a@sha256:m", "sha256:c"),
+        ]);
+        assert!(!all.lacks(&[want]));
+        let untagged = Want {
+            names: vec![],
+            config_digest: "sha256:c".into(),
+        };
+        assert!(!all.lacks(&[untagged]));
+    }
+}

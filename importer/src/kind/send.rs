@@ -1,0 +1,239 @@
+//! What crosses into a node, as one tar stream built on the fly and put into the container
+//! (`PUT /containers/{id}/archive`): the importer with its checksum, or the units the node
+//! lacks, each read from the bundle as it is sent. Nothing is staged on the host's disk.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::engine::{Engine, Node};
+use crate::source::{Checksum, Source, Unit};
+
+/// Where the node keeps what the host sends: under `/var`, which kind keeps on a volume.
+pub const NODE_DIR: &str = "/var/lib/offline-images";
+
+/// The importer's path in the node for a binary of `sha256` and `arch`: a bundle's
+/// `.offline-images/linux-<arch>/` folder, so that it checks itself against the `.sha256`
+/// beside it before every run.
+pub fn importer_path(sha256: &str, arch: crate::bundled::Arch) -> String {
+    format!(
+        "{NODE_DIR}/importer-{}/{}/{}/{}",
+        &sha256[..16.min(sha256.len())],
+        crate::bundled::DIR,
+        arch.dir(),
+        crate::bundled::BINARY
+    )
+}
+
+/// Put the importer at `binary` (of sha256 `sum`) into `node` at `path`, its checksum file
+/// last: a checksum file in place says the binary before it is whole.
+pub fn importer(engine: &Engine, node: &Node, binary: &Path, sum: &str, path: &str) -> Result<()> {
+    let rel = path.trim_start_matches('/');
+    let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+    let mut file = std::fs::File::open(binary)
+        .with_context(|| format!("cannot open the importer {}", binary.display()))?;
+    let size = file
+        .metadata()
+        .with_context(|| format!("cannot read the size of {}", binary.display()))?
+        .len();
+    let request = engine.start_put(node, "/")?;
+    let mut tar = tar::Builder::new(request);
+    dirs(&mut tar, dir)?;
+    append(&mut tar, rel, size, 0o755, &mut file)
+        .with_context(|| format!("sending {} to {}", binary.display(), node.name))?;
+    let sums = format!("{sum}  {}\n", crate::bundled::BINARY);
+    let sums_path = format!("{dir}/{}", crate::bundled::CHECKSUM);
+    append(
+        &mut tar,
+        &sums_path,
+        sums.len() as u64,
+        0o644,
+        &mut sums.as_bytes(),
+    )?;
+    let request = tar
+        .into_inner()
+        .map_err(|e| anyhow!("ending the tar stream to {}: {e}", node.name))?;
+    engine.finish_put(node, request)
+}
+
+/// What was sent of one unit.
+pub struct Sent {
+    /// Its file name in the staging directory.
+    pub file: String,
+    pub bytes: u64,
+}
+
+/// Send `units` into `node`'s staging directory `staging`: an archive as stored, an image of
+/// a layout as the OCI archive the source builds for it; with the checksums the bundle gives,
+/// as a `SHA256SUMS` the node's importer checks them against.
+pub fn units(
+    engine: &Engine,
+    node: &Node,
+    source: &dyn Source,
+    units: &[&Unit],
+    staging: &str,
+) -> Result<Vec<Sent>> {
+    let request = engine.start_put(node, "/")?;
+    let mut tar = tar::Builder::new(request);
+    let dir = staging.trim_start_matches('/');
+    dirs(&mut tar, dir)?;
+    let mut sent = Vec::new();
+    let mut sums = String::new();
+    for unit in units {
+        let one = unit_into(&mut tar, source, unit, dir)
+            .with_context(|| format!("sending {} to {}", unit.name, node.name))?;
+        if let (true, Checksum::Sha256(hex)) = (source.file(unit).is_some(), source.checksum(unit))
+        {
+            sums.push_str(&format!("{hex}  {}\n", one.file));
+        }
+        sent.push(one);
+    }
+    if !sums.is_empty() {
+        let path = format!("{dir}/SHA256SUMS");
+        append(
+            &mut tar,
+            &path,
+            sums.len() as u64,
+            0o644,
+            &mut sums.as_bytes(),
+        )?;
+    }
+    let request = tar
+        .into_inner()
+        .map_err(|e| anyhow!("ending the tar stream to {}: {e}", node.name))?;
+    engine.finish_put(node, request)?;
+    Ok(sent)
+}
+
+fn unit_into<W: Write>(
+    tar: &mut tar::Builder<W>,
+    source: &dyn Source,
+    unit: &Unit,
+    dir: &str,
+) -> Result<Sent> {
+    if source.file(unit).is_some() {
+        let mut bytes = source.bytes(unit)?;
+        let file = unit.name.clone();
+        if let Some((sub, _)) = file.rsplit_once('/') {
+            dirs(tar, &format!("{dir}/{sub}"))?;
+        }
+        append(tar, &format!("{dir}/{file}"), unit.size, 0o644, &mut bytes)?;
+        return Ok(Sent {
+            file,
+            bytes: unit.size,
+        });
+    }
+    // An image of a layout: the archive is built from its blobs as it is read, so its length
+    // is known only after a first pass; the second pass is sent, and must be as long.
+    let size = io::copy(&mut source.open(unit)?.reader, &mut io::sink())
+        .with_context(|| format!("reading {}", unit.name))?;
+    let file = format!("{}.tar", flat_name(&unit.name));
+    let mut reader = source.open(unit)?.reader;
+    append(tar, &format!("{dir}/{file}"), size, 0o644, &mut reader)?;
+    Ok(Sent { file, bytes: size })
+}
+
+/// A unit's name as one file name: every byte but `[A-Za-z0-9._-]` made `_`.
+pub fn flat_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Directory entries for `dir` and each of its parents below [`NODE_DIR`]'s own parent.
+fn dirs<W: Write>(tar: &mut tar::Builder<W>, dir: &str) -> Result<()> {
+    let base = NODE_DIR.trim_start_matches('/');
+    let mut path = String::new();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        if !path.is_empty() {
+            path.push('/');
+        }
+        path.push_str(part);
+        if path.len() < base.len() {
+            continue; // /var and /var/lib exist in the node; leave them as they are
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        header.set_mtime(0);
+        tar.append_data(&mut header, format!("{path}/"), io::empty())
+            .with_context(|| format!("sending the directory /{path}"))?;
+    }
+    Ok(())
+}
+
+/// One file entry of `size` bytes read from `data`; fewer or more bytes are an error.
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    size: u64,
+    mode: u32,
+    data: &mut dyn Read,
+) -> Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_mtime(0);
+    let mut counted = Exact {
+        inner: data,
+        left: size,
+    };
+    tar.append_data(&mut header, path, &mut counted)
+        .with_context(|| format!("sending /{path}"))?;
+    if counted.left != 0 {
+        bail!(
+            "/{path}: its source gave {} bytes fewer than the {size} announced",
+            counted.left
+        );
+    }
+    let mut extra = [0u8; 1];
+    if counted.inner.read(&mut extra)? != 0 {
+        bail!("/{path}: its source gave more than the {size} bytes announced");
+    }
+    Ok(())
+}
+
+/// A reader that gives at most `left` bytes.
+struct Exact<'a> {
+    inner: &'a mut dyn Read,
+    left: u64,
+}
+
+impl Read for Exact<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if max == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_of_another_length_is_refused() {
+        let mut tar = tar::Builder::new(Vec::new());
+        assert!(append(&mut tar, "a", 3, 0o644, &mut &b"ab"[..]).is_err());
+        let mut tar = tar::Builder::new(Vec::new());
+        assert!(append(&mut tar, "b", 1, 0o644, &mut &b"ab"[..]).is_err());
+        let mut tar = tar::Builder::new(Vec::new());
+        append(&mut tar, "c", 2, 0o644, &mut &b"ab"[..]).unwrap();
+        assert_eq!(flat_name("blobs/index.json#0"), "blobs_index.json_0");
+    }
+}
