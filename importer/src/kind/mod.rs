@@ -6,7 +6,7 @@
 //! units it lacks, as one tar stream into a staging directory; its own importer then imports
 //! them into its containerd, its log streamed back with the node's name in front, and the
 //! staging directory is removed. Nodes run in parallel; a node that fails is named and the
-//! others complete (docs/decisions/0024-kind-nodes.md).
+//! others complete (docs/decisions/0026-kind-nodes.md).
 
 mod engine;
 mod frames;

@@ -9,7 +9,7 @@
 //! `ctr` backend's feed). An OCI archive's `index.json` is replaced by one with the one entry
 //! of the image (podman loads no index of several), named in full: podman keeps the manifest
 //! or index the entry names, so the image keeps the registry's digest
-//! ([docs/decisions/0024](../../../../docs/decisions/0024-podman-runtime.md)).
+//! ([docs/decisions/0025](../../../../docs/decisions/0025-podman-runtime.md)).
 
 mod labels;
 mod output;
