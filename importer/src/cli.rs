@@ -72,7 +72,19 @@ pub enum Command {
     /// label. Removed names are listed on stdout. Docker images carry no labels after `docker
     /// load`, so Docker is refused (exit 2).
     Prune(PruneArgs),
+    /// Push the bundle into the site's own registry, every digest kept.
+    ///
+    /// Every image lands at REGISTRY/PREFIX/<upstream registry>/<repository> under its tags
+    /// and digests, its index, manifests, config and layers the bundle's bytes. What the
+    /// registry has is never sent: a blob is looked up first, mounted from a repository this
+    /// push already put it in, or uploaded in chunks that resume after a cut connection.
+    /// Manifests go by digest first, then the tags. Credentials and TLS as export has them.
+    /// A failed image is named and the rest go on; exit 1 when any failed.
+    Push(PushArgs),
 }
+
+mod push;
+pub use push::PushArgs;
 
 /// The value of a yes/no flag that its environment variable may set, spelt as shells and
 /// Kubernetes `env` entries spell it: 1, true, yes, on (any case) turn it on; 0, false, no, off
@@ -789,6 +801,11 @@ mod tests {
         "export --api-versions",
         "export --pack",
         "export --split",
+        "push --images-path",
+        "push --to",
+        "push --ca-file",
+        "push --username",
+        "push --insecure-registry",
     ];
 
     /// The long help of `--flag` of `command`.

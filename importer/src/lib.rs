@@ -27,6 +27,7 @@ mod layout;
 mod list;
 mod lock;
 mod prune;
+mod push;
 pub mod reference;
 mod report;
 pub mod runtime;
@@ -49,5 +50,6 @@ pub fn run(cli: Cli) -> Result<Code> {
         Command::Verify(args) => verify::run(&args.settings()),
         Command::Export(args) => export::run(&args.settings()?),
         Command::Prune(args) => prune::run(&args.settings()),
+        Command::Push(args) => push::run(&args.settings()),
     }
 }
