@@ -19,6 +19,7 @@ mod native;
 mod node_lock;
 mod pack;
 mod prune;
+mod push;
 mod registry;
 mod reliability;
 mod selfcheck;

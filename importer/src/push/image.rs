@@ -35,6 +35,9 @@ pub(crate) struct Planned {
     pub(crate) targets: BTreeMap<String, Vec<String>>,
     /// The top manifest or index (what the tags name).
     pub(crate) top: Manifest,
+    /// For an index that names platforms the bundle left out: the manifest its tags name
+    /// instead where the registry takes no such index (the first platform the bundle holds).
+    pub(crate) fallback: Option<Manifest>,
     /// Every manifest, children before parents (the top last).
     pub(crate) manifests: Vec<Manifest>,
     /// Configs and layers.
@@ -184,10 +187,22 @@ pub(crate) fn plan(
         .chain(&graph.layers)
         .cloned()
         .collect();
+    let fallback = match top_manifest.absent_children.is_empty() {
+        true => None,
+        false => manifests
+            .iter()
+            .find(|m| {
+                m.digest != top_manifest.digest
+                    && m.media_type != OCI_INDEX
+                    && !m.media_type.contains("list")
+            })
+            .cloned(),
+    };
     Ok(Planned {
         name,
         targets,
         top: top_manifest,
+        fallback,
         manifests,
         blobs,
         carried: graph.carried,

@@ -49,7 +49,8 @@ pub struct Settings {
 /// How one image went.
 enum Outcome {
     Present,
-    Sent(String),
+    /// Notes, and what was sent.
+    Sent(Vec<String>, String),
     Failed(String),
 }
 
@@ -151,19 +152,25 @@ fn push_one(pusher: &Pusher, image: &Planned, n: usize, total: usize) -> Outcome
     let targets: Vec<String> = image.targets.keys().cloned().collect();
     let outcome = match pusher.push(image) {
         Ok(Pushed::Present) => Outcome::Present,
-        Ok(Pushed::Sent(c)) => Outcome::Sent(format!(
-            "{} blob(s) sent ({}), {} mounted, {} present, {} manifest(s) put",
-            c.get(&c.sent),
-            human_bytes(c.get(&c.sent_bytes)),
-            c.get(&c.mounted),
-            c.get(&c.present),
-            c.get(&c.manifests),
-        )),
+        Ok(Pushed::Sent(c)) => Outcome::Sent(
+            c.notes.take(),
+            format!(
+                "{} blob(s) sent ({}), {} mounted, {} present, {} manifest(s) put",
+                c.get(&c.sent),
+                human_bytes(c.get(&c.sent_bytes)),
+                c.get(&c.mounted),
+                c.get(&c.present),
+                c.get(&c.manifests),
+            ),
+        ),
         Err(e) => Outcome::Failed(format!("{e:#}")),
     };
     let event = match &outcome {
         Outcome::Present => "present, nothing sent".to_string(),
-        Outcome::Sent(what) => format!("pushed to {}: {what}", targets.join(", ")),
+        Outcome::Sent(notes, what) => {
+            let notes: String = notes.iter().map(|n| format!("; NOTE: {n}")).collect();
+            format!("pushed to {}: {what}{notes}", targets.join(", "))
+        }
         Outcome::Failed(why) => format!("FAILED: {why}"),
     };
     eprintln!(
@@ -185,7 +192,7 @@ fn report(
     let (mut pushed, mut present) = (0, 0);
     for (image, o) in images.iter().zip(outcomes) {
         match o {
-            Some(Outcome::Sent(_)) => pushed += 1,
+            Some(Outcome::Sent(..)) => pushed += 1,
             Some(Outcome::Present) => present += 1,
             Some(Outcome::Failed(why)) => failed.push(format!("{}: {why}", image.name)),
             None => failed.push(format!("{}: not pushed", image.name)),

@@ -40,6 +40,22 @@ pub(crate) struct Counts {
     pub(crate) mounted: AtomicU64,
     pub(crate) present: AtomicU64,
     pub(crate) manifests: AtomicU64,
+    /// What a person should know about the image (the fallback from a refused index).
+    pub(crate) notes: Notes,
+}
+
+/// Lines about an image, added by the worker that pushes it.
+#[derive(Default)]
+pub(crate) struct Notes(Mutex<Vec<String>>);
+
+impl Notes {
+    fn lock_push(&self, note: String) {
+        crate::sync::lock(&self.0).push(note);
+    }
+
+    pub(crate) fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *crate::sync::lock(&self.0))
+    }
 }
 
 impl Counts {
@@ -112,7 +128,7 @@ impl<'t> Pusher<'t> {
         let mut all_present = true;
         for (repo, refs) in &image.targets {
             let dest = Dest::new(self.transport, self.host.clone(), repo);
-            if self.resolves(&dest, refs, &image.top.digest)? {
+            if self.resolves(&dest, image, refs)? {
                 continue;
             }
             all_present = false;
@@ -126,10 +142,24 @@ impl<'t> Pusher<'t> {
         })
     }
 
-    /// Whether every one of `refs` already names `digest` in `dest`.
-    fn resolves(&self, dest: &Dest, refs: &[String], digest: &str) -> Result<bool> {
-        for r in refs {
-            if dest.manifest_digest(r, ACCEPT)?.as_deref() != Some(digest) {
+    /// Whether every one of `refs` already names the image in `dest`: each tag its digest (or
+    /// the fallback manifest's, where the registry refused the index), and its digest.
+    fn resolves(&self, dest: &Dest, image: &Planned, refs: &[String]) -> Result<bool> {
+        let mut via_fallback = false;
+        for r in refs.iter().filter(|r| !r.starts_with("sha256:")) {
+            match dest.manifest_digest(r, ACCEPT)? {
+                Some(d) if d == image.top.digest => {}
+                Some(d) if image.fallback.as_ref().is_some_and(|f| f.digest == d) => {
+                    via_fallback = true;
+                }
+                _ => return Ok(false),
+            }
+        }
+        for r in refs.iter().filter(|r| r.starts_with("sha256:")) {
+            if via_fallback && *r == image.top.digest {
+                continue;
+            }
+            if dest.manifest_digest(r, ACCEPT)?.as_deref() != Some(r.as_str()) {
                 return Ok(false);
             }
         }
@@ -157,15 +187,33 @@ impl<'t> Pusher<'t> {
         for blob in &image.blobs {
             self.blob(dest, blob, counts)?;
         }
+        let mut tagged = &image.top;
         for m in &image.manifests {
-            if dest.manifest_digest(&m.digest, ACCEPT)?.is_none() {
-                put(dest, m, &m.digest)?;
-                counts.manifests.fetch_add(1, Ordering::Relaxed);
+            if dest.manifest_digest(&m.digest, ACCEPT)?.is_some() {
+                continue;
+            }
+            match (put(dest, m, &m.digest), &image.fallback) {
+                (Ok(()), _) => {
+                    counts.manifests.fetch_add(1, Ordering::Relaxed);
+                }
+                (Err(e), Some(f)) if m.digest == image.top.digest && refused(&e) => {
+                    counts.notes.lock_push(format!(
+                        "{} takes no index whose platforms the bundle left out: the tags name \
+                         the manifest {} and {}@{} does not resolve (export with --platform for \
+                         each platform to keep the index)",
+                        dest.name(),
+                        f.digest,
+                        dest.name(),
+                        m.digest
+                    ));
+                    tagged = f;
+                }
+                (Err(e), _) => return Err(e),
             }
         }
         for r in refs.iter().filter(|r| !r.starts_with("sha256:")) {
-            if dest.manifest_digest(r, ACCEPT)?.as_deref() != Some(&image.top.digest) {
-                put(dest, &image.top, r)?;
+            if dest.manifest_digest(r, ACCEPT)?.as_deref() != Some(&tagged.digest) {
+                put(dest, tagged, r)?;
             }
         }
         Ok(())
@@ -259,30 +307,22 @@ impl<'t> Pusher<'t> {
     }
 }
 
-/// Put `m` under `reference`; an index that names platforms the bundle left out, refused
-/// for them, says so.
+/// Whether the registry refused a manifest (400: a manifest it names is unknown to it).
+fn refused(e: &anyhow::Error) -> bool {
+    matches!(
+        RegistryError::find(e),
+        Some(RegistryError::Http { status: 400, .. })
+    )
+}
+
+/// Put `m` under `reference`.
 fn put(dest: &Dest, m: &Manifest, reference: &str) -> Result<()> {
     dest.put_manifest(reference, &m.media_type, &m.bytes)
         .map_err(|e| {
-            let refused = matches!(
-                RegistryError::find(&e),
-                Some(RegistryError::Http { status: 400, .. })
-            );
-            if refused && !m.absent_children.is_empty() {
-                e.context(format!(
-                    "the image index {} names {} manifest(s) of platforms the bundle does not \
-                     carry (export left them out), and {} takes no index whose manifests it \
-                     lacks: export the image with --platform for each of its platforms",
-                    m.digest,
-                    m.absent_children.len(),
-                    dest.name()
-                ))
-            } else {
-                e.context(format!(
-                    "{}: cannot put the manifest {}",
-                    dest.name(),
-                    m.digest
-                ))
-            }
+            e.context(format!(
+                "{}: cannot put the manifest {}",
+                dest.name(),
+                m.digest
+            ))
         })
 }

@@ -64,6 +64,15 @@ fn held(range: Option<&str>) -> u64 {
         .map_or(0, |n| n + 1)
 }
 
+/// A `POST` with `Content-Length: 0`, not a chunked empty body, which some proxies and
+/// registries wait on.
+fn empty_body() -> Payload<'static> {
+    Payload {
+        body: Some(&[]),
+        ..Payload::default()
+    }
+}
+
 /// Whether a failed chunk is worth asking the registry where the upload stands: a cut
 /// connection, a 5xx, or a range the registry did not expect (416); not a refusal.
 fn resumable(e: &anyhow::Error) -> bool {
@@ -153,7 +162,7 @@ impl<'t> Dest<'t> {
             from
         );
         let scope = format!("{} repository:{from}:pull", self.scope);
-        let resp = self.send_scoped("POST", &path, &scope, &Payload::default())?;
+        let resp = self.send_scoped("POST", &path, &scope, &empty_body())?;
         match resp.status().as_u16() {
             201 => Ok(Mount::Mounted),
             202 => Ok(Mount::Started(self.location(&path, &resp)?)),
@@ -170,7 +179,7 @@ impl<'t> Dest<'t> {
     /// Start an upload: its location.
     pub fn start(&self) -> Result<String> {
         let path = format!("/v2/{}/blobs/uploads/", self.path);
-        let resp = self.send("POST", &path, &Payload::default())?;
+        let resp = self.send("POST", &path, &empty_body())?;
         if resp.status().as_u16() != 202 {
             return Err(answer_error(&self.url(&path), resp));
         }
@@ -210,10 +219,15 @@ impl<'t> Dest<'t> {
                 }
                 Err(e) if cuts + 1 < ATTEMPTS && resumable(&e) => {
                     cuts += 1;
-                    (location, offset) = self.resume(&location)?;
+                    let restarted;
+                    (location, offset, restarted) = self.resume(&location)?;
+                    let next = if restarted {
+                        "the registry no longer knows the upload: starting it again".to_string()
+                    } else {
+                        format!("the registry holds {offset} bytes of it: going on from there")
+                    };
                     eprintln!(
-                        "offline-images: {}: the upload of {digest} was cut ({e:#}); going on \
-                         from byte {offset}",
+                        "offline-images: {}: the upload of {digest} was cut ({e:#}); {next}",
                         self.name()
                     );
                     reader = open(offset)?;
@@ -253,16 +267,17 @@ impl<'t> Dest<'t> {
     }
 
     /// After a cut: where the upload at `location` stands (its location and the bytes the
-    /// registry holds), or a new upload when the registry no longer knows that one.
-    fn resume(&self, location: &str) -> Result<(String, u64)> {
+    /// registry holds), or a new upload (true) when the registry no longer knows that one, as
+    /// distribution does once a request was cut inside its body.
+    fn resume(&self, location: &str) -> Result<(String, u64, bool)> {
         if let Ok(resp) = self.send("GET", location, &Payload::default()) {
             if resp.status().as_u16() == 204 {
                 let at = held(header(&resp, "range").as_deref());
                 let next = header(&resp, "location").unwrap_or_else(|| location.to_string());
-                return Ok((next, at));
+                return Ok((next, at, false));
             }
         }
-        Ok((self.start()?, 0))
+        Ok((self.start()?, 0, true))
     }
 
     /// The digest the manifest `reference` (a tag or a digest) names here, or None when the
