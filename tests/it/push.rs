@@ -479,3 +479,104 @@ fn a_push_to_a_token_registry_cut_mid_layer_resumes_and_a_re_push_sends_no_blob(
     );
     assert!(log.contains("1 already present"), "{log}");
 }
+
+/// A two-platform index in the rig's registry as `oi-export/push-multi:1`: (index digest,
+/// amd64 manifest digest).
+fn multi_platform_index() -> (String, String) {
+    let reg = &daemons().registry;
+    let repo = "oi-export/push-multi";
+    let mut descriptors = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let tag = format!("{reg}/{repo}:{arch}");
+        crate::registry::build_for(&tag, &format!("linux/{arch}"), &format!("push {arch}"));
+        run(docker().args(["push", "-q", &tag]));
+        run(docker().args(["rmi", "--no-prune", &tag]));
+        let resp = ureq::get(&format!("http://{reg}/v2/{repo}/manifests/{arch}"))
+            .header("Accept", ACCEPT_ALL)
+            .call()
+            .unwrap();
+        let media_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+        let body = resp.into_body().read_to_vec().unwrap();
+        let digest = format!("sha256:{}", sha256_hex(&body));
+        descriptors.push(serde_json::json!({
+            "mediaType": media_type, "digest": digest, "size": body.len(),
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let list = "application/vnd.docker.distribution.manifest.list.v2+json";
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": list, "manifests": descriptors,
+    }))
+    .unwrap();
+    ureq::put(&format!("http://{reg}/v2/{repo}/manifests/1"))
+        .header("Content-Type", list)
+        .send(&index[..])
+        .unwrap();
+    let amd64 = descriptors[0]["digest"].as_str().unwrap().to_string();
+    (format!("sha256:{}", sha256_hex(&index)), amd64)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The digest `addr` (plain HTTP, anonymous) serves for `repo:reference`, if any.
+fn served(addr: &str, repo: &str, reference: &str) -> Option<String> {
+    let resp = ureq::head(&format!("http://{addr}/v2/{repo}/manifests/{reference}"))
+        .header("Accept", ACCEPT_ALL)
+        .call()
+        .ok()?;
+    (resp.status() == 200).then(|| {
+        resp.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    })
+}
+
+#[test]
+fn an_index_whose_other_platforms_were_left_out_is_tagged_by_its_platform_manifest_and_a_whole_one_keeps_its_digest(
+) {
+    let d = daemons();
+    let reg = PrivateRegistry::start("push-multi", false, RegistryAuth::Anonymous);
+    let (index, amd64) = multi_platform_index();
+    let reference = format!("{}/oi-export/push-multi:1", d.registry);
+    let config = docker_config(&serde_json::json!({}));
+    let repo_in = |prefix: &str| {
+        format!(
+            "{prefix}/{}/oi-export/push-multi",
+            d.registry.replace(':', "_")
+        )
+    };
+    // Exported for amd64 alone: distribution takes no index whose arm64 manifest it lacks.
+    let one = layout_bundle("push-multi-amd64", std::slice::from_ref(&reference));
+    let (code, _, log) = outcome(&mut push(&one, &format!("{}/one", reg.addr), &config));
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("takes no index whose platforms the bundle left out"),
+        "{log}"
+    );
+    let repo = repo_in("one");
+    assert_eq!(served(&reg.addr, &repo, "1"), Some(amd64.clone()));
+    assert_eq!(served(&reg.addr, &repo, &amd64), Some(amd64.clone()));
+    assert_eq!(served(&reg.addr, &repo, &index), None);
+    let (code, _, log) = outcome(&mut push(&one, &format!("{}/one", reg.addr), &config));
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("0 image(s), 2 already present"), "{log}");
+    // Exported for both platforms: the index keeps its digest, by tag and by digest.
+    let out = temp_dir("push-multi-both").join("images");
+    let mut c = registry_export_as(&out, &bare_path(&[]), "layout");
+    c.args(["--no-importer-binary", "--platform", "linux/amd64"])
+        .args(["--platform", "linux/arm64", &reference]);
+    let (code, _, log) = outcome(&mut c);
+    assert_eq!(code, 0, "{log}");
+    let (code, _, log) = outcome(&mut push(&out, &format!("{}/both", reg.addr), &config));
+    assert_eq!(code, 0, "{log}");
+    let repo = repo_in("both");
+    assert_eq!(served(&reg.addr, &repo, "1"), Some(index.clone()));
+    assert_eq!(served(&reg.addr, &repo, &index), Some(index.clone()));
+}
