@@ -86,8 +86,8 @@ fn plan(settings: &Settings, site: &Site) -> Result<(Vec<Planned>, Vec<String>)>
         .collect();
     if source.units().is_empty() && failed.is_empty() {
         return Err(exit::usage(format!(
-            "no OCI image layout in {}: push reads the bundle `export` writes (a directory, or \
-             the file of --pack)",
+            "no OCI image layout in {}: push reads the bundle export writes (a directory, or the \
+             file of --pack)",
             settings.images_path.display()
         )));
     }
