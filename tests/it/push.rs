@@ -580,3 +580,30 @@ fn an_index_whose_other_platforms_were_left_out_is_tagged_by_its_platform_manife
     assert_eq!(served(&reg.addr, &repo, "1"), Some(index.clone()));
     assert_eq!(served(&reg.addr, &repo, &index), Some(index.clone()));
 }
+
+#[test]
+fn a_packed_bundle_pushes_as_its_directory_does() {
+    let d = daemons();
+    let reg = PrivateRegistry::start("push-pack", false, RegistryAuth::Anonymous);
+    pushed_image("push-pack", "hello from a pack");
+    let reference = format!("{}/oi-export/push-pack:1", d.registry);
+    let out = temp_dir("push-pack-bundle");
+    let carried = out.join("carried");
+    std::fs::create_dir_all(&carried).unwrap();
+    let mut c = registry_export_as(&out.join("images"), &bare_path(&[]), "layout");
+    c.args(["--no-importer-binary", "--pack"])
+        .arg(carried.join("bundle.tar.zst"))
+        .arg(&reference);
+    let (code, _, log) = outcome(&mut c);
+    assert_eq!(code, 0, "{log}");
+    let config = docker_config(&serde_json::json!({}));
+    let (code, _, log) = outcome(&mut push(&carried, &format!("{}/p", reg.addr), &config));
+    assert_eq!(code, 0, "{log}");
+    let top = top_of(&out.join("images"), &reference);
+    let repo = format!("p/{}/oi-export/push-pack", d.registry.replace(':', "_"));
+    assert_eq!(served(&reg.addr, &repo, "1"), Some(top.clone()));
+    for b in bundle_graph(&out.join("images"), &top).1 {
+        let stored = std::fs::read(reg.blob_file(&b)).unwrap();
+        assert!(stored == bundle_blob(&out.join("images"), &b), "blob {b}");
+    }
+}
