@@ -806,6 +806,7 @@ mod tests {
         "push --ca-file",
         "push --username",
         "push --insecure-registry",
+        "push --print-mirror-config",
     ];
 
     /// The long help of `--flag` of `command`.

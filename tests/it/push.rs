@@ -607,3 +607,76 @@ fn a_packed_bundle_pushes_as_its_directory_does() {
         assert!(stored == bundle_blob(&out.join("images"), &b), "blob {b}");
     }
 }
+
+/// The hosts.toml files `--print-mirror-config containerd` printed, written under `dir` as
+/// containerd's certs.d holds them.
+fn write_hosts_dir(printed: &str, dir: &Path) {
+    let mut file: Option<PathBuf> = None;
+    let mut text = String::new();
+    let flush = |file: &Option<PathBuf>, text: &mut String| {
+        if let Some(f) = file {
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, std::mem::take(text)).unwrap();
+        }
+    };
+    for line in printed.lines() {
+        if let Some(path) = line.strip_prefix("# /etc/containerd/certs.d/") {
+            flush(&file, &mut text);
+            file = Some(dir.join(path));
+            continue;
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    flush(&file, &mut text);
+}
+
+#[test]
+fn the_printed_containerd_mirror_config_has_ctr_pull_the_original_name_from_the_site_registry() {
+    let d = daemons();
+    let reg = PrivateRegistry::start("push-mirror", false, RegistryAuth::Anonymous);
+    let proxy = UploadProxy::start(&reg.addr);
+    pushed_image("push-mirror", "hello through the mirror");
+    let reference = format!("{}/oi-export/push-mirror:1", d.registry);
+    let bundle = layout_bundle("push-mirror-bundle", std::slice::from_ref(&reference));
+    let config = docker_config(&serde_json::json!({}));
+    let mut c = push(&bundle, &format!("{}/site", proxy.addr), &config);
+    c.args(["--print-mirror-config", "containerd"]);
+    let (code, printed, log) = outcome(&mut c);
+    assert_eq!(code, 0, "{log}");
+    let hosts = temp_dir("push-mirror-hosts");
+    write_hosts_dir(&printed, &hosts);
+    let toml = std::fs::read_to_string(hosts.join(&d.registry).join("hosts.toml"))
+        .unwrap_or_else(|e| panic!("{e}: {printed}"));
+    let upstream = d.registry.replace(':', "_");
+    assert!(
+        toml.contains(&format!(
+            "[host.\"http://{}/v2/site/{upstream}\"]",
+            proxy.addr
+        )),
+        "{toml}"
+    );
+    let before = proxy.requests().len();
+    // containerd asks the mirror first (adding `?ns=<upstream>`); the upstream would answer
+    // too, so what the proxy saw is the proof.
+    run(ctr("oi-push-mirror")
+        .args(["images", "pull", "--hosts-dir"])
+        .arg(&hosts)
+        .arg(&reference));
+    let served: Vec<String> = proxy.requests()[before..].to_vec();
+    let path = format!("/v2/site/{upstream}/oi-export/push-mirror/");
+    assert!(
+        served
+            .iter()
+            .any(|r| r.starts_with(&format!("HEAD {path}manifests/1?"))
+                || r.starts_with(&format!("GET {path}manifests/1?"))),
+        "the site registry did not resolve the tag: {served:#?}"
+    );
+    assert!(
+        served
+            .iter()
+            .any(|r| r.starts_with(&format!("GET {path}blobs/sha256:"))),
+        "the site registry served no blob: {served:#?}"
+    );
+    run(ctr("oi-push-mirror").args(["images", "rm", &reference]));
+}

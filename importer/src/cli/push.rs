@@ -3,7 +3,18 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+/// The mirror configuration `--print-mirror-config` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MirrorConfig {
+    /// One `hosts.toml` per upstream registry, for containerd's `config_path` (certs.d).
+    Containerd,
+    /// The `mirrors` of k3s's and RKE2's `registries.yaml`, with `rewrite` for the prefix.
+    K3s,
+    /// An ImageDigestMirrorSet and an ImageTagMirrorSet.
+    Openshift,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct PushArgs {
@@ -41,6 +52,11 @@ pub struct PushArgs {
     #[arg(long, value_name = "HOST[:PORT]")]
     pub insecure_registry: Vec<String>,
 
+    /// After the push, print on stdout what the site applies by hand so that nodes pull these
+    /// images from the site registry under their original names.
+    #[arg(long, value_enum, value_name = "FLAVOUR")]
+    pub print_mirror_config: Option<MirrorConfig>,
+
     /// Bytes per upload request (a cut request is resumed where the registry says it
     /// stopped).
     #[arg(long, hide = true, default_value_t = crate::push::CHUNK)]
@@ -58,6 +74,11 @@ impl PushArgs {
             insecure: crate::export::insecure_hosts(&self.insecure_registry),
             username: self.username.clone(),
             chunk: self.chunk_size.max(1),
+            mirror_config: self.print_mirror_config.map(|m| match m {
+                MirrorConfig::Containerd => crate::push::Flavour::Containerd,
+                MirrorConfig::K3s => crate::push::Flavour::K3s,
+                MirrorConfig::Openshift => crate::push::Flavour::Openshift,
+            }),
         }
     }
 }

@@ -31,6 +31,8 @@ pub(crate) struct Manifest {
 pub(crate) struct Planned {
     /// The name the log gives it: its first reference.
     pub(crate) name: String,
+    /// The upstream registries its names come from.
+    pub(crate) upstreams: Vec<String>,
     /// Its names in the site registry, by repository.
     pub(crate) targets: BTreeMap<String, Vec<String>>,
     /// The top manifest or index (what the tags name).
@@ -142,11 +144,15 @@ pub(crate) fn plan(
     .map_err(|e| anyhow!("{unit_name}: the index.json entry is no descriptor: {e}"))?;
     let mut targets: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut name = None;
+    let mut upstreams = Vec::new();
     for entry in entries {
         let Some(reference) = entry_reference(entry) else {
             continue;
         };
         let reference = reference?;
+        if !upstreams.contains(&reference.domain) {
+            upstreams.push(reference.domain.clone());
+        }
         name.get_or_insert_with(|| reference.to_string());
         for Target { repo, reference } in site.targets(&reference)? {
             let refs = targets.entry(repo).or_default();
@@ -200,6 +206,7 @@ pub(crate) fn plan(
     };
     Ok(Planned {
         name,
+        upstreams,
         targets,
         top: top_manifest,
         fallback,

@@ -9,8 +9,11 @@
 //! image, the rest go on, exit 1 when any failed).
 
 mod image;
+mod mirror_config;
 mod naming;
 mod send;
+
+pub use mirror_config::Flavour;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,6 +47,8 @@ pub struct Settings {
     pub username: Option<String>,
     /// Bytes per upload request.
     pub chunk: usize,
+    /// `--print-mirror-config`: printed on stdout after the push.
+    pub mirror_config: Option<Flavour>,
 }
 
 /// How one image went.
@@ -144,7 +149,20 @@ pub fn run(settings: &Settings) -> Result<Code> {
     });
     let outcomes: Vec<Option<Outcome>> =
         outcomes.into_iter().map(crate::sync::into_inner).collect();
-    Ok(report(&images, outcomes, &mut failed, &pusher, started))
+    let code = report(&images, outcomes, &mut failed, &pusher, started);
+    if let Some(flavour) = settings.mirror_config {
+        let upstreams = images
+            .iter()
+            .flat_map(|i| i.upstreams.iter().cloned())
+            .collect();
+        let mirror = mirror_config::Mirror {
+            base: &pusher.host.base,
+            site: &site,
+            ca_file: settings.ca_file.as_deref(),
+        };
+        print!("{}", mirror.render(flavour, &upstreams));
+    }
+    Ok(code)
 }
 
 /// One image, its line logged.
