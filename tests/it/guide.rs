@@ -219,6 +219,10 @@ fn script() -> Vec<(&'static str, Step)> {
             runs(Nothing, Host, 0),
         ),
         (
+            "offline-images push --images-path ./release-1 --to 127.0.0.1:5000/site --print-mirror-config containerd",
+            runs(Nothing, Host, 0),
+        ),
+        (
             "offline-images prune --release shop --dry-run",
             runs(Nothing, Node, 0),
         ),
@@ -445,6 +449,10 @@ impl Demo {
             (
                 format!("127.0.0.1_{}/", self.port()),
                 "127.0.0.1_5000/".into(),
+            ),
+            (
+                format!("127.0.0.1_{}\"", self.port()),
+                "127.0.0.1_5000\"".into(),
             ),
         ];
         pairs.sort_by_key(|(ours, _)| std::cmp::Reverse(ours.len()));

@@ -51,6 +51,9 @@ impl Mirror<'_> {
                 "docker.io" => "https://registry-1.docker.io".to_string(),
                 other => format!("https://{other}"),
             };
+            if !out.is_empty() {
+                out.push('\n');
+            }
             let _ = writeln!(out, "# /etc/containerd/certs.d/{u}/hosts.toml");
             let _ = writeln!(out, "server = \"{server}\"\n");
             let _ = writeln!(out, "[host.\"{}/v2/{}\"]", self.base, self.path_of(u));
@@ -59,7 +62,6 @@ impl Mirror<'_> {
             if let Some(ca) = self.ca_file {
                 let _ = writeln!(out, "  ca = \"{}\"", ca.display());
             }
-            out.push('\n');
         }
         out
     }
