@@ -115,6 +115,64 @@ fn top_of(bundle: &Path, reference: &str) -> String {
         .to_string()
 }
 
+/// Every manifest (by tag and by digest), config and layer of `reference`'s image in the
+/// TLS registry `reg`, read back over HTTP, is the bundle's bytes.
+fn assert_read_back(reg: &PrivateRegistry, bundle: &Path, repo: &str, reference: &str) {
+    let ca = reg.ca.as_ref().unwrap();
+    let fetch = |path: &str, accept: &str| {
+        let url = format!("https://{}/v2/{repo}/{path}", reg.addr);
+        get(&url, ca, reg.user, reg.password, accept)
+    };
+    let top = top_of(bundle, reference);
+    let (manifests, blobs) = bundle_graph(bundle, &top);
+    let by_tag = fetch("manifests/1", ACCEPT_ALL);
+    assert_eq!((by_tag.0, &by_tag.1), (200, &top), "{repo}:1");
+    assert_eq!(
+        by_tag.2,
+        bundle_blob(bundle, &top),
+        "{repo}:1 is not the bundle's bytes"
+    );
+    for m in &manifests {
+        let got = fetch(&format!("manifests/{m}"), ACCEPT_ALL);
+        assert_eq!(got.0, 200, "{repo}@{m}");
+        assert_eq!(got.2, bundle_blob(bundle, m), "{repo}@{m}");
+    }
+    for b in &blobs {
+        let got = fetch(&format!("blobs/{b}"), "*/*");
+        assert_eq!(got.0, 200, "{repo} blob {b}");
+        assert!(
+            got.2 == bundle_blob(bundle, b),
+            "{repo}: blob {b} differs from the bundle's"
+        );
+    }
+}
+
+/// containerd's ctr pulls `pinned` (a digest reference) from the TLS registry `reg`.
+fn assert_ctr_pulls(reg: &PrivateRegistry, pinned: &str) {
+    let ca = reg.ca.as_ref().unwrap();
+    // ctr takes a loopback registry for plain HTTP unless a hosts.toml says otherwise.
+    let hosts = temp_dir("push-hosts");
+    std::fs::create_dir_all(hosts.join(&reg.addr)).unwrap();
+    std::fs::write(
+        hosts.join(&reg.addr).join("hosts.toml"),
+        format!(
+            "server = \"https://{0}\"\n[host.\"https://{0}\"]\n  ca = {1:?}\n  \
+             capabilities = [\"pull\", \"resolve\"]\n",
+            reg.addr,
+            ca.display().to_string()
+        ),
+    )
+    .unwrap();
+    let pulled = run(ctr("oi-push-test")
+        .args(["images", "pull", "--hosts-dir"])
+        .arg(&hosts)
+        .args(["--user", &format!("{}:{}", reg.user, reg.password), pinned]));
+    assert!(pulled.status.success());
+    let listed = stdout_of(ctr("oi-push-test").args(["images", "ls", "-q"]));
+    assert!(listed.lines().any(|l| l == pinned), "{listed}");
+    run(ctr("oi-push-test").args(["images", "rm", pinned]));
+}
+
 #[test]
 fn a_bundle_pushed_over_tls_with_htpasswd_keeps_every_digest_and_a_re_push_sends_nothing() {
     let d = daemons();
@@ -142,47 +200,7 @@ fn a_bundle_pushed_over_tls_with_htpasswd_keeps_every_digest_and_a_re_push_sends
     let upstream = d.registry.replace(':', "_");
     for (name, reference) in ["push-a", "push-b"].iter().zip(&refs) {
         let repo = format!("site/{upstream}/oi-export/{name}");
-        let base = format!("https://{}/v2/{repo}", reg.addr);
-        let top = top_of(&bundle, reference);
-        let (manifests, blobs) = bundle_graph(&bundle, &top);
-        let by_tag = get(
-            &format!("{base}/manifests/1"),
-            &ca,
-            reg.user,
-            reg.password,
-            ACCEPT_ALL,
-        );
-        assert_eq!((by_tag.0, &by_tag.1), (200, &top), "{repo}:1");
-        assert_eq!(
-            by_tag.2,
-            bundle_blob(&bundle, &top),
-            "{repo}:1 is not the bundle's bytes"
-        );
-        for m in &manifests {
-            let got = get(
-                &format!("{base}/manifests/{m}"),
-                &ca,
-                reg.user,
-                reg.password,
-                ACCEPT_ALL,
-            );
-            assert_eq!(got.0, 200, "{repo}@{m}");
-            assert_eq!(got.2, bundle_blob(&bundle, m), "{repo}@{m}");
-        }
-        for b in &blobs {
-            let got = get(
-                &format!("{base}/blobs/{b}"),
-                &ca,
-                reg.user,
-                reg.password,
-                "*/*",
-            );
-            assert_eq!(got.0, 200, "{repo} blob {b}");
-            assert!(
-                got.2 == bundle_blob(&bundle, b),
-                "{repo}: blob {b} differs from the bundle's"
-            );
-        }
+        assert_read_back(&reg, &bundle, &repo, reference);
     }
     // The second run asks and sends nothing.
     let mut again = push(&bundle, &to, &config);
@@ -197,27 +215,7 @@ fn a_bundle_pushed_over_tls_with_htpasswd_keeps_every_digest_and_a_re_push_sends
     // containerd pulls it.
     let top = top_of(&bundle, &refs[0]);
     let pinned = format!("{}/site/{upstream}/oi-export/push-a@{top}", reg.addr);
-    // ctr takes a loopback registry for plain HTTP unless a hosts.toml says otherwise.
-    let hosts = temp_dir("push-hosts");
-    std::fs::create_dir_all(hosts.join(&reg.addr)).unwrap();
-    std::fs::write(
-        hosts.join(&reg.addr).join("hosts.toml"),
-        format!(
-            "server = \"https://{0}\"\n[host.\"https://{0}\"]\n  ca = {1:?}\n  \
-             capabilities = [\"pull\", \"resolve\"]\n",
-            reg.addr,
-            ca.display().to_string()
-        ),
-    )
-    .unwrap();
-    let pulled = run(ctr("oi-push-test")
-        .args(["images", "pull", "--hosts-dir"])
-        .arg(&hosts)
-        .args(["--user", &format!("{}:{}", reg.user, reg.password), &pinned]));
-    assert!(pulled.status.success());
-    let listed = stdout_of(ctr("oi-push-test").args(["images", "ls", "-q"]));
-    assert!(listed.lines().any(|l| l == pinned), "{listed}");
-    run(ctr("oi-push-test").args(["images", "rm", &pinned]));
+    assert_ctr_pulls(&reg, &pinned);
 }
 
 /// A wrong password fails the push before anything is sent (exit 2, naming the registry), and

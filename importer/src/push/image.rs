@@ -27,6 +27,9 @@ pub(crate) struct Manifest {
     pub(crate) absent_children: Vec<String>,
 }
 
+/// An image's names in the site registry: the references in each repository.
+type Targets = BTreeMap<String, Vec<String>>;
+
 /// One image, planned.
 pub(crate) struct Planned {
     /// The name the log gives it: its first reference.
@@ -34,7 +37,7 @@ pub(crate) struct Planned {
     /// The upstream registries its names come from.
     pub(crate) upstreams: Vec<String>,
     /// Its names in the site registry, by repository.
-    pub(crate) targets: BTreeMap<String, Vec<String>>,
+    pub(crate) targets: Targets,
     /// The top manifest or index (what the tags name).
     pub(crate) top: Manifest,
     /// For an index that names platforms the bundle left out: the manifest its tags name
@@ -128,21 +131,16 @@ fn manifests(graph: &Graph, top: &Desc) -> Result<Vec<Manifest>> {
     Ok(out)
 }
 
-/// The image `entries` (its `index.json` entries) and `graph` name, placed in `site`.
-pub(crate) fn plan(
+/// The name the log gives an image, the upstream registries of its names, and its names in
+/// the site registry by repository (each also by the image's own digest, so a pinned
+/// reference resolves).
+fn names(
     unit_name: &str,
     entries: &[serde_json::Value],
-    graph: Graph,
     site: &Site,
-) -> Result<Planned> {
-    let top: Desc = serde_json::from_value(
-        entries
-            .first()
-            .cloned()
-            .ok_or_else(|| anyhow!("{unit_name} has no index.json entry"))?,
-    )
-    .map_err(|e| anyhow!("{unit_name}: the index.json entry is no descriptor: {e}"))?;
-    let mut targets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    digest: &str,
+) -> Result<(String, Vec<String>, Targets)> {
+    let mut targets = Targets::new();
     let mut name = None;
     let mut upstreams = Vec::new();
     for entry in entries {
@@ -169,10 +167,28 @@ pub(crate) fn plan(
     };
     // Every name also by the image's own digest, so a pinned reference resolves.
     for refs in targets.values_mut() {
-        if !refs.contains(&top.digest) {
-            refs.push(top.digest.clone());
+        if !refs.iter().any(|r| r == digest) {
+            refs.push(digest.to_string());
         }
     }
+    Ok((name, upstreams, targets))
+}
+
+/// The image `entries` (its `index.json` entries) and `graph` name, placed in `site`.
+pub(crate) fn plan(
+    unit_name: &str,
+    entries: &[serde_json::Value],
+    graph: Graph,
+    site: &Site,
+) -> Result<Planned> {
+    let top: Desc = serde_json::from_value(
+        entries
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow!("{unit_name} has no index.json entry"))?,
+    )
+    .map_err(|e| anyhow!("{unit_name}: the index.json entry is no descriptor: {e}"))?;
+    let (name, upstreams, targets) = names(unit_name, entries, site, &top.digest)?;
     let manifests = manifests(&graph, &top)?;
     let top_manifest = manifests
         .iter()
