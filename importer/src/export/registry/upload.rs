@@ -217,6 +217,11 @@ impl<'t> Dest<'t> {
                     }
                     (location, offset) = (next, offset + n as u64);
                 }
+                // The commit was cut after the registry took it: done.
+                Err(_) if last && self.has_blob(digest, size).unwrap_or(false) => {
+                    on_bytes(n as u64);
+                    return Ok(());
+                }
                 Err(e) if cuts + 1 < ATTEMPTS && resumable(&e) => {
                     cuts += 1;
                     let restarted;
