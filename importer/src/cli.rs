@@ -98,7 +98,22 @@ pub enum Command {
     /// Wait for SIGTERM or SIGINT, then exit 0: the main container of the chart's mirror
     /// DaemonSet, whose work is done by its init container.
     Wait,
+    /// Push the bundle into the site's own registry, every digest kept.
+    ///
+    /// Every image lands at REGISTRY/PREFIX/<upstream registry>/<repository> under its tags
+    /// and digests, its index, manifests, config and layers the bundle's bytes. What the
+    /// registry has is never sent: a blob is looked up first, mounted from a repository this
+    /// push already put it in, or uploaded in chunks that resume after a cut connection.
+    /// Manifests go by digest first, then the tags. Credentials and TLS as export has them.
+    /// A failed image is named and the rest go on; exit 1 when any failed.
+    #[cfg(feature = "export")]
+    Push(PushArgs),
 }
+
+#[cfg(feature = "export")]
+mod push;
+#[cfg(feature = "export")]
+pub use push::PushArgs;
 
 /// The value of a yes/no flag that its environment variable may set, spelt as shells and
 /// Kubernetes `env` entries spell it: 1, true, yes, on (any case) turn it on; 0, false, no, off
@@ -623,6 +638,12 @@ mod tests {
         "verify --kind",
         "verify --docker-node",
         "present --host-root",
+        "push --images-path",
+        "push --to",
+        "push --ca-file",
+        "push --username",
+        "push --insecure-registry",
+        "push --print-mirror-config",
     ];
 
     /// The long help of `--flag` of `command`.

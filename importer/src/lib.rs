@@ -31,6 +31,8 @@ mod lock;
 mod mirror;
 mod present;
 mod prune;
+#[cfg(feature = "export")]
+mod push;
 pub mod reference;
 mod report;
 pub mod runtime;
@@ -63,5 +65,7 @@ pub fn run(cli: Cli) -> Result<Code> {
         Command::Mirror(args) => mirror::run(&args.settings()?),
         Command::Wait => Ok(stop::wait()),
         Command::Present(args) => present::run(&args.runtime.config()),
+        #[cfg(feature = "export")]
+        Command::Push(args) => push::run(&args.settings()),
     }
 }

@@ -211,6 +211,18 @@ fn script() -> Vec<(&'static str, Step)> {
             runs(Nothing, Host, 0),
         ),
         (
+            "offline-images push --images-path ./release-1 --to 127.0.0.1:5000/site --jobs 1",
+            runs(Nothing, Host, 0),
+        ),
+        (
+            "offline-images push --images-path ./release-1 --to 127.0.0.1:5000/site",
+            runs(Nothing, Host, 0),
+        ),
+        (
+            "offline-images push --images-path ./release-1 --to 127.0.0.1:5000/site --print-mirror-config containerd",
+            runs(Nothing, Host, 0),
+        ),
+        (
             "offline-images prune --release shop --dry-run",
             runs(Nothing, Node, 0),
         ),
@@ -426,6 +438,10 @@ impl Demo {
                 DOCKER_HOST => self.dockerd.host(),
                 "/images" => self.job_images.display().to_string(),
                 "/host" => self.node_root.display().to_string(),
+                // push --to REGISTRY/PREFIX
+                other if other.starts_with(&format!("{REGISTRY}/")) => {
+                    other.replacen(REGISTRY, &self.registry.addr, 1)
+                }
                 other => other.to_string(),
             }
         };
@@ -449,6 +465,14 @@ impl Demo {
             (
                 format!("127.0.0.1_{}_", self.port()),
                 "127.0.0.1_5000_".into(),
+            ),
+            (
+                format!("127.0.0.1_{}/", self.port()),
+                "127.0.0.1_5000/".into(),
+            ),
+            (
+                format!("127.0.0.1_{}\"", self.port()),
+                "127.0.0.1_5000\"".into(),
             ),
         ];
         pairs.sort_by_key(|(ours, _)| std::cmp::Reverse(ours.len()));

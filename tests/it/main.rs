@@ -22,6 +22,7 @@ mod node_lock;
 mod pack;
 mod podman;
 mod prune;
+mod push;
 mod registry;
 mod reliability;
 mod selfcheck;

@@ -13,6 +13,8 @@ pub struct Meter {
     active: AtomicUsize,
     done: AtomicBool,
     started: Instant,
+    /// What the line says is under way: `downloading`, `uploading`.
+    verb: &'static str,
 }
 
 /// Whether stderr is a terminal (then event lines first clear the status line).
@@ -34,11 +36,17 @@ pub fn line_start() -> &'static str {
 
 impl Meter {
     pub fn new() -> Meter {
+        Meter::new_for("downloading")
+    }
+
+    /// A meter whose line says `verb` (`uploading`).
+    pub fn new_for(verb: &'static str) -> Meter {
         Meter {
             bytes: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             done: AtomicBool::new(false),
             started: Instant::now(),
+            verb,
         }
     }
 
@@ -75,7 +83,8 @@ impl Meter {
             (last, tick) = (bytes, Instant::now());
             let _ = write!(
                 std::io::stderr(),
-                "\r\x1b[K  downloading: {} image(s) under way, {} in {:.0} s, {}/s",
+                "\r\x1b[K  {}: {} image(s) under way, {} in {:.0} s, {}/s",
+                self.verb,
                 self.active.load(Ordering::Relaxed),
                 human_bytes(bytes),
                 self.started.elapsed().as_secs_f64(),

@@ -24,7 +24,7 @@ mod exporter;
 mod indirect;
 mod inputs;
 mod layout;
-mod meter;
+pub(crate) mod meter;
 mod pack;
 pub mod registry;
 mod settings;
@@ -144,7 +144,7 @@ fn mirrors(given: &[String]) -> Result<Vec<(String, String)>> {
 }
 
 /// The credential of `--username USER --password-stdin`: the password is stdin's first line.
-fn password_from_stdin(user: &str) -> Result<registry::auth::Credential> {
+pub(crate) fn password_from_stdin(user: &str) -> Result<registry::auth::Credential> {
     let mut line = String::new();
     io::stdin()
         .read_line(&mut line)

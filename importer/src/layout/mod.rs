@@ -45,8 +45,12 @@ use crate::archive::{self, ArchiveInfo, Compression, Limits, Opened};
 use crate::bundle::{self, BundleArchive, CarriedBlob};
 use crate::source::{Checksum, Refused, Source, Unit};
 use blobs::BlobDirs;
-use image::{Descriptor, Graph};
+use image::Descriptor;
 use stream::{blob_name, TarStream, OCI_LAYOUT};
+
+#[cfg(feature = "export")]
+pub(crate) use blobs::Blob;
+pub(crate) use image::Graph;
 
 pub(crate) const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -402,6 +406,14 @@ impl LayoutSource {
     /// Whether `unit` is one of these layouts' images.
     pub(crate) fn owns(&self, unit: &Unit) -> bool {
         self.image(unit).is_ok()
+    }
+
+    /// The `index.json` entries of `unit` (one per name it is given) and every blob its image
+    /// reaches, the JSON documents read and checked: what `push` sends.
+    #[cfg(feature = "export")]
+    pub(crate) fn image_blobs(&self, unit: &Unit) -> Result<(Vec<serde_json::Value>, Graph)> {
+        let image = self.image(unit)?;
+        Ok((image.entries.clone(), image.graph(self.limits)?))
     }
 
     fn image(&self, unit: &Unit) -> Result<&LayoutImage> {

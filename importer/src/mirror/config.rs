@@ -7,7 +7,7 @@ use std::fmt::Write;
 use super::site::{upstream_component, Site};
 
 /// The first line of every `hosts.toml` this tool writes: `--remove` touches no other.
-pub const MARK: &str = "# Written by offline-images mirror.";
+pub const MARK: &str = "# Written by offline-images.";
 
 /// Where a Docker Hub image is pulled from when the site registry cannot serve it.
 fn upstream_server(upstream: &str) -> String {
@@ -25,8 +25,8 @@ pub fn hosts_toml(site: &Site, upstream: &str, ca: Option<&str>) -> String {
     let _ = writeln!(t, "{MARK}");
     let _ = writeln!(
         t,
-        "# Pulls of {upstream} images try the site registry {site} first. The file this one \
-         replaced, if any, is kept beside it as {}; `offline-images mirror --remove` puts it back.",
+        "# Pulls of {upstream} images try {site} first. `offline-images mirror --remove` puts \
+         back the file this one replaced ({}).",
         super::files::BACKUP
     );
     let _ = writeln!(t, "server = {:?}", upstream_server(upstream));
@@ -75,7 +75,7 @@ pub fn registries_yaml(site: &Site, upstreams: &[String], ca: Option<&str>) -> S
 /// OpenShift's ImageDigestMirrorSet and ImageTagMirrorSet (two YAML documents): every
 /// upstream mirrored to its path in the site registry. The cluster's image configuration
 /// must trust the site's CA (`additionalTrustedCA`), which these do not carry.
-#[allow(dead_code)] // push --print-mirror-config openshift prints it
+#[cfg_attr(not(feature = "export"), allow(dead_code))] // push --print-mirror-config openshift prints it
 pub fn openshift_mirror_sets(site: &Site, upstreams: &[String]) -> String {
     let mut t = String::new();
     for (kind, list) in [

@@ -34,7 +34,7 @@ impl Site {
         if !valid_host(host) {
             return Err(bad("does not start with a registry host[:port]"));
         }
-        if !prefix.is_empty() && !prefix.split('/').all(valid_component) {
+        if !prefix.is_empty() && !prefix.split('/').all(is_component) {
             return Err(bad(
                 "has a path prefix that is not a repository path (lowercase letters, digits, \
                  '.', '_', '-', components separated by '/')",
@@ -94,7 +94,7 @@ impl fmt::Display for Site {
 /// (`registry.local:5000` → `registry.local_5000`), the one character of a registry host that
 /// a repository path cannot hold.
 pub fn upstream_component(upstream: &str) -> String {
-    upstream.replace(':', "_")
+    upstream.to_ascii_lowercase().replace(':', "_")
 }
 
 /// A registry host as references name it: `host[:port]`, letters, digits, `.` and `-`,
@@ -119,19 +119,31 @@ pub fn valid_host(host: &str) -> bool {
     name_ok && port_ok
 }
 
-/// One repository path component: `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`.
-fn valid_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    !b.is_empty()
-        && alnum(b[0])
-        && alnum(b[b.len() - 1])
-        && b.iter()
-            .all(|&x| alnum(x) || matches!(x, b'.' | b'_' | b'-'))
-        && !c.contains("..")
-        && !c.contains("___")
-        && !c.contains("._")
-        && !c.contains("_.")
+/// One repository path component as the distribution grammar has it:
+/// `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`.
+pub(crate) fn is_component(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &s[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]

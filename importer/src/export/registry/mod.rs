@@ -17,6 +17,7 @@ pub mod error;
 pub mod fetch;
 pub mod layout;
 pub mod transport;
+pub mod upload;
 pub mod verify;
 
 use std::io::Write;

@@ -68,6 +68,16 @@ pub struct Request<'a> {
     pub from: u64,
 }
 
+/// What a write request carries besides a [`Request`]: its headers and body, and whether a
+/// cut connection may be retried (not for a chunk of an upload, whose offset the registry
+/// must be asked again).
+#[derive(Default)]
+pub struct Payload<'a> {
+    pub headers: Vec<(&'a str, String)>,
+    pub body: Option<&'a [u8]>,
+    pub no_retry: bool,
+}
+
 /// The system's trust store: the file OpenSSL would use, else the usual bundles.
 fn system_roots() -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -322,19 +332,25 @@ impl Transport {
         })
     }
 
-    fn call(
+    fn call_with(
         &self,
         http: &Client,
         method: &str,
         url: &str,
         headers: &[(&str, String)],
+        body: Option<&[u8]>,
     ) -> Result<Response<Body>, ureq::Error> {
         let mut b = ureq::http::Request::builder().method(method).uri(url);
         for (k, v) in headers {
             b = b.header(*k, v.as_str());
         }
-        let req = b.body(()).map_err(|e| ureq::Error::BadUri(e.to_string()))?;
-        http.run(req)
+        match body {
+            None => http.run(b.body(()).map_err(|e| ureq::Error::BadUri(e.to_string()))?),
+            Some(body) => http.run(
+                b.body(body)
+                    .map_err(|e| ureq::Error::BadUri(e.to_string()))?,
+            ),
+        }
     }
 
     /// A call retried on 429, 5xx and cut connections; the last answer, whatever its status.
@@ -345,14 +361,27 @@ impl Transport {
         url: &str,
         headers: &[(&str, String)],
     ) -> Result<Response<Body>> {
+        self.call_retrying_with(http, method, url, headers, &Payload::default())
+    }
+
+    /// [`Transport::call_retrying`] with a body; `payload.no_retry` tries once.
+    fn call_retrying_with(
+        &self,
+        http: &Client,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        payload: &Payload,
+    ) -> Result<Response<Body>> {
+        let attempts = if payload.no_retry { 1 } else { ATTEMPTS };
         let mut attempt = 0;
         loop {
-            match self.call(http, method, url, headers) {
-                Ok(r) if retryable(r.status().as_u16()) && attempt + 1 < ATTEMPTS => {
+            match self.call_with(http, method, url, headers, payload.body) {
+                Ok(r) if retryable(r.status().as_u16()) && attempt + 1 < attempts => {
                     pause(attempt, Some(&r));
                 }
                 Ok(r) => return Ok(r),
-                Err(e) if transient(&e) && attempt + 1 < ATTEMPTS => pause(attempt, None),
+                Err(e) if transient(&e) && attempt + 1 < attempts => pause(attempt, None),
                 Err(e) => return Err(anyhow!("{url}: {e}")),
             }
             attempt += 1;
@@ -373,7 +402,13 @@ impl Transport {
         if let Some(s) = service {
             url.push_str(&format!("service={}&", encode(s)));
         }
-        url.push_str(&format!("scope={}", encode(scope)));
+        // Several scopes (a cross-repository mount pulls from one and pushes to another) are
+        // one `scope` parameter each.
+        let scopes: Vec<String> = scope
+            .split(' ')
+            .map(|s| format!("scope={}", encode(s)))
+            .collect();
+        url.push_str(&scopes.join("&"));
         let mut headers = Vec::new();
         if let Some(c) = &host.credential {
             headers.push(("Authorization", c.basic()));
@@ -423,7 +458,28 @@ impl Transport {
     /// Send a request, authenticated; a 401 with a cached token gets a fresh one, once.
     /// The answer is returned whatever its status, after the retries.
     pub fn send(&self, host: &Host, req: &Request) -> Result<Response<Body>> {
-        let url = format!("{}{}", host.base, req.path);
+        self.send_with(host, req, &Payload::default())
+    }
+
+    /// [`Transport::send`] with headers and a body. `req.path` may be a whole URL (an
+    /// upload's `Location`), but only on this host: credentials never go elsewhere.
+    pub fn send_with(
+        &self,
+        host: &Host,
+        req: &Request,
+        payload: &Payload,
+    ) -> Result<Response<Body>> {
+        let url = if req.path.starts_with('/') {
+            format!("{}{}", host.base, req.path)
+        } else if req.path.starts_with(&format!("{}/", host.base)) {
+            req.path.to_string()
+        } else {
+            bail!(
+                "{} sent the upload to {:?}, another host: refusing to send credentials there",
+                host.base,
+                req.path
+            );
+        };
         let http = if host.insecure {
             &self.unverified
         } else {
@@ -441,7 +497,8 @@ impl Transport {
             if req.from > 0 {
                 headers.push(("Range", format!("bytes={}-", req.from)));
             }
-            let resp = self.call_retrying(http, req.method, &url, &headers)?;
+            headers.extend(payload.headers.iter().map(|(k, v)| (*k, v.clone())));
+            let resp = self.call_retrying_with(http, req.method, &url, &headers, payload)?;
             let bearer = matches!(host.challenge, Some(Challenge::Bearer { .. }));
             if resp.status().as_u16() == 401 && bearer && !fresh {
                 fresh = true;
