@@ -540,7 +540,7 @@ pub struct MirrorArgs {
     #[arg(long, env = "MIRROR_REGISTRY", value_name = "REGISTRY[/PREFIX]")]
     pub to: String,
 
-    /// The bundle whose images' registries get a hosts.toml.
+    /// The bundle whose images' registries get a hosts.toml (not read with --upstream).
     #[arg(
         long,
         env = "IMAGES_PATH",
@@ -548,6 +548,16 @@ pub struct MirrorArgs {
         value_name = "DIR"
     )]
     pub images_path: PathBuf,
+
+    /// An upstream registry to mirror (repeatable, or comma-separated in MIRROR_UPSTREAMS), in
+    /// place of the ones the bundle names: for nodes that do not hold the bundle.
+    #[arg(
+        long,
+        env = "MIRROR_UPSTREAMS",
+        value_delimiter = ',',
+        value_name = "REGISTRY"
+    )]
+    pub upstream: Vec<String>,
 
     /// The directory containerd reads hosts.toml files from, as the node names it [default:
     /// the registry config_path containerd reports]. Given and different from what containerd
@@ -589,6 +599,7 @@ impl MirrorArgs {
         Ok(crate::mirror::Settings {
             site: crate::mirror::Site::parse(&self.to, self.plain_http)?,
             images_path: self.images_path.clone(),
+            upstreams: self.upstream.clone(),
             certs_dir: self.certs_dir.clone(),
             ca_file: self.ca_file.clone(),
             remove: self.remove,
@@ -614,6 +625,7 @@ mod tests {
         "prune --host-root",
         "prune --release",
         "mirror --to",
+        "mirror --upstream",
         "mirror --certs-dir",
         "mirror --ca-file",
         "mirror --host-root",

@@ -223,6 +223,10 @@ fn script() -> Vec<(&'static str, Step)> {
             runs(Nothing, Host, 0),
         ),
         (
+            "offline-images mirror --to registry.site.example:5000/mirror --images-path /var/lib/offline-images/images --ca-file /etc/pki/site-ca.pem",
+            Step::NotHere("needs a node's containerd with the CRI and config_path: mirror.rs runs it on containerd 1.6, 1.7 and 2.1"),
+        ),
+        (
             "offline-images prune --release shop --dry-run",
             runs(Nothing, Node, 0),
         ),

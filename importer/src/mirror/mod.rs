@@ -32,6 +32,8 @@ pub struct Settings {
     pub site: Site,
     /// The bundle whose images' registries are mirrored.
     pub images_path: PathBuf,
+    /// The registries to mirror, given; when empty, those the bundle names.
+    pub upstreams: Vec<String>,
     /// The certs directory as the node names it; by default the one containerd reports.
     pub certs_dir: Option<PathBuf>,
     /// The site registry's CA (a PEM file here), copied beside each `hosts.toml`.
@@ -56,7 +58,7 @@ pub fn run(s: &Settings) -> Result<Code> {
     if s.remove {
         return remove(&certs);
     }
-    let upstreams = upstreams(&s.images_path)?;
+    let upstreams = upstreams(s)?;
     let ca = match &s.ca_file {
         Some(f) => Some(
             std::fs::read(f).with_context(|| format!("cannot read --ca-file {}", f.display()))?,
@@ -155,9 +157,25 @@ fn remove(certs: &Certs) -> Result<Code> {
     })
 }
 
+/// The registries given, each checked, or those of the bundle.
+fn upstreams(s: &Settings) -> Result<Vec<String>> {
+    if s.upstreams.is_empty() {
+        return bundle_upstreams(&s.images_path);
+    }
+    let mut given: Vec<String> = s.upstreams.iter().map(|u| u.trim().to_string()).collect();
+    if let Some(bad) = given.iter().find(|u| !site::valid_host(u)) {
+        return Err(exit::usage(format!(
+            "--upstream {bad:?} is not a registry host[:port] (such as docker.io or registry.local:5000)"
+        )));
+    }
+    given.sort();
+    given.dedup();
+    Ok(given)
+}
+
 /// The registries the bundle's images come from: from `images.json`, else from the names in
 /// its archives and OCI layouts.
-fn upstreams(dir: &Path) -> Result<Vec<String>> {
+fn bundle_upstreams(dir: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = Vec::new();
     if let Some(index) = bundle::read_index(dir)? {
         for a in index.archives {
@@ -332,7 +350,7 @@ fn no_config_path(socket: &Path) -> String {
 /// k3s and RKE2 rewrite their `certs.d` from `registries.yaml` at start and delete what they
 /// did not write: nothing is written, and the `registries.yaml` to use is printed.
 fn k3s_refusal(s: &Settings, socket: &Path, certs: &str) -> Result<anyhow::Error> {
-    let upstreams = upstreams(&s.images_path)?;
+    let upstreams = upstreams(s)?;
     let ca = s
         .ca_file
         .as_ref()
