@@ -334,8 +334,8 @@ oi_install_aarch64() {
 # machine, and echo its path. FLAVOUR `full` (the default) is the operator's binary, export
 # included; `node` is the importer that runs on nodes (the image, the bundled aarch64 binary),
 # built without the `export` feature: no registry client, TLS or chart reader (decision 24).
-# The node build is copied to TARGET/release/node/, so the two builds do not overwrite each
-# other. Cargo's own output goes to stderr. Every script that needs a binary builds it here.
+# Each is copied to TARGET/release/FLAVOUR/, so the two builds do not overwrite each other.
+# Cargo's own output goes to stderr. Every script that needs a binary builds it here.
 oi_build_static() {
   local target=${1:-x86_64-unknown-linux-musl} flavour=${2:-full} root=${CARGO_TARGET_DIR:-$PWD/target} bin machine
   local features=()
@@ -351,13 +351,12 @@ oi_build_static() {
   esac
   cargo build --quiet --release --target "$target" "${features[@]}" >&2 \
     || die "the $flavour release build for $target failed"
-  bin=$root/$target/release/offline-images
-  if [ "$flavour" = node ]; then
-    mkdir -p "$root/$target/release/node"
-    cp "$bin" "$root/$target/release/node/offline-images.new"
-    mv "$root/$target/release/node/offline-images.new" "$root/$target/release/node/offline-images"
-    bin=$root/$target/release/node/offline-images
-  fi
+  # Each flavour is copied to a directory of its own: the next build of the other flavour
+  # writes cargo's own output path again.
+  bin=$root/$target/release/$flavour/offline-images
+  mkdir -p "${bin%/*}"
+  cp "$root/$target/release/offline-images" "$bin.new"
+  mv "$bin.new" "$bin"
   file_is_static "$bin" || die "$bin is not static"
   LC_ALL=C readelf -h "$bin" | grep -q "Machine:.*$machine" || die "$bin is not a $machine executable"
   echo "$bin"
