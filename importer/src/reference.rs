@@ -280,7 +280,7 @@ fn split_domain(name: &str) -> Result<(String, String), Rule> {
 }
 
 /// `[a-z0-9]+` runs joined by `.`, `_`, `__` or a run of `-`.
-fn path_component_ok(c: &str) -> bool {
+pub(crate) fn path_component_ok(c: &str) -> bool {
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let b = c.as_bytes();
     if !(b.first().is_some_and(|&x| alnum(x)) && b.last().is_some_and(|&x| alnum(x))) {

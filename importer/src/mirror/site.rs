@@ -122,28 +122,7 @@ pub fn valid_host(host: &str) -> bool {
 /// One repository path component as the distribution grammar has it:
 /// `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`.
 pub(crate) fn is_component(s: &str) -> bool {
-    let b = s.as_bytes();
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &s[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
+    crate::reference::path_component_ok(s)
 }
 
 #[cfg(test)]
