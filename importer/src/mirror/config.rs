@@ -6,8 +6,7 @@ use std::fmt::Write;
 
 use super::site::{upstream_component, Site};
 
-/// The first line of every `hosts.toml` this tool writes: `--remove` touches no other.
-pub const MARK: &str = "# Written by offline-images.";
+pub use super::files::MARK;
 
 /// Where a Docker Hub image is pulled from when the site registry cannot serve it.
 fn upstream_server(upstream: &str) -> String {

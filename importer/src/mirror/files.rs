@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::config::MARK;
 use super::site::valid_host;
 
+/// The first line of every `hosts.toml` this tool writes: `--remove` touches no other.
+pub const MARK: &str = "# Written by offline-images.";
 /// The site's own `hosts.toml`, kept while ours is in place.
 pub const BACKUP: &str = "hosts.toml.offline-images-backup";
 /// The site registry's CA, beside the `hosts.toml` that names it.
