@@ -65,14 +65,18 @@ export OI_AARCH64_BIN
 
 say "$(df -Ph "$WORK" | awk 'NR==2 {print $4}') free under $WORK"
 say "starting containerd, dockerd and a registry under $WORK"
+# The user of tests/it/kind.rs who reaches Docker through its socket alone: in the group
+# `docker`, which must exist before dockerd starts so that dockerd gives it the socket; and
+# the temp dir (mktemp makes it 0700) must let that user reach the socket.
+# shellcheck source=scripts/kind-node.sh
+. scripts/kind-node.sh
+oi_kind_user
+chmod 0711 "$WORK"
 oi_start_containerd "$WORK"
 oi_start_dockerd "$WORK"
 oi_start_registry "$WORK"
 # The kind-shaped node image of tests/it/kind.rs (debootstrap, cached under $OI_CACHE).
-# shellcheck source=scripts/kind-node.sh
-. scripts/kind-node.sh
 oi_kind_node_image
-oi_kind_user
 oi_start_matrix "$WORK"
 # skopeo 1.22 (forky), for the archives only it writes (zstd layers).
 OI_SKOPEO_122=$(oi_fetch_forky_skopeo)

@@ -33,28 +33,42 @@ fn podmans() -> Vec<Podman> {
     out
 }
 
-/// A private containers-storage: graph root, run root, overlay driver.
+/// A private containers-storage: graph root, run root, overlay driver. The run root is a
+/// short path of its own: podman 4.3 refuses one longer than 50 characters ("the specified
+/// runroot is longer than 50 characters"), which a run root under CI's temp dir is.
 struct Store {
     dir: Scratch,
+    run: PathBuf,
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
         unmount_under(&self.dir);
+        unmount_under(&self.run);
+        let _ = std::fs::remove_dir_all(&self.run);
     }
 }
 
 impl Store {
     fn new(label: &str) -> Store {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let run = PathBuf::from(format!(
+            "/tmp/oi-run-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&run).unwrap();
         Store {
             dir: scratch_dir(label),
+            run,
         }
     }
     fn root(&self) -> PathBuf {
         self.dir.join("root")
     }
     fn run_root(&self) -> PathBuf {
-        self.dir.join("run")
+        self.run.clone()
     }
 }
 
