@@ -261,7 +261,7 @@ fn a_node_stopped_mid_import_fails_alone_and_the_next_run_completes_it() {
     let worker = cluster.nodes[1].clone();
     let mut child = cluster
         .import(&dir, &importer)
-        .args(["--strict", "--no-disk-preflight"])
+        .arg("--strict")
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -298,9 +298,7 @@ fn a_node_stopped_mid_import_fails_alone_and_the_next_run_completes_it() {
 
     run(docker().args(["start", &worker]));
     cluster.wait_for_containerd(&worker);
-    let out = run(cluster
-        .import(&dir, &importer)
-        .args(["--strict", "--no-disk-preflight"]));
+    let out = run(cluster.import(&dir, &importer).arg("--strict"));
     let log = stderr(&out);
     assert!(
         cluster
