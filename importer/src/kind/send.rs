@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::engine::{Engine, Node};
+use crate::runtime::http::Request;
 use crate::source::{Checksum, Source, Unit};
 
 /// Where the node keeps what the host sends: under `/var`, which kind keeps on a volume.
@@ -43,18 +44,12 @@ pub fn importer(engine: &Engine, node: &Node, binary: &Path, sum: &str, path: &s
     append(&mut tar, rel, size, 0o755, &mut file)
         .with_context(|| format!("sending {} to {}", binary.display(), node.name))?;
     let sums = format!("{sum}  {}\n", crate::bundled::BINARY);
-    let sums_path = format!("{dir}/{}", crate::bundled::CHECKSUM);
-    append(
+    append_text(
         &mut tar,
-        &sums_path,
-        sums.len() as u64,
-        0o644,
-        &mut sums.as_bytes(),
+        &format!("{dir}/{}", crate::bundled::CHECKSUM),
+        &sums,
     )?;
-    let request = tar
-        .into_inner()
-        .map_err(|e| anyhow!("ending the tar stream to {}: {e}", node.name))?;
-    engine.finish_put(node, request)
+    finish(engine, node, tar)
 }
 
 /// What was sent of one unit.
@@ -90,19 +85,9 @@ pub fn units(
         sent.push(one);
     }
     if !sums.is_empty() {
-        let path = format!("{dir}/SHA256SUMS");
-        append(
-            &mut tar,
-            &path,
-            sums.len() as u64,
-            0o644,
-            &mut sums.as_bytes(),
-        )?;
+        append_text(&mut tar, &format!("{dir}/SHA256SUMS"), &sums)?;
     }
-    let request = tar
-        .into_inner()
-        .map_err(|e| anyhow!("ending the tar stream to {}: {e}", node.name))?;
-    engine.finish_put(node, request)?;
+    finish(engine, node, tar)?;
     Ok(sent)
 }
 
@@ -171,6 +156,19 @@ fn dirs<W: Write>(tar: &mut tar::Builder<W>, dir: &str) -> Result<()> {
 }
 
 /// One file entry of `size` bytes read from `data`; fewer or more bytes are an error.
+/// A small text file (a checksum list) into the stream, mode 0644.
+fn append_text<W: Write>(tar: &mut tar::Builder<W>, path: &str, text: &str) -> Result<()> {
+    append(tar, path, text.len() as u64, 0o644, &mut text.as_bytes())
+}
+
+/// End the tar stream of a `PUT /containers/{id}/archive` and wait for Docker's answer.
+fn finish(engine: &Engine, node: &Node, tar: tar::Builder<Request>) -> Result<()> {
+    let request = tar
+        .into_inner()
+        .map_err(|e| anyhow!("ending the tar stream to {}: {e}", node.name))?;
+    engine.finish_put(node, request)
+}
+
 fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     path: &str,
