@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::report;
 use crate::runtime::detect;
+use crate::wait;
 
 #[cfg(feature = "export")]
 mod export;
@@ -95,9 +96,14 @@ pub enum Command {
     /// `<certs-dir>/<upstream>/`. On k3s and RKE2, which rewrite certs.d from registries.yaml,
     /// nothing is written: the registries.yaml to use is printed (exit 2).
     Mirror(MirrorArgs),
-    /// Wait for SIGTERM or SIGINT, then exit 0: the main container of the chart's mirror
-    /// DaemonSet, whose work is done by its init container.
-    Wait,
+    /// Wait for SIGTERM or SIGINT, then exit 0: the main container of the chart's
+    /// DaemonSets, whose work is done by their init containers.
+    ///
+    /// With --listen, connections on that port are accepted meanwhile (the pod's "done" for
+    /// the chart's post-delete hook). With --peers, wait instead until every address the host
+    /// resolves to accepts a connection on the port, steadily for --settle seconds; exit 1 after
+    /// --timeout seconds, naming the addresses that never answered.
+    Wait(WaitArgs),
     /// Push the bundle into the site's own registry, every digest kept.
     ///
     /// Every image lands at REGISTRY/PREFIX/<upstream registry>/<repository> under its tags
@@ -529,6 +535,44 @@ impl VerifyArgs {
             runtime: self.runtime.config(),
             log_format: self.log_format.into(),
             bundle_only: self.bundle_only,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Accept (and close) connections on this TCP port until stopped [default: none: wait
+    /// without listening].
+    #[arg(long, value_name = "PORT", conflicts_with = "peers")]
+    pub listen: Option<u16>,
+
+    /// HOST:PORT: wait until every address HOST resolves to (a headless Service's pods)
+    /// accepts a connection on PORT, then exit 0 [default: none: wait for SIGTERM].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peers: Option<String>,
+
+    /// With --peers: seconds to wait at most; then exit 1, naming who did not answer.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 300,
+        requires = "peers"
+    )]
+    pub timeout: u64,
+
+    /// With --peers: seconds the set of addresses must stay the same, every one answering,
+    /// so that pods still being created are not missed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, requires = "peers")]
+    pub settle: u64,
+}
+
+impl WaitArgs {
+    pub fn settings(&self) -> wait::Settings {
+        wait::Settings {
+            listen: self.listen,
+            peers: self.peers.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout),
+            settle: std::time::Duration::from_secs(self.settle),
         }
     }
 }

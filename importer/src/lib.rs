@@ -41,6 +41,7 @@ mod stop;
 mod sync;
 mod units;
 mod verify;
+mod wait;
 
 use anyhow::Result;
 
@@ -63,7 +64,7 @@ pub fn run(cli: Cli) -> Result<Code> {
         Command::Export(args) => export::run(&args.settings()?),
         Command::Prune(args) => prune::run(&args.settings()),
         Command::Mirror(args) => mirror::run(&args.settings()?),
-        Command::Wait => Ok(stop::wait()),
+        Command::Wait(args) => Ok(wait::run(&args.settings())),
         Command::Present(args) => present::run(&args.runtime.config()),
         #[cfg(feature = "export")]
         Command::Push(args) => push::run(&args.settings()),

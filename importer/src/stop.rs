@@ -108,19 +108,14 @@ impl<R: Read> Read for Stoppable<R> {
     }
 }
 
-/// `wait`: sleep until SIGTERM or SIGINT, waking ten times a second to look, then exit 0.
-/// The chart's mirror DaemonSet keeps its pod (and so its node's files) with this.
-pub fn wait() -> crate::exit::Code {
+/// Catch SIGTERM and SIGINT into `stop_signal` alone (no watcher thread): for commands that
+/// only look at it between steps.
+pub fn catch_signals() -> Result<(), String> {
     for sig in [SIGTERM, SIGINT] {
-        if let Err(e) = signal_hook::flag::register_usize(sig, received().clone(), sig as usize) {
-            eprintln!("offline-images: cannot catch signal {sig}: {e}");
-            return crate::exit::Code::Usage;
-        }
+        signal_hook::flag::register_usize(sig, received().clone(), sig as usize)
+            .map_err(|e| format!("cannot catch signal {sig}: {e}"))?;
     }
-    while stop_signal().is_none() {
-        thread::sleep(Duration::from_millis(100));
-    }
-    crate::exit::Code::Success
+    Ok(())
 }
 
 #[cfg(test)]

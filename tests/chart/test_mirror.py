@@ -43,11 +43,11 @@ MIRROR = {
 
 def test_mirror_mode_renders_a_daemonset_and_no_job_and_it_validates():
     docs = render(MIRROR)
-    kinds = sorted(d["kind"] for d in docs)
+    kinds = sorted(d["kind"] for d in docs if "helm.sh/hook" not in d["metadata"].get("annotations", {}))
     assert kinds == ["DaemonSet"], kinds
     for doc in docs:
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
-    ds = only(docs, "DaemonSet")
+    (ds,) = [d for d in docs if d["metadata"]["name"] == "shop-image-mirror"]
     pod = ds["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
     env = {e["name"]: e["value"] for e in init["env"]}
@@ -110,7 +110,7 @@ def test_the_daemonsets_init_container_writes_a_hosts_toml_per_upstream_on_the_n
     try:
         repository, tag = importer_image["image"].rsplit(":", 1)
         values = merge(MIRROR, {"imagePull": {"importerImage": {"repository": repository, "tag": tag}}})
-        ds = only(render(values), "DaemonSet")
+        (ds,) = [d for d in render(values) if d["metadata"]["name"] == "shop-image-mirror"]
         pod = ds["spec"]["template"]["spec"]
         # The init container, as the kubelet runs it before the main one.
         as_job = {"spec": {"activeDeadlineSeconds": 120,
@@ -133,5 +133,108 @@ def test_the_daemonsets_init_container_writes_a_hosts_toml_per_upstream_on_the_n
         assert (etc / "certs.d" / "docker.io" / "hosts.toml.offline-images-backup").read_bytes() == own
         assert "summary: 4 upstream registries pointed at registry.site.example:5000/mirror under /etc/containerd/certs.d" in log, log
     finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def restore_objects(values: dict) -> dict[str, dict]:
+    return {d["kind"]: d for d in render(values) if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "post-delete"}
+
+
+def test_uninstall_runs_a_post_delete_hook_that_restores_every_node_and_waits_for_each():
+    hooks = restore_objects(MIRROR)
+    assert sorted(hooks) == ["DaemonSet", "Pod", "Service"], sorted(hooks)
+    for doc in hooks.values():
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        assert doc["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    ds, svc, wait = hooks["DaemonSet"], hooks["Service"], hooks["Pod"]
+    # The DaemonSet and its Service first, then the Pod Helm waits for.
+    assert [d["metadata"]["annotations"]["helm.sh/hook-weight"] for d in (ds, svc, wait)] == ["0", "0", "1"]
+    pod = ds["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    env = {e["name"]: e["value"] for e in init["env"]}
+    assert env["MIRROR_REMOVE"] == "true" and env["MIRROR_UPSTREAMS"] == "docker.io,quay.io,registry.k8s.io,registry.local:5000"
+    # The restore needs no CA: a Secret deleted with the release must not keep its pods from starting.
+    values = merge(MIRROR, {"imagePull": {"mirror": {"caSecret": "site-ca"}}})
+    assert "site-ca" not in str(restore_objects(values)["DaemonSet"])
+    assert pod["containers"][0]["args"] == ["wait", "--listen", "8070"]
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    # The Service finds every restore pod, not-ready ones included.
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert all(labels[k] == v for k, v in svc["spec"]["selector"].items())
+    assert svc["spec"]["selector"] == ds["spec"]["selector"]["matchLabels"]
+    (waiter,) = wait["spec"]["containers"]
+    assert waiter["args"] == ["wait", "--peers=shop-image-mirror-restore.apps.svc:8070", "--timeout=300"]
+    assert wait["spec"]["restartPolicy"] == "Never"
+
+
+def test_restore_on_delete_can_be_turned_off():
+    assert restore_objects(merge(MIRROR, {"imagePull": {"mirror": {"restoreOnDelete": False}}})) == {}
+
+
+def run_container(doc: dict, name: str, node: Daemons, view: dict | None = None, network: str | None = None,
+                  args: list[str] | None = None, detach: bool = False) -> tuple[str, str]:
+    """Run the pod's one container as the kubelet would; returns its exit code and log."""
+    pod = doc["spec"]["template"]["spec"]
+    as_job = {"spec": {"activeDeadlineSeconds": 120, "template": {"spec": pod}}}
+    run = docker_run_args(as_job, name, node=node, view=view)
+    if network:
+        run[run.index("--network") + 1] = network
+    if args is not None:
+        run = run[: len(run) - len(pod["containers"][0]["args"])] + args
+    if detach:
+        run.insert(1, "--detach")
+    docker(*run, check=False, timeout=120)
+    code = docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.decode().strip()
+    logs = docker("logs", name)
+    return code, logs.stdout.decode() + logs.stderr.decode()
+
+
+@pytest.mark.parametrize("node", CONTAINERDS[:1], ids=[f"containerd-{d.containerd_release}" for d in CONTAINERDS[:1]])
+def test_the_restore_hook_puts_the_nodes_own_files_back_and_its_wait_pod_ends_once_it_answers(importer_image, node, tmp_path):  # noqa: F811
+    etc = tmp_path / "etc-containerd"
+    etc.mkdir()
+    (etc / "certs.d" / "docker.io").mkdir(parents=True)
+    own = b'server = "https://registry-1.docker.io"\n# the node\'s own\n'
+    (etc / "certs.d" / "docker.io" / "hosts.toml").write_bytes(own)
+    proc, socket = start_cri_containerd(node, etc)
+    names = []
+    try:
+        repository, tag = importer_image["image"].rsplit(":", 1)
+        values = merge(MIRROR, {"imagePull": {"importerImage": {"repository": repository, "tag": tag}}})
+        (ds,) = [d for d in render(values) if d["kind"] == "DaemonSet" and "helm.sh/hook" not in d["metadata"].get("annotations", {})]
+        hooks = restore_objects(values)
+        view = {"/etc/containerd": etc, "/run/containerd/containerd.sock": socket}
+        for doc in (ds, hooks["DaemonSet"]):
+            pod = doc["spec"]["template"]["spec"]
+            init = {"spec": {"template": {"spec": {**pod, "containers": pod["initContainers"]}}}}
+            names.append(f"chart-test-{uuid.uuid4().hex[:10]}")
+            code, log = run_container(init, names[-1], node, view=view)
+            assert code == "0", f"{node.label}: exit {code}:\n{log}"
+        # The node's own file is back, byte for byte; mirror's files are gone.
+        assert (etc / "certs.d" / "docker.io" / "hosts.toml").read_bytes() == own
+        assert not (etc / "certs.d" / "docker.io" / "hosts.toml.offline-images-backup").exists()
+        for upstream in ("quay.io", "registry.k8s.io", "registry.local:5000"):
+            assert not (etc / "certs.d" / upstream / "hosts.toml").exists(), upstream
+        # The restore pod's main container answers on its port; the wait Pod, asking in its
+        # network namespace, ends at once. Asking a pod that does not answer, it fails naming it.
+        listener = f"chart-test-{uuid.uuid4().hex[:10]}"
+        names.append(listener)
+        code, log = run_container(hooks["DaemonSet"], listener, node, detach=True)
+        waiter = {"spec": {"template": {"spec": hooks["Pod"]["spec"]}}}
+        names.append(f"chart-test-{uuid.uuid4().hex[:10]}")
+        code, log = run_container(waiter, names[-1], node, network=f"container:{listener}",
+                                  args=["wait", "--peers=127.0.0.1:8070", "--timeout=60", "--settle=1"])
+        assert code == "0", log
+        assert "summary: every pod behind 127.0.0.1:8070 answered" in log, log
+        names.append(f"chart-test-{uuid.uuid4().hex[:10]}")
+        code, log = run_container(waiter, names[-1], node, network=f"container:{listener}",
+                                  args=["wait", "--peers=127.0.0.1:8071", "--timeout=3"])
+        assert code == "1", log
+        assert "waiting for 127.0.0.1" in log and "summary: FAILED: after 3 s" in log, log
+    finally:
+        for name in names:
+            docker("rm", "--force", name, check=False)
         proc.terminate()
         proc.wait(timeout=30)
