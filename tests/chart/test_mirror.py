@@ -74,6 +74,17 @@ def test_mirror_mode_without_a_registry_or_upstreams_fails_the_render_by_name():
             render(values)
 
 
+def node_etc(tmp_path: Path) -> tuple[Path, bytes]:
+    """The node's /etc/containerd, its certs.d holding a hosts.toml of the node's own for
+    docker.io; returns the directory and that file's bytes."""
+    etc = tmp_path / "etc-containerd"
+    etc.mkdir()
+    (etc / "certs.d" / "docker.io").mkdir(parents=True)
+    own = b'server = "https://registry-1.docker.io"\n# the node\'s own\n'
+    (etc / "certs.d" / "docker.io" / "hosts.toml").write_bytes(own)
+    return etc, own
+
+
 def start_cri_containerd(node: Daemons, etc: Path) -> tuple[subprocess.Popen, Path]:
     """A containerd of `node`'s version with the CRI enabled, configured by etc/config.toml
     (the node's /etc/containerd/config.toml) with config_path /etc/containerd/certs.d."""
@@ -101,11 +112,7 @@ def start_cri_containerd(node: Daemons, etc: Path) -> tuple[subprocess.Popen, Pa
 
 @pytest.mark.parametrize("node", CONTAINERDS, ids=[f"containerd-{d.containerd_release}" for d in CONTAINERDS])
 def test_the_daemonsets_init_container_writes_a_hosts_toml_per_upstream_on_the_node(importer_image, node, tmp_path):  # noqa: F811
-    etc = tmp_path / "etc-containerd"
-    etc.mkdir()
-    (etc / "certs.d" / "docker.io").mkdir(parents=True)
-    own = b'server = "https://registry-1.docker.io"\n# the node\'s own\n'
-    (etc / "certs.d" / "docker.io" / "hosts.toml").write_bytes(own)
+    etc, own = node_etc(tmp_path)
     proc, socket = start_cri_containerd(node, etc)
     try:
         repository, tag = importer_image["image"].rsplit(":", 1)
@@ -193,11 +200,7 @@ def run_container(doc: dict, name: str, node: Daemons, view: dict | None = None,
 
 @pytest.mark.parametrize("node", CONTAINERDS[:1], ids=[f"containerd-{d.containerd_release}" for d in CONTAINERDS[:1]])
 def test_the_restore_hook_puts_the_nodes_own_files_back_and_its_wait_pod_ends_once_it_answers(importer_image, node, tmp_path):  # noqa: F811
-    etc = tmp_path / "etc-containerd"
-    etc.mkdir()
-    (etc / "certs.d" / "docker.io").mkdir(parents=True)
-    own = b'server = "https://registry-1.docker.io"\n# the node\'s own\n'
-    (etc / "certs.d" / "docker.io" / "hosts.toml").write_bytes(own)
+    etc, own = node_etc(tmp_path)
     proc, socket = start_cri_containerd(node, etc)
     names = []
     try:

@@ -317,19 +317,9 @@ impl Drop for UploadProxy {
 /// `Connection: close`, then its answer back until the registry closes.
 fn proxy_one(mut client: TcpStream, upstream: &str, log: &Mutex<Vec<String>>, cut: &Cut) {
     client.set_nonblocking(false).unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if client.read(&mut b).unwrap_or(0) == 0 {
-            return;
-        }
-        if head.is_empty() && b[0] == 0x16 {
-            let _ = client.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n");
-            return;
-        }
-        head.push(b[0]);
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
+    let Some(text) = request_head(&mut client) else {
+        return;
+    };
     let line = text.lines().next().unwrap_or("").to_string();
     log.lock().unwrap().push(line.clone());
     let mut length = 0usize;

@@ -359,6 +359,25 @@ impl FlakyProxy {
     }
 }
 
+/// The head of the request `client` sends (up to its blank line), read a byte at a time so
+/// that nothing of its body is taken; `None` when the client closed first, or opened with a
+/// TLS handshake (answered as a plain HTTP server answers one, as the registry behind does).
+pub fn request_head(client: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut b).unwrap_or(0) == 0 {
+            return None;
+        }
+        if head.is_empty() && b[0] == 0x16 {
+            let _ = client.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n");
+            return None;
+        }
+        head.push(b[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// One connection to a [`FlakyProxy`]: the request passed to `upstream` and its answer back,
 /// unless a manifest request is to fail (`fails` left) or a blob download to be cut (`cuts`
 /// left, after `cut_after` body bytes). The request line is logged.
@@ -372,21 +391,9 @@ fn flaky_connection(
 ) {
     client.set_nonblocking(false).unwrap();
     // The request head (GET and HEAD requests only: no body).
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if client.read(&mut b).unwrap_or(0) == 0 {
-            return;
-        }
-        // A TLS handshake (a client trying HTTPS first): answered as a plain
-        // HTTP server answers it, as the registry behind does.
-        if head.is_empty() && b[0] == 0x16 {
-            let _ = client.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n");
-            return;
-        }
-        head.push(b[0]);
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
+    let Some(text) = request_head(&mut client) else {
+        return;
+    };
     let line = text.lines().next().unwrap_or("").to_string();
     let range = text
         .lines()
