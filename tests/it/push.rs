@@ -238,7 +238,9 @@ fn a_refused_login_and_a_prefix_that_breaks_the_grammar_are_named() {
     let (code, _, log) = outcome(&mut push(&bundle, &format!("{}/Site", reg.addr), &config));
     assert_eq!(code, 2, "{log}");
     assert!(
-        log.contains("\"Site\" is not a valid repository path component"),
+        log.contains(
+            "has a path prefix that is not a repository path: \"Site\" is not a component"
+        ),
         "{log}"
     );
 }

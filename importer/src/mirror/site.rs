@@ -26,7 +26,8 @@ impl Site {
         let bad = |why: &str| exit::usage(format!("--to {to:?} {why}"));
         if to.contains("://") {
             return Err(bad(
-                "has a scheme: give REGISTRY[/PREFIX] (HTTPS is used; --plain-http for HTTP)",
+                "has a scheme: give REGISTRY[/PREFIX] (HTTPS is used; mirror --plain-http or \
+                 push --insecure-registry for HTTP)",
             ));
         }
         let trimmed = to.trim_end_matches('/');
@@ -34,11 +35,15 @@ impl Site {
         if !valid_host(host) {
             return Err(bad("does not start with a registry host[:port]"));
         }
-        if !prefix.is_empty() && !prefix.split('/').all(is_component) {
-            return Err(bad(
-                "has a path prefix that is not a repository path (lowercase letters, digits, \
-                 '.', '_', '-', components separated by '/')",
-            ));
+        if let Some(c) = prefix
+            .split('/')
+            .find(|c| !prefix.is_empty() && !is_component(c))
+        {
+            return Err(bad(&format!(
+                "has a path prefix that is not a repository path: {c:?} is not a component \
+                 (lowercase letters and digits, joined by '.', '_', '__' or '-'; components \
+                 separated by '/')"
+            )));
         }
         Ok(Site {
             host: host.to_string(),

@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 
-use super::naming::{Site, Target};
+use super::naming::{site_names, Target};
 use crate::bundle::CarriedBlob;
 use crate::layout::{Blob, Graph};
+use crate::mirror::Site;
 use crate::reference::Reference;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -152,7 +153,7 @@ fn names(
             upstreams.push(reference.domain.clone());
         }
         name.get_or_insert_with(|| reference.to_string());
-        for Target { repo, reference } in site.targets(&reference)? {
+        for Target { repo, reference } in site_names(site, &reference)? {
             let refs = targets.entry(repo).or_default();
             if !refs.contains(&reference) {
                 refs.push(reference);

@@ -6,8 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::naming::Site;
-use crate::mirror::config;
+use crate::mirror::{config, Site};
 
 /// Which configuration to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +28,9 @@ impl Mirror<'_> {
     /// The configuration of `flavour` for the images of `upstreams`, as `mirror` writes it on
     /// a node (`crate::mirror::config`).
     pub(crate) fn render(&self, flavour: Flavour, upstreams: &BTreeSet<String>) -> String {
-        let site = crate::mirror::Site {
-            host: self.site.endpoint.clone(),
-            prefix: self.site.prefix.clone(),
+        let site = Site {
             plain_http: self.base.starts_with("http://"),
+            ..self.site.clone()
         };
         let ca = self.ca_file.map(|p| p.display().to_string());
         let upstreams: Vec<String> = upstreams.iter().cloned().collect();
@@ -66,7 +64,7 @@ mod tests {
 
     #[test]
     fn containerd_gets_a_hosts_toml_per_upstream_with_the_prefix_as_its_path() {
-        let site = Site::parse("site.example:5000/m").unwrap();
+        let site = Site::parse("site.example:5000/m", false).unwrap();
         let m = Mirror {
             base: "https://site.example:5000",
             site: &site,
@@ -92,7 +90,7 @@ mod tests {
 
     #[test]
     fn k3s_rewrites_and_openshift_mirrors_name_the_same_repositories() {
-        let site = Site::parse("site.example:5000").unwrap();
+        let site = Site::parse("site.example:5000", false).unwrap();
         let m = Mirror {
             base: "http://site.example:5000",
             site: &site,

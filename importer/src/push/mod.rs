@@ -25,10 +25,10 @@ use crate::exit::{self, Code};
 use crate::export::meter::{self, Meter};
 use crate::export::registry::{auth, transport};
 use crate::layout::LayoutSource;
+use crate::mirror::Site;
 use crate::source::Source;
 use crate::units::human_bytes;
 use image::Planned;
-use naming::Site;
 use send::{Pushed, Pusher};
 
 /// Bytes per upload request: a cut request costs at most this much again.
@@ -111,11 +111,11 @@ fn plan(settings: &Settings, site: &Site) -> Result<(Vec<Planned>, Vec<String>)>
 
 pub fn run(settings: &Settings) -> Result<Code> {
     let started = Instant::now();
-    let site = Site::parse(&settings.to).map_err(|e| exit::usage(format!("{e:#}")))?;
+    let site = Site::parse(&settings.to, false)?;
     let (images, mut failed) = plan(settings, &site)?;
     let transport = transport_of(settings)?;
     let host = transport
-        .host(&site.endpoint, &site.endpoint)
+        .host(&site.host, &site.host)
         .map_err(|e| exit::usage(format!("{e:#}")))?;
     eprintln!(
         "offline-images: pushing {} image(s) from {} to {}",
