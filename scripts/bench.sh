@@ -26,6 +26,9 @@
 #                      --format oci`); a re-export after an upgrade (one image gains a layer):
 #                      bytes written and time; the first import of the layout into containerd
 #                      against the ctr loop over per-image `docker save | gzip` archives
+#   push               `push` of the bundle section's layout into an empty registry against skopeo
+#                      1.22 (`oci:BUNDLE:REF` per image) and crane 0.20 (`copy` per image, from
+#                      the source registry); then a re-push into a registry holding everything
 #   list-memory        peak RSS and time of `offline-images list` on a 2 GiB archive, plain and gzip
 #   import-memory      peak RSS of `offline-images import` of that 2 GiB archive (gzip) into containerd
 #   entries-memory     peak RSS of `offline-images import` of a tar of BENCH_ENTRIES (default
@@ -66,7 +69,7 @@ ROOT=$PWD
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-ALL_SECTIONS=(import-containerd rerun import-docker export export-registry bundle list-memory import-memory entries-memory)
+ALL_SECTIONS=(import-containerd rerun import-docker export export-registry bundle push list-memory import-memory entries-memory)
 SECTIONS=("$@")
 [ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=("${ALL_SECTIONS[@]}")
 SIZE_MB=${BENCH_SIZE_MB:-2048}
@@ -332,6 +335,9 @@ describe() {
   ours_layout) echo "offline-images export --format layout --cache-dir EMPTY-CACHE --output OUT REF..." ;;
   theirs_skopeo_layout) echo "for r in REF...; do skopeo copy --src-tls-verify=false --dest-shared-blob-dir OUT/shared docker://\$r oci:OUT/layout:\$r; done (skopeo 1.22)" ;;
   theirs_crane_layout) echo "crane pull --insecure --format oci REF... OUT/layout (crane 0.20)" ;;
+  ours_push) echo "offline-images push --images-path BUNDLE --to SITE/bench --insecure-registry SITE" ;;
+  theirs_skopeo_push) echo "for r in REF...; do skopeo copy --dest-tls-verify=false oci:BUNDLE:\$r docker://SITE/bench/...; done (skopeo 1.22)" ;;
+  theirs_crane_push) echo "for r in REF...; do crane copy --insecure \$r SITE/bench/...; done (crane 0.20, from the registry the bundle came from)" ;;
   ours_layout_import) echo "offline-images import --images-path LAYOUT-BUNDLE --runtime containerd --containerd-address SOCK --namespace k8s.io" ;;
   theirs_ctr_bundle) echo "for f in FOREIGN/*.tar.gz; do gzip -dc \$f | ctr -a SOCK -n k8s.io images import --digests -; done (docker save REF | gzip per image)" ;;
   esac
@@ -805,6 +811,58 @@ section_bundle() {
   record "bundle-import: first import into containerd of the layout, against the ctr loop over the release's docker save | gzip archives; uptime: $(uptime)"
   compare bundle-import '<=0.25' reset_containerd ours_layout_import theirs_ctr_bundle
   reset_containerd
+}
+
+# ---------------------------------------------------------------------------------------------
+# Push: the bundle's layout into an empty site registry (a second private registry, started
+# afresh for every run), against skopeo 1.22 copying each image from the same layout and
+# crane 0.20 copying each image from the registry the bundle was exported from; then a
+# re-push into a registry that holds everything.
+
+PUSH_TO=
+reset_push_target() {
+  local keep=$OI_REGISTRY
+  if [ -s "$WORK/push-target/registry/pid" ]; then
+    kill "$(cat "$WORK/push-target/registry/pid")" 2>/dev/null || true
+    wait "$(cat "$WORK/push-target/registry/pid")" 2>/dev/null || true
+  fi
+  rm -rf "$WORK/push-target"
+  oi_start_registry "$WORK/push-target"
+  PUSH_TO=$OI_REGISTRY OI_REGISTRY=$keep LEFT="a new, empty registry"
+}
+# The repository an image lands at under --to $PUSH_TO/bench (push's naming: the upstream
+# registry one path component, a port's ':' written '_').
+push_target() { local r=$1 host=${1%%/*}; echo "$PUSH_TO/bench/${host/:/_}/${r#*/}"; }
+ours_push() {
+  run "$1" "$BIN" push --images-path "$WORK/bundle-layout" --to "$PUSH_TO/bench" --insecure-registry "$PUSH_TO"
+}
+theirs_skopeo_push() {
+  local refs=() r
+  for r in "${BUNDLE_REFS[@]}"; do refs+=("$r" "$(push_target "$r")"); done
+  run "$1" bash -c 'set -e; skopeo=$1 d=$2; shift 2
+    while [ $# -gt 0 ]; do "$skopeo" copy --quiet --dest-tls-verify=false "oci:$d:$1" "docker://$2"; shift 2; done' \
+    _ "$SKOPEO_122" "$WORK/bundle-layout" "${refs[@]}"
+}
+theirs_crane_push() {
+  local refs=() r
+  for r in "${BUNDLE_REFS[@]}"; do refs+=("$r" "$(push_target "$r")"); done
+  run "$1" bash -c 'set -e; crane=$1; shift
+    while [ $# -gt 0 ]; do "$crane" copy --insecure "$1" "$2" 2>/dev/null; shift 2; done' _ "$CRANE" "${refs[@]}"
+}
+
+section_push() {
+  build_bundle_images
+  [ -d "$WORK/bundle-layout" ] || run "$WORK/push-prep.log" "$BIN" export --format layout \
+    --cache-dir "$WORK/push-prep-cache" --output "$WORK/bundle-layout" "${BUNDLE_REFS[@]}"
+  rm -rf "$WORK/push-prep-cache"
+  record "push: the bundle's layout (${#BUNDLE_REFS[@]} images sharing one base layer: $BUNDLE_SHAPE) into an empty registry; uptime: $(uptime)"
+  compare push-skopeo '<=0.5' reset_push_target ours_push theirs_skopeo_push
+  compare push-crane '<=0.5' reset_push_target ours_push theirs_crane_push
+  record "push-again: the same, into a registry that holds every image already"
+  reset_push_target
+  run "$WORK/push-again-prep.log" "$BIN" push --images-path "$WORK/bundle-layout" --to "$PUSH_TO/bench" --insecure-registry "$PUSH_TO"
+  compare push-again-skopeo '<=0.05' : ours_push theirs_skopeo_push
+  compare push-again-crane '<=0.05' : ours_push theirs_crane_push
 }
 
 for s in "${SECTIONS[@]}"; do
