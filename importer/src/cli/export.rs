@@ -212,6 +212,11 @@ pub struct ExportArgs {
     /// FILE` joins them; the importer reads the parts in place.
     #[arg(long, value_name = "SIZE")]
     pub split: Option<String>,
+
+    /// Leave out the images' cosign signatures, attestations and SBOMs and their OCI
+    /// referrers, which a layout bundle otherwise carries with each image (and push sends).
+    #[arg(long)]
+    pub no_signatures: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -295,6 +300,7 @@ impl ExportArgs {
             keep_unused: self.keep_unused,
             since: self.since.clone(),
             pack: export::pack_to(self.pack.as_ref(), self.split.as_deref(), format)?,
+            no_signatures: self.no_signatures,
         })
     }
 }

@@ -28,6 +28,7 @@ pub(crate) mod meter;
 mod pack;
 pub mod registry;
 mod settings;
+mod signatures;
 mod since;
 mod values;
 mod write;
@@ -216,6 +217,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
         threads: (cores / jobs).max(1),
         total: refs.len(),
         meter: meter::Meter::new(),
+        signatures: !settings.no_signatures,
     };
     let started = Instant::now();
     let outcomes = ctx.export_all(&refs, jobs);

@@ -106,6 +106,21 @@ fn plan(settings: &Settings, site: &Site) -> Result<(Vec<Planned>, Vec<String>)>
             Err(e) => failed.push(format!("{}: {e:#}", unit.name)),
         }
     }
+    // Signatures, attestations, SBOMs and referrers, after the images they are about, under
+    // the tags they had upstream.
+    for a in source.artifacts() {
+        let p = a
+            .blobs(crate::archive::Limits::default())
+            .and_then(|(entries, graph)| image::plan(&a.name, &entries, graph, site));
+        match p {
+            Ok(mut p) => {
+                p.name = format!("{} ({})", p.name, a.label());
+                p.artifact = true;
+                planned.push(p);
+            }
+            Err(e) => failed.push(format!("{} ({}): {e:#}", a.name, a.label())),
+        }
+    }
     Ok((planned, failed))
 }
 
@@ -230,6 +245,13 @@ fn report(
         t.get(&t.present),
         t.get(&t.manifests),
     );
+    let artifacts = images.iter().filter(|i| i.artifact).count();
+    if artifacts > 0 {
+        eprintln!(
+            "offline-images: {artifacts} of these are signatures, attestations, SBOMs or \
+             referrers (not images), pushed under the tags they had upstream"
+        );
+    }
     for f in failed.iter() {
         eprintln!("offline-images: failed: {f}");
     }
