@@ -7,6 +7,8 @@
 //! layout, `list` shows them, `push` delivers them to a second registry, where cosign's own
 //! `verify` and `verify-attestation` succeed (and fail with another key); `--no-signatures`
 //! carries none, and `import` imports the images and skips the artifacts without a failure.
+//! `export --verify-key` takes the signed image and refuses an unsigned one and one signed by
+//! another key, each by name.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -250,10 +252,13 @@ fn signatures_travel(cosign: &Cosign) {
     let digest = digest_of(&d.registry, &repo, "1");
     let hex = digest.strip_prefix("sha256:").unwrap().to_string();
     cosign.sign_attest_attach(&format!("{}/{repo}@{digest}", d.registry));
+    // Earlier runs' images (other digests) may have left their tags in the rig's registry.
     let mut upstream = tags(&d.registry, &repo);
-    upstream.retain(|t| t != "1");
+    upstream.retain(|t| t.starts_with(&format!("sha256-{hex}")));
     upstream.sort();
     assert_eq!(upstream, expected_tags(cosign.major, &hex));
+
+    verify_keys_choose(cosign, &reference);
 
     let bundle = export(&format!("{name}-bundle"), &reference, &[]);
     check_carried(&bundle, cosign, &format!("{}/{repo}", d.registry), &hex);
@@ -305,6 +310,48 @@ fn signatures_travel(cosign: &Cosign) {
             format!("{}/{repo}:1", d.registry),
             format!("{}/{repo}@{digest}", d.registry)
         ]
+    );
+}
+
+/// `export --verify-key`: the image `signed` is taken with the key that signed it, an
+/// unsigned one is refused by name beside it, and another key refuses the signed one.
+fn verify_keys_choose(cosign: &Cosign, signed: &str) {
+    let name = format!("unsigned-cosign{}", cosign.major);
+    pushed_image(&name, "signed by nobody");
+    let unsigned = format!("{}/oi-export/{name}:1", daemons().registry);
+    let key = cosign.dir.join("cosign.pub");
+    let out = temp_dir(&format!("{name}-verified")).join("images");
+    let mut c = registry_export_as(&out, &bare_path(&[]), "layout");
+    c.args(["--no-importer-binary", "--verify-key"])
+        .arg(&key)
+        .args([signed, &unsigned]);
+    let (_, _, log) = outcome(&mut c);
+    assert!(
+        log.contains(&format!("{signed}: signed by {}", key.display())),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "{unsigned}: FAILED: refused: it has no cosign signature"
+        )),
+        "{log}"
+    );
+    let index = std::fs::read_to_string(out.join("index.json")).unwrap();
+    assert!(
+        index.contains(signed) && !index.contains(&unsigned),
+        "{index}"
+    );
+    let out = temp_dir(&format!("{name}-other")).join("images");
+    let mut c = registry_export_as(&out, &bare_path(&[]), "layout");
+    c.args(["--no-importer-binary", "--verify-key"])
+        .arg(cosign.dir.join("other.pub"))
+        .arg(signed);
+    let (_, _, log) = outcome(&mut c);
+    assert!(
+        log.contains(&format!(
+            "{signed}: FAILED: refused: none of its signatures"
+        )),
+        "{log}"
     );
 }
 

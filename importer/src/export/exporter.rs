@@ -62,6 +62,8 @@ pub(super) struct Exporter<'a> {
     pub meter: meter::Meter,
     /// Carry each image's signatures, attestations, SBOMs and referrers (a layout only).
     pub signatures: bool,
+    /// `--verify-key`: take only images signed by one of these keys.
+    pub verify_keys: Option<&'a super::signatures::verify::Keys>,
 }
 
 impl Exporter<'_> {
@@ -217,12 +219,17 @@ impl Exporter<'_> {
         let started = Instant::now();
         let have = |digest: &str, size: u64| layout.has_or_carried(digest, size);
         let image = reg.fetch(r, &have, &|b| self.meter.add(b))?;
-        let (mut written, mut bytes) = store(reg, layout, &image)?;
         let e = &image.exported;
-        let carried = match self.signatures {
-            true => super::signatures::carry(reg, layout, r, e, &|b| self.meter.add(b))?,
-            false => super::signatures::Carried::default(),
+        let artifacts = match self.signatures {
+            true => super::signatures::fetch(reg, r, e, &|b| self.meter.add(b))?,
+            false => Vec::new(),
         };
+        if let Some(keys) = self.verify_keys {
+            let key = super::signatures::verify::check(keys, &e.digest, &artifacts)?;
+            progress(n, self.total, r, &format!("signed by {}", key.display()));
+        }
+        let (mut written, mut bytes) = store(reg, layout, &image)?;
+        let carried = super::signatures::store(layout, r, artifacts)?;
         (written, bytes) = (written + carried.written, bytes + carried.bytes);
         let (source, images) = registry_images(r, e);
         let artifacts = carried.records;

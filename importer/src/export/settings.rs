@@ -57,6 +57,8 @@ pub struct Settings {
     pub pack: Option<PackTo>,
     /// `--no-signatures`: leave out the images' signatures, attestations, SBOMs and referrers.
     pub no_signatures: bool,
+    /// `--verify-key`: cosign public keys; an image signed by none of them is refused.
+    pub verify_keys: Vec<PathBuf>,
 }
 
 /// Where `--pack` writes the layout bundle, and how.

@@ -8,7 +8,9 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::layout::Layout;
-use super::registry::{self, layout::Blob, Exported};
+pub(super) mod verify;
+
+use super::registry::{self, artifacts::Artifact, layout::Blob, Exported};
 use crate::bundle::BundleArtifact;
 use crate::reference::Reference;
 
@@ -34,17 +36,21 @@ fn subjects(e: &Exported) -> Vec<String> {
     out
 }
 
-/// Fetch the artifacts of the image `r` (exported as `e`) and store them in `layout`.
-pub(super) fn carry(
+/// The artifacts of the image `r` (exported as `e`), fetched from its registry.
+pub(super) fn fetch(
     reg: &registry::Registry,
-    layout: &Layout,
     r: &Reference,
     e: &Exported,
     on_bytes: &(dyn Fn(u64) + Sync),
-) -> Result<Carried> {
+) -> Result<Vec<Artifact>> {
+    reg.artifacts(r, &subjects(e), on_bytes)
+}
+
+/// Store `artifacts` of an image of `r` in `layout`.
+pub(super) fn store(layout: &Layout, r: &Reference, artifacts: Vec<Artifact>) -> Result<Carried> {
     let repository = r.repository();
     let mut out = Carried::default();
-    for a in reg.artifacts(r, &subjects(e), on_bytes)? {
+    for a in artifacts {
         for d in &a.documents {
             if layout.put(&d.digest, d.bytes.len() as u64, &d.bytes[..])? {
                 out.written += 1;
@@ -82,4 +88,26 @@ pub(super) fn summary(records: &[BundleArtifact]) -> String {
         .map(|(k, n)| format!("{n} {k}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `--verify-key`'s keys, read before anything is fetched: a key that cannot be read, or
+/// keys with nothing to check (`--no-signatures`, `--format archives`), is a usage error.
+pub(super) fn keys(settings: &super::Settings) -> Result<Option<verify::Keys>> {
+    if settings.verify_keys.is_empty() {
+        return Ok(None);
+    }
+    if settings.no_signatures {
+        return Err(crate::exit::usage(
+            "--verify-key checks the signatures export carries: leave out --no-signatures",
+        ));
+    }
+    if settings.format != super::BundleFormat::Layout {
+        return Err(crate::exit::usage(
+            "--verify-key checks the signatures a layout bundle carries: leave out --format \
+             archives",
+        ));
+    }
+    verify::load(&settings.verify_keys)
+        .map(Some)
+        .map_err(|e| crate::exit::usage(format!("{e:#}")))
 }
