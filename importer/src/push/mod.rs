@@ -132,9 +132,14 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let host = transport
         .host(&site.endpoint, &site.endpoint)
         .map_err(|e| exit::usage(format!("{e:#}")))?;
+    let artifacts = images.iter().filter(|i| i.artifact).count();
+    let and = match artifacts {
+        0 => String::new(),
+        n => format!(" and {n} signature(s), attestation(s), SBOM(s) or referrers"),
+    };
     eprintln!(
-        "offline-images: pushing {} image(s) from {} to {}",
-        images.len(),
+        "offline-images: pushing {} image(s){and} from {} to {}",
+        images.len() - artifacts,
         settings.images_path.display(),
         settings.to
     );
