@@ -87,8 +87,12 @@ fn not_found(e: &anyhow::Error) -> bool {
     matches!(RegistryError::find(e), Some(RegistryError::NotFound { .. }))
 }
 
-/// The manifest `tag` names, `None` when the registry has no such tag.
+/// The manifest `tag` names, `None` when the registry has no such tag (asked with a `HEAD`
+/// first: most images have none).
 fn tagged(repo: &Repo, tag: &str) -> Result<Option<Fetched>> {
+    if !repo.has_manifest(tag)? {
+        return Ok(None);
+    }
     match repo.manifest(tag) {
         Ok(m) => Ok(Some(m)),
         Err(e) if not_found(&e) => Ok(None),

@@ -118,6 +118,27 @@ impl<'t> Repo<'t> {
         })
     }
 
+    /// Whether the registry has the manifest `reference` (a `HEAD`, which registries such as
+    /// Docker Hub do not count against a pull limit as they count a `GET`).
+    pub fn has_manifest(&self, reference: &str) -> Result<bool> {
+        let path = format!("/v2/{}/manifests/{reference}", self.path);
+        let resp = self.transport.send(
+            &self.host,
+            &Request {
+                method: "HEAD",
+                path: &path,
+                scope: &self.scope,
+                accept: Some(ACCEPT),
+                from: 0,
+            },
+        )?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            _ => Err(answer_error(&format!("{}{path}", self.host.base), resp)),
+        }
+    }
+
     /// The OCI 1.1 referrers of `digest`, as the referrers API gives them (an image index);
     /// `None` when the registry has no such API (it answers 404, as Distribution 2.8 does).
     pub fn referrers(&self, digest: &str) -> Result<Option<Fetched>> {
