@@ -11,7 +11,8 @@
 //!   annotation;
 //! - Sigstore bundles among the OCI 1.1 referrers (cosign 3 by default): a DSSE envelope whose
 //!   in-toto statement has the predicate type `https://sigstore.dev/cosign/sign/v1` and the
-//!   image's digest as its subject, signed over the envelope's PAE.
+//!   image's digest as its subject, signed over the envelope's PAE (and, among the referrers
+//!   too, cosign 2's simple-signing manifest when it was told to write OCI 1.1 referrers).
 //!
 //! Not checked: a transparency log entry (Rekor) or timestamp, and keyless (certificate)
 //! signatures; attestations are carried, not verified.
@@ -115,9 +116,15 @@ fn signed_by<'k>(keys: &'k Keys, message: &[u8], sig_b64: &str) -> Option<&'k Pa
         .map(|(p, _)| p.as_path())
 }
 
-/// A simple-signing payload that names `subject`, signed by one of `keys`.
-fn simple_signing<'k>(keys: &'k Keys, a: &Artifact, subject: &str) -> Result<Option<&'k Path>> {
-    let m: Manifest = serde_json::from_slice(&a.documents[0].bytes)?;
+/// A simple-signing payload of the manifest `manifest` that names `subject`, signed by one
+/// of `keys`.
+fn simple_signing<'k>(
+    keys: &'k Keys,
+    a: &Artifact,
+    manifest: &[u8],
+    subject: &str,
+) -> Result<Option<&'k Path>> {
+    let m: Manifest = serde_json::from_slice(manifest)?;
     for layer in m.layers.iter().filter(|l| l.media_type == SIMPLE_SIGNING) {
         let Some(sig) = layer.annotations.get(ANNOTATION_SIGNATURE) else {
             continue;
@@ -178,8 +185,17 @@ pub fn check<'k>(keys: &'k Keys, subject: &str, artifacts: &[Artifact]) -> Resul
     let mut seen = 0;
     for a in artifacts.iter().filter(|a| a.subject == subject) {
         let found = match a.kind {
-            "sig" => simple_signing(keys, a, subject),
-            "referrers" => sigstore_bundle(keys, a, subject),
+            "sig" => simple_signing(keys, a, &a.documents[0].bytes, subject),
+            "referrers" => sigstore_bundle(keys, a, subject).and_then(|found| match found {
+                Some(key) => Ok(Some(key)),
+                // cosign 2's `--registry-referrers-mode=oci-1-1`: its `.sig` as a referrer.
+                None => a.documents[1..]
+                    .iter()
+                    .try_fold(None, |found, d| match found {
+                        Some(key) => Ok(Some(key)),
+                        None => simple_signing(keys, a, &d.bytes, subject),
+                    }),
+            }),
             _ => continue,
         };
         seen += 1;
