@@ -458,3 +458,33 @@ oi_fetch_forky_podman() {
     || die "forky's podman does not run with its own glibc: $("$top/bin/podman" --version 2>&1 | head -1)"
   echo "$top/bin/podman"
 }
+
+# ---- cosign 2.x and 3.x ----------------------------------------------------------------------
+# Sigstore's cosign from Debian trixie (2.x) and forky (3.x), to sign images, attach SBOMs and
+# attestations and verify them in the signature tests (trixie's 2.5, forky's 3.1 when written).
+# Go binaries that need only glibc 2.34, so they run here as they are; unpacked into the cache,
+# nothing is installed. Echoes the path.
+oi_fetch_cosign() {
+  local suite=$1 major root=$OI_CACHE/$1-cosign/root dir=$OI_CACHE/apt/$1 deb
+  case $suite in trixie) major=2 ;; forky) major=3 ;; *) die "oi_fetch_cosign: no cosign suite $suite" ;; esac
+  if [ ! -f "$root/.complete" ]; then
+    [ -f "$dir/sources.list" ] || oi_fetch_suite "$suite" >/dev/null
+    mkdir -p "$dir/cosign-debs"
+    rm -f "$dir/cosign-debs"/*.deb
+    say "fetching cosign from Debian $suite into $OI_CACHE"
+    (cd "$dir/cosign-debs" && oi_apt "$suite" apt-get download cosign >/dev/null) \
+      || die "apt-get download of cosign from $suite failed"
+    rm -rf "$root.new"
+    mkdir -p "$root.new"
+    for deb in "$dir/cosign-debs"/*.deb; do dpkg -x "$deb" "$root.new" || die "dpkg -x $deb failed"; done
+    touch "$root.new/.complete"
+    rm -rf "$root"
+    mv "$root.new" "$root"
+  fi
+  # Debian's build calls itself "devel": the package's changelog gives the version.
+  zcat "$root/usr/share/doc/cosign/changelog.Debian.gz" | head -1 | grep -q "($major\." \
+    || die "$suite's cosign is not $major.x: $(zcat "$root/usr/share/doc/cosign/changelog.Debian.gz" | head -1)"
+  "$root/usr/bin/cosign" version 2>&1 | grep -q 'GoVersion:' \
+    || die "$suite's cosign does not run here: $("$root/usr/bin/cosign" version 2>&1 | tail -3 | tr '\n' ' ')"
+  echo "$root/usr/bin/cosign"
+}

@@ -104,6 +104,27 @@ impl BundleLayout {
 pub struct LayoutReference {
     pub source: BundleSource,
     pub images: Vec<BundleImage>,
+    /// The image's signatures, attestations, SBOMs and OCI referrers the bundle carries
+    /// (`export`, unless `--no-signatures`): no image to import, pushed with the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<BundleArtifact>,
+}
+
+/// A supply-chain artifact of an image, as its registry keeps it: one of cosign's tags
+/// (`sha256-<hex>.sig`, `.att`, `.sbom`), or the OCI 1.1 referrers of a digest (kept as the
+/// index the referrers API or its fallback tag `sha256-<hex>` gives).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleArtifact {
+    /// `sig`, `att`, `sbom` or `referrers`.
+    pub kind: String,
+    /// The digest of the manifest or index it is about.
+    pub subject: String,
+    /// Its name in the image's repository: `registry/path:sha256-<hex>.sig`.
+    pub reference: String,
+    /// The manifest (or the referrers' index) the tag names.
+    pub digest: String,
+    /// Every blob it uses, its own documents included, sorted.
+    pub blobs: Vec<String>,
 }
 
 impl LayoutReference {
@@ -121,6 +142,10 @@ impl LayoutReference {
             out.extend(image.manifest_digest.as_deref());
             out.push(&image.config_digest);
             out.extend(image.layers.iter().map(|l| l.digest.as_str()));
+        }
+        for a in &self.artifacts {
+            out.push(&a.digest);
+            out.extend(a.blobs.iter().map(String::as_str));
         }
         out.sort_unstable();
         out.dedup();

@@ -19,6 +19,19 @@ struct JsonLine<'a> {
     file_size: u64,
     #[serde(flatten)]
     info: &'a ArchiveInfo,
+    /// A layout image's signatures, attestations, SBOMs and referrers.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    artifacts: &'a [ArtifactLine<'a>],
+}
+
+/// One artifact a layout carries for an image, as `list` shows it under the image.
+#[derive(Serialize)]
+struct ArtifactLine<'a> {
+    kind: &'a str,
+    reference: &'a str,
+    subject: &'a str,
+    #[serde(skip)]
+    label: &'a str,
 }
 
 /// What `list` works with, resolved from the arguments by the CLI.
@@ -94,11 +107,22 @@ fn list_root(root: &Path, json: bool, out: &mut impl Write, tally: &mut Tally) -
     }
     for f in &found {
         let info = archive::inspect_path(&f.path, Limits::default());
-        show(out, json, &f.path, f.size, info, tally)?;
+        show(out, json, (&f.path, f.size), info, &[], tally)?;
     }
     for unit in layouts.units() {
         let info = layouts.inspect(unit);
-        show(out, json, &root.join(&unit.name), unit.size, info, tally)?;
+        let found = layouts.artifacts_of(unit);
+        let artifacts: Vec<ArtifactLine> = found
+            .iter()
+            .map(|a| ArtifactLine {
+                kind: &a.kind,
+                reference: &a.reference,
+                subject: &a.subject,
+                label: a.label(),
+            })
+            .collect();
+        let file = (&root.join(&unit.name), unit.size);
+        show(out, json, (file.0, file.1), info, &artifacts, tally)?;
     }
     Ok(())
 }
@@ -107,9 +131,9 @@ fn list_root(root: &Path, json: bool, out: &mut impl Write, tally: &mut Tally) -
 fn show(
     out: &mut impl Write,
     json: bool,
-    path: &Path,
-    size: u64,
+    (path, size): (&Path, u64),
     info: Result<ArchiveInfo>,
+    artifacts: &[ArtifactLine],
     tally: &mut Tally,
 ) -> Result<()> {
     match info {
@@ -120,11 +144,15 @@ fn show(
                     file: path,
                     file_size: size,
                     info: &info,
+                    artifacts,
                 };
                 serde_json::to_writer(&mut *out, &line)?;
                 writeln!(out)?;
             } else {
                 write_text(out, path, size, &info)?;
+                for a in artifacts {
+                    writeln!(out, "  {:<19} {}", a.label, shown(a.reference))?;
+                }
             }
             for w in &info.warnings {
                 eprintln!(

@@ -212,6 +212,19 @@ pub struct ExportArgs {
     /// FILE` joins them; the importer reads the parts in place.
     #[arg(long, value_name = "SIZE")]
     pub split: Option<String>,
+
+    /// Leave out the images' cosign signatures, attestations and SBOMs and their OCI
+    /// referrers, which a layout bundle otherwise carries with each image (and push sends).
+    #[arg(long)]
+    pub no_signatures: bool,
+
+    /// A cosign public key (KEY.pub, ECDSA P-256 in PEM, as `cosign generate-key-pair`
+    /// writes it); repeatable. Each image must carry a cosign signature by one of the keys
+    /// for the digest it resolved to (cosign's .sig tag, or a Sigstore bundle among its OCI
+    /// referrers), or it is refused by name and the rest go on. No transparency log is
+    /// consulted [default: none, no image is checked].
+    #[arg(long, value_name = "KEY.pub")]
+    pub verify_key: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -295,6 +308,8 @@ impl ExportArgs {
             keep_unused: self.keep_unused,
             since: self.since.clone(),
             pack: export::pack_to(self.pack.as_ref(), self.split.as_deref(), format)?,
+            no_signatures: self.no_signatures,
+            verify_keys: self.verify_key.clone(),
         })
     }
 }

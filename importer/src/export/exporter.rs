@@ -60,6 +60,10 @@ pub(super) struct Exporter<'a> {
     pub threads: usize,
     pub total: usize,
     pub meter: meter::Meter,
+    /// Carry each image's signatures, attestations, SBOMs and referrers (a layout only).
+    pub signatures: bool,
+    /// `--verify-key`: take only images signed by one of these keys.
+    pub verify_keys: Option<&'a super::signatures::verify::Keys>,
 }
 
 impl Exporter<'_> {
@@ -215,41 +219,37 @@ impl Exporter<'_> {
         let started = Instant::now();
         let have = |digest: &str, size: u64| layout.has_or_carried(digest, size);
         let image = reg.fetch(r, &have, &|b| self.meter.add(b))?;
-        let (mut written, mut bytes) = (0usize, 0u64);
-        for (digest, data) in image.documents() {
-            if layout.put(digest, data.len() as u64, data)? {
-                written += 1;
-                bytes += data.len() as u64;
-            }
-        }
-        for (digest, size, blob) in &image.blobs {
-            let put = match blob {
-                Blob::Bytes(data) => layout.put(digest, *size, &data[..]),
-                Blob::File(path) => layout.put_file(digest, *size, path, false),
-                Blob::Verified(path) => layout.put_file(digest, *size, path, true),
-            };
-            let put = put.inspect_err(|e| {
-                // A cached blob found damaged is dropped, so the next run downloads it.
-                if RegistryError::find(e).and_then(RegistryError::damaged_blob)
-                    == Some(digest.as_str())
-                {
-                    reg.forget(digest);
-                }
-            })?;
-            if put {
-                written += 1;
-                bytes += size;
-            }
-        }
         let e = &image.exported;
+        let artifacts = match self.signatures {
+            true => super::signatures::fetch(reg, r, e, &|b| self.meter.add(b))?,
+            false => Vec::new(),
+        };
+        if let Some(keys) = self.verify_keys {
+            let key = super::signatures::verify::check(keys, &e.digest, &artifacts)?;
+            progress(n, self.total, r, &format!("signed by {}", key.display()));
+        }
+        let (mut written, mut bytes) = store(reg, layout, &image)?;
+        let carried = super::signatures::store(layout, r, artifacts)?;
+        (written, bytes) = (written + carried.written, bytes + carried.bytes);
         let (source, images) = registry_images(r, e);
-        let blobs = LayoutReference { source, images };
+        let artifacts = carried.records;
+        let blobs = LayoutReference {
+            source,
+            images,
+            artifacts,
+        };
         let total = blobs.blobs().len();
-        layout.record(r, blobs, image.index_entries()?);
+        let carries = match super::signatures::summary(&blobs.artifacts) {
+            s if s.is_empty() => String::new(),
+            s => format!("; with {s}"),
+        };
+        let mut entries = image.index_entries()?;
+        entries.extend(carried.entries);
+        layout.record(r, blobs, entries);
         let secs = started.elapsed().as_secs_f64();
         if written == 0 {
             let line = format!(
-                "skipped (up to date: its {total} blob(s) are in the layout; digest {})",
+                "skipped (up to date: its {total} blob(s) are in the layout; digest {}{carries})",
                 e.digest
             );
             progress(n, self.total, r, &line);
@@ -257,7 +257,7 @@ impl Exporter<'_> {
         }
         let line = format!(
             "written into the layout: {written} new blob(s) ({}) of its {total}, {} downloaded \
-             at {}, {} from the cache, in {secs:.1} s; digest {}, from {}",
+             at {}, {} from the cache, in {secs:.1} s; digest {}, from {}{carries}",
             human_bytes(bytes),
             human_bytes(e.downloaded),
             crate::units::human_rate(e.downloaded, secs.max(0.001)),
@@ -411,6 +411,41 @@ impl Exporter<'_> {
         }
         Ok(images)
     }
+}
+
+/// The image's documents and blobs into the layout, each unless it is there: how many were
+/// written, and their bytes. A cached blob found damaged is dropped from the cache.
+fn store(
+    reg: &registry::Registry,
+    layout: &super::layout::Layout,
+    image: &registry::Image,
+) -> Result<(usize, u64)> {
+    let (mut written, mut bytes) = (0usize, 0u64);
+    for (digest, data) in image.documents() {
+        if layout.put(digest, data.len() as u64, data)? {
+            written += 1;
+            bytes += data.len() as u64;
+        }
+    }
+    for (digest, size, blob) in &image.blobs {
+        let put = match blob {
+            Blob::Bytes(data) => layout.put(digest, *size, &data[..]),
+            Blob::File(path) => layout.put_file(digest, *size, path, false),
+            Blob::Verified(path) => layout.put_file(digest, *size, path, true),
+        };
+        let put = put.inspect_err(|e| {
+            // A cached blob found damaged is dropped, so the next run downloads it.
+            if RegistryError::find(e).and_then(RegistryError::damaged_blob) == Some(digest.as_str())
+            {
+                reg.forget(digest);
+            }
+        })?;
+        if put {
+            written += 1;
+            bytes += size;
+        }
+    }
+    Ok((written, bytes))
 }
 
 /// images.json's record of an archive the registry engine wrote.

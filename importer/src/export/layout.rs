@@ -432,7 +432,12 @@ fn previous_references(dir: &Path) -> Vec<(LayoutReference, Vec<Value>)> {
         .map(|r| {
             let mine: Vec<Value> = entries
                 .iter()
-                .filter(|e| entry_name(e).is_some_and(|n| r.source.refs.iter().any(|x| x == n)))
+                .filter(|e| {
+                    entry_name(e).is_some_and(|n| {
+                        r.source.refs.iter().any(|x| x == n)
+                            || r.artifacts.iter().any(|a| a.reference == n)
+                    })
+                })
                 .cloned()
                 .collect();
             (r, mine)

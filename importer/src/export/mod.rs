@@ -28,6 +28,7 @@ pub(crate) mod meter;
 mod pack;
 pub mod registry;
 mod settings;
+mod signatures;
 mod since;
 mod values;
 mod write;
@@ -163,6 +164,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let platforms = &settings.platforms;
     let as_layout = settings.format == BundleFormat::Layout;
     check_format(settings)?;
+    let verify_keys = signatures::keys(settings)?;
     if let Some(to) = &settings.pack {
         pack::check_place(&settings.output, to)?;
     }
@@ -216,6 +218,8 @@ pub fn run(settings: &Settings) -> Result<Code> {
         threads: (cores / jobs).max(1),
         total: refs.len(),
         meter: meter::Meter::new(),
+        signatures: !settings.no_signatures,
+        verify_keys: verify_keys.as_ref(),
     };
     let started = Instant::now();
     let outcomes = ctx.export_all(&refs, jobs);

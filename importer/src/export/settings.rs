@@ -55,6 +55,10 @@ pub struct Settings {
     pub since: Option<PathBuf>,
     /// `--pack FILE` (and `--split SIZE`): the layout bundle packed into one file to carry.
     pub pack: Option<PackTo>,
+    /// `--no-signatures`: leave out the images' signatures, attestations, SBOMs and referrers.
+    pub no_signatures: bool,
+    /// `--verify-key`: cosign public keys; an image signed by none of them is refused.
+    pub verify_keys: Vec<PathBuf>,
 }
 
 /// Where `--pack` writes the layout bundle, and how.

@@ -158,6 +158,7 @@ mod tests {
                         })
                         .collect(),
                 }],
+                artifacts: Vec::new(),
             }],
             builds_on: vec![],
             carried_earlier: earlier,

@@ -24,6 +24,7 @@
 //! parts) is read as its directory is, in place (`pack`): its units are named
 //! `FILE/index.json#REF`.
 
+pub(crate) mod artifacts;
 mod blobs;
 mod image;
 pub(crate) mod pack;
@@ -80,6 +81,8 @@ pub(crate) struct LayoutSource {
     limits: Limits,
     /// The files of the packs read as layouts (not archives).
     packs: Vec<PathBuf>,
+    /// Signatures, attestations, SBOMs and referrers: entries no import reads.
+    artifacts: Vec<artifacts::LayoutArtifact>,
 }
 
 /// What the walk over an images path found: layouts, shared blob directories, and files that
@@ -279,6 +282,7 @@ impl LayoutSource {
             refused: Vec::new(),
             limits,
             packs: Vec::new(),
+            artifacts: Vec::new(),
         };
         for dir in &found.layouts {
             let rel = bundle::relative_name(root, dir);
@@ -365,6 +369,14 @@ impl LayoutSource {
         i: usize,
         group: Vec<serde_json::Value>,
     ) {
+        let (found, group): (Vec<_>, Vec<_>) = group.into_iter().partition(artifacts::is_artifact);
+        let found = found
+            .into_iter()
+            .filter_map(|e| artifacts::LayoutArtifact::new(dirs, index_name, e));
+        self.artifacts.extend(found);
+        if group.is_empty() {
+            return;
+        }
         let mut named = Vec::with_capacity(group.len());
         for entry in group {
             match serde_json::from_value::<Descriptor>(entry.clone()) {
@@ -414,6 +426,24 @@ impl LayoutSource {
     pub(crate) fn image_blobs(&self, unit: &Unit) -> Result<(Vec<serde_json::Value>, Graph)> {
         let image = self.image(unit)?;
         Ok((image.entries.clone(), image.graph(self.limits)?))
+    }
+
+    /// The signatures, attestations, SBOMs and referrers the layouts carry.
+    #[cfg(feature = "export")]
+    pub(crate) fn artifacts(&self) -> &[artifacts::LayoutArtifact] {
+        &self.artifacts
+    }
+
+    /// The artifacts about the image of `unit`.
+    pub(crate) fn artifacts_of(&self, unit: &Unit) -> Vec<&artifacts::LayoutArtifact> {
+        let Ok(image) = self.image(unit) else {
+            return Vec::new();
+        };
+        let digests = artifacts::digests_of(image, self.limits);
+        self.artifacts
+            .iter()
+            .filter(|a| a.is_about(image, &digests))
+            .collect()
     }
 
     fn image(&self, unit: &Unit) -> Result<&LayoutImage> {

@@ -339,3 +339,31 @@ fn an_index_over_the_limit_a_newer_layout_version_and_a_symlinked_index_are_refu
         assert!(reason.contains(want_reason), "{reason}");
     }
 }
+
+/// A signature `export` carried is no unit of the import and no failure; `list` finds it
+/// under the image it is about.
+#[test]
+fn an_artifact_entry_is_no_unit_and_belongs_to_its_subject() {
+    let dir = Dir::new();
+    let mut app = Writer::new(dir.0.join("app"));
+    let a = app.image("a");
+    let sig = app.image("signature");
+    let subject = a["digest"].as_str().unwrap().to_string();
+    let tag = format!("reg.example/app:{}.sig", subject.replace(':', "-"));
+    app.entry(a.clone(), &[(ANNOTATION_REF_NAME, "reg.example/app:1")]);
+    app.entry(
+        sig,
+        &[
+            (ANNOTATION_REF_NAME, &tag),
+            (artifacts::ANNOTATION_SUBJECT, &subject),
+            (artifacts::ANNOTATION_KIND, "sig"),
+        ],
+    );
+    let source = LayoutSource::find(&dir.0);
+    assert_eq!(names(&source), ["app/index.json#reg.example/app:1"]);
+    assert!(source.refused().is_empty());
+    let found = source.artifacts_of(unit(&source, "app/index.json#reg.example/app:1"));
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].reference, tag);
+    assert_eq!(found[0].label(), "cosign signature");
+}

@@ -50,6 +50,8 @@ pub(crate) struct Planned {
     pub(crate) blobs: Vec<Blob>,
     /// Layers an earlier bundle carried: the registry must have them already.
     pub(crate) carried: Vec<CarriedBlob>,
+    /// A signature, attestation, SBOM or referrers index, not an image.
+    pub(crate) artifact: bool,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +232,7 @@ pub(crate) fn plan(
         manifests,
         blobs,
         carried: graph.carried,
+        artifact: false,
     })
 }
 

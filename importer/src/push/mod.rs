@@ -106,6 +106,21 @@ fn plan(settings: &Settings, site: &Site) -> Result<(Vec<Planned>, Vec<String>)>
             Err(e) => failed.push(format!("{}: {e:#}", unit.name)),
         }
     }
+    // Signatures, attestations, SBOMs and referrers, after the images they are about, under
+    // the tags they had upstream.
+    for a in source.artifacts() {
+        let p = a
+            .blobs(crate::archive::Limits::default())
+            .and_then(|(entries, graph)| image::plan(&a.name, &entries, graph, site));
+        match p {
+            Ok(mut p) => {
+                p.name = format!("{} ({})", p.name, a.label());
+                p.artifact = true;
+                planned.push(p);
+            }
+            Err(e) => failed.push(format!("{} ({}): {e:#}", a.name, a.label())),
+        }
+    }
     Ok((planned, failed))
 }
 
@@ -117,9 +132,14 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let host = transport
         .host(&site.host, &site.host)
         .map_err(|e| exit::usage(format!("{e:#}")))?;
+    let artifacts = images.iter().filter(|i| i.artifact).count();
+    let and = match artifacts {
+        0 => String::new(),
+        n => format!(" and {n} signature(s), attestation(s), SBOM(s) or referrers"),
+    };
     eprintln!(
-        "offline-images: pushing {} image(s) from {} to {}",
-        images.len(),
+        "offline-images: pushing {} image(s){and} from {} to {}",
+        images.len() - artifacts,
         settings.images_path.display(),
         settings.to
     );
@@ -230,6 +250,13 @@ fn report(
         t.get(&t.present),
         t.get(&t.manifests),
     );
+    let artifacts = images.iter().filter(|i| i.artifact).count();
+    if artifacts > 0 {
+        eprintln!(
+            "offline-images: {artifacts} of these are signatures, attestations, SBOMs or \
+             referrers (not images), pushed under the tags they had upstream"
+        );
+    }
     for f in failed.iter() {
         eprintln!("offline-images: failed: {f}");
     }

@@ -118,6 +118,65 @@ impl<'t> Repo<'t> {
         })
     }
 
+    /// Whether the registry has the manifest `reference` (a `HEAD`, which registries such as
+    /// Docker Hub do not count against a pull limit as they count a `GET`).
+    pub fn has_manifest(&self, reference: &str) -> Result<bool> {
+        let path = format!("/v2/{}/manifests/{reference}", self.path);
+        let resp = self.transport.send(
+            &self.host,
+            &Request {
+                method: "HEAD",
+                path: &path,
+                scope: &self.scope,
+                accept: Some(ACCEPT),
+                from: 0,
+            },
+        )?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            _ => Err(answer_error(&format!("{}{path}", self.host.base), resp)),
+        }
+    }
+
+    /// The OCI 1.1 referrers of `digest`, as the referrers API gives them (an image index);
+    /// `None` when the registry has no such API (it answers 404, as Distribution 2.8 does).
+    pub fn referrers(&self, digest: &str) -> Result<Option<Fetched>> {
+        check_algorithm(digest)?;
+        let path = format!("/v2/{}/referrers/{digest}", self.path);
+        let url = format!("{}{path}", self.host.base);
+        let resp = self.transport.send(
+            &self.host,
+            &Request {
+                method: "GET",
+                path: &path,
+                scope: &self.scope,
+                accept: Some(OCI_INDEX),
+                from: 0,
+            },
+        )?;
+        match resp.status().as_u16() {
+            404 => return Ok(None),
+            s if !(200..300).contains(&s) => return Err(answer_error(&url, resp)),
+            _ => {}
+        }
+        let mut bytes = Vec::new();
+        resp.into_body()
+            .into_reader()
+            .take(MANIFEST_MAX + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("{url}: the answer was cut"))?;
+        if bytes.len() as u64 > MANIFEST_MAX {
+            bail!("{url}: the referrers index is larger than {MANIFEST_MAX} bytes");
+        }
+        let digest = format!("sha256:{}", crate::bundle::hex(&Sha256::digest(&bytes)));
+        Ok(Some(Fetched {
+            bytes,
+            media_type: OCI_INDEX.to_string(),
+            digest,
+        }))
+    }
+
     /// Download the blob `digest` into `out` (empty), verified; resumed by `Range` when the
     /// connection is cut and the registry allows it, else started again.
     pub fn blob(&self, digest: &str, size: u64, out: &mut File, on_bytes: OnBytes) -> Result<()> {

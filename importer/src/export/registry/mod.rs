@@ -11,6 +11,7 @@
 //! blobs), and `repo@<manifest digest>` for each chosen platform's manifest. containerd's
 //! importer creates one image record per entry.
 
+pub mod artifacts;
 pub mod auth;
 pub mod cache;
 pub mod error;
