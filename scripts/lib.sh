@@ -458,3 +458,33 @@ oi_fetch_forky_podman() {
     || die "forky's podman does not run with its own glibc: $("$top/bin/podman" --version 2>&1 | head -1)"
   echo "$top/bin/podman"
 }
+
+# ---- cosign 2 and 3, for signed bundles ------------------------------------------------------
+# Debian's cosign (trixie 2.x, forky 3.x): the reference verifier of a bundle's signature
+# (`cosign verify-blob`) and the maker of the tests' key pairs (`cosign generate-key-pair`).
+# Go binaries unpacked into the cache (apt-get download, dpkg -x; nothing is installed).
+# $1 is the suite; echoes the path of its `cosign`.
+oi_fetch_cosign_for_signing() {
+  local suite=$1 dir=$OI_CACHE/apt/$1 root=$OI_CACHE/$1-cosign/root want
+  case $suite in trixie) want='2\.' ;; forky) want='3\.' ;; *) die "no cosign for suite $suite" ;; esac
+  if [ ! -f "$root/.complete" ]; then
+    [ -f "$dir/sources.list" ] || oi_fetch_suite "$suite" >/dev/null
+    mkdir -p "$dir/cosign-debs"
+    rm -f "$dir/cosign-debs"/*.deb
+    say "fetching cosign from Debian $suite into $OI_CACHE"
+    (cd "$dir/cosign-debs" && oi_apt "$suite" apt-get download cosign >/dev/null) \
+      || die "apt-get download of cosign from $suite failed"
+    rm -rf "$root.new"
+    mkdir -p "$root.new"
+    dpkg -x "$dir/cosign-debs"/cosign_*.deb "$root.new" || die "dpkg -x of $suite's cosign failed"
+    touch "$root.new/.complete"
+    rm -rf "$root"
+    mv "$root.new" "$root"
+  fi
+  # Debian's build reports no version of its own (GitVersion: devel): the changelog gives it.
+  zcat "$root/usr/share/doc/cosign/changelog.Debian.gz" | head -1 | grep -Eq "^cosign \\($want" \
+    || die "$suite's cosign is not the version expected: $(zcat "$root/usr/share/doc/cosign/changelog.Debian.gz" | head -1)"
+  "$root/usr/bin/cosign" version >/dev/null 2>&1 \
+    || die "$suite's cosign does not run here: $("$root/usr/bin/cosign" version 2>&1 | tail -1)"
+  echo "$root/usr/bin/cosign"
+}

@@ -91,6 +91,10 @@ export OI_PODMAN
 OI_PODMAN4=$(command -v podman) || die "no podman on PATH: Debian 12's podman package is needed"
 "$OI_PODMAN4" --version | grep -q 'version 4\.' || die "$OI_PODMAN4 is not podman 4: $("$OI_PODMAN4" --version)"
 export OI_PODMAN4
+# cosign 2.x (trixie) and 3.x (forky): the signed-bundle tests verify with both.
+OI_COSIGN2=$(oi_fetch_cosign_for_signing trixie)
+OI_COSIGN3=$(oi_fetch_cosign_for_signing forky)
+export OI_COSIGN2 OI_COSIGN3
 export OI_DOCKER_CLI=$(oi_docker_cli)
 # The "Versions tested" table the versions test writes (OFFLINE-IMAGES.md carries a copy).
 export OI_VERSIONS_TABLE=${OI_VERSIONS_TABLE:-${CARGO_TARGET_DIR:-$ROOT/target}/versions-tested.md}
