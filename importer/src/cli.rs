@@ -383,6 +383,18 @@ pub struct ImportArgs {
     )]
     pub left_out_nodes: Vec<String>,
 
+    /// Import only a bundle signed (`export --sign-key`) by one of these cosign public keys
+    /// (PEM, ECDSA P-256; repeatable, any one suffices): checked before anything is imported,
+    /// every blob and archive against the signed identity; else refused with exit 2
+    /// [default: none: a bundle is imported signed or not].
+    #[arg(
+        long = "verify-key",
+        env = "VERIFY_KEYS",
+        value_name = "KEY.pub",
+        value_delimiter = ','
+    )]
+    pub verify_keys: Vec<PathBuf>,
+
     #[command(flatten)]
     pub kind: KindArgs,
 }
@@ -454,6 +466,7 @@ impl ImportArgs {
             release: self.release.clone(),
             require: self.require.clone(),
             left_out_nodes: self.left_out_nodes.clone(),
+            verify_keys: self.verify_keys.clone(),
         }
     }
 }

@@ -36,6 +36,7 @@ mod push;
 pub mod reference;
 mod report;
 pub mod runtime;
+mod signing;
 mod source;
 mod stop;
 mod sync;
@@ -52,6 +53,10 @@ pub fn run(cli: Cli) -> Result<Code> {
     match cli.command {
         Command::List(args) => list::run(&args.settings()),
         Command::Import(args) => match args.kind_settings() {
+            Some(_) if !args.verify_keys.is_empty() => Err(exit::usage(
+                "--verify-key applies to an import on this node; it is not supported with --kind \
+                 or --docker-node",
+            )),
             Some(kind) => kind::run(&kind),
             None => import::run(&args.settings()),
         },

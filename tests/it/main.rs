@@ -26,6 +26,7 @@ mod push;
 mod registry;
 mod reliability;
 mod selfcheck;
+mod signing;
 mod since;
 mod text_log;
 mod troubleshooting;

@@ -212,6 +212,14 @@ pub struct ExportArgs {
     /// FILE` joins them; the importer reads the parts in place.
     #[arg(long, value_name = "SIZE")]
     pub split: Option<String>,
+
+    /// Sign the bundle: its identity (the sha256 of index.json, images.json and SHA256SUMS)
+    /// signed with KEY (ECDSA P-256: PKCS#8 or SEC1 PEM, or cosign's encrypted key with
+    /// COSIGN_PASSWORD), written under .offline-images/ as cosign's signature file and a
+    /// Sigstore bundle. `import --verify-key` checks it
+    /// [default: none: the bundle is not signed].
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -295,6 +303,7 @@ impl ExportArgs {
             keep_unused: self.keep_unused,
             since: self.since.clone(),
             pack: export::pack_to(self.pack.as_ref(), self.split.as_deref(), format)?,
+            sign_key: self.sign_key.clone(),
         })
     }
 }

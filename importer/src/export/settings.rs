@@ -55,6 +55,8 @@ pub struct Settings {
     pub since: Option<PathBuf>,
     /// `--pack FILE` (and `--split SIZE`): the layout bundle packed into one file to carry.
     pub pack: Option<PackTo>,
+    /// `--sign-key KEY`: the private key the bundle's identity is signed with.
+    pub sign_key: Option<PathBuf>,
 }
 
 /// Where `--pack` writes the layout bundle, and how.
