@@ -227,6 +227,10 @@ fn script() -> Vec<(&'static str, Step)> {
             Step::NotHere("needs a node's containerd with the CRI and config_path: mirror.rs runs it on containerd 1.6, 1.7 and 2.1"),
         ),
         (
+            "offline-images import --images-path ./bundle --verify-key cosign.pub",
+            Step::NotHere("needs a bundle signed with a key of cosign's: signing.rs exports one with --sign-key and imports it with --verify-key"),
+        ),
+        (
             "offline-images prune --release shop --dry-run",
             runs(Nothing, Node, 0),
         ),
