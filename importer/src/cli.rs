@@ -520,6 +520,12 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub bundle_only: bool,
 
+    /// Check first that the bundle is signed (`export --sign-key`) by one of these cosign
+    /// public keys and matches its signed identity, as `import --verify-key` does; a refusal
+    /// exits 2 [default: none: the signature is not checked].
+    #[arg(long = "verify-key", value_name = "KEY.pub")]
+    pub verify_keys: Vec<PathBuf>,
+
     #[command(flatten)]
     pub kind: KindArgs,
 }
@@ -542,6 +548,7 @@ impl VerifyArgs {
             runtime: self.runtime.config(),
             log_format: self.log_format.into(),
             bundle_only: self.bundle_only,
+            verify_keys: self.verify_keys.clone(),
         }
     }
 }

@@ -54,13 +54,17 @@ pub fn run(cli: Cli) -> Result<Code> {
         Command::List(args) => list::run(&args.settings()),
         Command::Import(args) => match args.kind_settings() {
             Some(_) if !args.verify_keys.is_empty() => Err(exit::usage(
-                "--verify-key applies to an import on this node; it is not supported with --kind \
+                "--verify-key checks a bundle on this node; it is not supported with --kind \
                  or --docker-node",
             )),
             Some(kind) => kind::run(&kind),
             None => import::run(&args.settings()),
         },
         Command::Verify(args) => match args.kind_settings() {
+            Some(_) if !args.verify_keys.is_empty() => Err(exit::usage(
+                "--verify-key checks a bundle on this node; it is not supported with --kind \
+                 or --docker-node",
+            )),
             Some(kind) => kind::verify(&kind),
             None => verify::run(&args.settings()),
         },

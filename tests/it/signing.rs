@@ -225,6 +225,23 @@ fn import_verify_key_refuses_four_bad_bundles_by_name_and_takes_the_signed_one()
         );
         eprintln!("{what}: {}", log.lines().last().unwrap_or(""));
     }
+    // verify --bundle-only --verify-key: the same check, with no runtime.
+    let verify = |dir: &Path| {
+        outcome(
+            offline_images()
+                .args(["verify", "--bundle-only", "--images-path"])
+                .arg(dir)
+                .arg("--verify-key")
+                .arg(&key[0]),
+        )
+    };
+    let (code, _, log) = verify(&good);
+    assert!(code == 0 && log.contains("signature verified"), "{log}");
+    let (code, _, log) = verify(&swapped);
+    assert!(
+        code == 2 && log.contains("does not match its digest"),
+        "{log}"
+    );
     // The refused signature names the key that was tried.
     let (_, log, _) = import_verified(&other_key, &key, "signing-refused");
     assert!(log.contains("cosign.pub"), "{log}");

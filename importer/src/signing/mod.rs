@@ -130,6 +130,20 @@ pub(crate) fn check(
     Ok(())
 }
 
+/// `verify --verify-key`: [`check`] on what the images path `dir` holds, importing nothing.
+pub(crate) fn check_path(
+    dir: &Path,
+    keys: &[PathBuf],
+    format: crate::report::Format,
+) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let reporter = Reporter::new(format);
+    let images = crate::images_path::ImagesPath::open(dir, &reporter)?;
+    check(dir, keys, crate::source::Source::units(&images), &reporter)
+}
+
 /// The identity or its signature, or the refusal of an unsigned bundle.
 fn read_signed_file(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| {
