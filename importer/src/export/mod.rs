@@ -42,6 +42,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::archive::human_bytes;
+use crate::bundle;
 use crate::exit::{self, Code};
 use crate::reference::Reference;
 use engine::Engine;
@@ -230,7 +231,14 @@ pub fn run(settings: &Settings) -> Result<Code> {
         }
     }
     if let Some(signer) = &signer {
-        signer.sign_bundle(dir)?;
+        if dir.join(bundle::INDEX_FILE).exists() {
+            signer.sign_bundle(dir)?;
+        } else {
+            eprintln!(
+                "offline-images: the bundle was not signed: {} holds no images.json (nothing was exported)",
+                dir.display()
+            );
+        }
     }
     Ok(report(&refs, outcomes, problems, started, dir))
 }
