@@ -166,6 +166,59 @@ fn two_blobs(dir: &Path) -> (PathBuf, PathBuf) {
     (largest, blobs.pop().unwrap().1)
 }
 
+/// The four bad copies of the signed bundle `good`, each with the reason its refusal gives:
+/// `index.json` changed, a blob swapped, signed by openssl's key, the signature removed.
+fn bad_bundles(dir: &Path, good: &Path) -> [(PathBuf, &'static str); 4] {
+    let index = tampered(good, &dir.join("index-changed"), |d| {
+        let p = d.join("index.json");
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, text.replacen('{', "{\"annotations\":{\"x\":\"y\"},", 1)).unwrap();
+    });
+    let swapped = tampered(good, &dir.join("blob-swapped"), |d| {
+        let (layer, other) = two_blobs(d);
+        std::fs::copy(other, layer).unwrap();
+    });
+    let other_key = tampered(good, &dir.join("other-key"), |d| {
+        let sig = run(Command::new("sh")
+            .arg("-c")
+            .arg("openssl dgst -sha256 -sign \"$1\" \"$2\" | base64 -w0")
+            .arg("sh")
+            .arg(dir.join("other.key"))
+            .arg(identity(d)));
+        std::fs::write(d.join(".offline-images/bundle.identity.sig"), sig.stdout).unwrap();
+    });
+    let unsigned = tampered(good, &dir.join("unsigned"), |d| {
+        for f in [
+            "bundle.identity",
+            "bundle.identity.sig",
+            "bundle.identity.sigstore.json",
+        ] {
+            std::fs::remove_file(d.join(".offline-images").join(f)).unwrap();
+        }
+    });
+    [
+        (index, "index.json: refused: its sha256 is"),
+        (swapped, "does not match its digest"),
+        (other_key, "bundle.identity.sig: refused: the signature of"),
+        (
+            unsigned,
+            "bundle.identity: refused: the bundle is not signed",
+        ),
+    ]
+}
+
+/// `verify --bundle-only --verify-key KEY` of `dir`: (exit code, stderr).
+fn verify_signed(dir: &Path, key: &Path) -> (i32, String) {
+    let (code, _, log) = outcome(
+        offline_images()
+            .args(["verify", "--bundle-only", "--images-path"])
+            .arg(dir)
+            .arg("--verify-key")
+            .arg(key),
+    );
+    (code, log)
+}
+
 #[test]
 fn import_verify_key_refuses_four_bad_bundles_by_name_and_takes_the_signed_one() {
     let Some(cosign2) = cosign("OI_COSIGN2") else {
@@ -176,44 +229,8 @@ fn import_verify_key_refuses_four_bad_bundles_by_name_and_takes_the_signed_one()
     let good = dir.join("signed");
     signed_export(&good, &dir.join("cache"), &dir.join("cosign.key"));
     let key = vec![dir.join("cosign.pub")];
-
-    let index = tampered(&good, &dir.join("index-changed"), |d| {
-        let p = d.join("index.json");
-        let text = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(&p, text.replacen('{', "{\"annotations\":{\"x\":\"y\"},", 1)).unwrap();
-    });
-    let swapped = tampered(&good, &dir.join("blob-swapped"), |d| {
-        let (layer, other) = two_blobs(d);
-        std::fs::copy(other, layer).unwrap();
-    });
-    let other_key = tampered(&good, &dir.join("other-key"), |d| {
-        let sig = run(Command::new("sh")
-            .arg("-c")
-            .arg("openssl dgst -sha256 -sign \"$1\" \"$2\" | base64 -w0")
-            .arg("sh")
-            .arg(dir.join("other.key"))
-            .arg(identity(d)));
-        std::fs::write(d.join(".offline-images/bundle.identity.sig"), sig.stdout).unwrap();
-    });
-    let unsigned = tampered(&good, &dir.join("unsigned"), |d| {
-        for f in [
-            "bundle.identity",
-            "bundle.identity.sig",
-            "bundle.identity.sigstore.json",
-        ] {
-            std::fs::remove_file(d.join(".offline-images").join(f)).unwrap();
-        }
-    });
-    let cases = [
-        (&index, "index.json: refused: its sha256 is"),
-        (&swapped, "does not match its digest"),
-        (&other_key, "bundle.identity.sig: refused: the signature of"),
-        (
-            &unsigned,
-            "bundle.identity: refused: the bundle is not signed",
-        ),
-    ];
-    for (bundle, reason) in cases {
+    let bad = bad_bundles(&dir, &good);
+    for (bundle, reason) in &bad {
         let (code, log, names) = import_verified(bundle, &key, "signing-refused");
         let what = bundle.file_name().unwrap().to_string_lossy();
         assert_eq!(code, 2, "{what}: refused with exit 2: {log}");
@@ -224,30 +241,18 @@ fn import_verify_key_refuses_four_bad_bundles_by_name_and_takes_the_signed_one()
             "{what}: nothing imported, found {names:?}"
         );
         eprintln!("{what}: {}", log.lines().last().unwrap_or(""));
+        // verify --bundle-only --verify-key: the same refusal, with no runtime.
+        let (code, log) = verify_signed(bundle, &key[0]);
+        assert!(code == 2 && log.contains(reason), "verify, {what}: {log}");
     }
-    // verify --bundle-only --verify-key: the same check, with no runtime.
-    let verify = |dir: &Path| {
-        outcome(
-            offline_images()
-                .args(["verify", "--bundle-only", "--images-path"])
-                .arg(dir)
-                .arg("--verify-key")
-                .arg(&key[0]),
-        )
-    };
-    let (code, _, log) = verify(&good);
+    let (code, log) = verify_signed(&good, &key[0]);
     assert!(code == 0 && log.contains("signature verified"), "{log}");
-    let (code, _, log) = verify(&swapped);
-    assert!(
-        code == 2 && log.contains("does not match its digest"),
-        "{log}"
-    );
     // The refused signature names the key that was tried.
-    let (_, log, _) = import_verified(&other_key, &key, "signing-refused");
+    let (_, log, _) = import_verified(&bad[2].0, &key, "signing-refused");
     assert!(log.contains("cosign.pub"), "{log}");
 
     // Without a key, the unsigned bundle imports as before.
-    let (code, log, names) = import_verified(&unsigned, &[], "signing-unsigned");
+    let (code, log, names) = import_verified(&bad[3].0, &[], "signing-unsigned");
     assert_eq!(code, 0, "{log}");
     assert!(images().iter().all(|i| names.contains(i)), "{names:?}");
     // The signed one, with another key first: any one key suffices.
@@ -258,4 +263,54 @@ fn import_verify_key_refuses_four_bad_bundles_by_name_and_takes_the_signed_one()
     for image in images() {
         assert!(names.contains(image), "{image} imported: {names:?}");
     }
+}
+
+/// `export --sign-key` refuses, before anything is fetched, cosign's key without its password
+/// or with a wrong one, and `--pack` (a pack does not carry the signature).
+#[test]
+fn export_refuses_a_key_it_cannot_open_and_a_signed_pack_before_fetching_anything() {
+    let Some(cosign2) = cosign("OI_COSIGN2") else {
+        return;
+    };
+    let dir = temp_dir("signing-refusals");
+    keys(&dir, &cosign2);
+    let export = |key: &str, password: Option<&str>, extra: &[&str]| {
+        let mut c = offline_images();
+        c.args(["export", "--output"]).arg(dir.join("out"));
+        c.arg("--sign-key").arg(dir.join(key)).args(extra);
+        c.arg("127.0.0.1:1/never/fetched:1");
+        c.env_remove("COSIGN_PASSWORD");
+        if let Some(p) = password {
+            c.env("COSIGN_PASSWORD", p);
+        }
+        outcome(&mut c)
+    };
+    let cases = [
+        (
+            "cosign.key",
+            None,
+            &[][..],
+            "set COSIGN_PASSWORD to its password",
+        ),
+        (
+            "cosign.key",
+            Some("wrong"),
+            &[],
+            "cannot be opened with COSIGN_PASSWORD",
+        ),
+        ("cosign.pub", None, &[], "not a P-256 private key in PEM"),
+        (
+            "other.key",
+            None,
+            &["--pack", "b.tar"],
+            "a pack (--pack) does not carry the signature",
+        ),
+    ];
+    for (key, password, extra, reason) in cases {
+        let (code, _, log) = export(key, password, extra);
+        assert_eq!(code, 2, "{key} {extra:?}: {log}");
+        assert!(log.contains(reason), "{key} {extra:?}: {reason:?} in {log}");
+        assert!(!log.contains("never/fetched"), "nothing fetched: {log}");
+    }
+    assert!(!dir.join("out").join("images.json").exists());
 }

@@ -59,3 +59,24 @@ fn a_public_key_must_be_a_p256_pem_public_key() {
     let broken = pem.replace("MFkw", "MFkx");
     assert!(keys::parse_public_key(&broken).is_err());
 }
+
+#[cfg(feature = "export")]
+#[test]
+fn a_private_key_is_read_from_pkcs8_or_sec1_and_cosigns_asks_for_its_password() {
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    let secret = p256::SecretKey::from_slice(&[3u8; 32]).unwrap();
+    let pkcs8 = secret.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let sec1 = secret.to_sec1_pem(LineEnding::LF).unwrap();
+    let want = p256::ecdsa::SigningKey::from(&secret);
+    for pem in [pkcs8.as_str(), sec1.as_str()] {
+        assert_eq!(sign::parse_private_key(pem, None).unwrap(), want);
+    }
+    let cosign = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\ne30=\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n";
+    let why = sign::parse_private_key(cosign, None).unwrap_err();
+    assert!(why.contains("set COSIGN_PASSWORD"), "{why}");
+    // `{}`: a document with no scrypt parameters.
+    let why = sign::parse_private_key(cosign, Some(String::new())).unwrap_err();
+    assert!(why.contains("encrypted key document"), "{why}");
+    let why = sign::parse_private_key("-----BEGIN ENCRYPTED PRIVATE KEY-----\n", None).unwrap_err();
+    assert!(why.contains("openssl pkcs8"), "{why}");
+}
