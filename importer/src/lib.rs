@@ -53,19 +53,18 @@ pub fn run(cli: Cli) -> Result<Code> {
     match cli.command {
         Command::List(args) => list::run(&args.settings()),
         Command::Import(args) => match args.kind_settings() {
-            Some(_) if !args.verify_keys.is_empty() => Err(exit::usage(
-                "--verify-key checks a bundle on this node; it is not supported with --kind \
-                 or --docker-node",
-            )),
-            Some(kind) => kind::run(&kind),
+            // --verify-key: the bundle checked here, on the host, before any node gets a byte.
+            Some(kind) => {
+                signing::check_path(&kind.images_path, &args.verify_keys, kind.log_format)
+                    .and_then(|()| kind::run(&kind))
+            }
             None => import::run(&args.settings()),
         },
         Command::Verify(args) => match args.kind_settings() {
-            Some(_) if !args.verify_keys.is_empty() => Err(exit::usage(
-                "--verify-key checks a bundle on this node; it is not supported with --kind \
-                 or --docker-node",
-            )),
-            Some(kind) => kind::verify(&kind),
+            Some(kind) => {
+                signing::check_path(&kind.images_path, &args.verify_keys, kind.log_format)
+                    .and_then(|()| kind::verify(&kind))
+            }
             None => verify::run(&args.settings()),
         },
         #[cfg(feature = "export")]

@@ -247,6 +247,15 @@ fn import_verify_key_refuses_four_bad_bundles_by_name_and_takes_the_signed_one()
     }
     let (code, log) = verify_signed(&good, &key[0]);
     assert!(code == 0 && log.contains("signature verified"), "{log}");
+    // import --kind checks on the host, before it looks for a node.
+    let (code, _, log) = outcome(
+        offline_images()
+            .args(["import", "--kind", "no-such-cluster", "--images-path"])
+            .arg(&bad[3].0)
+            .arg("--verify-key")
+            .arg(&key[0]),
+    );
+    assert!(code == 2 && log.contains(bad[3].1), "--kind: {log}");
     // The refused signature names the key that was tried.
     let (_, log, _) = import_verified(&bad[2].0, &key, "signing-refused");
     assert!(log.contains("cosign.pub"), "{log}");
