@@ -205,6 +205,9 @@ may be given.
 {{- range $ip.requiredImages }}
 - {{ printf "--require=%s" . | quote }}
 {{- end }}
+{{- if include "offline-images.verifySource" .root }}
+- {{ printf "--verify-key=%s" (include "offline-images.verifyKeyPath" .root) | quote }}
+{{- end }}
 {{- range $ip.extraArgs }}
 - {{ . | quote }}
 {{- end }}
@@ -474,6 +477,9 @@ spec:
             {{- end }}
             - name: tmp
               mountPath: /tmp
+            {{- if not $prune }}
+            {{- include "offline-images.verifyMount" $root | indent 12 }}
+            {{- end }}
           {{- with $ip.resources }}
           resources:
             {{- toYaml . | nindent 12 }}
@@ -541,4 +547,7 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
+        {{- if not $prune }}
+        {{- include "offline-images.verifyVolume" $root | indent 8 }}
+        {{- end }}
 {{- end -}}

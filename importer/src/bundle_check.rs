@@ -114,6 +114,19 @@ pub fn run(dir: &Path, format: report::Format) -> Result<Code> {
     }
 }
 
+/// The faults `verify --bundle-only` finds in the bundle directory `dir` (a layout's blobs,
+/// the blobs its `index.json` and `images.json` need, `SHA256SUMS`), without printing them:
+/// what `import --verify-key` checks before importing anything.
+pub(crate) fn faults(dir: &Path) -> Vec<String> {
+    let mut found = Findings::default();
+    if dir.join(OCI_LAYOUT_FILE).exists() || dir.join(INDEX_JSON).exists() {
+        check_layout(dir, &mut found);
+    } else {
+        check_sums(dir, &mut found, &[]);
+    }
+    found.faults
+}
+
 /// The OCI layout in `dir`, every check in turn.
 fn check_layout(dir: &Path, found: &mut Findings) {
     match fs::read(dir.join(OCI_LAYOUT_FILE)) {

@@ -389,6 +389,18 @@ pub struct ImportArgs {
     )]
     pub left_out_nodes: Vec<String>,
 
+    /// Import only a bundle signed (`export --sign-key`) by one of these cosign public keys
+    /// (PEM, ECDSA P-256; repeatable, any one suffices): checked before anything is imported,
+    /// every blob and archive against the signed identity; else refused with exit 2
+    /// [default: none: a bundle is imported signed or not].
+    #[arg(
+        long = "verify-key",
+        env = "VERIFY_KEYS",
+        value_name = "KEY.pub",
+        value_delimiter = ','
+    )]
+    pub verify_keys: Vec<PathBuf>,
+
     #[command(flatten)]
     pub kind: KindArgs,
 }
@@ -460,6 +472,7 @@ impl ImportArgs {
             release: self.release.clone(),
             require: self.require.clone(),
             left_out_nodes: self.left_out_nodes.clone(),
+            verify_keys: self.verify_keys.clone(),
         }
     }
 }
@@ -513,6 +526,12 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub bundle_only: bool,
 
+    /// Check first that the bundle is signed (`export --sign-key`) by one of these cosign
+    /// public keys and matches its signed identity, as `import --verify-key` does; a refusal
+    /// exits 2 [default: none: the signature is not checked].
+    #[arg(long = "verify-key", value_name = "KEY.pub")]
+    pub verify_keys: Vec<PathBuf>,
+
     #[command(flatten)]
     pub kind: KindArgs,
 }
@@ -535,6 +554,7 @@ impl VerifyArgs {
             runtime: self.runtime.config(),
             log_format: self.log_format.into(),
             bundle_only: self.bundle_only,
+            verify_keys: self.verify_keys.clone(),
         }
     }
 }

@@ -36,6 +36,7 @@ mod push;
 pub mod reference;
 mod report;
 pub mod runtime;
+mod signing;
 mod source;
 mod stop;
 mod sync;
@@ -53,11 +54,18 @@ pub fn run(cli: Cli) -> Result<Code> {
     match cli.command {
         Command::List(args) => list::run(&args.settings()),
         Command::Import(args) => match args.kind_settings() {
-            Some(kind) => kind::run(&kind),
+            // --verify-key: the bundle checked here, on the host, before any node gets a byte.
+            Some(kind) => {
+                signing::check_path(&kind.images_path, &args.verify_keys, kind.log_format)
+                    .and_then(|()| kind::run(&kind))
+            }
             None => import::run(&args.settings()),
         },
         Command::Verify(args) => match args.kind_settings() {
-            Some(kind) => kind::verify(&kind),
+            Some(kind) => {
+                signing::check_path(&kind.images_path, &args.verify_keys, kind.log_format)
+                    .and_then(|()| kind::verify(&kind))
+            }
             None => verify::run(&args.settings()),
         },
         #[cfg(feature = "export")]

@@ -51,9 +51,12 @@ pub struct Settings {
     pub log_format: report::Format,
     /// Check the bundle alone, with no runtime (`crate::bundle_check`).
     pub bundle_only: bool,
+    /// `--verify-key`: the bundle's signature checked first (`signing::check_path`).
+    pub verify_keys: Vec<PathBuf>,
 }
 
 pub fn run(args: &Settings) -> Result<Code> {
+    crate::signing::check_path(&args.images_path, &args.verify_keys, args.log_format)?;
     if args.bundle_only {
         return crate::bundle_check::run(&args.images_path, args.log_format);
     }

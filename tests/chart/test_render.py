@@ -339,7 +339,8 @@ def test_rendered_manifests_are_valid_kubernetes_objects(values):
 def test_no_helm_create_leftovers_are_in_the_chart():
     names = {p.name for p in (CHART / "templates").iterdir()}
     assert names == {"_helpers.tpl", "_job.tpl", "NOTES.txt", "import-job.yaml", "import-serviceaccount.yaml", "prune-job.yaml",
-                     "mirror-daemonset.yaml", "_mirror.tpl", "mirror-restore.yaml", "stock-daemonset.yaml"}
+                     "mirror-daemonset.yaml", "_mirror.tpl", "mirror-restore.yaml", "stock-daemonset.yaml", "_verify.tpl",
+                     "verify-key-configmap.yaml"}
     text = "\n".join(p.read_text() for p in CHART.rglob("*") if p.is_file())
     for leftover in ("replicaCount", "ingress:", "autoscaling", "mychart", "This is a YAML-formatted file"):
         assert leftover not in text

@@ -27,6 +27,7 @@ mod registry;
 mod reliability;
 mod selfcheck;
 mod signatures;
+mod signing;
 mod since;
 mod text_log;
 mod troubleshooting;

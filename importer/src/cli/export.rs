@@ -225,6 +225,13 @@ pub struct ExportArgs {
     /// consulted [default: none, no image is checked].
     #[arg(long, value_name = "KEY.pub")]
     pub verify_key: Vec<PathBuf>,
+    /// Sign the bundle: its identity (the sha256 of index.json, images.json and SHA256SUMS)
+    /// signed with KEY (ECDSA P-256: PKCS#8 or SEC1 PEM, or cosign's encrypted key with
+    /// COSIGN_PASSWORD), written under .offline-images/ as cosign's signature file and a
+    /// Sigstore bundle. `import --verify-key` checks it
+    /// [default: none: the bundle is not signed].
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -310,6 +317,7 @@ impl ExportArgs {
             pack: export::pack_to(self.pack.as_ref(), self.split.as_deref(), format)?,
             no_signatures: self.no_signatures,
             verify_keys: self.verify_key.clone(),
+            sign_key: self.sign_key.clone(),
         })
     }
 }

@@ -43,6 +43,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::archive::human_bytes;
+use crate::bundle;
 use crate::exit::{self, Code};
 use crate::reference::Reference;
 use engine::Engine;
@@ -168,6 +169,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
     if let Some(to) = &settings.pack {
         pack::check_place(&settings.output, to)?;
     }
+    let signer = signer(settings)?;
     let (refs, problems) = references(settings)?;
     if settings.dry_run {
         return print_references(&refs, problems);
@@ -232,7 +234,32 @@ pub fn run(settings: &Settings) -> Result<Code> {
             pack::pack(dir, to)?;
         }
     }
+    if let Some(signer) = &signer {
+        if dir.join(bundle::INDEX_FILE).exists() {
+            signer.sign_bundle(dir)?;
+        } else {
+            eprintln!(
+                "offline-images: the bundle was not signed: {} holds no images.json (nothing was exported)",
+                dir.display()
+            );
+        }
+    }
     Ok(report(&refs, outcomes, problems, started, dir))
+}
+
+/// `--sign-key`: the key opened before anything is fetched. A pack does not carry the
+/// signature (`.offline-images/` is not one of its members), so the two are refused together.
+fn signer(settings: &Settings) -> Result<Option<crate::signing::Signer>> {
+    let Some(key) = &settings.sign_key else {
+        return Ok(None);
+    };
+    if settings.pack.is_some() {
+        return Err(exit::usage(
+            "--sign-key signs a bundle directory, and a pack (--pack) does not carry the \
+             signature: export without --pack to sign, and carry the directory",
+        ));
+    }
+    crate::signing::Signer::load(key).map(Some)
 }
 
 /// `--dry-run`: the references on stdout, one a line; exit 1 when an input had a problem.

@@ -59,6 +59,8 @@ pub struct Settings {
     pub no_signatures: bool,
     /// `--verify-key`: cosign public keys; an image signed by none of them is refused.
     pub verify_keys: Vec<PathBuf>,
+    /// `--sign-key KEY`: the private key the bundle's identity is signed with.
+    pub sign_key: Option<PathBuf>,
 }
 
 /// Where `--pack` writes the layout bundle, and how.

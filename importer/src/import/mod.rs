@@ -77,6 +77,9 @@ pub struct Settings {
     pub require: Vec<String>,
     /// Nodes the chart left out, named in the log.
     pub left_out_nodes: Vec<String>,
+    /// `--verify-key`: the bundle must be signed by one of these cosign public keys, checked
+    /// before anything is imported (`signing::check`); empty: not checked.
+    pub verify_keys: Vec<PathBuf>,
 }
 
 pub fn run(settings: &Settings) -> Result<Code> {
@@ -98,6 +101,7 @@ pub(crate) fn run_on(
     let required = required_images(&args.require)?;
     let images = ImagesPath::open(root, reporter)?;
     let source: &dyn Source = &images;
+    crate::signing::check(root, &args.verify_keys, source.units(), reporter)?;
 
     let rt = detected.runtime.as_ref();
     runtime::check_architecture(rt)?;

@@ -178,6 +178,7 @@ impl Bench {
             lock_timeout: Duration::from_secs(5),
             release: None,
             require: Vec::new(),
+            verify_keys: Vec::new(),
             left_out_nodes: Vec::new(),
         }
     }
