@@ -96,7 +96,12 @@ fn run(shared: &Shared<'_>, host: &Host, out: &mut Outcome, say: &dyn Fn(&str)) 
             for_arch.importer.path.display()
         ));
     }
-    let flags = host.runtime_flags(&out.runtime).join(" ");
+    let flags: Vec<String> = host
+        .runtime_flags(&out.runtime)
+        .iter()
+        .map(|f| quote(f))
+        .collect();
+    let flags = flags.join(" ");
     let listed = shared
         .ssh
         .output(host, &format!("{binary} present {flags}"), None, say)
@@ -213,6 +218,7 @@ fn send_and_import(
 ) -> Result<()> {
     send_with_retries(shared, host, binary, lacking, staging, out, say)?;
     let mut args = vec![format!("--log-format={}", shared.log_format_name())];
+    args.extend(host.import_flags().iter().map(|f| quote(f)));
     if shared.settings.strict {
         args.push("--strict".into());
     }

@@ -19,7 +19,13 @@ const KEYS: &[(&str, &str)] = &[
     ("containerd-client", "--containerd-client"),
     ("snapshotter", "--snapshotter"),
     ("dir", ""),
+    ("disk-max-used", "--disk-max-used"),
+    ("jobs", "--jobs"),
+    ("release", "--release"),
 ];
+
+/// The words that are the import's alone (`present` takes the runtime's).
+const IMPORT_ONLY: &[&str] = &["disk-max-used", "jobs", "release"];
 
 /// Where a host keeps the importer and what it is sent, unless its line says `dir=`.
 pub const DEFAULT_DIR: &str = "~/.cache/offline-images";
@@ -93,6 +99,7 @@ impl Host {
             let flag = KEYS.iter().find(|(k, _)| k == key).map_or("", |(_, f)| *f);
             match key.as_str() {
                 "runtime" | "dir" => {}
+                k if IMPORT_ONLY.contains(&k) => {}
                 "socket" if runtime == "docker" => {
                     let v = value.trim_start_matches("unix://");
                     flags.push(format!("--docker-host=unix://{v}"));
@@ -102,6 +109,17 @@ impl Host {
             }
         }
         flags
+    }
+}
+
+impl Host {
+    /// The flags of this host's words that only its import takes.
+    pub fn import_flags(&self) -> Vec<String> {
+        self.options
+            .iter()
+            .filter(|(k, _)| IMPORT_ONLY.contains(&k.as_str()))
+            .map(|(k, v)| format!("--{k}={v}"))
+            .collect()
     }
 }
 
@@ -213,6 +231,11 @@ mod tests {
             ]
         );
         assert_eq!(h.dir(), DEFAULT_DIR);
+        let h = parse_line("root@d disk-max-used=95 runtime=podman")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.runtime_flags("podman"), vec!["--runtime=podman"]);
+        assert_eq!(h.import_flags(), vec!["--disk-max-used=95"]);
         assert!(parse_line("root@c colour=red")
             .unwrap_err()
             .contains("not a host option"));

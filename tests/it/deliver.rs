@@ -1,0 +1,410 @@
+//! `deliver`: a bundle delivered over SSH to real hosts. Each host is a network namespace
+//! made here (a veth pair, 10.77.N.1 on this side, 10.77.N.2 inside) running Debian's
+//! OpenSSH `sshd` with its own host key, key authentication only, and a client key and
+//! `known_hosts` of the test's own. The hosts share this machine's file system, so each is
+//! given its runtime by the hosts file: the private dockerd on one, the private containerd on
+//! one, podman 4.3 on a storage of its own on the third. The operator side reaches them only
+//! over their veth addresses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+fn tool(path: &str, what: &str) -> bool {
+    let there = Path::new(path).exists();
+    if !there {
+        missing_precondition(&format!("{path} ({what}; scripts/test.sh installs it)"));
+    }
+    there
+}
+
+fn env_path(var: &str, what: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            missing_precondition(&format!("{var} ({what})"));
+            None
+        }
+    }
+}
+
+/// One host: a namespace, its veth pair and its sshd.
+struct Host {
+    ns: String,
+    veth: String,
+    addr: String,
+    host_key: String,
+    sshd: Option<Child>,
+}
+
+impl Host {
+    fn start(n: u8, dir: &Path, client_pub: &Path) -> Host {
+        let tag = format!("{}{n}", std::process::id() % 100_000);
+        let (ns, veth, peer) = (
+            format!("oi-dl-{tag}"),
+            format!("oidl{tag}"),
+            format!("oidp{tag}"),
+        );
+        let ip = |args: &[&str]| run(Command::new("ip").args(args));
+        ip(&["netns", "add", &ns]);
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &ns]);
+        ip(&["addr", "add", &format!("10.77.{n}.1/24"), "dev", &veth]);
+        ip(&["link", "set", &veth, "up"]);
+        let inside = |args: &[&str]| {
+            run(Command::new("ip")
+                .args(["netns", "exec", &ns, "ip"])
+                .args(args))
+        };
+        inside(&["addr", "add", &format!("10.77.{n}.2/24"), "dev", &peer]);
+        inside(&["link", "set", &peer, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        let addr = format!("10.77.{n}.2");
+        let key = dir.join(format!("host{n}_key"));
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key));
+        let config = dir.join(format!("sshd{n}.conf"));
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress {addr}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                 PidFile {}\n",
+                key.display(),
+                client_pub.display(),
+                dir.join(format!("sshd{n}.pid")).display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let sshd = Command::new("ip")
+            .args(["netns", "exec", &ns, "/usr/sbin/sshd", "-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let mut host = Host {
+            ns,
+            veth,
+            addr,
+            host_key: public
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" "),
+            sshd: Some(sshd),
+        };
+        host.wait_listening();
+        host
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &self.ns, "ss", "-ltn"])
+                .output()
+                .is_ok_and(|o| {
+                    String::from_utf8_lossy(&o.stdout).contains(&format!("{}:22", self.addr))
+                });
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("sshd in {} does not listen on {}:22", self.ns, self.addr);
+    }
+
+    /// Bytes this side sent towards the host.
+    fn sent(&self) -> u64 {
+        std::fs::read_to_string(format!("/sys/class/net/{}/statistics/tx_bytes", self.veth))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.sshd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+struct Site {
+    dir: Scratch,
+    hosts: Vec<Host>,
+    client: PathBuf,
+    podman: PathBuf,
+    namespace: String,
+    run_root: PathBuf,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        unmount_under(&self.dir);
+        unmount_under(&self.run_root);
+        let _ = std::fs::remove_dir_all(&self.run_root);
+    }
+}
+
+impl Site {
+    fn start() -> Option<Site> {
+        let ok = tool("/usr/sbin/sshd", "openssh-server")
+            & tool("/usr/bin/ssh", "openssh-client")
+            & tool("/usr/sbin/ip", "iproute2");
+        let podman = env_path("OI_PODMAN4", "podman 4.3")?;
+        if !ok {
+            return None;
+        }
+        let dir = scratch_dir("deliver");
+        let client = dir.join("client");
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&client));
+        let hosts = (1..=3)
+            .map(|n| Host::start(n, &dir, &client.with_extension("pub")))
+            .collect();
+        let run_root = PathBuf::from(format!("/tmp/oi-dl-run-{}", std::process::id()));
+        Some(Site {
+            dir,
+            hosts,
+            client,
+            podman,
+            namespace: format!("oi-deliver-{}", std::process::id()),
+            run_root,
+        })
+    }
+
+    /// `known_hosts` with the keys of the hosts `known`.
+    fn known_hosts(&self, known: &[usize]) -> PathBuf {
+        let names: Vec<String> = known.iter().map(usize::to_string).collect();
+        // One word: ssh reads UserKnownHostsFile as a list split on spaces.
+        let path = self.dir.join(format!("known_hosts-{}", names.join("-")));
+        let lines: String = known
+            .iter()
+            .map(|&i| format!("{} {}\n", self.hosts[i].addr, self.hosts[i].host_key))
+            .collect();
+        std::fs::write(&path, lines).unwrap();
+        path
+    }
+
+    fn hosts_file(&self, extra: &str) -> PathBuf {
+        let d = daemons();
+        let h = &self.hosts;
+        let text = format!(
+            "# the test's three hosts\n\
+             root@{} runtime=docker socket={} dir={}/h1\n\
+             root@{} runtime=containerd socket={} namespace={} disk-max-used=100 dir={}/h2\n\
+             root@{} runtime=podman storage-root={}/podman storage-driver=overlay run-root={} dir={}/h3\n{extra}",
+            h[0].addr, d.docker_host, self.dir.display(),
+            h[1].addr, d.containerd_sock.display(), self.namespace, self.dir.display(),
+            h[2].addr, self.dir.display(), self.run_root.display(), self.dir.display(),
+        );
+        let path = self.dir.join("hosts");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn deliver(
+        &self,
+        bundle: &Path,
+        importer: &Path,
+        known: &[usize],
+        extra: &str,
+    ) -> (Output, serde_json::Value) {
+        let report = self.dir.join("report.json");
+        let _ = std::fs::remove_file(&report);
+        let out = offline_images()
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                    self.podman.parent().unwrap().display()
+                ),
+            )
+            .args([
+                "deliver",
+                "--transfer-pool",
+                "2",
+                "--ssh-config",
+                "/dev/null",
+                "--images-path",
+            ])
+            .arg(bundle)
+            .arg("--hosts-file")
+            .arg(self.hosts_file(extra))
+            .arg("-i")
+            .arg(&self.client)
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.known_hosts(known).display()
+            ))
+            .args(["-o", "GlobalKnownHostsFile=/dev/null", "--importer-binary"])
+            .arg(importer)
+            .arg("--json-report")
+            .arg(&report)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let json = std::fs::read(&report)
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap_or(serde_json::Value::Null);
+        (out, json)
+    }
+}
+
+fn log(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Two images of this run's own names, saved into a bundle and removed from dockerd.
+fn bundle(dir: &Path) -> (PathBuf, Vec<TestImage>) {
+    let _lock = daemons().docker_lock();
+    let pid = std::process::id();
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let mut images = Vec::new();
+    for name in ["a", "b"] {
+        let image = build_image(
+            &format!("oi-test/deliver-{pid}-{name}:1"),
+            &format!("hello from {name}"),
+        );
+        run(docker()
+            .args(["save", "-o"])
+            .arg(bundle.join(format!("{name}.tar")))
+            .arg(&image.tag));
+        run(docker().args(["rmi", &image.tag]));
+        images.push(image);
+    }
+    (bundle, images)
+}
+
+#[test]
+fn every_host_gets_every_image_and_a_rerun_sends_no_image_bytes() {
+    let (Some(importer), Some(site)) = (
+        env_path("OI_NODE_BIN", "the static node importer"),
+        Site::start(),
+    ) else {
+        return;
+    };
+    let (bundle, images) = bundle(&site.dir);
+    let (out, report) = site.deliver(&bundle, &importer, &[0, 1, 2], "");
+    let text = log(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for h in &site.hosts {
+        assert!(text.contains(&format!("root@{}: done", h.addr)), "{text}");
+    }
+    assert!(
+        text.contains("summary: 3 hosts, 3 done, 0 FAILED"),
+        "{text}"
+    );
+    for host in report["hosts"].as_array().unwrap() {
+        assert_eq!(host["ok"], true, "{host}");
+        assert_eq!(host["units_sent"], 2, "{host}");
+        assert_eq!(host["imported"], 2, "{host}\n{text}");
+    }
+    // Each runtime has every image.
+    let d = daemons();
+    for image in &images {
+        run(docker().args(["image", "inspect", &image.tag]));
+        let listed = run(d.ctr(&site.namespace).args(["images", "ls", "-q"]));
+        assert!(
+            String::from_utf8_lossy(&listed.stdout).contains(&image.reference),
+            "{text}"
+        );
+        let podman = run(Command::new(&site.podman)
+            .arg("--root")
+            .arg(site.dir.join("podman"))
+            .arg("--runroot")
+            .arg(&site.run_root)
+            .args([
+                "--storage-driver",
+                "overlay",
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+            ]));
+        assert!(
+            String::from_utf8_lossy(&podman.stdout)
+                .contains(image.reference.trim_start_matches("docker.io/")),
+            "{:?}\n{text}",
+            podman
+        );
+    }
+
+    let before: Vec<u64> = site.hosts.iter().map(Host::sent).collect();
+    let (again, report) = site.deliver(&bundle, &importer, &[0, 1, 2], "");
+    let text = log(&again);
+    assert_eq!(again.status.code(), Some(0), "{text}");
+    for (i, host) in report["hosts"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(host["bytes_sent"], 0, "{host}\n{text}");
+        assert_eq!(host["units_skipped"], 2, "{host}");
+        let on_wire = site.hosts[i].sent() - before[i];
+        eprintln!(
+            "second run: {} bytes on the veth to host {}",
+            on_wire,
+            i + 1
+        );
+        // The SSH handshakes, the probe, present's question: far below one image.
+        assert!(
+            on_wire < 64 * 1024,
+            "{on_wire} bytes to host {}\n{text}",
+            i + 1
+        );
+    }
+    for image in &images {
+        let _lock = d.docker_lock();
+        let _ = docker().args(["rmi", &image.tag]).output();
+    }
+    let _ = d
+        .ctr(&site.namespace)
+        .args(["images", "rm"])
+        .args(images.iter().map(|i| i.reference.clone()))
+        .output();
+
+    // An unknown host key and a host whose sshd does not run: both named, the others served.
+    let down = format!(
+        "root@{}:2222 runtime=docker dir={}/h4\n",
+        site.hosts[1].addr,
+        site.dir.display()
+    );
+    let (out, report) = site.deliver(&bundle, &importer, &[1, 2], &down);
+    let text = log(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let first = &site.hosts[0].addr;
+    assert!(
+        text.contains(&format!("{first}: its host key is not in known_hosts")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ssh-keyscan {first} >> ~/.ssh/known_hosts")),
+        "{text}"
+    );
+    assert!(text.contains("Connection refused"), "{text}");
+    let ok: Vec<bool> = report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["ok"] == true)
+        .collect();
+    assert_eq!(ok, vec![false, true, true, false], "{text}");
+    assert!(
+        text.contains("summary: 4 hosts, 2 done, 2 FAILED"),
+        "{text}"
+    );
+}
