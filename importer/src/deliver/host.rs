@@ -37,6 +37,9 @@ pub struct Outcome {
     pub bytes_skipped: u64,
     pub units_sent: usize,
     pub units_skipped: usize,
+    /// Units that had fully arrived before a retry, and were not sent again.
+    pub units_resumed: usize,
+    pub bytes_resumed: u64,
     /// The host's import summary: archives imported, skipped, failed.
     pub imported: u64,
     pub skipped: u64,
@@ -292,6 +295,8 @@ fn send_with_retries(
                 .filter(|u| has_arrived(shared, u, &arrived))
                 .map(|u| u.size)
                 .sum();
+            out.units_resumed = kept;
+            out.bytes_resumed = bytes;
             say(&format!(
                 "{kept} units had arrived ({}): not sent again",
                 human_bytes(bytes)
