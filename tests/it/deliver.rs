@@ -366,7 +366,7 @@ fn first_run_imports_everywhere(site: &Site, bundle: &Path, importer: &Path, ima
         assert_eq!(host["imported"], 2, "{host}\n{text}");
     }
     let d = daemons();
-    for image in &images[..] {
+    for image in images {
         run(docker().args(["image", "inspect", &image.tag]));
         let listed = stdout_of(d.ctr(&site.namespace).args(["images", "ls", "-q"]));
         assert!(listed.contains(&image.reference), "{listed}\n{text}");
