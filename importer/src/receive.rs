@@ -74,7 +74,13 @@ fn write_whole(data: &mut impl Read, path: &Path, size: u64) -> Result<u64> {
     let parent = path.parent().expect("a path under dir has a parent");
     fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let file_name = path.file_name().expect("a normal last component");
-    let tmp = parent.join(format!(".{}.partial", file_name.to_string_lossy()));
+    // The pid in the name: a receive whose connection was cut may linger on the host until
+    // sshd notices, beside the one its retry started.
+    let tmp = parent.join(format!(
+        ".{}.{}.partial",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let mut out =
         fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let n = io::copy(data, &mut out).with_context(|| format!("receiving {}", path.display()))?;

@@ -73,6 +73,7 @@ impl Host {
                 "ListenAddress {addr}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
                  PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                 ClientAliveInterval 2\nClientAliveCountMax 2\n\
                  PidFile {}\n",
                 key.display(),
                 client_pub.display(),
@@ -254,6 +255,28 @@ impl Site {
         known: &[usize],
         extra: &str,
     ) -> (Output, serde_json::Value) {
+        let out = self
+            .deliver_with(bundle, importer, known, extra, &[])
+            .wait_with_output();
+        self.finished(out.unwrap())
+    }
+
+    fn finished(&self, out: Output) -> (Output, serde_json::Value) {
+        let json = std::fs::read(self.dir.join("report.json"))
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap_or(serde_json::Value::Null);
+        (out, json)
+    }
+
+    /// `deliver` started with `args` added, its output piped.
+    fn deliver_with(
+        &self,
+        bundle: &Path,
+        importer: &Path,
+        known: &[usize],
+        extra: &str,
+        args: &[&str],
+    ) -> Child {
         let report = self.dir.join("report.json");
         let _ = std::fs::remove_file(&report);
         let out = offline_images()
@@ -286,13 +309,13 @@ impl Site {
             .arg(importer)
             .arg("--json-report")
             .arg(&report)
+            .args(args)
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
-        let json = std::fs::read(&report)
-            .map(|b| serde_json::from_slice(&b).unwrap())
-            .unwrap_or(serde_json::Value::Null);
-        (out, json)
+        out
     }
 }
 
@@ -461,4 +484,98 @@ fn unknown_key_and_down_host_named_the_others_served(site: &Site, bundle: &Path,
         text.contains("summary: 4 hosts, 2 done, 2 FAILED"),
         "{text}"
     );
+}
+
+/// The link to a host cut mid-transfer (its veth down for 5 s): ssh notices, the stream is
+/// tried again, and what fully arrived before the cut is not sent again.
+#[test]
+fn a_link_cut_mid_transfer_completes_on_retry_without_resending_what_arrived() {
+    let (Some(importer), Some(site)) = (
+        env_path("OI_NODE_BIN", "the static node importer"),
+        Site::start(11, 1),
+    ) else {
+        return;
+    };
+    let bundle = site.dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let pid = std::process::id();
+    let names: Vec<String> = (1..=4)
+        .map(|n| format!("docker.io/oi-test/deliver-cut-{pid}-{n}:1"))
+        .collect();
+    for (n, name) in names.iter().enumerate() {
+        big_docker_archive(&bundle.join(format!("cut-{n}.tar")), name, 8);
+    }
+    let total: u64 = (0..4)
+        .map(|n| {
+            std::fs::metadata(bundle.join(format!("cut-{n}.tar")))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    let veth = &site.hosts[0].veth;
+    // 40 Mbit/s towards the host: the units take seconds, so the cut lands between them.
+    run(Command::new("tc")
+        .args(["qdisc", "add", "dev", veth, "root", "tbf"])
+        .args(["rate", "40mbit", "burst", "32kbit", "latency", "400ms"]));
+    let before = site.hosts[0].sent();
+    let keepalive = ["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"];
+    let child = site.deliver_with(&bundle, &importer, &[0], "", &keepalive);
+    wait_for_a_whole_unit(&site.dir.join("h1"));
+    run(Command::new("ip").args(["link", "set", veth, "down"]));
+    std::thread::sleep(Duration::from_secs(5));
+    run(Command::new("ip").args(["link", "set", veth, "up"]));
+    let (out, report) = site.finished(child.wait_with_output().unwrap());
+    let text = log(&out);
+    eprintln!("{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let host = &report["hosts"][0];
+    assert!(host["tries"].as_u64().unwrap() >= 2, "{host}\n{text}");
+    assert!(
+        host["units_resumed"].as_u64().unwrap() >= 1,
+        "{host}\n{text}"
+    );
+    assert_eq!(host["imported"], 4, "{host}\n{text}");
+    let importer_size = std::fs::metadata(&importer).unwrap().len();
+    let unit = total / 4;
+    let sent = host["bytes_sent"].as_u64().unwrap();
+    // Each unit whole once, at most one cut short: never a unit that had arrived again.
+    assert!(sent < importer_size + total + unit, "{sent}\n{text}");
+    let on_wire = site.hosts[0].sent() - before;
+    eprintln!("link cut: {sent} bytes in the report, {on_wire} on the veth, {total} of units");
+    assert!(
+        on_wire < importer_size + total + unit + (1 << 20),
+        "{on_wire}\n{text}"
+    );
+    let _lock = daemons().docker_lock();
+    for name in &names {
+        run(docker().args(["image", "inspect", name]));
+        let _ = docker().args(["rmi", name]).output();
+    }
+}
+
+/// Until a whole unit is in the host's staging directory (a file not hidden).
+fn wait_for_a_whole_unit(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let whole = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().starts_with("staging-")
+                    && std::fs::read_dir(e.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .any(|f| {
+                            let n = f.file_name().to_string_lossy().into_owned();
+                            n.ends_with(".tar") && !n.starts_with('.')
+                        })
+            });
+        if whole {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no unit arrived in {} within 120 s", dir.display());
 }

@@ -164,6 +164,10 @@ fn is_ssh_noise(line: &str) -> bool {
         || line.contains("host key is known")
         || line.starts_with("Connection to ")
         || line.starts_with("client_loop: ")
+        || line.starts_with("Connection closed by ")
+        || line.starts_with("Connection timed out")
+        || line.starts_with("kex_exchange_identification: ")
+        || line.starts_with("Timeout, server ")
 }
 
 fn last(said: &[String]) -> String {
@@ -195,7 +199,7 @@ pub fn classify(host: &Host, said: &[String]) -> Failure {
     }
     let why = last(said);
     let why = if why.is_empty() {
-        "ssh exited 255".to_string()
+        "ssh exited 255 (the connection was refused or dropped)".to_string()
     } else {
         why
     };
