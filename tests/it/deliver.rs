@@ -180,13 +180,13 @@ impl Site {
         let hosts = (first..first + count)
             .map(|n| Host::start(n, &dir, &client.with_extension("pub")))
             .collect();
-        let run_root = PathBuf::from(format!("/tmp/oi-dl-run-{}", std::process::id()));
+        let run_root = PathBuf::from(format!("/tmp/oi-dl-run-{}-{first}", std::process::id()));
         Some(Site {
             dir,
             hosts,
             client,
             podman,
-            namespace: format!("oi-deliver-{}", std::process::id()),
+            namespace: format!("oi-deliver-{}-{first}", std::process::id()),
             run_root,
         })
     }
@@ -325,16 +325,20 @@ fn log(out: &Output) -> String {
 
 /// Two images of this run's own names, saved into a bundle and removed from dockerd.
 fn bundle(dir: &Path) -> (PathBuf, Vec<TestImage>) {
+    bundle_of(dir, "all", &["a", "b"])
+}
+
+/// Images `oi-test/deliver-PID-LABEL-NAME:1` (each printing `hello from NAME`), saved into
+/// DIR/bundle as NAME.tar and removed from dockerd.
+fn bundle_of(dir: &Path, label: &str, names: &[&str]) -> (PathBuf, Vec<TestImage>) {
     let _lock = daemons().docker_lock();
     let pid = std::process::id();
     let bundle = dir.join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
     let mut images = Vec::new();
-    for name in ["a", "b"] {
-        let image = build_image(
-            &format!("oi-test/deliver-{pid}-{name}:1"),
-            &format!("hello from {name}"),
-        );
+    for name in names {
+        let tag = format!("oi-test/deliver-{pid}-{label}-{name}:1");
+        let image = build_image(&tag, &format!("hello from {name}"));
         run(docker()
             .args(["save", "-o"])
             .arg(bundle.join(format!("{name}.tar")))
@@ -578,4 +582,80 @@ fn wait_for_a_whole_unit(dir: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("no unit arrived in {} within 120 s", dir.display());
+}
+
+/// An upgrade where one of four images gained a 50 MiB layer: every host is sent that image
+/// alone, and the containerd host at most 1.05 times the layer.
+#[test]
+fn an_upgrade_sends_the_changed_image_only() {
+    let (Some(importer), Some(site)) = (
+        env_path("OI_NODE_BIN", "the static node importer"),
+        Site::start(21, 3),
+    ) else {
+        return;
+    };
+    let (bundle, images) = bundle_of(&site.dir, "upgrade", &["a", "b", "c", "d"]);
+    let (out, _) = site.deliver(&bundle, &importer, &[0, 1, 2], "");
+    assert_eq!(out.status.code(), Some(0), "{}", log(&out));
+    let layer: u64 = 50 << 20;
+    grow(&images[3], &bundle.join("d.tar"), layer, &site.dir);
+    let before: Vec<u64> = site.hosts.iter().map(Host::sent).collect();
+    let (out, report) = site.deliver(&bundle, &importer, &[0, 1, 2], "");
+    let text = log(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for (i, host) in report["hosts"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(host["units_sent"], 1, "{host}\n{text}");
+        assert_eq!(host["units_skipped"], 3, "{host}");
+        assert_eq!(host["imported"], 1, "{host}\n{text}");
+        let sent = host["bytes_sent"].as_u64().unwrap();
+        let on_wire = site.hosts[i].sent() - before[i];
+        eprintln!(
+            "upgrade: host {} sent {sent} bytes ({:.3} of the layer), {on_wire} on the veth",
+            i + 1,
+            sent as f64 / layer as f64
+        );
+    }
+    let containerd = report["hosts"][1]["bytes_sent"].as_u64().unwrap();
+    assert!(
+        containerd as f64 <= 1.05 * layer as f64,
+        "{containerd} bytes for a {layer}-byte layer\n{text}"
+    );
+    let d = daemons();
+    let listed = stdout_of(d.ctr(&site.namespace).args(["images", "ls"]));
+    assert!(listed.contains(&images[3].reference), "{listed}");
+    let _lock = d.docker_lock();
+    for image in &images {
+        let _ = docker().args(["rmi", &image.tag]).output();
+    }
+    let _ = d
+        .ctr(&site.namespace)
+        .args(["images", "rm"])
+        .args(images.iter().map(|i| i.reference.clone()))
+        .output();
+}
+
+/// `image` given a layer of `size` random bytes under the same name, saved to `archive`.
+fn grow(image: &TestImage, archive: &Path, size: u64, dir: &Path) {
+    let _lock = daemons().docker_lock();
+    run(docker().args(["load", "-q", "-i"]).arg(archive));
+    let ctx = dir.join("grow");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let mut data = Vec::with_capacity(size as usize);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while (data.len() as u64) < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(size as usize);
+    std::fs::write(ctx.join("big"), data).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\nCOPY big /big\n", image.tag),
+    )
+    .unwrap();
+    run(docker().args(["build", "-q", "-t", &image.tag]).arg(&ctx));
+    run(docker().args(["save", "-o"]).arg(archive).arg(&image.tag));
+    run(docker().args(["rmi", &image.tag]));
 }

@@ -199,18 +199,19 @@ fn line(o: &Outcome) -> String {
 /// The final table, and the summary line.
 fn table(reporter: &Reporter, outcomes: &[Outcome]) {
     let mut rows = vec![format!(
-        "{:<28} {:<7} {:>10} {:>10} {:>8} {:>7} {:>6} {:>8}",
-        "HOST", "STATUS", "SENT", "SKIPPED", "IMPORTED", "PRESENT", "TRIES", "TIME"
+        "{:<28} {:<7} {:>10} {:>10} {:>8} {:>7} {:>6} {:>6} {:>8}",
+        "HOST", "STATUS", "SENT", "SKIPPED", "IMPORTED", "PRESENT", "FAILED", "TRIES", "TIME"
     )];
     for o in outcomes {
         rows.push(format!(
-            "{:<28} {:<7} {:>10} {:>10} {:>8} {:>7} {:>6} {:>7.1}s",
+            "{:<28} {:<7} {:>10} {:>10} {:>8} {:>7} {:>6} {:>6} {:>7.1}s",
             crate::report::prose(&o.host),
             if o.ok { "ok" } else { "FAILED" },
             human_bytes(o.bytes_sent),
             human_bytes(o.bytes_skipped),
             o.imported,
             o.skipped,
+            o.failed,
             o.tries,
             o.seconds
         ));
