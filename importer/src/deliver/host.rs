@@ -18,6 +18,10 @@ use crate::remote::stream::{append_text, flat_name, unit_into};
 use crate::source::{Checksum, Unit};
 use crate::units::human_bytes;
 
+/// A staging directory older than this (a run killed on the operator's side left it) is
+/// removed by the next probe of its host.
+const STALE_MINUTES: u32 = 24 * 60;
+
 /// Sends of one stream, the first included.
 pub const TRIES: u32 = 3;
 
@@ -155,7 +159,8 @@ case $m in x86_64|amd64) a=amd64;; aarch64|arm64) a=arm64;; *) a=$m;; esac
 f="$d/{DIR}/linux-$a/{BINARY}"
 if [ -x "$f" ]; then s=$(sha256sum "$f" 2>/dev/null || cat "${{f%/*}}/{CHECKSUM}"); echo "importer ${{s%% *}}"; fi
 for p in /run/containerd/containerd.sock /run/k3s/containerd/containerd.sock /var/run/docker.sock /run/docker.sock; do [ -S "$p" ] && echo "socket $p"; done
-for c in docker podman ctr; do command -v $c >/dev/null 2>&1 && echo "command $c"; done; true"#,
+for c in docker podman ctr; do command -v $c >/dev/null 2>&1 && echo "command $c"; done
+[ -d "$d" ] && find "$d" -maxdepth 1 -name 'staging-*' -mmin +{STALE_MINUTES} -exec rm -rf {{}} + 2>/dev/null; true"#,
         dir = path_word(host.dir())
     );
     let text = shared.ssh.output(host, &script, None, say)?;
