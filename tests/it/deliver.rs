@@ -488,6 +488,23 @@ fn unknown_key_and_down_host_named_the_others_served(site: &Site, bundle: &Path,
         text.contains("summary: 4 hosts, 2 done, 2 FAILED"),
         "{text}"
     );
+
+    // --tolerant: the same failures, exit 0; a JSON log, each host's line carrying its name.
+    let args = ["--tolerant", "--log-format", "json"];
+    let child = site.deliver_with(bundle, importer, &[1, 2], &down, &args);
+    let (out, _) = site.finished(child.wait_with_output().unwrap());
+    let text = log(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{text}")))
+        .collect();
+    let refused = format!("root@{first}");
+    assert!(
+        lines.iter().any(|l| l["node"] == refused.as_str()
+            && l["message"].as_str().is_some_and(|m| m.contains("FAILED"))),
+        "{text}"
+    );
 }
 
 /// The link to a host cut mid-transfer (its veth down for 5 s): ssh notices, the stream is
