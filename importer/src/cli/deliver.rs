@@ -23,8 +23,9 @@ pub struct DeliverArgs {
     pub ssh: Vec<String>,
 
     /// A file of hosts, one a line: USER@HOST[:PORT] then optional key=value words for that
-    /// host (runtime=, socket=, namespace=, storage-root=, run-root=, storage-driver=, dir=, and for the import disk-max-used=, jobs=, release=);
-    /// `#` starts a comment.
+    /// host (runtime=, socket=, namespace=, storage-root=, run-root=, storage-driver=,
+    /// containerd-client=, snapshotter=, dir=, and for its import alone disk-max-used=, jobs=,
+    /// release=); `#` starts a comment.
     #[arg(long, value_name = "FILE")]
     pub hosts_file: Option<PathBuf>,
 
