@@ -28,6 +28,10 @@ oi_install_packages() {
   command -v patchelf >/dev/null || missing+=(patchelf)
   # Debian 12's podman 4.3: the podman runtime's tests import into containers-storage with it.
   command -v podman >/dev/null || missing+=(podman)
+  # deliver's hosts: network namespaces (ip netns, veth) each running Debian's sshd.
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  command -v ssh >/dev/null || missing+=(openssh-client)
+  command -v ip >/dev/null || missing+=(iproute2)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "installing ${missing[*]} needs root"

@@ -114,12 +114,32 @@ pub enum Command {
     /// A failed image is named and the rest go on; exit 1 when any failed.
     #[cfg(feature = "export")]
     Push(PushArgs),
+    /// Deliver the bundle to hosts over SSH, each sent only what its runtime lacks.
+    ///
+    /// Per host, up to --transfer-pool at once: one ssh command learns its architecture, its
+    /// runtimes and the importer it keeps (~/.cache/offline-images); the static importer for
+    /// its architecture is sent once and reused by checksum; the host's importer says what
+    /// its runtime holds; the units it lacks go as one stream over the SSH connection (a cut
+    /// stream is retried, what arrived kept) and are imported there, its log prefixed with the
+    /// host. Host keys are checked (BatchMode, StrictHostKeyChecking): an unknown host is
+    /// refused. A line per host, a table, exit 1 when any host failed (0 with --tolerant).
+    #[cfg(feature = "export")]
+    Deliver(DeliverArgs),
+    /// Write a tar stream read on stdin into a directory, each file renamed when whole (what
+    /// `deliver` runs on a host).
+    #[command(hide = true)]
+    Receive(ReceiveArgs),
 }
+
+#[cfg(feature = "export")]
+pub use deliver::DeliverArgs;
+pub use deliver::ReceiveArgs;
 
 #[cfg(feature = "export")]
 mod push;
 #[cfg(feature = "export")]
 pub use push::PushArgs;
+mod deliver;
 
 /// The value of a yes/no flag that its environment variable may set, spelt as shells and
 /// Kubernetes `env` entries spell it: 1, true, yes, on (any case) turn it on; 0, false, no, off
@@ -720,6 +740,14 @@ mod tests {
         "push --username",
         "push --insecure-registry",
         "push --print-mirror-config",
+        "deliver --images-path",
+        "deliver --ssh",
+        "deliver --hosts-file",
+        "deliver --identity",
+        "deliver --ssh-option",
+        "deliver --importer-binary",
+        "deliver --json-report",
+        "receive --dir",
     ];
 
     /// The long help of `--flag` of `command`.

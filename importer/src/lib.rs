@@ -16,6 +16,8 @@ mod bundle_check;
 pub mod bundled;
 mod child;
 pub mod cli;
+#[cfg(feature = "export")]
+mod deliver;
 mod digest;
 pub mod exit;
 #[cfg(feature = "export")]
@@ -25,6 +27,7 @@ mod images_path;
 mod import;
 mod kind;
 mod labels;
+mod lacks;
 mod layout;
 mod list;
 mod lock;
@@ -33,7 +36,9 @@ mod present;
 mod prune;
 #[cfg(feature = "export")]
 mod push;
+mod receive;
 pub mod reference;
+mod remote;
 mod report;
 pub mod runtime;
 mod signing;
@@ -76,5 +81,8 @@ pub fn run(cli: Cli) -> Result<Code> {
         Command::Present(args) => present::run(&args.runtime.config()),
         #[cfg(feature = "export")]
         Command::Push(args) => push::run(&args.settings()),
+        #[cfg(feature = "export")]
+        Command::Deliver(args) => deliver::run(&args.settings()),
+        Command::Receive(args) => receive::run(&args.dir, args.list),
     }
 }

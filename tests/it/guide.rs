@@ -308,6 +308,14 @@ fn script() -> Vec<(&'static str, Step)> {
             "offline-images verify --kind dev --images-path ./images",
             Step::NotHere("needs a kind cluster: kind.rs runs verify --kind on kind-shaped nodes"),
         ),
+        (
+            "offline-images deliver --images-path ./images --ssh root@edge-1.example --ssh ops@10.0.4.7:2222",
+            Step::NotHere("needs SSH hosts: deliver.rs delivers to hosts in network namespaces, each with its sshd"),
+        ),
+        (
+            "offline-images deliver --images-path ./images --hosts-file hosts --transfer-pool 4 --json-report delivery.json",
+            Step::NotHere("needs SSH hosts: deliver.rs delivers to hosts in network namespaces, each with its sshd"),
+        ),
     ]
 }
 

@@ -4,6 +4,7 @@
 mod arch;
 mod collect;
 mod corpus;
+mod deliver;
 mod docker;
 mod docker25;
 mod export;

@@ -10,23 +10,23 @@
 
 mod engine;
 mod frames;
-mod lacks;
 mod node;
 mod send;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use self::engine::{Engine, Node};
 use self::node::{Outcome, Shared};
-use crate::archive::Platform;
-use crate::bundled::{self, Arch};
+use crate::bundled::Arch;
 use crate::exit::{self, Code};
 use crate::images_path::ImagesPath;
-use crate::report::{self, prose, Reporter};
-use crate::source::{Source, Unit};
+use crate::lacks;
+pub use crate::remote::Importer;
+use crate::report::{self, Reporter};
+use crate::source::Unit;
 use crate::units::human_bytes;
 
 /// Nodes imported at the same time.
@@ -52,14 +52,6 @@ pub struct Settings {
     /// Ask each node what it lacks and say it; send and import nothing.
     pub dry_run: bool,
     pub log_format: report::Format,
-}
-
-/// The importer that goes into the nodes.
-pub struct Importer {
-    pub path: PathBuf,
-    pub arch: Arch,
-    pub sha256: String,
-    pub size: u64,
 }
 
 pub fn run(settings: &Settings) -> Result<Code> {
@@ -105,7 +97,11 @@ impl<'a> Prepared<'a> {
                 engine.describe()
             ),
         };
-        let importer = choose_importer(settings, arch)?;
+        let importer = crate::remote::importer(
+            &settings.images_path,
+            settings.importer_binary.as_deref(),
+            arch,
+        )?;
         let reporter = Reporter::new(settings.log_format);
         let source = ImagesPath::open(&settings.images_path, &reporter)?;
         Ok(Prepared {
@@ -121,35 +117,7 @@ impl<'a> Prepared<'a> {
 
     /// Each unit with the images it holds for the nodes' platform, one winner per name.
     fn wants(&self) -> Vec<(&Unit, Vec<lacks::Want>)> {
-        let platform = Platform::parse(&self.arch.platform()).expect("linux/<arch> parses");
-        let mut wants = Vec::new();
-        for unit in self.source.units() {
-            match lacks::wants(&self.source, unit, &platform) {
-                Ok(w) if w.is_empty() => self.reporter.warn(
-                    Some(&unit.name),
-                    &format!("no image for {} in it: left out", self.arch.platform()),
-                ),
-                Ok(w) => wants.push((unit, w)),
-                // The node's importer says why, as for any bad archive.
-                Err(e) => {
-                    let why = format!("{e:#}: sent for the node to judge");
-                    self.reporter.warn(Some(&unit.name), &why);
-                    let unknown = lacks::Want {
-                        names: vec![],
-                        config_digest: String::new(),
-                    };
-                    wants.push((unit, vec![unknown]));
-                }
-            }
-        }
-        let mut claims: Vec<Vec<lacks::Want>> = wants.iter().map(|(_, w)| w.clone()).collect();
-        lacks::drop_lost_names(&mut claims);
-        wants
-            .into_iter()
-            .zip(claims)
-            .filter(|(_, claims)| !claims.is_empty())
-            .map(|((unit, _), claims)| (unit, claims))
-            .collect()
+        lacks::for_platform(&self.source, &self.arch.platform(), &self.reporter)
     }
 
     fn shared<'b>(&'b self, wants: &'b [(&'b Unit, Vec<lacks::Want>)]) -> Shared<'b> {
@@ -198,69 +166,6 @@ fn find_nodes(engine: &Engine, settings: &Settings) -> Result<Vec<Node>> {
     Ok(nodes)
 }
 
-/// `--importer-binary`, else the bundle's importer for `arch`, else this binary when it is a
-/// static importer for `arch`.
-fn choose_importer(settings: &Settings, arch: Arch) -> Result<Importer> {
-    let (bundled_path, _) = bundled::arch_paths(&settings.images_path, arch);
-    let path = match &settings.importer_binary {
-        Some(p) => p.clone(),
-        None if bundled_path.is_file() => bundled_path,
-        None => match bundled::current_static() {
-            Ok((a, _)) if a == arch => std::fs::read_link("/proc/self/exe")
-                .context("cannot tell where this binary is (/proc/self/exe)")?,
-            Ok((a, _)) => {
-                return Err(exit::usage(format!(
-                    "the nodes are {} and this importer is {}; {} holds no importer: give one \
-                     with --importer-binary",
-                    arch.platform(),
-                    a.platform(),
-                    settings.images_path.display()
-                )))
-            }
-            Err(e) => {
-                return Err(exit::usage(format!(
-                    "this binary {e}, and {} holds no importer for {}: give a static one with \
-                     --importer-binary",
-                    settings.images_path.display(),
-                    arch.platform()
-                )))
-            }
-        },
-    };
-    let found = bundled::check_importer(&path)
-        .map_err(|e| exit::usage(format!("{} {e}", path.display())))?;
-    if found != arch {
-        return Err(exit::usage(format!(
-            "{} is an importer for {}, the nodes are {}",
-            path.display(),
-            found.platform(),
-            arch.platform()
-        )));
-    }
-    let (sha256, size) = sha256_file(&path)?;
-    Ok(Importer {
-        path,
-        arch,
-        sha256,
-        size,
-    })
-}
-
-fn sha256_file(path: &std::path::Path) -> Result<(String, u64)> {
-    use sha2::Digest;
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut hasher = sha2::Sha256::new();
-    let size = std::io::copy(&mut file, &mut hasher)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let sum: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((sum, size))
-}
-
 /// Every node imported, at most [`PARALLEL`] at a time; outcomes in `nodes`' order.
 type Work = dyn Fn(&Shared<'_>, &Node, &dyn Fn(&str)) -> Outcome + Sync;
 
@@ -278,7 +183,7 @@ fn each_node(shared: &Shared<'_>, nodes: &[Node], work: &Work) -> Vec<Outcome> {
                     i
                 };
                 let Some(node) = nodes.get(i) else { break };
-                let say = |line: &str| say(&node.name, line, json);
+                let say = |line: &str| crate::remote::say(&node.name, line, json);
                 let outcome = work(shared, node, &say);
                 match &outcome {
                     Outcome::Done { line, .. } => say(&format!("done: {line}")),
@@ -292,27 +197,6 @@ fn each_node(shared: &Shared<'_>, nodes: &[Node], work: &Work) -> Vec<Outcome> {
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Outcome::Failed("not started".into())))
         .collect()
-}
-
-/// One line of a node's log, on stderr.
-fn say(node: &str, line: &str, json: bool) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{}", node_line(node, line, json));
-}
-
-/// `NODE: LINE`; in a JSON log the node's JSON line given a `node` field, or a line of ours
-/// made an `info` event with one.
-fn node_line(node: &str, line: &str, json: bool) -> String {
-    if !json {
-        return format!("{}: {}", prose(node), prose(line));
-    }
-    match serde_json::from_str::<serde_json::Value>(line) {
-        Ok(serde_json::Value::Object(mut map)) => {
-            map.insert("node".into(), node.into());
-            serde_json::Value::Object(map).to_string()
-        }
-        _ => serde_json::json!({ "event": "info", "node": node, "message": line }).to_string(),
-    }
 }
 
 fn names(nodes: &[Node]) -> String {
@@ -374,29 +258,5 @@ fn summary(settings: &Settings, nodes: &[Node], outcomes: &[Outcome], verify: bo
         Code::Failure
     } else {
         Code::Success
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_nodes_lines_carry_its_name_in_either_log_format() {
-        assert_eq!(node_line("w", "imported x", false), "w: imported x");
-        assert_eq!(node_line("w", "bad\x1b[0m", false), "w: bad\\u{1b}[0m");
-        let j: serde_json::Value =
-            serde_json::from_str(&node_line("w", r#"{"event":"summary","imported":1}"#, true))
-                .unwrap();
-        assert_eq!(
-            (j["node"].as_str(), j["imported"].as_u64()),
-            (Some("w"), Some(1))
-        );
-        let j: serde_json::Value =
-            serde_json::from_str(&node_line("w", "sent 1 units", true)).unwrap();
-        assert_eq!(
-            (j["event"].as_str(), j["message"].as_str()),
-            (Some("info"), Some("sent 1 units"))
-        );
     }
 }

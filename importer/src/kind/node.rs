@@ -5,9 +5,9 @@
 use anyhow::{bail, Context, Result};
 
 use super::engine::{Engine, Node};
-use super::lacks::{NodeHas, Want};
 use super::send::{self, NODE_DIR};
 use super::{Importer, Settings};
+use crate::lacks::{NodeHas, Want};
 use crate::source::{Source, Unit};
 use crate::units::human_bytes;
 

@@ -2,12 +2,14 @@
 //! (`PUT /containers/{id}/archive`): the importer with its checksum, or the units the node
 //! lacks, each read from the bundle as it is sent. Nothing is staged on the host's disk.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use super::engine::{Engine, Node};
+pub use crate::remote::stream::Sent;
+use crate::remote::stream::{append, append_text, unit_into};
 use crate::runtime::http::Request;
 use crate::source::{Checksum, Source, Unit};
 
@@ -52,13 +54,6 @@ pub fn importer(engine: &Engine, node: &Node, binary: &Path, sum: &str, path: &s
     finish(engine, node, tar)
 }
 
-/// What was sent of one unit.
-pub struct Sent {
-    /// Its file name in the staging directory.
-    pub file: String,
-    pub bytes: u64,
-}
-
 /// Send `units` into `node`'s staging directory `staging`: an archive as stored, an image of
 /// a layout as the OCI archive the source builds for it; with the checksums the bundle gives,
 /// as a `SHA256SUMS` the node's importer checks them against.
@@ -76,6 +71,9 @@ pub fn units(
     let mut sent = Vec::new();
     let mut sums = String::new();
     for unit in units {
+        if let (Some(_), Some((sub, _))) = (source.file(unit), unit.name.rsplit_once('/')) {
+            dirs(&mut tar, &format!("{dir}/{sub}"))?;
+        }
         let one = unit_into(&mut tar, source, unit, dir)
             .with_context(|| format!("sending {} to {}", unit.name, node.name))?;
         if let (true, Checksum::Sha256(hex)) = (source.file(unit).is_some(), source.checksum(unit))
@@ -89,47 +87,6 @@ pub fn units(
     }
     finish(engine, node, tar)?;
     Ok(sent)
-}
-
-fn unit_into<W: Write>(
-    tar: &mut tar::Builder<W>,
-    source: &dyn Source,
-    unit: &Unit,
-    dir: &str,
-) -> Result<Sent> {
-    if source.file(unit).is_some() {
-        let mut bytes = source.bytes(unit)?;
-        let file = unit.name.clone();
-        if let Some((sub, _)) = file.rsplit_once('/') {
-            dirs(tar, &format!("{dir}/{sub}"))?;
-        }
-        append(tar, &format!("{dir}/{file}"), unit.size, 0o644, &mut bytes)?;
-        return Ok(Sent {
-            file,
-            bytes: unit.size,
-        });
-    }
-    // An image of a layout: the archive is built from its blobs as it is read, so its length
-    // is known only after a first pass; the second pass is sent, and must be as long.
-    let size = io::copy(&mut source.open(unit)?.reader, &mut io::sink())
-        .with_context(|| format!("reading {}", unit.name))?;
-    let file = format!("{}.tar", flat_name(&unit.name));
-    let mut reader = source.open(unit)?.reader;
-    append(tar, &format!("{dir}/{file}"), size, 0o644, &mut reader)?;
-    Ok(Sent { file, bytes: size })
-}
-
-/// A unit's name as one file name: every byte but `[A-Za-z0-9._-]` made `_`.
-pub fn flat_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Directory entries for `dir` and each of its parents below [`NODE_DIR`]'s own parent.
@@ -155,83 +112,10 @@ fn dirs<W: Write>(tar: &mut tar::Builder<W>, dir: &str) -> Result<()> {
     Ok(())
 }
 
-/// One file entry of `size` bytes read from `data`; fewer or more bytes are an error.
-/// A small text file (a checksum list) into the stream, mode 0644.
-fn append_text<W: Write>(tar: &mut tar::Builder<W>, path: &str, text: &str) -> Result<()> {
-    append(tar, path, text.len() as u64, 0o644, &mut text.as_bytes())
-}
-
 /// End the tar stream of a `PUT /containers/{id}/archive` and wait for Docker's answer.
 fn finish(engine: &Engine, node: &Node, tar: tar::Builder<Request>) -> Result<()> {
     let request = tar
         .into_inner()
         .map_err(|e| anyhow!("ending the tar stream to {}: {e}", node.name))?;
     engine.finish_put(node, request)
-}
-
-fn append<W: Write>(
-    tar: &mut tar::Builder<W>,
-    path: &str,
-    size: u64,
-    mode: u32,
-    data: &mut dyn Read,
-) -> Result<()> {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mode(mode);
-    header.set_size(size);
-    header.set_mtime(0);
-    let mut counted = Exact {
-        inner: data,
-        left: size,
-    };
-    tar.append_data(&mut header, path, &mut counted)
-        .with_context(|| format!("sending /{path}"))?;
-    if counted.left != 0 {
-        bail!(
-            "/{path}: its source gave {} bytes fewer than the {size} announced",
-            counted.left
-        );
-    }
-    let mut extra = [0u8; 1];
-    if counted.inner.read(&mut extra)? != 0 {
-        bail!("/{path}: its source gave more than the {size} bytes announced");
-    }
-    Ok(())
-}
-
-/// A reader that gives at most `left` bytes.
-struct Exact<'a> {
-    inner: &'a mut dyn Read,
-    left: u64,
-}
-
-impl Read for Exact<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let max = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        if max == 0 {
-            return Ok(0);
-        }
-        let n = self.inner.read(&mut buf[..max])?;
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stream_of_another_length_is_refused() {
-        let mut tar = tar::Builder::new(Vec::new());
-        assert!(append(&mut tar, "a", 3, 0o644, &mut &b"ab"[..]).is_err());
-        let mut tar = tar::Builder::new(Vec::new());
-        assert!(append(&mut tar, "b", 1, 0o644, &mut &b"ab"[..]).is_err());
-        let mut tar = tar::Builder::new(Vec::new());
-        append(&mut tar, "c", 2, 0o644, &mut &b"ab"[..]).unwrap();
-        assert_eq!(flat_name("blobs/index.json#0"), "blobs_index.json_0");
-    }
 }

@@ -1,6 +1,7 @@
-//! Which units of the images path a node lacks: an image the unit holds for the node's
-//! platform that the node's runtime does not have under each of its names with its config
-//! digest. Read from `images.json` when the bundle has one, else from the unit itself.
+//! Which units of the images path a machine lacks (a kind node, an edge host over SSH): an
+//! image the unit holds for the machine's platform that its runtime does not have under each
+//! of its names with its config digest. Read from `images.json` when the bundle has one, else
+//! from the unit itself. Shared by `import --kind` and `deliver`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,7 +10,46 @@ use anyhow::Result;
 use crate::archive::{ArchiveInfo, Platform};
 use crate::bundle::BundleArchive;
 use crate::present::Held;
+use crate::report::Reporter;
 use crate::source::{Source, Unit};
+
+/// Each unit of `source` with the images it holds for `platform` (`linux/<arch>`), one winner
+/// per name; a unit with none for it is left out, and one that cannot be read is kept with an
+/// image no machine has, for the machine's importer to judge and say why.
+pub fn for_platform<'a>(
+    source: &'a dyn Source,
+    platform: &str,
+    reporter: &Reporter,
+) -> Vec<(&'a Unit, Vec<Want>)> {
+    let parsed = Platform::parse(platform).expect("linux/<arch> parses");
+    let mut wants = Vec::new();
+    for unit in source.units() {
+        match self::wants(source, unit, &parsed) {
+            Ok(w) if w.is_empty() => reporter.warn(
+                Some(&unit.name),
+                &format!("no image for {platform} in it: left out"),
+            ),
+            Ok(w) => wants.push((unit, w)),
+            Err(e) => {
+                let why = format!("{e:#}: sent for the node to judge");
+                reporter.warn(Some(&unit.name), &why);
+                let unknown = Want {
+                    names: vec![],
+                    config_digest: String::new(),
+                };
+                wants.push((unit, vec![unknown]));
+            }
+        }
+    }
+    let mut claims: Vec<Vec<Want>> = wants.iter().map(|(_, w)| w.clone()).collect();
+    drop_lost_names(&mut claims);
+    wants
+        .into_iter()
+        .zip(claims)
+        .filter(|(_, claims)| !claims.is_empty())
+        .map(|((unit, _), claims)| (unit, claims))
+        .collect()
+}
 
 /// One image a unit holds for the node's platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
