@@ -233,6 +233,8 @@ fn script() -> Vec<(&'static str, Step)> {
         (
             "offline-images push --images-path ./images --to registry.site.example:5000/site",
             Step::NotHere("registry.site.example is not here: signatures.rs pushes the signatures into a second registry and verifies them there with cosign"),
+        ),
+        (
             "offline-images import --images-path ./bundle --verify-key cosign.pub",
             Step::NotHere("needs a bundle signed with a key of cosign's: signing.rs exports one with --sign-key and imports it with --verify-key"),
         ),
