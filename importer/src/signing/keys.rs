@@ -48,11 +48,25 @@ pub(crate) fn parse_public_key(text: &str) -> std::result::Result<VerifyingKey, 
         .map_err(|e| format!("not an ECDSA P-256 public key: {e}"))
 }
 
-/// The signature file's text as the DER signature it encodes, or why not.
+/// Base64 text of an ECDSA P-256 signature, DER (as cosign writes it) or the 64-byte fixed
+/// form, as the signature it encodes, or why not.
 pub(crate) fn decode_signature(text: &[u8]) -> std::result::Result<Signature, String> {
     let text = std::str::from_utf8(text).map_err(|_| "is not base64 text".to_string())?;
-    let der = Base64::decode_vec(text.trim()).map_err(|e| format!("is not base64: {e}"))?;
-    Signature::from_der(&der).map_err(|e| format!("is not a DER ECDSA P-256 signature: {e}"))
+    let raw = Base64::decode_vec(text.trim()).map_err(|e| format!("is not base64: {e}"))?;
+    Signature::from_der(&raw)
+        .or_else(|_| Signature::from_slice(&raw))
+        .map_err(|e| format!("is not an ECDSA P-256 signature (DER or fixed): {e}"))
+}
+
+/// The file of the first of `keys` under which `signature` signs `message`.
+pub(crate) fn signer<'a>(
+    keys: &'a [PublicKey],
+    message: &[u8],
+    signature: &Signature,
+) -> Option<&'a Path> {
+    keys.iter()
+        .find(|k| k.key.verify(message, signature).is_ok())
+        .map(|k| k.path.as_path())
 }
 
 /// The first of `keys` under which `signature` (cosign's signature file) signs `message`, or
@@ -63,15 +77,12 @@ pub(crate) fn verify_any<'a>(
     signature: &[u8],
 ) -> std::result::Result<&'a Path, String> {
     let sig = decode_signature(signature)?;
-    keys.iter()
-        .find(|k| k.key.verify(message, &sig).is_ok())
-        .map(|k| k.path.as_path())
-        .ok_or_else(|| {
-            let names: Vec<String> = keys.iter().map(|k| k.path.display().to_string()).collect();
-            format!(
-                "is not by any of the keys given ({}): signed by another key, or the identity \
+    signer(keys, message, &sig).ok_or_else(|| {
+        let names: Vec<String> = keys.iter().map(|k| k.path.display().to_string()).collect();
+        format!(
+            "is not by any of the keys given ({}): signed by another key, or the identity \
                  was changed",
-                names.join(", ")
-            )
-        })
+            names.join(", ")
+        )
+    })
 }

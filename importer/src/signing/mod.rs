@@ -27,7 +27,7 @@ use crate::exit;
 use crate::report::Reporter;
 use crate::source::Unit;
 
-mod keys;
+pub(crate) mod keys;
 #[cfg(feature = "export")]
 mod sign;
 

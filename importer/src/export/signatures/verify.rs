@@ -21,14 +21,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use base64::Engine as _;
-use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::{Signature, VerifyingKey};
-use p256::pkcs8::DecodePublicKey;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::export::registry::artifacts::Artifact;
 use crate::export::registry::layout::Blob;
+use crate::signing::keys::{decode_signature, signer, PublicKey};
 
 const ANNOTATION_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
 const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -38,24 +36,16 @@ const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 const PAYLOAD_MAX: u64 = 1 << 20;
 
 /// The public keys an export accepts signatures by.
-pub struct Keys(Vec<(PathBuf, VerifyingKey)>);
+pub struct Keys(Vec<PublicKey>);
 
-/// Read each key: a PEM public key (SPKI) of an ECDSA P-256 key, as `cosign.pub` is.
+/// Read each key: a PEM public key (SPKI) of an ECDSA P-256 key, as `cosign.pub` is, read as
+/// `import --verify-key` reads it (`signing::keys`).
 pub fn load(paths: &[PathBuf]) -> Result<Keys> {
-    let mut keys = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--verify-key {}: cannot read it", path.display()))?;
-        let key = VerifyingKey::from_public_key_pem(&text).map_err(|e| {
-            anyhow!(
-                "--verify-key {}: not an ECDSA P-256 public key in PEM, as cosign \
-                 generate-key-pair writes cosign.pub ({e})",
-                path.display()
-            )
-        })?;
-        keys.push((path.clone(), key));
-    }
-    Ok(Keys(keys))
+    paths
+        .iter()
+        .map(|p| PublicKey::load(p))
+        .collect::<Result<_>>()
+        .map(Keys)
 }
 
 #[derive(Deserialize)]
@@ -101,19 +91,11 @@ fn blob_bytes(a: &Artifact, d: &Desc) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-/// Whether one key verifies `sig` (DER, or the 64-byte fixed form) over `message`: the
-/// key's file.
+/// Whether one key verifies `sig_b64` (base64 of DER, or of the 64-byte fixed form) over
+/// `message`: the key's file.
 fn signed_by<'k>(keys: &'k Keys, message: &[u8], sig_b64: &str) -> Option<&'k Path> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(sig_b64.trim())
-        .ok()?;
-    let sig = Signature::from_der(&raw)
-        .or_else(|_| Signature::from_slice(&raw))
-        .ok()?;
-    keys.0
-        .iter()
-        .find(|(_, k)| k.verify(message, &sig).is_ok())
-        .map(|(p, _)| p.as_path())
+    let sig = decode_signature(sig_b64.as_bytes()).ok()?;
+    signer(&keys.0, message, &sig)
 }
 
 /// A simple-signing payload of the manifest `manifest` that names `subject`, signed by one
@@ -207,7 +189,7 @@ pub fn check<'k>(keys: &'k Keys, subject: &str, artifacts: &[Artifact]) -> Resul
     let keys: Vec<String> = keys
         .0
         .iter()
-        .map(|(p, _)| p.display().to_string())
+        .map(|k| k.path.display().to_string())
         .collect();
     Err(anyhow!(if seen == 0 {
         format!(
@@ -227,7 +209,7 @@ mod tests {
     use super::*;
     use crate::export::registry::fetch::{Fetched, OCI_MANIFEST};
     use p256::ecdsa::signature::Signer;
-    use p256::ecdsa::SigningKey;
+    use p256::ecdsa::{Signature, SigningKey};
 
     fn digest(data: &[u8]) -> String {
         format!("sha256:{}", crate::bundle::hex(&Sha256::digest(data)))
@@ -241,7 +223,10 @@ mod tests {
         Keys(
             of.iter()
                 .enumerate()
-                .map(|(i, k)| (PathBuf::from(format!("k{i}.pub")), *k.verifying_key()))
+                .map(|(i, k)| PublicKey {
+                    path: PathBuf::from(format!("k{i}.pub")),
+                    key: *k.verifying_key(),
+                })
                 .collect(),
         )
     }
