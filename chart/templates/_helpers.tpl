@@ -139,7 +139,8 @@ not say. Pass a Node object.
 The runtime a node's Job imports into: imagePull.runtime when it is not auto; with auto, the
 runtime the node's kubelet uses when it is containerd or docker (the images must land where
 the kubelet reads them: on a cri-dockerd node, Docker, though Docker's containerd answers
-too), else auto (the Job then probes). Pass a dict "root" and "node" (a Node object).
+too), crio where it is cri-o, else auto (the Job then probes). Pass a dict "root" and "node"
+(a Node object).
 */}}
 {{- define "offline-images.jobRuntime" -}}
 {{- $ip := .root.Values.imagePull -}}
@@ -148,6 +149,8 @@ too), else auto (the Job then probes). Pass a dict "root" and "node" (a Node obj
 {{- $ip.runtime -}}
 {{- else if has $kubelet (list "containerd" "docker") -}}
 {{- $kubelet -}}
+{{- else if eq $kubelet "cri-o" -}}
+crio
 {{- else -}}
 auto
 {{- end -}}
@@ -157,7 +160,7 @@ auto
 Why a node cannot run an import pod, or "" when it can. Pass a dict "root" and "node" (a Node
 object). In this order: not Ready (a toleration of every taint, `operator: Exists`, would
 otherwise reach nodes that are NotReady or unreachable), cordoned, not Linux, an architecture
-the importer does not have, a runtime other than containerd and Docker (CRI-O: the kubelet
+the importer does not have, a runtime other than containerd, Docker and CRI-O (the kubelet
 would not see what the importer can write), labels that do not match imagePull.nodeSelector, a
 NoSchedule or NoExecute taint that imagePull.tolerations do not tolerate.
 */}}
@@ -185,8 +188,8 @@ NoSchedule or NoExecute taint that imagePull.tolerations do not tolerate.
 {{- $why = printf "architecture %s: the importer has %s (imagePull.architectures)" ($arch | default "unknown") (join ", " $ip.architectures) -}}
 {{- else if and (include "offline-images.perArch" .root) (not (has $arch $ip.bootstrap.architectures)) -}}
 {{- $why = printf "architecture %s: bootstrap mode runs the bundle's importers for %s (imagePull.bootstrap.architectures)" ($arch | default "unknown") (join ", " $ip.bootstrap.architectures) -}}
-{{- else if and $kubelet (not (has $kubelet (list "containerd" "docker"))) -}}
-{{- $why = printf "its kubelet uses %s (status.nodeInfo.containerRuntimeVersion); the importer imports into containerd and Docker only" (dig "status" "nodeInfo" "containerRuntimeVersion" "" $node) -}}
+{{- else if and $kubelet (not (has $kubelet (list "containerd" "docker" "cri-o"))) -}}
+{{- $why = printf "its kubelet uses %s (status.nodeInfo.containerRuntimeVersion); the importer imports into containerd, Docker and CRI-O only" (dig "status" "nodeInfo" "containerRuntimeVersion" "" $node) -}}
 {{- end -}}
 {{- if not $why -}}
 {{- range $key, $want := $ip.nodeSelector -}}

@@ -13,10 +13,16 @@ runtime: auto, containerd or docker, see offline-images.jobRuntime):
             CRI plugin and Docker make a missing hostPath a directory);
   nodeRoot  the node's root filesystem, read-only at /host: the runtime sockets are probed
             there and the node's `ctr` runs chrooted into it (containerdClient ctr).
+  crio      the node's root filesystem, read-write at /host: CRI-O's images are in
+            containers-storage (/var/lib/containers/storage on the node), which no daemon owns;
+            the importer runs the node's podman chrooted into the node root, and podman writes
+            the storage itself (runtime crio).
 */}}
 {{- define "offline-images.hostAccess" -}}
 {{- $ip := .root.Values.imagePull -}}
-{{- if eq .runtime "docker" -}}
+{{- if eq .runtime "crio" -}}
+crio
+{{- else if eq .runtime "docker" -}}
 socket
 {{- else if eq $ip.containerdClient "ctr" -}}
 nodeRoot
@@ -30,7 +36,7 @@ probe
 {{/* "true" when the Job may reach containerd through its gRPC API (containerdClient native,
 runtime not docker). Pass a dict "root" and "runtime". */}}
 {{- define "offline-images.nativeContainerd" -}}
-{{- if and (eq .root.Values.imagePull.containerdClient "native") (ne .runtime "docker") -}}
+{{- if and (eq .root.Values.imagePull.containerdClient "native") (not (has .runtime (list "docker" "crio"))) -}}
 true
 {{- end -}}
 {{- end -}}
@@ -87,10 +93,20 @@ can only run on that node.
 {{- end -}}
 
 {{/* The container security context; without SYS_CHROOT, which only the node's chrooted `ctr`
-needs, unless the node root is mounted. Pass a dict "root" and "access" (offline-images.hostAccess). */}}
+needs, unless the node root is mounted. With access crio: imagePull.crioCapabilities and
+SYS_CHROOT added, and uid 0 whatever podSecurityContext says (see values.yaml).
+Pass a dict "root" and "access" (offline-images.hostAccess). */}}
 {{- define "offline-images.securityContext" -}}
 {{- $sc := deepCopy (.root.Values.imagePull.securityContext | default dict) -}}
-{{- if and (ne .access "nodeRoot") (hasKey $sc "capabilities") -}}
+{{- if eq .access "crio" -}}
+{{- $caps := get $sc "capabilities" | default dict -}}
+{{- $add := concat (get $caps "add" | default list) (list "SYS_CHROOT") (.root.Values.imagePull.crioCapabilities | default list) | uniq -}}
+{{- $_ := set $caps "add" $add -}}
+{{- $_ = set $sc "capabilities" $caps -}}
+{{- $_ = set $sc "runAsUser" 0 -}}
+{{- $_ = set $sc "runAsGroup" 0 -}}
+{{- $_ = set $sc "runAsNonRoot" false -}}
+{{- else if and (ne .access "nodeRoot") (hasKey $sc "capabilities") -}}
 {{- $caps := get $sc "capabilities" -}}
 {{- $add := without (get $caps "add" | default list) "SYS_CHROOT" -}}
 {{- if $add -}}
@@ -327,6 +343,12 @@ spec:
       {{- $podSC := deepCopy ($ip.podSecurityContext | default dict) }}
       {{- with $ip.seLinuxOptions }}
       {{- $_ := set $podSC "seLinuxOptions" . }}
+      {{- else }}
+      {{- if eq $access "crio" }}
+      {{- /* container_t may not write containers-storage (container_var_lib_t) on an
+      SELinux node (RHCOS): spc_t, the type CRI-O gives a privileged container. */}}
+      {{- $_ := set $podSC "seLinuxOptions" (dict "type" "spc_t") }}
+      {{- end }}
       {{- end }}
       {{- with $podSC }}
       securityContext:
@@ -377,15 +399,22 @@ spec:
             # auto: the importer probes the sockets under the node's /run and takes the runtime
             # the kubelet reads (Docker first where a cri-dockerd socket is).
             {{- end }}
+            {{- if eq $access "crio" }}
+            # CRI-O reads containers-storage: the importer runs the node's podman, chrooted
+            # into the node root, so it takes the node's storage.conf (--runtime podman).
+            - name: IMAGE_RUNTIME
+              value: "podman"
+            {{- else }}
             - name: IMAGE_RUNTIME
               value: {{ $runtime | quote }}
+            {{- end }}
             - name: CONTAINERD_CLIENT
               value: {{ $ip.containerdClient | quote }}
             {{- if and $native (eq $access "socket") }}
             # containerd's gRPC API on the socket: no node root, no chroot.
             - name: CONTAINERD_ADDRESS
               value: {{ $socketPath | quote }}
-            {{- else if ne $runtime "docker" }}
+            {{- else if not (has $runtime (list "docker" "crio")) }}
             {{- with $ip.containerdAddress }}
             - name: CONTAINERD_ADDRESS
               value: {{ . | quote }}
@@ -474,6 +503,11 @@ spec:
               {{- with $rro }}
               {{- . | nindent 14 }}
               {{- end }}
+            {{- else if eq $access "crio" }}
+            # Read-write: podman, chrooted here, writes the node's containers-storage and
+            # its temporary copy of each archive (/var/tmp).
+            - name: host-root
+              mountPath: /host
             {{- end }}
             - name: tmp
               mountPath: /tmp
@@ -538,6 +572,13 @@ spec:
         {{- if eq $access "nodeRoot" }}
         # The node's root filesystem, read-only: the runtime sockets and the node's `ctr`
         # are found there.
+        - name: host-root
+          hostPath:
+            path: /
+            type: Directory
+        {{- else if eq $access "crio" }}
+        # The node's root filesystem, read-write: the node's podman runs chrooted into it
+        # and writes the containers-storage CRI-O reads (runtime crio).
         - name: host-root
           hostPath:
             path: /

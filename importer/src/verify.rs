@@ -88,6 +88,7 @@ pub fn run(args: &Settings) -> Result<Code> {
         format: args.log_format,
         w: io::BufWriter::new(stdout.lock()),
         tally: Tally::default(),
+        tags: Vec::new(),
     };
     for r in &rejected {
         let file = bundle::relative_name(root, &r.path);
@@ -125,6 +126,9 @@ pub fn run(args: &Settings) -> Result<Code> {
         }
     }
     out.w.flush()?;
+    if detected.runtime.kind() == "podman" {
+        crate::runtime::podman::pinned::report(args.runtime.host_root.as_deref(), &out.tags);
+    }
     Ok(report(&out.tally, found.len() + layouts.units().len()))
 }
 
@@ -157,6 +161,8 @@ struct Out<W: Write> {
     format: report::Format,
     w: W,
     tally: Tally,
+    /// Every tag name checked (no digest names), for CRI-O's pinned_images.
+    tags: Vec<String>,
 }
 
 impl<W: Write> Out<W> {
@@ -276,6 +282,8 @@ fn check_image<W: Write>(
         });
     };
     let mut all_here = true;
+    out.tags
+        .extend(img.names.iter().filter(|n| !n.contains('@')).cloned());
     let findable: Vec<&String> = img
         .names
         .iter()

@@ -332,12 +332,24 @@ def test_a_runtime_set_in_the_values_wins_over_what_the_nodes_report(tmp_path):
     assert volume(j, "runtime-socket")["hostPath"]["path"] == "/run/containerd/containerd.sock"
 
 
-def test_a_cri_o_node_is_left_out_and_named_as_its_kubelet_reads_no_runtime_the_importer_writes(tmp_path):
+def test_a_cri_o_node_gets_a_job_that_imports_through_the_nodes_podman_into_containers_storage(tmp_path):
     chart = chart_with_nodes(tmp_path, [node("crio", runtime="cri-o://1.31.1"), node("ctrd", runtime="containerd://2.1.4")])
     docs, notes = render_with(chart, {})
+    by_node = {pinned_to(j): j for j in jobs(docs)}
+    assert sorted(by_node) == ["crio", "ctrd"]
+    assert env_of(by_node["crio"])["IMAGE_RUNTIME"] == "podman"
+    assert env_of(by_node["ctrd"])["IMAGE_RUNTIME"] == "containerd"
+    assert volume(by_node["crio"], "host-root")["hostPath"]["path"] == "/"
+    assert "readOnly" not in mount(by_node["crio"], "/host")
+    assert "left out" not in notes
+
+
+def test_a_node_of_another_runtime_is_left_out_and_named(tmp_path):
+    chart = chart_with_nodes(tmp_path, [node("frakti", runtime="frakti://1.0"), node("ctrd", runtime="containerd://2.1.4")])
+    docs, notes = render_with(chart, {})
     assert [pinned_to(j) for j in jobs(docs)] == ["ctrd"]
-    why = ("crio: its kubelet uses cri-o://1.31.1 (status.nodeInfo.containerRuntimeVersion); "
-           "the importer imports into containerd and Docker only")
+    why = ("frakti: its kubelet uses frakti://1.0 (status.nodeInfo.containerRuntimeVersion); "
+           "the importer imports into containerd, Docker and CRI-O only")
     assert why in notes
     assert why in env_of(jobs(docs)[0])["LEFT_OUT_NODES"]
 

@@ -59,7 +59,7 @@ def test_an_unknown_key_is_rejected_even_when_the_import_is_disabled():
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ({"runtime": "cri-o"}, "at '/imagePull/runtime': value must be one of 'auto', 'containerd', 'docker'"),
+        ({"runtime": "cri-o"}, "at '/imagePull/runtime': value must be one of 'auto', 'containerd', 'docker', 'crio'"),
         ({"logFormat": "yaml"}, "at '/imagePull/logFormat': value must be one of 'text', 'json'"),
         ({"importerImage": {"pullPolicy": "Sometimes"}}, "at '/imagePull/importerImage/pullPolicy': value must be one of"),
         ({"imagesVolume": {"type": "iscsi"}}, "at '/imagePull/imagesVolume/type': value must be one of"),

@@ -13,6 +13,7 @@
 
 mod labels;
 mod output;
+pub mod pinned;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;

@@ -1,0 +1,173 @@
+"""The import Job rendered with `runtime: crio`, run as the kubelet would run it (see
+test_job_container.py, `run_like_kubelet`) on the real dockerd, against a node-root view that
+holds Debian 12's podman 4.3 and a containers-storage of its own.
+
+No CRI-O daemon can be had here. What CRI-O would read is checked instead: the storage at the
+path the node's /etc/containers/storage.conf names, read by the node's own podman (chrooted
+into the same view) with `podman images --digests`.
+
+The node-root view is a directory whose root stands for the node's `/`: this machine's /usr
+(read-only, with the /bin, /lib... links of a merged-/usr system, so it runs the machine's
+podman and its libraries), /proc, /sys (read-only), /dev/null, a /dev/shm of its own (podman's
+lock memory), and an /etc of its own whose containers/storage.conf puts the storage where a
+CRI-O node has it (/var/lib/containers/storage, overlay). The Job's hostPath `/` is that view.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chartlib import container, env_of, merge, mount, render, volume
+from test_job_container import (  # noqa: F401 (fixtures)
+    bundle,
+    docker,
+    importer_image,
+    layout_bundle,
+    run_like_kubelet,
+)
+
+ENV = ("OI_DOCKER_HOST", "OI_DOCKER_CLI", "OI_NODE_BIN", "OI_PODMAN4")
+pytestmark = pytest.mark.skipif(
+    not all(os.environ.get(name) for name in ENV),
+    reason=f"needs the daemons and Debian 12's podman of scripts/test.sh ({', '.join(ENV)})",
+)
+
+STORAGE_CONF = (
+    '[storage]\ndriver = "overlay"\ngraphroot = "/var/lib/containers/storage"\n'
+    'runroot = "/run/containers/storage"\n'
+)
+
+
+def run(*args: str | Path) -> None:
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{' '.join(map(str, args))} failed: {result.stderr}"
+
+
+def unmount_under(directory: Path) -> None:
+    """Lazily unmount everything mounted under `directory`, deepest first."""
+    under = f"{directory}/"
+    points = [line.split(" ")[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for point in sorted((p for p in points if p.startswith(under)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+@pytest.fixture
+def node_view(tmp_path) -> Path:
+    """A node root holding Debian 12's podman and a private containers-storage (see above)."""
+    podman4 = os.environ["OI_PODMAN4"]
+    if os.path.realpath(podman4) != "/usr/bin/podman":
+        pytest.skip(f"Debian 12's podman is {podman4}, not /usr/bin/podman: the view's /usr would not hold it")
+    view = tmp_path / "node"
+    for d in ("usr", "proc", "sys", "dev/shm", "etc/containers", "var/tmp", "tmp", "run",
+              "var/lib/containers/storage"):
+        (view / d).mkdir(parents=True, exist_ok=True)
+    for link in ("bin", "sbin", "lib", "lib64"):
+        (view / link).symlink_to(f"usr/{link}")
+    (view / "dev/null").write_bytes(b"")
+    try:
+        run("mount", "--bind", "/usr", view / "usr")
+        run("mount", "-o", "remount,bind,ro", view / "usr")
+        run("mount", "-t", "proc", "proc", view / "proc")
+        run("mount", "--bind", "/dev/null", view / "dev/null")
+        run("mount", "-t", "sysfs", "-o", "ro", "sysfs", view / "sys")
+        run("mount", "-t", "tmpfs", "tmpfs", view / "dev/shm")
+        for name in ("passwd", "group", "containers/policy.json"):
+            shutil.copy(Path("/etc") / name, view / "etc" / name)
+        (view / "etc/containers/storage.conf").write_text(STORAGE_CONF)
+        yield view
+    finally:
+        unmount_under(view)
+        shutil.rmtree(view, ignore_errors=True)
+
+
+def node_podman(view: Path, *args: str) -> str:
+    """The node's podman on the node's storage (chrooted into the view, as the importer runs it)."""
+    result = subprocess.run(["chroot", str(view), "/usr/bin/podman", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"podman {' '.join(args)} failed: {result.stderr}"
+    return result.stdout
+
+
+def crio_values(importer_image: dict[str, Any], bundle_dir: Path, **extra: Any) -> dict[str, Any]:
+    repository, tag = importer_image["image"].rsplit(":", 1)
+    return {"imagePull": {"enabled": True, "importerImage": {"repository": repository, "tag": tag},
+                          "imagesPath": str(bundle_dir), "runtime": "crio", "activeDeadlineSeconds": 300, **extra}}
+
+
+def jobs_by_component(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in render(values) if d["kind"] == "Job"}
+
+
+def test_the_crio_job_mounts_the_node_root_read_write_and_runs_podman_as_root_with_its_capabilities():
+    jb = jobs_by_component({"imagePull": {"enabled": True, "runtime": "crio"}})["image-import"]
+    assert env_of(jb)["IMAGE_RUNTIME"] == "podman" and env_of(jb)["HOST_ROOT"] == "/host"
+    assert volume(jb, "host-root")["hostPath"] == {"path": "/", "type": "Directory"}
+    assert mount(jb, "/host").get("readOnly") in (None, False)
+    sc = container(jb)["securityContext"]
+    assert sc["runAsUser"] == 0 and sc["runAsNonRoot"] is False
+    assert {"SYS_CHROOT", "SYS_ADMIN", "CHOWN", "DAC_OVERRIDE", "FOWNER"} <= set(sc["capabilities"]["add"])
+    assert sc["capabilities"]["drop"] == ["ALL"] and sc["allowPrivilegeEscalation"] is False
+    assert jb["spec"]["template"]["spec"]["securityContext"]["seLinuxOptions"] == {"type": "spc_t"}
+    names = {v["name"] for v in jb["spec"]["template"]["spec"]["volumes"]}
+    assert "runtime-socket" not in names and "containerd-root" not in names
+    assert "CONTAINERD_ADDRESS" not in env_of(jb)
+    # A site's own SELinux type wins.
+    own = jobs_by_component({"imagePull": {"enabled": True, "runtime": "crio", "seLinuxOptions": {"type": "x_t"}}})
+    assert own["image-import"]["spec"]["template"]["spec"]["securityContext"]["seLinuxOptions"] == {"type": "x_t"}
+
+
+def image_digests(view: Path) -> dict[str, str]:
+    """name:tag -> digest, as `podman images --digests` lists the node's storage."""
+    out = node_podman(view, "images", "--digests", "--format", "{{.Repository}}:{{.Tag}} {{.Digest}}")
+    return dict(line.split(" ", 1) for line in out.splitlines() if line.strip())
+
+
+def test_the_crio_job_imports_a_bundle_into_the_nodes_containers_storage_and_prune_removes_it(
+    importer_image, bundle, node_view
+):
+    values = crio_values(importer_image, bundle["dir"], prune={"enabled": True, "waitSeconds": 0})
+    found = jobs_by_component(values)
+    view = {"/": node_view, str(bundle["dir"]): bundle["dir"]}
+    code, log = run_like_kubelet(found["image-import"], view=view)
+    assert code == 0, f"the crio Job's container exited {code}:\n{log}"
+    assert "podman 4.3.1 (/usr/bin/podman, chrooted into /host)" in log, log
+    assert ("containers-storage /var/lib/containers/storage (driver overlay, run root /run/containers/storage; "
+            "settings from /etc/containers/storage.conf)") in log, log
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines[-1].startswith("summary: 1 imported"), log
+    listed = image_digests(node_view)
+    assert bundle["ref"] in listed, listed
+    assert listed[bundle["ref"]].startswith("sha256:"), listed
+
+    code, log = run_like_kubelet(found["image-import"], view=view)
+    assert code == 0, log
+    assert [line for line in log.splitlines() if line.strip()][-1].startswith("summary: 0 imported, 1 skipped"), log
+
+    code, log = run_like_kubelet(found["image-prune"], view=view)
+    assert code == 0, f"the prune Job's container exited {code}:\n{log}"
+    assert f"removed  {bundle['ref']}" in log, log
+    assert bundle["ref"] not in image_digests(node_view)
+
+
+def test_the_crio_job_imports_a_layout_bundle_keeping_the_registrys_digest(importer_image, layout_bundle, node_view):
+    index = json.loads((layout_bundle["dir"] / "layout" / "index.json").read_text())
+    (entry,) = index["manifests"]
+    jb = jobs_by_component(crio_values(importer_image, layout_bundle["dir"]))["image-import"]
+    code, log = run_like_kubelet(jb, view={"/": node_view, str(layout_bundle["dir"]): layout_bundle["dir"]})
+    assert code == 0, f"the crio Job's container exited {code}:\n{log}"
+    assert image_digests(node_view).get(layout_bundle["ref"]) == entry["digest"], log
+
+
+def test_without_the_crio_capabilities_podman_cannot_write_the_storage(importer_image, bundle, node_view):
+    jb = jobs_by_component(crio_values(importer_image, bundle["dir"], crioCapabilities=[]))["image-import"]
+    assert container(jb)["securityContext"]["capabilities"]["add"] == ["SYS_CHROOT"]
+    code, log = run_like_kubelet(jb, view={"/": node_view, str(bundle["dir"]): bundle["dir"]})
+    assert code != 0, log
+    assert "cannot clone: Operation not permitted" in log, log
+    assert bundle["ref"] not in image_digests(node_view)
