@@ -2,8 +2,8 @@
 //! `REGISTRY/PREFIX/<upstream registry>/<repository>` with its tags and digests (`naming`),
 //! every index, manifest, config and layer the bundle's bytes, so every digest holds.
 //!
-//! The copy loop with the bundle's OCI layouts (directories and packs) as the source and a
-//! registry as the target: plan (each image's names, manifests and blobs, from the JSON
+//! The copy loop with the bundle's OCI layouts (directories and packs) and archives
+//! (`archive`, `archive_send`) as the source and a registry as the target: plan (each image's names, manifests and blobs, from the JSON
 //! documents alone: `image`), execute (`--jobs` images at a time; what the registry has is
 //! asked first and never sent: `send`), report (a line per image, a summary; failures per
 //! image, the rest go on, exit 1 when any failed).
