@@ -299,7 +299,7 @@ impl UploadProxy {
     }
 
     /// Cut the `nth` PATCH from now after `after` bytes of its body.
-    fn cut_patch(&self, nth: usize, after: usize) {
+    pub(crate) fn cut_patch(&self, nth: usize, after: usize) {
         self.cut.after.store(after, Ordering::SeqCst);
         self.cut.nth.store(nth, Ordering::SeqCst);
     }

@@ -180,3 +180,77 @@ fn archives_of_docker_save_and_skopeo_push_and_pull_back_a_damaged_one_fails_by_
         "the re-push sent more than lookups: {requests:#?}"
     );
 }
+
+/// A `docker save` of an image whose one layer is `mib` MiB of random bytes (it does not
+/// compress), gzip'd in `dir`: the layer's diff_id.
+fn big_saved_image(dir: &Path, mib: usize) -> String {
+    let ctx = temp_dir("push-arch-big-build");
+    let mut data = vec![0u8; mib << 20];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut data)
+        .unwrap();
+    std::fs::write(ctx.join("random"), &data).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY random /random\n",
+    )
+    .unwrap();
+    let tag = "oi-pusharch/big:1";
+    run(docker().args(["build", "-q", "-t", tag]).arg(&ctx));
+    std::fs::create_dir_all(dir).unwrap();
+    run(docker()
+        .args(["save", "-o"])
+        .arg(dir.join("big.tar"))
+        .arg(tag));
+    run(Command::new("gzip").args(["-1"]).arg(dir.join("big.tar")));
+    let config = stdout_of(docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RootFS.Layers}}",
+        tag,
+    ]));
+    let layers: Vec<String> = serde_json::from_str(config.trim()).unwrap();
+    layers[0].clone()
+}
+
+#[test]
+fn a_cut_upload_of_a_layer_of_a_compressed_archive_resumes_from_a_fresh_read() {
+    let reg = PrivateRegistry::start("push-arch-cut", false, RegistryAuth::Anonymous);
+    let dir = temp_dir("push-arch-cut").join("images");
+    let layer = big_saved_image(&dir, 12);
+    let proxy = UploadProxy::start(&reg.addr);
+    let config = docker_config(&serde_json::json!({}));
+    let push_to = |prefix: &str| {
+        let mut c = push(&dir, &format!("{}/{prefix}", proxy.addr), &config);
+        c.arg("--chunk-size").arg((4 << 20).to_string());
+        let (code, _, log) = outcome(&mut c);
+        assert_eq!(code, 0, "{log}");
+        log
+    };
+    // Cut before the registry sees the second 4 MiB: it goes on from 4 MiB into the layer,
+    // read afresh from the archive.
+    proxy.cut_patch(2, 0);
+    let log = push_to("resumed");
+    assert!(
+        log.contains("the registry holds 4194304 bytes of it: going on from there"),
+        "{log}"
+    );
+    // Cut inside its body: distribution forgets the upload, which starts again from a fresh
+    // read of the archive.
+    proxy.cut_patch(2, 1 << 20);
+    let log = push_to("restarted");
+    assert!(log.contains("starting it again"), "{log}");
+    for prefix in ["resumed", "restarted"] {
+        let repo = format!("{prefix}/docker.io/oi-pusharch/big");
+        let (status, body) = get(&reg.addr, &repo, "manifests/1");
+        assert_eq!(status, 200, "{repo}");
+        let m: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(m["layers"][0]["digest"], layer.as_str(), "{repo}");
+    }
+    let stored = std::fs::read(reg.blob_file(&layer)).unwrap();
+    use sha2::Digest as _;
+    let digest = format!("sha256:{:x}", sha2::Sha256::digest(&stored));
+    assert_eq!(digest, layer, "the stored layer is the archive's");
+}
