@@ -254,3 +254,35 @@ fn a_cut_upload_of_a_layer_of_a_compressed_archive_resumes_from_a_fresh_read() {
     let digest = format!("sha256:{:x}", sha2::Sha256::digest(&stored));
     assert_eq!(digest, layer, "the stored layer is the archive's");
 }
+
+#[test]
+fn a_ctr_export_compressed_with_zstd_keeps_its_manifest_digest() {
+    let d = daemons();
+    let reg = PrivateRegistry::start("push-arch-ctr", false, RegistryAuth::Anonymous);
+    pushed_image("push-arch-ctr", "hello from ctr export");
+    let reference = format!("{}/oi-export/push-arch-ctr:1", d.registry);
+    let ns = "oi-push-archives";
+    run(ctr(ns).args(["images", "pull", "--plain-http", &reference]));
+    let dir = temp_dir("push-arch-ctr").join("images");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tar = dir.join("ctr.tar");
+    run(ctr(ns).args(["images", "export"]).arg(&tar).arg(&reference));
+    let _ = ctr(ns).args(["images", "rm", &reference]).output();
+    let (top, manifest) = archive_top(&tar);
+    run(Command::new("zstd").args(["-q", "--rm"]).arg(&tar));
+    let config = docker_config(&serde_json::json!({}));
+    let (code, _, log) = outcome(&mut push(&dir, &format!("{}/site", reg.addr), &config));
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("(in ctr.tar.zst): pushed to"), "{log}");
+    let repo = format!(
+        "site/{}/oi-export/push-arch-ctr",
+        d.registry.replace(':', "_")
+    );
+    assert_eq!(served(&reg.addr, &repo, "1"), Some(top.clone()));
+    assert!(get(&reg.addr, &repo, "manifests/1").1 == manifest);
+    // The digest the rig's registry gives the image upstream.
+    assert_eq!(
+        served(&d.registry, "oi-export/push-arch-ctr", "1"),
+        Some(top)
+    );
+}
