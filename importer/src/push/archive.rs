@@ -15,6 +15,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
@@ -133,12 +135,14 @@ struct Doc {
     layers: Vec<Desc>,
 }
 
-/// Every image of the archives under `root` (not the packs `layouts` reads), planned; what
-/// cannot be read or planned fails by name, the rest go on. Also how many archives there are.
+/// Every image of the archives under `root` (not the packs `layouts` reads), planned, `jobs`
+/// archives at a time; what cannot be read or planned fails by name, the rest go on. Also how
+/// many archives there are.
 pub(crate) fn plan_all(
     root: &Path,
     layouts: &crate::layout::LayoutSource,
     site: &Site,
+    jobs: usize,
 ) -> Result<(Vec<Planned>, Vec<String>, usize)> {
     let (found, rejected) = archive::discover(root)?;
     let name = |p: &Path| crate::bundle::relative_name(root, p);
@@ -151,15 +155,31 @@ pub(crate) fn plan_all(
         .flatten()
         .map(|i| i.archives.into_iter().flat_map(|a| a.images).collect())
         .unwrap_or_default();
-    let mut planned = Vec::new();
     let found: Vec<_> = found.iter().filter(|f| !layouts.holds(&f.path)).collect();
-    for f in &found {
-        match plan(&f.path, &name(&f.path), &promised, site) {
-            Ok((p, e)) => {
+    // The first pass reads every archive whole (a compressed one decompressed): `jobs` at a
+    // time, the results kept in the archives' order.
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<PlannedArchive>>>> =
+        found.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, found.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(f) = found.get(i) else { break };
+                let r = plan(&f.path, &name(&f.path), &promised, site);
+                *crate::sync::lock(&results[i]) = Some(r);
+            });
+        }
+    });
+    let mut planned = Vec::new();
+    for (f, r) in found.iter().zip(results) {
+        match crate::sync::into_inner(r) {
+            Some(Ok((p, e))) => {
                 planned.extend(p);
                 failed.extend(e);
             }
-            Err(e) => failed.push(format!("{}: {e:#}", name(&f.path))),
+            Some(Err(e)) => failed.push(format!("{}: {e:#}", name(&f.path))),
+            None => failed.push(format!("{}: not read", name(&f.path))),
         }
     }
     Ok((planned, failed, found.len() + rejected.len()))
@@ -172,7 +192,7 @@ pub(crate) fn plan(
     file: &str,
     promised: &[BundleImage],
     site: &Site,
-) -> Result<(Vec<Planned>, Vec<String>)> {
+) -> Result<PlannedArchive> {
     let mut kept = Kept::default();
     let info = archive::inspect_path_into(path, Limits::default(), &mut kept)?;
     let (mut planned, mut failed) = (Vec::new(), Vec::new());
@@ -215,6 +235,9 @@ fn names_of(image: &Image, promised: &[BundleImage]) -> Vec<String> {
 }
 
 type Parts = (Held, Vec<Manifest>, Option<String>);
+
+/// One archive's images planned, and its images that could not be.
+type PlannedArchive = (Vec<Planned>, Vec<String>);
 
 /// An image whose manifests the archive carries: every manifest the top one reaches (children
 /// before parents, the top last), its configs and layers, each digest kept.
@@ -496,6 +519,60 @@ mod tests {
                  (rootfs.diff_ids), manifest.json 2"
                     .to_string()
             ]
+        );
+    }
+
+    #[test]
+    fn an_oci_archive_keeps_its_documents_and_an_index_with_a_platform_left_out_falls_back() {
+        let layer: &[u8] = b"layer";
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}"#;
+        let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": config.len()},
+            "layers": [{"mediaType": OCI_LAYER_TAR, "digest": sha256(layer), "size": 5}]}))
+        .unwrap();
+        let absent = format!("sha256:{}", "0".repeat(64));
+        let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": sha256(&manifest), "size": manifest.len(),
+                 "platform": {"os": "linux", "architecture": "amd64"}},
+                {"mediaType": OCI_MANIFEST, "digest": absent, "size": 9,
+                 "platform": {"os": "linux", "architecture": "arm64"}}]}))
+        .unwrap();
+        let top = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": OCI_INDEX, "digest": sha256(&index), "size": index.len(),
+             "annotations": {"org.opencontainers.image.ref.name": "quay.io/org/app:2"}}]}))
+        .unwrap();
+        let names: Vec<(String, &[u8])> = vec![
+            ("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#),
+            ("index.json".into(), &top),
+            (blob_name(&sha256(layer)), layer),
+            (blob_name(&sha256(config)), config),
+            (blob_name(&sha256(&manifest)), &manifest),
+            (blob_name(&sha256(&index)), &index),
+        ];
+        let files: Vec<(&str, &[u8])> = names.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        let path = std::env::temp_dir().join(format!("oi-push-oci-{}.tar", std::process::id()));
+        std::fs::write(&path, crate::archive::tar_of(&files)).unwrap();
+        let site = Site::parse("site.example", false).unwrap();
+        let (planned, failed) = plan(&path, "app.tar", &[], &site).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(failed.is_empty(), "{failed:?}");
+        let p = &planned[0];
+        assert_eq!(p.top.digest, sha256(&index));
+        assert!(p.top.bytes == index);
+        assert_eq!(p.top.absent_children, vec![absent]);
+        assert_eq!(p.manifests.len(), 2);
+        assert_eq!(p.manifests[0].digest, sha256(&manifest));
+        assert_eq!(p.fallback.as_ref().unwrap().digest, sha256(&manifest));
+        assert!(p.notes.is_empty());
+        let held = p.archive.as_ref().unwrap();
+        let members: Vec<&str> = held.members.iter().map(|m| m.digest.as_str()).collect();
+        assert_eq!(members, [sha256(config), sha256(layer)]);
+        assert!(held.bytes.contains_key(&sha256(config)));
+        assert!(!held.bytes.contains_key(&sha256(layer)));
+        assert_eq!(
+            p.targets["quay.io/org/app"],
+            ["2".to_string(), sha256(&index)]
         );
     }
 }

@@ -92,7 +92,7 @@ fn plan(settings: &Settings, site: &Site) -> Result<(Vec<Planned>, Vec<String>)>
         .map(|r| format!("{}: {}", r.name, r.reason))
         .collect();
     let (mut planned, archive_failed, archives) =
-        archive::plan_all(&settings.images_path, &source, site)?;
+        archive::plan_all(&settings.images_path, &source, site, settings.jobs)?;
     failed.extend(archive_failed);
     if source.units().is_empty() && failed.is_empty() && archives == 0 {
         return Err(exit::usage(format!(
