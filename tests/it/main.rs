@@ -24,6 +24,7 @@ mod pack;
 mod podman;
 mod prune;
 mod push;
+mod push_archives;
 mod registry;
 mod reliability;
 mod selfcheck;

@@ -32,7 +32,7 @@ fn bundle_blob(bundle: &Path, digest: &str) -> Vec<u8> {
 }
 
 /// `offline-images push` of `bundle` to `to`, with a docker config of its own.
-fn push(bundle: &Path, to: &str, config: &Path) -> Command {
+pub(crate) fn push(bundle: &Path, to: &str, config: &Path) -> Command {
     let mut c = offline_images();
     c.env("DOCKER_CONFIG", config)
         .env_remove("SSL_CERT_FILE")
@@ -253,8 +253,8 @@ const ACCEPT_ALL: &str = "application/vnd.oci.image.index.v1+json, \
 /// An HTTP proxy on 127.0.0.1 in front of a plain-HTTP registry: one request per connection
 /// (it asks the registry to close after its answer), every request line logged, and one
 /// chosen upload request cut once armed.
-struct UploadProxy {
-    addr: String,
+pub(crate) struct UploadProxy {
+    pub(crate) addr: String,
     log: Arc<Mutex<Vec<String>>>,
     cut: Arc<Cut>,
     stop: Arc<AtomicBool>,
@@ -269,7 +269,7 @@ struct Cut {
 }
 
 impl UploadProxy {
-    fn start(upstream: &str) -> UploadProxy {
+    pub(crate) fn start(upstream: &str) -> UploadProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -299,12 +299,12 @@ impl UploadProxy {
     }
 
     /// Cut the `nth` PATCH from now after `after` bytes of its body.
-    fn cut_patch(&self, nth: usize, after: usize) {
+    pub(crate) fn cut_patch(&self, nth: usize, after: usize) {
         self.cut.after.store(after, Ordering::SeqCst);
         self.cut.nth.store(nth, Ordering::SeqCst);
     }
 
-    fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
 }
@@ -515,7 +515,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// The digest `addr` (plain HTTP, anonymous) serves for `repo:reference`, if any.
-fn served(addr: &str, repo: &str, reference: &str) -> Option<String> {
+pub(crate) fn served(addr: &str, repo: &str, reference: &str) -> Option<String> {
     let resp = ureq::head(&format!("http://{addr}/v2/{repo}/manifests/{reference}"))
         .header("Accept", ACCEPT_ALL)
         .call()

@@ -18,8 +18,10 @@ pub enum MirrorConfig {
 
 #[derive(Debug, Clone, Args)]
 pub struct PushArgs {
-    /// The bundle to push: the directory `export` wrote (an OCI image layout), or a directory
-    /// holding the file of `export --pack`.
+    /// The bundle to push: the directory `export` wrote (an OCI image layout), a directory
+    /// holding the file of `export --pack`, or a directory of archives (`export --format
+    /// archives`, docker save, podman save, ctr export, skopeo; .tar, .tar.gz, .tar.zst). A
+    /// legacy docker-archive carries no manifest: its image gets one with a new digest.
     #[arg(long, env = "IMAGES_PATH", value_name = "DIR")]
     pub images_path: PathBuf,
 

@@ -52,6 +52,10 @@ pub(crate) struct Planned {
     pub(crate) carried: Vec<CarriedBlob>,
     /// A signature, attestation, SBOM or referrers index, not an image.
     pub(crate) artifact: bool,
+    /// For an image of an archive: its configs and layers, read from the archive.
+    pub(crate) archive: Option<super::archive::Held>,
+    /// What its line says whatever happens (a manifest digest push made).
+    pub(crate) notes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +237,8 @@ pub(crate) fn plan(
         blobs,
         carried: graph.carried,
         artifact: false,
+        archive: None,
+        notes: Vec::new(),
     })
 }
 

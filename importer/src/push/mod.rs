@@ -2,12 +2,14 @@
 //! `REGISTRY/PREFIX/<upstream registry>/<repository>` with its tags and digests (`naming`),
 //! every index, manifest, config and layer the bundle's bytes, so every digest holds.
 //!
-//! The copy loop with the bundle's OCI layouts (directories and packs) as the source and a
-//! registry as the target: plan (each image's names, manifests and blobs, from the JSON
+//! The copy loop with the bundle's OCI layouts (directories and packs) and archives
+//! (`archive`, `archive_send`) as the source and a registry as the target: plan (each image's names, manifests and blobs, from the JSON
 //! documents alone: `image`), execute (`--jobs` images at a time; what the registry has is
 //! asked first and never sent: `send`), report (a line per image, a summary; failures per
 //! image, the rest go on, exit 1 when any failed).
 
+mod archive;
+mod archive_send;
 mod image;
 mod mirror_config;
 mod naming;
@@ -89,14 +91,16 @@ fn plan(settings: &Settings, site: &Site) -> Result<(Vec<Planned>, Vec<String>)>
         .iter()
         .map(|r| format!("{}: {}", r.name, r.reason))
         .collect();
-    if source.units().is_empty() && failed.is_empty() {
+    let (mut planned, archive_failed, archives) =
+        archive::plan_all(&settings.images_path, &source, site, settings.jobs)?;
+    failed.extend(archive_failed);
+    if source.units().is_empty() && failed.is_empty() && archives == 0 {
         return Err(exit::usage(format!(
-            "no OCI image layout in {}: push reads the bundle export writes (a directory, or the \
-             file of --pack)",
+            "no OCI image layout and no archives (.tar, .tar.gz, .tgz, .tar.zst) in {}: push \
+             reads the bundle export writes (a directory, the file of --pack, or archives)",
             settings.images_path.display()
         )));
     }
-    let mut planned = Vec::new();
     for unit in source.units() {
         let p = source
             .image_blobs(unit)
@@ -203,11 +207,12 @@ fn push_one(pusher: &Pusher, image: &Planned, n: usize, total: usize) -> Outcome
         ),
         Err(e) => Outcome::Failed(format!("{e:#}")),
     };
+    let planned: String = image.notes.iter().map(|n| format!("; NOTE: {n}")).collect();
     let event = match &outcome {
-        Outcome::Present => "present, nothing sent".to_string(),
+        Outcome::Present => format!("present, nothing sent{planned}"),
         Outcome::Sent(notes, what) => {
             let notes: String = notes.iter().map(|n| format!("; NOTE: {n}")).collect();
-            format!("pushed to {}: {what}{notes}", targets.join(", "))
+            format!("pushed to {}: {what}{notes}{planned}", targets.join(", "))
         }
         Outcome::Failed(why) => format!("FAILED: {why}"),
     };

@@ -15,7 +15,7 @@ use super::image::{Manifest, Planned};
 use crate::export::meter::Meter;
 use crate::export::registry::error::RegistryError;
 use crate::export::registry::transport::{Host, Transport};
-use crate::export::registry::upload::{Dest, Mount};
+use crate::export::registry::upload::{Dest, Mount, Open};
 use crate::layout::Blob;
 
 /// What every Accept of a manifest `HEAD` names.
@@ -85,6 +85,16 @@ pub(crate) struct Pusher<'t> {
     pub(crate) totals: Counts,
     claims: Mutex<HashMap<String, Claim>>,
     changed: Condvar,
+}
+
+/// Where a blob stands after [`Pusher::begin`].
+pub(super) enum Begin {
+    /// In the repository now (present or mounted): nothing to send.
+    Done,
+    /// Another worker is sending it.
+    Busy,
+    /// This worker is to upload it, at this location.
+    Upload(String),
 }
 
 /// How an image went.
@@ -187,6 +197,9 @@ impl<'t> Pusher<'t> {
         for blob in &image.blobs {
             self.blob(dest, blob, counts)?;
         }
+        if let Some(held) = &image.archive {
+            self.archive_blobs(dest, held, counts)?;
+        }
         let mut tagged = &image.top;
         for m in &image.manifests {
             if dest.manifest_digest(&m.digest, ACCEPT)?.is_some() {
@@ -231,15 +244,35 @@ impl<'t> Pusher<'t> {
 
     /// One blob into `dest`: present, mounted, or uploaded.
     fn blob(&self, dest: &Dest, blob: &Blob, counts: &Counts) -> Result<()> {
-        if dest.has_blob(&blob.digest, blob.size)? {
-            self.settle(&blob.digest, Some(dest.path()));
+        match self.begin(dest, (&blob.digest, blob.size), counts, true)? {
+            Begin::Upload(location) => {
+                let sent = self.upload(dest, blob, location);
+                self.finish(&blob.digest, blob.size, sent, dest, counts)
+            }
+            Begin::Done | Begin::Busy => Ok(()),
+        }
+    }
+
+    /// The first half of a blob: present, mounted, or an upload started (the blob then
+    /// claimed by this worker until [`Pusher::finish`]). With `wait` false, a blob another
+    /// worker is sending is left `Busy` rather than waited for.
+    pub(super) fn begin(
+        &self,
+        dest: &Dest,
+        (digest, size): (&str, u64),
+        counts: &Counts,
+        wait: bool,
+    ) -> Result<Begin> {
+        if dest.has_blob(digest, size)? {
+            self.settle(digest, Some(dest.path()));
             counts.present.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(Begin::Done);
         }
         let from = {
             let mut claims = crate::sync::lock(&self.claims);
             loop {
-                match claims.get(&blob.digest) {
+                match claims.get(digest) {
+                    Some(Claim::Sending) if !wait => return Ok(Begin::Busy),
                     Some(Claim::Sending) => {
                         claims = self
                             .changed
@@ -248,7 +281,7 @@ impl<'t> Pusher<'t> {
                     }
                     Some(Claim::In(repo)) => break Some(repo.clone()),
                     None => {
-                        claims.insert(blob.digest.clone(), Claim::Sending);
+                        claims.insert(digest.to_string(), Claim::Sending);
                         break None;
                     }
                 }
@@ -257,40 +290,62 @@ impl<'t> Pusher<'t> {
         let location = match from {
             Some(repo) if repo == dest.path() => {
                 counts.present.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                return Ok(Begin::Done);
             }
-            Some(repo) => match dest.mount(&blob.digest, &repo)? {
+            Some(repo) => match dest.mount(digest, &repo)? {
                 Mount::Mounted => {
                     counts.mounted.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(Begin::Done);
                 }
                 Mount::Started(location) => Ok(location),
             },
             None => dest.start(),
         };
-        let sent = location.and_then(|location| self.upload(dest, blob, location));
-        self.settle(&blob.digest, sent.is_ok().then(|| dest.path()));
+        match location {
+            Ok(location) => Ok(Begin::Upload(location)),
+            Err(e) => {
+                self.settle(digest, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// The second half of a blob [`Pusher::begin`] started: where it now is, and the counts.
+    pub(super) fn finish(
+        &self,
+        digest: &str,
+        size: u64,
+        sent: Result<()>,
+        dest: &Dest,
+        counts: &Counts,
+    ) -> Result<()> {
+        self.settle(digest, sent.is_ok().then(|| dest.path()));
         sent?;
         counts.sent.fetch_add(1, Ordering::Relaxed);
-        counts.sent_bytes.fetch_add(blob.size, Ordering::Relaxed);
+        counts.sent_bytes.fetch_add(size, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// A blob's upload from the bytes `open` gives from an offset on.
+    pub(super) fn upload_from(
+        &self,
+        dest: &Dest,
+        (digest, size): (&str, u64),
+        location: String,
+        open: Open,
+    ) -> Result<()> {
+        let on_bytes = |n| self.meter.add(n);
+        dest.upload(location, (digest, size), open, &on_bytes, self.chunk)
     }
 
     fn upload(&self, dest: &Dest, blob: &Blob, location: String) -> Result<()> {
         let open = |offset| open_at(blob, offset);
-        let on_bytes = |n| self.meter.add(n);
-        dest.upload(
-            location,
-            (&blob.digest, blob.size),
-            &open,
-            &on_bytes,
-            self.chunk,
-        )
+        self.upload_from(dest, (&blob.digest, blob.size), location, &open)
     }
 
     /// Record where a blob now is (None: the upload failed, another worker may try), and
     /// wake the workers waiting for it.
-    fn settle(&self, digest: &str, repo: Option<&str>) {
+    pub(super) fn settle(&self, digest: &str, repo: Option<&str>) {
         let mut claims = crate::sync::lock(&self.claims);
         match repo {
             Some(repo) => {
