@@ -22,7 +22,7 @@ use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::image::{Manifest, Planned};
+use super::image::{Held, Manifest, Member, Planned};
 use super::naming::site_names;
 use crate::archive::{self, EntryData, EntrySink, Image, Limits};
 use crate::bundle::BundleImage;
@@ -33,25 +33,6 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-
-/// One blob of an archive, as push sends it.
-#[derive(Debug, Clone)]
-pub(crate) struct Member {
-    pub(crate) digest: String,
-    pub(crate) size: u64,
-    /// The regular file of the archive that holds it (links followed).
-    pub(crate) name: String,
-}
-
-/// The blobs of one image of an archive: the configs (whose bytes the first pass kept) and
-/// the layers (read in a second pass, only when the registry lacks one).
-#[derive(Debug, Clone)]
-pub(crate) struct Held {
-    pub(crate) path: PathBuf,
-    pub(crate) members: Vec<Member>,
-    /// Bytes kept by the first pass, by digest.
-    pub(crate) bytes: HashMap<String, Vec<u8>>,
-}
 
 /// What the first pass keeps: every file's size, every link, the JSON documents.
 #[derive(Default)]

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::archive::{Held, Member};
+use super::image::{Held, Member};
 use super::send::{Begin, Counts, Pusher};
 use crate::archive::{self, EntryData, EntrySink, Limits};
 use crate::export::registry::upload::Dest;

@@ -3,6 +3,7 @@
 //! before the index that names them), each kept as the bundle's bytes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
@@ -53,9 +54,28 @@ pub(crate) struct Planned {
     /// A signature, attestation, SBOM or referrers index, not an image.
     pub(crate) artifact: bool,
     /// For an image of an archive: its configs and layers, read from the archive.
-    pub(crate) archive: Option<super::archive::Held>,
+    pub(crate) archive: Option<Held>,
     /// What its line says whatever happens (a manifest digest push made).
     pub(crate) notes: Vec<String>,
+}
+
+/// One blob of an archive, as push sends it.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub(crate) digest: String,
+    pub(crate) size: u64,
+    /// The regular file of the archive that holds it (links followed).
+    pub(crate) name: String,
+}
+
+/// The blobs of one image of an archive: the configs (whose bytes the first pass kept) and
+/// the layers (read in a second pass, only when the registry lacks one).
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub(crate) path: PathBuf,
+    pub(crate) members: Vec<Member>,
+    /// Bytes kept by the first pass, by digest.
+    pub(crate) bytes: HashMap<String, Vec<u8>>,
 }
 
 #[derive(Deserialize)]
