@@ -138,6 +138,8 @@ pub fn drop_lost_names(units: &mut [Vec<Want>]) {
 pub struct NodeHas {
     names: BTreeMap<String, Option<String>>,
     configs: BTreeSet<String>,
+    /// Whether its runtime lists digest names (`repo@sha256:…`); Docker's store does not.
+    digest_names: bool,
 }
 
 impl NodeHas {
@@ -151,15 +153,41 @@ impl NodeHas {
                 .iter()
                 .filter_map(|h| h.config_digest.clone())
                 .collect(),
+            digest_names: true,
         }
     }
 
-    /// Whether the node has `want` under each of its names (an untagged one: its config).
+    /// What a host holds whose runtime may not list digest names, as the import itself
+    /// judges it (`import::plan::findable`): Docker's store never does (its importer loads
+    /// an image by tag alone), containerd and podman do; for `auto`, a list with a digest
+    /// name in it says its runtime keeps them. Without this, an image of a layout (named by
+    /// tag and by digest) would look lacking on a Docker host on every run and be sent again.
+    #[cfg(feature = "export")]
+    pub fn on_runtime(held: &[Held], runtime: &str) -> NodeHas {
+        let digest_names = match runtime {
+            "docker" => false,
+            "auto" => held.iter().any(|h| h.name.contains('@')),
+            _ => true,
+        };
+        NodeHas {
+            digest_names,
+            ..NodeHas::new(held)
+        }
+    }
+
+    /// Whether the node has `want` under each of its names it can list (with none of those,
+    /// an untagged one or one named by digest alone on a runtime without digest names: its
+    /// config).
     pub fn has(&self, want: &Want) -> bool {
-        if want.names.is_empty() {
+        let mut names = want
+            .names
+            .iter()
+            .filter(|n| self.digest_names || !n.contains('@'))
+            .peekable();
+        if names.peek().is_none() {
             return self.configs.contains(&want.config_digest);
         }
-        want.names.iter().all(|n| {
+        names.all(|n| {
             self.names
                 .get(n)
                 .is_some_and(|c| c.as_deref() == Some(want.config_digest.as_str()))
@@ -228,5 +256,33 @@ mod tests {
             config_digest: "sha256:c".into(),
         };
         assert!(!all.lacks(&[untagged]));
+    }
+
+    #[cfg(feature = "export")]
+    #[test]
+    fn a_docker_host_is_not_asked_for_digest_names() {
+        let want = Want {
+            names: vec!["r/a:1".into(), "r/a@sha256:m".into()],
+            config_digest: "sha256:c".into(),
+        };
+        let listed = [held("r/a:1", "sha256:c")];
+        let wants = std::slice::from_ref(&want);
+        assert!(!NodeHas::on_runtime(&listed, "docker").lacks(wants));
+        assert!(NodeHas::on_runtime(&listed, "docker").lacks(&[Want {
+            config_digest: "sha256:new".into(),
+            ..want.clone()
+        }]));
+        assert!(NodeHas::on_runtime(&listed, "containerd").lacks(wants));
+        assert!(NodeHas::on_runtime(&listed, "podman").lacks(wants));
+        // auto: Docker's list has no digest name; containerd's, once it holds one, does.
+        assert!(!NodeHas::on_runtime(&listed, "auto").lacks(wants));
+        let with_digest = [held("r/a:1", "sha256:c"), held("r/b@sha256:x", "sha256:b")];
+        assert!(NodeHas::on_runtime(&with_digest, "auto").lacks(wants));
+        // Named by digest alone, on Docker: found by its config.
+        let by_digest = Want {
+            names: vec!["r/a@sha256:m".into()],
+            config_digest: "sha256:c".into(),
+        };
+        assert!(!NodeHas::on_runtime(&listed, "docker").lacks(&[by_digest]));
     }
 }

@@ -676,3 +676,46 @@ fn grow(image: &TestImage, archive: &Path, size: u64, dir: &Path) {
     run(docker().args(["save", "-o"]).arg(archive).arg(&image.tag));
     run(docker().args(["rmi", &image.tag]));
 }
+
+/// A layout bundle (the default `export` format) to a Docker host: its images are named by tag
+/// and by digest, and Docker's store lists no digest names; a second run finds every image
+/// by its tag and sends none.
+#[test]
+fn a_layout_delivered_to_a_docker_host_is_not_sent_again() {
+    let (Some(importer), Some(site)) = (
+        env_path("OI_NODE_BIN", "the static node importer"),
+        Site::start(31, 1),
+    ) else {
+        return;
+    };
+    let pid = std::process::id();
+    let refs: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let name = format!("deliver-layout-{pid}-{n}");
+            pushed_image(&name, &format!("hello from {n}"));
+            format!("{}/oi-export/{name}:1", daemons().registry)
+        })
+        .collect();
+    let bundle = site.dir.join("layout");
+    let mut export = registry_export_as(&bundle, &bare_path(&[]), "layout");
+    let (code, _, exported) = outcome(export.arg("--no-importer-binary").args(&refs));
+    assert_eq!(code, 0, "{exported}");
+    let (out, report) = site.deliver(&bundle, &importer, &[0], "");
+    let text = log(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(report["hosts"][0]["units_sent"], 2, "{report}\n{text}");
+    assert_eq!(report["hosts"][0]["imported"], 2, "{report}\n{text}");
+    let (out, report) = site.deliver(&bundle, &importer, &[0], "");
+    let text = log(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let host = &report["hosts"][0];
+    assert_eq!(host["units_sent"], 0, "{host}\n{text}");
+    assert_eq!(host["units_skipped"], 2, "{host}\n{text}");
+    assert_eq!(host["bytes_sent"], 0, "{host}\n{text}");
+    let _lock = daemons().docker_lock();
+    for r in &refs {
+        run(docker().args(["image", "inspect", r]));
+        let _ = docker().args(["rmi", r]).output();
+    }
+}

@@ -115,7 +115,7 @@ fn run(shared: &Shared<'_>, host: &Host, out: &mut Outcome, say: &dyn Fn(&str)) 
         .map_err(|e| anyhow!("{e:#}"))
         .context("asking its importer what its runtime holds")?;
     let lines: Vec<String> = listed.lines().map(str::to_string).collect();
-    let has = NodeHas::new(&crate::present::parse(&lines)?);
+    let has = NodeHas::on_runtime(&crate::present::parse(&lines)?, &out.runtime);
     let (lacking, had): (Vec<_>, Vec<_>) = for_arch.wants.iter().partition(|(_, w)| has.lacks(w));
     out.units_skipped = had.len();
     out.bytes_skipped = had.iter().map(|(u, _)| u.size).sum();
