@@ -343,7 +343,7 @@ fn bundle_of(dir: &Path, label: &str, names: &[&str]) -> (PathBuf, Vec<TestImage
             .args(["save", "-o"])
             .arg(bundle.join(format!("{name}.tar")))
             .arg(&image.tag));
-        run(docker().args(["rmi", &image.tag]));
+        run(docker().args(["rmi", "--no-prune", &image.tag]));
         images.push(image);
     }
     (bundle, images)
@@ -363,7 +363,7 @@ fn every_host_gets_every_image_and_a_rerun_sends_no_image_bytes() {
     let d = daemons();
     for image in &images {
         let _lock = d.docker_lock();
-        let _ = docker().args(["rmi", &image.tag]).output();
+        let _ = docker().args(["rmi", "--no-prune", &image.tag]).output();
     }
     let _ = d
         .ctr(&site.namespace)
@@ -570,7 +570,7 @@ fn a_link_cut_mid_transfer_completes_on_retry_without_resending_what_arrived() {
     let _lock = daemons().docker_lock();
     for name in &names {
         run(docker().args(["image", "inspect", name]));
-        let _ = docker().args(["rmi", name]).output();
+        let _ = docker().args(["rmi", "--no-prune", name]).output();
     }
 }
 
@@ -642,7 +642,7 @@ fn an_upgrade_sends_the_changed_image_only() {
     assert!(listed.contains(&images[3].reference), "{listed}");
     let _lock = d.docker_lock();
     for image in &images {
-        let _ = docker().args(["rmi", &image.tag]).output();
+        let _ = docker().args(["rmi", "--no-prune", &image.tag]).output();
     }
     let _ = d
         .ctr(&site.namespace)
@@ -674,7 +674,7 @@ fn grow(image: &TestImage, archive: &Path, size: u64, dir: &Path) {
     .unwrap();
     run(docker().args(["build", "-q", "-t", &image.tag]).arg(&ctx));
     run(docker().args(["save", "-o"]).arg(archive).arg(&image.tag));
-    run(docker().args(["rmi", &image.tag]));
+    run(docker().args(["rmi", "--no-prune", &image.tag]));
 }
 
 /// A layout bundle (the default `export` format) to a Docker host: its images are named by tag
@@ -716,6 +716,6 @@ fn a_layout_delivered_to_a_docker_host_is_not_sent_again() {
     let _lock = daemons().docker_lock();
     for r in &refs {
         run(docker().args(["image", "inspect", r]));
-        let _ = docker().args(["rmi", r]).output();
+        let _ = docker().args(["rmi", "--no-prune", r]).output();
     }
 }

@@ -181,14 +181,20 @@ impl<'a> Ingest<'a> {
         None
     }
 
-    /// Is `digest` in the content store? If so it is added to the lease, so that containerd's
+    /// Is `digest` in the content store? If so it is held by the lease, so that containerd's
     /// garbage collector cannot take it before the image that needs it is created.
     pub fn present(&self, digest: &str) -> Result<bool> {
-        if !self.exists(digest)? {
-            return Ok(false);
-        }
+        Ok(self.held_size(digest)?.is_some())
+    }
+
+    /// The size of blob `digest` in the content store, if it is there, the blob added to the
+    /// lease first and looked up after: looked up first, a blob that another archive's
+    /// import wrote and its failure is collecting (its lease deleted, a collection run) would
+    /// be counted here and be gone before it was held. A digest held and not there is only
+    /// a name in the lease.
+    pub fn held_size(&self, digest: &str) -> Result<Option<u64>> {
         self.hold(digest, "content")?;
-        Ok(true)
+        self.size_of(digest)
     }
 
     /// Is `digest` in the content store?
@@ -400,8 +406,7 @@ impl Ingest<'_> {
     ) -> Result<Blob> {
         // The blob of that digest is the uncompressed layer the image config names,
         // whatever form this archive stores it in: its size is the store's.
-        if let Some(stored) = self.look_across_gate(|i| i.size_of(diff_id))? {
-            self.hold(diff_id, "content")?;
+        if let Some(stored) = self.look_across_gate(|i| i.held_size(diff_id))? {
             self.skipped += size;
             return Ok(Blob {
                 digest: diff_id.to_string(),
