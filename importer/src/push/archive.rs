@@ -22,7 +22,7 @@ use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::image::{Held, Manifest, Member, Planned};
+use super::image::{Doc, Held, Manifest, Member, Planned};
 use super::naming::site_names;
 use crate::archive::{self, EntryData, EntrySink, Image, Limits};
 use crate::bundle::BundleImage;
@@ -91,29 +91,6 @@ fn blob_name(digest: &str) -> String {
 fn sha256(data: &[u8]) -> String {
     use sha2::Digest as _;
     format!("sha256:{:x}", sha2::Sha256::digest(data))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Desc {
-    digest: String,
-    #[serde(default)]
-    media_type: Option<String>,
-    #[serde(default)]
-    size: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Doc {
-    #[serde(default)]
-    media_type: Option<String>,
-    #[serde(default)]
-    manifests: Option<Vec<Desc>>,
-    #[serde(default)]
-    config: Option<Desc>,
-    #[serde(default)]
-    layers: Vec<Desc>,
 }
 
 /// Every image of the archives under `root` (not the packs `layouts` reads), planned, `jobs`

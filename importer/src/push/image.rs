@@ -78,25 +78,31 @@ pub(crate) struct Held {
     pub(crate) bytes: HashMap<String, Vec<u8>>,
 }
 
+/// A descriptor as a manifest, an index or an archive's documents give one.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Desc {
-    digest: String,
+pub(super) struct Desc {
+    pub(super) digest: String,
     #[serde(default)]
-    media_type: Option<String>,
+    pub(super) media_type: Option<String>,
     #[serde(default)]
-    annotations: BTreeMap<String, String>,
+    pub(super) size: Option<u64>,
+    #[serde(default)]
+    pub(super) annotations: BTreeMap<String, String>,
 }
 
+/// A manifest or an index, as far as push reads one.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Doc {
+pub(super) struct Doc {
     #[serde(default)]
-    media_type: Option<String>,
+    pub(super) media_type: Option<String>,
     #[serde(default)]
-    manifests: Option<Vec<Desc>>,
+    pub(super) manifests: Option<Vec<Desc>>,
     #[serde(default)]
-    config: Option<Desc>,
+    pub(super) config: Option<Desc>,
+    #[serde(default)]
+    pub(super) layers: Vec<Desc>,
 }
 
 /// The references an `index.json` entry gives its image: its full name (the containerd
