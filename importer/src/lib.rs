@@ -45,6 +45,7 @@ mod signing;
 mod source;
 mod stop;
 mod sync;
+mod toml_lines;
 mod units;
 mod verify;
 mod wait;

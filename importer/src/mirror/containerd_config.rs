@@ -5,28 +5,17 @@
 //! migrates). Unset, containerd 2 reads [`DEFAULT_V2`]. A line scanner, not a TOML parser: the
 //! one key is all that is needed, and the node's importer carries no TOML crate.
 
+use crate::toml_lines::Tables;
+
 /// containerd 2's `config_path` when its configuration sets none.
 pub const DEFAULT_V2: &str = "/etc/containerd/certs.d:/etc/docker/certs.d";
 
 /// The CRI images plugin's registry `config_path` in `text`, if the file sets one.
 pub fn config_path(text: &str) -> Option<String> {
-    let mut table = String::new();
+    let mut tables = Tables::default();
     for line in text.lines() {
-        let line = line.split_once('#').map_or(line, |(l, _)| l).trim();
-        if let Some(header) = line.strip_prefix('[') {
-            table = header
-                .trim_matches(|c| c == '[' || c == ']')
-                .replace(['"', '\'', ' '], "");
+        let Some((full, value)) = tables.key_value(line) else {
             continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let key = key.trim().replace(['"', '\'', ' '], "");
-        let full = if table.is_empty() {
-            key
-        } else {
-            format!("{table}.{key}")
         };
         let cri = [
             "plugins.io.containerd.cri.v1.images.",
@@ -36,7 +25,7 @@ pub fn config_path(text: &str) -> Option<String> {
             .iter()
             .any(|p| full.strip_prefix(p) == Some("registry.config_path"))
         {
-            let v = value.trim().trim_matches(|c| c == '"' || c == '\'');
+            let v = value.trim_matches(|c| c == '"' || c == '\'');
             return Some(v.to_string());
         }
     }

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use super::super::socket;
+use crate::toml_lines::{uncommented, Tables};
 
 /// CRI-O's main configuration file and its drop-in directory, as node paths.
 pub const CRIO_CONF: &str = "/etc/crio/crio.conf";
@@ -105,25 +106,12 @@ pub fn from_texts(files: &[(String, String)]) -> Pinned {
 
 /// `[crio.image] pinned_images` of one file, when it sets it.
 pub fn pinned_images(text: &str) -> Option<Vec<String>> {
-    let mut table = String::new();
+    let mut tables = Tables::default();
     let mut found = None;
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
-        let line = uncommented(line).trim().to_string();
-        if line.starts_with('[') {
-            table = line
-                .trim_matches(|c| c == '[' || c == ']')
-                .replace(['"', '\'', ' '], "");
+        let Some((full, value)) = tables.key_value(line) else {
             continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let key = key.trim().replace(['"', '\'', ' '], "");
-        let full = if table.is_empty() {
-            key
-        } else {
-            format!("{table}.{key}")
         };
         if full != "crio.image.pinned_images" {
             continue;
@@ -138,20 +126,6 @@ pub fn pinned_images(text: &str) -> Option<Vec<String>> {
         found = Some(strings(&array));
     }
     found
-}
-
-/// `line` without a `#` comment (a `#` inside a quoted string is kept).
-fn uncommented(line: &str) -> &str {
-    let mut quote = None;
-    for (i, c) in line.char_indices() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, '#') => return &line[..i],
-            _ => {}
-        }
-    }
-    line
 }
 
 /// Whether an array's text has its closing `]` (outside quotes).
