@@ -235,16 +235,23 @@ pub fn run(settings: &Settings) -> Result<Code> {
         }
     }
     if let Some(signer) = &signer {
-        if dir.join(bundle::INDEX_FILE).exists() {
-            signer.sign_bundle(dir)?;
-        } else {
-            eprintln!(
-                "offline-images: the bundle was not signed: {} holds no images.json (nothing was exported)",
-                dir.display()
-            );
-        }
+        sign(signer, dir)?;
     }
     Ok(report(&refs, outcomes, problems, started, dir))
+}
+
+/// `--sign-key`: the bundle signed once it is written; a run that wrote no images.json says
+/// so instead.
+fn sign(signer: &crate::signing::Signer, dir: &std::path::Path) -> Result<()> {
+    if dir.join(bundle::INDEX_FILE).exists() {
+        signer.sign_bundle(dir)?;
+    } else {
+        eprintln!(
+            "offline-images: the bundle was not signed: {} holds no images.json (nothing was exported)",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// `--sign-key`: the key opened before anything is fetched. A pack does not carry the
