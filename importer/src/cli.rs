@@ -898,6 +898,11 @@ pub struct KindArgs {
 pub struct PresentArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    /// Print instead which of the layer digests listed in FILE (one a line; - for standard
+    /// input) the runtime's content store holds, one a line; none for a runtime that takes
+    /// an image only whole (Docker, podman) [default: list the images]
+    #[arg(long, value_name = "FILE")]
+    pub holds_from: Option<PathBuf>,
 }
 
 impl ImportArgs {

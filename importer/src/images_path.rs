@@ -118,4 +118,8 @@ impl Source for ImagesPath {
     fn carried(&self, unit: &Unit) -> Result<Vec<crate::bundle::CarriedBlob>> {
         self.of(unit).carried(unit)
     }
+
+    fn image_blobs(&self, unit: &Unit) -> Option<Result<crate::source::ImageBlobs>> {
+        self.of(unit).image_blobs(unit)
+    }
 }

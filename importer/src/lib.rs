@@ -79,7 +79,7 @@ pub fn run(cli: Cli) -> Result<Code> {
         Command::Prune(args) => prune::run(&args.settings()),
         Command::Mirror(args) => mirror::run(&args.settings()?),
         Command::Wait(args) => Ok(wait::run(&args.settings())),
-        Command::Present(args) => present::run(&args.runtime.config()),
+        Command::Present(args) => present::run(&args.runtime.config(), args.holds_from.as_deref()),
         #[cfg(feature = "export")]
         Command::Push(args) => push::run(&args.settings()),
         #[cfg(feature = "export")]

@@ -1,8 +1,13 @@
 //! `offline-images present` (hidden): every named image the runtime holds, one JSON object a
 //! line on stdout (`name`, `config_digest`). What `import --kind` asks each node's importer
 //! before it sends anything, so that only what the node lacks crosses into it.
+//!
+//! `--holds-from FILE` asks instead which of the layers listed in FILE the runtime's content
+//! store holds, so that an image the node lacks is sent without them (`remote::plan`).
 
-use std::io::{self, Write};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -18,10 +23,22 @@ pub struct Held {
     pub config_digest: Option<String>,
 }
 
-pub fn run(runtime: &detect::Config) -> Result<Code> {
+/// Most bytes of a `--holds-from` list: a line is 72 bytes, so over 900,000 layers.
+const HOLDS_LIST_MAX: u64 = 64 << 20;
+
+pub fn run(runtime: &detect::Config, holds_from: Option<&Path>) -> Result<Code> {
     let detected = detect::detect(runtime)?;
-    let present = detected.runtime.present()?;
     let mut out = io::BufWriter::new(io::stdout().lock());
+    if let Some(file) = holds_from {
+        let digests = read_list(file)?;
+        let asked: Vec<&str> = digests.iter().map(String::as_str).collect();
+        for digest in detected.runtime.holds(&asked)?.unwrap_or_default() {
+            writeln!(out, "{digest}").context("writing the list to stdout")?;
+        }
+        out.flush().context("writing the list to stdout")?;
+        return Ok(Code::Success);
+    }
+    let present = detected.runtime.present()?;
     for p in present {
         let line = serde_json::to_string(&Held {
             name: p.name,
@@ -31,6 +48,36 @@ pub fn run(runtime: &detect::Config) -> Result<Code> {
     }
     out.flush().context("writing the image list to stdout")?;
     Ok(Code::Success)
+}
+
+/// The digests listed in `file` (`-`: standard input), one a line; a line that is no sha256
+/// digest is an error naming it.
+fn read_list(file: &Path) -> Result<Vec<String>> {
+    let mut text = String::new();
+    let what = if file == Path::new("-") {
+        io::stdin()
+            .lock()
+            .take(HOLDS_LIST_MAX)
+            .read_to_string(&mut text)
+            .context("reading the layer list on standard input")?;
+        "standard input".to_string()
+    } else {
+        fs::File::open(file)
+            .with_context(|| format!("cannot open {}", file.display()))?
+            .take(HOLDS_LIST_MAX)
+            .read_to_string(&mut text)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        file.display().to_string()
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            crate::layout::sha256_hex(l)
+                .map(|_| l.to_string())
+                .with_context(|| format!("{what}: not a layer digest"))
+        })
+        .collect()
 }
 
 /// The lines [`run`] printed, read back; a line that is no such object is an error naming it.

@@ -111,6 +111,41 @@ pub(crate) trait Source: Sync {
     fn carried(&self, _unit: &Unit) -> Result<Vec<crate::bundle::CarriedBlob>> {
         Ok(Vec::new())
     }
+
+    /// `unit` as an image of a layout, its blobs each once (what a machine that lacks it is
+    /// sent); `None` for an archive, which is sent as stored.
+    fn image_blobs(&self, _unit: &Unit) -> Option<Result<ImageBlobs>> {
+        None
+    }
+}
+
+/// An image of a layout as its blobs, each once: what a machine that lacks it is sent
+/// (`remote::plan`), rather than the OCI archive built for it, so that a blob several images
+/// share crosses once.
+pub(crate) struct ImageBlobs {
+    /// Its `index.json` entries, as the layout gives them.
+    pub(crate) entries: Vec<serde_json::Value>,
+    /// Its JSON documents (indexes, manifests, configs), then its layers.
+    pub(crate) docs: Vec<BlobRef>,
+    pub(crate) layers: Vec<BlobRef>,
+    /// The layers its bundle does not hold, because an earlier bundle carried them.
+    pub(crate) carried: Vec<crate::bundle::CarriedBlob>,
+    /// The bundle it is read from, as that bundle's `images.json` names it (else the digest of
+    /// its `index.json`): what a layer left out of a send was carried by.
+    pub(crate) bundle: crate::bundle::BundleId,
+}
+
+/// One blob of an [`ImageBlobs`], opened only when it is sent.
+#[derive(Clone)]
+pub(crate) struct BlobRef {
+    pub(crate) digest: String,
+    pub(crate) size: u64,
+    pub(crate) data: std::sync::Arc<dyn OpenBlob>,
+}
+
+/// A blob's bytes, checked against its digest as they are read.
+pub(crate) trait OpenBlob: Send + Sync {
+    fn reader(&self) -> Result<Box<dyn Read + Send>>;
 }
 
 /// The archives under an images path (`archive::discover`), with the bundle's `SHA256SUMS`

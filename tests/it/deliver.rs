@@ -552,7 +552,7 @@ fn a_link_cut_mid_transfer_completes_on_retry_without_resending_what_arrived() {
     let host = &report["hosts"][0];
     assert!(host["tries"].as_u64().unwrap() >= 2, "{host}\n{text}");
     assert!(
-        host["units_resumed"].as_u64().unwrap() >= 1,
+        host["files_resumed"].as_u64().unwrap() >= 1,
         "{host}\n{text}"
     );
     assert_eq!(host["imported"], 4, "{host}\n{text}");
@@ -718,4 +718,119 @@ fn a_layout_delivered_to_a_docker_host_is_not_sent_again() {
         run(docker().args(["image", "inspect", r]));
         let _ = docker().args(["rmi", "--no-prune", r]).output();
     }
+}
+
+/// A layout bundle (the default `export` format) delivered, then re-exported after one of four
+/// images gained a 50 MiB layer. The first delivery sends each blob once: the busybox layer
+/// the four images share crosses once per host, not once per image. The upgrade sends the
+/// containerd host the new layer and the image's documents alone (its other layers held by
+/// its containerd, named in the staged layout as carried), at most 1.05 times the layer; the
+/// Docker host, whose runtime takes an image only whole, that image alone.
+#[test]
+fn a_layout_upgrade_sends_a_containerd_host_the_new_layer_alone() {
+    let (Some(importer), Some(site)) = (
+        env_path("OI_NODE_BIN", "the static node importer"),
+        Site::start(41, 2),
+    ) else {
+        return;
+    };
+    let pid = std::process::id();
+    let images: Vec<TestImage> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| pushed_image(&format!("deliver-up-{pid}-{n}"), &format!("hello from {n}")))
+        .collect();
+    let refs: Vec<String> = images.iter().map(|i| i.tag.clone()).collect();
+    let bundle = site.dir.join("layout");
+    let export = || {
+        let mut export = registry_export_as(&bundle, &bare_path(&[]), "layout");
+        let (code, _, exported) = outcome(export.arg("--no-importer-binary").args(&refs));
+        assert_eq!(code, 0, "{exported}");
+    };
+    export();
+    let blobs: u64 = std::fs::read_dir(bundle.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let (out, report) = site.deliver(&bundle, &importer, &[0, 1], "");
+    let text = log(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let importer_size = std::fs::metadata(&importer).unwrap().len();
+    for host in report["hosts"].as_array().unwrap() {
+        assert_eq!(host["units_sent"], 4, "{host}\n{text}");
+        assert_eq!(host["imported"], 4, "{host}\n{text}");
+        let sent = host["bytes_sent"].as_u64().unwrap() - importer_size;
+        // Every blob once, in a tar stream (a 512-byte header and padding per file).
+        assert!(
+            sent <= blobs + 64 * 1024,
+            "{sent} sent, the layout's blobs are {blobs}\n{text}"
+        );
+    }
+
+    let layer: u64 = 50 << 20;
+    grow_pushed(&images[3], layer, &site.dir);
+    export();
+    let (out, report) = site.deliver(&bundle, &importer, &[0, 1], "");
+    let text = log(&out);
+    eprintln!("{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for host in report["hosts"].as_array().unwrap() {
+        assert_eq!(host["units_sent"], 1, "{host}\n{text}");
+        assert_eq!(host["units_skipped"], 3, "{host}\n{text}");
+        assert_eq!(host["imported"], 1, "{host}\n{text}");
+    }
+    let on_docker = &report["hosts"][0];
+    assert_eq!(on_docker["layers_held"], 0, "{on_docker}\n{text}");
+    let containerd = &report["hosts"][1];
+    assert!(
+        containerd["layers_held"].as_u64().unwrap() >= 2,
+        "{containerd}\n{text}"
+    );
+    let sent = containerd["bytes_sent"].as_u64().unwrap();
+    eprintln!(
+        "layout upgrade: the containerd host was sent {sent} bytes, {:.4} of the layer",
+        sent as f64 / layer as f64
+    );
+    assert!(
+        sent as f64 <= 1.05 * layer as f64,
+        "{sent} bytes for a {layer}-byte layer\n{text}"
+    );
+    let d = daemons();
+    let listed = stdout_of(d.ctr(&site.namespace).args(["images", "ls", "-q"]));
+    assert!(listed.contains(&images[3].tag), "{listed}");
+    let _lock = d.docker_lock();
+    for r in &refs {
+        run(docker().args(["image", "inspect", r]));
+        let _ = docker().args(["rmi", "--no-prune", r]).output();
+    }
+    let _ = d
+        .ctr(&site.namespace)
+        .args(["images", "rm"])
+        .args(&refs)
+        .output();
+}
+
+/// The pushed `image` given a layer of `size` random bytes under the same name, pushed again.
+fn grow_pushed(image: &TestImage, size: u64, dir: &Path) {
+    let _lock = daemons().docker_lock();
+    run(docker().args(["pull", "-q", &image.tag]));
+    let ctx = dir.join("grow");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let mut data = Vec::with_capacity(size as usize);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    while (data.len() as u64) < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(size as usize);
+    std::fs::write(ctx.join("big"), data).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\nCOPY big /big\n", image.tag),
+    )
+    .unwrap();
+    run(docker().args(["build", "-q", "-t", &image.tag]).arg(&ctx));
+    run(docker().args(["push", "-q", &image.tag]));
+    run(docker().args(["rmi", "--no-prune", &image.tag]));
 }

@@ -3,7 +3,7 @@
 //! the units it lacks sent as one stream into a staging directory (a cut stream retried with
 //! backoff, what fully arrived not sent again), imported there, the staging directory removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -14,8 +14,8 @@ use super::ssh::{path_word, quote, Counted, Failure};
 use super::{ForArch, Shared};
 use crate::bundled::{Arch, BINARY, CHECKSUM, DIR};
 use crate::lacks::NodeHas;
-use crate::remote::stream::{append_text, flat_name, unit_into};
-use crate::source::{Checksum, Unit};
+use crate::remote::plan::{File, Plan};
+use crate::source::Unit;
 use crate::units::human_bytes;
 
 /// A staging directory older than this (a run killed on the operator's side left it) is
@@ -37,12 +37,16 @@ pub struct Outcome {
     pub importer_sent: bool,
     /// Every byte written into ssh: the importer, the units' tar stream, its retries.
     pub bytes_sent: u64,
-    /// The units not sent, as stored: the host had their images, or they had arrived.
+    /// What was not sent, as stored: the units whose images the host had, and the layers of
+    /// the others its runtime held.
     pub bytes_skipped: u64,
     pub units_sent: usize,
     pub units_skipped: usize,
-    /// Units that had fully arrived before a retry, and were not sent again.
-    pub units_resumed: usize,
+    /// Layers of the images sent that the host's runtime held, so were left out.
+    pub layers_held: usize,
+    pub bytes_held: u64,
+    /// Files (archives, blobs) that had fully arrived before a retry, and were not sent again.
+    pub files_resumed: usize,
     pub bytes_resumed: u64,
     /// The host's import summary: archives imported, skipped, failed.
     pub imported: u64,
@@ -128,18 +132,65 @@ fn run(shared: &Shared<'_>, host: &Host, out: &mut Outcome, say: &dyn Fn(&str)) 
         return Ok(());
     }
     let lacking: Vec<&Unit> = lacking.into_iter().map(|(u, _)| *u).collect();
+    let ask = format!("{binary} present {flags} --holds-from -");
+    let plan = Plan::new(shared.source, &lacking, &mut |layers| {
+        held_layers(shared, host, &ask, layers, say)
+    })?;
+    for (unit, why) in &plan.left_out {
+        say(&format!("{}: cannot be sent, {why}", unit.name));
+        out.failed += 1;
+    }
+    out.layers_held = plan.held;
+    out.bytes_held = plan.held_bytes;
+    out.bytes_skipped += plan.held_bytes;
+    if plan.units.is_empty() {
+        bail!("none of the {} units it lacks can be sent", lacking.len());
+    }
     let staging = format!("{}/staging-{}-{}", host.dir(), std::process::id(), nanos());
+    let held = match plan.held {
+        0 => String::new(),
+        n => format!(
+            ", without {n} layers its runtime holds ({})",
+            human_bytes(plan.held_bytes)
+        ),
+    };
     say(&format!(
-        "lacks {} of {} units: sending them to {staging}",
-        lacking.len(),
-        for_arch.wants.len()
+        "lacks {} of {} units: sending them to {staging} ({} in {} files{held})",
+        plan.units.len(),
+        for_arch.wants.len(),
+        human_bytes(plan.size()),
+        plan.files.len()
     ));
-    let result = send_and_import(shared, host, &binary, &lacking, &staging, &flags, out, say);
+    let result = send_and_import(shared, host, &binary, &plan, &staging, &flags, out, say);
     let rm = format!("rm -rf {}", path_word(&staging));
     if let Err(e) = shared.ssh.stream(host, &rm, say) {
         say(&format!("could not remove {staging}: {e}"));
     }
     result
+}
+
+/// Which of `layers` the host's runtime holds, as its importer says (none, for a runtime
+/// that takes an image only whole).
+fn held_layers(
+    shared: &Shared<'_>,
+    host: &Host,
+    ask: &str,
+    layers: &[String],
+    say: &dyn Fn(&str),
+) -> Result<BTreeSet<String>> {
+    let list: String = layers.iter().map(|l| format!("{l}\n")).collect();
+    let text = shared
+        .ssh
+        .output(host, ask, Some(&mut list.as_bytes()), say)
+        .map_err(|e| anyhow!("{e:#}"))
+        .context("asking its importer which layers its runtime holds")?;
+    let asked: BTreeSet<&str> = layers.iter().map(String::as_str).collect();
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| asked.contains(l))
+        .map(str::to_string)
+        .collect())
 }
 
 /// What the probe learnt.
@@ -218,13 +269,13 @@ fn send_and_import(
     shared: &Shared<'_>,
     host: &Host,
     binary: &str,
-    lacking: &[&Unit],
+    plan: &Plan<'_>,
     staging: &str,
     flags: &str,
     out: &mut Outcome,
     say: &dyn Fn(&str),
 ) -> Result<()> {
-    send_with_retries(shared, host, binary, lacking, staging, out, say)?;
+    send_with_retries(shared, host, binary, plan, staging, out, say)?;
     let mut args = vec![format!("--log-format={}", shared.log_format_name())];
     args.extend(host.import_flags().iter().map(|f| quote(f)));
     if shared.settings.strict {
@@ -256,19 +307,11 @@ fn send_with_retries(
     shared: &Shared<'_>,
     host: &Host,
     binary: &str,
-    lacking: &[&Unit],
+    plan: &Plan<'_>,
     staging: &str,
     out: &mut Outcome,
     say: &dyn Fn(&str),
 ) -> Result<()> {
-    let sums: String = lacking
-        .iter()
-        .filter(|u| shared.source.file(u).is_some())
-        .filter_map(|u| match shared.source.checksum(u) {
-            Checksum::Sha256(hex) => Some(format!("{hex}  {}\n", u.name)),
-            _ => None,
-        })
-        .collect();
     let mut arrived: BTreeMap<String, u64> = BTreeMap::new();
     for attempt in 1..=TRIES {
         out.tries = attempt;
@@ -288,33 +331,26 @@ fn send_with_retries(
                 Err(e) => bail!("{e}"),
             }
         }
-        let todo: Vec<&Unit> = lacking
-            .iter()
-            .copied()
-            .filter(|u| !has_arrived(shared, u, &arrived))
-            .collect();
-        let kept = lacking.len() - todo.len();
-        if kept > 0 {
-            let bytes: u64 = lacking
-                .iter()
-                .filter(|u| has_arrived(shared, u, &arrived))
-                .map(|u| u.size)
-                .sum();
-            out.units_resumed = kept;
+        let came = |f: &File| arrived.get(&f.name) == Some(&f.size);
+        let kept: Vec<&File> = plan.files.iter().filter(|f| came(f)).collect();
+        if !kept.is_empty() {
+            let bytes: u64 = kept.iter().map(|f| f.size).sum();
+            out.files_resumed = kept.len();
             out.bytes_resumed = bytes;
             say(&format!(
-                "{kept} units had arrived ({}): not sent again",
+                "{} files had arrived ({}): not sent again",
+                kept.len(),
                 human_bytes(bytes)
             ));
         }
-        let (sent, result) = send_once(shared, host, binary, &todo, staging, &sums, say);
+        let (sent, result) = send_once(shared, host, binary, plan, &|f| !came(f), staging, say);
         out.bytes_sent += sent;
         match result {
             Ok(()) => {
-                out.units_sent = lacking.len();
+                out.units_sent = plan.units.len();
                 say(&format!(
                     "sent {} units ({} on this try)",
-                    todo.len(),
+                    plan.units.len(),
                     human_bytes(sent)
                 ));
                 return Ok(());
@@ -324,13 +360,6 @@ fn send_with_retries(
         }
     }
     unreachable!("the last try returns")
-}
-
-fn has_arrived(shared: &Shared<'_>, unit: &Unit, arrived: &BTreeMap<String, u64>) -> bool {
-    match shared.source.file(unit) {
-        Some(_) => arrived.get(&unit.name) == Some(&unit.size),
-        None => arrived.contains_key(&format!("{}.tar", flat_name(&unit.name))),
-    }
 }
 
 /// What the staging directory holds, as the host's `receive --list` says.
@@ -359,14 +388,14 @@ fn list(
         .collect())
 }
 
-/// One stream of `units` (and the `SHA256SUMS` of all) into `receive`: bytes written, result.
+/// One stream of the files of `plan` that `send` picks into `receive`: bytes written, result.
 fn send_once(
     shared: &Shared<'_>,
     host: &Host,
     binary: &str,
-    units: &[&Unit],
+    plan: &Plan<'_>,
+    send: &dyn Fn(&File) -> bool,
     staging: &str,
-    sums: &str,
     say: &dyn Fn(&str),
 ) -> (u64, Result<(), Failure>) {
     let script = format!("{binary} receive --dir {}", path_word(staging));
@@ -382,16 +411,7 @@ fn send_once(
         inner: stdin,
         bytes: counter.clone(),
     });
-    let mut written: Result<()> = Ok(());
-    for unit in units {
-        if let Err(e) = unit_into(&mut tar, shared.source, unit, ".") {
-            written = Err(e.context(format!("sending {}", unit.name)));
-            break;
-        }
-    }
-    if written.is_ok() && !sums.is_empty() {
-        written = append_text(&mut tar, "./SHA256SUMS", sums);
-    }
+    let mut written = plan.send(&mut tar, shared.source, ".", send).map(|_| ());
     if let Err(e) = tar.into_inner() {
         written = written.and(Err(anyhow!("ending the stream: {e}")));
     }

@@ -2,12 +2,15 @@
 //! into a staging directory, the node's importer run on it with its log streamed back, the
 //! staging directory removed.
 
+use std::collections::BTreeSet;
+
 use anyhow::{bail, Context, Result};
 
 use super::engine::{Engine, Node};
 use super::send::{self, NODE_DIR};
 use super::{Importer, Settings};
 use crate::lacks::{NodeHas, Want};
+use crate::remote::plan::Plan;
 use crate::source::{Source, Unit};
 use crate::units::human_bytes;
 
@@ -99,7 +102,7 @@ fn run(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Result<Outcome> 
     outcome
 }
 
-/// Send `lacking` into `staging` in `node` and run its importer on them.
+/// Send what `node` lacks of `lacking` into `staging` and run its importer on it.
 fn send_and_import(
     shared: &Shared<'_>,
     node: &Node,
@@ -109,31 +112,90 @@ fn send_and_import(
     say: &dyn Fn(&str),
 ) -> Result<Outcome> {
     let engine = shared.engine;
-    let sent = send::units(engine, node, shared.source, lacking, staging)?;
-    let bytes = sent.iter().map(|s| s.bytes).sum();
+    let plan = Plan::new(shared.source, lacking, &mut |layers| {
+        held_layers(shared, node, binary, layers, say)
+    })?;
+    for (unit, why) in &plan.left_out {
+        say(&format!("{}: cannot be sent, {why}", unit.name));
+    }
+    if plan.units.is_empty() {
+        bail!("none of the {} units it lacks can be sent", lacking.len());
+    }
+    let bytes = send::planned(engine, node, shared.source, &plan, staging)?;
+    let held = match plan.held {
+        0 => String::new(),
+        n => format!(
+            ", without {n} layers its containerd holds ({})",
+            human_bytes(plan.held_bytes)
+        ),
+    };
     say(&format!(
-        "sent {} units ({})",
-        sent.len(),
-        human_bytes(bytes)
+        "sent {} units ({} in {} files{held})",
+        plan.units.len(),
+        human_bytes(bytes),
+        plan.files.len()
     ));
     let mut cmd = vec![binary.to_string(), "import".into()];
     cmd.extend(node_flags(shared.settings));
     cmd.extend(["--images-path".into(), staging.to_string()]);
     cmd.extend(shared.settings.node_args.iter().cloned());
     match engine.exec(node, &cmd, &mut |_, line| say(line)) {
-        Ok(exit) if exit.0 == 0 || exit.0 == 1 => Ok(Outcome::Done {
-            line: format!(
-                "{} units sent ({}), its importer exited {}",
-                sent.len(),
-                human_bytes(bytes),
-                exit.0
-            ),
-            bytes,
-            exit: exit.0,
-        }),
+        Ok(exit) if exit.0 == 0 || exit.0 == 1 => {
+            let exit = if plan.left_out.is_empty() { exit.0 } else { 1 };
+            Ok(Outcome::Done {
+                line: format!(
+                    "{} units sent ({}), its importer exited {}",
+                    plan.units.len(),
+                    human_bytes(bytes),
+                    exit
+                ),
+                bytes,
+                exit,
+            })
+        }
         Ok(exit) => bail!("{}its importer exited {}", stopped(engine, node), exit.0),
         Err(e) => bail!("{}{e:#}", stopped(engine, node)),
     }
+}
+
+/// Which of `layers` the node's containerd holds, as its importer says: the list is put into
+/// the node as a file beside the staging directories, read, and removed.
+fn held_layers(
+    shared: &Shared<'_>,
+    node: &Node,
+    binary: &str,
+    layers: &[String],
+    say: &dyn Fn(&str),
+) -> Result<BTreeSet<String>> {
+    let file = format!("{NODE_DIR}/layers-{}-{}.txt", std::process::id(), nanos());
+    let list: String = layers.iter().map(|l| format!("{l}\n")).collect();
+    send::text(shared.engine, node, &file, &list)?;
+    let mut cmd = vec![binary.to_string(), "present".into()];
+    cmd.extend(node_flags(shared.settings));
+    cmd.extend(["--holds-from".into(), file.clone()]);
+    let mut out = BTreeSet::new();
+    let exit = shared.engine.exec(node, &cmd, &mut |err, line| {
+        if err {
+            say(line);
+        } else {
+            out.insert(line.trim().to_string());
+        }
+    });
+    let _ = shared
+        .engine
+        .exec(node, &["rm".into(), "-f".into(), file], &mut |_, l| say(l));
+    let exit = exit?;
+    if exit.0 != 0 {
+        bail!(
+            "its importer could not say which layers its containerd holds (exit {})",
+            exit.0
+        );
+    }
+    Ok(layers
+        .iter()
+        .filter(|l| out.contains(*l))
+        .cloned()
+        .collect())
 }
 
 /// `verify --kind` on one node: every image of the bundle for its platform looked for in

@@ -1,6 +1,7 @@
 //! What crosses into a node, as one tar stream built on the fly and put into the container
-//! (`PUT /containers/{id}/archive`): the importer with its checksum, or the units the node
-//! lacks, each read from the bundle as it is sent. Nothing is staged on the host's disk.
+//! (`PUT /containers/{id}/archive`): the importer with its checksum, or what the node lacks
+//! (`remote::plan`), each file read from the bundle as it is sent. Nothing is staged on the
+//! host's disk.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -8,10 +9,10 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 
 use super::engine::{Engine, Node};
-pub use crate::remote::stream::Sent;
-use crate::remote::stream::{append, append_text, unit_into};
+use crate::remote::plan::Plan;
+use crate::remote::stream::{append, append_text};
 use crate::runtime::http::Request;
-use crate::source::{Checksum, Source, Unit};
+use crate::source::Source;
 
 /// Where the node keeps what the host sends: under `/var`, which kind keeps on a volume.
 pub const NODE_DIR: &str = "/var/lib/offline-images";
@@ -54,39 +55,39 @@ pub fn importer(engine: &Engine, node: &Node, binary: &Path, sum: &str, path: &s
     finish(engine, node, tar)
 }
 
-/// Send `units` into `node`'s staging directory `staging`: an archive as stored, an image of
-/// a layout as the OCI archive the source builds for it; with the checksums the bundle gives,
-/// as a `SHA256SUMS` the node's importer checks them against.
-pub fn units(
+/// Send what `plan` holds into `node`'s staging directory `staging`: archives as stored, the
+/// images of layouts as one layout of their blobs (`remote::plan`); bytes of file data.
+pub fn planned(
     engine: &Engine,
     node: &Node,
     source: &dyn Source,
-    units: &[&Unit],
+    plan: &Plan<'_>,
     staging: &str,
-) -> Result<Vec<Sent>> {
+) -> Result<u64> {
     let request = engine.start_put(node, "/")?;
     let mut tar = tar::Builder::new(request);
     let dir = staging.trim_start_matches('/');
     dirs(&mut tar, dir)?;
-    let mut sent = Vec::new();
-    let mut sums = String::new();
-    for unit in units {
-        if let (Some(_), Some((sub, _))) = (source.file(unit), unit.name.rsplit_once('/')) {
-            dirs(&mut tar, &format!("{dir}/{sub}"))?;
-        }
-        let one = unit_into(&mut tar, source, unit, dir)
-            .with_context(|| format!("sending {} to {}", unit.name, node.name))?;
-        if let (true, Checksum::Sha256(hex)) = (source.file(unit).is_some(), source.checksum(unit))
-        {
-            sums.push_str(&format!("{hex}  {}\n", one.file));
-        }
-        sent.push(one);
+    for sub in plan.dirs() {
+        dirs(&mut tar, &format!("{dir}/{sub}"))?;
     }
-    if !sums.is_empty() {
-        append_text(&mut tar, &format!("{dir}/SHA256SUMS"), &sums)?;
-    }
+    let bytes = plan
+        .send(&mut tar, source, dir, &|_| true)
+        .with_context(|| format!("sending to {}", node.name))?;
     finish(engine, node, tar)?;
-    Ok(sent)
+    Ok(bytes)
+}
+
+/// Put the text file `path` (under [`NODE_DIR`]) into `node`.
+pub fn text(engine: &Engine, node: &Node, path: &str, text: &str) -> Result<()> {
+    let rel = path.trim_start_matches('/');
+    let request = engine.start_put(node, "/")?;
+    let mut tar = tar::Builder::new(request);
+    if let Some((dir, _)) = rel.rsplit_once('/') {
+        dirs(&mut tar, dir)?;
+    }
+    append_text(&mut tar, rel, text)?;
+    finish(engine, node, tar)
 }
 
 /// Directory entries for `dir` and each of its parents below [`NODE_DIR`]'s own parent.

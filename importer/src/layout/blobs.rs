@@ -213,6 +213,12 @@ impl Blob {
     }
 }
 
+impl crate::source::OpenBlob for Blob {
+    fn reader(&self) -> Result<Box<dyn Read + Send>> {
+        Ok(Box::new(Blob::reader(self)?))
+    }
+}
+
 /// A blob's bytes, hashed as they pass (see [`Blob::reader`]).
 pub(crate) struct Verified {
     file: Box<dyn Read + Send>,

@@ -44,13 +44,12 @@ use walkdir::WalkDir;
 
 use crate::archive::{self, ArchiveInfo, Compression, Limits, Opened};
 use crate::bundle::{self, BundleArchive, CarriedBlob};
-use crate::source::{Checksum, Refused, Source, Unit};
+use crate::source::{BlobRef, Checksum, ImageBlobs, Refused, Source, Unit};
 use blobs::BlobDirs;
 use image::Descriptor;
 use stream::{blob_name, TarStream, OCI_LAYOUT};
 
-#[cfg(feature = "export")]
-pub(crate) use blobs::Blob;
+pub(crate) use blobs::{sha256_hex, Blob};
 pub(crate) use image::Graph;
 
 pub(crate) const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -575,6 +574,53 @@ impl Source for LayoutSource {
             return Ok(Vec::new());
         }
         Ok(image.graph(self.limits)?.carried)
+    }
+
+    fn image_blobs(&self, unit: &Unit) -> Option<Result<ImageBlobs>> {
+        let image = self.image(unit).ok()?;
+        let blobs = image.graph(self.limits).map(|graph| {
+            let refs = |b: &Blob| BlobRef {
+                digest: b.digest.clone(),
+                size: b.size,
+                data: Arc::new(b.clone()),
+            };
+            ImageBlobs {
+                entries: image.entries.clone(),
+                docs: graph.docs.iter().map(|(b, _)| refs(b)).collect(),
+                layers: graph.layers.iter().map(refs).collect(),
+                carried: graph.carried,
+                bundle: identity(&image.dirs, self.limits),
+            }
+        });
+        Some(blobs)
+    }
+}
+
+/// The identity of the bundle whose blobs `dirs` reads: its `images.json`'s, else the digest
+/// of its `index.json` (a layout another tool wrote), exported at an unknown time.
+fn identity(dirs: &BlobDirs, limits: Limits) -> bundle::BundleId {
+    let read = |name| {
+        read_root(
+            &dirs.layout,
+            dirs.pack.as_deref(),
+            name,
+            limits.metadata_max,
+        )
+    };
+    if let Some(layout) = read(bundle::INDEX_FILE)
+        .ok()
+        .and_then(|d| serde_json::from_slice::<bundle::BundleIndex>(&d).ok())
+        .and_then(|i| i.layout)
+    {
+        return layout.id();
+    }
+    let digest = read("index.json")
+        .ok()
+        .and_then(|d| bundle::sha256_reader(&d[..]).ok())
+        .unwrap_or_default();
+    bundle::BundleId {
+        index_json_digest: format!("sha256:{digest}"),
+        exported_at: "at an unknown time".into(),
     }
 }
 

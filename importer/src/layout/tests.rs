@@ -87,6 +87,31 @@ impl Writer {
         desc
     }
 
+    /// An image of two layers, `base` under `text`; returns its manifest's descriptor.
+    fn image_on(&self, base: &str, text: &str) -> serde_json::Value {
+        let host = Platform::host();
+        let diff_ids = [digest_of(base.as_bytes()), digest_of(text.as_bytes())];
+        let config = serde_json::json!({
+            "architecture": host.architecture, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        let config = self.blob(config.to_string().as_bytes());
+        let layer = |l: serde_json::Value| {
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                               "digest": l["digest"], "size": l["size"]})
+        };
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config["digest"], "size": config["size"]},
+            "layers": [layer(self.blob(base.as_bytes())), layer(self.blob(text.as_bytes()))],
+        });
+        let mut desc = self.blob(manifest.to_string().as_bytes());
+        desc["mediaType"] = "application/vnd.oci.image.manifest.v1+json".into();
+        desc
+    }
+
     fn entry(&mut self, mut desc: serde_json::Value, annotations: &[(&str, &str)]) {
         let a: serde_json::Map<String, serde_json::Value> = annotations
             .iter()
@@ -366,4 +391,63 @@ fn an_artifact_entry_is_no_unit_and_belongs_to_its_subject() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].reference, tag);
     assert_eq!(found[0].label(), "cosign signature");
+}
+
+/// What `deliver` and `import --kind` send for images a machine lacks: one layout, a blob
+/// two images share in it once, a layer the machine holds left out and named as carried; the
+/// layout received reads as the same images, the left-out layer asked of the runtime.
+#[test]
+fn a_plan_sends_each_blob_once_and_names_the_layers_left_out_as_carried() {
+    use crate::remote::plan::Plan;
+    let dir = Dir::new();
+    let mut w = Writer::new(dir.0.join("bundle"));
+    let base = "a base layer both images share ".repeat(100);
+    let (a, b) = (w.image_on(&base, "a's own"), w.image_on(&base, "b's own"));
+    w.entry(a, &[(ANNOTATION_CONTAINERD_NAME, "r/a:1")]);
+    w.entry(b, &[(ANNOTATION_CONTAINERD_NAME, "r/b:1")]);
+    let source = LayoutSource::find(&dir.0);
+    let units: Vec<&Unit> = source.units().iter().collect();
+    assert_eq!(units.len(), 2);
+
+    // Nothing held: 2 manifests, 2 configs, 3 layers (the base once), and the layout's files.
+    let mut asked = Vec::new();
+    let plan = Plan::new(&source, &units, &mut |layers| {
+        asked.extend(layers.to_vec());
+        Ok(Default::default())
+    })
+    .unwrap();
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    let blobs = plan
+        .files
+        .iter()
+        .filter(|f| f.name.contains("/blobs/"))
+        .count();
+    assert_eq!(blobs, 7);
+    assert_eq!((plan.held, plan.units.len()), (0, 2));
+
+    // The base held: left out, and named as carried in the layout's images.json.
+    let base_digest = digest_of(base.as_bytes());
+    let held = base_digest.clone();
+    let plan = Plan::new(&source, &units, &mut |_| Ok([held.clone()].into())).unwrap();
+    assert_eq!((plan.held, plan.held_bytes), (1, base.len() as u64));
+    assert!(plan
+        .files
+        .iter()
+        .all(|f| !f.name.ends_with(&base_digest[7..])));
+    let mut tar = tar::Builder::new(Vec::new());
+    plan.send(&mut tar, &source, ".", &|_| true).unwrap();
+    let stream = tar.into_inner().unwrap();
+    let staging = dir.0.join("staging");
+    crate::receive::receive(&stream[..], &staging).unwrap();
+    let received = LayoutSource::find(&staging);
+    assert_eq!(names(&received).len(), 2, "{:?}", received.refused());
+    for unit in received.units() {
+        let carried = received.carried(unit).unwrap();
+        assert_eq!(carried.len(), 1);
+        assert_eq!(carried[0].digest, base_digest);
+        assert!(received.inspect(unit).unwrap().images[0]
+            .names
+            .iter()
+            .any(|n| n.starts_with("docker.io/r/") || n.starts_with("r/")));
+    }
 }

@@ -106,6 +106,7 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     Ok((sum, size))
 }
 
+pub mod plan;
 pub mod stream;
 
 /// One line of a machine's log, on stderr.

@@ -1,58 +1,10 @@
-//! Units of a bundle as entries of a tar stream built while the bundle is read, what crosses
-//! into a kind node (`PUT /containers/{id}/archive`) and into an edge host (`receive` over
-//! SSH): an archive as stored, an image of a layout as the OCI archive the source builds for
-//! it. Nothing is staged on the operator's disk.
+//! Files as entries of a tar stream built while the bundle is read, what crosses into a kind
+//! node (`PUT /containers/{id}/archive`) and into an edge host (`receive` over SSH), each of
+//! exactly the size announced. Nothing is staged on the operator's disk.
 
 use std::io::{self, Read, Write};
 
 use anyhow::{bail, Context, Result};
-
-use crate::source::{Source, Unit};
-
-/// What was sent of one unit.
-pub struct Sent {
-    /// Its file name in the staging directory.
-    pub file: String,
-    pub bytes: u64,
-}
-
-pub fn unit_into<W: Write>(
-    tar: &mut tar::Builder<W>,
-    source: &dyn Source,
-    unit: &Unit,
-    dir: &str,
-) -> Result<Sent> {
-    if source.file(unit).is_some() {
-        let mut bytes = source.bytes(unit)?;
-        let file = unit.name.clone();
-        append(tar, &format!("{dir}/{file}"), unit.size, 0o644, &mut bytes)?;
-        return Ok(Sent {
-            file,
-            bytes: unit.size,
-        });
-    }
-    // An image of a layout: the archive is built from its blobs as it is read, so its length
-    // is known only after a first pass; the second pass is sent, and must be as long.
-    let size = io::copy(&mut source.open(unit)?.reader, &mut io::sink())
-        .with_context(|| format!("reading {}", unit.name))?;
-    let file = format!("{}.tar", flat_name(&unit.name));
-    let mut reader = source.open(unit)?.reader;
-    append(tar, &format!("{dir}/{file}"), size, 0o644, &mut reader)?;
-    Ok(Sent { file, bytes: size })
-}
-
-/// A unit's name as one file name: every byte but `[A-Za-z0-9._-]` made `_`.
-pub fn flat_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
 
 /// A small text file (a checksum list) into the stream, mode 0644.
 pub fn append_text<W: Write>(tar: &mut tar::Builder<W>, path: &str, text: &str) -> Result<()> {
@@ -123,6 +75,5 @@ mod tests {
         assert!(append(&mut tar, "b", 1, 0o644, &mut &b"ab"[..]).is_err());
         let mut tar = tar::Builder::new(Vec::new());
         append(&mut tar, "c", 2, 0o644, &mut &b"ab"[..]).unwrap();
-        assert_eq!(flat_name("blobs/index.json#0"), "blobs_index.json_0");
     }
 }
