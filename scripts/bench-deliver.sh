@@ -166,7 +166,7 @@ ours() {
     --ssh-config /dev/null -i "$WORK/client" -o "UserKnownHostsFile=$WORK/known_hosts" \
     -o GlobalKnownHostsFile=/dev/null --importer-binary "$OI_NODE_BIN" --strict \
     --json-report "$WORK/report.json" 2>>"$WORK/ours.log" || { tail -20 "$WORK/ours.log" >&2; return 1; }
-  jq -r --arg run "$2" '.hosts[] | "\($run) \(.host): units sent \(.units_sent), skipped \(.units_skipped), imported \(.imported), importer sent \(.importer_sent)"' \
+  jq -r --arg run "$2" '.hosts[] | "\($run) \(.host): units sent \(.units_sent), skipped \(.units_skipped), layers held \(.layers_held), imported \(.imported), importer sent \(.importer_sent)"' \
     "$WORK/report.json" >>"$WORK/ours.units"
 }
 ours_first() { ours "$WORK/release" first; }

@@ -87,6 +87,11 @@ pub struct CarriedBlob {
     pub digest: String,
     pub size: u64,
     pub carried_by: BundleId,
+    /// The chain IDs the layer has in the image being imported (`digest::chain_ids`), found
+    /// when the image is read, never written: how a runtime that keeps layers by chain
+    /// (Docker's classic store) is asked whether it holds it.
+    #[serde(skip)]
+    pub chain_ids: Vec<String>,
 }
 
 impl BundleLayout {

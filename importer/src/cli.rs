@@ -898,9 +898,10 @@ pub struct KindArgs {
 pub struct PresentArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// Print instead which of the layer digests listed in FILE (one a line; - for standard
-    /// input) the runtime's content store holds, one a line; none for a runtime that takes
-    /// an image only whole (Docker, podman) [default: list the images]
+    /// Print instead which of the layers listed in FILE (- for standard input; a line each:
+    /// its digest, then its chain IDs) the runtime holds, one digest a line: containerd's
+    /// content store by digest, Docker's classic store by chain; none where the runtime takes
+    /// an image only whole (podman) [default: list the images]
     #[arg(long, value_name = "FILE")]
     pub holds_from: Option<PathBuf>,
 }

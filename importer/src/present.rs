@@ -2,8 +2,10 @@
 //! line on stdout (`name`, `config_digest`). What `import --kind` asks each node's importer
 //! before it sends anything, so that only what the node lacks crosses into it.
 //!
-//! `--holds-from FILE` asks instead which of the layers listed in FILE the runtime's content
-//! store holds, so that an image the node lacks is sent without them (`remote::plan`).
+//! `--holds-from FILE` asks instead which of the layers listed in FILE (a digest, then its
+//! chain IDs, a line) the runtime holds: containerd by digest in its content store, Docker's
+//! classic store by chain in its layer store. An image the node lacks is then sent without
+//! them (`remote::plan`).
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -30,9 +32,11 @@ pub fn run(runtime: &detect::Config, holds_from: Option<&Path>) -> Result<Code> 
     let detected = detect::detect(runtime)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     if let Some(file) = holds_from {
-        let digests = read_list(file)?;
-        let asked: Vec<&str> = digests.iter().map(String::as_str).collect();
-        for digest in detected.runtime.holds(&asked)?.unwrap_or_default() {
+        let list = read_list(file)?;
+        let asked: Vec<(&str, &[String])> =
+            list.iter().map(|(d, c)| (d.as_str(), &c[..])).collect();
+        let held = crate::runtime::held_layers(detected.runtime.as_ref(), &asked)?;
+        for digest in held.unwrap_or_default() {
             writeln!(out, "{digest}").context("writing the list to stdout")?;
         }
         out.flush().context("writing the list to stdout")?;
@@ -50,9 +54,9 @@ pub fn run(runtime: &detect::Config, holds_from: Option<&Path>) -> Result<Code> 
     Ok(Code::Success)
 }
 
-/// The digests listed in `file` (`-`: standard input), one a line; a line that is no sha256
-/// digest is an error naming it.
-fn read_list(file: &Path) -> Result<Vec<String>> {
+/// The layers listed in `file` (`-`: standard input), one a line: its digest, then the chain
+/// IDs it has in the images at hand; a word that is no sha256 digest is an error naming it.
+fn read_list(file: &Path) -> Result<Vec<(String, Vec<String>)>> {
     let mut text = String::new();
     let what = if file == Path::new("-") {
         io::stdin()
@@ -69,13 +73,17 @@ fn read_list(file: &Path) -> Result<Vec<String>> {
             .with_context(|| format!("cannot read {}", file.display()))?;
         file.display().to_string()
     };
+    let digest = |w: &str| {
+        crate::layout::sha256_hex(w)
+            .map(|_| w.to_string())
+            .with_context(|| format!("{what}: not a layer digest or chain ID"))
+    };
     text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            crate::layout::sha256_hex(l)
-                .map(|_| l.to_string())
-                .with_context(|| format!("{what}: not a layer digest"))
+            let mut words = l.split_whitespace();
+            let layer = digest(words.next().expect("a line with a word"))?;
+            Ok((layer, words.map(digest).collect::<Result<_>>()?))
         })
         .collect()
 }

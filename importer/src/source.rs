@@ -130,6 +130,8 @@ pub(crate) struct ImageBlobs {
     pub(crate) layers: Vec<BlobRef>,
     /// The layers its bundle does not hold, because an earlier bundle carried them.
     pub(crate) carried: Vec<crate::bundle::CarriedBlob>,
+    /// Each layer's chain ID in each of its manifests: (layer digest, chain ID).
+    pub(crate) chains: Vec<(String, String)>,
     /// The bundle it is read from, as that bundle's `images.json` names it (else the digest of
     /// its `index.json`): what a layer left out of a send was carried by.
     pub(crate) bundle: crate::bundle::BundleId,

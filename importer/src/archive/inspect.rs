@@ -141,7 +141,27 @@ impl Inspected {
     /// layers the bundle does not carry. Its config must be in the archive; a layer the
     /// runtime lacks keeps the platform incomplete.
     pub fn complete_with(&mut self, held: &dyn Fn(&str) -> bool) {
+        self.complete_where(&|digest, _| held(digest));
+    }
+
+    /// [`Inspected::complete_with`] for a runtime that keeps layers by chain ID (Docker's
+    /// classic store): `held` is asked each missing layer's chain ID in its image, from the
+    /// config's diff IDs; a layer without one (a config that does not give one diff ID per
+    /// layer) is not held.
+    pub fn complete_by_chain(&mut self, held: &dyn Fn(&str) -> bool) {
+        self.complete_where(&|_, chain| chain.is_some_and(held));
+    }
+
+    fn complete_where(&mut self, held: &dyn Fn(&str, Option<&str>) -> bool) {
         use super::documents::{blob_path, Manifest};
+        #[derive(serde::Deserialize)]
+        struct Config {
+            rootfs: RootFs,
+        }
+        #[derive(serde::Deserialize)]
+        struct RootFs {
+            diff_ids: Vec<String>,
+        }
         let scan = &self.scan;
         for p in self.info.images.iter_mut().flat_map(|i| &mut i.platforms) {
             let (false, Some(manifest)) = (p.complete, &p.manifest_digest) else {
@@ -153,14 +173,21 @@ impl Inspected {
             else {
                 continue;
             };
-            if scan.json_of(&blob_path(&m.config.digest)).is_none() {
+            let Some(config) = scan.json_of(&blob_path(&m.config.digest)) else {
                 continue;
-            }
+            };
+            let chains = match serde_json::from_slice::<Config>(config) {
+                Ok(c) if c.rootfs.diff_ids.len() == m.layers.len() => {
+                    crate::digest::chain_ids(&c.rootfs.diff_ids)
+                }
+                _ => Vec::new(),
+            };
             let mut missing = m
                 .layers
                 .iter()
-                .filter(|l| scan.size_of(&blob_path(&l.digest)).is_none());
-            if missing.all(|l| held(&l.digest)) {
+                .enumerate()
+                .filter(|(_, l)| scan.size_of(&blob_path(&l.digest)).is_none());
+            if missing.all(|(i, l)| held(&l.digest, chains.get(i).map(String::as_str))) {
                 p.complete = true;
             }
         }
@@ -444,5 +471,57 @@ mod tests {
             r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{man}","size":{man_size}}"#,
         );
         inspect_stream(&ok[..], Compression::None, Limits::default()).unwrap();
+    }
+
+    /// An image whose archive leaves out its lower layer is complete for a runtime that holds
+    /// that layer's chain (Docker's classic store), and for none that does not.
+    #[test]
+    fn a_missing_layer_held_by_its_chain_completes_the_image() {
+        let digest = |d: &[u8]| format!("sha256:{}", hex_sha256(d));
+        let (lower, upper) = (&b"lower layer"[..], &b"upper layer"[..]);
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}","{}"]}}}}"#,
+            digest(lower),
+            digest(upper)
+        );
+        let layer = |d: &[u8]| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}"#,
+                digest(d),
+                d.len()
+            )
+        };
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{},{}]}}"#,
+            digest(config.as_bytes()),
+            config.len(),
+            layer(lower),
+            layer(upper)
+        );
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"annotations":{{"io.containerd.image.name":"docker.io/library/demo:1"}}}}]}}"#,
+            digest(manifest.as_bytes()),
+            manifest.len()
+        );
+        let blob = |d: &[u8]| format!("blobs/sha256/{}", hex_sha256(d));
+        let tar = tar_of(&[
+            ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+            (&blob(config.as_bytes()), config.as_bytes()),
+            (&blob(manifest.as_bytes()), manifest.as_bytes()),
+            (&blob(upper), upper),
+            ("index.json", index.as_bytes()),
+        ]);
+        let node = Platform::parse("linux/amd64").unwrap();
+        let inspect = || inspect_stream_detailed(&tar[..], Compression::None, Limits::default());
+        let chain = crate::digest::chain_ids(&[digest(lower)])[0].clone();
+        let mut held = inspect().unwrap();
+        assert!(held.info.images[0].for_platform(&node).is_none());
+        held.complete_by_chain(&|c| c == chain);
+        assert!(held.info.images[0].for_platform(&node).is_some());
+        // The upper layer's chain, or the lower's blob digest by another name, is not it.
+        let upper_chain = crate::digest::chain_ids(&[digest(lower), digest(upper)])[1].clone();
+        let mut other = inspect().unwrap();
+        other.complete_by_chain(&|c| c == upper_chain);
+        assert!(other.info.images[0].for_platform(&node).is_none());
     }
 }

@@ -14,7 +14,7 @@ use super::ssh::{path_word, quote, Counted, Failure};
 use super::{ForArch, Shared};
 use crate::bundled::{Arch, BINARY, CHECKSUM, DIR};
 use crate::lacks::NodeHas;
-use crate::remote::plan::{File, Plan};
+use crate::remote::plan::{Ask, File, Plan};
 use crate::source::Unit;
 use crate::units::human_bytes;
 
@@ -175,16 +175,16 @@ fn held_layers(
     shared: &Shared<'_>,
     host: &Host,
     ask: &str,
-    layers: &[String],
+    layers: &[Ask],
     say: &dyn Fn(&str),
 ) -> Result<BTreeSet<String>> {
-    let list: String = layers.iter().map(|l| format!("{l}\n")).collect();
+    let list: String = layers.iter().map(Ask::line).collect();
     let text = shared
         .ssh
         .output(host, ask, Some(&mut list.as_bytes()), say)
         .map_err(|e| anyhow!("{e:#}"))
         .context("asking its importer which layers its runtime holds")?;
-    let asked: BTreeSet<&str> = layers.iter().map(String::as_str).collect();
+    let asked: BTreeSet<&str> = layers.iter().map(|a| a.digest.as_str()).collect();
     Ok(text
         .lines()
         .map(str::trim)

@@ -111,6 +111,7 @@ impl Since {
     pub fn carried(&self, digest: &str, size: u64) -> Option<CarriedBlob> {
         let (s, by) = self.carried.get(digest).filter(|(s, _)| *s == size)?;
         Some(CarriedBlob {
+            chain_ids: Vec::new(),
             digest: digest.to_string(),
             size: *s,
             carried_by: by.clone(),

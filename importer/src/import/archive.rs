@@ -26,8 +26,11 @@ pub(super) fn check_carried(source: &dyn Source, runtime: &dyn Runtime, unit: &U
     if carried.is_empty() {
         return Ok(());
     }
-    let digests: Vec<&str> = carried.iter().map(|c| c.digest.as_str()).collect();
-    let held = runtime.holds(&digests)?;
+    let asked: Vec<(&str, &[String])> = carried
+        .iter()
+        .map(|c| (c.digest.as_str(), &c.chain_ids[..]))
+        .collect();
+    let held = crate::runtime::held_layers(runtime, &asked)?;
     let lacking: Vec<&CarriedBlob> = carried
         .iter()
         .filter(|c| held.as_ref().is_none_or(|h| !h.contains(&c.digest)))

@@ -10,7 +10,7 @@ use super::engine::{Engine, Node};
 use super::send::{self, NODE_DIR};
 use super::{Importer, Settings};
 use crate::lacks::{NodeHas, Want};
-use crate::remote::plan::Plan;
+use crate::remote::plan::{Ask, Plan};
 use crate::source::{Source, Unit};
 use crate::units::human_bytes;
 
@@ -164,11 +164,11 @@ fn held_layers(
     shared: &Shared<'_>,
     node: &Node,
     binary: &str,
-    layers: &[String],
+    layers: &[Ask],
     say: &dyn Fn(&str),
 ) -> Result<BTreeSet<String>> {
     let file = format!("{NODE_DIR}/layers-{}-{}.txt", std::process::id(), nanos());
-    let list: String = layers.iter().map(|l| format!("{l}\n")).collect();
+    let list: String = layers.iter().map(Ask::line).collect();
     send::text(shared.engine, node, &file, &list)?;
     let mut cmd = vec![binary.to_string(), "present".into()];
     cmd.extend(node_flags(shared.settings));
@@ -193,8 +193,8 @@ fn held_layers(
     }
     Ok(layers
         .iter()
-        .filter(|l| out.contains(*l))
-        .cloned()
+        .filter(|l| out.contains(&l.digest))
+        .map(|l| l.digest.clone())
         .collect())
 }
 

@@ -41,6 +41,9 @@ pub(crate) struct Graph {
     /// Layers the layout does not hold because an earlier bundle carried them, as its
     /// `images.json` says (`export --since`): the runtime must have them already.
     pub(crate) carried: Vec<CarriedBlob>,
+    /// Each layer's chain ID in each manifest that uses it (`digest::chain_ids`), where its
+    /// config gives one diff ID per layer: (layer digest, chain ID).
+    pub(crate) chains: Vec<(String, String)>,
     json_total: u64,
 }
 
@@ -183,7 +186,16 @@ impl Walk<'_> {
         if !graph.has(&blob.digest) {
             let data = self.json(graph, &blob)?;
             blob.check(&data)?;
-            graph.docs.push((blob, data));
+            graph.docs.push((blob.clone(), data));
+        }
+        let chains = graph
+            .docs
+            .iter()
+            .find(|(b, _)| b.digest == blob.digest)
+            .map(|(_, data)| chains_of(data, layers.len()))
+            .unwrap_or_default();
+        for (layer, chain) in layers.iter().zip(&chains) {
+            graph.chains.push((layer.digest.clone(), chain.clone()));
         }
         for layer in layers {
             if graph.has(&layer.digest) {
@@ -194,7 +206,16 @@ impl Walk<'_> {
                 self.carried.get(&layer.digest),
             ) {
                 (None, Some(c)) if layer.size.is_none_or(|s| s == c.size) => {
-                    graph.carried.push(c.clone());
+                    let chain_ids = graph
+                        .chains
+                        .iter()
+                        .filter(|(d, _)| *d == layer.digest)
+                        .map(|(_, c)| c.clone())
+                        .collect();
+                    graph.carried.push(CarriedBlob {
+                        chain_ids,
+                        ..c.clone()
+                    });
                 }
                 _ => {
                     let blob = self.blob(layer, "the layer")?;
@@ -222,6 +243,23 @@ impl Walk<'_> {
             );
         }
         Ok(data)
+    }
+}
+
+/// The chain ID of each of a manifest's `layers` layers, from its config's `rootfs.diff_ids`;
+/// none when the config does not give one diff ID per layer.
+fn chains_of(config: &[u8], layers: usize) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Config {
+        rootfs: RootFs,
+    }
+    #[derive(Deserialize)]
+    struct RootFs {
+        diff_ids: Vec<String>,
+    }
+    match serde_json::from_slice::<Config>(config) {
+        Ok(c) if c.rootfs.diff_ids.len() == layers => crate::digest::chain_ids(&c.rootfs.diff_ids),
+        _ => Vec::new(),
     }
 }
 

@@ -589,6 +589,7 @@ impl Source for LayoutSource {
                 docs: graph.docs.iter().map(|(b, _)| refs(b)).collect(),
                 layers: graph.layers.iter().map(refs).collect(),
                 carried: graph.carried,
+                chains: graph.chains,
                 bundle: identity(&image.dirs, self.limits),
             }
         });

@@ -412,11 +412,16 @@ fn a_plan_sends_each_blob_once_and_names_the_layers_left_out_as_carried() {
     // Nothing held: 2 manifests, 2 configs, 3 layers (the base once), and the layout's files.
     let mut asked = Vec::new();
     let plan = Plan::new(&source, &units, &mut |layers| {
-        asked.extend(layers.to_vec());
+        asked.extend(layers.iter().map(|a| (a.digest.clone(), a.chains.clone())));
         Ok(Default::default())
     })
     .unwrap();
     assert_eq!(asked.len(), 3, "{asked:?}");
+    // The base is the first layer of both images: one chain ID, its diff ID.
+    let base_digest = digest_of(base.as_bytes());
+    let (_, base_chains) = asked.iter().find(|(d, _)| *d == base_digest).unwrap();
+    assert_eq!(base_chains, &vec![base_digest.clone()]);
+    assert!(asked.iter().all(|(_, c)| c.len() == 1), "{asked:?}");
     let blobs = plan
         .files
         .iter()
@@ -426,7 +431,6 @@ fn a_plan_sends_each_blob_once_and_names_the_layers_left_out_as_carried() {
     assert_eq!((plan.held, plan.units.len()), (0, 2));
 
     // The base held: left out, and named as carried in the layout's images.json.
-    let base_digest = digest_of(base.as_bytes());
     let held = base_digest.clone();
     let plan = Plan::new(&source, &units, &mut |_| Ok([held.clone()].into())).unwrap();
     assert_eq!((plan.held, plan.held_bytes), (1, base.len() as u64));
@@ -445,6 +449,7 @@ fn a_plan_sends_each_blob_once_and_names_the_layers_left_out_as_carried() {
         let carried = received.carried(unit).unwrap();
         assert_eq!(carried.len(), 1);
         assert_eq!(carried[0].digest, base_digest);
+        assert_eq!(carried[0].chain_ids, vec![base_digest.clone()]);
         assert!(received.inspect(unit).unwrap().images[0]
             .names
             .iter()

@@ -18,6 +18,29 @@ use super::stream::append;
 use crate::bundle::{self, BundleId, BundleIndex, BundleLayout, CarriedBlob};
 use crate::source::{BlobRef, Checksum, ImageBlobs, Source, Unit};
 
+/// A layer the machine is asked whether it holds: by its digest (a content store), or by
+/// every chain ID it has in the images sent (Docker's layer store, which keeps a layer with
+/// the layers under it). One line of `present --holds-from`.
+pub struct Ask {
+    pub digest: String,
+    pub chains: Vec<String>,
+}
+
+impl Ask {
+    pub fn line(&self) -> String {
+        let mut line = self.digest.clone();
+        for c in &self.chains {
+            line.push(' ');
+            line.push_str(c);
+        }
+        line.push('\n');
+        line
+    }
+}
+
+/// What the machine is asked: which of these layers it holds.
+pub type Holds<'h> = dyn FnMut(&[Ask]) -> Result<BTreeSet<String>> + 'h;
+
 /// The directory under the staging directory that holds the layout.
 pub const LAYOUT_DIR: &str = "layout";
 
@@ -56,7 +79,7 @@ impl<'a> Plan<'a> {
     pub fn new(
         source: &'a dyn Source,
         units: &[&'a Unit],
-        holds: &mut dyn FnMut(&[String]) -> Result<BTreeSet<String>>,
+        holds: &mut Holds<'_>,
     ) -> Result<Plan<'a>> {
         let mut plan = Plan {
             files: Vec::new(),
@@ -102,15 +125,15 @@ impl<'a> Plan<'a> {
 
     /// The files of the layout that holds `images`: its blobs, each once, but the layers
     /// the machine holds; its `index.json`; its `images.json` naming what was left out.
-    fn layout(
-        &mut self,
-        images: &[ImageBlobs],
-        holds: &mut dyn FnMut(&[String]) -> Result<BTreeSet<String>>,
-    ) -> Result<()> {
+    fn layout(&mut self, images: &[ImageBlobs], holds: &mut Holds<'_>) -> Result<()> {
         let mut docs: BTreeMap<&str, &BlobRef> = BTreeMap::new();
         let mut layers: BTreeMap<&str, (&BlobRef, &BundleId)> = BTreeMap::new();
         let mut carried: BTreeMap<String, CarriedBlob> = BTreeMap::new();
+        let mut chains: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for image in images {
+            for (digest, chain) in &image.chains {
+                chains.entry(digest).or_default().insert(chain);
+            }
             for blob in &image.docs {
                 docs.insert(&blob.digest, blob);
             }
@@ -121,7 +144,18 @@ impl<'a> Plan<'a> {
                 carried.insert(c.digest.clone(), c.clone());
             }
         }
-        let candidates: Vec<String> = layers.keys().map(|d| d.to_string()).collect();
+        let candidates: Vec<Ask> = layers
+            .keys()
+            .map(|d| Ask {
+                digest: d.to_string(),
+                chains: chains
+                    .get(d)
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c.to_string())
+                    .collect(),
+            })
+            .collect();
         let held = if candidates.is_empty() {
             BTreeSet::new()
         } else {
@@ -147,6 +181,7 @@ impl<'a> Plan<'a> {
                 carried.insert(
                     digest.to_string(),
                     CarriedBlob {
+                        chain_ids: Vec::new(),
                         digest: digest.to_string(),
                         size: blob.size,
                         carried_by: (*bundle).clone(),

@@ -116,6 +116,14 @@ pub trait Runtime: Send + Sync {
         Ok(None)
     }
 
+    /// Which of `chains` (layer chain IDs, `digest::chain_ids`) the runtime's layer store
+    /// holds, for a runtime that keeps layers by chain and loads an image without the files of
+    /// the layers it holds (Docker's classic store). `None`: it cannot say.
+    fn holds_chains(&self, chains: &[&str]) -> Result<Option<BTreeSet<String>>> {
+        let _ = chains;
+        Ok(None)
+    }
+
     /// Load one archive, given as its decompressed tar stream, for `platform`. The stream is
     /// read to its end; the error, if any, says what the runtime answered.
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported>;
@@ -205,6 +213,36 @@ pub fn oci_architecture(machine: &str) -> String {
         other => other,
     }
     .to_string()
+}
+
+/// Which of `layers` (each a digest with its chain IDs in the images at hand) `rt` holds: by
+/// digest where it has a content store; else by chain, a layer held when every chain it has
+/// is; `None` when it can say neither.
+pub fn held_layers(
+    rt: &dyn Runtime,
+    layers: &[(&str, &[String])],
+) -> Result<Option<BTreeSet<String>>> {
+    let digests: Vec<&str> = layers.iter().map(|(d, _)| *d).collect();
+    if let Some(held) = rt.holds(&digests)? {
+        return Ok(Some(held));
+    }
+    let chains: Vec<&str> = layers
+        .iter()
+        .flat_map(|(_, c)| c.iter().map(String::as_str))
+        .collect();
+    if chains.is_empty() {
+        return Ok(None);
+    }
+    let Some(held) = rt.holds_chains(&chains)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        layers
+            .iter()
+            .filter(|(_, c)| !c.is_empty() && c.iter().all(|c| held.contains(c)))
+            .map(|(d, _)| d.to_string())
+            .collect(),
+    ))
 }
 
 /// An importer that runs on a node of another architecture (emulated) would import images for

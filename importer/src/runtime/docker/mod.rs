@@ -9,10 +9,12 @@
 //! corrected `manifest.json` or `index.json` is appended the same way (the last one wins).
 //!
 //! `forward` passes the archive on to Docker, `answer` reads what dockerd answers (the one
-//! place its words are read), and `undo` puts back what a load that failed half-way changed.
+//! place its words are read), `undo` puts back what a load that failed half-way changed, and
+//! `layers` says which layers the store holds by chain, which an archive need not carry.
 
 mod answer;
 mod forward;
+mod layers;
 mod undo;
 
 use std::collections::BTreeMap;
@@ -337,6 +339,10 @@ impl Runtime for Docker {
         (!self.architecture.is_empty()).then(|| super::oci_architecture(&self.architecture))
     }
 
+    fn holds_chains(&self, chains: &[&str]) -> Result<Option<std::collections::BTreeSet<String>>> {
+        self.chains_held(chains)
+    }
+
     fn import(&self, tar: &mut dyn Read, platform: &Platform) -> Result<Imported> {
         let peer = self.client.describe_peer();
         let mut request = self.client.start(
@@ -350,7 +356,7 @@ impl Runtime for Docker {
         let mut forward = Forward::new(tar, &mut request);
         let inspected = inspect_stream_detailed(&mut forward, Compression::None, Limits::default());
         let sink_error = forward.sink_error.take();
-        let inspected = match (inspected, sink_error) {
+        let mut inspected = match (inspected, sink_error) {
             (_, Some(write_error)) => {
                 drop(forward);
                 return Err(stopped_reading(&peer, request, &write_error));
@@ -360,6 +366,7 @@ impl Runtime for Docker {
             (Err(e), None) => return Err(e),
             (Ok(i), None) => i,
         };
+        self.complete_by_chain(&mut inspected, platform)?;
         let mut info = inspected.info.clone();
         // A later manifest.json or index.json replaces the first in every Docker's load.
         let fixes = docker_fixes(&inspected)?;
@@ -404,6 +411,26 @@ impl Runtime for Docker {
 
 /// Docker stopped taking the archive: the error it gave, or else what the write met. Docker
 /// names nothing before it has read the archive's end, so nothing is left to undo.
+impl Docker {
+    /// An image whose archive leaves out layers (a delivery's or an upgrade bundle's, named as
+    /// carried and checked before the import) is complete when the store holds each of them by
+    /// chain: Docker's load looks a layer's chain up before it opens its file.
+    fn complete_by_chain(
+        &self,
+        inspected: &mut crate::archive::Inspected,
+        platform: &Platform,
+    ) -> Result<()> {
+        let images = &inspected.info.images;
+        if images.iter().all(|i| i.for_platform(platform).is_some()) {
+            return Ok(());
+        }
+        if let Some(held) = self.layer_chains()? {
+            inspected.complete_by_chain(&|chain| held.contains(chain));
+        }
+        Ok(())
+    }
+}
+
 fn stopped_reading(peer: &str, request: Request, write_error: &io::Error) -> anyhow::Error {
     match request.response_after_failed_write() {
         Ok(mut resp) => match read_load_answer(peer, &mut resp).and_then(|a| a.result(peer)) {
