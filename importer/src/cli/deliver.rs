@@ -151,3 +151,70 @@ pub struct ReceiveArgs {
     #[arg(long)]
     pub list: bool,
 }
+
+#[cfg(all(test, feature = "export"))]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn settings(extra: &[&str]) -> anyhow::Result<crate::deliver::Settings> {
+        let dir = std::env::temp_dir().join(format!("oi-spec-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = dir.join("site.yaml");
+        std::fs::write(
+            &spec,
+            "imagesPath: edge\nimages:\n  linux/amd64: [r/a:1]\ntransferPool: 3\n\
+             runtime: podman\nhosts:\n  - ssh: root@10.0.4.5\n",
+        )
+        .unwrap();
+        let mut argv = vec![
+            "offline-images",
+            "deliver",
+            "--spec",
+            spec.to_str().unwrap(),
+        ];
+        argv.extend(extra);
+        let Command::Deliver(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not deliver")
+        };
+        let settings = args.settings();
+        std::fs::remove_dir_all(&dir).unwrap();
+        settings.map(|mut s| {
+            s.images_path = s
+                .images_path
+                .strip_prefix(&dir)
+                .unwrap_or(&s.images_path)
+                .into();
+            s
+        })
+    }
+
+    /// The spec gives what no flag gives; a flag given wins; --ssh replaces the spec's hosts.
+    #[test]
+    fn a_flag_given_wins_over_the_spec() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.images_path, std::path::PathBuf::from("edge"));
+        assert_eq!((s.pool, s.runtime.as_str()), (3, "podman"));
+        assert_eq!(s.spec_hosts.len(), 1);
+        assert!(s.ssh.is_empty());
+        assert_eq!(s.exports.len(), 1);
+        let s = settings(&[
+            "--transfer-pool",
+            "5",
+            "--runtime",
+            "docker",
+            "--images-path",
+            "/b",
+            "--ssh",
+            "ops@edge-9",
+        ])
+        .unwrap();
+        assert_eq!((s.pool, s.runtime.as_str()), (5, "docker"));
+        assert_eq!(s.images_path, std::path::PathBuf::from("/b"));
+        assert_eq!(
+            s.exports[0].output,
+            std::path::PathBuf::from("/b/linux-amd64")
+        );
+        assert_eq!(s.ssh, ["ops@edge-9"]);
+    }
+}
