@@ -73,7 +73,16 @@ impl Spec {
         let text = std::fs::read_to_string(file).map_err(|e| {
             exit::usage(format!("cannot read the spec file {}: {e}", file.display()))
         })?;
-        Spec::parse(file, &text).map_err(exit::usage)
+        let spec = Spec::parse(file, &text).map_err(exit::usage)?;
+        // The export reads a missing docker config as no credentials: a typo here must not.
+        if let Some(config) = spec.docker_config.as_ref().filter(|c| !c.is_file()) {
+            return Err(exit::usage(format!(
+                "{}: auth.dockerConfig: {}: no such file",
+                file.display(),
+                config.display()
+            )));
+        }
+        Ok(spec)
     }
 
     /// The spec in `text`, read from `file` (for messages and relative paths).
