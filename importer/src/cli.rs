@@ -747,6 +747,7 @@ mod tests {
         "deliver --ssh-option",
         "deliver --importer-binary",
         "deliver --json-report",
+        "deliver --spec",
         "receive --dir",
     ];
 

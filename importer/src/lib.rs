@@ -83,7 +83,7 @@ pub fn run(cli: Cli) -> Result<Code> {
         #[cfg(feature = "export")]
         Command::Push(args) => push::run(&args.settings()),
         #[cfg(feature = "export")]
-        Command::Deliver(args) => deliver::run(&args.settings()),
+        Command::Deliver(args) => deliver::run(&args.settings()?),
         Command::Receive(args) => receive::run(&args.dir, args.list),
     }
 }

@@ -836,3 +836,97 @@ fn grow_pushed(image: &TestImage, size: u64, dir: &Path) {
     run(docker().args(["push", "-q", &image.tag]));
     run(docker().args(["rmi", "--no-prune", &image.tag]));
 }
+
+/// `deliver --spec`: one file names the images per platform and the host; the run exports the
+/// images into the spec's images path (a layout for the platform) and delivers them. The image
+/// arrives on the Docker host; a second run exports nothing new and sends no byte.
+#[test]
+fn a_spec_exports_then_delivers_and_a_second_run_sends_nothing() {
+    let (Some(importer), Some(site)) = (
+        env_path("OI_NODE_BIN", "the static node importer"),
+        Site::start(51, 1),
+    ) else {
+        return;
+    };
+    let pid = std::process::id();
+    let refs: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let name = format!("deliver-spec-{pid}-{n}");
+            pushed_image(&name, &format!("spec image {n}"));
+            format!("{}/oi-export/{name}:1", daemons().registry)
+        })
+        .collect();
+    let spec = site.dir.join("site.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "imagesPath: edge-images\nimages:\n  linux/amd64: [{}]\ntransferPool: 1\n\
+             hosts:\n  - ssh: root@{}\n    runtime: docker\n    socket: {}\n    dir: {}/h1\n",
+            refs.join(", "),
+            site.hosts[0].addr,
+            daemons().docker_host,
+            site.dir.display()
+        ),
+    )
+    .unwrap();
+    let home = temp_dir("spec-home");
+    let (out, report) = deliver_spec(&site, &spec, &importer, &home);
+    let text = log(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        site.dir
+            .join("edge-images/linux-amd64/oci-layout")
+            .is_file(),
+        "{text}"
+    );
+    assert_eq!(report["hosts"][0]["units_sent"], 2, "{report}\n{text}");
+    assert_eq!(report["hosts"][0]["imported"], 2, "{report}\n{text}");
+    let (out, report) = deliver_spec(&site, &spec, &importer, &home);
+    let text = log(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("nothing new to export"), "{text}");
+    let host = &report["hosts"][0];
+    assert_eq!(host["units_sent"], 0, "{host}\n{text}");
+    assert_eq!(host["bytes_sent"], 0, "{host}\n{text}");
+    let _lock = daemons().docker_lock();
+    for r in &refs {
+        run(docker().args(["image", "inspect", r]));
+        let _ = docker().args(["rmi", "--no-prune", r]).output();
+    }
+}
+
+/// `deliver --spec SPEC` with the test's ssh client settings, its blob cache under `home`.
+fn deliver_spec(
+    site: &Site,
+    spec: &Path,
+    importer: &Path,
+    home: &Path,
+) -> (Output, serde_json::Value) {
+    let report = site.dir.join("report.json");
+    let _ = std::fs::remove_file(&report);
+    let out = offline_images()
+        .env("HOME", home)
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("DOCKER_HOST")
+        .env_remove("IMAGES_PATH")
+        .arg("deliver")
+        .arg("--spec")
+        .arg(spec)
+        .args(["--ssh-config", "/dev/null", "-i"])
+        .arg(&site.client)
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            site.known_hosts(&[0]).display()
+        ))
+        .args(["-o", "GlobalKnownHostsFile=/dev/null", "--importer-binary"])
+        .arg(importer)
+        .arg("--json-report")
+        .arg(&report)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    site.finished(out)
+}

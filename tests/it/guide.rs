@@ -318,6 +318,10 @@ fn script() -> Vec<(&'static str, Step)> {
             "offline-images deliver --images-path ./images --hosts-file hosts --transfer-pool 4 --json-report delivery.json",
             Step::NotHere("needs SSH hosts: deliver.rs delivers to hosts in network namespaces, each with its sshd"),
         ),
+        (
+            "offline-images deliver --spec site-7.yaml",
+            Step::NotHere("needs SSH hosts and registry.example.com: deliver.rs runs deliver --spec against hosts in network namespaces and the test registry"),
+        ),
     ]
 }
 

@@ -13,9 +13,22 @@ use super::{LogFormat, RuntimeKind};
 #[cfg(feature = "export")]
 #[derive(Debug, Clone, Args)]
 pub struct DeliverArgs {
-    /// The bundle to deliver: the directory `export` wrote.
-    #[arg(long, env = "IMAGES_PATH", value_name = "DIR")]
-    pub images_path: PathBuf,
+    /// The bundle to deliver: the directory `export` wrote. With --spec, the spec's
+    /// imagesPath unless given.
+    #[arg(
+        long,
+        env = "IMAGES_PATH",
+        value_name = "DIR",
+        required_unless_present = "spec"
+    )]
+    pub images_path: Option<PathBuf>,
+
+    /// A delivery spec (YAML): the images per platform, exported first into the images path
+    /// (a re-run fetches only what changed), the registry auth, the hosts, the transfer pool
+    /// and the runtime. A flag given wins over the spec's value; --ssh or --hosts-file
+    /// replaces the spec's hosts (to serve only those this time).
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
 
     /// A host to deliver to, reached with the system's ssh (its ~/.ssh/config, agent and
     /// known_hosts apply); repeat the flag for several.
@@ -29,9 +42,9 @@ pub struct DeliverArgs {
     #[arg(long, value_name = "FILE")]
     pub hosts_file: Option<PathBuf>,
 
-    /// Hosts served at the same time.
-    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub transfer_pool: u16,
+    /// Hosts served at the same time [default: the spec's transferPool, else 2]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub transfer_pool: Option<u16>,
 
     /// Identity file given to ssh (-i).
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
@@ -45,9 +58,10 @@ pub struct DeliverArgs {
     #[arg(short = 'o', long = "ssh-option", value_name = "OPTION")]
     pub ssh_option: Vec<String>,
 
-    /// The runtime each host imports into, unless its line in the hosts file says runtime=.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub runtime: RuntimeKind,
+    /// The runtime each host imports into, unless its line in the hosts file (or its entry
+    /// in the spec) says runtime= [default: the spec's runtime, else auto]
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeKind>,
 
     /// The static importer sent to the hosts [default: the bundle's
     /// .offline-images/linux-<arch>/offline-images for each host's architecture, else this
@@ -74,25 +88,55 @@ pub struct DeliverArgs {
 
 #[cfg(feature = "export")]
 impl DeliverArgs {
-    pub fn settings(&self) -> crate::deliver::Settings {
-        crate::deliver::Settings {
-            images_path: self.images_path.clone(),
+    /// The flags resolved, over the spec file's values when --spec is given.
+    pub fn settings(&self) -> anyhow::Result<crate::deliver::Settings> {
+        use crate::deliver::spec::Spec;
+        let spec = match &self.spec {
+            Some(file) => Spec::load(file)?,
+            None => Spec::default(),
+        };
+        let images_path = match (&self.images_path, &spec.images_path) {
+            (Some(p), _) | (None, Some(p)) => p.clone(),
+            (None, None) => {
+                return Err(crate::exit::usage(format!(
+                    "{}: imagesPath: missing: give it, or --images-path DIR",
+                    spec.file.display()
+                )))
+            }
+        };
+        let no_hosts = self.ssh.is_empty() && self.hosts_file.is_none();
+        if self.spec.is_some() && no_hosts && spec.hosts.is_empty() {
+            return Err(crate::exit::usage(format!(
+                "{}: hosts: missing: list them (each ssh: USER@HOST[:PORT]), or give --ssh or \
+                 --hosts-file",
+                spec.file.display()
+            )));
+        }
+        let runtime = self
+            .runtime
+            .and_then(|r| r.to_possible_value())
+            .map(|v| v.get_name().to_string());
+        Ok(crate::deliver::Settings {
+            exports: spec.exports(&images_path),
+            images_path,
             ssh: self.ssh.clone(),
             hosts_file: self.hosts_file.clone(),
-            pool: usize::from(self.transfer_pool),
+            pool: self
+                .transfer_pool
+                .map(usize::from)
+                .or(spec.transfer_pool)
+                .unwrap_or(2),
             identity: self.identity.clone(),
             ssh_config: self.ssh_config.clone(),
             ssh_options: self.ssh_option.clone(),
-            runtime: self
-                .runtime
-                .to_possible_value()
-                .map_or_else(|| "auto".into(), |v| v.get_name().to_string()),
+            runtime: runtime.or(spec.runtime).unwrap_or_else(|| "auto".into()),
+            spec_hosts: spec.hosts,
             importer_binary: self.importer_binary.clone(),
             strict: self.strict,
             tolerant: self.tolerant,
             json_report: self.json_report.clone(),
             log_format: self.log_format.into(),
-        }
+        })
     }
 }
 
@@ -106,4 +150,71 @@ pub struct ReceiveArgs {
     /// Print the whole files DIR holds (`SIZE NAME` a line) and read nothing.
     #[arg(long)]
     pub list: bool,
+}
+
+#[cfg(all(test, feature = "export"))]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn settings(extra: &[&str]) -> anyhow::Result<crate::deliver::Settings> {
+        let dir = std::env::temp_dir().join(format!("oi-spec-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = dir.join("site.yaml");
+        std::fs::write(
+            &spec,
+            "imagesPath: edge\nimages:\n  linux/amd64: [r/a:1]\ntransferPool: 3\n\
+             runtime: podman\nhosts:\n  - ssh: root@10.0.4.5\n",
+        )
+        .unwrap();
+        let mut argv = vec![
+            "offline-images",
+            "deliver",
+            "--spec",
+            spec.to_str().unwrap(),
+        ];
+        argv.extend(extra);
+        let Command::Deliver(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not deliver")
+        };
+        let settings = args.settings();
+        std::fs::remove_dir_all(&dir).unwrap();
+        settings.map(|mut s| {
+            s.images_path = s
+                .images_path
+                .strip_prefix(&dir)
+                .unwrap_or(&s.images_path)
+                .into();
+            s
+        })
+    }
+
+    /// The spec gives what no flag gives; a flag given wins; --ssh replaces the spec's hosts.
+    #[test]
+    fn a_flag_given_wins_over_the_spec() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.images_path, std::path::PathBuf::from("edge"));
+        assert_eq!((s.pool, s.runtime.as_str()), (3, "podman"));
+        assert_eq!(s.spec_hosts.len(), 1);
+        assert!(s.ssh.is_empty());
+        assert_eq!(s.exports.len(), 1);
+        let s = settings(&[
+            "--transfer-pool",
+            "5",
+            "--runtime",
+            "docker",
+            "--images-path",
+            "/b",
+            "--ssh",
+            "ops@edge-9",
+        ])
+        .unwrap();
+        assert_eq!((s.pool, s.runtime.as_str()), (5, "docker"));
+        assert_eq!(s.images_path, std::path::PathBuf::from("/b"));
+        assert_eq!(
+            s.exports[0].output,
+            std::path::PathBuf::from("/b/linux-amd64")
+        );
+        assert_eq!(s.ssh, ["ops@edge-9"]);
+    }
 }

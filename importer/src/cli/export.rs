@@ -318,6 +318,7 @@ impl ExportArgs {
             no_signatures: self.no_signatures,
             verify_keys: self.verify_key.clone(),
             sign_key: self.sign_key.clone(),
+            docker_config: None,
         })
     }
 }

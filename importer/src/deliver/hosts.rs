@@ -135,6 +135,15 @@ pub fn parse_line(line: &str) -> Result<Option<Host>, String> {
         let (key, value) = word
             .split_once('=')
             .ok_or_else(|| format!("{word:?}: not key=value"))?;
+        host.add_option(key, value)?;
+    }
+    Ok(Some(host))
+}
+
+impl Host {
+    /// One `key=value` word of this host (a hosts file line's, a spec file host's), checked:
+    /// a key that is not a host option, or a runtime that is not one, is refused by name.
+    pub fn add_option(&mut self, key: &str, value: &str) -> Result<(), String> {
         if !KEYS.iter().any(|(k, _)| *k == key) {
             let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
             return Err(format!(
@@ -147,9 +156,9 @@ pub fn parse_line(line: &str) -> Result<Option<Host>, String> {
                 "runtime={value}: not auto, docker, podman or containerd"
             ));
         }
-        host.options.push((key.to_string(), value.to_string()));
+        self.options.push((key.to_string(), value.to_string()));
+        Ok(())
     }
-    Ok(Some(host))
 }
 
 /// The hosts of `--ssh` then of the hosts file, each name once (a later line wins).

@@ -7,6 +7,7 @@
 
 mod host;
 mod hosts;
+pub mod spec;
 mod ssh;
 
 use std::path::PathBuf;
@@ -44,6 +45,10 @@ pub struct Settings {
     pub tolerant: bool,
     pub json_report: Option<PathBuf>,
     pub log_format: report::Format,
+    /// A spec file's hosts, served when neither `--ssh` nor `--hosts-file` is given.
+    pub spec_hosts: Vec<Host>,
+    /// A spec file's exports, run first into the images path.
+    pub exports: Vec<crate::export::Settings>,
 }
 
 /// The importer and the units' images for one architecture, found once for all its hosts.
@@ -110,7 +115,15 @@ impl<'a> Shared<'a> {
 }
 
 pub fn run(settings: &Settings) -> Result<Code> {
-    let hosts = hosts::all(&settings.ssh, settings.hosts_file.as_deref())?;
+    let hosts = if settings.ssh.is_empty() && settings.hosts_file.is_none() {
+        match &settings.spec_hosts[..] {
+            [] => hosts::all(&[], None)?,
+            given => given.to_vec(),
+        }
+    } else {
+        hosts::all(&settings.ssh, settings.hosts_file.as_deref())?
+    };
+    let exported = spec::refresh(&settings.images_path, &settings.exports)?;
     let reporter = Reporter::new(settings.log_format);
     let source = ImagesPath::open(&settings.images_path, &reporter)?;
     let shared = Shared {
@@ -139,11 +152,13 @@ pub fn run(settings: &Settings) -> Result<Code> {
             .with_context(|| format!("cannot write the report {}", path.display()))?;
     }
     let failed = outcomes.iter().filter(|o| !o.ok).count();
-    Ok(if failed > 0 && !settings.tolerant {
-        Code::Failure
-    } else {
-        Code::Success
-    })
+    Ok(
+        if (failed > 0 && !settings.tolerant) || exported != Code::Success {
+            Code::Failure
+        } else {
+            Code::Success
+        },
+    )
 }
 
 /// Every host served, at most `pool` at a time; outcomes in `hosts`' order.

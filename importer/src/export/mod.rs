@@ -106,7 +106,10 @@ fn registry_engine(settings: &Settings, scratch: &Path) -> Result<registry::Regi
         insecure: settings.insecure.clone(),
         keychain: registry::auth::Keychain {
             explicit,
-            config: registry::auth::docker_config_path(),
+            config: settings
+                .docker_config
+                .clone()
+                .or_else(registry::auth::docker_config_path),
         },
     };
     let reg = registry::Registry::new(options, mirrors, cache, settings.platforms.clone())

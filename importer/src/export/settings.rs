@@ -61,6 +61,9 @@ pub struct Settings {
     pub verify_keys: Vec<PathBuf>,
     /// `--sign-key KEY`: the private key the bundle's identity is signed with.
     pub sign_key: Option<PathBuf>,
+    /// The docker config file credentials are read from; `None`: `$DOCKER_CONFIG/config.json`,
+    /// else `~/.docker/config.json` (a delivery spec's `auth.dockerConfig` sets it).
+    pub docker_config: Option<PathBuf>,
 }
 
 /// Where `--pack` writes the layout bundle, and how.
