@@ -800,6 +800,9 @@ fn a_layout_upgrade_sends_each_host_the_new_layer_alone() {
     let listed = stdout_of(d.ctr(&site.namespace).args(["images", "ls", "-q"]));
     assert!(listed.contains(&images[3].tag), "{listed}");
     let _lock = d.docker_lock();
+    // Docker loaded the changed image without the layers it held, and it runs.
+    let said = stdout_of(docker().args(["run", "--rm", "--network", "none", &images[3].tag]));
+    assert!(said.contains("hello from d"), "{said}");
     for r in &refs {
         run(docker().args(["image", "inspect", r]));
         let _ = docker().args(["rmi", "--no-prune", r]).output();
