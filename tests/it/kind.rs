@@ -216,6 +216,26 @@ fn every_image_reaches_both_nodes_and_a_rerun_sends_nothing() {
         log.contains("summary: 2 nodes, 2 done, 0 FAILED, 0 B sent"),
         "{log}"
     );
+    // A node that lacks nothing of the bundle still answers for --require: an image it
+    // holds passes, one it does not is named on each node and the run exits 1.
+    let held = run(cluster
+        .import(&dir, &importer)
+        .args(["--require", &fixtures().alpha.reference]));
+    assert_eq!(held.status.code(), Some(0), "{}", stderr(&held));
+    let absent = "oi-test/kind-never-imported:1";
+    let out = cluster
+        .import(&dir, &importer)
+        .args(["--require", absent])
+        .output()
+        .unwrap();
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    for node in &cluster.nodes {
+        assert!(
+            log.contains(&format!("{node}: MISSING   {absent}")),
+            "{log}"
+        );
+    }
     verify_names_a_node_that_lacks_an_image(&cluster, &dir, &importer);
 }
 

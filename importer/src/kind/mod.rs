@@ -48,6 +48,9 @@ pub struct Settings {
     pub namespace: String,
     /// Flags passed on to the node's `import` (`--strict`, `--force`, `--jobs` ...).
     pub node_args: Vec<String>,
+    /// Images that must be in each node after the run (`--require`), also checked on a node
+    /// that lacks nothing of the bundle, whose importer is then not run.
+    pub require: Vec<String>,
     pub strict: bool,
     /// Ask each node what it lacks and say it; send and import nothing.
     pub dry_run: bool,

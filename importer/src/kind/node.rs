@@ -62,10 +62,21 @@ fn run(shared: &Shared<'_>, node: &Node, say: &dyn Fn(&str)) -> Result<Outcome> 
             "has every image of the {} units for its platform: nothing sent, nothing imported",
             shared.wants.len()
         ));
+        let missing = missing_required(&shared.settings.require, &held);
+        for name in &missing {
+            say(&format!(
+                "MISSING   {name}: required (--require), and not in its containerd"
+            ));
+        }
         return Ok(Outcome::Done {
-            line: "0 units sent (0 B), no import started".into(),
+            line: match missing.len() {
+                0 => "0 units sent (0 B), no import started".into(),
+                n => {
+                    format!("0 units sent (0 B), no import started; {n} required image(s) missing")
+                }
+            },
             bytes: 0,
-            exit: 0,
+            exit: i64::from(!missing.is_empty()),
         });
     }
     if shared.settings.dry_run {
@@ -196,6 +207,20 @@ fn held_layers(
         .filter(|l| out.contains(&l.digest))
         .map(|l| l.digest.clone())
         .collect())
+}
+
+/// The images of `require` (as `--require` names them) that `held` lacks: each normalised as
+/// the node's importer names images; one that is no reference is missing by its own name.
+fn missing_required(require: &[String], held: &[crate::present::Held]) -> Vec<String> {
+    require
+        .iter()
+        .filter(|r| !r.trim().is_empty())
+        .filter(|r| {
+            let name = crate::reference::normalize(r.trim()).unwrap_or_else(|_| r.to_string());
+            !held.iter().any(|h| h.name == name)
+        })
+        .cloned()
+        .collect()
 }
 
 /// `verify --kind` on one node: every image of the bundle for its platform looked for in
@@ -347,4 +372,25 @@ fn nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_required_image_is_missing_unless_the_node_holds_it_under_its_full_name() {
+        let held = |name: &str| crate::present::Held {
+            name: name.into(),
+            config_digest: Some("sha256:c".into()),
+        };
+        let node = [held("docker.io/library/nginx:1.27")];
+        let require = [
+            "nginx:1.27".to_string(),
+            "reg.local/app:2".to_string(),
+            " ".into(),
+        ];
+        assert_eq!(missing_required(&require, &node), vec!["reg.local/app:2"]);
+        assert!(missing_required(&[], &node).is_empty());
+    }
 }
