@@ -651,14 +651,13 @@ fn an_upgrade_sends_the_changed_image_only() {
         .output();
 }
 
-/// `image` given a layer of `size` random bytes under the same name, saved to `archive`.
-fn grow(image: &TestImage, archive: &Path, size: u64, dir: &Path) {
-    let _lock = daemons().docker_lock();
-    run(docker().args(["load", "-q", "-i"]).arg(archive));
+/// `image` (in dockerd) rebuilt under the same name with a layer of `size` bytes that do not
+/// compress (xorshift from `seed`) on top.
+fn build_grown(image: &TestImage, size: u64, seed: u64, dir: &Path) {
     let ctx = dir.join("grow");
     std::fs::create_dir_all(&ctx).unwrap();
     let mut data = Vec::with_capacity(size as usize);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut x = seed;
     while (data.len() as u64) < size {
         x ^= x << 13;
         x ^= x >> 7;
@@ -673,6 +672,13 @@ fn grow(image: &TestImage, archive: &Path, size: u64, dir: &Path) {
     )
     .unwrap();
     run(docker().args(["build", "-q", "-t", &image.tag]).arg(&ctx));
+}
+
+/// `image` given a layer of `size` random bytes under the same name, saved to `archive`.
+fn grow(image: &TestImage, archive: &Path, size: u64, dir: &Path) {
+    let _lock = daemons().docker_lock();
+    run(docker().args(["load", "-q", "-i"]).arg(archive));
+    build_grown(image, size, 0x9e37_79b9_7f4a_7c15, dir);
     run(docker().args(["save", "-o"]).arg(archive).arg(&image.tag));
     run(docker().args(["rmi", "--no-prune", &image.tag]));
 }
@@ -818,24 +824,7 @@ fn a_layout_upgrade_sends_each_host_the_new_layer_alone() {
 fn grow_pushed(image: &TestImage, size: u64, dir: &Path) {
     let _lock = daemons().docker_lock();
     run(docker().args(["pull", "-q", &image.tag]));
-    let ctx = dir.join("grow");
-    std::fs::create_dir_all(&ctx).unwrap();
-    let mut data = Vec::with_capacity(size as usize);
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    while (data.len() as u64) < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    data.truncate(size as usize);
-    std::fs::write(ctx.join("big"), data).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM {}\nCOPY big /big\n", image.tag),
-    )
-    .unwrap();
-    run(docker().args(["build", "-q", "-t", &image.tag]).arg(&ctx));
+    build_grown(image, size, 0x2545_f491_4f6c_dd1d, dir);
     run(docker().args(["push", "-q", &image.tag]));
     run(docker().args(["rmi", "--no-prune", &image.tag]));
 }

@@ -73,6 +73,7 @@ pub fn deliver(shared: &Shared<'_>, host: &Host, say: &dyn Fn(&str)) -> Outcome 
     } else {
         out.ok = true;
     }
+    shared.ssh.close(host);
     out.seconds = started.elapsed().as_secs_f64();
     out
 }
@@ -113,6 +114,37 @@ fn run(shared: &Shared<'_>, host: &Host, out: &mut Outcome, say: &dyn Fn(&str)) 
         .map(|f| quote(f))
         .collect();
     let flags = flags.join(" ");
+    let lacking = lacking(shared, host, &for_arch, &binary, &flags, out, say)?;
+    if lacking.is_empty() {
+        say(&format!(
+            "has every image of the {} units for its platform: nothing sent",
+            for_arch.wants.len()
+        ));
+        return Ok(());
+    }
+    send_lacking(
+        shared,
+        host,
+        &binary,
+        &flags,
+        &lacking,
+        for_arch.wants.len(),
+        out,
+        say,
+    )
+}
+
+/// The units of `for_arch` the host's runtime lacks, as its importer says; the others are
+/// counted as skipped.
+fn lacking<'s>(
+    shared: &Shared<'s>,
+    host: &Host,
+    for_arch: &ForArch<'s>,
+    binary: &str,
+    flags: &str,
+    out: &mut Outcome,
+    say: &dyn Fn(&str),
+) -> Result<Vec<&'s Unit>> {
     let listed = shared
         .ssh
         .output(host, &format!("{binary} present {flags}"), None, say)
@@ -124,16 +156,24 @@ fn run(shared: &Shared<'_>, host: &Host, out: &mut Outcome, say: &dyn Fn(&str)) 
     out.units_skipped = had.len();
     out.bytes_skipped = had.iter().map(|(u, _)| u.size).sum();
     out.skipped = had.len() as u64;
-    if lacking.is_empty() {
-        say(&format!(
-            "has every image of the {} units for its platform: nothing sent",
-            for_arch.wants.len()
-        ));
-        return Ok(());
-    }
-    let lacking: Vec<&Unit> = lacking.into_iter().map(|(u, _)| *u).collect();
+    Ok(lacking.into_iter().map(|(u, _)| *u).collect())
+}
+
+/// The plan for `lacking` (the host asked which of their layers it holds), sent into a
+/// staging directory and imported there; the staging directory removed.
+#[allow(clippy::too_many_arguments)]
+fn send_lacking(
+    shared: &Shared<'_>,
+    host: &Host,
+    binary: &str,
+    flags: &str,
+    lacking: &[&Unit],
+    wanted: usize,
+    out: &mut Outcome,
+    say: &dyn Fn(&str),
+) -> Result<()> {
     let ask = format!("{binary} present {flags} --holds-from -");
-    let plan = Plan::new(shared.source, &lacking, &mut |layers| {
+    let plan = Plan::new(shared.source, lacking, &mut |layers| {
         held_layers(shared, host, &ask, layers, say)
     })?;
     for (unit, why) in &plan.left_out {
@@ -147,21 +187,14 @@ fn run(shared: &Shared<'_>, host: &Host, out: &mut Outcome, say: &dyn Fn(&str)) 
         bail!("none of the {} units it lacks can be sent", lacking.len());
     }
     let staging = format!("{}/staging-{}-{}", host.dir(), std::process::id(), nanos());
-    let held = match plan.held {
-        0 => String::new(),
-        n => format!(
-            ", without {n} layers its runtime holds ({})",
-            human_bytes(plan.held_bytes)
-        ),
-    };
     say(&format!(
-        "lacks {} of {} units: sending them to {staging} ({} in {} files{held})",
+        "lacks {} of {wanted} units: sending them to {staging} ({} in {} files{})",
         plan.units.len(),
-        for_arch.wants.len(),
         human_bytes(plan.size()),
-        plan.files.len()
+        plan.files.len(),
+        plan.held_words("runtime")
     ));
-    let result = send_and_import(shared, host, &binary, &plan, &staging, &flags, out, say);
+    let result = send_and_import(shared, host, binary, &plan, &staging, flags, out, say);
     let rm = format!("rm -rf {}", path_word(&staging));
     if let Err(e) = shared.ssh.stream(host, &rm, say) {
         say(&format!("could not remove {staging}: {e}"));

@@ -126,12 +126,14 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let exported = spec::refresh(&settings.images_path, &settings.exports)?;
     let reporter = Reporter::new(settings.log_format);
     let source = ImagesPath::open(&settings.images_path, &reporter)?;
+    let control = ssh::ControlDir::new()?;
     let shared = Shared {
         settings,
         ssh: Ssh {
             config: settings.ssh_config.clone(),
             identity: settings.identity.clone(),
             options: settings.ssh_options.clone(),
+            control: Some(control.path().to_path_buf()),
         },
         source: &source,
         reporter: &reporter,

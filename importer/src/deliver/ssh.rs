@@ -2,6 +2,12 @@
 //! agent, `known_hosts` and jump hosts apply. Never a password prompt (`BatchMode=yes`) and
 //! never an unchecked host key (`StrictHostKeyChecking=yes`): an unknown host is refused and
 //! named with the line that fixes it.
+//!
+//! A host's commands (the probe, the questions, the stream, the import) share one connection:
+//! the first makes it the master (`ControlMaster=auto`), with its socket in a private directory
+//! of this run, and it is closed when the host is done (`-O exit`). Over a slow or distant
+//! link each command then costs a channel, not a handshake. An operator's own `-o
+//! ControlMaster=...` or `-o ControlPath=...` is left alone.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -18,6 +24,42 @@ pub struct Ssh {
     pub identity: Option<PathBuf>,
     /// `-o` options; ssh keeps the first value of an option, so these come before ours.
     pub options: Vec<String>,
+    /// The directory of this run's control sockets ([`ControlDir`]), when it has one.
+    pub control: Option<PathBuf>,
+}
+
+/// A private directory (mode 0700) for the control sockets of one run, removed when dropped.
+pub struct ControlDir(PathBuf);
+
+impl ControlDir {
+    /// Under the temporary directory, or `/tmp` when its path is long: a socket's path must
+    /// fit in 108 bytes, and ssh's `%C` takes 40.
+    pub fn new() -> Result<ControlDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let tmp = std::env::temp_dir();
+        let base = if tmp.as_os_str().len() > 40 {
+            PathBuf::from("/tmp")
+        } else {
+            tmp
+        };
+        let dir = base.join(format!("oi-ssh-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(ControlDir(dir))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ControlDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Why a remote command did not succeed.
@@ -46,16 +88,12 @@ impl std::error::Error for Failure {}
 impl Ssh {
     /// `ssh ... HOST -- sh -c SCRIPT`.
     pub fn command(&self, host: &Host, script: &str) -> Command {
-        let mut c = Command::new("ssh");
+        let mut c = self.base();
         c.arg("-T");
-        if let Some(f) = &self.config {
-            c.arg("-F").arg(f);
-        }
-        if let Some(i) = &self.identity {
-            c.arg("-i").arg(i);
-        }
-        for o in &self.options {
-            c.arg("-o").arg(o);
+        if let Some(dir) = self.shared_connection() {
+            c.args(["-o", "ControlMaster=auto", "-o", "ControlPersist=60"])
+                .arg("-o")
+                .arg(format!("ControlPath={}/%C", dir.display()));
         }
         for o in [
             "BatchMode=yes",
@@ -67,16 +105,66 @@ impl Ssh {
         ] {
             c.arg("-o").arg(o);
         }
+        Self::to(&mut c, host);
+        c.arg("--").arg(format!("sh -c {}", quote(script)));
+        c
+    }
+
+    /// `ssh` with the operator's `-F`, `-i` and `-o`.
+    fn base(&self) -> Command {
+        let mut c = Command::new("ssh");
+        if let Some(f) = &self.config {
+            c.arg("-F").arg(f);
+        }
+        if let Some(i) = &self.identity {
+            c.arg("-i").arg(i);
+        }
+        for o in &self.options {
+            c.arg("-o").arg(o);
+        }
+        c
+    }
+
+    /// The port, the user and the host, last.
+    fn to(c: &mut Command, host: &Host) {
         if let Some(p) = host.port {
             c.arg("-p").arg(p.to_string());
         }
         if let Some(u) = &host.user {
             c.arg("-l").arg(u);
         }
-        c.arg(&host.host)
-            .arg("--")
-            .arg(format!("sh -c {}", quote(script)));
-        c
+        c.arg(&host.host);
+    }
+
+    /// The control directory, unless the operator chose their own multiplexing.
+    fn shared_connection(&self) -> Option<&PathBuf> {
+        let theirs = self.options.iter().any(|o| {
+            let key = o
+                .split(['=', ' '])
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            key == "controlmaster" || key == "controlpath"
+        });
+        self.control.as_ref().filter(|_| !theirs)
+    }
+
+    /// End the host's shared connection, if one was made (`ssh -O exit`); quiet, and
+    /// harmless when there is none.
+    pub fn close(&self, host: &Host) {
+        let Some(dir) = self.shared_connection() else {
+            return;
+        };
+        let mut c = self.base();
+        c.arg("-o")
+            .arg(format!("ControlPath={}/%C", dir.display()))
+            .args(["-O", "exit"]);
+        Self::to(&mut c, host);
+        let _ = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// Run `script` on `host`, `input` on its stdin; its stdout. Its stderr lines go to `say`.
@@ -241,6 +329,39 @@ impl<W: Write> Write for Counted<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hosts_commands_share_one_connection_unless_the_operator_chose_their_own() {
+        let host = Host::parse("root@10.0.0.5").unwrap();
+        let words = |ssh: &Ssh| -> Vec<String> {
+            let c = ssh.command(&host, "true");
+            c.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let ours = Ssh {
+            control: Some(PathBuf::from("/tmp/oi-ssh-1")),
+            ..Ssh::default()
+        };
+        let args = words(&ours);
+        assert!(args.contains(&"ControlMaster=auto".to_string()), "{args:?}");
+        assert!(
+            args.contains(&"ControlPath=/tmp/oi-ssh-1/%C".to_string()),
+            "{args:?}"
+        );
+        let theirs = Ssh {
+            options: vec!["controlmaster=no".into()],
+            ..ours.clone()
+        };
+        let args = words(&theirs);
+        assert!(
+            !args.iter().any(|a| a.starts_with("ControlPath=")),
+            "{args:?}"
+        );
+        assert!(!words(&Ssh::default())
+            .iter()
+            .any(|a| a.starts_with("Control")));
+    }
 
     #[test]
     fn an_unknown_host_key_is_named_with_the_line_that_fixes_it() {

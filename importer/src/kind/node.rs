@@ -133,18 +133,12 @@ fn send_and_import(
         bail!("none of the {} units it lacks can be sent", lacking.len());
     }
     let bytes = send::planned(engine, node, shared.source, &plan, staging)?;
-    let held = match plan.held {
-        0 => String::new(),
-        n => format!(
-            ", without {n} layers its containerd holds ({})",
-            human_bytes(plan.held_bytes)
-        ),
-    };
     say(&format!(
-        "sent {} units ({} in {} files{held})",
+        "sent {} units ({} in {} files{})",
         plan.units.len(),
         human_bytes(bytes),
-        plan.files.len()
+        plan.files.len(),
+        plan.held_words("containerd")
     ));
     let mut cmd = vec![binary.to_string(), "import".into()];
     cmd.extend(node_flags(shared.settings));

@@ -60,6 +60,55 @@ enum Data<'a> {
     Bytes(Vec<u8>),
 }
 
+/// The blobs of a set of images, each once: documents and layers by digest (a layer with the
+/// bundle it is read from), what their bundles left out, and what to ask the machine.
+struct Blobs<'i> {
+    docs: BTreeMap<&'i str, &'i BlobRef>,
+    layers: BTreeMap<&'i str, (&'i BlobRef, &'i BundleId)>,
+    carried: BTreeMap<String, CarriedBlob>,
+    asks: Vec<Ask>,
+}
+
+impl<'i> Blobs<'i> {
+    fn of(images: &'i [ImageBlobs]) -> Blobs<'i> {
+        let mut blobs = Blobs {
+            docs: BTreeMap::new(),
+            layers: BTreeMap::new(),
+            carried: BTreeMap::new(),
+            asks: Vec::new(),
+        };
+        let mut chains: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for image in images {
+            for (digest, chain) in &image.chains {
+                chains.entry(digest).or_default().insert(chain);
+            }
+            for blob in &image.docs {
+                blobs.docs.insert(&blob.digest, blob);
+            }
+            for blob in &image.layers {
+                blobs.layers.insert(&blob.digest, (blob, &image.bundle));
+            }
+            for c in &image.carried {
+                blobs.carried.insert(c.digest.clone(), c.clone());
+            }
+        }
+        blobs.asks = blobs
+            .layers
+            .keys()
+            .map(|d| Ask {
+                digest: d.to_string(),
+                chains: chains
+                    .get(d)
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c.to_string())
+                    .collect(),
+            })
+            .collect();
+        blobs
+    }
+}
+
 /// What to send for a set of lacking units.
 pub struct Plan<'a> {
     pub files: Vec<File<'a>>,
@@ -126,40 +175,16 @@ impl<'a> Plan<'a> {
     /// The files of the layout that holds `images`: its blobs, each once, but the layers
     /// the machine holds; its `index.json`; its `images.json` naming what was left out.
     fn layout(&mut self, images: &[ImageBlobs], holds: &mut Holds<'_>) -> Result<()> {
-        let mut docs: BTreeMap<&str, &BlobRef> = BTreeMap::new();
-        let mut layers: BTreeMap<&str, (&BlobRef, &BundleId)> = BTreeMap::new();
-        let mut carried: BTreeMap<String, CarriedBlob> = BTreeMap::new();
-        let mut chains: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for image in images {
-            for (digest, chain) in &image.chains {
-                chains.entry(digest).or_default().insert(chain);
-            }
-            for blob in &image.docs {
-                docs.insert(&blob.digest, blob);
-            }
-            for blob in &image.layers {
-                layers.insert(&blob.digest, (blob, &image.bundle));
-            }
-            for c in &image.carried {
-                carried.insert(c.digest.clone(), c.clone());
-            }
-        }
-        let candidates: Vec<Ask> = layers
-            .keys()
-            .map(|d| Ask {
-                digest: d.to_string(),
-                chains: chains
-                    .get(d)
-                    .into_iter()
-                    .flatten()
-                    .map(|c| c.to_string())
-                    .collect(),
-            })
-            .collect();
-        let held = if candidates.is_empty() {
+        let Blobs {
+            docs,
+            layers,
+            mut carried,
+            asks,
+        } = Blobs::of(images);
+        let held = if asks.is_empty() {
             BTreeSet::new()
         } else {
-            holds(&candidates)?
+            holds(&asks)?
         };
         let dir = LAYOUT_DIR;
         self.bytes(
@@ -192,6 +217,13 @@ impl<'a> Plan<'a> {
             }
         }
         self.files.extend(docs.values().map(|b| blob_file(b)));
+        self.documents(images, carried.into_values().collect())
+    }
+
+    /// The layout's `index.json` (the entries of `images`) and `images.json` (naming
+    /// `carried`, the layers it does not hold).
+    fn documents(&mut self, images: &[ImageBlobs], carried: Vec<CarriedBlob>) -> Result<()> {
+        let dir = LAYOUT_DIR;
         let entries: Vec<&serde_json::Value> = images.iter().flat_map(|i| &i.entries).collect();
         let index = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
@@ -207,7 +239,7 @@ impl<'a> Plan<'a> {
                 exported_at: bundle::utc_now(),
                 references: Vec::new(),
                 builds_on: Vec::new(),
-                carried_earlier: carried.into_values().collect(),
+                carried_earlier: carried,
             }),
         };
         self.bytes(format!("{dir}/index.json"), &index);
@@ -224,6 +256,18 @@ impl<'a> Plan<'a> {
             size: data.len() as u64,
             data: Data::Bytes(data.to_vec()),
         });
+    }
+
+    /// For the log line that says what is sent: the layers left out, held by the machine's
+    /// `runtime`; nothing when none were.
+    pub fn held_words(&self, runtime: &str) -> String {
+        match self.held {
+            0 => String::new(),
+            n => format!(
+                ", without {n} layers its {runtime} holds ({})",
+                crate::units::human_bytes(self.held_bytes)
+            ),
+        }
     }
 
     /// Every byte the plan sends, as stored.
