@@ -6,16 +6,21 @@
 //! asked.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use anyhow::Result;
 use serde::Deserialize;
 
 use super::{Docker, IMAGE_LIST_MAX, SMALL_ANSWER};
 
+/// What [`Docker::held_chains`] answers: `None` on the containerd image store.
+pub(super) type Chains = Arc<Option<BTreeSet<String>>>;
+
 impl Docker {
     /// Which of `chains` the store holds; `None` on the containerd image store.
     pub(super) fn chains_held(&self, chains: &[&str]) -> Result<Option<BTreeSet<String>>> {
-        let Some(all) = self.layer_chains()? else {
+        let held = self.held_chains()?;
+        let Some(all) = held.as_ref() else {
             return Ok(None);
         };
         Ok(Some(
@@ -27,9 +32,20 @@ impl Docker {
         ))
     }
 
+    /// [`Docker::layer_chains`], kept until the next load: the check of an archive's
+    /// left-out layers and its completion then ask once.
+    pub(super) fn held_chains(&self) -> Result<Chains> {
+        if let Some(chains) = crate::sync::lock(&self.chains).as_ref() {
+            return Ok(chains.clone());
+        }
+        let chains = Arc::new(self.layer_chains()?);
+        *crate::sync::lock(&self.chains) = Some(chains.clone());
+        Ok(chains)
+    }
+
     /// Every chain some image's layers give (every image, intermediate ones included): the
     /// layers the store holds; `None` on the containerd image store.
-    pub(super) fn layer_chains(&self) -> Result<Option<BTreeSet<String>>> {
+    fn layer_chains(&self) -> Result<Option<BTreeSet<String>>> {
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Summary {

@@ -57,6 +57,9 @@ pub struct Docker {
     architecture: String,
     /// The newest API version the daemon speaks (`api` is it capped at the newest tested).
     daemon_api: (u32, u32),
+    /// The layers the classic store holds, as last asked (`layers`), forgotten after each
+    /// load: the check of an archive's left-out layers and its completion ask once.
+    chains: std::sync::Mutex<Option<layers::Chains>>,
 }
 
 /// Connect to the Docker daemon at `socket`, agree on an API version (`GET /_ping`), and ask
@@ -114,6 +117,7 @@ pub fn connect(socket: &Path) -> Result<Docker> {
         containerd_store: false,
         architecture: String::new(),
         daemon_api,
+        chains: std::sync::Mutex::new(None),
     };
     let v: Version = docker.get_json("/version", SMALL_ANSWER)?;
     let info: Info = docker.get_json("/info", SMALL_ANSWER)?;
@@ -400,6 +404,7 @@ impl Runtime for Docker {
             return Err(e);
         }
         drop(forward);
+        *crate::sync::lock(&self.chains) = None;
         let names = self.await_load(&peer, request, &before, &info)?;
         Ok(Imported {
             info,
@@ -424,7 +429,7 @@ impl Docker {
         if images.iter().all(|i| i.for_platform(platform).is_some()) {
             return Ok(());
         }
-        if let Some(held) = self.layer_chains()? {
+        if let Some(held) = self.held_chains()?.as_ref() {
             inspected.complete_by_chain(&|chain| held.contains(chain));
         }
         Ok(())
