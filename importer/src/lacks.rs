@@ -23,12 +23,10 @@ pub fn for_platform<'a>(
 ) -> Vec<(&'a Unit, Vec<Want>)> {
     let parsed = Platform::parse(platform).expect("linux/<arch> parses");
     let mut wants = Vec::new();
+    let mut other = Vec::new();
     for unit in source.units() {
         match self::wants(source, unit, &parsed) {
-            Ok(w) if w.is_empty() => reporter.warn(
-                Some(&unit.name),
-                &format!("no image for {platform} in it: left out"),
-            ),
+            Ok(w) if w.is_empty() => other.push(unit.name.as_str()),
             Ok(w) => wants.push((unit, w)),
             Err(e) => {
                 let why = format!("{e:#}: sent for the node to judge");
@@ -41,6 +39,9 @@ pub fn for_platform<'a>(
             }
         }
     }
+    if !other.is_empty() {
+        reporter.warn(None, &left_out(platform, &other));
+    }
     let mut claims: Vec<Vec<Want>> = wants.iter().map(|(_, w)| w.clone()).collect();
     drop_lost_names(&mut claims);
     wants
@@ -49,6 +50,21 @@ pub fn for_platform<'a>(
         .filter(|(_, claims)| !claims.is_empty())
         .map(|((unit, _), claims)| (unit, claims))
         .collect()
+}
+
+/// One line for the units with no image for `platform` (another platform's layout of a
+/// delivery spec gives one per image): how many, and the first few by name.
+fn left_out(platform: &str, units: &[&str]) -> String {
+    const NAMED: usize = 3;
+    let named = units[..units.len().min(NAMED)].join(", ");
+    let more = match units.len().saturating_sub(NAMED) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!(
+        "{} unit(s) have no image for {platform}, left out for it: {named}{more}",
+        units.len()
+    )
 }
 
 /// One image a unit holds for the node's platform.
@@ -203,6 +219,19 @@ impl NodeHas {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn units_of_another_platform_are_left_out_in_one_line() {
+        assert_eq!(
+            left_out("linux/arm64", &["a.tar"]),
+            "1 unit(s) have no image for linux/arm64, left out for it: a.tar"
+        );
+        let many = ["a", "b", "c", "d", "e"];
+        assert_eq!(
+            left_out("linux/amd64", &many),
+            "5 unit(s) have no image for linux/amd64, left out for it: a, b, c and 2 more"
+        );
+    }
 
     #[test]
     fn a_name_two_units_give_different_images_is_looked_for_in_the_last_alone() {
