@@ -85,16 +85,7 @@ impl<'t> Repo<'t> {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
-        let mut bytes = Vec::new();
-        resp.into_body()
-            .into_reader()
-            .take(MANIFEST_MAX + 1)
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("{url}: the answer was cut"))?;
-        if bytes.len() as u64 > MANIFEST_MAX {
-            bail!("{url}: the manifest is larger than {MANIFEST_MAX} bytes");
-        }
-        let digest = format!("sha256:{}", crate::bundle::hex(&Sha256::digest(&bytes)));
+        let (bytes, digest) = read_document(resp, &url, "manifest")?;
         if reference.contains(':') && reference != digest {
             let mismatch = RegistryError::Digest {
                 what: "manifest",
@@ -160,16 +151,7 @@ impl<'t> Repo<'t> {
             s if !(200..300).contains(&s) => return Err(answer_error(&url, resp)),
             _ => {}
         }
-        let mut bytes = Vec::new();
-        resp.into_body()
-            .into_reader()
-            .take(MANIFEST_MAX + 1)
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("{url}: the answer was cut"))?;
-        if bytes.len() as u64 > MANIFEST_MAX {
-            bail!("{url}: the referrers index is larger than {MANIFEST_MAX} bytes");
-        }
-        let digest = format!("sha256:{}", crate::bundle::hex(&Sha256::digest(&bytes)));
+        let (bytes, digest) = read_document(resp, &url, "referrers index")?;
         Ok(Some(Fetched {
             bytes,
             media_type: OCI_INDEX.to_string(),
@@ -295,4 +277,24 @@ fn media_type_of(bytes: &[u8], header: String) -> String {
         Ok(_) => OCI_MANIFEST.to_string(),
         Err(_) => header,
     }
+}
+
+/// The body of `resp` (from `url`), a manifest or index (`what`), at most [`MANIFEST_MAX`]
+/// bytes, and its digest.
+fn read_document(
+    resp: ureq::http::Response<ureq::Body>,
+    url: &str,
+    what: &str,
+) -> Result<(Vec<u8>, String)> {
+    let mut bytes = Vec::new();
+    resp.into_body()
+        .into_reader()
+        .take(MANIFEST_MAX + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{url}: the answer was cut"))?;
+    if bytes.len() as u64 > MANIFEST_MAX {
+        bail!("{url}: the {what} is larger than {MANIFEST_MAX} bytes");
+    }
+    let digest = format!("sha256:{}", crate::bundle::hex(&Sha256::digest(&bytes)));
+    Ok((bytes, digest))
 }
