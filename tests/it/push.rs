@@ -369,21 +369,8 @@ fn proxy_one(mut client: TcpStream, upstream: &str, log: &Mutex<Vec<String>>, cu
 /// An image with a layer of `mib` MiB of random bytes (it does not compress), pushed to the
 /// rig's registry as `oi-export/NAME:1`.
 fn pushed_big_image(name: &str, mib: usize) -> String {
-    let d = daemons();
-    let ctx = temp_dir("build-big");
-    let mut data = vec![0u8; mib << 20];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut data)
-        .unwrap();
-    std::fs::write(ctx.join("random"), &data).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY random /random\n",
-    )
-    .unwrap();
-    let tag = format!("{}/oi-export/{name}:1", d.registry);
-    run(docker().args(["build", "-q", "-t", &tag]).arg(&ctx));
+    let tag = format!("{}/oi-export/{name}:1", daemons().registry);
+    build_random_image(&tag, mib);
     run(docker().args(["push", "-q", &tag]));
     run(docker().args(["rmi", "--no-prune", &tag]));
     tag

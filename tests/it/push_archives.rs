@@ -184,20 +184,8 @@ fn archives_of_docker_save_and_skopeo_push_and_pull_back_a_damaged_one_fails_by_
 /// A `docker save` of an image whose one layer is `mib` MiB of random bytes (it does not
 /// compress), gzip'd in `dir`: the layer's diff_id.
 fn big_saved_image(dir: &Path, mib: usize) -> String {
-    let ctx = temp_dir("push-arch-big-build");
-    let mut data = vec![0u8; mib << 20];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut data)
-        .unwrap();
-    std::fs::write(ctx.join("random"), &data).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY random /random\n",
-    )
-    .unwrap();
     let tag = "oi-pusharch/big:1";
-    run(docker().args(["build", "-q", "-t", tag]).arg(&ctx));
+    build_random_image(tag, mib);
     std::fs::create_dir_all(dir).unwrap();
     run(docker()
         .args(["save", "-o"])

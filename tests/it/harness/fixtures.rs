@@ -349,3 +349,22 @@ pub fn shared_layer_saves() -> &'static [SharedLayerSave] {
         out
     })
 }
+
+/// An image FROM scratch whose one layer is a file of `mib` MiB of random bytes (it does not
+/// compress), built as `tag` in the rig's dockerd.
+pub fn build_random_image(tag: &str, mib: usize) {
+    use std::io::Read;
+    let ctx = temp_dir("build-random");
+    let mut data = vec![0u8; mib << 20];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut data)
+        .unwrap();
+    std::fs::write(ctx.join("random"), &data).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY random /random\n",
+    )
+    .unwrap();
+    run(docker().args(["build", "-q", "-t", tag]).arg(&ctx));
+}
