@@ -34,6 +34,10 @@
 #   entries-memory     peak RSS of `offline-images import` of a tar of BENCH_ENTRIES (default
 #                      3,000,000) empty entries beside a good archive: memory must not grow
 #                      with the number of entries; the good archive must import
+#   podman             (not in the default set) first import of the exported bundle into a private
+#                      containers-storage (overlay; what CRI-O reads): `offline-images import
+#                      --runtime podman` vs `podman load -i` per archive, Debian 12's podman 4.3
+#                      (BENCH_PODMAN for another); then both again over images already there
 #   native             (not in the default set) the containerd clients side by side, on the
 #                      exported bundle: first import (native vs the ctr loop, and ours on
 #                      `ctr` with BENCH_CTR_CLIENT=1, and one archive at a time with
@@ -338,6 +342,8 @@ describe() {
   ours_push) echo "offline-images push --images-path BUNDLE --to SITE/bench --insecure-registry SITE" ;;
   theirs_skopeo_push) echo "for r in REF...; do skopeo copy --dest-tls-verify=false oci:BUNDLE:\$r docker://SITE/bench/...; done (skopeo 1.22)" ;;
   theirs_crane_push) echo "for r in REF...; do crane copy --insecure \$r SITE/bench/...; done (crane 0.20, from the registry the bundle came from)" ;;
+  ours_podman) echo "offline-images import --images-path EXPORTED --runtime podman --storage-root ROOT --run-root RUN --storage-driver overlay" ;;
+  theirs_podman) echo "for f in EXPORTED/*.tar.gz; do podman --root ROOT --runroot RUN --storage-driver overlay load -q -i \$f; done" ;;
   ours_layout_import) echo "offline-images import --images-path LAYOUT-BUNDLE --runtime containerd --containerd-address SOCK --namespace k8s.io" ;;
   theirs_ctr_bundle) echo "for f in FOREIGN/*.tar.gz; do gzip -dc \$f | ctr -a SOCK -n k8s.io images import --digests -; done (docker save REF | gzip per image)" ;;
   esac
@@ -423,6 +429,46 @@ section_import_docker() {
   record "import-docker: first import into Docker, both on the exported bundle"
   compare import-docker '<=1.05' reset_docker ours_docker theirs_docker
   reset_docker
+}
+
+# The exported bundle into a private containers-storage, against the `podman load -i` loop.
+PODMAN=
+PODMAN_RUN=
+podman_() { "$PODMAN" --root "$WORK/podman" --runroot "$PODMAN_RUN" --storage-driver overlay --cgroup-manager cgroupfs "$@"; }
+reset_podman() {
+  local ids
+  ids=$(podman_ images -aq | sort -u)
+  # shellcheck disable=SC2086
+  [ -z "$ids" ] || podman_ rmi -f $ids >/dev/null 2>&1 || true
+  LEFT="images=$(podman_ images -aq | wc -l) layers=$(find "$WORK/podman/overlay" -mindepth 1 -maxdepth 1 -type d ! -name l 2>/dev/null | wc -l)"
+  [ "$LEFT" = "images=0 layers=0" ] || say "podman after reset: $LEFT"
+}
+ours_podman() {
+  run "$1" env PATH="$(dirname "$PODMAN"):$PATH" "$BIN" import --images-path "$EXPORTED" --runtime podman \
+    --storage-root "$WORK/podman" --run-root "$PODMAN_RUN" --storage-driver overlay
+  all_archives_done "$1"
+}
+theirs_podman() {
+  run "$1" bash -c 'set -e; d=$1; shift; for f in "$d"/*.tar.gz; do "$@" load -q -i "$f"; done' \
+    _ "$EXPORTED" "$PODMAN" --root "$WORK/podman" --runroot "$PODMAN_RUN" --storage-driver overlay --cgroup-manager cgroupfs
+}
+section_podman() {
+  setup
+  PODMAN=${BENCH_PODMAN:-$(command -v podman || true)}
+  [ -x "$PODMAN" ] || die "podman not found (apt-get install podman, or BENCH_PODMAN=PATH)"
+  # podman 4.3 refuses a run root longer than 50 characters.
+  PODMAN_RUN=/tmp/oi-bench-podman-$$
+  mkdir -p "$WORK/podman" "$PODMAN_RUN"
+  record "import-podman: first import into a private containers-storage (overlay), both on the exported bundle; $("$PODMAN" --version)"
+  compare import-podman '<=0.7' reset_podman ours_podman theirs_podman
+  record "rerun-podman: both again, over the images already there"
+  reset_podman
+  ours_podman "$WORK/rerun-podman.prep.log"
+  compare rerun-podman '<=0.05' : ours_podman theirs_podman
+  reset_podman
+  mount | awk -v r="$WORK/podman" -v u="$PODMAN_RUN" 'index($3, r) == 1 || index($3, u) == 1 { print $3 }' |
+    sort -r | xargs -r umount 2>/dev/null || true
+  rm -rf "$PODMAN_RUN"
 }
 
 section_export() {
