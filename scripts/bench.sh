@@ -36,7 +36,7 @@
 #                      with the number of entries; the good archive must import
 #   podman             (not in the default set) first import of the exported bundle into a private
 #                      containers-storage (overlay; what CRI-O reads): `offline-images import
-#                      --runtime podman` vs `podman load -i` per archive, Debian 12's podman 4.3
+#                      --runtime podman` vs `gzip -dc | podman load` per archive, Debian 12's podman 4.3
 #                      (BENCH_PODMAN for another); then both again over images already there
 #   native             (not in the default set) the containerd clients side by side, on the
 #                      exported bundle: first import (native vs the ctr loop, and ours on
@@ -343,7 +343,7 @@ describe() {
   theirs_skopeo_push) echo "for r in REF...; do skopeo copy --dest-tls-verify=false oci:BUNDLE:\$r docker://SITE/bench/...; done (skopeo 1.22)" ;;
   theirs_crane_push) echo "for r in REF...; do crane copy --insecure \$r SITE/bench/...; done (crane 0.20, from the registry the bundle came from)" ;;
   ours_podman) echo "offline-images import --images-path EXPORTED --runtime podman --storage-root ROOT --run-root RUN --storage-driver overlay" ;;
-  theirs_podman) echo "for f in EXPORTED/*.tar.gz; do podman --root ROOT --runroot RUN --storage-driver overlay load -q -i \$f; done" ;;
+  theirs_podman) echo "for f in EXPORTED/*.tar.gz; do gzip -dc \$f | podman --root ROOT --runroot RUN --storage-driver overlay load -q; done" ;;
   ours_layout_import) echo "offline-images import --images-path LAYOUT-BUNDLE --runtime containerd --containerd-address SOCK --namespace k8s.io" ;;
   theirs_ctr_bundle) echo "for f in FOREIGN/*.tar.gz; do gzip -dc \$f | ctr -a SOCK -n k8s.io images import --digests -; done (docker save REF | gzip per image)" ;;
   esac
@@ -449,7 +449,9 @@ ours_podman() {
   all_archives_done "$1"
 }
 theirs_podman() {
-  run "$1" bash -c 'set -e; d=$1; shift; for f in "$d"/*.tar.gz; do "$@" load -q -i "$f"; done' \
+  # podman 4.3's load -i reads no gzip'd docker-archive ("invalid tar header"): decompressed
+  # on the way in, as the ctr loop is.
+  run "$1" bash -c 'set -eo pipefail; d=$1; shift; for f in "$d"/*.tar.gz; do gzip -dc "$f" | "$@" load -q; done' \
     _ "$EXPORTED" "$PODMAN" --root "$WORK/podman" --runroot "$PODMAN_RUN" --storage-driver overlay --cgroup-manager cgroupfs
 }
 section_podman() {
