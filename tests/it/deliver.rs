@@ -694,15 +694,7 @@ fn a_layout_delivered_to_a_docker_host_is_not_sent_again() {
     ) else {
         return;
     };
-    let pid = std::process::id();
-    let refs: Vec<String> = ["a", "b"]
-        .iter()
-        .map(|n| {
-            let name = format!("deliver-layout-{pid}-{n}");
-            pushed_image(&name, &format!("hello from {n}"));
-            format!("{}/oi-export/{name}:1", daemons().registry)
-        })
-        .collect();
+    let refs = pushed_refs("deliver-layout", &["a", "b"], "hello from");
     let bundle = site.dir.join("layout");
     let mut export = registry_export_as(&bundle, &bare_path(&[]), "layout");
     let (code, _, exported) = outcome(export.arg("--no-importer-binary").args(&refs));
@@ -840,15 +832,7 @@ fn a_spec_exports_then_delivers_and_a_second_run_sends_nothing() {
     ) else {
         return;
     };
-    let pid = std::process::id();
-    let refs: Vec<String> = ["a", "b"]
-        .iter()
-        .map(|n| {
-            let name = format!("deliver-spec-{pid}-{n}");
-            pushed_image(&name, &format!("spec image {n}"));
-            format!("{}/oi-export/{name}:1", daemons().registry)
-        })
-        .collect();
+    let refs = pushed_refs("deliver-spec", &["a", "b"], "spec image");
     let spec = site.dir.join("site.yaml");
     std::fs::write(
         &spec,
@@ -921,4 +905,14 @@ fn deliver_spec(
         .output()
         .unwrap();
     site.finished(out)
+}
+
+/// Images `oi-export/LABEL-PID-NAME:1` pushed to the rig's registry, each printing
+/// `MESSAGE NAME`: their references.
+fn pushed_refs(label: &str, names: &[&str], message: &str) -> Vec<String> {
+    let pid = std::process::id();
+    names
+        .iter()
+        .map(|n| pushed_image(&format!("{label}-{pid}-{n}"), &format!("{message} {n}")).tag)
+        .collect()
 }

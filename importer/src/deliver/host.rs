@@ -219,13 +219,7 @@ fn held_layers(
         .output(host, ask, Some(&mut list.as_bytes()), say)
         .map_err(|e| anyhow!("{e:#}"))
         .context("asking its importer which layers its runtime holds")?;
-    let asked: BTreeSet<&str> = layers.iter().map(|a| a.digest.as_str()).collect();
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| asked.contains(l))
-        .map(str::to_string)
-        .collect())
+    Ok(crate::remote::plan::held_in(text.lines(), layers))
 }
 
 /// What the probe learnt.

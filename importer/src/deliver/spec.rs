@@ -88,15 +88,8 @@ impl Spec {
     /// The spec in `text`, read from `file` (for messages and relative paths).
     pub fn parse(file: &Path, text: &str) -> Result<Spec, String> {
         let name = file.display().to_string();
-        let docs = YamlLoader::load_from_str(text).map_err(|e| {
-            let m = e.marker();
-            format!(
-                "{name}:{}:{}: not valid YAML: {}",
-                m.line(),
-                m.col() + 1,
-                e.info()
-            )
-        })?;
+        let docs = YamlLoader::load_from_str(text)
+            .map_err(|e| crate::export::yaml::yaml_error(&name, &e))?;
         let at = |key: &str, what: String| format!("{name}: {key}: {what}");
         let top = match docs.as_slice() {
             [doc @ Yaml::Hash(_)] => doc,

@@ -32,7 +32,7 @@ mod signatures;
 mod since;
 mod values;
 mod write;
-mod yaml;
+pub(crate) mod yaml;
 
 use std::collections::HashMap;
 use std::fs;

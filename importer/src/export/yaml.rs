@@ -35,7 +35,7 @@ pub(super) fn object_name(doc: &Yaml) -> String {
     }
 }
 
-pub(super) fn yaml_error(name: &str, e: &yaml_rust2::ScanError) -> String {
+pub(crate) fn yaml_error(name: &str, e: &yaml_rust2::ScanError) -> String {
     let m = e.marker();
     // The parser counts lines from 1 and columns from 0.
     format!(

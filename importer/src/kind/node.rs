@@ -178,12 +178,12 @@ fn held_layers(
     let mut cmd = vec![binary.to_string(), "present".into()];
     cmd.extend(node_flags(shared.settings));
     cmd.extend(["--holds-from".into(), file.clone()]);
-    let mut out = BTreeSet::new();
+    let mut out = Vec::new();
     let exit = shared.engine.exec(node, &cmd, &mut |err, line| {
         if err {
             say(line);
         } else {
-            out.insert(line.trim().to_string());
+            out.push(line.to_string());
         }
     });
     let _ = shared
@@ -196,11 +196,10 @@ fn held_layers(
             exit.0
         );
     }
-    Ok(layers
-        .iter()
-        .filter(|l| out.contains(&l.digest))
-        .map(|l| l.digest.clone())
-        .collect())
+    Ok(crate::remote::plan::held_in(
+        out.iter().map(String::as_str),
+        layers,
+    ))
 }
 
 /// The images of `require` (as `--require` names them) that `held` lacks: each normalised as

@@ -38,6 +38,17 @@ impl Ask {
     }
 }
 
+/// The digests of `asked` that a machine's answer (`present --holds-from`, a digest a line)
+/// names; anything else it printed is ignored.
+pub fn held_in<'a>(answer: impl Iterator<Item = &'a str>, asked: &[Ask]) -> BTreeSet<String> {
+    let said: BTreeSet<&str> = answer.map(str::trim).collect();
+    asked
+        .iter()
+        .filter(|a| said.contains(a.digest.as_str()))
+        .map(|a| a.digest.clone())
+        .collect()
+}
+
 /// What the machine is asked: which of these layers it holds.
 pub type Holds<'h> = dyn FnMut(&[Ask]) -> Result<BTreeSet<String>> + 'h;
 
@@ -300,10 +311,10 @@ impl<'a> Plan<'a> {
     ) -> Result<u64> {
         let mut bytes = 0;
         for file in self.files.iter().filter(|f| send(f)) {
-            let mut data: Box<dyn Read + Send> = match &file.data {
+            let mut data: Box<dyn Read + Send + '_> = match &file.data {
                 Data::Unit(unit) => source.bytes(unit)?,
                 Data::Blob(blob) => blob.data.reader()?,
-                Data::Bytes(b) => Box::new(std::io::Cursor::new(b.clone())),
+                Data::Bytes(b) => Box::new(&b[..]),
             };
             let path = if dir.is_empty() || dir == "." {
                 file.name.clone()
