@@ -42,7 +42,7 @@ fn look_locally(err: &anyhow::Error) -> bool {
 /// Everything one image's export needs.
 pub(super) struct Exporter<'a> {
     /// docker, podman or skopeo: the engine, or (auto) for images the registry does not serve.
-    pub engine: Option<&'a Engine>,
+    pub engine: &'a super::LocalEngine,
     pub registry: Option<&'a registry::Registry>,
     /// The platform the local engines export: the first asked.
     pub platform: &'a Platform,
@@ -108,8 +108,8 @@ impl Exporter<'_> {
 
     /// The registry engine, else (auto) the local engine for an image only it holds.
     fn export_one(&self, n: usize, r: &Reference) -> Result<Outcome> {
-        let (Some(reg), engine) = (self.registry, self.engine) else {
-            let engine = self.engine.expect("an engine was detected");
+        let Some(reg) = self.registry else {
+            let engine = self.engine.get().expect("an engine was detected");
             return self.export_local(n, r, engine, true);
         };
         let attempt = match self.layout {
@@ -120,7 +120,7 @@ impl Exporter<'_> {
             Ok(o) => return Ok(o),
             Err(e) => e,
         };
-        let Some(engine) = engine.filter(|_| look_locally(&err)) else {
+        let Some(engine) = look_locally(&err).then(|| self.engine.get()).flatten() else {
             return Err(err);
         };
         if engine.config_digest(r, self.platform).is_err() {

@@ -56,27 +56,51 @@ pub use settings::{
     insecure_hosts, pack_to, platforms, BundleFormat, Chart, ImporterBinary, Inputs, Settings,
 };
 
-/// The docker, podman or skopeo engine asked for; with `auto`, the local engine (docker or
-/// podman) for images the registry does not serve, when one is there.
-fn local_engine(settings: &Settings) -> Result<Option<Engine>> {
-    let engine = match settings.engine {
-        Choice::Auto => Engine::detect(None).ok().filter(Engine::has_local_store),
-        Choice::Registry => None,
-        Choice::Tool(kind) => Some(Engine::detect(Some(kind))?),
-    };
-    let Some(mut engine) = engine else {
-        return Ok(None);
-    };
-    engine.insecure = settings.insecure.clone();
-    if settings.engine == Choice::Auto {
-        eprintln!(
-            "offline-images: images the registry does not serve are looked for in {}",
-            engine.describe()
-        );
-    } else {
-        eprintln!("offline-images: using {}", engine.describe());
+/// The docker, podman or skopeo engine an export saves images with: the one `--engine` names,
+/// found before anything is fetched; with `auto`, the first local engine with a store (docker,
+/// podman), looked for only when the registry does not serve an image, so that an export the
+/// registry serves whole starts no engine (each answers its version in 30 to 100 ms).
+pub(super) struct LocalEngine {
+    insecure: Vec<String>,
+    found: std::sync::OnceLock<Option<Engine>>,
+}
+
+impl LocalEngine {
+    fn new(settings: &Settings) -> Result<LocalEngine> {
+        let local = LocalEngine {
+            insecure: settings.insecure.clone(),
+            found: std::sync::OnceLock::new(),
+        };
+        match settings.engine {
+            Choice::Auto => {}
+            Choice::Registry => {
+                let _ = local.found.set(None);
+            }
+            Choice::Tool(kind) => {
+                let mut engine = Engine::detect(Some(kind))?;
+                engine.insecure = local.insecure.clone();
+                eprintln!("offline-images: using {}", engine.describe());
+                let _ = local.found.set(Some(engine));
+            }
+        }
+        Ok(local)
     }
-    Ok(Some(engine))
+
+    /// The engine; with `auto`, looked for (and named in the log) the first time it is asked.
+    pub(super) fn get(&self) -> Option<&Engine> {
+        self.found
+            .get_or_init(|| {
+                let mut engine = Engine::detect(None).ok().filter(Engine::has_local_store)?;
+                engine.insecure = self.insecure.clone();
+                eprintln!(
+                    "{}offline-images: images the registry does not serve are looked for in {}",
+                    meter::line_start(),
+                    engine.describe()
+                );
+                Some(engine)
+            })
+            .as_ref()
+    }
 }
 
 /// The registry engine, configured from the flags; `scratch` holds the blob cache of a
@@ -192,7 +216,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
     for r in &refs {
         eprintln!("  {r}");
     }
-    let engine = local_engine(settings)?;
+    let engine = LocalEngine::new(settings)?;
     let dir = &settings.output;
     layout::refuse_mixed(dir, settings.format)?;
     let shared = Bundle::open(dir, &importer_binaries)?;
@@ -210,7 +234,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let jobs = settings.jobs.min(refs.len()).max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ctx = Exporter {
-        engine: engine.as_ref(),
+        engine: &engine,
         registry: registry.as_ref(),
         platform: &platforms[0],
         platforms,

@@ -453,3 +453,23 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// Start writing the `len` bytes of `file` from `offset` to disk, without waiting, so that the
+/// fsync that later makes the file durable finds most of it already written: downloading and
+/// the disk then work side by side. On Linux, `posix_fadvise(DONTNEED)` starts write-back of
+/// the range's dirty pages and drops only its clean ones (as `sync_file_range(WRITE)` would,
+/// which has no safe binding); where a file system ignores it, the fsync does all the work, as
+/// before.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    let _ = posix_fadvise(
+        file.as_raw_fd(),
+        offset,
+        len,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+}

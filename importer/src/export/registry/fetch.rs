@@ -209,6 +209,10 @@ impl<'t> Repo<'t> {
     }
 }
 
+/// A blob's bytes are handed to the disk every this many as they arrive, so that making the
+/// layout durable waits for little more than the last of them.
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
 /// Copy until EOF, verifying; a short body is an `UnexpectedEof` (resumable), a wrong one
 /// `InvalidData`.
 fn copy_verified(
@@ -218,6 +222,8 @@ fn copy_verified(
     on_bytes: OnBytes,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 256 * 1024];
+    // Where the bytes not yet handed to the disk start (`start_writeback`).
+    let mut unflushed = verifier.count();
     loop {
         let n = match body.read(&mut buf) {
             Ok(0) => break,
@@ -237,7 +243,12 @@ fn copy_verified(
         verifier.update(&buf[..n])?;
         out.write_all(&buf[..n])?;
         on_bytes(n as u64);
+        if verifier.count() - unflushed >= WRITEBACK_EVERY {
+            crate::export::write::start_writeback(out, unflushed, verifier.count() - unflushed);
+            unflushed = verifier.count();
+        }
     }
+    crate::export::write::start_writeback(out, unflushed, verifier.count() - unflushed);
     if let Some(size) = verifier_size(verifier) {
         if verifier.count() < size {
             return Err(io::Error::new(
