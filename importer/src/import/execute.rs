@@ -458,12 +458,8 @@ fn stage_into_runtime<'a>(
         Some(path) => ctx
             .runtime
             .stage_file(path, &mut reader, &ctx.platform, gate)?,
-        // No file to read again (a layout's image): in one step, once past the gate.
-        None => {
-            gate()?;
-            let imported = ctx.runtime.import(&mut reader, &ctx.platform)?;
-            Box::new(move || Ok(imported))
-        }
+        // No file to read again (a layout's image, streamed from its blobs).
+        None => ctx.runtime.stage(&mut reader, &ctx.platform, gate)?,
     };
     Ok(Box::new(move || {
         let mut imported = rest()?;

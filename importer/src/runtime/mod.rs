@@ -163,6 +163,19 @@ pub trait Runtime: Send + Sync {
         Ok(Box::new(move || Ok(imported)))
     }
 
+    /// [`Runtime::stage_file`] of a unit with no file of its own (an image of an OCI layout,
+    /// streamed from its blobs): the same two steps, without a file to look at again.
+    fn stage<'a>(
+        &'a self,
+        tar: &mut dyn Read,
+        platform: &Platform,
+        gate: Gate<'a>,
+    ) -> Result<Rest<'a>> {
+        gate()?;
+        let imported = self.import(tar, platform)?;
+        Ok(Box::new(move || Ok(imported)))
+    }
+
     /// Before `archive` is imported: an error naming the numbers when importing it would leave
     /// the runtime's disk more than `max_used` percent full. Backends that cannot tell what
     /// an archive would add accept every archive.

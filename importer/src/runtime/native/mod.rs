@@ -481,6 +481,15 @@ impl Runtime for Native {
         self.stage_leased(tar, platform, Some(path), Some(gate))
     }
 
+    fn stage<'a>(
+        &'a self,
+        tar: &mut dyn Read,
+        platform: &Platform,
+        gate: Gate<'a>,
+    ) -> Result<Rest<'a>> {
+        self.stage_leased(tar, platform, None, Some(gate))
+    }
+
     fn reclaim(&self) -> Result<Vec<Leftover>> {
         self.reclaim_leftovers()
     }
