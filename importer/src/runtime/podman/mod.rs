@@ -3,7 +3,8 @@
 //! chrooted into it (as the `ctr` backend runs `ctr`), so it reads the node's
 //! `/etc/containers/storage.conf` (graph root, run root, driver) and takes the storage's own
 //! locks as CRI-O does; `--storage-root`, `--run-root` and `--storage-driver` override it.
-//! `podman info` says which storage that is, for the log and for the node lock.
+//! podman itself says which storage that is (its debug lines as it starts, else `podman
+//! info`), for the log and for the node lock.
 //!
 //! Each archive reaches `podman load` on its stdin while the same bytes are inspected (the
 //! `ctr` backend's feed). An OCI archive's `index.json` is replaced by one with the one entry
@@ -58,6 +59,9 @@ pub struct Podman {
     global: Vec<OsString>,
     info: Info,
     labels: labels::Labels,
+    /// The images as podman listed them while it said which storage it uses, for the first
+    /// [`Runtime::present`]; dropped by the next podman command, which may change them.
+    listed: std::sync::Mutex<Option<Vec<output::Image>>>,
 }
 
 /// The first CRI-O socket that answers under `host_root`.
@@ -127,10 +131,49 @@ impl Podman {
                 config_file: String::new(),
             },
             labels: labels::Labels::beside(Path::new("/nonexistent")),
+            listed: std::sync::Mutex::new(None),
         };
-        p.info = output::info(&p.output(&["info", "--format", "json"])?)?;
+        let (info, listed) = p.ask()?;
+        p.info = info;
         p.labels = labels::Labels::beside(&p.graph_root());
+        *crate::sync::lock(&p.listed) = listed;
         Ok(p)
+    }
+
+    /// What podman and its storage are, from `podman version` and one `podman images` at debug
+    /// level (about 0.1 s in all; the listing is kept for the first `present`). `podman info`
+    /// says the same, but first asks the node's package manager for the versions of conmon,
+    /// the OCI runtime and slirp4netns (0.3 to 0.5 s here): it is asked only when podman's
+    /// debug lines do not name its storage.
+    fn ask(&self) -> Result<(Info, Option<Vec<output::Image>>)> {
+        let (version, arch) = output::version(&self.output(&["version", "--format", "json"])?)?;
+        let out = self
+            .command()
+            .args(["--log-level=debug", "images", "--format", "json"])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", self.found_at.display()))?;
+        if !out.status.success() {
+            return Err(self.error("images", &out.stderr));
+        }
+        let Some((driver, graph_root, run_root)) =
+            output::started(&String::from_utf8_lossy(&out.stderr))
+        else {
+            return Ok((
+                output::info(&self.output(&["info", "--format", "json"])?)?,
+                None,
+            ));
+        };
+        let listed = output::images(&String::from_utf8_lossy(&out.stdout))?;
+        let info = Info {
+            version,
+            arch,
+            graph_root,
+            run_root,
+            driver,
+            config_file: storage_conf(self.host_root.as_deref()),
+        };
+        Ok((info, Some(listed)))
     }
 
     /// The storage's graph root as this process sees it.
@@ -144,6 +187,7 @@ impl Podman {
     }
 
     fn command(&self) -> Command {
+        crate::sync::lock(&self.listed).take();
         let mut cmd = match &self.host_root {
             Some(root) => chroot::command(root, &self.program),
             None => Command::new(&self.program),
@@ -318,6 +362,24 @@ impl Podman {
     }
 }
 
+/// The storage.conf a rootful podman reads, as containers-storage chooses it:
+/// `CONTAINERS_STORAGE_CONF`, else `/etc/containers/storage.conf` where the node has one,
+/// else the packaged defaults in `/usr/share/containers/storage.conf`; empty when none is
+/// there (podman then uses its built-in defaults).
+fn storage_conf(host_root: Option<&Path>) -> String {
+    if let Some(conf) = std::env::var_os("CONTAINERS_STORAGE_CONF").filter(|c| !c.is_empty()) {
+        return conf.to_string_lossy().into_owned();
+    }
+    [
+        "/etc/containers/storage.conf",
+        "/usr/share/containers/storage.conf",
+    ]
+    .into_iter()
+    .find(|f| socket::local_path(host_root, Path::new(f)).is_file())
+    .unwrap_or_default()
+    .to_string()
+}
+
 /// How many distinct images (manifests or indexes) an archive holds: an OCI index names one
 /// image by several entries (its tag and its digest names).
 fn distinct(info: &ArchiveInfo) -> usize {
@@ -368,7 +430,12 @@ impl Runtime for Podman {
     fn present(&self) -> Result<Vec<Present>> {
         let labels = self.labels.read()?;
         let mut out = Vec::new();
-        for image in self.images()? {
+        let listed = crate::sync::lock(&self.listed).take();
+        let images = match listed {
+            Some(images) => images,
+            None => self.images()?,
+        };
+        for image in images {
             let config = image.config_digest();
             for name in image.names.iter().chain(&image.repo_digests) {
                 out.push(Present {

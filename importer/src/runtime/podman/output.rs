@@ -1,5 +1,6 @@
-//! The one place podman's output is read: `podman info`, `podman images`, `podman ps` (each
-//! as JSON, the same in podman 4 and 5).
+//! The one place podman's output is read: `podman info`, `podman version`, `podman images`,
+//! `podman ps` (each as JSON, the same in podman 4 and 5), and the storage podman logs as it
+//! starts.
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -53,6 +54,50 @@ pub fn info(json: &str) -> Result<Info> {
         driver: doc.store.graph_driver_name,
         config_file: doc.store.config_file,
     })
+}
+
+/// `podman version --format json`: its version and the platform it was built for (the node's).
+pub fn version(json: &str) -> Result<(String, String)> {
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(rename = "Client")]
+        client: Client,
+    }
+    #[derive(Deserialize)]
+    struct Client {
+        #[serde(rename = "Version")]
+        version: String,
+        #[serde(rename = "OsArch", default)]
+        os_arch: String,
+    }
+    let doc: Doc = serde_json::from_str(json).context("cannot read podman version's JSON")?;
+    let arch = doc
+        .client
+        .os_arch
+        .split_once('/')
+        .map(|(_, a)| a.to_string())
+        .unwrap_or_default();
+    Ok((doc.client.version, arch))
+}
+
+/// The storage podman settled on (after storage.conf and the flags), as it logs it at debug
+/// level while it starts: `Using graph driver D`, `Using graph root G`, `Using run root R`
+/// (podman 4.0 to 5.x, logrus's text lines). `None` when a line is missing.
+pub fn started(stderr: &str) -> Option<(String, String, String)> {
+    let said = |what: &str| {
+        let key = format!("msg=\"Using {what} ");
+        stderr.lines().find_map(|line| {
+            let rest = &line[line.find(&key)? + key.len()..];
+            let end = rest.rfind('"')?;
+            let value = rest[..end].replace("\\\"", "\"").replace("\\\\", "\\");
+            (!value.is_empty()).then_some(value)
+        })
+    };
+    Some((
+        said("graph driver")?,
+        said("graph root")?,
+        said("run root")?,
+    ))
 }
 
 /// One image of `podman images --format json`.
@@ -125,6 +170,37 @@ mod tests {
         assert_eq!(i.graph_root, "/var/lib/containers/storage");
         assert_eq!(i.config_file, "/etc/containers/storage.conf");
         assert!(info("{}").is_err());
+    }
+
+    /// As podman 4.3 and 5.8 write them (`--log-level=debug images`, `version --format json`).
+    #[test]
+    fn the_storage_podman_starts_on_is_read_from_its_debug_lines() {
+        let stderr = r#"time="2026-12-07T16:33:07Z" level=debug msg="Using conmon: \"/usr/bin/conmon\""
+time="2026-12-07T16:33:07Z" level=info msg="Using boltdb as database backend"
+time="2026-12-07T16:33:07Z" level=debug msg="Using graph driver overlay"
+time="2026-12-07T16:33:07Z" level=debug msg="Using graph root /var/lib/containers/storage"
+time="2026-12-07T16:33:07Z" level=debug msg="Using run root /run/containers/storage"
+time="2026-12-07T16:33:07Z" level=debug msg="Using static dir /var/lib/containers/storage/libpod""#;
+        assert_eq!(
+            started(stderr),
+            Some((
+                "overlay".to_string(),
+                "/var/lib/containers/storage".to_string(),
+                "/run/containers/storage".to_string()
+            ))
+        );
+        let no_run_root: String = stderr
+            .lines()
+            .filter(|l| !l.contains("run root"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(started(&no_run_root), None);
+        let v = r#"{"Client":{"APIVersion":"4.3.1","Version":"4.3.1","GoVersion":"go1.19.8",
+            "OsArch":"linux/arm64","Os":"linux"}}"#;
+        assert_eq!(
+            version(v).unwrap(),
+            ("4.3.1".to_string(), "arm64".to_string())
+        );
     }
 
     #[test]
