@@ -253,6 +253,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let started = Instant::now();
     let outcomes = ctx.export_all(&refs, jobs);
     let _ = fs::remove_dir_all(&scratch);
+    shared.binaries_placed()?;
     if let Some(layout) = &layout {
         layout
             .commit(&refs, settings.keep_unused)?

@@ -23,6 +23,8 @@ use super::ImporterBinary;
 pub struct Bundle {
     pub dir: PathBuf,
     state: Mutex<(BundleIndex, BTreeMap<String, String>)>,
+    /// The importer binaries being placed, on a thread of their own beside the downloads.
+    placing: Mutex<Option<std::thread::JoinHandle<Result<Vec<(Arch, String)>>>>>,
 }
 
 /// Whether an archive of the bundle is still the one `SHA256SUMS` lists, and how that was
@@ -49,7 +51,7 @@ impl Intact {
 
 impl Bundle {
     /// The bundle directory, created if need be, with what an earlier run wrote there; the
-    /// importer binaries (see [`importer_binaries`]) placed in it.
+    /// importer binaries (see [`importer_binaries`]) being placed in it meanwhile ([`Bundle::binaries_placed`]).
     pub fn open(dir: &Path, importer_binaries: &[(Arch, PathBuf)]) -> Result<Bundle> {
         fs::create_dir_all(dir).map_err(|e| {
             exit::usage(format!(
@@ -64,7 +66,27 @@ impl Bundle {
         let sums = bundle::read_sums(dir)
             .map_err(|e| exit::usage(format!("{e:#}; move it away to start a new bundle")))?
             .unwrap_or_default();
-        let placed = bundled::place(importer_binaries, dir)?;
+        let (binaries, to) = (importer_binaries.to_vec(), dir.to_path_buf());
+        let placing = std::thread::Builder::new()
+            .name("importer-binaries".into())
+            .spawn(move || bundled::place(&binaries, &to))
+            .context("cannot start a thread")?;
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            state: Mutex::new((index, sums)),
+            placing: Mutex::new(Some(placing)),
+        })
+    }
+
+    /// Wait for the importer binaries, which are placed while the images are fetched, and
+    /// say where they went.
+    pub fn binaries_placed(&self) -> Result<()> {
+        let Some(placing) = crate::sync::lock(&self.placing).take() else {
+            return Ok(());
+        };
+        let placed = placing
+            .join()
+            .map_err(|_| anyhow::anyhow!("placing the importer binaries failed"))??;
         for (i, (arch, sum)) in placed.iter().enumerate() {
             // The first is also the bundle's default binary (amd64 when it has one).
             let also = if i == 0 {
@@ -74,16 +96,13 @@ impl Bundle {
             };
             eprintln!(
                 "offline-images: importer binary written to {}/{}/{}/{} (sha256 {sum}){also}",
-                dir.display(),
+                self.dir.display(),
                 bundled::DIR,
                 arch.dir(),
                 bundled::BINARY
             );
         }
-        Ok(Bundle {
-            dir: dir.to_path_buf(),
-            state: Mutex::new((index, sums)),
-        })
+        Ok(())
     }
 
     /// Record a written archive and rewrite `SHA256SUMS` and `images.json`.
@@ -451,6 +470,15 @@ mod tests {
         want.sort();
         assert_eq!(left, want);
         fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+impl Drop for Bundle {
+    /// A run that ends early still lets the binaries it began to place be written whole.
+    fn drop(&mut self) {
+        if let Some(placing) = crate::sync::lock(&self.placing).take() {
+            let _ = placing.join();
+        }
     }
 }
 
