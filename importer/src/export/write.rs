@@ -24,8 +24,11 @@ pub struct Bundle {
     pub dir: PathBuf,
     state: Mutex<(BundleIndex, BTreeMap<String, String>)>,
     /// The importer binaries being placed, on a thread of their own beside the downloads.
-    placing: Mutex<Option<std::thread::JoinHandle<Result<Vec<(Arch, String)>>>>>,
+    placing: Mutex<Option<Placing>>,
 }
+
+/// The thread placing the importer binaries: each one's architecture and sha256.
+type Placing = std::thread::JoinHandle<Result<Vec<(Arch, String)>>>;
 
 /// Whether an archive of the bundle is still the one `SHA256SUMS` lists, and how that was
 /// told.
@@ -371,6 +374,35 @@ pub fn remove_stale_temps(dir: &Path) {
     }
 }
 
+impl Drop for Bundle {
+    /// A run that ends early still lets the binaries it began to place be written whole.
+    fn drop(&mut self) {
+        if let Some(placing) = crate::sync::lock(&self.placing).take() {
+            let _ = placing.join();
+        }
+    }
+}
+
+/// Start writing the `len` bytes of `file` from `offset` to disk, without waiting, so that the
+/// fsync that later makes the file durable finds most of it already written: downloading and
+/// the disk then work side by side. On Linux, `posix_fadvise(DONTNEED)` starts write-back of
+/// the range's dirty pages and drops only its clean ones (as `sync_file_range(WRITE)` would,
+/// which has no safe binding); where a file system ignores it, the fsync does all the work, as
+/// before.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    let _ = posix_fadvise(
+        file.as_raw_fd(),
+        offset,
+        len,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,33 +503,4 @@ mod tests {
         assert_eq!(left, want);
         fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-impl Drop for Bundle {
-    /// A run that ends early still lets the binaries it began to place be written whole.
-    fn drop(&mut self) {
-        if let Some(placing) = crate::sync::lock(&self.placing).take() {
-            let _ = placing.join();
-        }
-    }
-}
-
-/// Start writing the `len` bytes of `file` from `offset` to disk, without waiting, so that the
-/// fsync that later makes the file durable finds most of it already written: downloading and
-/// the disk then work side by side. On Linux, `posix_fadvise(DONTNEED)` starts write-back of
-/// the range's dirty pages and drops only its clean ones (as `sync_file_range(WRITE)` would,
-/// which has no safe binding); where a file system ignores it, the fsync does all the work, as
-/// before.
-pub fn start_writeback(file: &File, offset: u64, len: u64) {
-    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    let _ = posix_fadvise(
-        file.as_raw_fd(),
-        offset,
-        len,
-        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    );
 }
