@@ -74,7 +74,7 @@ pub(super) fn execute(ctx: &Run<'_>, plan: &mut Plan) -> (bool, Vec<String>) {
 /// What the workers did, by index in the plan: each archive's result, and the names it set.
 type Landed = (Vec<(usize, ArchiveResult)>, Vec<(usize, NameConfigs)>);
 
-/// The workers: each takes the next archive; one that lost a race with a parallel import is
+/// The workers: each takes the next archive; one that lost a race (see [`lost_a_race`]) is
 /// imported again alone once the others are done.
 fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
     let pipeline = (ctx.jobs == Jobs::Pipelined).then(Pipeline::new);
@@ -99,7 +99,7 @@ fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
                 let (r, names) = import_one(ctx, p, &passage);
                 // Pipelined, the results too land in plan order.
                 passage.finish();
-                if ctx.jobs.unordered() && lost_a_parallel_race(&r) {
+                if lost_a_race(&r) {
                     // Tried again alone below, once the other imports are done.
                     crate::sync::lock(&retry).push(i);
                     continue;
@@ -116,7 +116,8 @@ fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
         }
         let p = &todo[i];
         ctx.reporter.info(&format!(
-            "{}: importing again on its own: a parallel import was writing a layer or an image name it shares",
+            "{}: importing again on its own: another import, or containerd collecting what no \
+             image used any more, changed a layer or an image name it shares meanwhile",
             p.unit.name
         ));
         let (r, names) = import_one(ctx, p, &Passage::new(None, i));
@@ -128,10 +129,12 @@ fn import_parallel(ctx: &Run<'_>, todo: &[Planned]) -> Landed {
     )
 }
 
-/// An archive that lost a race with a parallel import (the backend says so: see
-/// [`Kind::Race`]) is imported again alone once the others are done (and settle_shared_names
-/// then gives a shared name to the archive that wins it).
-fn lost_a_parallel_race(r: &ArchiveResult) -> bool {
+/// An archive that lost a race (the backend says so: see [`Kind::Race`]) with a parallel
+/// import, another tool, or containerd's garbage collector (which can take a shared layer's
+/// snapshot while `ctr` names the image before unpacking it) is imported again alone once the
+/// others are done (and settle_shared_names then gives a shared name to the archive that
+/// wins it). Once: a second loss is the archive's result.
+fn lost_a_race(r: &ArchiveResult) -> bool {
     r.status == Status::Failed && r.failure == Some(Kind::Race)
 }
 
@@ -509,10 +512,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_an_archive_that_lost_a_race_to_a_parallel_import_is_tried_again() {
+    fn only_an_archive_that_lost_a_race_is_tried_again() {
         let failed = |kind| ArchiveResult::failed("a.tar", 1, kind, "why");
-        assert!(lost_a_parallel_race(&failed(Kind::Race)));
-        assert!(!lost_a_parallel_race(&failed(Kind::Archive)));
-        assert!(!lost_a_parallel_race(&failed(Kind::Import)));
+        assert!(lost_a_race(&failed(Kind::Race)));
+        assert!(!lost_a_race(&failed(Kind::Archive)));
+        assert!(!lost_a_race(&failed(Kind::Import)));
     }
 }

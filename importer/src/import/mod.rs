@@ -204,11 +204,6 @@ impl Jobs {
             Jobs::Pipelined => 2,
         }
     }
-
-    /// Whether archives may finish out of plan order.
-    fn unordered(self) -> bool {
-        matches!(self, Jobs::Parallel(n) if n > 1)
-    }
 }
 
 /// The log's header: which runtime, on which socket, and what the run will look at.

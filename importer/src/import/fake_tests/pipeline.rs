@@ -93,6 +93,34 @@ fn a_runtime_that_does_not_stage_imports_one_archive_at_a_time_by_default() {
     );
 }
 
+/// One at a time too: the race was with another tool, or with containerd's garbage collector
+/// (ctr names an image before it unpacks it).
+#[test]
+fn an_archive_that_lost_a_race_one_at_a_time_is_imported_again_once_at_the_end() {
+    let b = bench_of(3);
+    let fake = FakeRuntime::new();
+    fake.fail_file(Op::Import, "a.tar", 1, Fault::Race);
+    fake.fail_file(Op::Import, "b.tar", 2, Fault::Race);
+    let (code, s) = b.run(&fake, &b.settings());
+    assert_eq!(
+        fake.trace(),
+        [
+            "reclaim",
+            "import a.tar (failed)",
+            "import b.tar (failed)",
+            "import c.tar",
+            "import a.tar",
+            "import b.tar (failed)"
+        ]
+    );
+    assert_eq!(
+        statuses(&s),
+        [Status::Imported, Status::Failed, Status::Imported]
+    );
+    // Tolerant: the failure is reported, the run succeeds (--strict would fail it).
+    assert_eq!((code, s.failed), (Code::Success, 1));
+}
+
 #[test]
 fn a_parallel_import_that_lost_a_race_is_imported_again_alone_at_the_end() {
     let b = bench_of(2);

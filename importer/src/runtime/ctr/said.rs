@@ -40,6 +40,11 @@ pub enum Race {
     /// Creating the same image name, both found it absent and the second create failed:
     /// `image "...": already exists`.
     Name,
+    /// Unpacking onto a layer's snapshot that containerd's garbage collector removed in the
+    /// meantime: `parent snapshot ... does not exist`. ctr names the image before it unpacks
+    /// it, so an image that takes a name from another one sharing its lower layers can leave
+    /// those layers unreferenced for a moment, and the collector takes them.
+    Snapshot,
 }
 
 impl CtrSaid {
@@ -72,6 +77,8 @@ pub fn classify(text: &str) -> CtrSaid {
         Some(Race::Layer)
     } else if has("image \"") && has("\": already exists") {
         Some(Race::Name)
+    } else if has("parent snapshot") && has("does not exist") {
+        Some(Race::Snapshot)
     } else {
         None
     };
@@ -149,6 +156,13 @@ mod tests {
             (
                 "image \"docker.io/oi-test/dup:1\": already exists".into(),
                 CtrSaid::LostRace(Race::Name),
+            ),
+            (
+                format!(
+                    "failed to prepare extraction snapshot \"extract-1-x {digest}\": parent \
+                     snapshot {digest} does not exist: not found"
+                ),
+                CtrSaid::LostRace(Race::Snapshot),
             ),
             (
                 format!("failed to commit {digest}: content {digest}: already exists"),
