@@ -457,13 +457,9 @@ fn stage_into_runtime<'a>(
     let opened = ctx.source.open(&p.unit)?;
     let compression = opened.compression;
     let mut reader = Watched::new(opened.reader, &p.unit.name, ctx.reporter, started);
-    let rest = match ctx.source.file(&p.unit) {
-        Some(path) => ctx
-            .runtime
-            .stage_file(path, &mut reader, &ctx.platform, gate)?,
-        // No file to read again (a layout's image, streamed from its blobs).
-        None => ctx.runtime.stage(&mut reader, &ctx.platform, gate)?,
-    };
+    let rest =
+        ctx.runtime
+            .stage_file(ctx.source.file(&p.unit), &mut reader, &ctx.platform, gate)?;
     Ok(Box::new(move || {
         let mut imported = rest()?;
         imported.info.compression = compression;

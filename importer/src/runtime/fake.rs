@@ -537,32 +537,39 @@ impl Runtime for FakeRuntime {
     /// the images. A fake that does not stage does all in one step, as the trait's default.
     fn stage_file<'a>(
         &'a self,
-        path: &Path,
+        path: Option<&Path>,
         tar: &mut dyn Read,
         platform: &Platform,
         gate: Gate<'a>,
     ) -> Result<Rest<'a>> {
-        let file = file_name(path);
         if !self.stages() {
             gate()?;
-            return self
-                .import_file(path, tar, platform)
-                .map(|imported| -> Rest<'a> { Box::new(move || Ok(imported)) });
+            let imported = match path {
+                Some(path) => self.import_file(path, tar, platform)?,
+                None => self.import(tar, platform)?,
+            };
+            return Ok(Box::new(move || Ok(imported)));
         }
-        let info = self.read(Op::Stage, Some(&file), tar)?;
-        if let Some(fault) = self.fault(Op::Stage, Some(&file)) {
+        let file = path.map(file_name);
+        let info = self.read(Op::Stage, file.as_deref(), tar)?;
+        if let Some(fault) = self.fault(Op::Stage, file.as_deref()) {
             if fault != Fault::Unreachable {
                 gate()?;
             }
             let e = fault.error();
-            self.record(Op::Stage, Some(&file), Vec::new(), Some(format!("{e:#}")));
+            self.record(
+                Op::Stage,
+                file.as_deref(),
+                Vec::new(),
+                Some(format!("{e:#}")),
+            );
             return Err(e);
         }
         gate()?;
-        self.record(Op::Stage, Some(&file), Vec::new(), None);
+        self.record(Op::Stage, file.as_deref(), Vec::new(), None);
         let platform = platform.clone();
         Ok(Box::new(move || {
-            self.finish(Op::Rest, Some(&file), info, &platform)
+            self.finish(Op::Rest, file.as_deref(), info, &platform)
         }))
     }
 

@@ -149,30 +149,22 @@ pub trait Runtime: Send + Sync {
 
     /// [`Runtime::import_file`] in two steps: this call reads the archive and stores what it
     /// holds, passing `gate` before it writes; the step it returns does the rest (for
-    /// containerd: unpack and name the images). A backend that does not stage passes the gate
-    /// first and does everything here.
+    /// containerd: unpack and name the images). `path` is `None` for a unit with no file of
+    /// its own (an image of an OCI layout, streamed from its blobs), which goes through the
+    /// same two steps as [`Runtime::import`] does. A backend that does not stage passes the
+    /// gate first and does everything here.
     fn stage_file<'a>(
         &'a self,
-        path: &Path,
+        path: Option<&Path>,
         tar: &mut dyn Read,
         platform: &Platform,
         gate: Gate<'a>,
     ) -> Result<Rest<'a>> {
         gate()?;
-        let imported = self.import_file(path, tar, platform)?;
-        Ok(Box::new(move || Ok(imported)))
-    }
-
-    /// [`Runtime::stage_file`] of a unit with no file of its own (an image of an OCI layout,
-    /// streamed from its blobs): the same two steps, without a file to look at again.
-    fn stage<'a>(
-        &'a self,
-        tar: &mut dyn Read,
-        platform: &Platform,
-        gate: Gate<'a>,
-    ) -> Result<Rest<'a>> {
-        gate()?;
-        let imported = self.import(tar, platform)?;
+        let imported = match path {
+            Some(path) => self.import_file(path, tar, platform)?,
+            None => self.import(tar, platform)?,
+        };
         Ok(Box::new(move || Ok(imported)))
     }
 

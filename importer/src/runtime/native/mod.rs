@@ -473,21 +473,12 @@ impl Runtime for Native {
 
     fn stage_file<'a>(
         &'a self,
-        path: &Path,
+        path: Option<&Path>,
         tar: &mut dyn Read,
         platform: &Platform,
         gate: Gate<'a>,
     ) -> Result<Rest<'a>> {
-        self.stage_leased(tar, platform, Some(path), Some(gate))
-    }
-
-    fn stage<'a>(
-        &'a self,
-        tar: &mut dyn Read,
-        platform: &Platform,
-        gate: Gate<'a>,
-    ) -> Result<Rest<'a>> {
-        self.stage_leased(tar, platform, None, Some(gate))
+        self.stage_leased(tar, platform, path, Some(gate))
     }
 
     fn reclaim(&self) -> Result<Vec<Leftover>> {

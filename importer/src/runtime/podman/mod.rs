@@ -147,15 +147,7 @@ impl Podman {
     /// debug lines do not name its storage.
     fn ask(&self) -> Result<(Info, Option<Vec<output::Image>>)> {
         let (version, arch) = output::version(&self.output(&["version", "--format", "json"])?)?;
-        let out = self
-            .command()
-            .args(["--log-level=debug", "images", "--format", "json"])
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run {}", self.found_at.display()))?;
-        if !out.status.success() {
-            return Err(self.error("images", &out.stderr));
-        }
+        let out = self.run(&["--log-level=debug", "images", "--format", "json"])?;
         let Some((driver, graph_root, run_root)) =
             output::started(&String::from_utf8_lossy(&out.stderr))
         else {
@@ -198,6 +190,13 @@ impl Podman {
 
     /// Run a short podman command and return its stdout.
     fn output(&self, args: &[&str]) -> Result<String> {
+        self.run(args)
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Run a short podman command that must succeed: its stdout and stderr. A failure is
+    /// named after the command (the first argument that is not a flag).
+    fn run(&self, args: &[&str]) -> Result<std::process::Output> {
         let out = self
             .command()
             .args(args)
@@ -205,9 +204,10 @@ impl Podman {
             .output()
             .with_context(|| format!("cannot run {}", self.found_at.display()))?;
         if !out.status.success() {
-            return Err(self.error(args.first().copied().unwrap_or(""), &out.stderr));
+            let what = args.iter().find(|a| !a.starts_with('-')).copied();
+            return Err(self.error(what.unwrap_or(""), &out.stderr));
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(out)
     }
 
     /// What podman said when it failed, classified where the run branches on it.
