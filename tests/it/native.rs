@@ -562,7 +562,7 @@ fn stage_with_a_watched_gate(ns: &str, file: &Path) -> Passes {
         read: &read,
     };
     let rest = native
-        .stage_file(file, &mut tar, &Platform::host(), &gate)
+        .stage_file(Some(file), &mut tar, &Platform::host(), &gate)
         .unwrap();
     rest().unwrap();
     let total = read.get();

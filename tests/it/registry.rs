@@ -665,9 +665,16 @@ fn auto_saves_an_image_the_registry_does_not_serve_with_the_local_engine_and_say
     let tag = format!("{}/oi-export/local-only:1", d.registry);
     let local = build_image(&tag, "hello from a local-only image");
     let pushed = pushed_image("reg-auto", "hello from the registry, in auto mode");
+    let looked = "images the registry does not serve are looked for in docker";
+    // The registry serves it whole: no local engine is asked, none is named.
+    let served = temp_dir("registry-auto-served").join("images");
+    let (code, _, log) = outcome(export_cmd(&served).arg(&pushed.reference));
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("looked for in"), "{log}");
     let out_dir = temp_dir("registry-auto").join("images");
     let (code, _, log) = outcome(export_cmd(&out_dir).args([&local.reference, &pushed.reference]));
     assert_eq!(code, 0, "{log}");
+    assert!(log.contains(looked), "{log}");
     let line = log
         .lines()
         .find(|l| l.contains(&local.reference) && l.contains("holds it locally"))
