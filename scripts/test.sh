@@ -96,6 +96,9 @@ OI_COSIGN2=$(oi_fetch_cosign trixie)
 export OI_COSIGN2
 OI_COSIGN3=$(oi_fetch_cosign forky)
 export OI_COSIGN3
+# A public Sigstore signature and trusted root: the certificate check's test with a real log entry.
+OI_SIGSTORE_DATA=$(oi_fetch_sigstore_data)
+export OI_SIGSTORE_DATA
 export OI_DOCKER_CLI=$(oi_docker_cli)
 # The "Versions tested" table the versions test writes (OFFLINE-IMAGES.md carries a copy).
 export OI_VERSIONS_TABLE=${OI_VERSIONS_TABLE:-${CARGO_TARGET_DIR:-$ROOT/target}/versions-tested.md}

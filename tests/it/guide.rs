@@ -235,6 +235,10 @@ fn script() -> Vec<(&'static str, Step)> {
             Step::NotHere("registry.site.example is not here: signatures.rs pushes the signatures into a second registry and verifies them there with cosign"),
         ),
         (
+            "offline-images export --values values.yaml --output ./images --verify-trusted-root trusted_root.json --verify-certificate-identity release@example.com --verify-certificate-oidc-issuer https://login.example.com",
+            Step::NotHere("the guide's images carry no certificate signature: signatures.rs runs --verify-trusted-root with certificates of a CA made in the test, signed by real cosign 2.5 and 3.1"),
+        ),
+        (
             "offline-images import --images-path ./bundle --verify-key cosign.pub",
             Step::NotHere("needs a bundle signed with a key of cosign's: signing.rs exports one with --sign-key and imports it with --verify-key"),
         ),

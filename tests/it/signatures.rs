@@ -8,7 +8,10 @@
 //! `verify` and `verify-attestation` succeed (and fail with another key); `--no-signatures`
 //! carries none, and `import` imports the images and skips the artifacts without a failure.
 //! `export --verify-key` takes the signed image and refuses an unsigned one and one signed by
-//! another key, each by name.
+//! another key, each by name. `export --verify-trusted-root` takes an image signed by a
+//! certificate (cosign's keyless form, from a CA openssl makes here) for the identity and
+//! issuer asked for, as cosign's own `verify` does with the same trust, and refuses by name
+//! one for another identity, an expired one, one of another issuer and one under another CA.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -241,6 +244,187 @@ fn check_carried(bundle: &Path, cosign: &Cosign, repository: &str, hex: &str) {
     assert_eq!(code, 0, "{log}");
 }
 
+/// A CA as Sigstore's Fulcio is (P-384 root and intermediate, the intermediate for code
+/// signing) and three P-256 signing certificates under it, each for an email with Fulcio's
+/// OIDC issuer extensions (v1, the bare string, and v2, a UTF8String): `release` and `ci`
+/// valid until 2035, `expired` for one day of 2024. The CA is valid from 2020, so cosign,
+/// which checks a chain when the certificate starts, signs with the expired one too. Each key
+/// is made by openssl and brought into cosign's encrypted form by cosign 3's
+/// `import-key-pair` (cosign 2.5's refuses these keys: "unsupported public key type"); a
+/// second root, `other-root.pem`, issued none of them.
+const PKI: &str = r#"set -euo pipefail
+cosign3=$1
+mkdir -p ca && : >ca/index.txt && echo 01 >ca/serial
+printf '[ca]\ndefault_ca = t\n[t]\ndatabase = ca/index.txt\nnew_certs_dir = ca\nserial = ca/serial\ndefault_md = sha384\npolicy = p\nunique_subject = no\n[p]\n' >ca.cnf
+sign() { # csr issuer-cert (none: self-signed) issuer-key start end extfile out
+  local by=(-selfsign)
+  if [ -n "$2" ]; then by=(-cert "$2"); fi
+  openssl ca -batch -config ca.cnf "${by[@]}" -keyfile "$3" -in "$1" \
+    -startdate "$4" -enddate "$5" -extfile "$6" -notext -out "$7" 2>/dev/null
+}
+printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' >root.ext
+printf 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nextendedKeyUsage=codeSigning\n' >inter.ext
+for root in root other-root; do
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out $root.key
+  openssl req -new -key $root.key -subj "/O=offline-images tests/CN=$root" -out $root.csr
+  sign $root.csr "" $root.key 20200101000000Z 20360101000000Z root.ext $root.pem
+done
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out inter.key
+openssl req -new -key inter.key -subj "/O=offline-images tests/CN=intermediate" -out inter.csr
+sign inter.csr root.pem root.key 20200101000000Z 20360101000000Z inter.ext inter.pem
+cat inter.pem root.pem >chain.pem
+issuer=$(printf https://issuer.example | od -An -tx1 | tr -d ' \n')
+for leaf in release:release@example.com:20351231000000Z ci:ci@example.com:20351231000000Z \
+  expired:release@example.com:20240102000000Z; do
+  IFS=: read -r name email end <<<"$leaf"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $name.p8
+  "$cosign3" import-key-pair --key $name.p8 --output-key-prefix $name >/dev/null
+  openssl req -new -key $name.p8 -subj "/" -out $name.csr
+  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\nsubjectAltName=critical,email:%s\n1.3.6.1.4.1.57264.1.1=DER:%s\n1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:https://issuer.example\n' \
+    "$email" "$issuer" >$name.ext
+  sign $name.csr inter.pem inter.key 20240101000000Z $end $name.ext $name.crt
+done
+"#;
+
+impl Cosign {
+    /// The CA and certificates of [`PKI`] in the cosign's directory, and the trust file this
+    /// cosign's `verify` takes: cosign 2, the PEM chain (`--certificate-chain`); cosign 3, a
+    /// Sigstore trusted root it writes itself (`--trusted-root`). The trust file's name.
+    fn make_pki(&self, cosign3: &Path) -> &'static str {
+        let (code, out, err) = outcome(
+            Command::new("bash")
+                .current_dir(&self.dir)
+                .env("COSIGN_PASSWORD", "oi-test-password")
+                .env("HOME", &self.dir)
+                .args(["-c", PKI, "pki"])
+                .arg(cosign3),
+        );
+        assert_eq!(code, 0, "the test CA: {out}\n{err}");
+        if self.major < 3 {
+            return "chain.pem";
+        }
+        run(self.cmd().args([
+            "trusted-root",
+            "create",
+            "--fulcio=url=https://fulcio.example,certificate-chain=chain.pem",
+            "--no-default-fulcio",
+            "--no-default-rekor",
+            "--no-default-ctfe",
+            "--no-default-tsa",
+            "--out",
+            "trusted_root.json",
+        ]));
+        "trusted_root.json"
+    }
+
+    /// Sign `image` with the certificate `name` of [`PKI`] and its key, no transparency log.
+    fn sign_with_certificate(&self, name: &str, image: &str) {
+        let mut flags = self.offline();
+        let key = format!("{name}.key");
+        let cert = format!("{name}.crt");
+        flags[1] = &key;
+        run(self
+            .cmd()
+            .arg("sign")
+            .args(flags)
+            .args(["--certificate", &cert, "--certificate-chain", "chain.pem"])
+            .arg(image));
+    }
+
+    /// `cosign verify` of `image` by a certificate for `identity` under `trust`.
+    fn verify_certificate(&self, trust: &str, identity: &str, image: &str) -> (bool, String) {
+        let mut c = self.cmd();
+        c.args(["verify", "--certificate-identity", identity])
+            .args(["--certificate-oidc-issuer", "https://issuer.example"])
+            .args(["--insecure-ignore-tlog", "--insecure-ignore-sct"])
+            .arg("--allow-insecure-registry")
+            .arg(match trust {
+                "chain.pem" => "--certificate-chain",
+                _ => "--trusted-root",
+            })
+            .arg(trust);
+        let (code, out, err) = outcome(c.arg(image));
+        (code == 0, format!("{out}\n{err}"))
+    }
+}
+
+/// `export --verify-trusted-root`: of three images signed by certificates of one CA, the one
+/// for the identity asked for is taken, the one for another identity and the expired one are
+/// refused by name, each with why; cosign's own `verify`, given the same trust, agrees.
+/// Another issuer asked for, or a trust file of another CA, refuses the good one too.
+fn certificates_choose(cosign: &Cosign, cosign3: &Path) {
+    let d = daemons();
+    let trust = cosign.make_pki(cosign3);
+    let mut refs = Vec::new();
+    for name in ["release", "ci", "expired"] {
+        let image = format!("keyless-{name}-cosign{}", cosign.major);
+        pushed_image(&image, &format!("signed by {name}'s certificate"));
+        let repo = format!("oi-export/{image}");
+        let digest = digest_of(&d.registry, &repo, "1");
+        let by_digest = format!("{}/{repo}@{digest}", d.registry);
+        cosign.sign_with_certificate(name, &by_digest);
+        let (ok, said) = cosign.verify_certificate(trust, "release@example.com", &by_digest);
+        assert_eq!(ok, name == "release", "cosign verify of {name}'s: {said}");
+        refs.push(format!("{}/{repo}:1", d.registry));
+    }
+    let export = |label: &str, trust: &Path, issuer: &str| {
+        let out = temp_dir(&format!("keyless-{label}-cosign{}", cosign.major)).join("images");
+        let mut c = registry_export_as(&out, &bare_path(&[]), "layout");
+        c.args(["--no-importer-binary", "--verify-trusted-root"])
+            .arg(trust)
+            .args(["--verify-certificate-identity", "release@example.com"])
+            .args(["--verify-certificate-oidc-issuer", issuer])
+            .args(&refs);
+        let (code, _, log) = outcome(&mut c);
+        (code, log, out)
+    };
+    let (code, log, out) = export("chosen", &cosign.dir.join(trust), "https://issuer.example");
+    assert_eq!(code, 1, "{log}");
+    let [release, ci, expired] = [&refs[0], &refs[1], &refs[2]];
+    assert!(
+        log.contains(&format!(
+            "{release}: signed by a certificate of release@example.com (issuer https://issuer.example"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{ci}: FAILED: refused: none of its signatures"))
+            && log.contains("its certificate is for ci@example.com (issuer https://issuer.example), not release@example.com"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "{expired}: FAILED: refused: none of its signatures"
+        )) && log.contains(
+                "the certificate of release@example.com is valid from 2024-01-01T00:00:00Z to 2024-01-02T00:00:00Z, not now"
+            ),
+        "{log}"
+    );
+    let index = std::fs::read_to_string(out.join("index.json")).unwrap();
+    assert!(
+        index.contains(release.as_str())
+            && !index.contains(ci.as_str())
+            && !index.contains(expired.as_str()),
+        "{index}"
+    );
+    let (_, log, _) = export("issuer", &cosign.dir.join(trust), "https://other.example");
+    assert!(
+        log.contains(&format!("{release}: FAILED: refused"))
+            && log.contains("was vouched for by https://issuer.example, not https://other.example"),
+        "{log}"
+    );
+    let (_, log, _) = export(
+        "other-ca",
+        &cosign.dir.join("other-root.pem"),
+        "https://issuer.example",
+    );
+    assert!(
+        log.contains(&format!("{release}: FAILED: refused"))
+            && log.contains("does not chain to a certificate of"),
+        "{log}"
+    );
+}
+
 /// Signed, attested and SBOM'd by `cosign`, exported, pushed into a second registry where
 /// cosign verifies them; `--no-signatures` carries none; the import skips them.
 fn signatures_travel(cosign: &Cosign) {
@@ -327,7 +511,7 @@ fn verify_keys_choose(cosign: &Cosign, signed: &str) {
         .args([signed, &unsigned]);
     let (_, _, log) = outcome(&mut c);
     assert!(
-        log.contains(&format!("{signed}: signed by {}", key.display())),
+        log.contains(&format!("{signed}: signed by the key {}", key.display())),
         "{log}"
     );
     assert!(
@@ -366,5 +550,34 @@ fn cosign_2_signatures_attestations_and_sboms_travel_and_verify_in_the_site_regi
 fn cosign_3_referrers_and_sboms_travel_and_verify_in_the_site_registry() {
     if let Some(cosign) = Cosign::new("OI_COSIGN3", 3) {
         signatures_travel(&cosign);
+    }
+}
+
+/// cosign 3, for its `import-key-pair` the certificates' keys go through, or None once a
+/// [`missing_precondition`] said so.
+fn cosign3_bin() -> Option<PathBuf> {
+    match std::env::var_os("OI_COSIGN3") {
+        Some(bin) => Some(bin.into()),
+        None => {
+            missing_precondition(
+                "no cosign 3.x in this run (OI_COSIGN3): scripts/test.sh fetches it",
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn cosign_2_signatures_by_a_certificate_are_taken_only_for_the_identity_and_issuer_asked_for() {
+    if let (Some(cosign), Some(c3)) = (Cosign::new("OI_COSIGN2", 2), cosign3_bin()) {
+        certificates_choose(&cosign, &c3);
+    }
+}
+
+#[test]
+fn cosign_3_signatures_by_a_certificate_are_taken_only_for_the_identity_and_issuer_asked_for() {
+    if let Some(cosign) = Cosign::new("OI_COSIGN3", 3) {
+        let c3 = cosign.bin.clone();
+        certificates_choose(&cosign, &c3);
     }
 }

@@ -225,6 +225,29 @@ pub struct ExportArgs {
     /// consulted [default: none, no image is checked].
     #[arg(long, value_name = "KEY.pub")]
     pub verify_key: Vec<PathBuf>,
+    /// Take images signed by a certificate (cosign's keyless form): the certificate the
+    /// signature carries must chain to a CA of FILE (a Sigstore trusted_root.json, as
+    /// `cosign trusted-root create` writes it and Sigstore's TUF repository serves it, or PEM
+    /// CA certificates), name --verify-certificate-identity and
+    /// --verify-certificate-oidc-issuer, and have been valid when it signed: at the time the
+    /// signature's transparency-log entry promises, checked with the key of a log FILE names,
+    /// else now [default: none, only --verify-key is checked].
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires_all = ["verify_certificate_identity", "verify_certificate_oidc_issuer"]
+    )]
+    pub verify_trusted_root: Option<PathBuf>,
+    /// With --verify-trusted-root: an identity (email or URI, exactly as the certificate's
+    /// subject alternative name has it) the signing certificate must be for; repeatable, any
+    /// one suffices [default: none; required with --verify-trusted-root].
+    #[arg(long, value_name = "ID", requires = "verify_trusted_root")]
+    pub verify_certificate_identity: Vec<String>,
+    /// With --verify-trusted-root: the OIDC issuer (a URL, exactly) the signing certificate
+    /// names as having vouched for its identity [default: none; required with
+    /// --verify-trusted-root].
+    #[arg(long, value_name = "URL", requires = "verify_trusted_root")]
+    pub verify_certificate_oidc_issuer: Option<String>,
     /// Sign the bundle: its identity (the sha256 of index.json, images.json and SHA256SUMS)
     /// signed with KEY (ECDSA P-256: PKCS#8 or SEC1 PEM, or cosign's encrypted key with
     /// COSIGN_PASSWORD), written under .offline-images/ as cosign's signature file and a
@@ -317,6 +340,16 @@ impl ExportArgs {
             pack: export::pack_to(self.pack.as_ref(), self.split.as_deref(), format)?,
             no_signatures: self.no_signatures,
             verify_keys: self.verify_key.clone(),
+            verify_certificates: self.verify_trusted_root.as_ref().map(|root| {
+                export::CertificatePolicy {
+                    trusted_root: root.clone(),
+                    identities: self.verify_certificate_identity.clone(),
+                    issuer: self
+                        .verify_certificate_oidc_issuer
+                        .clone()
+                        .unwrap_or_default(),
+                }
+            }),
             sign_key: self.sign_key.clone(),
             docker_config: None,
         })

@@ -337,6 +337,7 @@ impl Spec {
                 pack: None,
                 no_signatures: false,
                 verify_keys: Vec::new(),
+                verify_certificates: None,
                 sign_key: None,
                 docker_config: self.docker_config.clone(),
             })

@@ -62,8 +62,9 @@ pub(super) struct Exporter<'a> {
     pub meter: meter::Meter,
     /// Carry each image's signatures, attestations, SBOMs and referrers (a layout only).
     pub signatures: bool,
-    /// `--verify-key`: take only images signed by one of these keys.
-    pub verify_keys: Option<&'a super::signatures::verify::Keys>,
+    /// `--verify-key`, `--verify-trusted-root`: take only images signed by one of these
+    /// keys or a certificate the policy takes.
+    pub verifier: Option<&'a super::signatures::verify::Verifier>,
 }
 
 impl Exporter<'_> {
@@ -224,9 +225,9 @@ impl Exporter<'_> {
             true => super::signatures::fetch(reg, r, e, &|b| self.meter.add(b))?,
             false => Vec::new(),
         };
-        if let Some(keys) = self.verify_keys {
-            let key = super::signatures::verify::check(keys, &e.digest, &artifacts)?;
-            progress(n, self.total, r, &format!("signed by {}", key.display()));
+        if let Some(v) = self.verifier {
+            let who = super::signatures::verify::check(v, &e.digest, &artifacts)?;
+            progress(n, self.total, r, &format!("signed by {who}"));
         }
         let (mut written, mut bytes) = store(reg, layout, &image)?;
         let carried = super::signatures::store(layout, r, artifacts)?;

@@ -53,7 +53,8 @@ use write::{Bundle, SCRATCH_PREFIX};
 pub use engine::{Choice, Kind};
 use settings::extension;
 pub use settings::{
-    insecure_hosts, pack_to, platforms, BundleFormat, Chart, ImporterBinary, Inputs, Settings,
+    insecure_hosts, pack_to, platforms, BundleFormat, CertificatePolicy, Chart, ImporterBinary,
+    Inputs, Settings,
 };
 
 /// The docker, podman or skopeo engine an export saves images with: the one `--engine` names,
@@ -192,7 +193,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
     let platforms = &settings.platforms;
     let as_layout = settings.format == BundleFormat::Layout;
     check_format(settings)?;
-    let verify_keys = signatures::keys(settings)?;
+    let verifier = signatures::verifier(settings)?;
     if let Some(to) = &settings.pack {
         pack::check_place(&settings.output, to)?;
     }
@@ -248,7 +249,7 @@ pub fn run(settings: &Settings) -> Result<Code> {
         total: refs.len(),
         meter: meter::Meter::new(),
         signatures: !settings.no_signatures,
-        verify_keys: verify_keys.as_ref(),
+        verifier: verifier.as_ref(),
     };
     let started = Instant::now();
     let outcomes = ctx.export_all(&refs, jobs);

@@ -59,11 +59,26 @@ pub struct Settings {
     pub no_signatures: bool,
     /// `--verify-key`: cosign public keys; an image signed by none of them is refused.
     pub verify_keys: Vec<PathBuf>,
+    /// `--verify-trusted-root` and the identity and issuer it asks for: an image signed by
+    /// a certificate this takes is taken too.
+    pub verify_certificates: Option<CertificatePolicy>,
     /// `--sign-key KEY`: the private key the bundle's identity is signed with.
     pub sign_key: Option<PathBuf>,
     /// The docker config file credentials are read from; `None`: `$DOCKER_CONFIG/config.json`,
     /// else `~/.docker/config.json` (a delivery spec's `auth.dockerConfig` sets it).
     pub docker_config: Option<PathBuf>,
+}
+
+/// What a signing certificate must be for `export` to take its signature
+/// (`signatures::certificate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificatePolicy {
+    /// `--verify-trusted-root`: a Sigstore trusted root, or PEM CA certificates.
+    pub trusted_root: PathBuf,
+    /// `--verify-certificate-identity`: an email or URI the certificate must be for.
+    pub identities: Vec<String>,
+    /// `--verify-certificate-oidc-issuer`: the OIDC issuer that vouched for it.
+    pub issuer: String,
 }
 
 /// Where `--pack` writes the layout bundle, and how.

@@ -8,6 +8,8 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::layout::Layout;
+pub(super) mod certificate;
+pub(super) mod tlog;
 pub(super) mod verify;
 
 use super::registry::{self, artifacts::Artifact, layout::Blob, Exported};
@@ -90,24 +92,29 @@ pub(super) fn summary(records: &[BundleArtifact]) -> String {
         .join(", ")
 }
 
-/// `--verify-key`'s keys, read before anything is fetched: a key that cannot be read, or
-/// keys with nothing to check (`--no-signatures`, `--format archives`), is a usage error.
-pub(super) fn keys(settings: &super::Settings) -> Result<Option<verify::Keys>> {
-    if settings.verify_keys.is_empty() {
+/// `--verify-key`'s keys and `--verify-trusted-root`'s policy, read before anything is
+/// fetched: a key or trust file that cannot be read, or nothing to check (`--no-signatures`,
+/// `--format archives`), is a usage error.
+pub(super) fn verifier(settings: &super::Settings) -> Result<Option<verify::Verifier>> {
+    let certificates = settings.verify_certificates.as_ref();
+    if settings.verify_keys.is_empty() && certificates.is_none() {
         return Ok(None);
     }
+    let flag = match settings.verify_keys.is_empty() {
+        true => "--verify-trusted-root",
+        false => "--verify-key",
+    };
     if settings.no_signatures {
-        return Err(crate::exit::usage(
-            "--verify-key checks the signatures export carries: leave out --no-signatures",
-        ));
+        return Err(crate::exit::usage(format!(
+            "{flag} checks the signatures export carries: leave out --no-signatures"
+        )));
     }
     if settings.format != super::BundleFormat::Layout {
-        return Err(crate::exit::usage(
-            "--verify-key checks the signatures a layout bundle carries: leave out --format \
-             archives",
-        ));
+        return Err(crate::exit::usage(format!(
+            "{flag} checks the signatures a layout bundle carries: leave out --format archives"
+        )));
     }
-    verify::load(&settings.verify_keys)
+    verify::load(&settings.verify_keys, certificates)
         .map(Some)
         .map_err(|e| crate::exit::usage(format!("{e:#}")))
 }
