@@ -251,8 +251,8 @@ pub struct ExportArgs {
     /// Sign the bundle: its identity (the sha256 of index.json, images.json and SHA256SUMS)
     /// signed with KEY (ECDSA P-256: PKCS#8 or SEC1 PEM, or cosign's encrypted key with
     /// COSIGN_PASSWORD), written under .offline-images/ as cosign's signature file and a
-    /// Sigstore bundle. `import --verify-key` checks it
-    /// [default: none: the bundle is not signed].
+    /// Sigstore bundle, and carried by --pack as members of the pack. `import --verify-key`
+    /// checks it [default: none: the bundle is not signed].
     #[arg(long, value_name = "KEY")]
     pub sign_key: Option<PathBuf>,
 }

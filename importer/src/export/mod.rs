@@ -259,42 +259,38 @@ pub fn run(settings: &Settings) -> Result<Code> {
         layout
             .commit(&refs, settings.keep_unused)?
             .log(dir, settings.keep_unused);
-        if let Some(to) = &settings.pack {
-            pack::pack(dir, to)?;
-        }
     }
-    if let Some(signer) = &signer {
-        sign(signer, dir)?;
+    let signed = match &signer {
+        Some(signer) => sign(signer, dir)?,
+        None => false,
+    };
+    if let (Some(_), Some(to)) = (&layout, &settings.pack) {
+        pack::pack(dir, to, signed)?;
     }
     Ok(report(&refs, outcomes, problems, started, dir))
 }
 
-/// `--sign-key`: the bundle signed once it is written; a run that wrote no images.json says
-/// so instead.
-fn sign(signer: &crate::signing::Signer, dir: &std::path::Path) -> Result<()> {
+/// `--sign-key`: the bundle signed once it is written (and before it is packed: the pack
+/// carries the signature); a run that wrote no images.json says so instead. Whether it was
+/// signed.
+fn sign(signer: &crate::signing::Signer, dir: &std::path::Path) -> Result<bool> {
     if dir.join(bundle::INDEX_FILE).exists() {
         signer.sign_bundle(dir)?;
+        Ok(true)
     } else {
         eprintln!(
             "offline-images: the bundle was not signed: {} holds no images.json (nothing was exported)",
             dir.display()
         );
+        Ok(false)
     }
-    Ok(())
 }
 
-/// `--sign-key`: the key opened before anything is fetched. A pack does not carry the
-/// signature (`.offline-images/` is not one of its members), so the two are refused together.
+/// `--sign-key`: the key opened before anything is fetched.
 fn signer(settings: &Settings) -> Result<Option<crate::signing::Signer>> {
     let Some(key) = &settings.sign_key else {
         return Ok(None);
     };
-    if settings.pack.is_some() {
-        return Err(exit::usage(
-            "--sign-key signs a bundle directory, and a pack (--pack) does not carry the \
-             signature: export without --pack to sign, and carry the directory",
-        ));
-    }
     crate::signing::Signer::load(key).map(Some)
 }
 

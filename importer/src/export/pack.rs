@@ -1,5 +1,6 @@
 //! `export --pack FILE`: the layout bundle, once committed, packed into one file to carry: a
-//! tar of `oci-layout`, `index.json`, `images.json`, `SHA256SUMS`, then every blob under
+//! tar of `oci-layout`, `index.json`, `images.json`, `SHA256SUMS`, with `--sign-key` the
+//! bundle's identity and signatures under `.offline-images/`, then every blob under
 //! `blobs/sha256/`. A `.tar` is plain; a `.tar.zst` stays a normal `.tar.zst` (`zstd -dc FILE
 //! | tar t` reads it) but writes each tar member as a zstd frame of its own and appends an
 //! index of the frames in a zstd skippable frame (`layout::pack`), so the importer
@@ -23,10 +24,13 @@ use super::settings::PackTo;
 use crate::archive::human_bytes;
 use crate::bundle::{self, SUMS_FILE};
 use crate::layout::pack::{encode_frames, part_name, Frame, ROOT, SUMS_SUFFIX};
+use crate::signing;
 
 /// The members of the layout bundle in `dir`, in the order they are packed: the root files,
-/// then the blobs in name order.
-fn members(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+/// the signature files when this run `signed` it (`.offline-images/bundle.identity` and its
+/// signatures: an identity an earlier run left would name other files), then the blobs in
+/// name order.
+fn members(dir: &Path, signed: bool) -> Result<Vec<(String, PathBuf)>> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for name in ROOT.iter().copied().chain([SUMS_FILE]) {
         let path = dir.join(name);
@@ -37,6 +41,22 @@ fn members(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
                 "{} is not there: the layout bundle cannot be packed",
                 path.display()
             );
+        }
+    }
+    if signed {
+        for name in [
+            signing::IDENTITY,
+            signing::SIGNATURE,
+            signing::SIGSTORE_BUNDLE,
+        ] {
+            let path = signing::path(dir, name);
+            if !path.is_file() {
+                bail!(
+                    "{} is not there: the signed bundle cannot be packed",
+                    path.display()
+                );
+            }
+            out.push((format!("{}/{name}", crate::bundled::DIR), path));
         }
     }
     let blobs = dir.join("blobs/sha256");
@@ -260,9 +280,10 @@ pub fn check_place(dir: &Path, to: &PackTo) -> Result<()> {
     Ok(())
 }
 
-/// Pack the layout bundle in `dir` as `to` says (see the module's documentation).
-pub fn pack(dir: &Path, to: &PackTo) -> Result<()> {
-    let members = members(dir)?;
+/// Pack the layout bundle in `dir` as `to` says (see the module's documentation), with its
+/// signature when this run `signed` it.
+pub fn pack(dir: &Path, to: &PackTo, signed: bool) -> Result<()> {
+    let members = members(dir, signed)?;
     let mut out = Out::new(&to.file, to.split);
     let mut frames = Vec::new();
     let written = (|| -> Result<()> {
@@ -445,7 +466,7 @@ mod tests {
                 zstd,
                 split,
             };
-            pack(&d.join("bundle"), &to).unwrap();
+            pack(&d.join("bundle"), &to, false).unwrap();
             let source = LayoutSource::find(&d.join("carry"));
             assert!(source.refused().is_empty(), "{:?}", source.refused());
             let got = streams(&source);
@@ -475,7 +496,7 @@ mod tests {
             zstd: false,
             split: Some(100_000),
         };
-        pack(&d.join("bundle"), &to).unwrap();
+        pack(&d.join("bundle"), &to, false).unwrap();
         fs::remove_file(d.join("carry/s.tar.part-003")).unwrap();
         let source = LayoutSource::find(&d.join("carry"));
         assert!(source.units().is_empty());
@@ -487,7 +508,7 @@ mod tests {
             zstd: false,
             split: None,
         };
-        pack(&d.join("bundle"), &to).unwrap();
+        pack(&d.join("bundle"), &to, false).unwrap();
         let mut data = fs::read(&to.file).unwrap();
         let at = data.windows(1000).position(|w| w == [b'A'; 1000]).unwrap();
         data[at] = b'Z';
@@ -546,7 +567,7 @@ mod tests {
             zstd: false,
             split: None,
         };
-        pack(&d.join("bundle"), &to).unwrap();
+        pack(&d.join("bundle"), &to, false).unwrap();
         let hex = crate::digest::hex(&Sha256::digest("B".repeat(300_000).as_bytes()));
         hostile(&to.file, &format!("blobs/sha256/{hex}"));
         let source = LayoutSource::find(&d.join("carry"));
@@ -580,7 +601,7 @@ mod tests {
             zstd: true,
             split: None,
         };
-        pack(&d.join("bundle"), &to).unwrap();
+        pack(&d.join("bundle"), &to, false).unwrap();
         let data = fs::read(&to.file).unwrap();
         let n = data.len();
         let json_len = u64::from_le_bytes(data[n - 16..n - 8].try_into().unwrap()) as usize;

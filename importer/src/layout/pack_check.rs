@@ -118,8 +118,24 @@ pub(crate) fn run(path: &Path, format: report::Format) -> Result<Option<Code>> {
     }
 }
 
+/// The pack at `path` (a file, or the file its parts join into), opened; None when `path`
+/// names no pack.
+pub(crate) fn open(path: &Path) -> Result<Option<Arc<Pack>>> {
+    let Some(candidate) = packs_at(path).and_then(|found| found.into_iter().next()) else {
+        return Ok(None);
+    };
+    Ok(candidate.open(Limits::default())?.map(Arc::new))
+}
+
+/// Every fault of the pack (as `verify --bundle-only` lists them), none when it is whole.
+pub(crate) fn faults(pack: &Arc<Pack>) -> Vec<String> {
+    let mut f = Findings::default();
+    check_pack(pack, &mut f);
+    f.faults
+}
+
 /// The hex SHA-256 of the member `name`, or the fault.
-fn member_sha256(pack: &Pack, name: &str) -> Result<String, String> {
+pub(crate) fn member_sha256(pack: &Pack, name: &str) -> Result<String, String> {
     let read = pack.open(name).map_err(|e| format!("{e:#}"))?;
     bundle::sha256_reader(read).map_err(|e| format!("{}/{name}: {e}", pack.path.display()))
 }

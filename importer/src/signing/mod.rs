@@ -91,7 +91,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// `import --verify-key`: the bundle in `dir` checked against `keys` before anything of it is
 /// imported; `units` are what the import would read. Nothing to do without keys. Every
-/// refusal is a usage error naming the file and the reason.
+/// refusal is a usage error naming the file and the reason. A directory that is not signed
+/// itself but holds packs (`export --pack --sign-key`) has each pack its units come from
+/// checked, its identity and signature being members of the pack ([`check_pack`]).
 pub(crate) fn check(
     dir: &Path,
     keys: &[PathBuf],
@@ -106,6 +108,13 @@ pub(crate) fn check(
         .map(|k| PublicKey::load(k))
         .collect::<Result<Vec<_>>>()?;
     let identity_path = path(dir, IDENTITY);
+    let packs = packs_of(units);
+    if !identity_path.exists() && !packs.is_empty() {
+        for pack in &packs {
+            check_pack(pack, &keys, units, reporter)?;
+        }
+        return check_covered_by_packs(dir, &packs, units);
+    }
     let sig_path = path(dir, SIGNATURE);
     let identity = read_signed_file(&identity_path)?;
     let signature = read_signed_file(&sig_path)?;
@@ -116,7 +125,9 @@ pub(crate) fn check(
             identity_path.display()
         ))
     })?;
-    check_files(dir, &identity_path, &identity)?;
+    let now = identity_of(dir).map_err(|e| exit::usage(format!("refused: {e:#}")))?;
+    let now = parse_identity(&now).map_err(exit::usage)?;
+    check_files(&identity_path, &identity, &now, &|name| dir.join(name))?;
     check_contents(dir)?;
     check_covered(dir, units)?;
     reporter.info(&format!(
@@ -127,6 +138,103 @@ pub(crate) fn check(
         units.len(),
         hex(&Sha256::digest(&identity))
     ));
+    Ok(())
+}
+
+/// The packs `units` come from: an image of a pack is named after the pack's `index.json`,
+/// whose parent is the pack (a file, or the name its parts join into), not a directory.
+fn packs_of(units: &[Unit]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = units
+        .iter()
+        .filter(|u| u.path.file_name().is_some_and(|n| n == INDEX_JSON))
+        .filter_map(|u| u.path.parent())
+        .filter(|p| !p.is_dir())
+        .map(Path::to_path_buf)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The signed pack `at` (see [`check`]): its identity and signature members verified with one
+/// of `keys`, the pack's `index.json`, `images.json` and `SHA256SUMS` members the digests the
+/// identity names, and every member whole (`verify --bundle-only`'s checks of a pack).
+fn check_pack(at: &Path, keys: &[PublicKey], units: &[Unit], reporter: &Reporter) -> Result<()> {
+    let shown = |name: &str| at.join(name);
+    let refused =
+        |name: &str, why: String| exit::usage(format!("{}: refused: {why}", shown(name).display()));
+    let pack = crate::layout::pack_check::open(at)
+        .map_err(|e| exit::usage(format!("{}: refused: {e:#}", at.display())))?
+        .ok_or_else(|| refused("", "it is not a pack".into()))?;
+    let identity_name = format!("{}/{IDENTITY}", bundled::DIR);
+    let sig_name = format!("{}/{SIGNATURE}", bundled::DIR);
+    let member = |name: &str| -> Result<Vec<u8>> {
+        match pack.member(name) {
+            Ok(Some(_)) => pack
+                .read(name, 1 << 20)
+                .map_err(|e| refused(name, format!("{e:#}"))),
+            Ok(None) => Err(refused(
+                name,
+                "the pack is not signed (export it with --pack and --sign-key), and \
+                 --verify-key asks for a signed one"
+                    .into(),
+            )),
+            Err(e) => Err(refused(name, format!("{e:#}"))),
+        }
+    };
+    let identity = member(&identity_name)?;
+    let signature = member(&sig_name)?;
+    let by = keys::verify_any(keys, &identity, &signature).map_err(|reason| {
+        refused(
+            &sig_name,
+            format!(
+                "the signature of {} {reason}",
+                shown(&identity_name).display()
+            ),
+        )
+    })?;
+    let mut now = Vec::new();
+    for name in [INDEX_JSON, INDEX_FILE, SUMS_FILE] {
+        let hex = crate::layout::pack_check::member_sha256(&pack, name)
+            .map_err(|e| refused(name, format!("cannot be read: {e}")))?;
+        now.push((name.to_string(), format!("sha256:{hex}")));
+    }
+    check_files(&shown(&identity_name), &identity, &now, &shown)?;
+    let faults = crate::layout::pack_check::faults(&pack);
+    if !faults.is_empty() {
+        return Err(exit::usage(format!(
+            "{}: refused: the pack does not match its signed identity: {}",
+            at.display(),
+            faults.join("; ")
+        )));
+    }
+    let count = units.iter().filter(|u| u.path.parent() == Some(at)).count();
+    reporter.info(&format!(
+        "bundle {}: signature verified with {}; {count} unit(s), every blob matches the signed \
+         identity (sha256:{})",
+        at.display(),
+        by.display(),
+        hex(&Sha256::digest(&identity))
+    ));
+    Ok(())
+}
+
+/// Every unit is an image of one of the signed `packs`.
+fn check_covered_by_packs(dir: &Path, packs: &[PathBuf], units: &[Unit]) -> Result<()> {
+    for unit in units {
+        if !unit
+            .path
+            .parent()
+            .is_some_and(|p| packs.iter().any(|k| k == p))
+        {
+            return Err(exit::usage(format!(
+                "{}: refused: the bundle's signature does not cover it (it is not an image of \
+                 a signed pack, and {} is not signed itself)",
+                dir.join(&unit.name).display(),
+                dir.display()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -158,29 +266,33 @@ fn read_signed_file(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// The three files the identity binds, each with the sha256 it names; none left out.
-fn check_files(dir: &Path, identity_path: &Path, identity: &[u8]) -> Result<()> {
+/// The three files the identity binds, each with the sha256 it names; none left out. `now`:
+/// the lines of the bundle as it is; `shown`: where a file of it is, for the refusal.
+fn check_files(
+    identity_path: &Path,
+    identity: &[u8],
+    now: &[(String, String)],
+    shown: &dyn Fn(&str) -> PathBuf,
+) -> Result<()> {
     let named = parse_identity(identity).map_err(|why| {
         exit::usage(format!(
             "{}: refused: not a bundle identity: {why}",
             identity_path.display()
         ))
     })?;
-    let now = identity_of(dir).map_err(|e| exit::usage(format!("refused: {e:#}")))?;
-    let now = parse_identity(&now).map_err(exit::usage)?;
-    for (name, digest) in &now {
+    for (name, digest) in now {
         match named.iter().find(|(n, _)| n == name) {
             Some((_, signed)) if signed == digest => {}
             Some((_, signed)) => {
                 return Err(exit::usage(format!(
                     "{}: refused: its sha256 is {digest}, the signed identity says {signed}",
-                    dir.join(name).display()
+                    shown(name).display()
                 )))
             }
             None => {
                 return Err(exit::usage(format!(
                     "{}: refused: the signed identity does not name it",
-                    dir.join(name).display()
+                    shown(name).display()
                 )))
             }
         }
@@ -188,7 +300,7 @@ fn check_files(dir: &Path, identity_path: &Path, identity: &[u8]) -> Result<()> 
     if let Some((name, _)) = named.iter().find(|(n, _)| !now.iter().any(|(m, _)| m == n)) {
         return Err(exit::usage(format!(
             "{}: refused: the signed identity names it, and the bundle lacks it",
-            dir.join(name).display()
+            shown(name).display()
         )));
     }
     Ok(())
