@@ -36,6 +36,9 @@ step "cargo clippy --all-targets --no-default-features -- -D warnings (the node 
 cargo clippy --quiet --all-targets --no-default-features -- -D warnings || fail "clippy warnings in the node build"
 
 step "unit tests"
+# A public Sigstore signature and trusted root, for the certificate check's unit test.
+OI_SIGSTORE_DATA=$(oi_fetch_sigstore_data)
+export OI_SIGSTORE_DATA
 cargo test --quiet --lib --bins || fail "unit tests"
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then

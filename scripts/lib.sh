@@ -498,8 +498,7 @@ oi_fetch_cosign() {
 # and the trusted root of both: the `tests/data` of the Rust `sigstore` crate 0.15.0, fetched
 # from crates.io (checked against its sha256) into the cache; nothing of it is in the
 # repository. The export's certificate check verifies the signature offline, at the time its
-# log entry promises (importer/src/export/signatures/verify.rs). Needs OI_PYTHON. Echoes the
-# directory.
+# log entry promises (importer/src/export/signatures/verify.rs). Echoes the directory.
 oi_fetch_sigstore_data() {
   local dir=$OI_CACHE/sigstore-0.15.0-data
   local sum=6577ebcdb8f5ccdb60fcbac3b415390d9f9d1bdf852ca252c7e1bbf128f3faf6
@@ -507,7 +506,7 @@ oi_fetch_sigstore_data() {
     say "fetching the sigstore crate's test data from crates.io into $OI_CACHE"
     rm -rf "$dir.new"
     mkdir -p "$dir.new"
-    "$OI_PYTHON" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+    "${OI_PYTHON:-python3}" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
       https://static.crates.io/crates/sigstore/sigstore-0.15.0.crate "$dir.new/sigstore.crate" \
       || die "the download of the sigstore crate 0.15.0 from static.crates.io failed"
     echo "$sum  $dir.new/sigstore.crate" | sha256sum -c --quiet \

@@ -268,6 +268,20 @@ pub enum BundleFormat {
 impl ExportArgs {
     /// The flags resolved into what `export` works with; a malformed `--platform` is a usage
     /// error (exit 2), as it always was before anything else ran.
+    /// `--verify-trusted-root` and the identities and issuer it asks for (clap requires
+    /// them with it).
+    fn certificate_policy(&self) -> Option<crate::export::CertificatePolicy> {
+        let root = self.verify_trusted_root.as_ref()?;
+        Some(crate::export::CertificatePolicy {
+            trusted_root: root.clone(),
+            identities: self.verify_certificate_identity.clone(),
+            issuer: self
+                .verify_certificate_oidc_issuer
+                .clone()
+                .unwrap_or_default(),
+        })
+    }
+
     pub fn settings(&self) -> anyhow::Result<crate::export::Settings> {
         use crate::export::{self, Choice, ImporterBinary, Kind};
         let engine = match self.engine {
@@ -340,16 +354,7 @@ impl ExportArgs {
             pack: export::pack_to(self.pack.as_ref(), self.split.as_deref(), format)?,
             no_signatures: self.no_signatures,
             verify_keys: self.verify_key.clone(),
-            verify_certificates: self.verify_trusted_root.as_ref().map(|root| {
-                export::CertificatePolicy {
-                    trusted_root: root.clone(),
-                    identities: self.verify_certificate_identity.clone(),
-                    issuer: self
-                        .verify_certificate_oidc_issuer
-                        .clone()
-                        .unwrap_or_default(),
-                }
-            }),
+            verify_certificates: self.certificate_policy(),
             sign_key: self.sign_key.clone(),
             docker_config: None,
         })

@@ -199,15 +199,7 @@ pub fn time(logs: &[Log], entry: &Entry, signed: &Signed) -> Result<Option<Syste
 fn about(body: &Value, signed: &Signed) -> Result<bool, String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let decoded = |v: &Value| v.as_str().and_then(|s| b64.decode(s).ok());
-    let cert_is_leaf = |v: &Value| {
-        decoded(v).is_some_and(|pem| {
-            let pem = String::from_utf8_lossy(&pem);
-            super::certificate::pem_chain(&pem)
-                .first()
-                .map(Vec::as_slice)
-                == Some(signed.leaf)
-        })
-    };
+    let cert_is_leaf = |v: &Value| decoded(v).is_some_and(|pem| pem_is(&pem, signed.leaf));
     let sha256 = |data: &[u8]| crate::bundle::hex(&Sha256::digest(data));
     let spec = &body["spec"];
     let ok = match (body["kind"].as_str(), body["apiVersion"].as_str()) {
@@ -235,6 +227,15 @@ fn about(body: &Value, signed: &Signed) -> Result<bool, String> {
         true => Ok(true),
         false => Err("its log entry is about another signature, certificate or payload".into()),
     }
+}
+
+/// Whether the first certificate of the PEM text `pem` is `der`.
+fn pem_is(pem: &[u8], der: &[u8]) -> bool {
+    use x509_cert::der::Encode;
+    x509_cert::Certificate::load_pem_chain(pem)
+        .ok()
+        .and_then(|certs| certs.first()?.to_der().ok())
+        .is_some_and(|first| first == der)
 }
 
 #[cfg(test)]
