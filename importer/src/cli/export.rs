@@ -230,8 +230,9 @@ pub struct ExportArgs {
     /// `cosign trusted-root create` writes it and Sigstore's TUF repository serves it, or PEM
     /// CA certificates), name --verify-certificate-identity and
     /// --verify-certificate-oidc-issuer, and have been valid when it signed: at the time the
-    /// signature's transparency-log entry promises, checked with the key of a log FILE names,
-    /// else now [default: none, only --verify-key is checked].
+    /// signature's transparency-log entry promises (checked with the key of a log FILE
+    /// names), else the time its RFC 3161 timestamp gives (by an authority FILE names), else
+    /// now [default: none, only --verify-key is checked].
     #[arg(
         long,
         value_name = "FILE",

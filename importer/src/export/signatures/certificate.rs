@@ -15,32 +15,29 @@
 //! repository serves it, or PEM certificates (cosign's `--certificate-chain`).
 //!
 //! Every certificate is checked at the time the signature's transparency-log entry promises,
-//! by a log the trust file names (`tlog`); without one, at now, as `cosign verify
-//! --insecure-ignore-tlog` does, so an expired certificate is refused however valid it was
-//! when it signed. Not checked: inclusion proofs, signed timestamps, SCTs.
+//! by a log the trust file names (`tlog`), else at the time an RFC 3161 timestamp of an
+//! authority the trust file names gives (`timestamp`); without either, at now, as `cosign
+//! verify --insecure-ignore-tlog` does, so an expired certificate is refused however valid it
+//! was when it signed. Not checked: inclusion proofs, SCTs.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
 use base64::Engine as _;
-use p256::ecdsa::signature::hazmat::PrehashVerifier;
-use p256::pkcs8::DecodePublicKey;
-use sha2::{Digest, Sha256, Sha384};
 use x509_cert::der::asn1::Utf8StringRef;
 use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, SubjectAltName};
+use x509_cert::ext::pkix::{ExtendedKeyUsage, SubjectAltName};
 use x509_cert::Certificate;
 
-use super::tlog;
+use super::x509::{extension, is_ca, issued, verifies};
+use super::{timestamp, tlog};
 
 /// Fulcio's OIDC issuer: v2, a DER UTF8String; v1, the bare string.
 const ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
 const ISSUER_V1: &str = "1.3.6.1.4.1.57264.1.1";
 const CODE_SIGNING: &str = "1.3.6.1.5.5.7.3.3";
-const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
-const ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
 /// Links above the signing certificate, at most.
 const DEPTH: usize = 6;
 
@@ -51,6 +48,8 @@ pub struct Policy {
     trusted: Vec<Certificate>,
     /// The transparency logs whose promises give a signature's time.
     logs: Vec<tlog::Log>,
+    /// The timestamping authorities whose timestamps give it, when no log does.
+    authorities: Vec<timestamp::Authority>,
     identities: Vec<String>,
     issuer: String,
 }
@@ -61,12 +60,13 @@ impl Policy {
     pub fn load(file: &Path, identities: &[String], issuer: &str) -> Result<Policy> {
         let text = std::fs::read(file)
             .with_context(|| format!("--verify-trusted-root {}: cannot be read", file.display()))?;
-        let (trusted, logs) = trusted_certificates(&text)
+        let (trusted, logs, authorities) = trusted_certificates(&text)
             .map_err(|why| anyhow!("--verify-trusted-root {}: {why}", file.display()))?;
         Ok(Policy {
             file: file.to_path_buf(),
             trusted,
             logs,
+            authorities,
             identities: identities.to_vec(),
             issuer: issuer.to_string(),
         })
@@ -84,12 +84,14 @@ impl Policy {
 
     /// Who made `signed` under its certificate, `chain` (DER, as the signature carries it:
     /// untrusted links) helping to reach the trust file, at the time `entry` (the log entry
-    /// the signature carries) proves, else `now`; or why the certificate is not taken.
+    /// the signature carries) proves, else the time one of `timestamps` (RFC 3161, DER) gives,
+    /// else `now`; or why the certificate is not taken.
     pub fn check(
         &self,
         signed: &tlog::Signed,
         chain: &[Vec<u8>],
         entry: Option<&tlog::Entry>,
+        timestamps: &[Vec<u8>],
         now: SystemTime,
     ) -> std::result::Result<String, String> {
         let cert =
@@ -103,9 +105,18 @@ impl Policy {
                 .map_err(|why| format!("the signature of {identity}: {why}"))?,
             None => None,
         };
-        let at = At {
-            time: logged.unwrap_or(now),
-            logged: logged.is_some(),
+        let at = match logged {
+            Some(time) => At {
+                time,
+                by: Some("when the log recorded the signature".into()),
+            },
+            None => self
+                .timestamped(timestamps, signed.signature)
+                .map_err(|why| format!("the signature of {identity}: {why}"))?
+                .unwrap_or(At {
+                    time: now,
+                    by: None,
+                }),
         };
         valid_at(&cert, &at).map_err(|why| format!("the certificate of {identity} {why}"))?;
         let eku = extension::<ExtendedKeyUsage>(&cert, "2.5.29.37")?;
@@ -120,15 +131,40 @@ impl Policy {
             .collect();
         self.chains(&cert, &chain, &at)
             .map_err(|why| format!("the certificate of {identity}: {why}"))?;
-        let when = match at.logged {
-            true => format!(", logged at {}", at.display()),
-            false => String::new(),
+        let when = match &at.by {
+            Some(by) => format!("; valid at {}, {by}", at.display()),
+            None => String::new(),
         };
         Ok(format!(
             "a certificate of {identity} (issuer {}, under {}{when})",
             self.issuer,
             self.file.display()
         ))
+    }
+
+    /// The time one of `timestamps` gives `signature`, by an authority of the trust file;
+    /// None when there is none to check; an error when none of them holds.
+    fn timestamped(
+        &self,
+        timestamps: &[Vec<u8>],
+        signature: &[u8],
+    ) -> std::result::Result<Option<At>, String> {
+        if self.authorities.is_empty() || timestamps.is_empty() {
+            return Ok(None);
+        }
+        let mut why = String::new();
+        for t in timestamps {
+            match timestamp::time(&self.authorities, t, signature) {
+                Ok((time, name)) => {
+                    return Ok(Some(At {
+                        time,
+                        by: Some(format!("when {name} timestamped the signature")),
+                    }))
+                }
+                Err(e) => why = e,
+            }
+        }
+        Err(why)
     }
 
     /// The identity of `cert` that the policy names, or what it names instead.
@@ -193,10 +229,10 @@ impl Policy {
 
 /// The certificates of a trust file, a Sigstore trusted root's certificate authorities or PEM
 /// certificates, and the trusted root's transparency logs.
-type Trust = (Vec<Certificate>, Vec<tlog::Log>);
+type Trust = (Vec<Certificate>, Vec<tlog::Log>, Vec<timestamp::Authority>);
 
 fn trusted_certificates(text: &[u8]) -> std::result::Result<Trust, String> {
-    let mut logs = Vec::new();
+    let (mut logs, mut authorities) = (Vec::new(), Vec::new());
     let certs = if text.trim_ascii_start().starts_with(b"{") {
         let root: serde_json::Value = serde_json::from_slice(text)
             .map_err(|e| format!("not a Sigstore trusted root (JSON): {e}"))?;
@@ -223,6 +259,7 @@ fn trusted_certificates(text: &[u8]) -> std::result::Result<Trust, String> {
             }
         }
         logs = tlog::logs(&root)?;
+        authorities = timestamp::authorities(&root)?;
         out
     } else {
         Certificate::load_pem_chain(text)
@@ -231,7 +268,7 @@ fn trusted_certificates(text: &[u8]) -> std::result::Result<Trust, String> {
     if certs.is_empty() {
         return Err("holds no certificate authority's certificate".into());
     }
-    Ok((certs, logs))
+    Ok((certs, logs, authorities))
 }
 
 /// The DER of every certificate of PEM text (a signature's chain annotation).
@@ -241,25 +278,6 @@ pub fn pem_chain(text: &str) -> Vec<Vec<u8>> {
         .iter()
         .filter_map(|c| c.to_der().ok())
         .collect()
-}
-
-/// The extension `oid` of `cert`, decoded; `None` when it has none.
-fn extension<'a, T: Decode<'a>>(
-    cert: &'a Certificate,
-    oid: &str,
-) -> std::result::Result<Option<T>, String> {
-    let Some(ext) = cert
-        .tbs_certificate
-        .extensions
-        .iter()
-        .flatten()
-        .find(|e| e.extn_id.to_string() == oid)
-    else {
-        return Ok(None);
-    };
-    T::from_der(ext.extn_value.as_bytes())
-        .map(Some)
-        .map_err(|e| format!("its certificate's extension {oid}: {e}"))
 }
 
 /// The emails and URIs `cert` is for.
@@ -292,7 +310,8 @@ fn oidc_issuer(cert: &Certificate) -> std::result::Result<Option<String>, String
 /// The time certificates are checked at: the one a log entry proves, else now.
 struct At {
     time: SystemTime,
-    logged: bool,
+    /// What gives the time (`when the log recorded the signature`); None: now.
+    by: Option<String>,
 }
 
 impl At {
@@ -314,13 +333,10 @@ fn valid_at(cert: &Certificate, at: &At) -> std::result::Result<(), String> {
     let v = &cert.tbs_certificate.validity;
     let t = at.time.duration_since(UNIX_EPOCH).unwrap_or_default();
     if t < v.not_before.to_unix_duration() || t > v.not_after.to_unix_duration() {
-        let when = match at.logged {
-            true => format!(
-                "not at {}, when the log recorded the signature",
-                at.display()
-            ),
-            false => "not now (the signature carries no entry of a log the trust file names, \
-                      which would give the time it was made)"
+        let when = match &at.by {
+            Some(by) => format!("not at {}, {by}", at.display()),
+            None => "not now (the signature carries no entry of a log and no timestamp of an \
+                      authority the trust file names, which would give the time it was made)"
                 .to_string(),
         };
         return Err(format!(
@@ -329,87 +345,6 @@ fn valid_at(cert: &Certificate, at: &At) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Whether `cert` may issue certificates (basic constraints: a CA).
-fn is_ca(cert: &Certificate) -> std::result::Result<(), String> {
-    match extension::<BasicConstraints>(cert, "2.5.29.19")? {
-        Some(b) if b.ca => Ok(()),
-        _ => Err(format!(
-            "{} is not a CA certificate",
-            cert.tbs_certificate.subject
-        )),
-    }
-}
-
-/// Whether `issuer` issued `cert`: its subject is `cert`'s issuer, and its key made `cert`'s
-/// signature.
-fn issued(issuer: &Certificate, cert: &Certificate) -> bool {
-    let (Ok(a), Ok(b)) = (
-        issuer.tbs_certificate.subject.to_der(),
-        cert.tbs_certificate.issuer.to_der(),
-    ) else {
-        return false;
-    };
-    if a != b {
-        return false;
-    }
-    let Ok(tbs) = cert.tbs_certificate.to_der() else {
-        return false;
-    };
-    let Some(sig) = cert.signature.as_bytes() else {
-        return false;
-    };
-    let prehash = match cert.signature_algorithm.oid.to_string().as_str() {
-        ECDSA_SHA256 => Sha256::digest(&tbs).to_vec(),
-        ECDSA_SHA384 => Sha384::digest(&tbs).to_vec(),
-        _ => return false,
-    };
-    verifies_prehash(issuer, &prehash, sig)
-}
-
-/// The ECDSA key of a certificate.
-enum Key {
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
-}
-
-impl Key {
-    fn of(cert: &Certificate) -> Option<Key> {
-        let spki = cert.tbs_certificate.subject_public_key_info.to_der().ok()?;
-        p256::ecdsa::VerifyingKey::from_public_key_der(&spki)
-            .map(Key::P256)
-            .or_else(|_| p384::ecdsa::VerifyingKey::from_public_key_der(&spki).map(Key::P384))
-            .ok()
-    }
-
-    /// Whether the key made `signature` (DER) over the digest `prehash`.
-    fn verifies_prehash(&self, prehash: &[u8], signature: &[u8]) -> bool {
-        match self {
-            Key::P256(k) => p256::ecdsa::Signature::from_der(signature)
-                .is_ok_and(|s| k.verify_prehash(prehash, &s).is_ok()),
-            Key::P384(k) => p384::ecdsa::Signature::from_der(signature)
-                .is_ok_and(|s| k.verify_prehash(prehash, &s).is_ok()),
-        }
-    }
-}
-
-/// Whether the key of `cert` made `signature` (DER ECDSA) over `message`: SHA-256 with a
-/// P-256 key; SHA-384, else SHA-256, with a P-384 key.
-fn verifies(cert: &Certificate, message: &[u8], signature: &[u8]) -> bool {
-    match Key::of(cert) {
-        Some(k @ Key::P256(_)) => k.verifies_prehash(&Sha256::digest(message), signature),
-        Some(k @ Key::P384(_)) => {
-            k.verifies_prehash(&Sha384::digest(message), signature)
-                || k.verifies_prehash(&Sha256::digest(message), signature)
-        }
-        None => false,
-    }
-}
-
-/// Whether the key of `cert` made `signature` (DER ECDSA) over the digest `prehash`.
-fn verifies_prehash(cert: &Certificate, prehash: &[u8], signature: &[u8]) -> bool {
-    Key::of(cert).is_some_and(|k| k.verifies_prehash(prehash, signature))
 }
 
 #[cfg(test)]

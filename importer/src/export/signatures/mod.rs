@@ -9,8 +9,10 @@ use serde_json::Value;
 
 use super::layout::Layout;
 pub(super) mod certificate;
+pub(super) mod timestamp;
 pub(super) mod tlog;
 pub(super) mod verify;
+pub(super) mod x509;
 
 use super::registry::{self, artifacts::Artifact, layout::Blob, Exported};
 use crate::bundle::BundleArtifact;

@@ -59,7 +59,7 @@ pub fn logs(root: &Value) -> Result<Vec<Log>, String> {
 
 /// Seconds since the epoch of an RFC 3339 time in UTC (`2021-01-12T11:53:27Z`, fractions
 /// allowed), as trusted roots write them.
-fn rfc3339_seconds(text: &str) -> Option<u64> {
+pub fn rfc3339_seconds(text: &str) -> Option<u64> {
     let text = text.strip_suffix('Z')?;
     let (date, time) = text.split_once('T')?;
     let mut d = date.split('-').map(|p| p.parse::<u64>().ok());

@@ -19,8 +19,9 @@
 //!   `verificationMaterial` (and, among the referrers too, cosign 2's simple-signing manifest
 //!   when it was told to write OCI 1.1 referrers).
 //!
-//! A transparency-log entry (Rekor's) is read only for a certificate: the time it promises is
-//! when the certificate had to be valid (`tlog`). Attestations are carried, not verified.
+//! A transparency-log entry (Rekor's) and RFC 3161 timestamps are read only for a certificate:
+//! the time they give is when the certificate had to be valid (`tlog`, `timestamp`).
+//! Attestations are carried, not verified.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -31,7 +32,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::certificate::{self, Policy};
-use super::tlog;
+use super::{timestamp, tlog};
 use crate::export::registry::artifacts::Artifact;
 use crate::export::registry::layout::Blob;
 use crate::signing::keys::{decode_signature, signer, PublicKey};
@@ -80,6 +81,8 @@ struct Carried {
     leaf: Vec<u8>,
     chain: Vec<Vec<u8>>,
     entry: Option<tlog::Entry>,
+    /// RFC 3161 timestamps of the signature (DER).
+    timestamps: Vec<Vec<u8>>,
 }
 
 #[derive(Deserialize)]
@@ -154,7 +157,13 @@ fn signed_by(
         signature: &raw,
         leaf: &cert.leaf,
     };
-    match policy.check(&signed, &cert.chain, cert.entry.as_ref(), v.now) {
+    match policy.check(
+        &signed,
+        &cert.chain,
+        cert.entry.as_ref(),
+        &cert.timestamps,
+        v.now,
+    ) {
         Ok(who) => Some(who),
         Err(why) => {
             refusals.push(why);
@@ -196,7 +205,12 @@ fn simple_signing(
                     .annotations
                     .get(ANNOTATION_LOG_ENTRY)
                     .and_then(|e| tlog::Entry::from_cosign_annotation(e));
-                Some(Carried { leaf, chain, entry })
+                Some(Carried {
+                    leaf,
+                    chain,
+                    entry,
+                    timestamps: Vec::new(),
+                })
             });
         if let Some(who) = signed_by(v, &payload, &payload, sig, cert.as_ref(), refusals) {
             return Ok(Some(who));
@@ -218,11 +232,13 @@ fn bundle_certificate(material: &serde_json::Value) -> Option<Carried> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let der = |c: &serde_json::Value| b64.decode(c["rawBytes"].as_str()?).ok();
     let entry = tlog::Entry::from_bundle(material);
+    let timestamps = timestamp::of_bundle(material);
     if let Some(leaf) = der(&material["certificate"]) {
         return Some(Carried {
             leaf,
             chain: Vec::new(),
             entry,
+            timestamps,
         });
     }
     let mut certs = material["x509CertificateChain"]["certificates"]
@@ -233,6 +249,7 @@ fn bundle_certificate(material: &serde_json::Value) -> Option<Carried> {
         leaf: certs.next()?,
         chain: certs.collect(),
         entry,
+        timestamps,
     })
 }
 
@@ -458,7 +475,7 @@ mod tests {
     }
 
     #[test]
-    fn a_public_sigstore_signature_is_taken_at_the_time_its_log_entry_promises() {
+    fn a_public_sigstore_signature_is_taken_at_the_time_its_log_entry_or_timestamp_gives() {
         let Some((bundle, root)) = sigstore_data() else {
             return;
         };
@@ -478,7 +495,9 @@ mod tests {
         let who = check(&good, SUBJECT, &[referrers(SUBJECT, bundle.clone())]).unwrap();
         assert!(
             who.contains(&format!("a certificate of {IDENTITY} (issuer {ISSUER}"))
-                && who.ends_with("logged at 2026-04-09T07:23:29Z)"),
+                && who.ends_with(
+                    "valid at 2026-04-09T07:23:29Z, when the log recorded the signature)"
+                ),
             "{who}"
         );
 
@@ -503,12 +522,52 @@ mod tests {
             "{e}"
         );
 
-        // Without its entry, or with a trust file that names no log, the ten-minute
-        // certificate can only be checked against now.
-        let mut doc: serde_json::Value = serde_json::from_slice(&bundle).unwrap();
-        doc["verificationMaterial"]["tlogEntries"] = serde_json::json!([]);
-        let unlogged = serde_json::to_vec(&doc).unwrap();
-        let e = check(&good, SUBJECT, &[referrers(SUBJECT, unlogged)]).unwrap_err();
+        // Without its log entry, the timestamp of Sigstore's authority gives the time.
+        let edit = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut doc: serde_json::Value = serde_json::from_slice(&bundle).unwrap();
+            change(&mut doc["verificationMaterial"]);
+            serde_json::to_vec(&doc).unwrap()
+        };
+        let unlogged = edit(&|m| m["tlogEntries"] = serde_json::json!([]));
+        let who = check(&good, SUBJECT, &[referrers(SUBJECT, unlogged.clone())]).unwrap();
+        assert!(
+            who.ends_with(
+                "valid at 2026-04-09T07:23:29Z, when https://timestamp.sigstore.dev/api/v1/timestamp timestamped the signature)"
+            ),
+            "{who}"
+        );
+        // A timestamp changed (its TSTInfo's time) is refused: it is the authority's word.
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let stamp = |m: &serde_json::Value| {
+            let t = m["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            b64.decode(t).unwrap()
+        };
+        let mut doc: serde_json::Value = serde_json::from_slice(&unlogged).unwrap();
+        let mut der = stamp(&doc["verificationMaterial"]);
+        let at = der
+            .windows(15)
+            .position(|w| w == b"20260409072329Z")
+            .unwrap();
+        der[at + 13] = b'8';
+        doc["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]
+            ["signedTimestamp"] = b64.encode(&der).into();
+        let moved = serde_json::to_vec(&doc).unwrap();
+        let e = check(&good, SUBJECT, &[referrers(SUBJECT, moved)]).unwrap_err();
+        assert!(
+            format!("{e}").contains("its timestamp's signed attributes name another TSTInfo"),
+            "{e}"
+        );
+
+        // With neither, or with a trust file that names no log and no authority, the
+        // ten-minute certificate can only be checked against now.
+        let bare = edit(&|m| {
+            m["tlogEntries"] = serde_json::json!([]);
+            m["timestampVerificationData"] = serde_json::json!({});
+        });
+        let e = check(&good, SUBJECT, &[referrers(SUBJECT, bare)]).unwrap_err();
         assert!(
             format!("{e}")
                 .contains("is valid from 2026-04-09T07:23:29Z to 2026-04-09T07:33:29Z, not now"),
@@ -517,6 +576,7 @@ mod tests {
         let mut trust: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&root).unwrap()).unwrap();
         trust["tlogs"] = serde_json::json!([]);
+        trust["timestampAuthorities"] = serde_json::json!([]);
         let dir = std::env::temp_dir().join(format!("oi-sigstore-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let no_logs = dir.join("trusted_root.json");
