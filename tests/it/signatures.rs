@@ -245,8 +245,8 @@ fn check_carried(bundle: &Path, cosign: &Cosign, repository: &str, hex: &str) {
 }
 
 /// A CA as Sigstore's Fulcio is (P-384 root and intermediate, the intermediate for code
-/// signing) and three P-256 signing certificates under it, each for an email with Fulcio's
-/// OIDC issuer extensions (v1, the bare string, and v2, a UTF8String): `release` and `ci`
+/// signing) and three P-256 signing certificates under it, each for an email and a username
+/// (Fulcio's other name, `NAME-bot`) with Fulcio's OIDC issuer extensions (v1, the bare string, and v2, a UTF8String): `release` and `ci`
 /// valid until 2035, `expired` for one day of 2024. The CA is valid from 2020, so cosign,
 /// which checks a chain when the certificate starts, signs with the expired one too. Each key
 /// is made by openssl and brought into cosign's encrypted form by cosign 3's
@@ -280,8 +280,8 @@ for leaf in release:release@example.com:20351231000000Z ci:ci@example.com:203512
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $name.p8
   "$cosign3" import-key-pair --key $name.p8 --output-key-prefix $name >/dev/null
   openssl req -new -key $name.p8 -subj "/" -out $name.csr
-  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\nsubjectAltName=critical,email:%s\n1.3.6.1.4.1.57264.1.1=DER:%s\n1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:https://issuer.example\n' \
-    "$email" "$issuer" >$name.ext
+  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\nsubjectAltName=critical,email:%s,otherName:1.3.6.1.4.1.57264.1.7;UTF8:%s-bot\n1.3.6.1.4.1.57264.1.1=DER:%s\n1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:https://issuer.example\n' \
+    "$email" "$name" "$issuer" >$name.ext
   sign $name.csr inter.pem inter.key 20240101000000Z $end $name.ext $name.crt
 done
 "#;
@@ -367,16 +367,19 @@ fn certificates_choose(cosign: &Cosign, cosign3: &Path) {
         assert_eq!(ok, name == "release", "cosign verify of {name}'s: {said}");
         refs.push(format!("{}/{repo}:1", d.registry));
     }
-    let export = |label: &str, trust: &Path, issuer: &str| {
+    let export_as = |label: &str, trust: &Path, identity: &str, issuer: &str| {
         let out = temp_dir(&format!("keyless-{label}-cosign{}", cosign.major)).join("images");
         let mut c = registry_export_as(&out, &bare_path(&[]), "layout");
         c.args(["--no-importer-binary", "--verify-trusted-root"])
             .arg(trust)
-            .args(["--verify-certificate-identity", "release@example.com"])
+            .args(["--verify-certificate-identity", identity])
             .args(["--verify-certificate-oidc-issuer", issuer])
             .args(&refs);
         let (code, _, log) = outcome(&mut c);
         (code, log, out)
+    };
+    let export = |label: &str, trust: &Path, issuer: &str| {
+        export_as(label, trust, "release@example.com", issuer)
     };
     let (code, log, out) = export("chosen", &cosign.dir.join(trust), "https://issuer.example");
     assert_eq!(code, 1, "{log}");
@@ -389,7 +392,7 @@ fn certificates_choose(cosign: &Cosign, cosign3: &Path) {
     );
     assert!(
         log.contains(&format!("{ci}: FAILED: refused: none of its signatures"))
-            && log.contains("its certificate is for ci@example.com (issuer https://issuer.example), not release@example.com"),
+            && log.contains("its certificate is for ci@example.com, ci-bot (issuer https://issuer.example), not release@example.com"),
         "{log}"
     );
     assert!(
@@ -406,6 +409,19 @@ fn certificates_choose(cosign: &Cosign, cosign3: &Path) {
             && !index.contains(ci.as_str())
             && !index.contains(expired.as_str()),
         "{index}"
+    );
+    // Fulcio's username identity, an other name beside the email, is an identity too.
+    let (_, log, _) = export_as(
+        "username",
+        &cosign.dir.join(trust),
+        "release-bot",
+        "https://issuer.example",
+    );
+    assert!(
+        log.contains(&format!(
+            "{release}: signed by a certificate of release-bot"
+        )) && log.contains("its certificate is for ci@example.com, ci-bot"),
+        "{log}"
     );
     let (_, log, _) = export("issuer", &cosign.dir.join(trust), "https://other.example");
     assert!(

@@ -7,9 +7,9 @@
 //!
 //! Checked, with no network: the signature by the certificate's key (ECDSA P-256 or P-384);
 //! the certificate is a code-signing one (extended key usage), names one of the identities (a
-//! subject alternative name: email or URI) and the issuer (Fulcio's extension
-//! `1.3.6.1.4.1.57264.1.8`, or the older `.1.1`); and it chains, each link's signature
-//! checked, to a certificate of the trust file, through CA certificates. The trust file is a
+//! subject alternative name: email, URI, or Fulcio's username other name) and the issuer
+//! (Fulcio's extension `1.3.6.1.4.1.57264.1.8`, or the older `.1.1`); and it chains, each
+//! link's signature checked, to a certificate of the trust file, through CA certificates. The trust file is a
 //! Sigstore trusted root (`trusted_root.json`: its certificate authorities' chains and its
 //! transparency logs), as `cosign trusted-root create` writes it and as Sigstore's TUF
 //! repository serves it, or PEM certificates (cosign's `--certificate-chain`).
@@ -38,6 +38,8 @@ use super::{timestamp, tlog};
 const ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
 const ISSUER_V1: &str = "1.3.6.1.4.1.57264.1.1";
 const CODE_SIGNING: &str = "1.3.6.1.5.5.7.3.3";
+/// Fulcio's username identity, an other name of the subject alternative names.
+const USERNAME: &str = "1.3.6.1.4.1.57264.1.7";
 /// Links above the signing certificate, at most.
 const DEPTH: usize = 6;
 
@@ -175,7 +177,7 @@ impl Policy {
             return Err(format!(
                 "its certificate is for {} (issuer {}), not {}",
                 if names.is_empty() {
-                    "no email or URI".to_string()
+                    "no email, URI or username".to_string()
                 } else {
                     names.join(", ")
                 },
@@ -280,7 +282,8 @@ pub fn pem_chain(text: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The emails and URIs `cert` is for.
+/// The emails, URIs and usernames `cert` is for (subject alternative names; a username is
+/// Fulcio's other name `1.3.6.1.4.1.57264.1.7`, a UTF8String).
 fn identities(cert: &Certificate) -> std::result::Result<Vec<String>, String> {
     let san = extension::<SubjectAltName>(cert, "2.5.29.17")?;
     Ok(san
@@ -289,6 +292,11 @@ fn identities(cert: &Certificate) -> std::result::Result<Vec<String>, String> {
         .filter_map(|n| match n {
             GeneralName::Rfc822Name(s) => Some(s.to_string()),
             GeneralName::UniformResourceIdentifier(s) => Some(s.to_string()),
+            GeneralName::OtherName(o) if o.type_id.to_string() == USERNAME => o
+                .value
+                .decode_as::<Utf8StringRef>()
+                .ok()
+                .map(|s| s.as_str().to_string()),
             _ => None,
         })
         .collect())
