@@ -25,7 +25,7 @@ use x509_cert::ext::pkix::ExtendedKeyUsage;
 use x509_cert::Certificate;
 use x509_tsp::{TimeStampResp, TstInfo};
 
-use super::x509::{extension, issued, verifies_prehash, ECDSA_SHA256, ECDSA_SHA384};
+use super::x509::{extension, issued, verifies_with, Hash};
 
 const SIGNED_DATA: &str = "1.2.840.113549.1.7.2";
 const TST_INFO: &str = "1.2.840.113549.1.9.16.1.4";
@@ -154,15 +154,11 @@ pub fn time(
         .as_ref()
         .and_then(|a| a.to_der().ok())
         .ok_or("its timestamp's signed attributes cannot be read")?;
-    let prehash = match signer.signature_algorithm.oid.to_string().as_str() {
-        ECDSA_SHA256 => Sha256::digest(&attrs).to_vec(),
-        ECDSA_SHA384 => Sha384::digest(&attrs).to_vec(),
-        other => return Err(format!("its timestamp is signed with {other}, not ECDSA")),
-    };
-    if !verifies_prehash(&cert, &prehash, signer.signature.as_bytes()) {
-        return Err(format!(
-            "its timestamp is not signed by {name}'s certificate"
-        ));
+    let algorithm = signer.signature_algorithm.oid.to_string();
+    let hash = Hash::of(&algorithm)
+        .ok_or_else(|| format!("its timestamp is signed with {algorithm}, not ECDSA"))?;
+    if !verifies_with(&cert, hash, &attrs, signer.signature.as_bytes()) {
+        return Err(format!("its timestamp is not signed by {name}'s certificate"));
     }
     let eku = extension::<ExtendedKeyUsage>(&cert, "2.5.29.37")?;
     if !eku.is_some_and(|e| e.0.iter().any(|o| o.to_string() == TIME_STAMPING)) {

@@ -1,9 +1,8 @@
 //! What the certificate checks share: an extension read, a CA, a link of a chain, and ECDSA
-//! P-256 or P-384 signatures by a certificate's key.
+//! P-256 or P-384 signatures by a certificate's key. The signatures are checked by ring, which
+//! the registry client's TLS already links: no second P-384 implementation in the binary.
 
-use p256::ecdsa::signature::hazmat::PrehashVerifier;
-use p256::pkcs8::DecodePublicKey;
-use sha2::{Digest, Sha256, Sha384};
+use ring::signature::{self as ring_sig, UnparsedPublicKey, VerificationAlgorithm};
 use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::pkix::BasicConstraints;
 use x509_cert::Certificate;
@@ -59,54 +58,76 @@ pub fn issued(issuer: &Certificate, cert: &Certificate) -> bool {
     let Some(sig) = cert.signature.as_bytes() else {
         return false;
     };
-    let prehash = match cert.signature_algorithm.oid.to_string().as_str() {
-        ECDSA_SHA256 => Sha256::digest(&tbs).to_vec(),
-        ECDSA_SHA384 => Sha384::digest(&tbs).to_vec(),
-        _ => return false,
-    };
-    verifies_prehash(issuer, &prehash, sig)
-}
-
-/// The ECDSA key of a certificate.
-enum Key {
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
-}
-
-impl Key {
-    fn of(cert: &Certificate) -> Option<Key> {
-        let spki = cert.tbs_certificate.subject_public_key_info.to_der().ok()?;
-        p256::ecdsa::VerifyingKey::from_public_key_der(&spki)
-            .map(Key::P256)
-            .or_else(|_| p384::ecdsa::VerifyingKey::from_public_key_der(&spki).map(Key::P384))
-            .ok()
+    match Hash::of(&cert.signature_algorithm.oid.to_string()) {
+        Some(hash) => verifies_with(issuer, hash, &tbs, sig),
+        None => false,
     }
+}
 
-    /// Whether the key made `signature` (DER) over the digest `prehash`.
-    fn verifies_prehash(&self, prehash: &[u8], signature: &[u8]) -> bool {
-        match self {
-            Key::P256(k) => p256::ecdsa::Signature::from_der(signature)
-                .is_ok_and(|s| k.verify_prehash(prehash, &s).is_ok()),
-            Key::P384(k) => p384::ecdsa::Signature::from_der(signature)
-                .is_ok_and(|s| k.verify_prehash(prehash, &s).is_ok()),
+/// The digest an ECDSA signature is made over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hash {
+    Sha256,
+    Sha384,
+}
+
+impl Hash {
+    /// The digest of the signature algorithm `oid` (ecdsa-with-SHA256 or -SHA384).
+    pub fn of(oid: &str) -> Option<Hash> {
+        match oid {
+            ECDSA_SHA256 => Some(Hash::Sha256),
+            ECDSA_SHA384 => Some(Hash::Sha384),
+            _ => None,
         }
     }
+}
+
+const P256: &str = "1.2.840.10045.3.1.7";
+const P384: &str = "1.3.132.0.34";
+
+/// The curve of `cert`'s ECDSA key, and the key's point.
+fn key(cert: &Certificate) -> Option<(&'static str, &[u8])> {
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()?
+        .decode_as::<x509_cert::der::asn1::ObjectIdentifier>()
+        .ok()?
+        .to_string();
+    let curve = match curve.as_str() {
+        P256 => P256,
+        P384 => P384,
+        _ => return None,
+    };
+    Some((curve, spki.subject_public_key.as_bytes()?))
+}
+
+/// Whether `cert`'s key made `signature` (DER ECDSA) over the `hash` of `message`.
+pub fn verifies_with(cert: &Certificate, hash: Hash, message: &[u8], signature: &[u8]) -> bool {
+    let Some((curve, point)) = key(cert) else {
+        return false;
+    };
+    let alg: &'static dyn VerificationAlgorithm = match (curve, hash) {
+        (P256, Hash::Sha256) => &ring_sig::ECDSA_P256_SHA256_ASN1,
+        (P256, Hash::Sha384) => &ring_sig::ECDSA_P256_SHA384_ASN1,
+        (_, Hash::Sha256) => &ring_sig::ECDSA_P384_SHA256_ASN1,
+        (_, Hash::Sha384) => &ring_sig::ECDSA_P384_SHA384_ASN1,
+    };
+    UnparsedPublicKey::new(alg, point)
+        .verify(message, signature)
+        .is_ok()
 }
 
 /// Whether the key of `cert` made `signature` (DER ECDSA) over `message`: SHA-256 with a
 /// P-256 key; SHA-384, else SHA-256, with a P-384 key.
 pub fn verifies(cert: &Certificate, message: &[u8], signature: &[u8]) -> bool {
-    match Key::of(cert) {
-        Some(k @ Key::P256(_)) => k.verifies_prehash(&Sha256::digest(message), signature),
-        Some(k @ Key::P384(_)) => {
-            k.verifies_prehash(&Sha384::digest(message), signature)
-                || k.verifies_prehash(&Sha256::digest(message), signature)
+    match key(cert) {
+        Some((P256, _)) => verifies_with(cert, Hash::Sha256, message, signature),
+        Some(_) => {
+            verifies_with(cert, Hash::Sha384, message, signature)
+                || verifies_with(cert, Hash::Sha256, message, signature)
         }
         None => false,
     }
-}
-
-/// Whether the key of `cert` made `signature` (DER ECDSA) over the digest `prehash`.
-pub fn verifies_prehash(cert: &Certificate, prehash: &[u8], signature: &[u8]) -> bool {
-    Key::of(cert).is_some_and(|k| k.verifies_prehash(prehash, signature))
 }
