@@ -158,7 +158,9 @@ pub fn time(
     let hash = Hash::of(&algorithm)
         .ok_or_else(|| format!("its timestamp is signed with {algorithm}, not ECDSA"))?;
     if !verifies_with(&cert, hash, &attrs, signer.signature.as_bytes()) {
-        return Err(format!("its timestamp is not signed by {name}'s certificate"));
+        return Err(format!(
+            "its timestamp is not signed by {name}'s certificate"
+        ));
     }
     let eku = extension::<ExtendedKeyUsage>(&cert, "2.5.29.37")?;
     if !eku.is_some_and(|e| e.0.iter().any(|o| o.to_string() == TIME_STAMPING)) {
