@@ -47,7 +47,7 @@ const DEPTH: usize = 6;
 /// identities, vouched for by the issuer.
 pub struct Policy {
     file: PathBuf,
-    trusted: Vec<Certificate>,
+    trusted: Vec<Anchor>,
     /// The transparency logs whose promises give a signature's time.
     logs: Vec<tlog::Log>,
     /// The timestamping authorities whose timestamps give it, when no log does.
@@ -204,9 +204,23 @@ impl Policy {
     ) -> std::result::Result<(), String> {
         let mut link = cert.clone();
         for _ in 0..=DEPTH {
-            if let Some(t) = self.trusted.iter().find(|t| issued(t, &link)) {
-                is_ca(t)?;
-                return ca_valid_at(t, at);
+            if let Some(t) = self.trusted.iter().find(|t| issued(&t.cert, &link)) {
+                is_ca(&t.cert)?;
+                ca_valid_at(&t.cert, at)?;
+                let secs = at
+                    .time
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                if t.from.is_some_and(|f| secs < f) || t.to.is_some_and(|e| secs > e) {
+                    return Err(format!(
+                        "{} of {} was not in use at {}",
+                        t.cert.tbs_certificate.subject,
+                        self.file.display(),
+                        at.display()
+                    ));
+                }
+                return Ok(());
             }
             let self_issued = link.tbs_certificate.subject == link.tbs_certificate.issuer;
             let up = chain.iter().find(|c| issued(c, &link));
@@ -229,9 +243,17 @@ impl Policy {
     }
 }
 
+/// A certificate of the trust file, and when its certificate authority was in use (a trusted
+/// root's `validFor`, seconds since the epoch; PEM says nothing).
+struct Anchor {
+    cert: Certificate,
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
 /// The certificates of a trust file, a Sigstore trusted root's certificate authorities or PEM
-/// certificates, and the trusted root's transparency logs.
-type Trust = (Vec<Certificate>, Vec<tlog::Log>, Vec<timestamp::Authority>);
+/// certificates, and the trusted root's transparency logs and timestamping authorities.
+type Trust = (Vec<Anchor>, Vec<tlog::Log>, Vec<timestamp::Authority>);
 
 fn trusted_certificates(text: &[u8]) -> std::result::Result<Trust, String> {
     let (mut logs, mut authorities) = (Vec::new(), Vec::new());
@@ -245,6 +267,7 @@ fn trusted_certificates(text: &[u8]) -> std::result::Result<Trust, String> {
             .into_iter()
             .flatten()
         {
+            let when = |k: &str| ca["validFor"][k].as_str().and_then(tlog::rfc3339_seconds);
             for c in ca["certChain"]["certificates"]
                 .as_array()
                 .into_iter()
@@ -254,10 +277,12 @@ fn trusted_certificates(text: &[u8]) -> std::result::Result<Trust, String> {
                 let der = b64
                     .decode(raw)
                     .map_err(|e| format!("a certificate of its chains is not base64: {e}"))?;
-                out.push(
-                    Certificate::from_der(&der)
+                out.push(Anchor {
+                    cert: Certificate::from_der(&der)
                         .map_err(|e| format!("a certificate of its chains: {e}"))?,
-                );
+                    from: when("start"),
+                    to: when("end"),
+                });
             }
         }
         logs = tlog::logs(&root)?;
@@ -266,6 +291,13 @@ fn trusted_certificates(text: &[u8]) -> std::result::Result<Trust, String> {
     } else {
         Certificate::load_pem_chain(text)
             .map_err(|e| format!("not PEM certificates, nor a Sigstore trusted root: {e}"))?
+            .into_iter()
+            .map(|cert| Anchor {
+                cert,
+                from: None,
+                to: None,
+            })
+            .collect()
     };
     if certs.is_empty() {
         return Err("holds no certificate authority's certificate".into());

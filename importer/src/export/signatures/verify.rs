@@ -588,6 +588,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{e}").contains("not now"), "{e}");
+        // A certificate authority the trusted root says was retired before the signature.
+        let mut trust: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&root).unwrap()).unwrap();
+        for ca in trust["certificateAuthorities"].as_array_mut().unwrap() {
+            ca["validFor"]["end"] = "2025-01-01T00:00:00Z".into();
+        }
+        let retired = dir.join("retired.json");
+        std::fs::write(&retired, serde_json::to_vec(&trust).unwrap()).unwrap();
+        let e = check(
+            &verifier(&retired, IDENTITY),
+            SUBJECT,
+            &[referrers(SUBJECT, bundle.clone())],
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e}").contains("was not in use at 2026-04-09T07:23:29Z"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
 
         // Another image's digest: the statement names this one only.
