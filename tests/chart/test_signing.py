@@ -1,8 +1,9 @@
 """imagePull.verify: the import Job checks the bundle's signature (`import --verify-key`) with a
 cosign public key given as PEM text (a hook ConfigMap of the chart's own), or as an existing
 ConfigMap or Secret. Rendered with the real Helm engine; the rendered Job's container run as
-the kubelet would (test_job_container.run_like_kubelet) on the real dockerd, refusing a
-tampered and an unsigned bundle with nothing imported, and taking the signed one.
+the kubelet would (test_job_container.run_like_kubelet) on the real dockerd, refusing four bad
+bundles with nothing imported (an archive changed, unsigned, `images.json` changed, signed by
+another key), and taking the signed one.
 
 No Kubernetes runs here: the kubelet projects a ConfigMap volume's items as files, which the
 test does by writing the rendered ConfigMap's data into a directory bound in its place.
@@ -140,7 +141,7 @@ def run_with_key(jb: dict[str, Any], public: str, directory: Path, node) -> tupl
 
 @pytest.mark.skipif(not all(os.environ.get(name) for name in ENV),
                     reason=f"needs the daemons of scripts/test.sh ({', '.join(ENV)})")
-def test_the_job_refuses_a_tampered_and_an_unsigned_bundle_and_imports_the_signed_one(
+def test_the_job_refuses_four_bad_bundles_and_imports_the_signed_one(
         importer_image, bundle, containerd, tmp_path):
     key, public = openssl_keys(tmp_path)
     signed = signed_bundle(bundle, key, tmp_path)
@@ -152,9 +153,24 @@ def test_the_job_refuses_a_tampered_and_an_unsigned_bundle_and_imports_the_signe
     unsigned = tmp_path / "unsigned"
     shutil.copytree(signed, unsigned)
     shutil.rmtree(unsigned / ".offline-images")
+    changed = tmp_path / "images-json-changed"
+    shutil.copytree(signed, changed)
+    with (changed / "images.json").open("a") as f:
+        f.write(" ")
+    other_key = tmp_path / "other-key"
+    shutil.copytree(signed, other_key)
+    (tmp_path / "other-key-pair").mkdir()
+    other, _ = openssl_keys(tmp_path / "other-key-pair")
+    sig = subprocess.run(
+        f"openssl dgst -sha256 -sign {other} {other_key / '.offline-images' / 'bundle.identity'} | base64 -w0",
+        shell=True, check=True, capture_output=True,
+    ).stdout
+    (other_key / ".offline-images" / "bundle.identity.sig").write_bytes(sig)
     cases = [
         (tampered, f"{archive.name} does not match SHA256SUMS"),
         (unsigned, "refused: the bundle is not signed"),
+        (changed, "images.json: refused: its sha256 is"),
+        (other_key, "bundle.identity.sig: refused: the signature of"),
     ]
     for directory, reason in cases:
         namespace = f"{NAMESPACE}-signing-{directory.name}"
