@@ -24,14 +24,13 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
-use base64::Engine as _;
 use x509_cert::der::asn1::Utf8StringRef;
 use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{ExtendedKeyUsage, SubjectAltName};
 use x509_cert::Certificate;
 
-use super::x509::{extension, is_ca, issued, verifies};
+use super::x509::{cert_chain, extension, is_ca, issued, verifies};
 use super::{timestamp, tlog};
 
 /// Fulcio's OIDC issuer: v2, a DER UTF8String; v1, the bare string.
@@ -260,7 +259,6 @@ fn trusted_certificates(text: &[u8]) -> std::result::Result<Trust, String> {
     let certs = if text.trim_ascii_start().starts_with(b"{") {
         let root: serde_json::Value = serde_json::from_slice(text)
             .map_err(|e| format!("not a Sigstore trusted root (JSON): {e}"))?;
-        let b64 = base64::engine::general_purpose::STANDARD;
         let mut out = Vec::new();
         for ca in root["certificateAuthorities"]
             .as_array()
@@ -268,18 +266,9 @@ fn trusted_certificates(text: &[u8]) -> std::result::Result<Trust, String> {
             .flatten()
         {
             let when = |k: &str| ca["validFor"][k].as_str().and_then(tlog::rfc3339_seconds);
-            for c in ca["certChain"]["certificates"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                let raw = c["rawBytes"].as_str().unwrap_or_default();
-                let der = b64
-                    .decode(raw)
-                    .map_err(|e| format!("a certificate of its chains is not base64: {e}"))?;
+            for cert in cert_chain(&ca["certChain"], "its chains")? {
                 out.push(Anchor {
-                    cert: Certificate::from_der(&der)
-                        .map_err(|e| format!("a certificate of its chains: {e}"))?,
+                    cert,
                     from: when("start"),
                     to: when("end"),
                 });

@@ -25,7 +25,7 @@ use x509_cert::ext::pkix::ExtendedKeyUsage;
 use x509_cert::Certificate;
 use x509_tsp::{TimeStampResp, TstInfo};
 
-use super::x509::{extension, issued, verifies_with, Hash};
+use super::x509::{cert_chain, extension, issued, verifies_with, Hash};
 
 const SIGNED_DATA: &str = "1.2.840.113549.1.7.2";
 const TST_INFO: &str = "1.2.840.113549.1.9.16.1.4";
@@ -44,29 +44,13 @@ pub struct Authority {
 
 /// The timestamping authorities of a Sigstore trusted root (`timestampAuthorities`).
 pub fn authorities(root: &Value) -> Result<Vec<Authority>, String> {
-    let b64 = base64::engine::general_purpose::STANDARD;
     let mut out = Vec::new();
     for a in root["timestampAuthorities"]
         .as_array()
         .into_iter()
         .flatten()
     {
-        let mut chain = Vec::new();
-        for c in a["certChain"]["certificates"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let der = b64
-                .decode(c["rawBytes"].as_str().unwrap_or_default())
-                .map_err(|e| {
-                    format!("a timestamping authority's certificate is not base64: {e}")
-                })?;
-            chain.push(
-                Certificate::from_der(&der)
-                    .map_err(|e| format!("a timestamping authority's certificate: {e}"))?,
-            );
-        }
+        let chain = cert_chain(&a["certChain"], "a timestamping authority")?;
         let when = |k: &str| {
             a["validFor"][k]
                 .as_str()

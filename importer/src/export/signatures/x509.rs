@@ -131,3 +131,19 @@ pub fn verifies(cert: &Certificate, message: &[u8], signature: &[u8]) -> bool {
         None => false,
     }
 }
+
+/// The certificates of a Sigstore trusted root's `certChain` (`certificates[].rawBytes`, base64
+/// DER); `what` names the chain's owner in an error.
+pub fn cert_chain(chain: &serde_json::Value, what: &str) -> Result<Vec<Certificate>, String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let certs = chain["certificates"].as_array().into_iter().flatten();
+    certs
+        .map(|c| {
+            let der = b64
+                .decode(c["rawBytes"].as_str().unwrap_or_default())
+                .map_err(|e| format!("a certificate of {what} is not base64: {e}"))?;
+            Certificate::from_der(&der).map_err(|e| format!("a certificate of {what}: {e}"))
+        })
+        .collect()
+}
