@@ -67,15 +67,6 @@ reset_docker() {
   done
 }
 
-# As scripts/bench.sh: a tar of the regular files of DIR up to MB MiB, past the first SKIP MiB.
-find_layer() {
-  local dir=$1 mb=$2 out=$3 skip=${4:-0}
-  find "$dir" -xdev -type f -links 1 -readable -printf '%s %p\n' 2>/dev/null | sort -k2 |
-    awk -v max=$((mb * 1024 * 1024)) -v skip=$((skip * 1024 * 1024)) '
-      { t += $1 } t > skip && $1 + s <= max { s += $1; sub(/^[0-9]+ /, ""); print }' |
-    tar -cf "$out" --no-recursion --verbatim-files-from -T - 2>/dev/null
-}
-
 build_release() {
   local ctx=$WORK/build i src sources=(/usr/lib/llvm-14 /usr/lib/jvm /usr/share /usr/bin)
   say "building $IMAGES images: a $BASE_MB MiB base layer shared by all, $OWN_MB MiB of their own; the upgrade adds $NEW_MB MiB to image 1"

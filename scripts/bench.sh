@@ -172,17 +172,6 @@ setup() {
 # The images' references, in the registry.
 REFS=()
 
-# find_layer DIR MB OUT [SKIP_MB]: the regular files of DIR, in path order, after the first
-# SKIP_MB MiB of them, up to MB MiB, as a tar. Files that would overflow the budget are passed
-# over, so the layer comes close to it; hard-linked files are left out (tar stores them once).
-find_layer() {
-  local dir=$1 mb=$2 out=$3 skip=${4:-0}
-  find "$dir" -xdev -type f -links 1 -readable -printf '%s %p\n' 2>/dev/null | sort -k2 |
-    awk -v max=$((mb * 1024 * 1024)) -v skip=$((skip * 1024 * 1024)) '
-      { t += $1 } t > skip && $1 + s <= max { s += $1; sub(/^[0-9]+ /, ""); print }' |
-    tar -cf "$out" --no-recursion --verbatim-files-from -T - 2>/dev/null
-}
-
 build_images() {
   local ctx=$WORK/build per base own i src
   local sources=(/usr/lib/llvm-14 /usr/lib/jvm /usr/share /usr/bin /usr/lib/gcc /usr/lib/python3.11)

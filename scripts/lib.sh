@@ -183,6 +183,19 @@ wait_for() {
   return 1
 }
 
+# ---- bench fixtures --------------------------------------------------------------------------
+# find_layer DIR MB OUT [SKIP_MB]: the regular files of DIR, in path order, after the first
+# SKIP_MB MiB of them, up to MB MiB, as a tar: a layer made of real files of this machine, for
+# the benches' release-shaped images. Files that would overflow the budget are passed over, so
+# the layer comes close to it; hard-linked files are left out (tar stores them once).
+find_layer() {
+  local dir=$1 mb=$2 out=$3 skip=${4:-0}
+  find "$dir" -xdev -type f -links 1 -readable -printf '%s %p\n' 2>/dev/null | sort -k2 |
+    awk -v max=$((mb * 1024 * 1024)) -v skip=$((skip * 1024 * 1024)) '
+      { t += $1 } t > skip && $1 + s <= max { s += $1; sub(/^[0-9]+ /, ""); print }' |
+    tar -cf "$out" --no-recursion --verbatim-files-from -T - 2>/dev/null
+}
+
 # ---- the runtime version matrix ---------------------------------------------------------------
 # Beyond the default pair (bookworm's containerd 1.6.20 and Docker 20.10.24, installed on the
 # machine), the tests run on newer containerd and Docker releases from newer Debian suites.
