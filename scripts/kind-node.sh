@@ -3,11 +3,16 @@
 # root file system made by debootstrap with Debian's containerd and runc, imported into a
 # dockerd with `docker import`. Sourced by test.sh after lib.sh.
 
-OI_KIND_NODE_IMAGE=${OI_KIND_NODE_IMAGE:-offline-images-test/kind-node:bookworm}
+# What the node holds beside a minimal Debian: containerd and runc, and pigz, which kind's own
+# node image installs (its images/base/Dockerfile) and whose unpigz containerd runs to
+# decompress gzip'd layers when it finds it on PATH. The cache and the image are named by the
+# list, so that a change of it builds them again.
+OI_KIND_NODE_PACKAGES=containerd,runc,pigz
+OI_KIND_NODE_IMAGE=${OI_KIND_NODE_IMAGE:-offline-images-test/kind-node:bookworm-${OI_KIND_NODE_PACKAGES//,/-}}
 
 # The node's root file system as a tar, built once into $OI_CACHE/kind-node; echoes its path.
 oi_kind_node_rootfs() {
-  local dir=$OI_CACHE/kind-node root
+  local dir=$OI_CACHE/kind-node-${OI_KIND_NODE_PACKAGES//,/-} root
   local tar=$dir/rootfs.tar
   if [ ! -f "$tar" ]; then
     command -v debootstrap >/dev/null || {
@@ -20,8 +25,8 @@ oi_kind_node_rootfs() {
     root=$dir/root.new
     rm -rf "$root"
     mkdir -p "$root"
-    say "building the kind node root file system (debootstrap bookworm, containerd, runc) in $dir"
-    debootstrap --variant=minbase --include=containerd,runc bookworm "$root" http://deb.debian.org/debian \
+    say "building the kind node root file system (debootstrap bookworm, $OI_KIND_NODE_PACKAGES) in $dir"
+    debootstrap --variant=minbase --include="$OI_KIND_NODE_PACKAGES" bookworm "$root" http://deb.debian.org/debian \
       >"$dir/debootstrap.log" 2>&1 || { tail -20 "$dir/debootstrap.log" >&2; die "debootstrap failed (log: $dir/debootstrap.log)"; }
     # What a node image leaves out: apt's package lists and caches.
     rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
