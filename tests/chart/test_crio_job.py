@@ -1,6 +1,7 @@
 """The import Job rendered with `runtime: crio`, run as the kubelet would run it (see
 test_job_container.py, `run_like_kubelet`) on the real dockerd, against a node-root view that
-holds Debian 12's podman 4.3 and a containers-storage of its own.
+holds a real podman and a containers-storage of its own: Debian 12's podman 4.3, and Debian
+forky's podman 5.
 
 No CRI-O daemon can be had here. What CRI-O would read is checked instead: the storage at the
 path the node's /etc/containers/storage.conf names, read by the node's own podman (chrooted
@@ -11,6 +12,12 @@ The node-root view is a directory whose root stands for the node's `/`: this mac
 podman and its libraries), /proc, /sys (read-only), /dev/null, a /dev/shm of its own (podman's
 lock memory), and an /etc of its own whose containers/storage.conf puts the storage where a
 CRI-O node has it (/var/lib/containers/storage, overlay). The Job's hostPath `/` is that view.
+
+For podman 5 the view's /usr is an overlay of forky's podman, conmon and glibc packages (as
+scripts/lib.sh unpacks them) on this machine's /usr: /usr/bin/podman is then forky's, run by
+forky's loader and libraries as on a node that has it installed. Its containers.conf names
+runc, the OCI runtime this machine has (podman 5 looks for crun first); podman load runs no
+container.
 """
 
 from __future__ import annotations
@@ -33,10 +40,10 @@ from test_job_container import (  # noqa: F401 (fixtures)
     run_like_kubelet,
 )
 
-ENV = ("OI_DOCKER_HOST", "OI_DOCKER_CLI", "OI_NODE_BIN", "OI_PODMAN4")
+ENV = ("OI_DOCKER_HOST", "OI_DOCKER_CLI", "OI_NODE_BIN", "OI_PODMAN4", "OI_PODMAN")
 pytestmark = pytest.mark.skipif(
     not all(os.environ.get(name) for name in ENV),
-    reason=f"needs the daemons and Debian 12's podman of scripts/test.sh ({', '.join(ENV)})",
+    reason=f"needs the daemons and the podman 4 and 5 of scripts/test.sh ({', '.join(ENV)})",
 )
 
 STORAGE_CONF = (
@@ -58,9 +65,24 @@ def unmount_under(directory: Path) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True)
 
 
-@pytest.fixture
-def node_view(tmp_path) -> Path:
-    """A node root holding Debian 12's podman and a private containers-storage (see above)."""
+def forky_usr() -> Path:
+    """The usr/ of forky's podman packages, unpacked beside the `podman` wrapper of
+    scripts/lib.sh (oi_fetch_forky_podman): OI_PODMAN is ROOT/bin/podman, the packages ROOT/root."""
+    usr = Path(os.environ["OI_PODMAN"]).resolve().parent.parent / "root" / "usr"
+    assert (usr / "bin/podman").is_file(), f"no forky podman under {usr}"
+    return usr
+
+
+# The podman each view holds: its name in test ids, and how its version starts.
+PODMANS = {"podman4": "4.3.1", "podman5": "5."}
+# The podman of each live view, as the importer's log names it ("podman 5.8.1").
+view_podman: dict[Path, str] = {}
+
+
+@pytest.fixture(params=list(PODMANS))
+def node_view(request, tmp_path) -> Path:
+    """A node root holding Debian 12's podman 4.3 or forky's podman 5 (the overlay /usr
+    described above) and a private containers-storage."""
     podman4 = os.environ["OI_PODMAN4"]
     if os.path.realpath(podman4) != "/usr/bin/podman":
         pytest.skip(f"Debian 12's podman is {podman4}, not /usr/bin/podman: the view's /usr would not hold it")
@@ -72,8 +94,12 @@ def node_view(tmp_path) -> Path:
         (view / link).symlink_to(f"usr/{link}")
     (view / "dev/null").write_bytes(b"")
     try:
-        run("mount", "--bind", "/usr", view / "usr")
-        run("mount", "-o", "remount,bind,ro", view / "usr")
+        if request.param == "podman5":
+            run("mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={forky_usr()}:/usr", view / "usr")
+            (view / "etc/containers/containers.conf").write_text('[engine]\nruntime = "runc"\n')
+        else:
+            run("mount", "--bind", "/usr", view / "usr")
+            run("mount", "-o", "remount,bind,ro", view / "usr")
         run("mount", "-t", "proc", "proc", view / "proc")
         run("mount", "--bind", "/dev/null", view / "dev/null")
         run("mount", "-t", "sysfs", "-o", "ro", "sysfs", view / "sys")
@@ -81,8 +107,12 @@ def node_view(tmp_path) -> Path:
         for name in ("passwd", "group", "containers/policy.json"):
             shutil.copy(Path("/etc") / name, view / "etc" / name)
         (view / "etc/containers/storage.conf").write_text(STORAGE_CONF)
+        version = node_podman(view, "version", "--format", "{{.Client.Version}}").strip()
+        assert version.startswith(PODMANS[request.param]), f"{request.param}: the view runs podman {version}"
+        view_podman[view] = f"podman {version}"
         yield view
     finally:
+        view_podman.pop(view, None)
         unmount_under(view)
         shutil.rmtree(view, ignore_errors=True)
 
@@ -136,7 +166,7 @@ def test_the_crio_job_imports_a_bundle_into_the_nodes_containers_storage_and_pru
     view = {"/": node_view, str(bundle["dir"]): bundle["dir"]}
     code, log = run_like_kubelet(found["image-import"], view=view)
     assert code == 0, f"the crio Job's container exited {code}:\n{log}"
-    assert "podman 4.3.1 (/usr/bin/podman, chrooted into /host)" in log, log
+    assert f"{view_podman[node_view]} (/usr/bin/podman, chrooted into /host)" in log, log
     assert ("containers-storage /var/lib/containers/storage (driver overlay, run root /run/containers/storage; "
             "settings from /etc/containers/storage.conf)") in log, log
     lines = [line for line in log.splitlines() if line.strip()]
