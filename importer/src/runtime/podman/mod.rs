@@ -205,21 +205,23 @@ impl Podman {
             .with_context(|| format!("cannot run {}", self.found_at.display()))?;
         if !out.status.success() {
             let what = args.iter().find(|a| !a.starts_with('-')).copied();
-            return Err(self.error(what.unwrap_or(""), &out.stderr));
+            return Err(self.error(what.unwrap_or(""), &out.stderr, &[]));
         }
         Ok(out)
     }
 
-    /// What podman said when it failed, classified where the run branches on it.
-    fn error(&self, what: &str, stderr: &[u8]) -> anyhow::Error {
-        let text = String::from_utf8_lossy(stderr);
-        let text = text.trim();
+    /// What podman said when it failed (`output::failure`: of a load, its attempt at the
+    /// archive's `formats`), classified where the run branches on it. Refused an operation
+    /// chrooted into a node, podman lacks a capability: the line says which are needed.
+    fn error(&self, what: &str, stderr: &[u8], formats: &[&str]) -> anyhow::Error {
+        let raw = String::from_utf8_lossy(stderr);
+        let text = output::failure(&raw, formats);
         let said = if text.is_empty() {
             format!("podman {what} failed and printed nothing")
         } else {
             format!("podman {what}: {text}")
         };
-        if text.contains("no space left on device") {
+        if raw.contains("no space left on device") {
             return Failure::error(
                 Kind::Disk,
                 format!(
@@ -227,6 +229,14 @@ impl Podman {
                      the import again; {said}",
                     self.info.graph_root
                 ),
+            );
+        }
+        if self.host_root.is_some() && raw.contains("operation not permitted") {
+            return anyhow!(
+                "{said} (podman was refused an operation: the importer runs without a \
+                 capability podman needs to store this image. A file capability needs SETFCAP, \
+                 a device node MKNOD, files of other owners CHOWN, FOWNER and FSETID; the \
+                 chart adds them with imagePull.crioCapabilities)"
             );
         }
         anyhow!(said)
@@ -275,8 +285,15 @@ impl Podman {
         let status = status.context("cannot wait for podman load")?;
         match result {
             Err(Fed::Archive(e)) => Err(e),
-            Err(Fed::CtrStopped) => Err(self.error("load", &stderr)),
-            Ok(_) if !status.success() => Err(self.error("load", &stderr)),
+            Err(Fed::CtrStopped) => Err(self.error("load", &stderr, &[])),
+            Ok(info) if !status.success() => {
+                let formats: &[&str] = match info.format {
+                    Format::DockerArchive => &["docker-archive"],
+                    Format::Oci => &["oci-archive"],
+                    Format::DockerOci => &["oci-archive", "docker-archive"],
+                };
+                Err(self.error("load", &stderr, formats))
+            }
             Ok(info) => Ok(info),
         }
     }

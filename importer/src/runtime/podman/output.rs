@@ -154,8 +154,118 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, 
     Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
+/// What podman printed on a failed command, for one line of the log: its progress lines
+/// (`Copying blob …`) and its own warning, info and debug lines (`time="…" level=warning …`)
+/// left out. A `podman load` tries each format in turn and, when none takes the archive, says
+/// why for each ("payload does not match any of the supported image formats:", then `* oci:
+/// …`, `* docker-archive: …`); of those only the attempts at `formats` (the archive's own)
+/// are kept, since the others fail for the archive not being in their format. Lines are
+/// joined with "; ".
+pub fn failure(stderr: &str, formats: &[&str]) -> String {
+    let kept: Vec<&str> = stderr
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty() && !is_chatter(l))
+        .collect();
+    let attempts_from = kept
+        .iter()
+        .position(|l| l.contains("does not match any of the supported image formats"));
+    if let Some(from) = attempts_from {
+        let mut attempts: Vec<String> = Vec::new();
+        for line in &kept[from + 1..] {
+            match line.trim_start().strip_prefix("* ") {
+                Some(attempt) => attempts.push(attempt.to_string()),
+                None => {
+                    if let Some(last) = attempts.last_mut() {
+                        last.push(' ');
+                        last.push_str(line.trim());
+                    }
+                }
+            }
+        }
+        let chosen: Vec<String> = attempts
+            .into_iter()
+            .filter(|a| formats.iter().any(|f| a.starts_with(&format!("{f}:"))))
+            .collect();
+        if !chosen.is_empty() {
+            return chosen.join("; ");
+        }
+    }
+    kept.join("; ")
+}
+
+/// A line podman prints on the way that says nothing of a failure.
+fn is_chatter(line: &str) -> bool {
+    const PROGRESS: [&str; 6] = [
+        "Getting image source signatures",
+        "Copying blob ",
+        "Copying config ",
+        "Writing manifest to image destination",
+        "Storing signatures",
+        "Loaded image",
+    ];
+    let line = line.trim_start();
+    PROGRESS.iter().any(|p| line.starts_with(p))
+        || (line.starts_with("time=\"")
+            && ["level=warning", "level=info", "level=debug"]
+                .iter()
+                .any(|l| line.contains(l)))
+}
+
 #[cfg(test)]
 mod tests {
+    /// podman 4.3's answer, as a Job without SETFCAP got it for a docker-archive whose layer
+    /// holds a file with a capability (tests/chart/test_crio_job.py).
+    const LOAD_FAILED_43: &str = "Getting image source signatures
+Copying blob sha256:c8fef4f5a05e8d0ec5a0c160730cc16d78fd7bd2f09a69f38de7d068d8181cee
+Copying blob sha256:ca7a6d7e3cfe9a307665657a7502580b46e2dae5a1941277ad0560e1f584d64f
+Error: payload does not match any of the supported image formats:
+ * oci: initializing source oci:/var/tmp/podman1967944547:: open /var/tmp/podman1967944547/index.json: not a directory
+ * oci-archive: loading index: open /var/tmp/oci3438530733/index.json: no such file or directory
+ * docker-archive: writing blob: adding layer with blob \"sha256:45421d04\": processing tar file(lsetxattr /bin/capped: operation not permitted): exit status 1
+ * dir: open /var/tmp/podman1967944547/manifest.json: not a directory
+";
+
+    /// podman 5.8's, for the same archive: a warning first, and the reason on a line of its own.
+    const LOAD_FAILED_58: &str = "time=\"2026-12-07T23:53:50Z\" level=warning msg=\"Using cgroups-v1 which is deprecated\"
+Getting image source signatures
+Copying blob sha256:c8fef4f5a05e8d0ec5a0c160730cc16d78fd7bd2f09a69f38de7d068d8181cee
+Error: payload does not match any of the supported image formats:
+ * oci: open /var/tmp/podman467764767/index.json: not a directory
+ * oci-archive: loading index: open /var/tmp/container_images_oci1672584985/index.json: no such file or directory
+ * docker-archive: unable to copy from source docker-archive:/var/tmp/podman467764767:x:1: writing blob: unpacking failed (error: exit status 1
+ output: lsetxattr /bin/capped: operation not permitted)
+ * dir: open /var/tmp/podman467764767/manifest.json: not a directory
+";
+
+    #[test]
+    fn a_failed_load_is_told_by_its_attempt_at_the_archives_own_format_without_progress_or_warnings(
+    ) {
+        assert_eq!(
+            failure(LOAD_FAILED_43, &["docker-archive"]),
+            "docker-archive: writing blob: adding layer with blob \"sha256:45421d04\": processing tar \
+             file(lsetxattr /bin/capped: operation not permitted): exit status 1"
+        );
+        assert_eq!(
+            failure(LOAD_FAILED_58, &["docker-archive"]),
+            "docker-archive: unable to copy from source docker-archive:/var/tmp/podman467764767:x:1: \
+             writing blob: unpacking failed (error: exit status 1 output: lsetxattr /bin/capped: \
+             operation not permitted)"
+        );
+        // No format known (podman stopped reading): every attempt, still without the chatter.
+        let all = failure(LOAD_FAILED_43, &[]);
+        assert!(all.starts_with("Error: payload does not match"), "{all}");
+        assert!(!all.contains("Copying blob"), "{all}");
+        // An error that is no list of attempts is kept whole, an error-level line included.
+        assert_eq!(
+            failure(
+                "time=\"x\" level=error msg=\"lock held\"\nError: short\n",
+                &["oci-archive"]
+            ),
+            "time=\"x\" level=error msg=\"lock held\"; Error: short"
+        );
+    }
+
     use super::*;
 
     #[test]
