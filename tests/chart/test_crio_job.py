@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import pytest
 
 from chartlib import container, env_of, merge, mount, render, volume
 from test_job_container import (  # noqa: F401 (fixtures)
+    RUN_ID,
     bundle,
     docker,
     importer_image,
@@ -201,3 +203,76 @@ def test_without_the_crio_capabilities_podman_cannot_write_the_storage(importer_
     assert code != 0, log
     assert "cannot clone: Operation not permitted" in log, log
     assert bundle["ref"] not in image_digests(node_view)
+
+
+@pytest.fixture(scope="module")
+def special_files_bundle(tmp_path_factory) -> dict[str, Any]:
+    """A bundle of one image made by docker whose layers hold what a plain image does not: a
+    file deleted in a later layer (the layer carries its whiteout, `bin/.wh.gone`, which the
+    overlay driver stores as a character device 0:0), a device node (`mknod /dev/console-copy
+    c 5 1` in a build step), and a file with a capability (`setcap cap_net_raw+ep`, carried as
+    the `security.capability` extended attribute), as `docker save` writes it."""
+    context = tmp_path_factory.mktemp("special-context")
+    shutil.copy("/bin/busybox", context / "busybox")
+    (context / "gone").write_text("deleted by the next layer\n")
+    capped = context / "tree" / "bin" / "capped"
+    capped.parent.mkdir(parents=True)
+    shutil.copy("/bin/busybox", capped)
+    run("setcap", "cap_net_raw+ep", capped)
+    run("tar", "--xattrs", "--xattrs-include=security.capability", "-C", context / "tree", "-cf",
+        context / "capped.tar", "bin")
+    (context / "Dockerfile").write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY gone /bin/gone\nADD capped.tar /\n"
+        'RUN ["/bin/busybox", "rm", "/bin/gone"]\n'
+        'RUN ["/bin/busybox", "mknod", "/bin/console-copy", "c", "5", "1"]\n'
+    )
+    ref = f"chart-test.local/special-files:{RUN_ID}"
+    docker("build", "--quiet", "--tag", ref, str(context))
+    directory = tmp_path_factory.mktemp("special-bundle")
+    (directory / "special-files.tar").write_bytes(docker("save", ref).stdout)
+    yield {"dir": directory, "ref": ref}
+    docker("rmi", "--force", ref, check=False)
+
+
+def upper_dir(view: Path, ref: str) -> Path:
+    """The top layer's directory of `ref` in the view's storage, on this machine."""
+    upper = node_podman(view, "image", "inspect", "--format", "{{.GraphDriver.Data.UpperDir}}", ref).strip()
+    return view / upper.lstrip("/")
+
+
+@pytest.mark.parametrize("without", ["MKNOD", "SETFCAP"])
+def test_each_crio_capability_for_special_files_is_needed_and_with_all_of_them_the_files_are_kept(
+    importer_image, special_files_bundle, node_view, without
+):
+    """MKNOD (the device node) and SETFCAP (the file capability) are each needed: without one,
+    podman cannot store the image and the Job names it failed; with the chart's list the image
+    is stored with all three. (The whiteout alone needs no MKNOD on Linux 5.8 and later, which
+    lets any process make a 0:0 character device.)"""
+    bundle_dir, ref = special_files_bundle["dir"], special_files_bundle["ref"]
+    view = {"/": node_view, str(bundle_dir): bundle_dir}
+    default = container(jobs_by_component(crio_values(importer_image, bundle_dir))["image-import"])
+    caps = [c for c in default["securityContext"]["capabilities"]["add"] if c not in ("SYS_CHROOT", without)]
+    jb = jobs_by_component(crio_values(importer_image, bundle_dir, strict=True, crioCapabilities=caps))["image-import"]
+    code, log = run_like_kubelet(jb, view=view)
+    assert code == 1, f"without {without} the Job exited {code}:\n{log}"
+    (failed,) = [line for line in log.splitlines() if line.startswith("FAILED")]
+    # One line that says why, without podman's progress and its other formats' attempts.
+    assert "special-files.tar: podman load: docker-archive:" in failed and "operation not permitted" in failed, log
+    assert "Copying blob" not in failed and "oci-archive:" not in failed, failed
+    assert "SETFCAP" in failed and "MKNOD" in failed and "imagePull.crioCapabilities" in failed, failed
+    assert ref not in image_digests(node_view)
+
+    jb = jobs_by_component(crio_values(importer_image, bundle_dir, strict=True))["image-import"]
+    code, log = run_like_kubelet(jb, view=view)
+    assert code == 0, f"with every capability the Job exited {code}:\n{log}"
+    assert ref in image_digests(node_view), log
+    upper = upper_dir(node_view, ref)
+    device = os.lstat(upper / "bin" / "console-copy")
+    assert stat.S_ISCHR(device.st_mode) and (os.major(device.st_rdev), os.minor(device.st_rdev)) == (5, 1), upper
+    layers = [p for p in (node_view / "var/lib/containers/storage/overlay").glob("*/diff") if (p / "bin/gone").exists()]
+    whiteouts = [os.lstat(p / "bin/gone") for p in layers]
+    assert any(stat.S_ISCHR(w.st_mode) and w.st_rdev == 0 for w in whiteouts), "no whiteout for /bin/gone"
+    # The capability is on the file in the layer below (every layer of this fresh storage).
+    found = subprocess.run(["getcap", "-r", str(node_view / "var/lib/containers/storage/overlay")],
+                           capture_output=True, text=True).stdout.splitlines()
+    assert any(line.endswith("/bin/capped cap_net_raw=ep") for line in found), found
