@@ -54,9 +54,21 @@ pub fn feed_with(
     index: &dyn Fn(&Inspected) -> anyhow::Result<Option<Vec<u8>>>,
 ) -> Result<ArchiveInfo, Fed> {
     grow_pipe(&stdin);
+    feed_into(stdin, tar, platform, held, index)
+}
+
+/// [`feed_with`] into any writer (a file the loader reads once it is whole); a failed write
+/// is [`Fed::CtrStopped`].
+pub fn feed_into<W: Write>(
+    sink: W,
+    tar: &mut dyn Read,
+    platform: &Platform,
+    held: &dyn Fn(&str) -> bool,
+    index: &dyn Fn(&Inspected) -> anyhow::Result<Option<Vec<u8>>>,
+) -> Result<ArchiveInfo, Fed> {
     let mut tee = Tee {
         src: tar,
-        sink: HoldBack::new(stdin),
+        sink: HoldBack::new(sink),
         sink_failed: false,
     };
     // On failure ctr is made to fail on its own (see `HoldBack::abort`), so that it
@@ -99,13 +111,13 @@ pub fn feed_with(
 }
 
 /// Passes what it reads from `src` on to `sink`.
-struct Tee<'a> {
+struct Tee<'a, W: Write> {
     src: &'a mut dyn Read,
-    sink: HoldBack<ChildStdin>,
+    sink: HoldBack<W>,
     sink_failed: bool,
 }
 
-impl Read for Tee<'_> {
+impl<W: Write> Read for Tee<'_, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.src.read(buf)?;
         if n > 0 {

@@ -6,15 +6,17 @@
 //! podman itself says which storage that is (its debug lines as it starts, else `podman
 //! info`), for the log and for the node lock.
 //!
-//! Each archive reaches `podman load` on its stdin while the same bytes are inspected (the
-//! `ctr` backend's feed). An OCI archive's `index.json` is replaced by one with the one entry
-//! of the image (podman loads no index of several), named in full: podman keeps the manifest
-//! or index the entry names, so the image keeps the registry's digest
+//! Each archive is written into a file under the node's /var/tmp while the same bytes are
+//! inspected (the `ctr` backend's feed), and that file is podman's stdin for `pull
+//! docker-archive:` or `load` (`spool`). An OCI archive's `index.json` is replaced by one with
+//! the one entry of the image (podman loads no index of several), named in full: podman keeps
+//! the manifest or index the entry names, so the image keeps the registry's digest
 //! ([docs/decisions/0025](../../../../docs/decisions/0025-podman-runtime.md)).
 
 mod labels;
 mod output;
 pub mod pinned;
+mod spool;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::ctr::feed::{feed_with, Fed};
+use super::ctr::feed::{feed_into, Fed};
 use super::ctr::watch::read_capped;
 use super::{chroot, socket, Container, Imported, Present, Runtime};
 use crate::archive::{ArchiveInfo, Format, Platform};
@@ -246,7 +248,8 @@ impl Podman {
         output::images(&self.output(&["images", "--format", "json"])?)
     }
 
-    /// One `podman load` of `tar`, its `index.json` chosen for image `which`. An OCI archive
+    /// One load of `tar` into the storage, its `index.json` chosen for image `which`: the
+    /// archive written out and checked first, then given to podman (`spool`). An OCI archive
     /// of several images is refused unless `several` (the caller loads each in turn).
     fn load(
         &self,
@@ -255,20 +258,8 @@ impl Podman {
         which: usize,
         several: bool,
     ) -> Result<ArchiveInfo> {
-        let mut child = self
-            .command()
-            .arg("load")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot run {}", self.found_at.display()))?;
-        let stdin = child.stdin.take().expect("stdin is piped");
-        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        let podman = Helper::new(child);
-        let out_reader = thread::spawn(move || read_capped(stdout));
-        let err_reader = thread::spawn(move || read_capped(stderr));
-        let result = feed_with(stdin, tar, platform, &|_| false, &|i| {
+        let mut spooled = spool::Spool::create(&spool::dir(self.host_root.as_deref()))?;
+        let fed = feed_into(&mut spooled, tar, platform, &|_| false, &|i| {
             let n = distinct(&i.info);
             if !several && n > 1 && i.info.format != Format::DockerArchive {
                 bail!(
@@ -278,24 +269,42 @@ impl Podman {
             }
             i.oci_index_for_podman(which)
         });
+        let info = match fed {
+            Ok(info) => info,
+            Err(Fed::Archive(e)) => return Err(e),
+            Err(Fed::CtrStopped) => return Err(spooled.write_failed()),
+        };
+        let args = spool::podman_args(info.format, info.images.len());
+        let file = spooled
+            .reader()
+            .context("cannot read back the copy of the archive for podman")?;
+        let mut child = self
+            .command()
+            .args(&args)
+            .stdin(Stdio::from(file))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.found_at.display()))?;
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let podman = Helper::new(child);
+        let out_reader = thread::spawn(move || read_capped(stdout));
+        let err_reader = thread::spawn(move || read_capped(stderr));
         let status = podman.wait_or_kill(LOAD_EXIT_WAIT);
         drop(podman);
         let _ = out_reader.join();
         let stderr = err_reader.join().unwrap_or_default();
-        let status = status.context("cannot wait for podman load")?;
-        match result {
-            Err(Fed::Archive(e)) => Err(e),
-            Err(Fed::CtrStopped) => Err(self.error("load", &stderr, &[])),
-            Ok(info) if !status.success() => {
-                let formats: &[&str] = match info.format {
-                    Format::DockerArchive => &["docker-archive"],
-                    Format::Oci => &["oci-archive"],
-                    Format::DockerOci => &["oci-archive", "docker-archive"],
-                };
-                Err(self.error("load", &stderr, formats))
-            }
-            Ok(info) => Ok(info),
+        drop(spooled);
+        let status = status.with_context(|| format!("cannot wait for podman {}", args[0]))?;
+        if !status.success() {
+            let formats: &[&str] = match info.format {
+                Format::DockerArchive => &["docker-archive"],
+                Format::Oci => &["oci-archive"],
+                Format::DockerOci => &["oci-archive", "docker-archive"],
+            };
+            return Err(self.error(&args[0], &stderr, formats));
         }
+        Ok(info)
     }
 
     /// After a load: each image of `info` for `platform` is given every tag the archive
