@@ -297,12 +297,7 @@ impl Podman {
         drop(spooled);
         let status = status.with_context(|| format!("cannot wait for podman {}", args[0]))?;
         if !status.success() {
-            let formats: &[&str] = match info.format {
-                Format::DockerArchive => &["docker-archive"],
-                Format::Oci => &["oci-archive"],
-                Format::DockerOci => &["oci-archive", "docker-archive"],
-            };
-            return Err(self.error(&args[0], &stderr, formats));
+            return Err(self.error(&args[0], &stderr, spool::transports(info.format)));
         }
         Ok(info)
     }

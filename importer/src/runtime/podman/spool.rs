@@ -129,6 +129,16 @@ pub fn podman_args(format: Format, images: usize) -> Vec<String> {
     }
 }
 
+/// podman's names for the transports that read an archive of `format`, as its messages
+/// name them: its attempts at these are the ones that say why a load failed.
+pub fn transports(format: Format) -> &'static [&'static str] {
+    match format {
+        Format::DockerArchive => &["docker-archive"],
+        Format::Oci => &["oci-archive"],
+        Format::DockerOci => &["oci-archive", "docker-archive"],
+    }
+}
+
 /// Where podman would copy an archive: the node's /var/tmp under `host_root`, else `TMPDIR`
 /// or /var/tmp (containers.conf's default `image_copy_tmp_dir`).
 pub fn dir(host_root: Option<&Path>) -> PathBuf {
